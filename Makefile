@@ -1,0 +1,66 @@
+# LockN: `make run` starts the platform, `make test` runs every test. Both set themselves up on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+BUN_VERSION := 1.4.5
+BUN := .tools/node_modules/.bin/bun
+# Nothing phones out: no telemetry, no version checks.
+export REFLEX_TELEMETRY_ENABLED := false
+export REFLEX_CHECK_LATEST_VERSION := false
+
+.PHONY: run dev test setup setup-test migrate worker clean help
+
+help:
+	@echo "make run    start LockN on http://localhost:$${LOCKN_PORT:-3000} (Ctrl-C stops everything)"
+	@echo "make test   run the whole test suite (unit, integration, browser)"
+	@echo "make setup  install everything run needs (idempotent)"
+	@echo "make dev    hot-reloading development server (two ports: frontend 3000, backend 8000)"
+
+run: setup
+	$(PY) -m backend.cli run
+
+test: setup-test
+	$(PY) -m pytest
+
+setup: $(VENV)/.installed $(BUN)
+
+setup-test: setup $(VENV)/.installed-dev qa-browser
+
+migrate: setup
+	$(PY) -m backend.cli migrate
+
+worker: setup
+	$(PY) -m backend.cli worker
+
+dev: setup
+	$(PY) -m backend.cli migrate
+	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" REFLEX_USE_SYSTEM_BUN=1 REFLEX_DIR="$(CURDIR)/.tools/reflex" \
+	  $(VENV)/bin/reflex run --env dev --backend-host 127.0.0.1
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt constraints.txt | $(VENV)/bin/python
+	$(PIP) install -r requirements.txt -c constraints.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	$(PIP) install -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+# bun from the npm registry (Reflex would otherwise download it from elsewhere, which fails offline).
+$(BUN):
+	npm install --prefix .tools --no-audit --no-fund --loglevel=error bun@$(BUN_VERSION)
+
+# A Chromium for the browser tests: Debian's when we are root, otherwise Playwright's own.
+.PHONY: qa-browser
+qa-browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)); \
+	else $(PY) -m playwright install chromium; fi
+
+clean:
+	rm -rf .web .states qa/artifacts

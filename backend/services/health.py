@@ -1,0 +1,107 @@
+"""Health of every part LockN depends on, in one report.
+
+Each check is a small function that raises (or returns a message) and is timed
+here; the report is what `/health` serves and what the dashboard's status cards
+show. A check marked `required` makes the whole report `down` when it fails.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from backend import db
+from backend.redis_client import get_redis
+from backend.settings import get_settings
+from workers import heartbeat
+
+Status = Literal["ok", "down"]
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A named probe: returns a short description on success, raises on failure."""
+
+    name: str
+    probe: Callable[[], str]
+    required: bool = True
+
+
+@dataclass
+class CheckResult:
+    name: str
+    status: Status
+    latency_ms: float
+    message: str
+    required: bool
+
+
+@dataclass
+class HealthReport:
+    status: Status
+    checks: list[CheckResult]
+
+    def as_dict(self) -> dict:
+        return {"status": self.status, "checks": {c.name: asdict(c) for c in self.checks}}
+
+
+def check_database() -> str:
+    db.ping()
+    return "PostgreSQL" if not get_settings().uses_sqlite else "SQLite (embedded)"
+
+
+def check_broker() -> str:
+    get_redis().ping()
+    return "Redis" if get_settings().redis_url else "Redis (embedded)"
+
+
+def check_workers() -> str:
+    workers = heartbeat.live_workers(get_redis())
+    if not workers:
+        raise RuntimeError("no Celery worker has reported in the last "
+                           f"{heartbeat.TTL_S} s; start one with `make run` or `lockn worker`")
+    return f"{len(workers)} worker(s): " + ", ".join(f"{w.hostname} [{','.join(w.queues)}]" for w in workers)
+
+
+def check_engines() -> str:
+    engines = sorted({e["name"] for w in heartbeat.live_workers(get_redis()) for e in w.engines})
+    if not engines:
+        raise RuntimeError("no worker has a synthesis engine loaded")
+    return "engines loaded: " + ", ".join(engines)
+
+
+#: The checks `/health` runs. The engine check becomes required once workers load engines.
+DEFAULT_CHECKS: tuple[HealthCheck, ...] = (
+    HealthCheck("database", check_database),
+    HealthCheck("broker", check_broker),
+    HealthCheck("worker", check_workers),
+    HealthCheck("engine", check_engines, required=False),
+)
+
+
+def run_check(check: HealthCheck) -> CheckResult:
+    """Run one probe and time it; a failure becomes a `down` result with a readable message."""
+    started = time.perf_counter()
+    try:
+        message, status = check.probe(), "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure of a dependency is reported, not raised
+        message, status = _describe_failure(exc), "down"
+    latency_ms = round((time.perf_counter() - started) * 1000, 2)
+    return CheckResult(check.name, status, latency_ms, message, check.required)  # type: ignore[arg-type]
+
+
+def _describe_failure(exc: Exception) -> str:
+    """The first line of the error, without a stack trace or connection secrets."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]
+
+
+def health_report(checks: tuple[HealthCheck, ...] = DEFAULT_CHECKS) -> HealthReport:
+    """Run every check concurrently (a slow dependency costs its own timeout once, not the sum)."""
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        results = list(pool.map(run_check, checks))
+    healthy = all(r.status == "ok" for r in results if r.required)
+    return HealthReport("ok" if healthy else "down", results)

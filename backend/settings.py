@@ -1,0 +1,157 @@
+"""LockN's configuration: one typed object, read from the environment and `.env`.
+
+Every other module asks `get_settings()` instead of reading `os.environ`, so the
+whole configuration surface is this file (and `.env.example` documents it).
+
+Production (`LOCKN_ENV=prod`) refuses to start with any development default:
+an embedded SQLite database, the embedded broker, the development identity
+provider, or a secret that was not set explicitly. The check lives in a
+validator, so it runs wherever settings are built: the web app, a worker, the CLI.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The repository root: default home of `data/` and of `.env`.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+Environment = Literal["dev", "test", "prod"]
+MIN_SECRET_LENGTH = 32
+
+
+class ProductionConfigError(Exception):
+    """Raised when `LOCKN_ENV=prod` is combined with a development default.
+
+    Not a ValueError on purpose: pydantic would fold it into a ValidationError;
+    the operator should read only our sentence.
+    """
+
+
+class Settings(BaseSettings):
+    """All of LockN's settings. Field names map to `LOCKN_<NAME>` variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LOCKN_",
+        env_file=PROJECT_ROOT / ".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # `LOCKN_SECRET_KEY=` (as copied from .env.example) means "unset", never "the empty secret".
+        env_ignore_empty=True,
+    )
+
+    env: Environment = "dev"
+    port: int = Field(3000, ge=1, le=65535, description="The one port Reflex serves pages, API and websocket on.")
+    host: str = Field("127.0.0.1", description="Address the server binds to; 0.0.0.0 exposes it to the network.")
+    public_url: str | None = Field(None, description="URL users reach LockN at; default http://localhost:<port>.")
+    data_dir: Path = Field(PROJECT_ROOT / "data", description="Runtime files: SQLite database, audio, dev secrets.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under data_dir.")
+    redis_url: str | None = Field(None, description="Redis for broker, rate limits, state; default embedded.")
+    secret_key: SecretStr | None = Field(None, description="Signs session cookies; at least 32 characters.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    auth0_domain: str | None = Field(None, validation_alias=AliasChoices("AUTH0_DOMAIN", "LOCKN_AUTH0_DOMAIN"))
+    auth0_client_id: str | None = Field(None, validation_alias=AliasChoices("AUTH0_CLIENT_ID", "LOCKN_AUTH0_CLIENT_ID"))
+    auth0_client_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("AUTH0_CLIENT_SECRET", "LOCKN_AUTH0_CLIENT_SECRET")
+    )
+    auth0_audience: str | None = Field(None, validation_alias=AliasChoices("AUTH0_AUDIENCE", "LOCKN_AUTH0_AUDIENCE"))
+
+    @field_validator("data_dir")
+    @classmethod
+    def _relative_to_project(cls, value: Path) -> Path:
+        """A relative data directory is relative to the checkout, wherever the process was started from."""
+        return value if value.is_absolute() else PROJECT_ROOT / value
+
+    @property
+    def base_url(self) -> str:
+        """The URL the app is reached at, without a trailing slash."""
+        return (self.public_url or f"http://localhost:{self.port}").rstrip("/")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, defaulting to an SQLite file under `data_dir`."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'lockn.db'}"
+        # A plain postgresql:// URL means psycopg 3, the driver LockN ships.
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def identity_provider(self) -> Literal["auth0", "dev"]:
+        """Auth0 once it is configured; otherwise the local development provider."""
+        return "auth0" if self.auth0_domain else "dev"
+
+    @property
+    def embedded_broker_socket(self) -> Path:
+        """Unix socket of the embedded Redis that `make run` starts when no Redis URL is set."""
+        return self.data_dir / "redis.sock"
+
+    @property
+    def broker_url(self) -> str:
+        """Celery broker and result backend: configured Redis, else the embedded one."""
+        return self.redis_url or f"redis+socket://{self.embedded_broker_socket}"
+
+    @model_validator(mode="after")
+    def _refuse_development_defaults_in_prod(self) -> Settings:
+        if self.env != "prod":
+            return self
+        problems = production_problems(self)
+        if problems:
+            raise ProductionConfigError(
+                "LOCKN_ENV=prod refuses development defaults: " + "; ".join(problems)
+            )
+        return self
+
+    def session_secret(self) -> str:
+        """The secret that signs cookies.
+
+        Outside production an unset secret is generated once and kept in
+        `data_dir/.secret_key`, so sessions survive a restart without anyone
+        committing a secret. Production never reaches the fallback (see the validator).
+        """
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / ".secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Every development default still present, as a sentence an operator can act on."""
+    problems: list[str] = []
+    if settings.uses_sqlite:
+        problems.append("set LOCKN_DATABASE_URL to a PostgreSQL database (SQLite is for development)")
+    if not settings.redis_url:
+        problems.append("set LOCKN_REDIS_URL (the embedded broker is for development)")
+    if settings.identity_provider == "dev":
+        problems.append("set AUTH0_DOMAIN, AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET and AUTH0_AUDIENCE "
+                        "(the development identity provider cannot run in production)")
+    elif not (settings.auth0_client_id and settings.auth0_client_secret and settings.auth0_audience):
+        problems.append("set AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET and AUTH0_AUDIENCE")
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else ""
+    if len(secret) < MIN_SECRET_LENGTH:
+        problems.append(f"set LOCKN_SECRET_KEY to a random value of at least {MIN_SECRET_LENGTH} characters")
+    if not settings.public_url or not settings.public_url.startswith("https://"):
+        problems.append("set LOCKN_PUBLIC_URL to the https:// address users reach LockN at")
+    return problems
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built once. Tests call `get_settings.cache_clear()`."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Reusable UI pieces. They take data as arguments and hold no business rules."""

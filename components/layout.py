@@ -1,0 +1,87 @@
+"""The page frame every LockN page shares: navbar, content column, footer."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+#: Widest a content column gets; pages stay readable on large screens.
+CONTENT_MAX_WIDTH = "1120px"
+
+NAV_LINKS: tuple[tuple[str, str, bool], ...] = (
+    # (label, href, is a backend route that needs a full document load)
+    ("Voice Studio", "/studio", False),
+    ("Dashboard", "/dashboard", False),
+    ("API docs", "/api/docs", True),
+)
+
+
+def logo() -> rx.Component:
+    return rx.link(
+        rx.hstack(
+            rx.image(src="/logo.svg", alt="", width="28px", height="28px"),
+            rx.text("LockN", weight="bold", size="5"),
+            align="center", spacing="2",
+        ),
+        href="/", underline="none", color=rx.color("gray", 12), aria_label="LockN home",
+    )
+
+
+def nav_link(label: str, href: str, backend_route: bool, **props) -> rx.Component:
+    """A link; backend routes (`/api/docs`, `/auth/*`) need a full document load, not client-side routing."""
+    return rx.link(label, href=href, reload_document=backend_route, **props)
+
+
+def sign_in_button() -> rx.Component:
+    """Signing in is how one reaches the dashboard, so the dashboard is where the button leads."""
+    return rx.link(rx.button("Sign in", size="2", variant="solid"), href="/dashboard")
+
+
+def navbar() -> rx.Component:
+    links = [nav_link(label, href, backend, size="2", weight="medium", color=rx.color("gray", 11))
+             for label, href, backend in NAV_LINKS]
+    return rx.el.nav(
+        rx.hstack(
+            logo(),
+            rx.hstack(*links, spacing="5", align="center", display=["none", "none", "flex"]),
+            rx.hstack(
+                sign_in_button(),
+                rx.menu.root(
+                    rx.menu.trigger(rx.icon_button(rx.icon("menu"), variant="ghost", aria_label="Menu")),
+                    rx.menu.content(*[rx.menu.item(nav_link(label, href, backend))
+                                      for label, href, backend in NAV_LINKS]),
+                ),
+                display=["flex", "flex", "none"], align="center", spacing="3",
+            ),
+            rx.box(sign_in_button(), display=["none", "none", "block"]),
+            justify="between", align="center", width="100%", max_width=CONTENT_MAX_WIDTH, margin_x="auto",
+        ),
+        padding_x="1.25rem", padding_y="0.9rem", position="sticky", top="0", z_index="10",
+        background=rx.color("gray", 1), border_bottom=f"1px solid {rx.color('gray', 4)}", width="100%",
+    )
+
+
+def footer() -> rx.Component:
+    return rx.el.footer(
+        rx.flex(
+            rx.text("LockN — self-hosted voice AI. Your voices, your machines.", size="2", color=rx.color("gray", 11)),
+            rx.hstack(
+                nav_link("API docs", "/api/docs", True, size="2"),
+                nav_link("Health", "/health", True, size="2"),
+                spacing="4",
+            ),
+            direction=rx.breakpoints(initial="column", sm="row"), justify="between", gap="3", width="100%",
+            max_width=CONTENT_MAX_WIDTH, margin_x="auto",
+        ),
+        padding="1.5rem 1.25rem", border_top=f"1px solid {rx.color('gray', 4)}", width="100%",
+    )
+
+
+def page_frame(*children: rx.Component) -> rx.Component:
+    """Navbar, the page's content in a centred column, footer; never wider than the viewport."""
+    return rx.box(
+        navbar(),
+        rx.el.main(*children, width="100%", max_width=CONTENT_MAX_WIDTH, margin_x="auto",
+               padding_x="1.25rem"),
+        footer(),
+        min_height="100vh", width="100%", overflow_x="hidden", background=rx.color("gray", 1),
+    )

@@ -1,0 +1,27 @@
+"""The LockN app: Reflex pages plus the HTTP API, served by one process on one port."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from backend.api import build_api
+from backend.services.features import RouteTable
+from lockn_app.pages.coming_soon import dashboard_page, studio_page
+from lockn_app.pages.landing import landing_page
+from state.landing import LandingState
+
+api = build_api()
+
+app = rx.App(
+    api_transformer=api,
+    head_components=[rx.el.link(rel="icon", href="/logo.svg", type="image/svg+xml")],
+)
+app.add_page(landing_page, route="/", title="LockN — self-hosted voice AI",
+             description="Text to speech, voice cloning and an OpenAI-compatible API on your own machines.",
+             on_load=LandingState.load_features)
+app.add_page(studio_page, route="/studio", title="Voice Studio — LockN")
+app.add_page(dashboard_page, route="/dashboard", title="Dashboard — LockN")
+
+# What this process serves decides which features the landing page calls live.
+RouteTable.register(route.path for route in api.routes if hasattr(route, "path"))
+RouteTable.register(app._unevaluated_pages.keys())

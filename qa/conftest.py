@@ -1,0 +1,126 @@
+"""Browser QA against a real LockN: the one at `LOCKN_BASE_URL`, or one this session starts.
+
+Started here, LockN runs exactly as `make run` runs it (migrations, embedded
+broker, a Celery worker, Reflex's production build on one port), on a free
+port with its own data directory, once per test session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = PROJECT_ROOT / "qa" / "artifacts"
+START_TIMEOUT_S = 240
+#: Chromium flags that keep a headless run quiet on a machine with no outside network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+VIEWPORTS = {"mobile": {"width": 375, "height": 812}, "desktop": {"width": 1280, "height": 800}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_live(base_url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"LockN exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{base_url}/health/live", timeout=1).status_code == 200 and \
+                    httpx.get(base_url + "/", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"LockN did not answer within {START_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Ctrl-C, as a person would press it; SIGKILL only if the supervisor hangs."""
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a running LockN, started (and stopped, with every child) by this fixture if need be."""
+    if os.environ.get("LOCKN_BASE_URL"):
+        yield os.environ["LOCKN_BASE_URL"].rstrip("/")
+        return
+    port = free_port()
+    data_dir = tmp_path_factory.mktemp("lockn-app")
+    env = {**os.environ, "LOCKN_ENV": "test", "LOCKN_PORT": str(port), "LOCKN_DATA_DIR": str(data_dir)}
+    for name in ("LOCKN_DATABASE_URL", "LOCKN_REDIS_URL", "LOCKN_PUBLIC_URL"):
+        env.pop(name, None)
+    log = data_dir / "app.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "backend.cli", "run"], cwd=PROJECT_ROOT, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://localhost:{port}"
+    try:
+        wait_until_live(url, process, log)
+        yield url
+    finally:
+        stop_process_group(process)
+
+
+def chromium_executable() -> str | None:
+    """Debian's Chromium when installed (Playwright cannot download its own browser offline)."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator["playwright.sync_api.Browser"]:  # noqa: F821
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(browser, base_url: str):
+    """Open a path at a named viewport; collects console errors on `page.console_errors`."""
+    contexts = []
+
+    def _open(path: str, viewport: str = "desktop"):
+        context = browser.new_context(viewport=VIEWPORTS[viewport], base_url=base_url)
+        contexts.append(context)
+        page = context.new_page()
+        page.console_errors = []
+        page.on("console", lambda message: message.type == "error" and page.console_errors.append(message.text))
+        page.on("pageerror", lambda error: page.console_errors.append(str(error)))
+        page.goto(path, wait_until="networkidle")
+        return page
+
+    yield _open
+    for context in contexts:
+        context.close()
+
+
+def save_screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

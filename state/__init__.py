@@ -1,0 +1,1 @@
+"""Reflex states, one module per concern. They call `backend/services`, never the app's own HTTP API."""

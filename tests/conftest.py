@@ -1,0 +1,108 @@
+"""Shared fixtures: isolated settings per test, and the real PostgreSQL and Redis when configured.
+
+`LOCKN_TEST_POSTGRES_URL` / `LOCKN_TEST_REDIS_URL` point the service variants at
+real servers. Without them those tests skip with a visible reason; in CI
+(`CI=true` or `LOCKN_REQUIRE_SERVICES=1`) a missing variable is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backend import db, redis_client
+from backend.settings import Settings, get_settings
+
+ISOLATED_VARIABLES = ("LOCKN_ENV", "LOCKN_DATABASE_URL", "LOCKN_REDIS_URL", "LOCKN_SECRET_KEY", "LOCKN_PUBLIC_URL",
+                      "AUTH0_DOMAIN", "AUTH0_CLIENT_ID", "AUTH0_CLIENT_SECRET", "AUTH0_AUDIENCE", "LOCKN_PORT")
+
+
+def reset_caches() -> None:
+    """Forget settings, engines and Redis clients built from an earlier environment."""
+    get_settings.cache_clear()
+    db.engine_for.cache_clear()
+    redis_client.client_for.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test gets its own data directory and a clean environment (no `.env`, no leaked variables)."""
+    for name in ISOLATED_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOCKN_ENV", "test")
+    monkeypatch.setenv("LOCKN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setitem(Settings.model_config, "env_file", None)
+    reset_caches()
+    yield tmp_path / "data"
+    reset_caches()
+
+
+def service_url(variable: str) -> str:
+    """The URL of a real service for this test, or a skip (a failure in CI) when it is not configured."""
+    url = os.environ.get(variable)
+    if url:
+        return url
+    if os.environ.get("CI") == "true" or os.environ.get("LOCKN_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{variable} is not set, but CI must run the service tests")
+    pytest.skip(f"{variable} is not set: start the service and set it to run this variant")
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A brand-new PostgreSQL database for one test, dropped afterwards."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin_url = make_url(service_url("LOCKN_TEST_POSTGRES_URL").replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"lockn_test_{uuid.uuid4().hex[:12]}"
+    conninfo = admin_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        db.engine_for.cache_clear()
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The test Redis database, emptied before and after the test."""
+    import redis
+
+    url = service_url("LOCKN_TEST_REDIS_URL")
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on: connecting there fails at once."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def embedded_broker(isolated_settings: Path) -> Iterator[str]:
+    """The embedded redis-server `make run` starts, on this test's own socket."""
+    from backend.cli import Supervisor, embedded_broker_command, wait_for_socket
+
+    settings = get_settings()
+    supervisor = Supervisor()
+    supervisor.start("broker", embedded_broker_command(settings))
+    try:
+        wait_for_socket(settings.embedded_broker_socket)
+        yield settings.broker_url
+    finally:
+        supervisor.stop_all()

@@ -1,0 +1,91 @@
+"""`/health` and `/health/live` against real dependencies: SQLite, the embedded broker, Redis, PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backend import db
+from backend.api import build_api
+from backend.redis_client import get_redis
+from workers import heartbeat
+
+ALL_CHECKS = {"database", "broker", "worker", "engine"}
+
+
+@pytest.fixture
+def client() -> TestClient:
+    return TestClient(build_api())
+
+
+def publish_worker(engines: list[dict] | None = None) -> None:
+    heartbeat.publish(get_redis(), heartbeat.WorkerInfo(hostname="cpu@test", queues=["cpu"], engines=engines or []))
+
+
+def test_liveness_needs_no_dependency(client: TestClient) -> None:
+    response = client.get("/health/live")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_broker_down_makes_health_503_with_a_reason(client: TestClient) -> None:
+    db.migrate()
+    response = client.get("/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "down"
+    assert set(body["checks"]) == ALL_CHECKS
+    assert body["checks"]["database"]["status"] == "ok"
+    broker = body["checks"]["broker"]
+    assert broker["status"] == "down" and broker["message"] and "Traceback" not in broker["message"]
+    assert all(isinstance(check["latency_ms"], float) for check in body["checks"].values())
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_embedded_broker_and_worker_make_health_200(client: TestClient, embedded_broker) -> None:
+    db.migrate()
+    response = client.get("/health")
+    assert response.json()["checks"]["worker"]["status"] == "down", "no worker has reported yet"
+    assert response.status_code == 503
+    publish_worker()
+    response = client.get("/health")
+    assert response.status_code == 200, response.json()
+    checks = response.json()["checks"]
+    assert checks["broker"]["message"] == "Redis (embedded)"
+    assert checks["worker"]["message"].startswith("1 worker(s): cpu@test")
+    assert checks["engine"] == {**checks["engine"], "status": "down", "required": False}
+
+
+def test_engine_check_lists_loaded_engines(client: TestClient, embedded_broker) -> None:
+    publish_worker([{"name": "piper", "supports_cloning": False}])
+    assert client.get("/health").json()["checks"]["engine"]["message"] == "engines loaded: piper"
+
+
+@pytest.mark.redis
+def test_configured_redis_is_the_broker(client: TestClient, redis_url: str, monkeypatch) -> None:
+    monkeypatch.setenv("LOCKN_REDIS_URL", redis_url)
+    from tests.conftest import reset_caches
+
+    reset_caches()
+    db.migrate()
+    publish_worker()
+    response = client.get("/health")
+    assert response.status_code == 200, response.json()
+    assert response.json()["checks"]["broker"]["message"] == "Redis"
+
+
+def test_unreachable_database_is_reported_without_secrets(client: TestClient, monkeypatch, closed_port: int) -> None:
+    monkeypatch.setenv("LOCKN_DATABASE_URL", f"postgresql://lockn:hunter2secret@127.0.0.1:{closed_port}/lockn")
+    from tests.conftest import reset_caches
+
+    reset_caches()
+    response = client.get("/health")
+    assert response.status_code == 503
+    database = response.json()["checks"]["database"]
+    assert database["status"] == "down"
+    assert "hunter2secret" not in response.text
+
+
+def test_unknown_api_route_uses_the_error_envelope(client: TestClient) -> None:
+    response = client.get("/api/no-such-thing")
+    assert response.status_code == 404
+    assert response.json() == {"error": {"code": "not_found", "message": "Not Found"}}

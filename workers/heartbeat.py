@@ -1,0 +1,71 @@
+"""Worker presence, published to Redis so any web replica can tell who is alive and what they serve.
+
+Each worker process refreshes `lockn:workers:<hostname>` every `INTERVAL_S`
+seconds with a `TTL_S` expiry. A worker that dies simply stops refreshing, and
+its entry disappears: no broadcast round trip, no waiting on replies in `/health`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import redis
+
+KEY_PREFIX = "lockn:workers:"
+INTERVAL_S = 5.0
+TTL_S = 15
+
+
+@dataclass
+class WorkerInfo:
+    """What a worker tells the rest of the platform about itself."""
+
+    hostname: str
+    queues: list[str]
+    engines: list[dict] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+    seen_at: float = field(default_factory=time.time)
+
+
+def publish(client: redis.Redis, info: WorkerInfo) -> None:
+    """Record `info` as alive for the next `TTL_S` seconds."""
+    info.seen_at = time.time()
+    client.set(KEY_PREFIX + info.hostname, json.dumps(asdict(info)), ex=TTL_S)
+
+
+def withdraw(client: redis.Redis, hostname: str) -> None:
+    """Remove a worker at clean shutdown, so it stops counting at once."""
+    client.delete(KEY_PREFIX + hostname)
+
+
+def live_workers(client: redis.Redis) -> list[WorkerInfo]:
+    """Every worker that published within the last `TTL_S` seconds."""
+    keys = sorted(client.scan_iter(match=KEY_PREFIX + "*", count=100))
+    values = client.mget(keys) if keys else []
+    return [WorkerInfo(**json.loads(value)) for value in values if value]
+
+
+class HeartbeatThread(threading.Thread):
+    """Publishes `info` until `stop()`; errors are retried on the next beat (Redis may come back)."""
+
+    def __init__(self, client: redis.Redis, info: WorkerInfo) -> None:
+        super().__init__(name="lockn-heartbeat", daemon=True)
+        self._client, self._info, self._stopped = client, info, threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                publish(self._client, self._info)
+            except redis.RedisError:
+                pass  # the broker is down; /health reports that through its own check
+            self._stopped.wait(INTERVAL_S)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        try:
+            withdraw(self._client, self._info.hostname)
+        except redis.RedisError:
+            pass
