@@ -127,7 +127,9 @@ def run_platform(settings: Settings, with_worker: bool = True) -> int:
     def _stop(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _stop)
+    # Installed explicitly: a shell that starts us in the background ignores SIGINT by default.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, _stop)
     try:
         if not settings.redis_url:
             settings.embedded_broker_socket.unlink(missing_ok=True)
