@@ -81,7 +81,7 @@ def page_frame(*children: rx.Component) -> rx.Component:
     return rx.box(
         navbar(),
         rx.el.main(*children, width="100%", max_width=CONTENT_MAX_WIDTH, margin_x="auto",
-               padding_x="1.25rem"),
+               padding_x="1.25rem", flex_grow="1"),
         footer(),
-        min_height="100vh", width="100%", overflow_x="hidden", background=rx.color("gray", 1),
+        display="flex", flex_direction="column", min_height="100vh", width="100%", overflow_x="hidden", background=rx.color("gray", 1),
     )

@@ -59,3 +59,13 @@ def test_phone_menu_opens_with_every_link(open_page) -> None:
     page.get_by_role("button", name="Menu").click()
     items = page.get_by_role("menuitem")
     assert {items.nth(i).inner_text() for i in range(items.count())} == {"Voice Studio", "Dashboard", "API docs"}
+
+
+@pytest.mark.parametrize("viewport", list(VIEWPORTS))
+@pytest.mark.parametrize("path", ["/studio", "/dashboard"])
+def test_pages_not_yet_open_say_so_plainly(open_page, path: str, viewport: str) -> None:
+    page = open_page(path, viewport)
+    assert page.get_by_test_id("coming-soon").get_by_text("Coming soon").is_visible()
+    assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
+    save_screenshot(page, f"{path.strip('/')}-{viewport}")
+    assert page.console_errors == []
