@@ -18,6 +18,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from backend.key_cli import add_key_commands
+from backend.log_masking import install_key_masking
 from backend.settings import PROJECT_ROOT, Settings, get_settings
 
 TOOLS_DIR = PROJECT_ROOT / ".tools"
@@ -160,9 +162,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = commands.add_parser("worker", help="run a Celery worker in the foreground")
     worker.add_argument("--queues", default="cpu", help="comma-separated queues, e.g. cpu or gpu")
     worker.add_argument("--concurrency", type=int, default=1)
+    add_key_commands(commands)
     args = parser.parse_args(argv)
 
     settings = get_settings()
+    if args.command == "keys":
+        from backend.db import migrate
+        from backend.key_cli import run_key_command
+
+        install_key_masking()
+        migrate()
+        return run_key_command(args)
     if args.command == "migrate":
         from backend.db import migrate
 

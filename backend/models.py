@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
+from sqlalchemy import JSON, Column, DateTime
 from sqlmodel import Field, SQLModel
 
 
@@ -20,5 +21,40 @@ class User(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=255)
     email: str | None = Field(default=None, max_length=320)
     name: str | None = Field(default=None, max_length=255)
-    created_at: datetime = Field(default_factory=utcnow)
-    last_seen_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    last_seen_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key. The key itself is never stored: only its digest and a short display start."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=40)
+    owner: str = Field(index=True, max_length=255)
+    name: str = Field(max_length=100)
+    env: str = Field(max_length=8)
+    digest: str = Field(unique=True, max_length=64)
+    start: str = Field(max_length=16)
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    rate_limit_requests: int = Field(default=60)
+    rate_limit_window_s: int = Field(default=60)
+    quota_chars: int | None = Field(default=None)
+    expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    last_used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    rotated_from: str | None = Field(default=None, max_length=40)
+
+
+class KeyUsage(SQLModel, table=True):
+    """One key's usage on one UTC day; written in batches by `UsageRecorder`, never per request."""
+
+    __tablename__ = "key_usage"
+
+    key_id: str = Field(foreign_key="api_keys.id", primary_key=True, max_length=40, ondelete="CASCADE")
+    day: date = Field(primary_key=True)
+    requests: int = Field(default=0)
+    chars: int = Field(default=0)
+    audio_seconds: float = Field(default=0.0)
+    errors: int = Field(default=0)

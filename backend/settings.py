@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under data_dir.")
     redis_url: str | None = Field(None, description="Redis for broker, rate limits, state; default embedded.")
     secret_key: SecretStr | None = Field(None, description="Signs session cookies; at least 32 characters.")
+    key_pepper: SecretStr | None = Field(None, description="Server secret mixed into stored API key digests (HMAC).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     auth0_domain: str | None = Field(None, validation_alias=AliasChoices("AUTH0_DOMAIN", "LOCKN_AUTH0_DOMAIN"))

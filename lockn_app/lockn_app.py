@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import reflex as rx
 
 from backend.api import build_api
+from backend.log_masking import install_key_masking
 from backend.services.features import RouteTable
+from backend.services.keys import get_key_service
 from lockn_app.pages.coming_soon import dashboard_page, studio_page
 from lockn_app.pages.landing import landing_page
 from state.landing import LandingState
 
+install_key_masking()
 api = build_api()
 
 app = rx.App(
@@ -23,5 +29,14 @@ app.add_page(studio_page, route="/studio", title="Voice Studio — LockN")
 app.add_page(dashboard_page, route="/dashboard", title="Dashboard — LockN")
 
 # What this process serves decides which features the landing page calls live.
-RouteTable.register(route.path for route in api.routes if hasattr(route, "path"))
+RouteTable.register(api.openapi()["paths"])
 RouteTable.register(app._unevaluated_pages.keys())
+
+
+@app.register_lifespan_task
+@contextlib.asynccontextmanager
+async def flush_usage_on_shutdown() -> AsyncIterator[None]:
+    """Buffered key usage is written when the server stops cleanly (it is also written every few seconds)."""
+    yield
+    if get_key_service.cache_info().currsize:
+        get_key_service().close()

@@ -106,3 +106,23 @@ def embedded_broker(isolated_settings: Path) -> Iterator[str]:
         yield settings.broker_url
     finally:
         supervisor.stop_all()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A migrated database: SQLite always, and PostgreSQL when LOCKN_TEST_POSTGRES_URL is set."""
+    if request.param == "postgres":
+        monkeypatch.setenv("LOCKN_DATABASE_URL", request.getfixturevalue("postgres_database"))
+        reset_caches()
+    db.migrate()
+    return get_settings().sqlalchemy_url
+
+
+@pytest.fixture
+def key_service(database: str) -> Iterator["KeyService"]:  # noqa: F821
+    """A key service wired from settings, like the app's, closed after the test."""
+    from backend.services.keys import build_key_service
+
+    service = build_key_service(get_settings())
+    yield service
+    service.close()

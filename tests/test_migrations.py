@@ -11,18 +11,21 @@ from sqlmodel import SQLModel
 from backend import db
 
 
+TABLES = {"users", "api_keys", "key_usage"}
+
+
 def assert_migrations_roundtrip(url: str) -> None:
     """Upgrade to head, compare with the models, downgrade to empty, upgrade again."""
     db.migrate(url)
     engine = db.engine_for(url)
-    assert "users" in inspect(engine).get_table_names()
+    assert TABLES <= set(inspect(engine).get_table_names())
     with engine.connect() as connection:
         drift = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
     assert drift == [], f"models and migrations disagree: {drift}"
     db.downgrade(url)
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     db.migrate(url)
-    assert "users" in inspect(engine).get_table_names()
+    assert TABLES <= set(inspect(engine).get_table_names())
     engine.dispose()
 
 
@@ -38,4 +41,4 @@ def test_migrations_on_postgresql(postgres_database: str) -> None:
 def test_migrate_uses_the_configured_database(isolated_settings) -> None:
     db.migrate()
     assert (isolated_settings / "lockn.db").exists()
-    assert "users" in inspect(db.get_engine()).get_table_names()
+    assert TABLES <= set(inspect(db.get_engine()).get_table_names())

@@ -12,6 +12,7 @@ import socket
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
+from backend.log_masking import install_key_masking
 from backend.redis_client import get_redis
 from backend.settings import get_settings
 from workers.heartbeat import HeartbeatThread, WorkerInfo
@@ -44,6 +45,7 @@ def create_celery() -> Celery:
     return app
 
 
+install_key_masking()
 celery_app = create_celery()
 _heartbeat: HeartbeatThread | None = None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from backend.api import health
+from backend.api import health, keys
 from backend.api.errors import install_error_handlers
 
 API_TITLE = "LockN API"
@@ -21,4 +21,5 @@ def build_api() -> FastAPI:
                   openapi_url="/api/openapi.json")
     install_error_handlers(api)
     api.include_router(health.router)
+    api.include_router(keys.router)
     return api

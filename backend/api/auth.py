@@ -1,0 +1,103 @@
+"""How API routes learn who is calling: `require_key` for API-key-only routes, `require_principal`
+for routes that also accept a signed-in user's access token (key management).
+
+Both answer failures in the API's error shape with the right status, rate-limit
+headers on every keyed response, and `WWW-Authenticate` on 401.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from fastapi import Request, Response
+
+from backend.api.errors import ApiError
+from backend.auth.tokens import InvalidToken, get_token_verifier
+from backend.services.keys import SCOPES, KeyRejected, VerifiedKey, get_key_service
+
+KEY_PREFIX = "lk_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: an owner, and the key it used (None when it is a signed-in user's token)."""
+
+    owner: str
+    scopes: frozenset[str]
+    key: VerifiedKey | None = None
+
+
+def bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def rejection(exc: KeyRejected) -> ApiError:
+    headers = dict(exc.headers or {})
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="lockn"'
+    return ApiError(exc.status, exc.code, exc.message, headers=headers)
+
+
+def _verified_key(token: str | None, scopes: tuple[str, ...], response: Response) -> VerifiedKey:
+    if token is None:
+        raise rejection(KeyRejected("malformed", "No API key: send the header Authorization: Bearer lk_…"))
+    try:
+        key = get_key_service().verify(token, scopes)
+    except KeyRejected as exc:
+        raise rejection(exc) from None
+    response.headers.update(key.rate.headers())
+    return key
+
+
+def _record_error(key: VerifiedKey | None) -> None:
+    """A keyed request whose handler failed counts as an error in the key's usage."""
+    if key is not None:
+        get_key_service().usage.record(key.id, errors=1)
+
+
+def require_key(*scopes: str) -> Callable[..., Iterator[VerifiedKey]]:
+    """A dependency: the verified key holding `scopes`; counts the request, and an error if the handler fails."""
+    unknown = set(scopes) - set(SCOPES)
+    assert not unknown, f"unknown scopes {unknown}"
+
+    def dependency(request: Request, response: Response) -> Iterator[VerifiedKey]:
+        key = _verified_key(bearer_token(request), scopes, response)
+        try:
+            yield key
+        except Exception:
+            _record_error(key)
+            raise
+
+    return dependency
+
+
+def require_principal(*scopes: str) -> Callable[..., Iterator[Principal]]:
+    """A dependency: an API key holding `scopes`, or a signed-in user's access token (all key scopes)."""
+
+    def dependency(request: Request, response: Response) -> Iterator[Principal]:
+        token = bearer_token(request)
+        if token is None or token.startswith(KEY_PREFIX):
+            key = _verified_key(token, scopes, response)
+            principal = Principal(key.owner, key.scopes, key)
+        else:
+            principal = Principal(_user_from_token(token), frozenset(SCOPES))
+        try:
+            yield principal
+        except Exception:
+            _record_error(principal.key)
+            raise
+
+    return dependency
+
+
+def _user_from_token(token: str) -> str:
+    verifier = get_token_verifier()
+    if verifier is None:
+        raise ApiError(401, "malformed", "Send an API key (Authorization: Bearer lk_…).",
+                       headers={"WWW-Authenticate": 'Bearer realm="lockn"'})
+    try:
+        return verifier.verify(token).subject
+    except InvalidToken as exc:
+        raise ApiError(401, "invalid_token", str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})

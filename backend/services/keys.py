@@ -1,0 +1,369 @@
+"""The API key service: create, list, rotate, revoke, usage, and verification.
+
+Verification runs its checks in one fixed, documented order and fails with a
+machine-readable code (see `VERIFICATION_ORDER`). Every read or change of a key
+is scoped to its owner: another owner's key is indistinguishable from a
+missing one (404). The full key exists only in the return value of `create`
+and `rotate`; the database holds its digest and display start.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, select
+
+from backend.db import get_engine
+from backend.models import ApiKey, KeyUsage, utcnow
+from backend.redis_client import client_for
+from backend.services.key_cache import ALL, CachedKey, InvalidationBus, KeyCache
+from backend.services.key_format import KEY_ENVS, KeyEnv, digest_key, display_start, generate_key, parse_key
+from backend.services.rate_limit import InProcessRateLimiter, RateDecision, RateLimiter, RedisRateLimiter
+from backend.services.usage import UsageRecorder
+from backend.settings import Settings, get_settings
+
+#: Every scope a key can hold, with what it allows (shown in the API docs and the dashboard).
+SCOPES: dict[str, str] = {
+    "tts:read": "List voices and read jobs and their audio.",
+    "tts:write": "Synthesize speech and clone voices.",
+    "keys:read": "List keys of the same owner, read their usage, and `GET /api/keys/self`.",
+    "keys:write": "Create, rotate and revoke keys of the same owner.",
+}
+DEFAULT_SCOPES = ("tts:read", "tts:write")
+MAX_GRACE_SECONDS = 86_400
+MAX_USAGE_DAYS = 366
+MAX_PAGE_SIZE = 100
+
+#: The verification order, fixed: each step's failure code and HTTP status.
+VERIFICATION_ORDER: tuple[tuple[str, int], ...] = (
+    ("malformed", 401),
+    ("not_found", 401),
+    ("revoked", 401),
+    ("expired", 401),
+    ("quota_exceeded", 429),
+    ("rate_limited", 429),
+    ("insufficient_scope", 403),
+)
+_STATUS = dict(VERIFICATION_ORDER)
+_MESSAGES = {
+    "malformed": "The API key is malformed: check that it was copied whole (lk_live_… or lk_test_…).",
+    "not_found": "The API key is not valid.",
+    "revoked": "The API key has been revoked.",
+    "expired": "The API key has expired.",
+    "quota_exceeded": "The API key has used its monthly character quota.",
+    "rate_limited": "Too many requests for this API key; retry after the time in Retry-After.",
+    "insufficient_scope": "The API key lacks the scope this endpoint needs.",
+}
+
+
+class KeyRejected(Exception):
+    """Verification failed; `code` says at which step (see `VERIFICATION_ORDER`)."""
+
+    def __init__(self, code: str, message: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message or _MESSAGES[code])
+        self.code, self.status, self.message, self.headers = code, _STATUS[code], message or _MESSAGES[code], headers
+
+
+class KeyNotFound(LookupError):
+    """No key with that id belongs to this owner."""
+
+
+class InvalidKeyRequest(ValueError):
+    """A create/rotate request that cannot be honoured; the message says what to change."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    requests: int = 60
+    window_s: int = 60
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """`60/minute`, `10/second`, `1000/hour`, `5000/day` or `120/30s`."""
+        units = {"second": 1, "s": 1, "minute": 60, "m": 60, "hour": 3600, "h": 3600, "day": 86400, "d": 86400}
+        try:
+            count, per = text.strip().split("/")
+            per = per.strip().lower()
+            digits = "".join(ch for ch in per if ch.isdigit())
+            unit = per[len(digits):] if digits and per.startswith(digits) else per
+            return cls(int(count), int(digits or 1) * units[unit]).validated()
+        except (ValueError, KeyError):
+            raise InvalidKeyRequest(f"rate limit {text!r} is not like 60/minute, 10/second or 1000/hour",
+                                    "rate_limit") from None
+
+    def validated(self) -> RateLimit:
+        if not 1 <= self.requests <= 1_000_000 or not 1 <= self.window_s <= 86_400:
+            raise InvalidKeyRequest("rate limit must be 1–1,000,000 requests per 1 s–1 day window", "rate_limit")
+        return self
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """What a caller asks for when creating a key."""
+
+    name: str
+    env: KeyEnv = "live"
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
+    rate_limit: RateLimit = RateLimit()
+    quota_chars: int | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class VerifiedKey:
+    """A key that passed every check, handed to route handlers."""
+
+    id: str
+    owner: str
+    env: str
+    scopes: frozenset[str]
+    rate: RateDecision
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    keys: list[ApiKey]
+    usage_totals: dict[str, dict[str, float]]
+    next_cursor: str | None
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+class KeyService:
+    """Owns every rule about keys. Routers, the CLI and Reflex state call this, nothing else."""
+
+    def __init__(self, engine: Engine, pepper: str | None, limiter: RateLimiter, usage: UsageRecorder,
+                 bus_client: str | None = None) -> None:
+        self.engine, self._pepper, self.limiter, self.usage = engine, pepper, limiter, usage
+        self.cache = KeyCache()
+        self.bus = InvalidationBus(lambda: client_for(bus_client) if bus_client else None, self.cache.invalidate)
+        self.bus.start()
+
+    # ----- verification ------------------------------------------------------------------------------
+
+    def verify(self, presented: str | None, required_scopes: tuple[str, ...] = (), *, count: bool = True) -> VerifiedKey:
+        """Run the checks in `VERIFICATION_ORDER`; raise `KeyRejected` at the first that fails.
+
+        With `count`, the request is counted against the rate limit and recorded in usage.
+        """
+        parsed = parse_key(presented or "")
+        if parsed is None:
+            raise KeyRejected("malformed")
+        digest = digest_key(parsed.full, self._pepper)
+        entry = self._lookup(digest)
+        if entry is None or not hmac.compare_digest(entry.digest, digest):
+            raise KeyRejected("not_found")
+        now = utcnow()
+        if entry.revoked_at is not None and entry.revoked_at <= now:
+            raise KeyRejected("revoked")
+        if entry.expires_at is not None and entry.expires_at <= now:
+            raise KeyRejected("expired")
+        if entry.quota_chars is not None and self._month_chars(entry, now) >= entry.quota_chars:
+            raise KeyRejected("quota_exceeded")
+        rate = self.limiter.hit(entry.id, entry.rate_limit_requests, entry.rate_limit_window_s) if count else \
+            RateDecision(True, entry.rate_limit_requests, entry.rate_limit_requests, now.timestamp(), 0.0)
+        if not rate.allowed:
+            raise KeyRejected("rate_limited", headers=rate.headers())
+        missing = [scope for scope in required_scopes if scope not in entry.scopes]
+        if missing:
+            raise KeyRejected("insufficient_scope", f"The API key lacks the scope {', '.join(missing)}.",
+                              headers=rate.headers())
+        if count:
+            self.usage.record(entry.id, requests=1)
+        return VerifiedKey(entry.id, entry.owner, entry.env, entry.scopes, rate)
+
+    def _lookup(self, digest: str) -> CachedKey | None:
+        hit, entry = self.cache.get(digest)
+        if hit:
+            return entry
+        with Session(self.engine) as session:
+            row = session.exec(select(ApiKey).where(ApiKey.digest == digest)).first()
+            entry = self._cache_entry(session, row) if row is not None else None
+        self.cache.put(digest, entry)
+        return entry
+
+    def _cache_entry(self, session: Session, row: ApiKey) -> CachedKey:
+        today = utcnow().date()
+        month_start = today.replace(day=1)
+        used = session.exec(select(func.coalesce(func.sum(KeyUsage.chars), 0))
+                            .where(KeyUsage.key_id == row.id, KeyUsage.day >= month_start)).one()
+        return CachedKey(row.id, row.owner, row.env, row.digest, frozenset(row.scopes), row.rate_limit_requests,
+                         row.rate_limit_window_s, row.quota_chars, as_utc(row.expires_at), as_utc(row.revoked_at),
+                         int(used), (today.year, today.month))
+
+    def _month_chars(self, entry: CachedKey, now: datetime) -> int:
+        month = (now.year, now.month)
+        flushed = entry.month_chars if entry.month == month else 0
+        return flushed + self.usage.pending_chars(entry.id, month)
+
+    # ----- management (always scoped to an owner) ------------------------------------------------------
+
+    def create(self, owner: str, spec: KeySpec, *, rotated_from: str | None = None) -> tuple[ApiKey, str]:
+        """Store a new key and return it with the full key, which is never available again."""
+        spec = self._validated(spec)
+        full = generate_key(spec.env)
+        row = ApiKey(id="key_" + secrets.token_hex(8), owner=owner, name=spec.name, env=spec.env,
+                     digest=digest_key(full, self._pepper), start=display_start(full), scopes=list(spec.scopes),
+                     rate_limit_requests=spec.rate_limit.requests, rate_limit_window_s=spec.rate_limit.window_s,
+                     quota_chars=spec.quota_chars, expires_at=spec.expires_at, rotated_from=rotated_from)
+        with Session(self.engine, expire_on_commit=False) as session:
+            session.add(row)
+            session.commit()
+        return row, full
+
+    def _validated(self, spec: KeySpec) -> KeySpec:
+        name = spec.name.strip()
+        if not 1 <= len(name) <= 100:
+            raise InvalidKeyRequest("name must be 1–100 characters", "name")
+        if spec.env not in KEY_ENVS:
+            raise InvalidKeyRequest("env must be live or test", "env")
+        unknown = sorted(set(spec.scopes) - set(SCOPES))
+        if unknown or not spec.scopes:
+            raise InvalidKeyRequest(f"unknown scope {', '.join(unknown)}; choose from {', '.join(SCOPES)}"
+                                    if unknown else "a key needs at least one scope", "scopes")
+        if spec.quota_chars is not None and spec.quota_chars < 1:
+            raise InvalidKeyRequest("quota_chars must be a positive number of characters", "quota_chars")
+        if spec.expires_at is not None and as_utc(spec.expires_at) <= utcnow():
+            raise InvalidKeyRequest("expires_at must be in the future", "expires_at")
+        return KeySpec(name, spec.env, tuple(dict.fromkeys(spec.scopes)), spec.rate_limit.validated(),
+                       spec.quota_chars, as_utc(spec.expires_at))
+
+    def get(self, owner: str, key_id: str) -> ApiKey:
+        with Session(self.engine) as session:
+            row = session.get(ApiKey, key_id)
+        if row is None or row.owner != owner:
+            raise KeyNotFound(key_id)
+        return row
+
+    def list(self, owner: str, limit: int = 50, cursor: str | None = None) -> KeyPage:
+        """The owner's keys, newest first, `limit` per page; `cursor` is the last id of the previous page."""
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        with Session(self.engine) as session:
+            query = select(ApiKey).where(ApiKey.owner == owner)
+            if cursor:
+                anchor = session.get(ApiKey, cursor)
+                if anchor is None or anchor.owner != owner:
+                    raise InvalidKeyRequest("cursor is not a key of yours", "cursor")
+                query = query.where((col(ApiKey.created_at) < anchor.created_at) |
+                                    ((col(ApiKey.created_at) == anchor.created_at) & (col(ApiKey.id) < anchor.id)))
+            rows = list(session.exec(query.order_by(col(ApiKey.created_at).desc(), col(ApiKey.id).desc())
+                                     .limit(limit + 1)))
+            page = rows[:limit]
+            totals = self._usage_totals(session, [row.id for row in page])
+        return KeyPage(page, totals, page[-1].id if len(rows) > limit else None)
+
+    def _usage_totals(self, session: Session, key_ids: list[str]) -> dict[str, dict[str, float]]:
+        if not key_ids:
+            return {}
+        rows = session.exec(select(KeyUsage.key_id, func.sum(KeyUsage.requests), func.sum(KeyUsage.chars),
+                                   func.sum(KeyUsage.audio_seconds), func.sum(KeyUsage.errors))
+                            .where(col(KeyUsage.key_id).in_(key_ids)).group_by(KeyUsage.key_id)).all()
+        totals = {key_id: {"requests": 0, "chars": 0, "audio_seconds": 0.0, "errors": 0} for key_id in key_ids}
+        for key_id, requests, chars, seconds, errors in rows:
+            totals[key_id] = {"requests": int(requests), "chars": int(chars), "audio_seconds": float(seconds),
+                              "errors": int(errors)}
+        return totals
+
+    def revoke(self, owner: str, key_id: str) -> ApiKey:
+        """Revoke at once, here and (through the bus) in every other process. Idempotent."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            row = session.get(ApiKey, key_id)
+            if row is None or row.owner != owner:
+                raise KeyNotFound(key_id)
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+                session.add(row)
+                session.commit()
+        self._invalidate(key_id)
+        return row
+
+    def rotate(self, owner: str, key_id: str, grace_seconds: int = 0) -> tuple[ApiKey, str]:
+        """A new key with the same settings; the old one works `grace_seconds` more, then fails."""
+        if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+            raise InvalidKeyRequest(f"grace_seconds must be 0–{MAX_GRACE_SECONDS}", "grace_seconds")
+        old = self.get(owner, key_id)
+        now = utcnow()
+        if old.revoked_at is not None or (as_utc(old.expires_at) or now + timedelta(seconds=1)) <= now:
+            raise InvalidKeyRequest("a revoked or expired key cannot be rotated; create a new one", "id")
+        spec = KeySpec(old.name, old.env, tuple(old.scopes), RateLimit(old.rate_limit_requests,
+                       old.rate_limit_window_s), old.quota_chars, as_utc(old.expires_at))
+        new, full = self.create(owner, spec, rotated_from=old.id)
+        with Session(self.engine) as session:
+            row = session.get(ApiKey, old.id)
+            assert row is not None
+            if grace_seconds == 0:
+                row.revoked_at = now
+            else:
+                cutoff = now + timedelta(seconds=grace_seconds)
+                row.expires_at = min(cutoff, as_utc(row.expires_at) or cutoff)
+            session.add(row)
+            session.commit()
+        self._invalidate(old.id)
+        return new, full
+
+    def usage_series(self, owner: str, key_id: str, days: int = 30) -> list[dict]:
+        """One entry per day for the last `days` days (zeros included), oldest first."""
+        if not 1 <= days <= MAX_USAGE_DAYS:
+            raise InvalidKeyRequest(f"days must be 1–{MAX_USAGE_DAYS}", "days")
+        self.get(owner, key_id)
+        today = utcnow().date()
+        first = today - timedelta(days=days - 1)
+        with Session(self.engine) as session:
+            rows = {row.day: row for row in session.exec(
+                select(KeyUsage).where(KeyUsage.key_id == key_id, KeyUsage.day >= first))}
+        series = []
+        for offset in range(days):
+            day = first + timedelta(days=offset)
+            row = rows.get(day)
+            series.append({"day": day.isoformat(), "requests": row.requests if row else 0,
+                           "chars": row.chars if row else 0, "audio_seconds": row.audio_seconds if row else 0.0,
+                           "errors": row.errors if row else 0})
+        return series
+
+    def owner_of(self, key_id: str) -> str:
+        """Administrative lookup for the CLI only; never used on a request path."""
+        with Session(self.engine) as session:
+            row = session.get(ApiKey, key_id)
+        if row is None:
+            raise KeyNotFound(key_id)
+        return row.owner
+
+    def _invalidate(self, key_id: str) -> None:
+        self.cache.invalidate(key_id)
+        self.bus.publish(key_id)
+
+    def close(self) -> None:
+        """Write buffered usage and stop background threads (clean shutdown)."""
+        self.bus.stop()
+        self.usage.close()
+
+
+def build_key_service(settings: Settings, engine: Engine | None = None) -> KeyService:
+    """Wire the service from settings: Redis limiter and bus when Redis is configured."""
+    engine = engine or get_engine()
+    limiter: RateLimiter = RedisRateLimiter(client_for(settings.redis_url)) if settings.redis_url \
+        else InProcessRateLimiter()
+    pepper = settings.key_pepper.get_secret_value() if settings.key_pepper else None
+    return KeyService(engine, pepper, limiter, UsageRecorder(engine), bus_client=settings.broker_url)
+
+
+@lru_cache(maxsize=1)
+def get_key_service() -> KeyService:
+    """The process-wide key service (its cache and usage buffer must be shared by every request)."""
+    return build_key_service(get_settings())
+
+
+__all__ = ["ALL", "KeyNotFound", "KeyRejected", "KeyService", "KeySpec", "RateLimit", "SCOPES", "VerifiedKey",
+           "get_key_service", "InvalidKeyRequest", "VERIFICATION_ORDER"]
