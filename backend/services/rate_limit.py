@@ -66,19 +66,22 @@ class InProcessRateLimiter:
             return RateDecision(False, limit, 0, oldest + window_s, oldest + window_s - now)
 
 
-# KEYS[1] = the key's sorted set; ARGV = now_ms, window_ms, limit, member.
+# KEYS[1] = the key's sorted set; ARGV = window_ms, limit, member. Redis' own clock, so replicas with skewed
+# clocks still share one window, and one round trip per request. Returns {allowed, remaining, oldest_ms, now_ms}.
 _SLIDING_LOG_LUA = """
-local key, now, window, limit, member = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local key, window, limit, member = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
 local count = redis.call('ZCARD', key)
 if count < limit then
   redis.call('ZADD', key, now, member)
   redis.call('PEXPIRE', key, window)
   local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  return {1, limit - count - 1, tonumber(oldest[2])}
+  return {1, limit - count - 1, tonumber(oldest[2]), now}
 end
 local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-return {0, 0, tonumber(oldest[2])}
+return {0, 0, tonumber(oldest[2]), now}
 """
 
 
@@ -92,12 +95,9 @@ class RedisRateLimiter:
         self._script = client.register_script(_SLIDING_LOG_LUA)
 
     def hit(self, key: str, limit: int, window_s: float) -> RateDecision:
-        # Redis' clock, not ours: replicas with skewed clocks still share one window.
-        seconds, micros = self._client.time()
-        now_ms = seconds * 1000 + micros // 1000
         window_ms = int(window_s * 1000)
-        allowed, remaining, oldest_ms = self._script(
-            keys=[self.PREFIX + key], args=[now_ms, window_ms, limit, f"{now_ms}-{uuid.uuid4().hex[:8]}"])
+        allowed, remaining, oldest_ms, now_ms = self._script(
+            keys=[self.PREFIX + key], args=[window_ms, limit, uuid.uuid4().hex])
         reset_ms = int(oldest_ms) + window_ms
         retry_after = 0.0 if allowed else max(0.0, (reset_ms - now_ms) / 1000)
         return RateDecision(bool(allowed), limit, int(remaining), reset_ms / 1000, retry_after)
