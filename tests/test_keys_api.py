@@ -157,3 +157,11 @@ def test_bad_access_tokens_are_refused_with_401(client: TestClient, signing_key)
         response = TestClient(build_api()).get("/api/keys", headers=bearer(token))
         assert response.status_code == 401, name
         assert response.json()["error"]["code"] == "invalid_token", name
+
+
+def test_rotating_a_revoked_key_is_a_409(client: TestClient, key_service) -> None:
+    admin = admin_key(key_service)
+    victim = key_service.create(ALICE, KeySpec("old"))[0]
+    key_service.revoke(ALICE, victim.id)
+    response = client.post(f"/api/keys/{victim.id}/rotate", headers=bearer(admin))
+    assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"

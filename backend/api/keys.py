@@ -6,6 +6,8 @@ answers 404, exactly like a missing one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -94,12 +96,17 @@ class UsageOut(BaseModel):
     days: list[UsageDay]
 
 
-def _invalid(exc: InvalidKeyRequest) -> ApiError:
-    return ApiError(422, "invalid_request", str(exc), param=exc.field)
-
-
-def _not_found(key_id: str) -> ApiError:
-    return ApiError(404, "not_found", f"No key {key_id!r} among yours.")
+@contextmanager
+def service_errors(key_id: str | None = None) -> Iterator[None]:
+    """Turn the key service's refusals into API errors: another owner's key is a plain 404."""
+    try:
+        yield
+    except KeyNotFound:
+        raise ApiError(404, "not_found", f"No key {key_id!r} among yours.") from None
+    except InvalidKeyRequest as exc:
+        if exc.field == "id":  # the key exists but its state forbids the change (e.g. rotating a revoked key)
+            raise ApiError(409, "conflict", str(exc)) from None
+        raise ApiError(422, "invalid_request", str(exc), param=exc.field) from None
 
 
 ReadKeys = Annotated[Principal, Depends(require_principal("keys:read"))]
@@ -113,20 +120,16 @@ def create_key(body: CreateKeyIn, principal: WriteKeys) -> CreatedKeyOut:
                        param="scopes")
     spec = KeySpec(body.name, body.env, tuple(body.scopes), RateLimit(body.rate_limit.requests,
                    body.rate_limit.window_seconds), body.quota_chars, body.expires_at)
-    try:
+    with service_errors():
         row, full = get_key_service().create(principal.owner, spec)
-    except InvalidKeyRequest as exc:
-        raise _invalid(exc) from None
     return CreatedKeyOut(**KeyOut.of(row).model_dump(), key=full)
 
 
 @router.get("", response_model=KeyListOut, summary="List your keys, newest first")
 def list_keys(principal: ReadKeys, limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
               cursor: str | None = None) -> KeyListOut:
-    try:
+    with service_errors():
         page = get_key_service().list(principal.owner, limit, cursor)
-    except InvalidKeyRequest as exc:
-        raise _invalid(exc) from None
     return KeyListOut(data=[KeyOut.of(row, page.usage_totals.get(row.id)) for row in page.keys],
                       next_cursor=page.next_cursor)
 
@@ -141,36 +144,26 @@ def key_self(principal: Annotated[Principal, Depends(require_principal())]) -> K
 
 @router.get("/{key_id}", response_model=KeyOut, summary="One of your keys")
 def get_key(key_id: str, principal: ReadKeys) -> KeyOut:
-    try:
+    with service_errors(key_id):
         return KeyOut.of(get_key_service().get(principal.owner, key_id))
-    except KeyNotFound:
-        raise _not_found(key_id) from None
 
 
 @router.post("/{key_id}/rotate", response_model=CreatedKeyOut, summary="Replace a key; the old one lasts the grace")
 def rotate_key(key_id: str, principal: WriteKeys, body: RotateIn | None = None) -> CreatedKeyOut:
-    try:
+    with service_errors(key_id):
         row, full = get_key_service().rotate(principal.owner, key_id, (body or RotateIn()).grace_seconds)
-    except KeyNotFound:
-        raise _not_found(key_id) from None
-    except InvalidKeyRequest as exc:
-        raise ApiError(409, "conflict", str(exc)) if exc.field == "id" else _invalid(exc) from None
     return CreatedKeyOut(**KeyOut.of(row).model_dump(), key=full)
 
 
 @router.post("/{key_id}/revoke", response_model=KeyOut, summary="Revoke a key at once, everywhere")
 def revoke_key(key_id: str, principal: WriteKeys) -> KeyOut:
-    try:
+    with service_errors(key_id):
         return KeyOut.of(get_key_service().revoke(principal.owner, key_id))
-    except KeyNotFound:
-        raise _not_found(key_id) from None
 
 
 @router.get("/{key_id}/usage", response_model=UsageOut, summary="Daily usage, oldest day first")
 def key_usage(key_id: str, principal: ReadKeys,
               days: Annotated[int, Query(ge=1, le=MAX_USAGE_DAYS)] = 30) -> UsageOut:
-    try:
+    with service_errors(key_id):
         series = get_key_service().usage_series(principal.owner, key_id, days)
-    except KeyNotFound:
-        raise _not_found(key_id) from None
     return UsageOut(key_id=key_id, days=[UsageDay(**day) for day in series])
