@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import JSON, Column, DateTime
+from sqlalchemy import JSON, Column, DateTime, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -58,3 +58,31 @@ class KeyUsage(SQLModel, table=True):
     chars: int = Field(default=0)
     audio_seconds: float = Field(default=0.0)
     errors: int = Field(default=0)
+
+
+class Job(SQLModel, table=True):
+    """One synthesis request: queued → running (progress) → succeeded | failed."""
+
+    __tablename__ = "jobs"
+
+    id: str = Field(primary_key=True, max_length=40)
+    owner: str = Field(index=True, max_length=255)
+    key_id: str | None = Field(default=None, max_length=40)
+    voice_id: str = Field(max_length=120)
+    engine: str = Field(max_length=20)
+    text: str = Field(sa_type=Text)
+    text_chars: int
+    format: str = Field(max_length=8)
+    speed: float = Field(default=1.0)
+    status: str = Field(default="queued", index=True, max_length=12)
+    progress: float = Field(default=0.0)
+    chars_done: int = Field(default=0)
+    attempts: int = Field(default=0)
+    error: str | None = Field(default=None, max_length=500)
+    audio_path: str | None = Field(default=None, max_length=500)
+    audio_bytes: int | None = Field(default=None)
+    duration_s: float | None = Field(default=None)
+    engine_time_s: float | None = Field(default=None)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
+    started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

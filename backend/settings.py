@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="Redis for broker, rate limits, state; default embedded.")
     secret_key: SecretStr | None = Field(None, description="Signs session cookies; at least 32 characters.")
     key_pepper: SecretStr | None = Field(None, description="Server secret mixed into stored API key digests (HMAC).")
+    engines: str = Field("piper", description="Comma-separated engines a worker loads: piper, fish.")
+    fish_checkpoint_dir: Path | None = Field(None, description="Fish Speech checkpoints (text2semantic + codec).")
+    fish_device: str = Field("auto", description="Fish Speech device: auto (cuda when present), cuda, cpu.")
+    job_time_limit_s: int = Field(600, ge=10, description="A synthesis job is stopped after this long.")
+    job_visibility_timeout_s: int | None = Field(
+        None, ge=1, description="How long before an unacknowledged job of a dead worker is redelivered.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     auth0_domain: str | None = Field(None, validation_alias=AliasChoices("AUTH0_DOMAIN", "LOCKN_AUTH0_DOMAIN"))
@@ -84,6 +90,19 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix):]
         return url
+
+    @property
+    def engine_names(self) -> list[str]:
+        return [name.strip() for name in self.engines.split(",") if name.strip()]
+
+    @property
+    def redelivery_timeout_s(self) -> int:
+        """Longer than the longest job (the time limit), so a slow job is never run twice by mistake."""
+        return self.job_visibility_timeout_s or self.job_time_limit_s + 60
+
+    @property
+    def audio_dir(self) -> Path:
+        return self.data_dir / "audio"
 
     @property
     def uses_sqlite(self) -> bool:

@@ -23,7 +23,10 @@ ISOLATED_VARIABLES = ("LOCKN_ENV", "LOCKN_DATABASE_URL", "LOCKN_REDIS_URL", "LOC
 
 def reset_caches() -> None:
     """Forget settings, engines and Redis clients built from an earlier environment."""
+    from workers.celery_app import _celery_for
+
     get_settings.cache_clear()
+    _celery_for.cache_clear()
     db.engine_for.cache_clear()
     redis_client.client_for.cache_clear()
 
@@ -126,3 +129,30 @@ def key_service(database: str) -> Iterator["KeyService"]:  # noqa: F821
     service = build_key_service(get_settings())
     yield service
     service.close()
+
+
+def wait_for_worker_heartbeat(timeout_s: float = 60.0) -> None:
+    import time
+
+    from backend.redis_client import get_redis
+    from workers import heartbeat
+
+    deadline = time.monotonic() + timeout_s
+    while not heartbeat.live_workers(get_redis()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no worker reported within {timeout_s} s")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def worker(embedded_broker: str, database: str) -> Iterator["Supervisor"]:  # noqa: F821
+    """A real Celery worker (Piper loaded), started the way `make run` starts it, on this test's broker and DB."""
+    from backend.cli import Supervisor, worker_command
+
+    supervisor = Supervisor()
+    supervisor.start("worker", worker_command(), env=dict(os.environ))
+    try:
+        wait_for_worker_heartbeat()
+        yield supervisor
+    finally:
+        supervisor.stop_all()

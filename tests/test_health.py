@@ -18,8 +18,12 @@ def client() -> TestClient:
     return TestClient(build_api())
 
 
+PIPER = {"name": "piper", "supports_cloning": False, "voices": []}
+
+
 def publish_worker(engines: list[dict] | None = None) -> None:
-    heartbeat.publish(get_redis(), heartbeat.WorkerInfo(hostname="cpu@test", queues=["cpu"], engines=engines or []))
+    heartbeat.publish(get_redis(), heartbeat.WorkerInfo(hostname="cpu@test", queues=["cpu"],
+                                                        engines=[PIPER] if engines is None else engines))
 
 
 def test_liveness_needs_no_dependency(client: TestClient) -> None:
@@ -52,12 +56,26 @@ def test_embedded_broker_and_worker_make_health_200(client: TestClient, embedded
     checks = response.json()["checks"]
     assert checks["broker"]["message"] == "Redis (embedded)"
     assert checks["worker"]["message"].startswith("1 worker(s): cpu@test")
-    assert checks["engine"] == {**checks["engine"], "status": "down", "required": False}
+    assert checks["engine"]["message"] == "engines loaded: piper"
 
 
-def test_engine_check_lists_loaded_engines(client: TestClient, embedded_broker) -> None:
-    publish_worker([{"name": "piper", "supports_cloning": False}])
-    assert client.get("/health").json()["checks"]["engine"]["message"] == "engines loaded: piper"
+def test_a_worker_without_the_configured_engine_is_not_healthy(client: TestClient, embedded_broker) -> None:
+    db.migrate()
+    publish_worker(engines=[])
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["checks"]["engine"]["message"] == "no live worker has the piper engine loaded"
+
+
+def test_every_configured_queue_needs_a_worker(client: TestClient, embedded_broker, monkeypatch) -> None:
+    from tests.conftest import reset_caches
+
+    monkeypatch.setenv("LOCKN_ENGINES", "piper,fish")
+    reset_caches()
+    db.migrate()
+    publish_worker()
+    worker = client.get("/health").json()["checks"]["worker"]
+    assert worker["status"] == "down" and "queue gpu" in worker["message"]
 
 
 @pytest.mark.redis

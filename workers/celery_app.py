@@ -8,9 +8,11 @@ task whose pool process dies is requeued, so a killed worker loses no job.
 from __future__ import annotations
 
 import socket
+from functools import lru_cache
+from dataclasses import asdict
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from backend.log_masking import install_key_masking
 from backend.redis_client import get_redis
@@ -19,8 +21,6 @@ from workers.heartbeat import HeartbeatThread, WorkerInfo
 
 #: Queues by hardware; GPU machines consume `gpu`, every machine can consume `cpu`.
 QUEUES = ("cpu", "gpu")
-#: Longer than the longest job, so Redis redelivers a dead worker's task only when it is really dead.
-VISIBILITY_TIMEOUT_S = 2 * 60 * 60
 
 
 def create_celery() -> Celery:
@@ -33,8 +33,18 @@ def create_celery() -> Celery:
         worker_prefetch_multiplier=1,
         task_default_queue="cpu",
         task_track_started=True,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
-        result_backend_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        task_time_limit=settings.job_time_limit_s + 30,
+        task_soft_time_limit=settings.job_time_limit_s,
+        # Longer than the longest job, so Redis redelivers a dead worker's task only when it is really dead.
+        broker_transport_options={
+            "visibility_timeout": settings.redelivery_timeout_s,
+            # kombu sweeps for abandoned messages every interval × throttle seconds (100 s by default);
+            # sweep every few seconds instead, so redelivery follows the timeout closely.
+            "unacked_restore_interval": max(1, min(10, settings.redelivery_timeout_s // 3)),
+            "unacked_restore_throttle": 1,
+        },
+        result_backend_transport_options={"visibility_timeout": settings.redelivery_timeout_s},
+        result_expires=24 * 3600,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=2,
         worker_hijack_root_logger=False,
@@ -47,14 +57,47 @@ def create_celery() -> Celery:
 
 install_key_masking()
 celery_app = create_celery()
+
+
+@lru_cache(maxsize=4)
+def _celery_for(broker_url: str) -> Celery:
+    return celery_app if celery_app.conf.broker_url == broker_url else create_celery()
+
+
+def get_celery() -> Celery:
+    """The app for the broker settings name now: the producer side follows settings changes (tests, CLI)."""
+    return _celery_for(get_settings().broker_url)
 _heartbeat: HeartbeatThread | None = None
+
+
+@worker_process_init.connect
+def _load_engines(**_kwargs) -> None:  # type: ignore[no-untyped-def]
+    """Each pool process loads its engines once, before its first job (not once per job)."""
+    from workers.synthesis import load_engines
+
+    load_engines(get_settings().engine_names)
+
+
+def engine_descriptions(names: list[str]) -> list[dict]:
+    """What the heartbeat says about each engine this worker can run: info and voices, without loading models."""
+    from workers.engines import engine_class
+
+    described = []
+    for name in names:
+        cls = engine_class(name)
+        if cls.available() is None:
+            engine = cls()
+            described.append({**engine.describe().as_dict(), "queue": cls.queue,
+                              "voices": [asdict(v) for v in engine.voices()]})
+    return described
 
 
 @worker_ready.connect
 def _start_heartbeat(sender, **_kwargs) -> None:  # type: ignore[no-untyped-def]
     global _heartbeat
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else ["cpu"]
-    info = WorkerInfo(hostname=getattr(sender, "hostname", socket.gethostname()), queues=queues)
+    info = WorkerInfo(hostname=getattr(sender, "hostname", socket.gethostname()), queues=queues,
+                      engines=engine_descriptions(get_settings().engine_names))
     _heartbeat = HeartbeatThread(get_redis(), info)
     _heartbeat.start()
 

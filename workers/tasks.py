@@ -1,13 +1,45 @@
-"""Celery tasks. Synthesis tasks arrive with the engines issue; `ping` proves the round trip."""
+"""Celery tasks: thin wrappers that give `workers.synthesis` Celery's retry and progress reporting."""
 
 from __future__ import annotations
 
 import time
 
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import OperationalError
+
 from workers.celery_app import celery_app
+from workers.engines.base import SynthesisError
+from workers.synthesis import fail_job, run_job
+
+#: Errors worth another try (the database blinked); anything else is the job's own fault and is final.
+TRANSIENT_ERRORS = (OperationalError, ConnectionError)
 
 
 @celery_app.task(name="lockn.ping")
 def ping() -> dict[str, float]:
-    """Answer with the worker's clock: used by tests and the CLI to prove a job goes through the queue."""
+    """Answer with the worker's clock: proves a job goes through the queue."""
     return {"pong": time.time()}
+
+
+@celery_app.task(name="lockn.synthesize", bind=True, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True,
+                 retry_backoff_max=30, max_retries=3)
+def synthesize(self, job_id: str) -> dict:  # type: ignore[no-untyped-def]
+    """Run one job; permanent failures mark it failed (never retried), transient ones retry with backoff."""
+    def report(meta: dict) -> None:
+        self.update_state(state="PROGRESS", meta=meta)
+
+    try:
+        return run_job(job_id, report)
+    except SynthesisError as exc:
+        fail_job(job_id, str(exc))
+        return {"job_id": job_id, "status": "failed", "error": str(exc)}
+    except SoftTimeLimitExceeded:
+        fail_job(job_id, "the job took longer than the time limit and was stopped")
+        return {"job_id": job_id, "status": "failed", "error": "time limit"}
+    except TRANSIENT_ERRORS:
+        if self.request.retries >= self.max_retries:
+            fail_job(job_id, "the worker could not reach the database; please try again")
+        raise
+    except Exception as exc:  # noqa: BLE001 - an engine bug must not leave the job "running" forever
+        fail_job(job_id, f"synthesis failed: {type(exc).__name__}")
+        raise

@@ -17,6 +17,7 @@ from backend import db
 from backend.redis_client import get_redis
 from backend.settings import get_settings
 from workers import heartbeat
+from workers.engines import ENGINE_QUEUES
 
 Status = Literal["ok", "down"]
 
@@ -58,27 +59,35 @@ def check_broker() -> str:
     return "Redis" if get_settings().redis_url else "Redis (embedded)"
 
 
+def required_queues() -> set[str]:
+    """The queues of the engines this deployment is configured for (`LOCKN_ENGINES`)."""
+    return {ENGINE_QUEUES.get(name, "cpu") for name in get_settings().engine_names}
+
+
 def check_workers() -> str:
     workers = heartbeat.live_workers(get_redis())
-    if not workers:
-        raise RuntimeError("no Celery worker has reported in the last "
-                           f"{heartbeat.TTL_S} s; start one with `make run` or `lockn worker`")
+    served = {queue for worker in workers for queue in worker.queues}
+    missing = sorted(required_queues() - served)
+    if missing:
+        raise RuntimeError(f"no worker has reported on queue {', '.join(missing)} in the last "
+                           f"{heartbeat.TTL_S} s; start one with `make run` or `make worker`")
     return f"{len(workers)} worker(s): " + ", ".join(f"{w.hostname} [{','.join(w.queues)}]" for w in workers)
 
 
 def check_engines() -> str:
     engines = sorted({e["name"] for w in heartbeat.live_workers(get_redis()) for e in w.engines})
-    if not engines:
-        raise RuntimeError("no worker has a synthesis engine loaded")
+    missing = sorted(set(get_settings().engine_names) - set(engines))
+    if missing:
+        raise RuntimeError(f"no live worker has the {', '.join(missing)} engine loaded")
     return "engines loaded: " + ", ".join(engines)
 
 
-#: The checks `/health` runs. The engine check becomes required once workers load engines.
+#: The checks `/health` runs, all required.
 DEFAULT_CHECKS: tuple[HealthCheck, ...] = (
     HealthCheck("database", check_database),
     HealthCheck("broker", check_broker),
     HealthCheck("worker", check_workers),
-    HealthCheck("engine", check_engines, required=False),
+    HealthCheck("engine", check_engines),
 )
 
 

@@ -1,0 +1,152 @@
+"""Jobs through the real queue: embedded broker (and Redis in CI), a real worker, progress, kills, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from sqlmodel import Session, func, select
+
+from backend.db import get_engine
+from backend.models import Job
+from backend.services.jobs import (
+    MAX_TEXT_CHARS, InvalidJobRequest, ServiceUnavailable, enqueue_synthesis, job_status, send_job,
+)
+from tests.conftest import reset_caches, wait_for_worker_heartbeat
+from workers.audio import decode
+
+VOICE = "en_US-joe-medium"
+OWNER = "auth0|alice"
+LONG_TEXT = " ".join(f"This is sentence number {n} of a longer text for the queue." for n in range(1, 13))
+
+
+def wait_for(job_id: str, timeout_s: float = 60.0, owner: str = OWNER) -> list[tuple[str, float]]:
+    """Poll until the job ends; returns every distinct (status, progress) seen, in order."""
+    seen: list[tuple[str, float]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = job_status(job_id, owner)
+        if not seen or seen[-1] != (status.status, status.progress):
+            seen.append((status.status, status.progress))
+        if status.status in ("succeeded", "failed"):
+            return seen
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not finish in {timeout_s} s; seen {seen}")
+
+
+def job_count() -> int:
+    with Session(get_engine()) as session:
+        return session.exec(select(func.count()).select_from(Job)).one()
+
+
+def test_job_reaches_succeeded_with_progress_in_order(worker) -> None:
+    job = enqueue_synthesis(OWNER, LONG_TEXT, VOICE, "flac")
+    seen = wait_for(job.id)
+    statuses = [status for status, _ in seen]
+    assert statuses[-1] == "succeeded", seen
+    assert statuses == sorted(statuses, key=["queued", "running", "succeeded"].index), seen
+    assert "running" in statuses
+    progress = [p for _, p in seen]
+    assert progress == sorted(progress) and progress[-1] == 100.0
+    assert any(0 < p < 100 for p in progress), f"no intermediate progress seen: {seen}"
+    final = job_status(job.id, OWNER)
+    samples, rate = decode(open(final.audio_path, "rb").read())
+    assert abs(len(samples) / rate - final.duration_s) < 0.05 and final.duration_s > 20
+    assert float(np.sqrt(np.mean(np.square(samples)))) > 0.02
+
+
+@pytest.mark.redis
+def test_job_through_redis(redis_url: str, monkeypatch, database) -> None:
+    from backend.cli import Supervisor, worker_command
+
+    monkeypatch.setenv("LOCKN_REDIS_URL", redis_url)
+    reset_caches()
+    supervisor = Supervisor()
+    supervisor.start("worker", worker_command(), env=dict(os.environ))
+    try:
+        wait_for_worker_heartbeat()
+        job = enqueue_synthesis(OWNER, "Hello through Redis.", VOICE, "mp3")
+        assert wait_for(job.id)[-1] == ("succeeded", 100.0)
+    finally:
+        supervisor.stop_all()
+
+
+def test_a_killed_worker_loses_no_job(embedded_broker, database, monkeypatch) -> None:
+    """SIGKILL the whole worker mid-job; a new worker picks the job up after the redelivery timeout."""
+    from backend.cli import Supervisor, worker_command
+
+    monkeypatch.setenv("LOCKN_JOB_VISIBILITY_TIMEOUT_S", "3")
+    reset_caches()
+    first = Supervisor()
+    first.start("worker", worker_command(), env=dict(os.environ))
+    wait_for_worker_heartbeat()
+    job = enqueue_synthesis(OWNER, LONG_TEXT * 3, VOICE, "wav")
+    deadline = time.monotonic() + 30
+    while job_status(job.id, OWNER).status != "running":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.01)
+    os.killpg(first.children[0][1].pid, signal.SIGKILL)
+    first.children[0][1].wait()
+    assert job_status(job.id, OWNER).status == "running", "killed mid-job"
+
+    second = Supervisor()
+    second.start("worker", worker_command(), env=dict(os.environ))
+    try:
+        seen = wait_for(job.id, timeout_s=90)
+        assert seen[-1] == ("succeeded", 100.0), seen
+        with Session(get_engine()) as session:
+            assert session.get(Job, job.id).attempts == 2
+    finally:
+        second.stop_all()
+
+
+BAD_REQUESTS = [
+    ("", VOICE, "wav", 1.0, "text"),
+    ("   ", VOICE, "wav", 1.0, "text"),
+    ("x" * (MAX_TEXT_CHARS + 1), VOICE, "wav", 1.0, "text"),
+    ("hello", "nobody", "wav", 1.0, "voice"),
+    ("hello", VOICE, "wma", 1.0, "format"),
+    ("hello", VOICE, "wav", 10.0, "speed"),
+]
+
+
+def test_bad_input_fails_fast_and_writes_nothing(worker) -> None:
+    for text, voice, fmt, speed, field in BAD_REQUESTS:
+        with pytest.raises(InvalidJobRequest) as refused:
+            enqueue_synthesis(OWNER, text, voice, fmt, speed)
+        assert refused.value.field == field and str(refused.value)
+    assert job_count() == 0
+
+
+def test_permanent_failure_in_the_worker_is_not_retried(worker) -> None:
+    """A job the engine refuses ends `failed` with the engine's words after one attempt."""
+    job = enqueue_synthesis(OWNER, "hello", VOICE, "wav")
+    wait_for(job.id)
+    with Session(get_engine(), expire_on_commit=False) as session:
+        broken = Job(id="job_broken0000000000", owner=OWNER, voice_id="ghost", engine="piper", text="hello",
+                     text_chars=5, format="wav")
+        session.add(broken)
+        session.commit()
+    send_job(broken)
+    assert wait_for(broken.id)[-1][0] == "failed"
+    time.sleep(1)
+    with Session(get_engine()) as session:
+        stored = session.get(Job, broken.id)
+    assert stored.error == "unknown Piper voice 'ghost'" and stored.attempts == 1
+
+
+def test_no_worker_means_503_not_a_queued_job(embedded_broker, database) -> None:
+    with pytest.raises(ServiceUnavailable, match="no synthesis worker"):
+        enqueue_synthesis(OWNER, "hello", VOICE)
+    assert job_count() == 0
+
+
+def test_another_owners_job_is_not_found(worker) -> None:
+    from backend.services.jobs import JobNotFound
+
+    job = enqueue_synthesis(OWNER, "mine", VOICE)
+    with pytest.raises(JobNotFound):
+        job_status(job.id, "auth0|bob")

@@ -1,0 +1,142 @@
+"""Audio in and out, in one place: PCM → wav/mp3/flac/opus/aac/pcm, and uploads → mono float PCM.
+
+Every codec ships inside a wheel: libsndfile (soundfile) for WAV, FLAC, MP3,
+Ogg/Opus and decoding; FFmpeg's libraries (PyAV) for AAC and as the decoder of
+last resort. No system ffmpeg is needed.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import soundfile as sf
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    name: str
+    content_type: str
+    extension: str
+
+
+FORMATS: dict[str, AudioFormat] = {
+    "wav": AudioFormat("wav", "audio/wav", "wav"),
+    "mp3": AudioFormat("mp3", "audio/mpeg", "mp3"),
+    "flac": AudioFormat("flac", "audio/flac", "flac"),
+    "opus": AudioFormat("opus", "audio/ogg; codecs=opus", "opus"),
+    "aac": AudioFormat("aac", "audio/aac", "aac"),
+    "pcm": AudioFormat("pcm", "audio/L16", "pcm"),
+}
+#: Opus only runs at these rates; anything else is resampled to the next one up.
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+#: Loudness target of `normalize_loudness` (RMS, dBFS) and the peak ceiling it never exceeds.
+TARGET_RMS_DBFS = -20.0
+PEAK_CEILING_DBFS = -1.0
+
+
+class AudioDecodeError(ValueError):
+    """The bytes are not audio LockN can read; the message says so in words."""
+
+
+def as_float_mono(pcm: np.ndarray) -> np.ndarray:
+    """float32 in [-1, 1], one channel, whatever came in (int16, float64, stereo)."""
+    samples = np.asarray(pcm)
+    if samples.dtype == np.int16:
+        samples = samples.astype(np.float32) / 32768.0
+    samples = samples.astype(np.float32, copy=False)
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    return np.clip(samples, -1.0, 1.0)
+
+
+def resample(pcm: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Band-limited resampling through FFmpeg's swresample (PyAV)."""
+    if source_rate == target_rate or pcm.size == 0:
+        return pcm
+    frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1).astype(np.float32), format="flt", layout="mono")
+    frame.sample_rate = source_rate
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=target_rate)
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def normalize_loudness(pcm: np.ndarray) -> np.ndarray:
+    """Bring speech to a steady RMS level without clipping (so voices sound equally loud)."""
+    rms = float(np.sqrt(np.mean(np.square(pcm)))) if pcm.size else 0.0
+    if rms < 1e-5:
+        return pcm
+    gain = 10 ** (TARGET_RMS_DBFS / 20) / rms
+    peak = float(np.max(np.abs(pcm))) * gain
+    ceiling = 10 ** (PEAK_CEILING_DBFS / 20)
+    if peak > ceiling:
+        gain *= ceiling / peak
+    return (pcm * gain).astype(np.float32)
+
+
+def encode(pcm: np.ndarray, sample_rate: int, fmt: str, *, normalize: bool = False) -> bytes:
+    """Encode mono PCM to `fmt` (one of `FORMATS`)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unsupported format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    samples = as_float_mono(pcm)
+    if normalize:
+        samples = normalize_loudness(samples)
+    if fmt == "pcm":
+        return (samples * 32767).astype("<i2").tobytes()
+    if fmt == "aac":
+        return _encode_with_pyav(samples, sample_rate, "adts", "aac")
+    if fmt == "opus":
+        rate = next((r for r in OPUS_RATES if r >= sample_rate), OPUS_RATES[-1])
+        samples, sample_rate = resample(samples, sample_rate, rate), rate
+    container, subtype = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"),
+                          "opus": ("OGG", "OPUS")}[fmt]
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, sample_rate, format=container, subtype=subtype)
+    return buffer.getvalue()
+
+
+def _encode_with_pyav(samples: np.ndarray, sample_rate: int, container: str, codec: str) -> bytes:
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=container) as output:
+        stream = output.add_stream(codec, rate=sample_rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = sample_rate
+        for packet in stream.encode(frame):
+            output.mux(packet)
+        for packet in stream.encode(None):
+            output.mux(packet)
+    return buffer.getvalue()
+
+
+def decode(data: bytes, target_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Any wav/mp3/flac/ogg (or anything FFmpeg reads) → (mono float32, rate), optionally resampled."""
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        samples, rate = _decode_with_pyav(data)
+    samples = as_float_mono(samples)
+    if target_rate:
+        samples, rate = resample(samples, rate, target_rate), target_rate
+    return samples, rate
+
+
+def _decode_with_pyav(data: bytes) -> tuple[np.ndarray, int]:
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=stream.rate or 48000)
+            chunks = [f.to_ndarray().reshape(-1) for frame in container.decode(stream)
+                      for f in resampler.resample(frame)]
+            rate = resampler.rate
+    except (av.error.FFmpegError, IndexError, ValueError) as exc:
+        raise AudioDecodeError("the file is not audio we can read (use WAV, MP3, FLAC or OGG)") from exc
+    if not chunks:
+        raise AudioDecodeError("the file contains no audio")
+    return np.concatenate(chunks).astype(np.float32), int(rate)
+
+
+def duration_seconds(pcm: np.ndarray, sample_rate: int) -> float:
+    return round(len(pcm) / sample_rate, 3) if sample_rate else 0.0

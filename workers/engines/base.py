@@ -1,0 +1,87 @@
+"""The engine interface: (text, voice, options) → PCM chunks. Engines know nothing of Celery, HTTP or the DB."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: Sentence boundaries for engines that synthesize sentence by sentence (first audio early).
+_SENTENCE_END = re.compile(r"(?<=[.!?…;:])\s+|\n+")
+
+
+class SynthesisError(Exception):
+    """A job that can never succeed as asked (unknown voice, empty text…): fail it, never retry it."""
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    id: str
+    name: str
+    engine: str
+    language: str
+    kind: str = "builtin"
+
+
+@dataclass(frozen=True)
+class ReferenceVoice:
+    """A cloned voice: its reference clip (mono float at the engine's rate) and that clip's transcript."""
+
+    audio: np.ndarray = field(repr=False)
+    transcript: str
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    speed: float = 1.0
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    name: str
+    sample_rate: int
+    supports_cloning: bool
+    device: str
+    version: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Engine(ABC):
+    """One synthesis engine. `load()` runs once per worker process; `synthesize` once per job."""
+
+    name: str
+    #: The Celery queue whose workers run this engine.
+    queue: str = "cpu"
+
+    @classmethod
+    def available(cls) -> str | None:
+        """None when this engine can run here; otherwise why not (cheap: no model is loaded)."""
+        return None
+
+    @abstractmethod
+    def load(self) -> None: ...
+
+    @abstractmethod
+    def describe(self) -> EngineInfo: ...
+
+    @abstractmethod
+    def voices(self) -> list[VoiceInfo]: ...
+
+    @abstractmethod
+    def synthesize(self, text: str, voice: str | ReferenceVoice,
+                   options: SynthesisOptions = SynthesisOptions()) -> Iterator[np.ndarray]:
+        """Yield float32 mono PCM chunks at `describe().sample_rate`, roughly one per sentence."""
+
+
+def split_sentences(text: str) -> list[str]:
+    return [part.strip() for part in _SENTENCE_END.split(text) if part and part.strip()]
+
+
+def voice_files(folder: Path, pattern: str) -> list[Path]:
+    return sorted(folder.glob(pattern)) if folder.is_dir() else []

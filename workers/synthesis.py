@@ -1,0 +1,120 @@
+"""Running one synthesis job inside a worker: engine → PCM → encoded file → job row.
+
+Progress is real: text is spoken sentence by sentence and the job row records
+the share of characters done after each one. The audio file is written to a
+temporary name and renamed, so a crash never leaves a half-written file behind
+a `succeeded` row. A job that already succeeded is not run again when its
+message is redelivered.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from sqlmodel import Session
+
+from backend.db import get_engine
+from backend.models import Job, utcnow
+from backend.settings import get_settings
+from workers.audio import FORMATS, encode
+from workers.engines import engine_class
+from workers.engines.base import Engine, SynthesisError, SynthesisOptions, split_sentences
+
+#: Engines loaded in this worker process (by `load_engines`, once per process).
+LOADED: dict[str, Engine] = {}
+ProgressReporter = Callable[[dict], None]
+#: Minimum seconds between two progress writes, so long texts do not hammer the database.
+PROGRESS_INTERVAL_S = 0.2
+
+
+def load_engines(names: list[str]) -> dict[str, Engine]:
+    """Instantiate and load each named engine once; engines that cannot run here are skipped with a reason."""
+    for name in names:
+        if name in LOADED:
+            continue
+        cls = engine_class(name)
+        if (reason := cls.available()) is not None:
+            print(f"LockN worker: engine {name} not loaded: {reason}", flush=True)
+            continue
+        engine = cls()
+        engine.load()
+        LOADED[name] = engine
+    return LOADED
+
+
+def _update(job_id: str, **fields: object) -> Job:
+    with Session(get_engine(), expire_on_commit=False) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise SynthesisError(f"job {job_id} does not exist")
+        for name, value in fields.items():
+            setattr(job, name, value)
+        session.add(job)
+        session.commit()
+        return job
+
+
+def run_job(job_id: str, report: ProgressReporter = lambda _meta: None) -> dict:
+    """Run the job to `succeeded` or raise; `report` receives each progress update (Celery state)."""
+    with Session(get_engine()) as session:
+        job = session.get(Job, job_id)
+    if job is None:
+        raise SynthesisError(f"job {job_id} does not exist")
+    if job.status == "succeeded":
+        return {"job_id": job.id, "status": "succeeded", "redelivered": True}
+    job = _update(job_id, status="running", started_at=utcnow(), attempts=job.attempts + 1, progress=0.0,
+                  chars_done=0, error=None)
+    engine = load_engines(get_settings().engine_names).get(job.engine)
+    if engine is None:
+        raise SynthesisError(f"this worker has no {job.engine} engine loaded")
+    started = time.perf_counter()
+    pcm = _speak(job, engine, report)
+    engine_time = time.perf_counter() - started
+    rate = engine.describe().sample_rate
+    path = _store(job, encode(pcm, rate, job.format))
+    duration = round(len(pcm) / rate, 3)
+    _update(job_id, status="succeeded", progress=100.0, chars_done=job.text_chars, audio_path=str(path),
+            audio_bytes=path.stat().st_size, duration_s=duration, engine_time_s=round(engine_time, 3),
+            finished_at=utcnow())
+    report({"status": "succeeded", "progress": 100.0})
+    return {"job_id": job.id, "status": "succeeded", "duration_s": duration}
+
+
+def _speak(job: Job, engine: Engine, report: ProgressReporter) -> np.ndarray:
+    sentences = split_sentences(job.text) or [job.text]
+    chunks: list[np.ndarray] = []
+    done, last_write = 0, 0.0
+    for sentence in sentences:
+        chunks += list(engine.synthesize(sentence, job.voice_id, SynthesisOptions(speed=job.speed)))
+        done += len(sentence)
+        progress = round(100.0 * min(done, job.text_chars) / job.text_chars, 1)
+        report({"status": "running", "progress": progress, "chars_done": done})
+        if time.monotonic() - last_write >= PROGRESS_INTERVAL_S or done >= job.text_chars:
+            _update(job.id, progress=min(progress, 99.0), chars_done=min(done, job.text_chars))
+            last_write = time.monotonic()
+    pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if pcm.size == 0:
+        raise SynthesisError("the engine produced no audio for this text")
+    return pcm
+
+
+def _store(job: Job, data: bytes) -> Path:
+    folder = get_settings().audio_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{job.id}.{FORMATS[job.format].extension}"
+    partial = final.with_name(final.name + ".part")
+    partial.write_bytes(data)
+    os.replace(partial, final)
+    return final
+
+
+def fail_job(job_id: str, message: str) -> None:
+    """Mark the job failed with a message a person can act on."""
+    try:
+        _update(job_id, status="failed", error=message[:500], finished_at=utcnow())
+    except SynthesisError:
+        pass
