@@ -83,6 +83,23 @@ class Job(SQLModel, table=True):
     audio_bytes: int | None = Field(default=None)
     duration_s: float | None = Field(default=None)
     engine_time_s: float | None = Field(default=None)
+    #: Content address of (owner, text, voice, format, speed, engine version): identical requests reuse the audio.
+    cache_key: str | None = Field(default=None, index=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
     started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class ClonedVoice(SQLModel, table=True):
+    """A voice cloned from an owner's reference clip; the clip lives in `<data dir>/voices/cloned/<id>.wav`."""
+
+    __tablename__ = "cloned_voices"
+
+    id: str = Field(primary_key=True, max_length=40)
+    owner: str = Field(index=True, max_length=255)
+    name: str = Field(max_length=80)
+    engine: str = Field(max_length=20)
+    language: str = Field(default="en", max_length=16)
+    transcript: str = Field(max_length=500)
+    duration_s: float
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

@@ -33,3 +33,14 @@ def client_for(url: str) -> redis.Redis:
 def get_redis() -> redis.Redis:
     """The client for the configured broker (Redis in production, the embedded one in development)."""
     return client_for(get_settings().broker_url)
+
+
+@lru_cache(maxsize=8)
+def binary_client_for(url: str) -> redis.Redis:
+    """Like `client_for`, but returns bytes: for audio chunks."""
+    return redis.Redis.from_url(redis_py_url(url), socket_timeout=SOCKET_TIMEOUT_S,
+                                socket_connect_timeout=SOCKET_TIMEOUT_S)
+
+
+def get_binary_redis() -> redis.Redis:
+    return binary_client_for(get_settings().broker_url)

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     job_time_limit_s: int = Field(600, ge=10, description="A synthesis job is stopped after this long.")
     job_visibility_timeout_s: int | None = Field(
         None, ge=1, description="How long before an unacknowledged job of a dead worker is redelivered.")
+    openai_voices: str = Field("", description="OpenAI voice names → LockN voice ids, e.g. alloy=en_US-joe-medium.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     auth0_domain: str | None = Field(None, validation_alias=AliasChoices("AUTH0_DOMAIN", "LOCKN_AUTH0_DOMAIN"))

@@ -23,12 +23,17 @@ ISOLATED_VARIABLES = ("LOCKN_ENV", "LOCKN_DATABASE_URL", "LOCKN_REDIS_URL", "LOC
 
 def reset_caches() -> None:
     """Forget settings, engines and Redis clients built from an earlier environment."""
+    from backend.services.keys import get_key_service
     from workers.celery_app import _celery_for
 
+    if get_key_service.cache_info().currsize:
+        get_key_service().bus.stop()
+    get_key_service.cache_clear()
     get_settings.cache_clear()
     _celery_for.cache_clear()
     db.engine_for.cache_clear()
     redis_client.client_for.cache_clear()
+    redis_client.binary_client_for.cache_clear()
 
 
 @pytest.fixture(autouse=True)
@@ -123,10 +128,10 @@ def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.fixture
 def key_service(database: str) -> Iterator["KeyService"]:  # noqa: F821
-    """A key service wired from settings, like the app's, closed after the test."""
-    from backend.services.keys import build_key_service
+    """The app's key service (the one routes use), built for this test's settings, closed after it."""
+    from backend.services.keys import get_key_service
 
-    service = build_key_service(get_settings())
+    service = get_key_service()
     yield service
     service.close()
 

@@ -19,9 +19,7 @@ ADMIN_SCOPES = ("keys:read", "keys:write", "tts:read")
 
 
 @pytest.fixture
-def client(key_service, monkeypatch) -> TestClient:
-    monkeypatch.setattr("backend.api.auth.get_key_service", lambda: key_service)
-    monkeypatch.setattr("backend.api.keys.get_key_service", lambda: key_service)
+def client(key_service) -> TestClient:
     return TestClient(build_api())
 
 

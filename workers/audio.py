@@ -140,3 +140,73 @@ def _decode_with_pyav(data: bytes) -> tuple[np.ndarray, int]:
 
 def duration_seconds(pcm: np.ndarray, sample_rate: int) -> float:
     return round(len(pcm) / sample_rate, 3) if sample_rate else 0.0
+
+
+#: Formats `StreamEncoder` can produce chunk by chunk.
+STREAMABLE = ("wav", "pcm", "mp3", "aac", "opus")
+
+
+class StreamEncoder:
+    """Encodes PCM chunk by chunk into ONE continuous stream of `fmt`, so audio can be sent as it is made.
+
+    WAV gets a header with an open-ended length (as streaming WAV servers do); MP3, AAC and Opus go
+    through one PyAV encoder for the whole stream (no per-chunk headers that would make a decoder stop
+    after the first sentence). FLAC is not streamable this way (its header carries the total length):
+    `STREAMABLE` says which formats are.
+    """
+
+    _CODECS = {"mp3": ("mp3", "libmp3lame", {"write_xing": "0", "id3v2_version": "0"}),
+               "aac": ("adts", "aac", {}), "opus": ("ogg", "libopus", {})}
+
+    def __init__(self, fmt: str, sample_rate: int) -> None:
+        if fmt not in STREAMABLE:
+            raise ValueError(f"format {fmt!r} cannot be streamed; choose one of {', '.join(STREAMABLE)}")
+        self.fmt, self.source_rate = fmt, sample_rate
+        self.rate = next((r for r in OPUS_RATES if r >= sample_rate), 48000) if fmt == "opus" else sample_rate
+        self._sent = 0
+        self._buffer = io.BytesIO()
+        self._container = None
+        if fmt in self._CODECS:
+            container, codec, options = self._CODECS[fmt]
+            self._container = av.open(self._buffer, mode="w", format=container, options=options)
+            self._stream = self._container.add_stream(codec, rate=self.rate, layout="mono")
+            self._pts = 0
+
+    def header(self) -> bytes:
+        if self.fmt == "wav":
+            return _open_ended_wav_header(self.rate)
+        return b""
+
+    def encode(self, pcm: np.ndarray) -> bytes:
+        samples = as_float_mono(pcm)
+        if self.rate != self.source_rate:
+            samples = resample(samples, self.source_rate, self.rate)
+        if self._container is None:  # wav, pcm
+            return (samples * 32767).astype("<i2").tobytes()
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate, frame.pts = self.rate, self._pts
+        self._pts += samples.size
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        return self._drain()
+
+    def finish(self) -> bytes:
+        if self._container is None:
+            return b""
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        self._container.close()
+        return self._drain()
+
+    def _drain(self) -> bytes:
+        data = self._buffer.getvalue()[self._sent:]
+        self._sent += len(data)
+        return data
+
+
+def _open_ended_wav_header(rate: int) -> bytes:
+    """A 16-bit mono WAV header whose sizes say "until the stream ends" (0xFFFFFFFF)."""
+    import struct
+
+    return (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " +
+            struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16) + b"data" + struct.pack("<I", 0xFFFFFFFF))

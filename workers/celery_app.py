@@ -12,7 +12,7 @@ from functools import lru_cache
 from dataclasses import asdict
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 
 from backend.log_masking import install_key_masking
 from backend.redis_client import get_redis
@@ -76,6 +76,15 @@ def _load_engines(**_kwargs) -> None:  # type: ignore[no-untyped-def]
     from workers.synthesis import load_engines
 
     load_engines(get_settings().engine_names)
+
+
+@worker_process_shutdown.connect
+def _flush_usage(**_kwargs) -> None:  # type: ignore[no-untyped-def]
+    """Pool processes exit without running atexit handlers: write buffered usage explicitly."""
+    from workers.synthesis import usage_recorder
+
+    if usage_recorder.cache_info().currsize:
+        usage_recorder().close()
 
 
 def engine_descriptions(names: list[str]) -> list[dict]:

@@ -12,23 +12,34 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import redis
 from sqlmodel import Session
 
 from backend.db import get_engine
 from backend.models import Job, utcnow
+from backend.redis_client import get_binary_redis
+from backend.services.usage import UsageRecorder
 from backend.settings import get_settings
 from workers.audio import FORMATS, encode
+from workers.audio_stream import publish_chunk, publish_end, reset_stream
 from workers.engines import engine_class
-from workers.engines.base import Engine, SynthesisError, SynthesisOptions, split_sentences
+from workers.engines.base import Engine, ReferenceVoice, SynthesisError, SynthesisOptions, split_sentences
 
 #: Engines loaded in this worker process (by `load_engines`, once per process).
 LOADED: dict[str, Engine] = {}
 ProgressReporter = Callable[[dict], None]
 #: Minimum seconds between two progress writes, so long texts do not hammer the database.
 PROGRESS_INTERVAL_S = 0.2
+
+
+@lru_cache(maxsize=1)
+def usage_recorder() -> UsageRecorder:
+    """Audio seconds are known only here; they reach the key's usage through the same batched recorder."""
+    return UsageRecorder(get_engine())
 
 
 def load_engines(names: list[str]) -> dict[str, Engine]:
@@ -68,11 +79,13 @@ def run_job(job_id: str, report: ProgressReporter = lambda _meta: None) -> dict:
         return {"job_id": job.id, "status": "succeeded", "redelivered": True}
     job = _update(job_id, status="running", started_at=utcnow(), attempts=job.attempts + 1, progress=0.0,
                   chars_done=0, error=None)
+    _publish(reset_stream, job_id)  # a redelivered job starts its live audio over
     engine = load_engines(get_settings().engine_names).get(job.engine)
     if engine is None:
         raise SynthesisError(f"this worker has no {job.engine} engine loaded")
+    voice = reference_voice(job) if job.voice_id.startswith("voice_") else job.voice_id
     started = time.perf_counter()
-    pcm = _speak(job, engine, report)
+    pcm = _speak(job, engine, voice, report)
     engine_time = time.perf_counter() - started
     rate = engine.describe().sample_rate
     path = _store(job, encode(pcm, rate, job.format))
@@ -80,16 +93,44 @@ def run_job(job_id: str, report: ProgressReporter = lambda _meta: None) -> dict:
     _update(job_id, status="succeeded", progress=100.0, chars_done=job.text_chars, audio_path=str(path),
             audio_bytes=path.stat().st_size, duration_s=duration, engine_time_s=round(engine_time, 3),
             finished_at=utcnow())
+    _publish(publish_end, job_id)
+    if job.key_id:
+        usage_recorder().record(job.key_id, audio_seconds=duration)
     report({"status": "succeeded", "progress": 100.0})
     return {"job_id": job.id, "status": "succeeded", "duration_s": duration}
 
 
-def _speak(job: Job, engine: Engine, report: ProgressReporter) -> np.ndarray:
+def reference_voice(job: Job) -> ReferenceVoice:
+    """The job's cloned voice: its stored clip at the engine's rate, and its transcript."""
+    from backend.services.voices import VoiceNotFound, get_cloned_voice, reference_path
+    from workers.audio import decode
+
+    try:
+        row = get_cloned_voice(job.owner, job.voice_id)
+        audio, _ = decode(reference_path(row.id).read_bytes(), target_rate=LOADED[job.engine].describe().sample_rate)
+    except (VoiceNotFound, FileNotFoundError):
+        raise SynthesisError(f"the cloned voice {job.voice_id} no longer exists") from None
+    return ReferenceVoice(audio=audio, transcript=row.transcript)
+
+
+def _publish(publisher: Callable[..., None], *args: object) -> None:
+    """Live audio is a bonus for streaming clients: a Redis hiccup must not fail the job."""
+    try:
+        publisher(get_binary_redis(), *args)
+    except redis.RedisError:
+        pass
+
+
+def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice, report: ProgressReporter) -> np.ndarray:
     sentences = split_sentences(job.text) or [job.text]
+    rate = engine.describe().sample_rate
     chunks: list[np.ndarray] = []
     done, last_write = 0, 0.0
     for sentence in sentences:
-        chunks += list(engine.synthesize(sentence, job.voice_id, SynthesisOptions(speed=job.speed)))
+        spoken = list(engine.synthesize(sentence, voice, SynthesisOptions(speed=job.speed)))
+        chunks += spoken
+        if spoken:
+            _publish(publish_chunk, job.id, np.concatenate(spoken), rate)
         done += len(sentence)
         progress = round(100.0 * min(done, job.text_chars) / job.text_chars, 1)
         report({"status": "running", "progress": progress, "chars_done": done})
@@ -113,8 +154,9 @@ def _store(job: Job, data: bytes) -> Path:
 
 
 def fail_job(job_id: str, message: str) -> None:
-    """Mark the job failed with a message a person can act on."""
+    """Mark the job failed with a message a person can act on (and tell streaming readers)."""
     try:
         _update(job_id, status="failed", error=message[:500], finished_at=utcnow())
     except SynthesisError:
         pass
+    _publish(publish_end, job_id, message[:500])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from backend.api import health, keys
+from backend.api import health, keys, openai_compat, voice
 from backend.api.errors import install_error_handlers
 
 API_TITLE = "LockN API"
@@ -22,4 +22,6 @@ def build_api() -> FastAPI:
     install_error_handlers(api)
     api.include_router(health.router)
     api.include_router(keys.router)
+    api.include_router(voice.router)
+    api.include_router(openai_compat.router)
     return api

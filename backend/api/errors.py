@@ -59,7 +59,8 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         field = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         message = f"{field}: {first.get('msg', 'invalid value')}" if field else first.get("msg", "invalid request")
-        return error_response(request, ApiError(422, "invalid_request", message, param=field))
+        status = 400 if request.url.path.startswith("/v1/") else 422  # OpenAI answers bad bodies with 400
+        return error_response(request, ApiError(status, "invalid_request", message, param=field))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

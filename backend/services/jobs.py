@@ -8,22 +8,27 @@ Bad input is refused here, before anything is written or queued.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import redis
 from kombu.exceptions import OperationalError as BrokerError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from backend.db import get_engine
 from backend.models import Job
-from backend.redis_client import get_redis
-from workers import heartbeat
+from backend.services.errors import ServiceUnavailable
+from backend.services.pagination import BadCursor, newest_first
+from backend.services.voices import VoiceNotFound, get_cloned_voice, live_engines, live_voices
 from workers.audio import FORMATS
 from workers.engines import ENGINE_QUEUES
 
 MAX_TEXT_CHARS = 4096
+#: Ids of cloned voices start with this; built-in voice ids are the engines' own names.
+CLONED_PREFIX = "voice_"
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 TASK_NAME = "lockn.synthesize"
 
@@ -34,10 +39,6 @@ class InvalidJobRequest(ValueError):
     def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
         self.field = field
-
-
-class ServiceUnavailable(RuntimeError):
-    """The broker or every worker for the voice's engine is down: try again later (503)."""
 
 
 class JobNotFound(LookupError):
@@ -62,23 +63,15 @@ class JobStatus:
     finished_at: datetime | None
     audio_path: str | None
 
-
-def live_voices() -> dict[str, tuple[str, heartbeat.WorkerInfo]]:
-    """Voice id → (engine, a worker serving it), from the workers' heartbeats."""
-    try:
-        workers = heartbeat.live_workers(get_redis())
-    except redis.RedisError as exc:
-        raise ServiceUnavailable("the job queue is unreachable; try again in a moment") from exc
-    voices: dict[str, tuple[str, heartbeat.WorkerInfo]] = {}
-    for worker in workers:
-        for engine in worker.engines:
-            for voice in engine.get("voices", []):
-                voices.setdefault(voice["id"], (engine["name"], worker))
-    return voices
+    @classmethod
+    def of(cls, job: Job) -> JobStatus:
+        return cls(job.id, job.status, job.progress, job.chars_done, job.text_chars, job.voice_id, job.engine,
+                   job.format, job.error, job.duration_s, job.engine_time_s, job.created_at, job.started_at,
+                   job.finished_at, job.audio_path)
 
 
-def validate_request(text: str, voice: str, fmt: str, speed: float) -> str:
-    """Check everything that does not need a worker; returns the engine for `voice`."""
+def validate_request(owner: str, text: str, voice: str, fmt: str, speed: float) -> tuple[str, str]:
+    """Check the request against the rules and the live workers; returns (engine, engine version)."""
     if not text or not text.strip():
         raise InvalidJobRequest("text is empty: give 1–4096 characters to speak", "text")
     if len(text) > MAX_TEXT_CHARS:
@@ -87,23 +80,59 @@ def validate_request(text: str, voice: str, fmt: str, speed: float) -> str:
         raise InvalidJobRequest(f"format {fmt!r} is not supported; choose {', '.join(FORMATS)}", "format")
     if not MIN_SPEED <= speed <= MAX_SPEED:
         raise InvalidJobRequest(f"speed must be between {MIN_SPEED} and {MAX_SPEED}", "speed")
+    if voice.startswith(CLONED_PREFIX):
+        try:
+            engine = get_cloned_voice(owner, voice).engine
+        except VoiceNotFound:
+            raise InvalidJobRequest(f"unknown voice {voice!r}; list voices at /api/voice/voices", "voice") from None
+        engines = live_engines()
+        if engine not in engines:
+            raise ServiceUnavailable("speaking with a cloned voice needs a Fish Speech worker, and none is running "
+                                     "(README: \"Add a GPU worker\")")
+        return engine, engines[engine]["version"]
     served = live_voices()
     if not served:
         raise ServiceUnavailable("no synthesis worker is running; start one with `make worker`")
     if voice not in served:
         raise InvalidJobRequest(f"unknown voice {voice!r}; list voices at /api/voice/voices", "voice")
-    return served[voice][0]
+    engine = served[voice][0]
+    return engine, live_engines()[engine]["version"]
+
+
+def cache_key(owner: str, text: str, voice: str, fmt: str, speed: float, engine_version: str) -> str:
+    """The content address of a request: identical requests get identical audio."""
+    material = "\x1f".join([owner, text, voice, fmt, f"{speed:.3f}", engine_version])
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def _cached_job(key: str, owner: str) -> Job | None:
+    with Session(get_engine()) as session:
+        done = session.exec(select(Job).where(Job.cache_key == key, Job.owner == owner, Job.status == "succeeded")
+                            .order_by(col(Job.created_at).desc())).first()
+    return done if done is not None and done.audio_path and Path(done.audio_path).exists() else None
 
 
 def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed: float = 1.0,
                       key_id: str | None = None) -> Job:
-    """Record a queued job and hand it to the queue of the voice's engine. Nothing is left behind on failure."""
-    engine = validate_request(text, voice, fmt, speed)
+    """Record a job and hand it to the queue of the voice's engine, or answer at once from the cache.
+
+    A cache hit is a new job row, already `succeeded`, pointing at the earlier audio (so history and
+    usage see every request). Nothing is left behind when queueing fails.
+    """
+    engine, version = validate_request(owner, text, voice, fmt, speed)
+    key = cache_key(owner, text, voice, fmt, speed, version)
     job = Job(id="job_" + secrets.token_hex(10), owner=owner, key_id=key_id, voice_id=voice, engine=engine,
-              text=text, text_chars=len(text), format=fmt, speed=speed)
+              text=text, text_chars=len(text), format=fmt, speed=speed, cache_key=key)
+    if (hit := _cached_job(key, owner)) is not None:
+        job.status, job.progress, job.chars_done = "succeeded", 100.0, hit.text_chars
+        job.audio_path, job.audio_bytes, job.duration_s, job.engine_time_s = \
+            hit.audio_path, hit.audio_bytes, hit.duration_s, 0.0
+        job.started_at = job.finished_at = job.created_at
     with Session(get_engine(), expire_on_commit=False) as session:
         session.add(job)
         session.commit()
+    if job.status == "succeeded":
+        return job
     try:
         send_job(job)
     except (BrokerError, redis.RedisError, OSError) as exc:
@@ -126,6 +155,14 @@ def job_status(job_id: str, owner: str) -> JobStatus:
         job = session.get(Job, job_id)
     if job is None or job.owner != owner:
         raise JobNotFound(job_id)
-    return JobStatus(job.id, job.status, job.progress, job.chars_done, job.text_chars, job.voice_id, job.engine,
-                     job.format, job.error, job.duration_s, job.engine_time_s, job.created_at, job.started_at,
-                     job.finished_at, job.audio_path)
+    return JobStatus.of(job)
+
+
+def list_jobs(owner: str, limit: int = 20, cursor: str | None = None) -> tuple[list[JobStatus], str | None]:
+    """The owner's jobs, newest first, and the cursor of the next page (None on the last)."""
+    with Session(get_engine()) as session:
+        try:
+            page = newest_first(session, Job, owner, limit, cursor)
+        except BadCursor:
+            raise InvalidJobRequest("cursor is not a job of yours", "cursor") from None
+    return [JobStatus.of(job) for job in page.items], page.next_cursor

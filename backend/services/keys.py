@@ -22,6 +22,7 @@ from backend.db import get_engine
 from backend.models import ApiKey, KeyUsage, utcnow
 from backend.redis_client import client_for
 from backend.services.key_cache import ALL, CachedKey, InvalidationBus, KeyCache
+from backend.services.pagination import BadCursor, newest_first
 from backend.services.key_format import KEY_ENVS, KeyEnv, digest_key, display_start, generate_key, parse_key
 from backend.services.rate_limit import InProcessRateLimiter, RateDecision, RateLimiter, RedisRateLimiter
 from backend.services.usage import UsageRecorder
@@ -251,18 +252,12 @@ class KeyService:
         """The owner's keys, newest first, `limit` per page; `cursor` is the last id of the previous page."""
         limit = max(1, min(limit, MAX_PAGE_SIZE))
         with Session(self.engine) as session:
-            query = select(ApiKey).where(ApiKey.owner == owner)
-            if cursor:
-                anchor = session.get(ApiKey, cursor)
-                if anchor is None or anchor.owner != owner:
-                    raise InvalidKeyRequest("cursor is not a key of yours", "cursor")
-                query = query.where((col(ApiKey.created_at) < anchor.created_at) |
-                                    ((col(ApiKey.created_at) == anchor.created_at) & (col(ApiKey.id) < anchor.id)))
-            rows = list(session.exec(query.order_by(col(ApiKey.created_at).desc(), col(ApiKey.id).desc())
-                                     .limit(limit + 1)))
-            page = rows[:limit]
-            totals = self._usage_totals(session, [row.id for row in page])
-        return KeyPage(page, totals, page[-1].id if len(rows) > limit else None)
+            try:
+                page = newest_first(session, ApiKey, owner, limit, cursor)
+            except BadCursor:
+                raise InvalidKeyRequest("cursor is not a key of yours", "cursor") from None
+            totals = self._usage_totals(session, [row.id for row in page.items])
+        return KeyPage(page.items, totals, page.next_cursor)
 
     def _usage_totals(self, session: Session, key_ids: list[str]) -> dict[str, dict[str, float]]:
         if not key_ids:

@@ -1,0 +1,118 @@
+"""`/v1`: OpenAI's audio API, so the `openai` SDK and Open WebUI work unchanged.
+
+Errors use OpenAI's envelope (see `backend/api/errors.py`). `/v1/audio/speech`
+streams the audio as the worker speaks it (WAV, PCM, MP3, AAC, Opus), or, with
+`stream_format: "sse"`, as `speech.audio.delta` / `speech.audio.done` events.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from backend.api.auth import bearer_token, require_key
+from backend.api.errors import ApiError
+from backend.api.voice import record_submission, voice_errors
+from backend.services import openai_compat, voices as voice_library
+from backend.services.job_audio import finished_audio, live_chunks
+from backend.services.jobs import MAX_TEXT_CHARS, enqueue_synthesis
+from backend.services.keys import KeyRejected, VerifiedKey, get_key_service
+from workers.audio import FORMATS, STREAMABLE
+
+router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+SpeechKey = Annotated[VerifiedKey, Depends(require_key("tts:write"))]
+ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
+
+
+class SpeechIn(BaseModel):
+    """OpenAI's `audio.speech.create` request, field for field."""
+
+    model: str = Field(min_length=1)
+    input: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    voice: str = Field(min_length=1, description="An OpenAI voice name (mapped) or any LockN voice id.")
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    instructions: str | None = Field(None, description="Accepted for compatibility; no engine uses it yet.")
+    stream_format: Literal["audio", "sse"] = "audio"
+
+
+def model_list() -> dict:
+    return {"object": "list", "data": [{"id": model_id, "object": "model", "created": openai_compat.MODELS_CREATED,
+                                        "owned_by": "lockn"} for model_id in openai_compat.MODELS]}
+
+
+@router.get("/models", summary="Models (OpenAI schema)")
+def models(_key: ReadKey) -> dict:
+    return model_list()
+
+
+@router.post("/audio/speech", summary="Text to speech (OpenAI schema)",
+             responses={200: {"content": {f.content_type: {} for f in FORMATS.values()}}})
+def speech(body: SpeechIn, key: SpeechKey) -> Response:
+    if body.model not in openai_compat.MODELS:
+        raise ApiError(404, "model_not_found", f"The model {body.model!r} does not exist; see /v1/models.",
+                       param="model")
+    if body.stream_format == "sse" and body.response_format not in STREAMABLE:
+        raise ApiError(400, "invalid_request", f"{body.response_format} cannot be streamed as events; "
+                                               f"use one of {', '.join(STREAMABLE)}", param="response_format")
+    voice = openai_compat.resolve_voice(body.voice)
+    with voice_errors(openai_statuses=True):
+        job = enqueue_synthesis(key.owner, body.input, voice, body.response_format, body.speed, key_id=key.id)
+        record_submission(key, job)
+        content_type = FORMATS[body.response_format].content_type
+        if body.stream_format == "sse":
+            return StreamingResponse(sse_events(live_chunks(job.id, key.owner, body.response_format),
+                                                len(body.input)), media_type="text/event-stream")
+        if job.status != "succeeded" and body.response_format in STREAMABLE:
+            return StreamingResponse(live_chunks(job.id, key.owner, body.response_format), media_type=content_type)
+        _, path = finished_audio(job.id, key.owner)
+    return FileResponse(path, media_type=content_type)
+
+
+def sse_events(chunks: Iterator[bytes], input_chars: int) -> Iterator[str]:
+    """OpenAI's speech events: base64 audio deltas, then `done` with token-like usage figures."""
+    sent = 0
+    for chunk in chunks:
+        if chunk:
+            sent += len(chunk)
+            yield "data: " + json.dumps({"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()})
+            yield "\n\n"
+    usage = {"input_tokens": input_chars, "output_tokens": sent, "total_tokens": input_chars + sent}
+    yield "data: " + json.dumps({"type": "speech.audio.done", "usage": usage}) + "\n\n"
+
+
+# ----- what Open WebUI asks for, without a key ---------------------------------------------------------
+
+
+def optional_owner(request: Request) -> str | None:
+    """The owner of a valid `tts:read` key when one is sent; None for anonymous callers (Open WebUI's lists)."""
+    token = bearer_token(request)
+    if not token:
+        return None
+    try:
+        return get_key_service().verify(token, ("tts:read",)).owner
+    except KeyRejected:
+        return None
+
+
+@router.get("/audio/models", summary="TTS models, in the shape Open WebUI reads (no key needed)")
+def audio_models() -> dict:
+    return {"models": [{"id": model_id, "name": description} for model_id, description in
+                       openai_compat.MODELS.items()]}
+
+
+@router.get("/audio/voices", summary="Voices, in the shape Open WebUI reads (key optional: adds your clones)")
+def audio_voices(request: Request) -> dict:
+    with voice_errors(openai_statuses=True):
+        entries = voice_library.list_voices(optional_owner(request))
+    mapped = openai_compat.voice_map()
+    known = {entry.id for entry in entries}
+    voices = [{"id": entry.id, "name": entry.name} for entry in entries]
+    voices += [{"id": name, "name": f"{name} → {target}"} for name, target in mapped.items() if target in known]
+    return {"voices": voices}

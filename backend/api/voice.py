@@ -1,0 +1,176 @@
+"""`/api/voice`: the voice library, cloning uploads, and synthesis jobs (API key with `tts:*` scopes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, Field
+from backend.api.auth import require_key
+from backend.api.errors import ApiError
+from backend.services import voices as voice_library
+from backend.services.errors import ServiceUnavailable
+from backend.services.job_audio import JobFailed, finished_audio
+from backend.services.jobs import (
+    MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, JobStatus, enqueue_synthesis, job_status, list_jobs,
+)
+from backend.models import Job
+from backend.services.keys import VerifiedKey, get_key_service
+from workers.audio import FORMATS
+
+router = APIRouter(prefix="/api/voice", tags=["voice"])
+ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
+WriteKey = Annotated[VerifiedKey, Depends(require_key("tts:write"))]
+SAMPLE_TEXT = "Hello! This is how I sound when I read your text aloud."
+
+
+@contextmanager
+def voice_errors(openai_statuses: bool = False) -> Iterator[None]:
+    """The voice and job services' refusals, as API errors with the right status.
+
+    With `openai_statuses`, a bad request is a 400 and an unknown voice a 404, as OpenAI answers.
+    """
+    try:
+        yield
+    except InvalidJobRequest as exc:
+        if openai_statuses:
+            status = 404 if exc.field == "voice" else 400
+            raise ApiError(status, "voice_not_found" if status == 404 else "invalid_request", str(exc),
+                           param=exc.field) from None
+        raise ApiError(422, "invalid_request", str(exc), param=exc.field) from None
+    except voice_library.VoiceRejected as exc:
+        raise ApiError(exc.status, "invalid_audio" if exc.field == "audio" else "invalid_request", str(exc),
+                       param=exc.field) from None
+    except (JobNotFound, voice_library.VoiceNotFound) as exc:
+        raise ApiError(404, "not_found", f"No {type(exc).__name__.removesuffix('NotFound').lower()} "
+                                         f"{exc.args[0]!r} among yours.") from None
+    except ServiceUnavailable as exc:
+        raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "5"}) from None
+    except JobFailed as exc:
+        raise ApiError(500, "synthesis_failed", str(exc)) from None
+
+
+class VoiceOut(BaseModel):
+    id: str
+    name: str
+    engine: str
+    language: str
+    kind: Literal["builtin", "cloned"]
+    sample_url: str
+    created_at: datetime | None
+
+
+def voice_out(entry: voice_library.VoiceEntry) -> VoiceOut:
+    return VoiceOut(**vars(entry), sample_url=f"/api/voice/voices/{entry.id}/sample")
+
+
+@router.get("/voices", summary="Built-in voices and your cloned voices")
+def list_voices(key: ReadKey) -> dict[str, list[VoiceOut]]:
+    with voice_errors():
+        return {"data": [voice_out(v) for v in voice_library.list_voices(key.owner)]}
+
+
+@router.post("/voices", status_code=201, response_model=VoiceOut, summary="Clone a voice from a 10–30 s clip")
+async def clone_voice(key: WriteKey, name: Annotated[str, Form(max_length=200)],
+                      transcript: Annotated[str, Form(max_length=2000)], audio: Annotated[UploadFile, File()],
+                      language: Annotated[str, Form(max_length=16)] = "en") -> VoiceOut:
+    data = await audio.read(voice_library.MAX_UPLOAD_BYTES + 1)
+    with voice_errors():
+        entry = voice_library.create_cloned_voice(key.owner, name, transcript, data, language)
+    return voice_out(entry)
+
+
+@router.delete("/voices/{voice_id}", status_code=204, summary="Delete one of your cloned voices")
+def delete_voice(voice_id: str, key: WriteKey) -> Response:
+    if not voice_id.startswith("voice_"):
+        raise ApiError(403, "forbidden", "Built-in voices cannot be deleted.")
+    with voice_errors():
+        voice_library.delete_cloned_voice(key.owner, voice_id)
+    return Response(status_code=204)
+
+
+@router.get("/voices/{voice_id}/sample", summary="A short sample of the voice")
+def voice_sample(voice_id: str, key: ReadKey) -> FileResponse:
+    """A cloned voice's sample is its reference clip; a built-in voice reads a fixed sentence (cached)."""
+    with voice_errors():
+        if voice_id.startswith("voice_"):
+            voice_library.get_cloned_voice(key.owner, voice_id)
+            return FileResponse(voice_library.reference_path(voice_id), media_type="audio/wav")
+        job = enqueue_synthesis(key.owner, SAMPLE_TEXT, voice_id, "mp3")
+        _, path = finished_audio(job.id, key.owner)
+    return FileResponse(path, media_type=FORMATS["mp3"].content_type)
+
+
+class JobIn(BaseModel):
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    voice: str = Field(min_length=1, max_length=120)
+    format: Literal["wav", "mp3", "flac", "opus", "aac", "pcm"] = "wav"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+
+
+class JobOut(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    progress: float
+    chars_done: int
+    text_chars: int
+    voice: str
+    engine: str
+    format: str
+    error: str | None
+    duration_s: float | None
+    engine_time_s: float | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    status_url: str
+    audio_url: str | None
+
+
+def job_out(status: JobStatus) -> JobOut:
+    fields = {k: v for k, v in vars(status).items() if k != "audio_path"}
+    done = status.status == "succeeded"
+    return JobOut(**fields, status_url=f"/api/voice/jobs/{status.id}",
+                  audio_url=f"/api/voice/jobs/{status.id}/audio" if done else None)
+
+
+@router.post("/jobs", status_code=202, response_model=JobOut, summary="Queue a synthesis job")
+def create_job(body: JobIn, key: WriteKey) -> JobOut:
+    with voice_errors():
+        job = enqueue_synthesis(key.owner, body.text, body.voice, body.format, body.speed, key_id=key.id)
+        record_submission(key, job)
+        return job_out(job_status(job.id, key.owner))
+
+
+def record_submission(key: VerifiedKey, job: Job) -> None:
+    """Count the characters on the key (quota); a cache hit's audio seconds too (the worker counts the rest)."""
+    audio_seconds = (job.duration_s or 0.0) if job.status == "succeeded" else 0.0
+    get_key_service().usage.record(key.id, chars=job.text_chars, audio_seconds=audio_seconds)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, summary="A job's status and progress")
+def get_job(job_id: str, key: ReadKey) -> JobOut:
+    with voice_errors():
+        return job_out(job_status(job_id, key.owner))
+
+
+@router.get("/jobs/{job_id}/audio", summary="The job's audio (supports Range requests)")
+def job_audio(job_id: str, key: ReadKey, request: Request) -> FileResponse:
+    with voice_errors():
+        status = job_status(job_id, key.owner)
+    if status.status != "succeeded" or not status.audio_path:
+        raise ApiError(409, "not_ready", f"The job is {status.status}; its audio is not ready yet.")
+    return FileResponse(status.audio_path, media_type=FORMATS[status.format].content_type,
+                        filename=f"{job_id}.{FORMATS[status.format].extension}")
+
+
+@router.get("/jobs", summary="Your jobs, newest first")
+def get_jobs(key: ReadKey, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+             cursor: str | None = None) -> dict[str, object]:
+    with voice_errors():
+        jobs, next_cursor = list_jobs(key.owner, limit, cursor)
+    return {"data": [job_out(job) for job in jobs], "next_cursor": next_cursor}

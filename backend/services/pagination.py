@@ -1,0 +1,40 @@
+"""Newest-first keyset pagination, shared by every owner-scoped listing (keys, jobs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlmodel import Session, SQLModel, col, select
+
+Row = TypeVar("Row", bound=SQLModel)
+
+
+class BadCursor(ValueError):
+    """The cursor is not an item of this owner's listing."""
+
+
+@dataclass(frozen=True)
+class Page(Generic[Row]):
+    items: list[Row]
+    next_cursor: str | None
+
+
+def newest_first(session: Session, model: type[Row], owner: str, limit: int, cursor: str | None) -> Page[Row]:
+    """`limit` of the owner's rows ordered by (created_at, id) descending, after the row named by `cursor`.
+
+    The model needs `id`, `owner` and `created_at`. Keyset (not offset) pagination: stable while rows
+    are added, and each page costs one indexed query.
+    """
+    query = select(model).where(model.owner == owner)  # type: ignore[attr-defined]
+    if cursor:
+        anchor = session.get(model, cursor)
+        if anchor is None or anchor.owner != owner:  # type: ignore[attr-defined]
+            raise BadCursor(cursor)
+        created, ident = col(model.created_at), col(model.id)  # type: ignore[attr-defined]
+        query = query.where((created < anchor.created_at) |  # type: ignore[attr-defined]
+                            ((created == anchor.created_at) & (ident < anchor.id)))  # type: ignore[attr-defined]
+    order = (col(model.created_at).desc(), col(model.id).desc())  # type: ignore[attr-defined]
+    rows = list(session.exec(query.order_by(*order).limit(limit + 1)))
+    items = rows[:limit]
+    return Page(items, items[-1].id if len(rows) > limit else None)  # type: ignore[attr-defined]

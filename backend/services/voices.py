@@ -1,0 +1,191 @@
+"""The voice library: built-in voices (announced by live workers) and each owner's cloned voices.
+
+A cloned voice is a 10–30 s reference clip (after trimming silence) plus its
+transcript: zero-shot cloning engines need both. The clip is stored normalised
+(mono, 16-bit WAV, steady loudness) under `<data dir>/voices/cloned/`. Every
+rejection says what to fix; nothing is stored unless everything is valid.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import redis
+import soundfile as sf
+from sqlmodel import Session, col, select
+
+from backend.db import get_engine
+from backend.models import ClonedVoice
+from backend.redis_client import get_redis
+from backend.services.errors import ServiceUnavailable
+from workers import heartbeat
+from backend.settings import get_settings
+from workers.audio import AudioDecodeError, decode, normalize_loudness
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MIN_SECONDS, MAX_SECONDS = 10.0, 30.0
+MAX_TRANSCRIPT_CHARS = 500
+MAX_NAME_CHARS = 80
+#: The engine that clones; a cloned voice is served by its workers.
+CLONING_ENGINE = "fish"
+#: Frames quieter than this share of the clip's loudest frame count as silence when trimming.
+SILENCE_RATIO = 0.05
+FRAME_SECONDS = 0.02
+
+
+class VoiceRejected(ValueError):
+    """An upload that cannot become a voice; `status` is the HTTP status, `field` what to fix."""
+
+    def __init__(self, message: str, field: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.field, self.status = field, status
+
+
+class VoiceNotFound(LookupError):
+    """No such voice among the caller's (built-in voices cannot be deleted)."""
+
+
+@dataclass(frozen=True)
+class VoiceEntry:
+    id: str
+    name: str
+    engine: str
+    language: str
+    kind: str
+    created_at: datetime | None = None
+
+
+def _live_workers() -> list[heartbeat.WorkerInfo]:
+    try:
+        return heartbeat.live_workers(get_redis())
+    except redis.RedisError as exc:
+        raise ServiceUnavailable("the job queue is unreachable; try again in a moment") from exc
+
+
+def live_voices() -> dict[str, tuple[str, heartbeat.WorkerInfo]]:
+    """Voice id → (engine, a worker serving it), from the workers' heartbeats."""
+    voices: dict[str, tuple[str, heartbeat.WorkerInfo]] = {}
+    for worker in _live_workers():
+        for engine in worker.engines:
+            for voice in engine.get("voices", []):
+                voices.setdefault(voice["id"], (engine["name"], worker))
+    return voices
+
+
+def live_engines() -> dict[str, dict]:
+    """Engine name → its description (version, sample rate, cloning…), from the workers' heartbeats."""
+    return {engine["name"]: engine for worker in _live_workers() for engine in worker.engines}
+
+
+def builtin_voices() -> list[VoiceEntry]:
+    """Voices the live workers announce, in a stable order."""
+    entries = []
+    for voice_id, (engine, worker) in live_voices().items():
+        info = next(v for e in worker.engines if e["name"] == engine for v in e["voices"] if v["id"] == voice_id)
+        entries.append(VoiceEntry(voice_id, info["name"], engine, info.get("language", "und"), "builtin"))
+    return sorted(entries, key=lambda v: (v.engine, v.name))
+
+
+def cloned_voices(owner: str) -> list[VoiceEntry]:
+    with Session(get_engine()) as session:
+        rows = session.exec(select(ClonedVoice).where(ClonedVoice.owner == owner)
+                            .order_by(col(ClonedVoice.created_at).desc())).all()
+    return [VoiceEntry(r.id, r.name, r.engine, r.language, "cloned", r.created_at) for r in rows]
+
+
+def list_voices(owner: str | None) -> list[VoiceEntry]:
+    """Built-in voices, then the owner's cloned ones (none without an owner)."""
+    return builtin_voices() + (cloned_voices(owner) if owner else [])
+
+
+def trim_silence(pcm: np.ndarray, rate: int) -> np.ndarray:
+    """Cut leading and trailing silence (frames under SILENCE_RATIO of the loudest frame)."""
+    frame = max(1, int(rate * FRAME_SECONDS))
+    frames = len(pcm) // frame
+    if frames == 0:
+        return pcm
+    rms = np.sqrt(np.mean(np.square(pcm[: frames * frame].reshape(frames, frame)), axis=1))
+    loud = np.flatnonzero(rms > max(rms.max() * SILENCE_RATIO, 1e-4))
+    if loud.size == 0:
+        return pcm[:0]
+    return pcm[loud[0] * frame: (loud[-1] + 1) * frame]
+
+
+def validate_clip(data: bytes) -> tuple[np.ndarray, int]:
+    """The clip as trimmed mono PCM, or a `VoiceRejected` saying what is wrong with it."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise VoiceRejected(f"the file is {len(data) / 1e6:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB",
+                            "audio", status=413)
+    if not data:
+        raise VoiceRejected("the audio file is empty", "audio", status=400)
+    try:
+        pcm, rate = decode(data)
+    except AudioDecodeError as exc:
+        raise VoiceRejected(f"{exc}", "audio", status=400) from None
+    speech = trim_silence(pcm, rate)
+    seconds = len(speech) / rate
+    if seconds < MIN_SECONDS:
+        raise VoiceRejected(f"the clip has {seconds:.1f} s of sound after trimming silence; record "
+                            f"{MIN_SECONDS:.0f}–{MAX_SECONDS:.0f} s", "audio")
+    if seconds > MAX_SECONDS:
+        raise VoiceRejected(f"the clip has {seconds:.1f} s of sound after trimming silence; keep it to "
+                            f"{MIN_SECONDS:.0f}–{MAX_SECONDS:.0f} s", "audio")
+    return speech, rate
+
+
+def create_cloned_voice(owner: str, name: str, transcript: str, data: bytes, language: str = "en") -> VoiceEntry:
+    """Validate everything, then store the normalised clip and the row together (or neither)."""
+    name, transcript = name.strip(), transcript.strip()
+    if not 1 <= len(name) <= MAX_NAME_CHARS:
+        raise VoiceRejected(f"name must be 1–{MAX_NAME_CHARS} characters", "name")
+    if not 1 <= len(transcript) <= MAX_TRANSCRIPT_CHARS:
+        raise VoiceRejected(f"transcript must be 1–{MAX_TRANSCRIPT_CHARS} characters: type what the clip says",
+                            "transcript")
+    speech, rate = validate_clip(data)
+    voice_id = "voice_" + secrets.token_hex(8)
+    path = reference_path(voice_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    sf.write(buffer, normalize_loudness(speech), rate, format="WAV", subtype="PCM_16")
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(buffer.getvalue())
+    row = ClonedVoice(id=voice_id, owner=owner, name=name, engine=CLONING_ENGINE, language=language,
+                      transcript=transcript, duration_s=round(len(speech) / rate, 2))
+    try:
+        with Session(get_engine(), expire_on_commit=False) as session:
+            session.add(row)
+            session.commit()
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return VoiceEntry(row.id, row.name, row.engine, row.language, "cloned", row.created_at)
+
+
+def reference_path(voice_id: str) -> Path:
+    return get_settings().data_dir / "voices" / "cloned" / f"{voice_id}.wav"
+
+
+def get_cloned_voice(owner: str, voice_id: str) -> ClonedVoice:
+    with Session(get_engine()) as session:
+        row = session.get(ClonedVoice, voice_id)
+    if row is None or row.owner != owner:
+        raise VoiceNotFound(voice_id)
+    return row
+
+
+def delete_cloned_voice(owner: str, voice_id: str) -> None:
+    """Delete one of the owner's cloned voices and its clip; built-in or foreign voices are not found."""
+    with Session(get_engine()) as session:
+        row = session.get(ClonedVoice, voice_id)
+        if row is None or row.owner != owner:
+            raise VoiceNotFound(voice_id)
+        session.delete(row)
+        session.commit()
+    reference_path(voice_id).unlink(missing_ok=True)

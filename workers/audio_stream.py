@@ -1,0 +1,68 @@
+"""Live audio of a running job, sentence by sentence, over a Redis stream (`lockn:audio:<job id>`).
+
+The worker appends each sentence's PCM (16-bit, mono) as it is made and a final
+`done` or `error` entry; any web replica reads the stream and encodes it for the
+client, so the first sentence can be heard while the rest is still being spoken.
+Streams expire after `STREAM_TTL_S`; a finished job is served from its file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+
+STREAM_TTL_S = 600
+BLOCK_MS = 500  # under the Redis client's 1 s socket timeout
+
+
+def stream_key(job_id: str) -> str:
+    return f"lockn:audio:{job_id}"
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    kind: str  # "audio", "done" or "error"
+    pcm: np.ndarray | None = None
+    rate: int = 0
+    message: str = ""
+
+
+def reset_stream(client: redis.Redis, job_id: str) -> None:
+    client.delete(stream_key(job_id))
+
+
+def publish_chunk(client: redis.Redis, job_id: str, pcm: np.ndarray, rate: int) -> None:
+    data = (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes()
+    key = stream_key(job_id)
+    client.xadd(key, {"kind": "audio", "rate": rate, "pcm": data})
+    client.expire(key, STREAM_TTL_S)
+
+
+def publish_end(client: redis.Redis, job_id: str, error: str | None = None) -> None:
+    key = stream_key(job_id)
+    client.xadd(key, {"kind": "error", "message": error} if error else {"kind": "done"})
+    client.expire(key, STREAM_TTL_S)
+
+
+def read_events(client: redis.Redis, job_id: str, timeout_s: float) -> Iterator[StreamEvent]:
+    """Every event of the job's stream from the start, blocking for new ones, until done/error/timeout."""
+    import time
+
+    key, last_id = stream_key(job_id), "0-0"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reply = client.xread({key: last_id}, block=BLOCK_MS, count=16)
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                last_id = entry_id
+                kind = fields[b"kind"].decode()
+                if kind == "audio":
+                    pcm = np.frombuffer(fields[b"pcm"], "<i2").astype(np.float32) / 32768.0
+                    yield StreamEvent("audio", pcm, int(fields[b"rate"]))
+                else:
+                    yield StreamEvent(kind, message=fields.get(b"message", b"").decode())
+                    return
+    yield StreamEvent("error", message="timed out waiting for the worker")
