@@ -1,0 +1,133 @@
+"""`/v1/audio/speech` benchmark: latency, time to first byte and throughput vs the engine alone.
+
+    .venv/bin/python -m bench.speech [--requests 12]
+
+Starts the API (granian, one process), the embedded broker and one Piper worker, then sends
+~200-character WAV requests (each text unique, so the cache never answers) with 1 and 4 concurrent
+clients. Prints p50/p95 latency, p50 time to first byte, throughput, and the same text through the
+engine alone in this process. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEXT = ("LockN runs text to speech on your own hardware. This request is about two hundred characters "
+        "long. The first sentence should reach the listener well before the last one is done, request number {n}.")
+VOICE = "en_US-joe-medium"
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def engine_only(runs: int) -> float:
+    from workers.engines.piper import PiperEngine
+
+    engine = PiperEngine()
+    engine.load()
+    times = []
+    for n in range(runs + 1):
+        started = time.perf_counter()
+        for _ in engine.synthesize(TEXT.format(n=n), VOICE):
+            pass
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
+def run_clients(base: str, key: str, clients: int, requests: int, counter: itertools.count) -> dict[str, float]:
+    latencies, first_bytes, lock = [], [], threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120) as http:
+            for _ in range(requests // clients):
+                body = {"model": "tts-1", "voice": VOICE, "input": TEXT.format(n=next(counter)),
+                        "response_format": "wav"}
+                started = time.perf_counter()
+                first = None
+                with http.stream("POST", "/v1/audio/speech", json=body) as response:
+                    assert response.status_code == 200, response.read()
+                    for chunk in response.iter_bytes():
+                        if chunk and first is None:
+                            first = time.perf_counter() - started
+                total = time.perf_counter() - started
+                with lock:
+                    latencies.append(total)
+                    first_bytes.append(first or total)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    return {"p50": percentile(latencies, .5), "p95": percentile(latencies, .95),
+            "ttfb": percentile(first_bytes, .5), "throughput": len(latencies) / wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=12)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as data_dir:
+        os.environ.update({"LOCKN_DATA_DIR": data_dir, "LOCKN_ENV": "test"})
+        for name in ("LOCKN_DATABASE_URL", "LOCKN_REDIS_URL"):
+            os.environ.pop(name, None)
+        from backend.cli import Supervisor, embedded_broker_command, wait_for_socket, worker_command
+        from backend.db import migrate
+        from backend.services.keys import KeySpec, RateLimit, build_key_service
+        from backend.settings import get_settings
+        from tests.conftest import wait_for_worker_heartbeat
+
+        migrate()
+        service = build_key_service(get_settings())
+        key = service.create("bench", KeySpec("bench", rate_limit=RateLimit(100_000, 60)))[1]
+        service.close()
+        engine_s = engine_only(5)
+        supervisor = Supervisor()
+        supervisor.start("broker", embedded_broker_command(get_settings()))
+        wait_for_socket(get_settings().embedded_broker_socket)
+        supervisor.start("worker", worker_command(), env=dict(os.environ))
+        port = 18500 + os.getpid() % 400
+        supervisor.start("api", [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+                                 "--port", str(port), "--log-level", "warning", "--factory",
+                                 "backend.api:build_api"], env=dict(os.environ))
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_worker_heartbeat()
+            while True:
+                try:
+                    httpx.get(base + "/health/live", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            counter = itertools.count(1000)
+            run_clients(base, key, 1, 2, counter)  # warm-up
+            print(f"LockN /v1/audio/speech — {os.cpu_count()} CPU(s), {len(TEXT.format(n=1000))} characters, "
+                  f"WAV, Piper, one worker")
+            print(f"engine only (in process)      {engine_s * 1000:7.1f} ms   = {1 / engine_s:.2f} requests/s")
+            for clients in (1, 4):
+                r = run_clients(base, key, clients, args.requests, counter)
+                print(f"{clients} client(s): p50 {r['p50'] * 1000:7.1f} ms  p95 {r['p95'] * 1000:7.1f} ms  "
+                      f"first byte p50 {r['ttfb'] * 1000:6.1f} ms  {r['throughput']:.2f} requests/s  "
+                      f"| p50/engine {r['p50'] / engine_s:.3f}  throughput/engine {r['throughput'] * engine_s:.3f}")
+        finally:
+            supervisor.stop_all()
+
+
+if __name__ == "__main__":
+    main()
