@@ -71,7 +71,8 @@ def embedded_broker_command(settings: Settings) -> list[str]:
 
 def worker_command(queues: str = "cpu", concurrency: int = 1) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "--quiet", "worker", "--queues", queues,
-            "--concurrency", str(concurrency), "--loglevel", "WARNING", "--hostname", f"cpu@%h-{os.getpid()}"]
+            "--concurrency", str(concurrency), "--loglevel", "WARNING",
+            "--hostname", f"{queues.replace(',', '+')}@%h-{os.getpid()}"]
 
 
 class Supervisor:
@@ -92,13 +93,12 @@ class Supervisor:
         return None
 
     def stop_all(self) -> None:
-        """SIGTERM every group, newest first, then SIGKILL whatever outlives the grace period."""
+        """Stop each group newest first (web, then worker, then broker, so each finishes cleanly),
+        SIGKILL whatever outlives its grace period."""
         for _, process in reversed(self.children):
             _signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for _, process in reversed(self.children):
             try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                process.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 pass
             _signal_group(process, signal.SIGKILL)

@@ -48,6 +48,20 @@ def engine_only(runs: int) -> float:
     return statistics.median(times[1:])
 
 
+def worker_engine_p50(since: float) -> float:
+    """Median engine time the worker recorded for the jobs created after `since` (Unix time)."""
+    from datetime import UTC, datetime
+
+    from sqlmodel import Session, select
+
+    from backend.db import get_engine
+    from backend.models import Job
+
+    with Session(get_engine()) as session:
+        jobs = session.exec(select(Job).where(Job.created_at >= datetime.fromtimestamp(since, UTC))).all()
+    return statistics.median(job.engine_time_s or 0.0 for job in jobs) if jobs else 0.0
+
+
 def run_clients(base: str, key: str, clients: int, requests: int, counter: itertools.count) -> dict[str, float]:
     latencies, first_bytes, lock = [], [], threading.Lock()
 
@@ -82,6 +96,7 @@ def run_clients(base: str, key: str, clients: int, requests: int, counter: itert
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=12)
+    parser.add_argument("--concurrency", type=int, default=1, help="worker pool processes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data_dir:
         os.environ.update({"LOCKN_DATA_DIR": data_dir, "LOCKN_ENV": "test"})
@@ -101,7 +116,7 @@ def main() -> None:
         supervisor = Supervisor()
         supervisor.start("broker", embedded_broker_command(get_settings()))
         wait_for_socket(get_settings().embedded_broker_socket)
-        supervisor.start("worker", worker_command(), env=dict(os.environ))
+        supervisor.start("worker", worker_command(concurrency=args.concurrency), env=dict(os.environ))
         port = 18500 + os.getpid() % 400
         supervisor.start("api", [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
                                  "--port", str(port), "--log-level", "warning", "--factory",
@@ -118,13 +133,16 @@ def main() -> None:
             counter = itertools.count(1000)
             run_clients(base, key, 1, 2, counter)  # warm-up
             print(f"LockN /v1/audio/speech — {os.cpu_count()} CPU(s), {len(TEXT.format(n=1000))} characters, "
-                  f"WAV, Piper, one worker")
+                  f"WAV, Piper, one worker with {args.concurrency} pool process(es)")
             print(f"engine only (in process)      {engine_s * 1000:7.1f} ms   = {1 / engine_s:.2f} requests/s")
             for clients in (1, 4):
+                since = time.time()
                 r = run_clients(base, key, clients, args.requests, counter)
                 print(f"{clients} client(s): p50 {r['p50'] * 1000:7.1f} ms  p95 {r['p95'] * 1000:7.1f} ms  "
                       f"first byte p50 {r['ttfb'] * 1000:6.1f} ms  {r['throughput']:.2f} requests/s  "
                       f"| p50/engine {r['p50'] / engine_s:.3f}  throughput/engine {r['throughput'] * engine_s:.3f}")
+                print(f"           engine time inside the worker, p50 {worker_engine_p50(since) * 1000:7.1f} ms "
+                      "(the same engine sharing 2 cores with the API server and the clients)")
         finally:
             supervisor.stop_all()
 

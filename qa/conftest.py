@@ -7,6 +7,7 @@ port with its own data directory, once per test session.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -26,6 +27,8 @@ START_TIMEOUT_S = 240
 #: Chromium flags that keep a headless run quiet on a machine with no outside network.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
+#: The environment of the app this session starts (so the admin CLI reaches the same database).
+APP_ENV: dict[str, str] = {}
 VIEWPORTS = {"mobile": {"width": 375, "height": 812}, "desktop": {"width": 1280, "height": 800}}
 
 
@@ -69,7 +72,8 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     port = free_port()
     data_dir = tmp_path_factory.mktemp("lockn-app")
-    env = {**os.environ, "LOCKN_ENV": "test", "LOCKN_PORT": str(port), "LOCKN_DATA_DIR": str(data_dir)}
+    APP_ENV.update({"LOCKN_ENV": "test", "LOCKN_PORT": str(port), "LOCKN_DATA_DIR": str(data_dir)})
+    env = {**os.environ, **APP_ENV}
     for name in ("LOCKN_DATABASE_URL", "LOCKN_REDIS_URL", "LOCKN_PUBLIC_URL"):
         env.pop(name, None)
     log = data_dir / "app.log"
@@ -124,3 +128,17 @@ def save_screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def api_key(base_url: str) -> str:
+    """An API key for the app under test: `LOCKN_QA_API_KEY`, or one made with the admin CLI for a local app."""
+    if os.environ.get("LOCKN_QA_API_KEY"):
+        return os.environ["LOCKN_QA_API_KEY"]
+    if os.environ.get("LOCKN_BASE_URL"):
+        pytest.skip("set LOCKN_QA_API_KEY to run the API checks against an external LockN")
+    env = {**os.environ, **APP_ENV}
+    created = subprocess.run([sys.executable, "-m", "backend.cli", "keys", "create", "--owner", "qa|release-gate",
+                              "--name", "qa", "--scopes", "tts:read,tts:write,keys:read", "--json"],
+                             cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(created.stdout)["key"]

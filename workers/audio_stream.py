@@ -1,7 +1,8 @@
 """Live audio of a running job, sentence by sentence, over a Redis stream (`lockn:audio:<job id>`).
 
-The worker appends each sentence's PCM (16-bit, mono) as it is made and a final
-`done` or `error` entry; any web replica reads the stream and encodes it for the
+The worker appends each sentence's PCM (16-bit, mono) as it is made, a `spoken`
+entry once the last sentence is out (streaming readers stop there, without
+waiting for the file to be stored), and a final `done` or `error` entry; any web replica reads the stream and encodes it for the
 client, so the first sentence can be heard while the rest is still being spoken.
 Streams expire after `STREAM_TTL_S`; a finished job is served from its file.
 """
@@ -24,7 +25,7 @@ def stream_key(job_id: str) -> str:
 
 @dataclass(frozen=True)
 class StreamEvent:
-    kind: str  # "audio", "done" or "error"
+    kind: str  # "audio", "spoken", "done" or "error"
     pcm: np.ndarray | None = None
     rate: int = 0
     message: str = ""
@@ -41,14 +42,19 @@ def publish_chunk(client: redis.Redis, job_id: str, pcm: np.ndarray, rate: int) 
     client.expire(key, STREAM_TTL_S)
 
 
+def publish_spoken(client: redis.Redis, job_id: str) -> None:
+    client.xadd(stream_key(job_id), {"kind": "spoken"})
+
+
 def publish_end(client: redis.Redis, job_id: str, error: str | None = None) -> None:
     key = stream_key(job_id)
     client.xadd(key, {"kind": "error", "message": error} if error else {"kind": "done"})
     client.expire(key, STREAM_TTL_S)
 
 
-def read_events(client: redis.Redis, job_id: str, timeout_s: float) -> Iterator[StreamEvent]:
-    """Every event of the job's stream from the start, blocking for new ones, until done/error/timeout."""
+def read_events(client: redis.Redis, job_id: str, timeout_s: float,
+                until: tuple[str, ...] = ("done", "error")) -> Iterator[StreamEvent]:
+    """Every event of the job's stream from the start, blocking for new ones, up to one of `until`."""
     import time
 
     key, last_id = stream_key(job_id), "0-0"
@@ -62,7 +68,8 @@ def read_events(client: redis.Redis, job_id: str, timeout_s: float) -> Iterator[
                 if kind == "audio":
                     pcm = np.frombuffer(fields[b"pcm"], "<i2").astype(np.float32) / 32768.0
                     yield StreamEvent("audio", pcm, int(fields[b"rate"]))
-                else:
-                    yield StreamEvent(kind, message=fields.get(b"message", b"").decode())
+                    continue
+                yield StreamEvent(kind, message=fields.get(b"message", b"").decode())
+                if kind in until or kind == "error":
                     return
     yield StreamEvent("error", message="timed out waiting for the worker")

@@ -25,7 +25,7 @@ from backend.redis_client import get_binary_redis
 from backend.services.usage import UsageRecorder
 from backend.settings import get_settings
 from workers.audio import FORMATS, encode
-from workers.audio_stream import publish_chunk, publish_end, reset_stream
+from workers.audio_stream import publish_chunk, publish_end, publish_spoken, reset_stream
 from workers.engines import engine_class
 from workers.engines.base import Engine, ReferenceVoice, SynthesisError, SynthesisOptions, split_sentences
 
@@ -33,7 +33,7 @@ from workers.engines.base import Engine, ReferenceVoice, SynthesisError, Synthes
 LOADED: dict[str, Engine] = {}
 ProgressReporter = Callable[[dict], None]
 #: Minimum seconds between two progress writes, so long texts do not hammer the database.
-PROGRESS_INTERVAL_S = 0.2
+PROGRESS_INTERVAL_S = 0.5
 
 
 @lru_cache(maxsize=1)
@@ -140,6 +140,7 @@ def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice, report: Progre
     pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if pcm.size == 0:
         raise SynthesisError("the engine produced no audio for this text")
+    _publish(publish_spoken, job.id)
     return pcm
 
 

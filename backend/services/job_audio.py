@@ -27,11 +27,11 @@ def _timeout_s() -> float:
     return get_settings().job_time_limit_s + 30
 
 
-def _events(job_id: str) -> Iterator[StreamEvent]:
+def _events(job_id: str, until: tuple[str, ...] = ("done", "error")) -> Iterator[StreamEvent]:
     import redis
 
     try:
-        yield from read_events(get_binary_redis(), job_id, _timeout_s())
+        yield from read_events(get_binary_redis(), job_id, _timeout_s(), until)
     except redis.RedisError as exc:
         raise ServiceUnavailable("lost the connection to the job queue while waiting for audio") from exc
 
@@ -55,7 +55,7 @@ def live_chunks(job_id: str, owner: str, fmt: str) -> Iterator[bytes]:
     The first chunk is produced before this returns control to the caller's response, so a job
     that fails at once raises `JobFailed` while an error status can still be sent.
     """
-    events = _events(job_id)
+    events = _events(job_id, until=("spoken", "done"))
     first = next(events)
     if first.kind == "error":
         raise JobFailed(first.message)
