@@ -41,7 +41,7 @@ def finished_audio(job_id: str, owner: str) -> tuple[JobStatus, Path]:
     status = job_status(job_id, owner)
     if status.status not in ("succeeded", "failed"):
         for event in _events(job_id):
-            if event.kind != "audio":
+            if event.kind in ("done", "error"):
                 break
         status = job_status(job_id, owner)
     if status.status != "succeeded" or not status.audio_path:
