@@ -13,6 +13,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
 class User(SQLModel, table=True):
     """A person who signed in. `id` is the identity provider's `sub`, so it is stable across logins."""
 
@@ -103,3 +108,20 @@ class ClonedVoice(SQLModel, table=True):
     transcript: str = Field(max_length=500)
     duration_s: float
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class LoginSession(SQLModel, table=True):
+    """A signed-in browser. The cookie holds only a signed `id`; everything else stays on the server."""
+
+    __tablename__ = "login_sessions"
+
+    id: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(index=True, max_length=255)
+    name: str | None = Field(default=None, max_length=255)
+    email: str | None = Field(default=None, max_length=320)
+    picture: str | None = Field(default=None, max_length=1000)
+    access_token: str | None = Field(default=None, sa_type=Text)
+    id_token: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True))
+    revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     job_visibility_timeout_s: int | None = Field(
         None, ge=1, description="How long before an unacknowledged job of a dead worker is redelivered.")
     openai_voices: str = Field("", description="OpenAI voice names → LockN voice ids, e.g. alloy=en_US-joe-medium.")
+    session_ttl: int = Field(12 * 3600, ge=60, description="Seconds a sign-in lasts (LOCKN_SESSION_TTL).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     auth0_domain: str | None = Field(None, validation_alias=AliasChoices("AUTH0_DOMAIN", "LOCKN_AUTH0_DOMAIN"))

@@ -11,7 +11,7 @@ from sqlmodel import SQLModel
 from backend import db
 
 
-TABLES = {"users", "api_keys", "key_usage", "jobs", "cloned_voices"}
+TABLES = {"users", "api_keys", "key_usage", "jobs", "cloned_voices", "login_sessions"}
 
 
 def assert_migrations_roundtrip(url: str) -> None:

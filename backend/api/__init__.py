@@ -10,13 +10,17 @@ from fastapi import FastAPI
 
 from backend.api import health, keys, openai_compat, voice
 from backend.api.errors import install_error_handlers
+from backend.auth.dev_provider import build_dev_provider_app
+from backend.auth.oidc import build_auth_app
+from backend.settings import get_settings
 
 API_TITLE = "LockN API"
 API_VERSION = "0.1.0"
 
 
 def build_api() -> FastAPI:
-    """Assemble the API with every router and the shared error handling."""
+    """Assemble the API with every router, the login routes and the shared error handling."""
+    settings = get_settings()
     api = FastAPI(title=API_TITLE, version=API_VERSION, docs_url="/api/docs", redoc_url=None,
                   openapi_url="/api/openapi.json")
     install_error_handlers(api)
@@ -24,4 +28,8 @@ def build_api() -> FastAPI:
     api.include_router(keys.router)
     api.include_router(voice.router)
     api.include_router(openai_compat.router)
+    if settings.identity_provider == "dev":
+        # Never in production: DevProvider itself refuses LOCKN_ENV=prod, and prod settings refuse the dev IdP.
+        api.mount("/dev-idp", build_dev_provider_app(settings))
+    api.mount("/auth", build_auth_app(settings))
     return api

@@ -16,10 +16,10 @@ from pydantic import BaseModel, Field
 
 from backend.api.auth import Principal, require_principal
 from backend.api.errors import ApiError
-from backend.models import ApiKey, utcnow
+from backend.models import ApiKey, as_utc, utcnow
 from backend.services.keys import (
     DEFAULT_SCOPES, MAX_GRACE_SECONDS, MAX_PAGE_SIZE, MAX_USAGE_DAYS, SCOPES, InvalidKeyRequest, KeyNotFound,
-    KeySpec, RateLimit, as_utc, get_key_service,
+    KeySpec, RateLimit, get_key_service,
 )
 
 router = APIRouter(prefix="/api/keys", tags=["keys"])

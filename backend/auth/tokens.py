@@ -76,9 +76,15 @@ def _fetch_jwks(url: str) -> Callable[[], dict]:
 
 @lru_cache(maxsize=1)
 def get_token_verifier() -> AccessTokenVerifier | None:
-    """The verifier for the configured provider, or None where no provider issues access tokens yet."""
+    """The verifier for the configured provider: Auth0's JWKS over HTTPS, or the development provider's key."""
     settings = get_settings()
-    if settings.identity_provider != "auth0" or not settings.auth0_audience:
+    if settings.identity_provider == "dev":
+        from backend.auth.dev_provider import dev_audience, dev_public_jwks
+
+        # Read from disk, not over HTTP: the provider runs in this very process.
+        return AccessTokenVerifier(f"{settings.base_url}/dev-idp/", dev_audience(settings),
+                                   lambda: dev_public_jwks(settings))
+    if not settings.auth0_audience:
         return None
     issuer = f"https://{settings.auth0_domain}/"
     return AccessTokenVerifier(issuer, settings.auth0_audience, _fetch_jwks(issuer + ".well-known/jwks.json"))

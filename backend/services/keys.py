@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from backend.db import get_engine
-from backend.models import ApiKey, KeyUsage, utcnow
+from backend.models import ApiKey, KeyUsage, as_utc, utcnow
 from backend.redis_client import client_for
 from backend.services.key_cache import ALL, CachedKey, InvalidationBus, KeyCache
 from backend.services.pagination import BadCursor, newest_first
@@ -135,11 +135,6 @@ class KeyPage:
     keys: list[ApiKey]
     usage_totals: dict[str, dict[str, float]]
     next_cursor: str | None
-
-
-def as_utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 class KeyService:

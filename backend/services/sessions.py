@@ -1,0 +1,85 @@
+"""Server-side login sessions: the cookie carries a signed id, the database the rest.
+
+Every private action resolves the session by id, so signing out (or expiry)
+takes effect at once in every tab, even on a websocket opened before it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlmodel import Session, select
+
+from backend.db import get_engine
+from backend.models import LoginSession, User, as_utc, utcnow
+from backend.settings import get_settings
+
+COOKIE_NAME = "lockn_session"
+
+
+def _serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(get_settings().session_secret(), salt="lockn-session")
+
+
+def sign(session_id: str) -> str:
+    return _serializer().dumps(session_id)
+
+
+def unsign(cookie_value: str | None) -> str | None:
+    """The session id inside a cookie, or None when it is missing or was not signed by us."""
+    if not cookie_value:
+        return None
+    try:
+        value = _serializer().loads(cookie_value)
+    except BadSignature:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def start_session(profile: dict, access_token: str | None, id_token: str | None) -> LoginSession:
+    """Record a sign-in (and the user) and return the new session."""
+    now = utcnow()
+    session_row = LoginSession(id=secrets.token_urlsafe(32), user_id=profile["sub"], name=profile.get("name"),
+                               email=profile.get("email"), picture=profile.get("picture"), access_token=access_token,
+                               id_token=id_token, expires_at=now + timedelta(seconds=get_settings().session_ttl))
+    with Session(get_engine(), expire_on_commit=False) as db:
+        user = db.get(User, profile["sub"]) or User(id=profile["sub"])
+        user.email, user.name, user.last_seen_at = profile.get("email"), profile.get("name"), now
+        db.add(user)
+        db.add(session_row)
+        db.commit()
+    return session_row
+
+
+def active_session(session_id: str | None) -> LoginSession | None:
+    """The session if it exists, is not revoked and has not expired."""
+    if not session_id:
+        return None
+    with Session(get_engine()) as db:
+        row = db.get(LoginSession, session_id)
+    if row is None or row.revoked_at is not None or as_utc(row.expires_at) <= utcnow():
+        return None
+    return row
+
+
+def session_from_cookie(cookie_value: str | None) -> LoginSession | None:
+    return active_session(unsign(cookie_value))
+
+
+def end_session(session_id: str | None) -> None:
+    """Sign out: the session stops working everywhere at once."""
+    if not session_id:
+        return
+    with Session(get_engine()) as db:
+        row = db.get(LoginSession, session_id)
+        if row is not None and row.revoked_at is None:
+            row.revoked_at = utcnow()
+            db.add(row)
+            db.commit()
+
+
+def sessions_of(user_id: str) -> list[LoginSession]:
+    with Session(get_engine()) as db:
+        return list(db.exec(select(LoginSession).where(LoginSession.user_id == user_id)))
