@@ -32,8 +32,9 @@ def nav_link(label: str, href: str, backend_route: bool, **props) -> rx.Componen
 
 
 def sign_in_button() -> rx.Component:
-    """Signing in is how one reaches the dashboard, so the dashboard is where the button leads."""
-    return rx.link(rx.button("Sign in", size="2", variant="solid"), href="/dashboard")
+    """Sign in, then land on the dashboard (a backend route: a full document load)."""
+    return rx.link(rx.button("Sign in", size="2", variant="solid"), href="/auth/login?next=/dashboard",
+                   reload_document=True)
 
 
 def navbar() -> rx.Component:

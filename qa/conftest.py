@@ -53,10 +53,10 @@ def wait_until_live(base_url: str, process: subprocess.Popen, log: Path) -> None
     raise RuntimeError(f"LockN did not answer within {START_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
 
 
-def stop_process_group(process: subprocess.Popen) -> None:
-    """Ctrl-C, as a person would press it; SIGKILL only if the supervisor hangs."""
+def stop_process_group(process: subprocess.Popen, sig: signal.Signals = signal.SIGINT) -> None:
+    """Ctrl-C (or `sig`), as a person would stop it; SIGKILL only if it hangs."""
     try:
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, sig)
         process.wait(timeout=30)
     except ProcessLookupError:
         pass
@@ -77,15 +77,47 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     for name in ("LOCKN_DATABASE_URL", "LOCKN_REDIS_URL", "LOCKN_PUBLIC_URL"):
         env.pop(name, None)
     log = data_dir / "app.log"
+    # The web tier and broker as `make run` starts them; the worker separately, as on a second machine,
+    # so tests can stop and start it (see `app_worker`).
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "backend.cli", "run"], cwd=PROJECT_ROOT, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen([sys.executable, "-m", "backend.cli", "run", "--no-worker"], cwd=PROJECT_ROOT,
+                                   env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://localhost:{port}"
     try:
         wait_until_live(url, process, log)
+        WORKER.start(env)
         yield url
     finally:
+        WORKER.stop()
         stop_process_group(process)
+
+
+class AppWorker:
+    """The app's Celery worker, run like `make worker`: tests may stop it and start it again."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.env: dict[str, str] = {}
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        from backend.cli import worker_command
+
+        self.env = env or self.env
+        self.process = subprocess.Popen(worker_command(), cwd=PROJECT_ROOT, env=self.env, start_new_session=True,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process_group(self.process, signal.SIGTERM)
+            self.process = None
+
+
+WORKER = AppWorker()
+
+
+@pytest.fixture
+def app_worker(base_url: str) -> AppWorker:
+    return WORKER
 
 
 def chromium_executable() -> str | None:
@@ -115,6 +147,8 @@ def open_page(browser, base_url: str):
         page.console_errors = []
         page.on("console", lambda message: message.type == "error" and page.console_errors.append(message.text))
         page.on("pageerror", lambda error: page.console_errors.append(str(error)))
+        page.on("response", lambda response: response.status >= 400 and page.console_errors.append(
+            f"{response.status} {response.url}"))
         page.goto(path, wait_until="networkidle")
         return page
 

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 import redis
 
 KEY_PREFIX = "lockn:workers:"
-INTERVAL_S = 5.0
-TTL_S = 15
+INTERVAL_S = 3.0
+TTL_S = 9
 
 
 @dataclass

@@ -114,3 +114,27 @@ def health_report(checks: tuple[HealthCheck, ...] = DEFAULT_CHECKS) -> HealthRep
         results = list(pool.map(run_check, checks))
     healthy = all(r.status == "ok" for r in results if r.required)
     return HealthReport("ok" if healthy else "down", results)
+
+
+def service_cards() -> list[dict[str, str]]:
+    """One card per part of the platform for the dashboard: web, database, broker, each queue, each engine."""
+    report = {check.name: check for check in health_report().checks}
+    cards = [{"name": "Web", "status": "ok", "detail": "serving this page", "latency": ""}]
+    for name, title in (("database", "Database"), ("broker", "Broker")):
+        check = report[name]
+        cards.append({"name": title, "status": check.status, "detail": check.message,
+                      "latency": f"{check.latency_ms:.1f} ms"})
+    try:
+        workers = heartbeat.live_workers(get_redis())
+    except Exception:  # noqa: BLE001 - the broker card already says why
+        workers = []
+    for queue in sorted(required_queues() | {q for w in workers for q in w.queues}):
+        serving = [w.hostname for w in workers if queue in w.queues]
+        cards.append({"name": f"Queue {queue}", "status": "ok" if serving else "down",
+                      "detail": ", ".join(serving) or "no worker is consuming this queue", "latency": ""})
+    engines = {e["name"]: e for w in workers for e in w.engines}
+    for name in sorted(set(get_settings().engine_names) | set(engines)):
+        engine = engines.get(name)
+        detail = f"{engine['device']} · {len(engine.get('voices', []))} voice(s)" if engine else "not loaded by any worker"
+        cards.append({"name": f"Engine {name}", "status": "ok" if engine else "down", "detail": detail, "latency": ""})
+    return cards

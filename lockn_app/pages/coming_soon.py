@@ -30,11 +30,3 @@ def studio_page() -> rx.Component:
         "Pick a voice, type, listen and download; clone your own voice from a short clip. "
         "The Studio opens here as soon as it is ready.",
     )
-
-
-def dashboard_page() -> rx.Component:
-    return coming_soon_page(
-        "Dashboard",
-        "Sign in to create and rotate API keys, watch usage and see the live status of every service. "
-        "Until it opens, the platform's health is one click away.",
-    )

@@ -1,0 +1,189 @@
+"""Dashboard pieces: key table, dialogs, usage chart, status cards, account card. No business rules."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from state.dashboard import GRACE_CHOICES, DashboardState
+
+STATUS_COLORS = {"active": "green", "revoked": "red", "expired": "gray", "ok": "green", "down": "red"}
+
+
+def status_badge(status: rx.Var[str]) -> rx.Component:
+    return rx.match(status, *[(k, rx.badge(k, color_scheme=c, variant="soft")) for k, c in STATUS_COLORS.items()],
+                    rx.badge(status))
+
+
+def panel(title: str, *children: rx.Component, **props) -> rx.Component:
+    return rx.card(rx.vstack(rx.heading(title, size="4", as_="h2"), *children, spacing="3", width="100%"),
+                   width="100%", **props)
+
+
+def account_card() -> rx.Component:
+    return panel(
+        "Account",
+        rx.flex(
+            rx.avatar(src=DashboardState.user_picture, fallback=DashboardState.user_name[:1], size="4"),
+            rx.vstack(rx.text(DashboardState.user_name, weight="bold"),
+                      rx.text(DashboardState.user_email, size="2", color=rx.color("gray", 11)), spacing="0"),
+            rx.spacer(),
+            rx.button("Sign out", variant="soft", on_click=DashboardState.sign_out, data_testid="sign-out"),
+            align="center", width="100%", wrap="wrap", gap="3",
+        ),
+    )
+
+
+def service_card(service: rx.Var[dict[str, str]]) -> rx.Component:
+    return rx.card(
+        rx.vstack(
+            rx.hstack(rx.text(service["name"], weight="bold", size="2"), rx.spacer(), status_badge(service["status"]),
+                      width="100%"),
+            rx.text(service["detail"], size="1", color=rx.color("gray", 11), trim="both"),
+            rx.text(service["latency"], size="1", color=rx.color("gray", 10)),
+            spacing="1", width="100%",
+        ),
+        data_testid="service-card", data_service=service["name"], data_status=service["status"],
+    )
+
+
+def status_panel() -> rx.Component:
+    return panel(
+        "Service status",
+        rx.grid(rx.foreach(DashboardState.services, service_card),
+                columns=rx.breakpoints(initial="1", sm="2", md="3"), spacing="3", width="100%"),
+        rx.moment(interval=4000, on_change=DashboardState.refresh_status, display="none"),
+    )
+
+
+def key_actions(key: rx.Var[dict[str, str]]) -> rx.Component:
+    rotate = rx.menu.root(
+        rx.menu.trigger(rx.button("Rotate", size="1", variant="soft", data_testid="rotate")),
+        rx.menu.content(*[rx.menu.item(f"Old key stops {'now' if grace == 'now' else 'in ' + grace}",
+                                       on_click=DashboardState.rotate_key(key["id"], grace),
+                                       data_testid=f"rotate-{grace.replace(' ', '-')}")
+                          for grace in GRACE_CHOICES]),
+    )
+    revoke = rx.alert_dialog.root(
+        rx.alert_dialog.trigger(rx.button("Revoke", size="1", color_scheme="red", variant="soft",
+                                          data_testid="revoke")),
+        rx.alert_dialog.content(
+            rx.alert_dialog.title("Revoke this key?"),
+            rx.alert_dialog.description(f"Every request with it fails at once. This cannot be undone."),
+            rx.flex(rx.alert_dialog.cancel(rx.button("Cancel", variant="soft", color_scheme="gray")),
+                    rx.alert_dialog.action(rx.button("Revoke", color_scheme="red", data_testid="confirm-revoke",
+                                                     on_click=DashboardState.revoke_key(key["id"]))),
+                    spacing="3", justify="end", margin_top="1rem"),
+        ),
+    )
+    return rx.cond(key["status"] == "active", rx.hstack(rotate, revoke, spacing="2"), rx.fragment())
+
+
+def key_table() -> rx.Component:
+    columns = ("Name", "Key", "Env", "Scopes", "Rate limit", "Last used", "Requests this month", "Status", "")
+    return rx.box(
+        rx.table.root(
+            rx.table.header(rx.table.row(*[rx.table.column_header_cell(c) for c in columns])),
+            rx.table.body(rx.foreach(DashboardState.keys, lambda key: rx.table.row(
+                rx.table.cell(rx.vstack(rx.text(key["name"]), rx.cond(key["quota"] != "", rx.vstack(
+                    rx.progress(value=key["quota_pct"].to(int), width="120px"),
+                    rx.text(key["quota"], size="1", color=rx.color("gray", 11)), spacing="1")), spacing="1")),
+                rx.table.cell(rx.code(key["start"])), rx.table.cell(key["env"]), rx.table.cell(key["scopes"]),
+                rx.table.cell(key["rate"]), rx.table.cell(key["last_used"]), rx.table.cell(key["month_requests"]),
+                rx.table.cell(status_badge(key["status"])), rx.table.cell(key_actions(key)),
+                data_testid="key-row", data_key_id=key["id"], data_status=key["status"]))),
+            size="1", width="100%",
+        ),
+        overflow_x="auto", width="100%",
+    )
+
+
+def create_key_dialog() -> rx.Component:
+    return rx.dialog.root(
+        rx.dialog.trigger(rx.button(rx.icon("plus", size=16), "Create key", data_testid="create-key")),
+        rx.dialog.content(
+            rx.dialog.title("Create an API key"),
+            rx.form(
+                rx.vstack(
+                    rx.text("Name", size="2"), rx.input(name="name", placeholder="my app", required=True,
+                                                          max_length=100, width="100%"),
+                    rx.text("Environment", size="2"),
+                    rx.select(["live", "test"], name="env", default_value="live"),
+                    rx.text("Scopes", size="2"),
+                    rx.flex(rx.foreach(DashboardState.scope_names, lambda scope: rx.checkbox(
+                        scope, checked=DashboardState.form_scopes.contains(scope),
+                        on_change=lambda checked: DashboardState.toggle_scope(scope, checked))),
+                        wrap="wrap", gap="3"),
+                    rx.text("Rate limit", size="2"),
+                    rx.input(name="rate_limit", default_value="60/minute", width="100%"),
+                    rx.text("Monthly character quota (optional)", size="2"),
+                    rx.input(name="quota", type="number", min=1, placeholder="unlimited", width="100%"),
+                    rx.text("Expires after days (optional)", size="2"),
+                    rx.input(name="expires_days", type="number", min=1, placeholder="never", width="100%"),
+                    rx.cond(DashboardState.error != "", rx.callout(DashboardState.error, color_scheme="red",
+                                                                   icon="triangle_alert", width="100%")),
+                    rx.flex(rx.dialog.close(rx.button("Cancel", variant="soft", color_scheme="gray", type="button")),
+                            rx.button("Create", type="submit", data_testid="submit-key"),
+                            spacing="3", justify="end", width="100%"),
+                    spacing="2", width="100%",
+                ),
+                on_submit=DashboardState.create_key, reset_on_submit=False,
+            ),
+        ),
+        open=DashboardState.create_open, on_open_change=DashboardState.set_create_open,
+    )
+
+
+def revealed_key_dialog() -> rx.Component:
+    return rx.dialog.root(
+        rx.dialog.content(
+            rx.dialog.title("Your new API key"),
+            rx.callout("Copy it now: you will not see this key again.", icon="info", color_scheme="amber"),
+            rx.code(DashboardState.revealed_key, data_testid="revealed-key", word_break="break-all",
+                    margin_y="1rem", display="block"),
+            rx.flex(rx.button(rx.icon("copy", size=16), "Copy", variant="soft",
+                              on_click=rx.set_clipboard(DashboardState.revealed_key)),
+                    rx.button("Done", on_click=DashboardState.dismiss_key, data_testid="dismiss-key"),
+                    spacing="3", justify="end"),
+        ),
+        open=DashboardState.revealed_key != "",
+    )
+
+
+def usage_panel() -> rx.Component:
+    return panel(
+        "Usage, last 30 days",
+        rx.select(DashboardState.key_choices, value=DashboardState.chart_key, on_change=DashboardState.choose_chart,
+                  size="1"),
+        rx.text("Requests per day", size="2", color=rx.color("gray", 11)),
+        rx.recharts.bar_chart(
+            rx.recharts.bar(data_key="requests", fill=rx.color("accent", 9), name="requests"),
+            rx.recharts.x_axis(data_key="day"), rx.recharts.y_axis(),
+            rx.recharts.graphing_tooltip(),
+            data=DashboardState.usage, width="100%", height=200,
+        ),
+        rx.text("Characters synthesized per day", size="2", color=rx.color("gray", 11)),
+        rx.recharts.line_chart(
+            rx.recharts.line(data_key="chars", stroke=rx.color("accent", 11), name="characters", dot=False),
+            rx.recharts.x_axis(data_key="day"), rx.recharts.y_axis(),
+            rx.recharts.graphing_tooltip(),
+            data=DashboardState.usage, width="100%", height=160,
+        ),
+        data_testid="usage-panel",
+    )
+
+
+def keys_panel() -> rx.Component:
+    empty = rx.vstack(
+        rx.text("No API keys yet.", weight="bold"),
+        rx.text("Create one, then call the API with it: see the example on the home page.", size="2",
+                color=rx.color("gray", 11)),
+        spacing="1", padding_y="1rem", data_testid="no-keys",
+    )
+    return panel(
+        "API keys",
+        rx.hstack(create_key_dialog(), rx.spacer(), width="100%"),
+        rx.cond(DashboardState.error != "", rx.callout(DashboardState.error, color_scheme="red",
+                                                       icon="triangle_alert", width="100%")),
+        rx.cond(DashboardState.keys.length() > 0, key_table(), empty),
+        revealed_key_dialog(),
+    )

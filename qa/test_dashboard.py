@@ -1,0 +1,124 @@
+"""The dashboard in a real Chromium, signed in through the development identity provider."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from qa.conftest import VIEWPORTS, save_screenshot
+
+pytestmark = pytest.mark.browser
+
+
+def sign_in(page: Page, email: str = "grace@example.test") -> None:
+    """From a private page: the provider's form, then back where we were going."""
+    page.wait_for_url(re.compile(r".*/dev-idp/authorize.*"), timeout=20000)
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Name").fill("Grace Hopper")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r".*/dashboard/?$"), timeout=20000)
+    expect(page.get_by_test_id("dashboard")).to_be_visible(timeout=20000)
+
+
+def reveal_new_key(page: Page) -> str:
+    revealed = page.get_by_test_id("revealed-key")
+    expect(revealed).to_be_visible()
+    key = revealed.inner_text().strip()
+    page.get_by_test_id("dismiss-key").click()
+    expect(revealed).to_be_hidden()
+    return key
+
+
+def whoami(base_url: str, key: str) -> int:
+    return httpx.get(f"{base_url}/api/keys/self", headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code
+
+
+def test_sign_in_keys_usage_status_and_sign_out(open_page, base_url: str) -> None:
+    page = open_page("/dashboard")
+    sign_in(page)
+    expect(page.get_by_test_id("no-keys")).to_be_visible()
+
+    page.get_by_test_id("create-key").click()
+    page.get_by_placeholder("my app").fill("release gate")
+    page.get_by_test_id("submit-key").click()
+    key = reveal_new_key(page)
+    assert re.fullmatch(r"lk_live_[0-9A-Za-z]{32}", key)
+    assert key not in page.content(), "the key is shown once, then gone from the page"
+    assert whoami(base_url, key) == 200
+    for _ in range(3):
+        assert whoami(base_url, key) == 200
+
+    rows = page.get_by_test_id("key-row")
+    expect(rows).to_have_count(1)
+    rows.first.get_by_test_id("rotate").click()
+    page.get_by_test_id("rotate-1-hour").click()
+    rotated = reveal_new_key(page)
+    assert whoami(base_url, key) == 200, "the old key works during the grace period"
+    assert whoami(base_url, rotated) == 200
+    expect(rows).to_have_count(2)
+
+    active = page.locator("[data-testid=key-row][data-status=active]")
+    newest = active.first
+    newest.get_by_test_id("revoke").click()
+    page.get_by_test_id("confirm-revoke").click()
+    expect(page.locator("[data-testid=key-row][data-status=revoked]")).to_have_count(1)
+    assert whoami(base_url, rotated) == 401, "revoked keys fail at once"
+
+    page.reload()
+    expect(page.get_by_test_id("dashboard")).to_be_visible(timeout=20000)
+    expect(page.locator("[data-testid=usage-panel] .recharts-bar-rectangle").first).to_be_attached(timeout=10000)
+    cards = page.get_by_test_id("service-card")
+    expect(cards.first).to_be_visible()
+    expect(page.locator("[data-testid=service-card][data-status=down]")).to_have_count(0, timeout=15000)
+    assert page.console_errors == []
+
+    page.get_by_test_id("sign-out").click()
+    page.wait_for_url(re.compile(rf"^{re.escape(base_url)}/?$"), timeout=20000)
+    page.goto("/dashboard")
+    page.wait_for_url(re.compile(r".*/dev-idp/authorize.*"), timeout=20000)
+
+
+def test_stopped_worker_turns_its_card_red(open_page, app_worker) -> None:
+    page = open_page("/dashboard")
+    sign_in(page, "ops@example.test")
+    queue = page.locator("[data-testid=service-card][data-service='Queue cpu']")
+    expect(queue).to_have_attribute("data-status", "ok", timeout=15000)
+    app_worker.stop()
+    started = time.monotonic()
+    expect(queue).to_have_attribute("data-status", "down", timeout=10000)
+    print(f"worker card turned red after {time.monotonic() - started:.1f} s")
+    app_worker.start()
+    expect(queue).to_have_attribute("data-status", "ok", timeout=30000)
+
+
+def test_sign_out_in_one_tab_signs_out_the_other(browser, base_url: str) -> None:
+    context = browser.new_context(base_url=base_url)
+    first, second = context.new_page(), context.new_page()
+    first.goto("/dashboard")
+    sign_in(first, "tabs@example.test")
+    second.goto("/dashboard")
+    expect(second.get_by_test_id("dashboard")).to_be_visible(timeout=20000)
+    first.get_by_test_id("sign-out").click()
+    first.wait_for_url(re.compile(rf"^{re.escape(base_url)}/?$"), timeout=20000)
+    second.get_by_test_id("create-key").click()  # opens the dialog: no server action yet
+    second.get_by_placeholder("my app").fill("after sign-out")
+    second.get_by_test_id("submit-key").click()  # the next private action
+    second.wait_for_url(re.compile(r".*/dev-idp/authorize.*"), timeout=20000)
+    context.close()
+
+
+@pytest.mark.parametrize("viewport", list(VIEWPORTS))
+def test_dashboard_screenshots(open_page, viewport: str) -> None:
+    page = open_page("/dashboard", viewport)
+    sign_in(page, f"{viewport}@example.test")
+    page.get_by_test_id("create-key").click()
+    page.get_by_placeholder("my app").fill("screenshot key")
+    page.get_by_test_id("submit-key").click()
+    reveal_new_key(page)
+    expect(page.locator("[data-testid=service-card][data-status=down]")).to_have_count(0, timeout=15000)
+    assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
+    save_screenshot(page, f"dashboard-{viewport}")

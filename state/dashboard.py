@@ -1,0 +1,164 @@
+"""State of the dashboard: the user's keys, their usage, and the platform's status.
+
+Handlers call `KeyService` and the health service directly (never the app's own
+HTTP API), and every one re-checks the session first (`AuthState._owner`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import reflex as rx
+
+from backend.models import ApiKey, as_utc, utcnow
+from backend.services.health import service_cards
+from backend.services.keys import SCOPES, InvalidKeyRequest, KeyNotFound, KeySpec, RateLimit, get_key_service
+from state.auth import AuthState
+
+USAGE_DAYS = 30
+GRACE_CHOICES = {"now": 0, "1 hour": 3600, "24 hours": 86400}
+
+
+def key_row(row: ApiKey, month_requests: int, month_chars: int) -> dict[str, str]:
+    """A key as the table shows it: every value already formatted."""
+    now = utcnow()
+    expires = as_utc(row.expires_at)
+    status = "revoked" if row.revoked_at else "expired" if expires and expires <= now else "active"
+    quota = f"{month_chars:,} / {row.quota_chars:,} chars" if row.quota_chars else ""
+    quota_pct = str(min(100, round(100 * month_chars / row.quota_chars))) if row.quota_chars else "0"
+    last_used = as_utc(row.last_used_at)
+    return {"id": row.id, "name": row.name, "start": row.start + "…", "env": row.env,
+            "scopes": ", ".join(row.scopes), "rate": f"{row.rate_limit_requests}/{row.rate_limit_window_s}s",
+            "last_used": last_used.strftime("%Y-%m-%d %H:%M") if last_used else "never",
+            "month_requests": f"{month_requests:,}", "status": status, "quota": quota, "quota_pct": quota_pct}
+
+
+class DashboardState(AuthState):
+    keys: list[dict[str, str]] = []
+    usage: list[dict[str, int | str]] = []
+    chart_key: str = "all"
+    services: list[dict[str, str]] = []
+    error: str = ""
+    #: The full key, shown once after create or rotate; cleared when its dialog closes.
+    revealed_key: str = ""
+    create_open: bool = False
+    form_scopes: list[str] = ["tts:read", "tts:write"]
+    _usage_by_key: dict[str, list[dict]] = {}
+
+    @rx.var
+    def scope_names(self) -> list[str]:
+        return list(SCOPES)
+
+    @rx.var
+    def key_choices(self) -> list[str]:
+        return ["all"] + [k["id"] for k in self.keys]
+
+    @rx.event
+    def load(self):  # type: ignore[no-untyped-def]
+        """on_load: profile (or sign-in), then keys, usage and status."""
+        if not self._load_profile():
+            return self._sign_in_redirect()
+        self._refresh_keys()
+        self.services = service_cards()
+        return None
+
+    def _refresh_keys(self) -> bool:
+        owner = self._owner()
+        if owner is None:
+            return False
+        service = get_key_service()
+        service.usage.flush()  # the dashboard shows usage up to this moment
+        page = service.list(owner, limit=100)
+        month_start = utcnow().date().replace(day=1)
+        rows, series = [], {}
+        for key in page.keys:
+            days = service.usage_series(owner, key.id, USAGE_DAYS)
+            month = [d for d in days if d["day"] >= month_start.isoformat()]
+            rows.append(key_row(key, sum(d["requests"] for d in month), sum(d["chars"] for d in month)))
+            series[key.id] = days
+        self.keys = rows
+        self._usage_by_key = series
+        self._set_usage()
+        return True
+
+    def _set_usage(self) -> None:
+        chosen = self._usage_by_key.values() if self.chart_key == "all" else \
+            [self._usage_by_key.get(self.chart_key, [])]
+        totals: dict[str, dict[str, int | str]] = {}
+        for days in chosen:
+            for day in days:
+                entry = totals.setdefault(day["day"], {"day": day["day"][5:], "requests": 0, "chars": 0})
+                entry["requests"] = int(entry["requests"]) + day["requests"]
+                entry["chars"] = int(entry["chars"]) + day["chars"]
+        self.usage = [totals[d] for d in sorted(totals)]
+
+    @rx.event
+    def choose_chart(self, key_id: str):  # type: ignore[no-untyped-def]
+        self.chart_key = key_id
+        self._set_usage()
+
+    @rx.event
+    def refresh_status(self, _value: object = None):  # type: ignore[no-untyped-def]
+        if self._owner() is None:
+            return self._sign_in_redirect()
+        self.services = service_cards()
+        return None
+
+    @rx.event
+    def set_create_open(self, value: bool) -> None:
+        self.create_open = value
+        self.error = ""
+
+    @rx.event
+    def toggle_scope(self, scope: str, checked: bool) -> None:
+        scopes = [s for s in self.form_scopes if s != scope]
+        self.form_scopes = scopes + [scope] if checked else scopes
+
+    @rx.event
+    def create_key(self, form: dict):  # type: ignore[no-untyped-def]
+        owner = self._owner()
+        if owner is None:
+            return self._sign_in_redirect()
+        try:
+            quota = int(form["quota"]) if str(form.get("quota", "")).strip() else None
+            days = int(form["expires_days"]) if str(form.get("expires_days", "")).strip() else None
+            spec = KeySpec(str(form.get("name", "")), str(form.get("env", "live")), tuple(self.form_scopes),  # type: ignore[arg-type]
+                           RateLimit.parse(str(form.get("rate_limit") or "60/minute")), quota,
+                           utcnow() + timedelta(days=days) if days else None)
+            _, full = get_key_service().create(owner, spec)
+        except (InvalidKeyRequest, ValueError) as exc:
+            self.error = str(exc) if isinstance(exc, InvalidKeyRequest) else "quota and expiry must be whole numbers"
+            return None
+        self.create_open, self.error, self.revealed_key = False, "", full
+        self._refresh_keys()
+        return None
+
+    @rx.event
+    def rotate_key(self, key_id: str, grace: str):  # type: ignore[no-untyped-def]
+        owner = self._owner()
+        if owner is None:
+            return self._sign_in_redirect()
+        try:
+            _, full = get_key_service().rotate(owner, key_id, GRACE_CHOICES.get(grace, 0))
+        except (InvalidKeyRequest, KeyNotFound) as exc:
+            self.error = str(exc) if isinstance(exc, InvalidKeyRequest) else "that key no longer exists"
+            return None
+        self.error, self.revealed_key = "", full
+        self._refresh_keys()
+        return None
+
+    @rx.event
+    def revoke_key(self, key_id: str):  # type: ignore[no-untyped-def]
+        owner = self._owner()
+        if owner is None:
+            return self._sign_in_redirect()
+        try:
+            get_key_service().revoke(owner, key_id)
+        except KeyNotFound:
+            self.error = "that key no longer exists"
+        self._refresh_keys()
+        return None
+
+    @rx.event
+    def dismiss_key(self) -> None:
+        self.revealed_key = ""
