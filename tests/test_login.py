@@ -1,0 +1,56 @@
+"""Login pieces without a browser: next-path safety, signed cookies, sessions, and the dev provider's guard."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.auth.dev_provider import DevProvider, DevProviderForbidden
+from backend.auth.oidc import safe_next
+from backend.services import sessions
+from backend.settings import ProductionConfigError, Settings
+
+
+@pytest.mark.parametrize(("candidate", "expected"), [
+    ("/studio", "/studio"), ("/dashboard?tab=keys", "/dashboard?tab=keys"), (None, "/dashboard"),
+    ("https://elsewhere.example/", "/dashboard"), ("//elsewhere.example", "/dashboard"),
+    ("/\\elsewhere.example", "/dashboard"), ("javascript:alert(1)", "/dashboard"), ("studio", "/dashboard"),
+])
+def test_next_accepts_same_site_paths_only(candidate, expected) -> None:
+    assert safe_next(candidate) == expected
+
+
+def test_the_dev_provider_cannot_run_in_production(monkeypatch) -> None:
+    monkeypatch.setenv("LOCKN_ENV", "prod")
+    with pytest.raises(ProductionConfigError, match="development identity provider"):
+        Settings()
+    forced = Settings.model_construct(**{**Settings(env="dev").model_dump(), "env": "prod"})
+    with pytest.raises(DevProviderForbidden):
+        DevProvider(forced)
+
+
+def test_session_cookie_is_signed_and_sessions_end_everywhere(database) -> None:
+    row = sessions.start_session({"sub": "dev|ada@example.test", "name": "Ada", "email": "ada@example.test"},
+                                 "access", "id")
+    cookie = sessions.sign(row.id)
+    assert cookie != row.id and sessions.session_from_cookie(cookie).user_id == "dev|ada@example.test"
+    assert sessions.session_from_cookie(cookie[:-2] + "xx") is None, "a forged signature is no session"
+    assert sessions.session_from_cookie(sessions.sign("made-up-id")) is None
+    sessions.end_session(row.id)
+    assert sessions.session_from_cookie(cookie) is None
+
+
+def test_sessions_expire(database, monkeypatch) -> None:
+    from datetime import timedelta
+
+    from sqlmodel import Session
+
+    from backend.db import get_engine
+    from backend.models import LoginSession, utcnow
+
+    row = sessions.start_session({"sub": "dev|x@example.test"}, None, None)
+    with Session(get_engine()) as db:
+        stored = db.get(LoginSession, row.id)
+        stored.expires_at = utcnow() - timedelta(seconds=1)
+        db.add(stored)
+        db.commit()
+    assert sessions.active_session(row.id) is None
