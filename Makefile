@@ -64,3 +64,9 @@ qa-browser:
 
 clean:
 	rm -rf .web .states qa/artifacts
+
+# Fish Speech (GPU engine) on top of the app's environment. --no-deps: its declared pins would
+# downgrade pydantic and numpy under Reflex; requirements-fish.txt lists what inference really imports.
+.PHONY: setup-fish
+setup-fish: setup
+	$(PIP) install --no-deps -r requirements-fish.txt

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     engines: str = Field("piper", description="Comma-separated engines a worker loads: piper, fish.")
     fish_checkpoint_dir: Path | None = Field(None, description="Fish Speech checkpoints (text2semantic + codec).")
     fish_device: str = Field("auto", description="Fish Speech device: auto (cuda when present), cuda, cpu.")
+    fish_max_new_tokens: int = Field(1024, ge=1, description="Upper bound of semantic tokens per sentence.")
     job_time_limit_s: int = Field(600, ge=10, description="A synthesis job is stopped after this long.")
     job_visibility_timeout_s: int | None = Field(
         None, ge=1, description="How long before an unacknowledged job of a dead worker is redelivered.")

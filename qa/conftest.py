@@ -53,6 +53,16 @@ def wait_until_live(base_url: str, process: subprocess.Popen, log: Path) -> None
     raise RuntimeError(f"LockN did not answer within {START_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
 
 
+def wait_until_healthy(base_url: str, timeout_s: float = 90.0) -> None:
+    """Until `/health` is 200: the worker has reported in with its engines."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if httpx.get(f"{base_url}/health", timeout=5).status_code == 200:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"LockN was not healthy within {timeout_s} s: {httpx.get(f'{base_url}/health').text}")
+
+
 def stop_process_group(process: subprocess.Popen, sig: signal.Signals = signal.SIGINT) -> None:
     """Ctrl-C (or `sig`), as a person would stop it; SIGKILL only if it hangs."""
     try:
@@ -86,6 +96,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         wait_until_live(url, process, log)
         WORKER.start(env)
+        wait_until_healthy(url)
         yield url
     finally:
         WORKER.stop()

@@ -1,0 +1,234 @@
+"""The workarounds that let the REAL fish-speech 0.1.0 inference code run in LockN's environment
+(torch 2.13, numpy 2.x, pydantic 2.14, no torchaudio, fish-speech installed with --no-deps), in one
+place. `workers/engines/fish_speech.py` calls these before it touches fish_speech. Each exists because:
+
+1. torchaudio shim.  fish_speech.inference_engine.reference_loader, fish_speech.models.dac.inference
+   and audiotools (descript-audiotools, imported by fish_speech.models.dac.modded_dac) do
+   ``import torchaudio`` at module level.  No torchaudio wheel matches torch 2.13 (the newest on
+   PyPI, 2.11.0, pins torch==2.11.0 and its Linux wheel is a CUDA build whose lib/ will not load
+   against torch 2.13+cpu), and torchaudio >= 2.9 has no ``list_audio_backends`` and needs
+   torchcodec for ``load``.  Inference only calls ``torchaudio.list_audio_backends()``,
+   ``torchaudio.load(file_like, backend=...)`` and ``torchaudio.transforms.Resample`` (all in
+   ReferenceLoader), so a tiny module backed by soundfile + julius replaces it.  If a working
+   torchaudio < 2.9 is installed it is left alone.
+
+2. pyrootutils.  ``fish_speech.models.dac.inference`` runs
+   ``pyrootutils.setup_root(__file__, indicator=".project-root", pythonpath=True)`` at import.
+   It searches upward from site-packages/fish_speech/models/dac/ (NOT from the cwd), so a
+   ``.project-root`` in the cwd does not help; one at the venv root does, but then setup_root
+   sets $PROJECT_ROOT, loads <venv>/.env and puts the venv dir first on sys.path.  We instead
+   import that module with ``setup_root`` replaced by a no-op for the duration of the import.
+
+3. Codec loading with the real ``fish_speech.models.dac.inference.load_model`` without
+   writing into site-packages: load_model composes a Hydra config *by name* from
+   fish_speech/configs/; Hydra's file source joins ``f"{configs_dir}/{name}.yaml"``, so a name
+   relative to that dir (``os.path.relpath(ckpt/codec_config, configs_dir)``) reaches the
+   checkpoint's own config.  The config file starts with ``# @package _global_`` (otherwise
+   Hydra nests it under the path's folders and instantiate() returns a dict).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import io
+import os
+import sys
+import types
+from pathlib import Path
+
+__all__ = [
+    "install_torchaudio_shim",
+    "import_dac_inference",
+    "load_codec",
+    "check_t2s_checkpoint",
+    "load_engine",
+    "default_precision",
+    "wav_bytes",
+]
+
+
+# --------------------------------------------------------------------------- torchaudio
+
+
+def _new_module(name: str) -> types.ModuleType:
+    mod = types.ModuleType(name)
+    # transformers' is_torchaudio_available() calls importlib.util.find_spec("torchaudio"),
+    # which raises ValueError on a sys.modules entry whose __spec__ is None.
+    mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    sys.modules[name] = mod
+    return mod
+
+
+def _build_torchaudio_shim() -> types.ModuleType:
+    import julius
+    import soundfile as sf
+    import torch
+
+    ta = _new_module("torchaudio")
+    ta.__version__ = "0.0+lockn-shim"
+    functional = _new_module("torchaudio.functional")
+    transforms = _new_module("torchaudio.transforms")
+    ta.functional, ta.transforms = functional, transforms
+
+    def list_audio_backends() -> list[str]:
+        return ["soundfile"]
+
+    def load(uri, frame_offset: int = 0, num_frames: int = -1, normalize: bool = True,
+             channels_first: bool = True, format=None, buffer_size: int = 4096, backend=None):
+        """torchaudio.load subset: path or file-like -> (float32 Tensor [C, T], sample_rate)."""
+        if isinstance(uri, (bytes, bytearray)):
+            uri = io.BytesIO(uri)
+        frames = -1 if num_frames is None or num_frames < 0 else num_frames
+        data, sr = sf.read(uri, start=frame_offset, frames=frames, dtype="float32",
+                           always_2d=True)  # [T, C]
+        wav = torch.from_numpy(data.T.copy() if channels_first else data.copy())
+        return wav, sr
+
+    def resample(waveform, orig_freq: int, new_freq: int, **_):
+        if orig_freq == new_freq:
+            return waveform
+        return julius.resample_frac(waveform, int(orig_freq), int(new_freq))
+
+    class Resample(torch.nn.Module):
+        def __init__(self, orig_freq: int = 16000, new_freq: int = 16000, **_):
+            super().__init__()
+            self.orig_freq, self.new_freq = int(orig_freq), int(new_freq)
+
+        def forward(self, waveform):
+            return resample(waveform, self.orig_freq, self.new_freq)
+
+    ta.list_audio_backends = list_audio_backends
+    ta.load = load
+    functional.resample = resample
+    transforms.Resample = Resample
+
+    def _missing(modname):
+        def __getattr__(attr):
+            raise AttributeError(
+                f"{modname}.{attr} is not provided by the LockN torchaudio shim "
+                "(only load/list_audio_backends/functional.resample/transforms.Resample)"
+            )
+        return __getattr__
+
+    ta.__getattr__ = _missing("torchaudio")
+    functional.__getattr__ = _missing("torchaudio.functional")
+    transforms.__getattr__ = _missing("torchaudio.transforms")
+    return ta
+
+
+def install_torchaudio_shim() -> str:
+    """Make ``import torchaudio`` safe for fish_speech. Returns "real" or "shim"."""
+    mod = sys.modules.get("torchaudio")
+    if mod is not None and getattr(mod, "__version__", "").endswith("lockn-shim"):
+        return "shim"
+    if mod is None and importlib.util.find_spec("torchaudio") is not None:
+        try:
+            import torchaudio as mod  # noqa: F401
+
+            if hasattr(mod, "list_audio_backends"):
+                return "real"  # torchaudio < 2.9 with a working native lib
+        except Exception:  # CUDA build / ABI mismatch: lib fails to load
+            pass
+        for name in [m for m in sys.modules if m == "torchaudio" or m.startswith("torchaudio.")]:
+            del sys.modules[name]
+    elif mod is not None and hasattr(mod, "list_audio_backends"):
+        return "real"
+    _build_torchaudio_shim()
+    return "shim"
+
+
+# --------------------------------------------------------------------------- codec
+
+
+def import_dac_inference():
+    """Import fish_speech.models.dac.inference without pyrootutils' project-root search."""
+    if "fish_speech.models.dac.inference" in sys.modules:
+        return sys.modules["fish_speech.models.dac.inference"]
+    install_torchaudio_shim()
+    import pyrootutils
+
+    original = pyrootutils.setup_root
+    pyrootutils.setup_root = lambda *args, **kwargs: None
+    try:
+        import fish_speech.models.dac.inference as dac_inference
+    finally:
+        pyrootutils.setup_root = original
+    return dac_inference
+
+
+def load_codec(ckpt_dir: str | Path, device: str = "cpu",
+               config_file: str = "codec_config.yaml", weights_file: str = "codec.pth"):
+    """Load the codec with the real fish_speech.models.dac.inference.load_model.
+
+    ``load_model(config_name, checkpoint_path, device)`` only looks up configs in
+    fish_speech/configs/, so the checkpoint's own config is passed as a name relative to that
+    folder. Without one (the released OpenAudio S1 weights) the package's ``modded_dac_vq`` is used.
+    """
+    dac_inference = import_dac_inference()
+    config_path = Path(ckpt_dir).resolve() / config_file
+    weights_path = Path(ckpt_dir).resolve() / weights_file
+    if not weights_path.is_file():
+        raise FileNotFoundError(weights_path)
+    if not config_path.is_file():
+        return dac_inference.load_model("modded_dac_vq", str(weights_path), device=device)
+    configs_dir = Path(dac_inference.__file__).resolve().parents[2] / "configs"
+    name = os.path.relpath(config_path.with_suffix(""), configs_dir)
+    return dac_inference.load_model(name, str(weights_path), device=device)
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def check_t2s_checkpoint(ckpt_dir: str | Path) -> None:
+    """launch_thread_safe_queue() waits on an Event with no timeout; if init_model raises in
+    its worker thread the caller hangs forever.  Fail fast on the usual causes instead."""
+    ckpt_dir = Path(ckpt_dir)
+    missing = [n for n in ("config.json", "model.pth", "tokenizer.tiktoken")
+               if not (ckpt_dir / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{ckpt_dir}: missing {missing}")
+    install_torchaudio_shim()
+    from fish_speech.models.text2semantic.llama import BaseModelArgs
+    from fish_speech.tokenizer import FishTokenizer
+
+    cfg = BaseModelArgs.from_pretrained(str(ckpt_dir))
+    tok = FishTokenizer.from_pretrained(str(ckpt_dir))
+    n_sem = len(tok.semantic_id_to_token_id)
+    if n_sem < cfg.codebook_size:
+        raise ValueError(f"special_tokens.json has {n_sem} semantic tokens, "
+                         f"model codebook_size is {cfg.codebook_size}")
+    if cfg.vocab_size < tok.vocab_size + tok.num_special_tokens:
+        raise ValueError("config vocab_size smaller than tokenizer vocab + special tokens")
+
+
+def default_precision(device: str):
+    import torch
+
+    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+
+
+def load_engine(ckpt_dir: str | Path, device: str = "cpu", precision=None, compile: bool = False):
+    """Real loaders end to end: launch_thread_safe_queue + dac load_model + TTSInferenceEngine."""
+    install_torchaudio_shim()
+    from fish_speech.inference_engine import TTSInferenceEngine
+    from fish_speech.models.text2semantic.inference import launch_thread_safe_queue
+
+    precision = precision or default_precision(device)
+    check_t2s_checkpoint(ckpt_dir)
+    llama_queue = launch_thread_safe_queue(
+        checkpoint_path=str(ckpt_dir), device=device, precision=precision, compile=compile
+    )
+    decoder_model = load_codec(ckpt_dir, device=device)
+    return TTSInferenceEngine(
+        llama_queue=llama_queue, decoder_model=decoder_model, precision=precision, compile=compile
+    )
+
+
+def wav_bytes(audio, sample_rate: int) -> bytes:
+    """float numpy mono/[T, C] audio -> 16-bit PCM WAV bytes (for ServeReferenceAudio.audio)."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, audio, sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()

@@ -1,0 +1,96 @@
+"""Fish Speech (OpenAudio S1): the GPU engine, with zero-shot cloning from a reference clip + transcript.
+
+Loaded with Fish Speech's own code (`launch_thread_safe_queue` for text-to-semantic,
+`load_model` for the codec, `TTSInferenceEngine` for inference) from
+`LOCKN_FISH_CHECKPOINT_DIR` on `LOCKN_FISH_DEVICE` (cuda when present, else cpu).
+The environment workarounds live in `workers/engines/fish_compat.py`.
+
+The checkpoint folder holds `config.json`, `model.pth`, `tokenizer.tiktoken`,
+`special_tokens.json` (text-to-semantic) and `codec.pth` with either `codec_config.yaml`
+(a Hydra config of the codec) or, for the released OpenAudio S1 weights, none: then the
+package's own `modded_dac_vq` config is used.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from backend.settings import get_settings
+from workers.engines.base import Engine, EngineInfo, ReferenceVoice, SynthesisOptions, VoiceInfo
+
+#: The built-in voice: Fish Speech without a reference speaks in a voice of its own choosing.
+DEFAULT_VOICE = VoiceInfo(id="fish-default", name="Fish Speech default (zero-shot, en)", engine="fish",
+                          language="en")
+#: Generation settings within the ranges ServeTTSRequest accepts.
+SAMPLING = {"temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.1, "chunk_length": 200}
+
+
+class FishSpeechEngine(Engine):
+    name = "fish"
+    queue = "gpu"
+
+    def __init__(self) -> None:
+        self._engine = None
+        self._device = "cpu"
+        self._lock = threading.Lock()  # one generation at a time per loaded model
+
+    @classmethod
+    def available(cls) -> str | None:
+        if importlib.util.find_spec("fish_speech") is None:
+            return "fish-speech is not installed (make setup-fish)"
+        folder = get_settings().fish_checkpoint_dir
+        if folder is None:
+            return "LOCKN_FISH_CHECKPOINT_DIR is not set"
+        missing = [n for n in ("config.json", "model.pth", "tokenizer.tiktoken", "codec.pth")
+                   if not (Path(folder) / n).is_file()]
+        return f"{folder} lacks {', '.join(missing)}" if missing else None
+
+    @staticmethod
+    def choose_device() -> str:
+        wanted = get_settings().fish_device
+        if wanted != "auto":
+            return wanted
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def load(self) -> None:
+        from workers.engines import fish_compat
+
+        self._device = self.choose_device()
+        folder = Path(get_settings().fish_checkpoint_dir or "")
+        self._engine = fish_compat.load_engine(folder, device=self._device)
+
+    def describe(self) -> EngineInfo:
+        rate = self._engine.decoder_model.sample_rate if self._engine is not None else 44100
+        device = self._device if self._engine is not None else get_settings().fish_device
+        return EngineInfo("fish", int(rate), True, device, importlib.metadata.version("fish-speech"))
+
+    def voices(self) -> list[VoiceInfo]:
+        return [DEFAULT_VOICE]
+
+    def synthesize(self, text: str, voice: str | ReferenceVoice,
+                   options: SynthesisOptions = SynthesisOptions()) -> Iterator[np.ndarray]:
+        """Fish Speech has no speed control; `options.speed` is accepted and has no effect."""
+        from fish_speech.utils.schema import ServeReferenceAudio, ServeTTSRequest
+
+        from workers.engines import fish_compat
+
+        references = []
+        if isinstance(voice, ReferenceVoice):
+            clip = fish_compat.wav_bytes(voice.audio, self.describe().sample_rate)
+            references = [ServeReferenceAudio(audio=clip, text=voice.transcript)]
+        request = ServeTTSRequest(text=text, references=references, streaming=True, use_memory_cache="on",
+                                  max_new_tokens=get_settings().fish_max_new_tokens, **SAMPLING)
+        with self._lock:
+            for result in self._engine.inference(request):  # type: ignore[union-attr]
+                if result.code == "error":
+                    raise RuntimeError(f"Fish Speech failed: {result.error}")
+                if result.code == "segment":
+                    yield np.asarray(result.audio[1], dtype=np.float32)
