@@ -68,5 +68,8 @@ clean:
 # Fish Speech (GPU engine) on top of the app's environment. --no-deps: its declared pins would
 # downgrade pydantic and numpy under Reflex; requirements-fish.txt lists what inference really imports.
 .PHONY: setup-fish
-setup-fish: setup
+setup-fish: setup $(VENV)/.installed-fish
+
+$(VENV)/.installed-fish: requirements-fish.txt $(VENV)/.installed
 	$(PIP) install --no-deps -r requirements-fish.txt
+	touch $@

@@ -125,3 +125,37 @@ def test_streaming_yields_a_header_then_the_same_audio(engine, fish_settings) ->
     assert segments and np.array_equal(np.concatenate(segments), final)
     whole = next(r.audio[1] for r in engine._engine.inference(ServeTTSRequest(**request)) if r.code == "final")
     assert np.array_equal(whole, final), "same seed, same audio, streamed or not"
+
+
+def test_cloned_voice_job_runs_on_a_fish_worker(fish_settings, embedded_broker, database) -> None:
+    """Upload a clone, queue a job with it: a `gpu`-queue worker running Fish Speech speaks it."""
+    import io
+    import time
+
+    import soundfile as sf
+
+    from backend.cli import Supervisor, worker_command
+    from backend.services.jobs import enqueue_synthesis, job_status
+    from backend.services.voices import create_cloned_voice
+    from tests.conftest import wait_for_worker_heartbeat
+    from workers.audio import decode
+
+    buffer = io.BytesIO()
+    sf.write(buffer, reference_clip(22050, seconds=12), 22050, format="WAV")
+    voice = create_cloned_voice("auth0|ada", "Ada", "The reference talks for twelve seconds.", buffer.getvalue())
+    env = {**os.environ, "LOCKN_ENGINES": "fish"}
+    supervisor = Supervisor()
+    supervisor.start("gpu-worker", worker_command(queues="gpu"), env=env)
+    try:
+        wait_for_worker_heartbeat(timeout_s=120)
+        job = enqueue_synthesis("auth0|ada", "Cloned hello.", voice.id, "wav")
+        assert job.engine == "fish"
+        deadline = time.monotonic() + 120
+        while (status := job_status(job.id, "auth0|ada")).status not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, "the fish job did not finish"
+            time.sleep(0.2)
+        assert status.status == "succeeded", status.error
+        samples, rate = decode(Path(status.audio_path).read_bytes())
+        assert rate == 44100 and samples.size > 0
+    finally:
+        supervisor.stop_all()
