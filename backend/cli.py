@@ -21,6 +21,7 @@ from pathlib import Path
 from backend.key_cli import add_key_commands
 from backend.log_masking import install_key_masking
 from backend.settings import PROJECT_ROOT, Settings, get_settings
+from workers.engines import ENGINE_QUEUES
 
 TOOLS_DIR = PROJECT_ROOT / ".tools"
 STOP_GRACE_S = 10.0
@@ -160,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--no-worker", action="store_true", help="start the web tier and broker only")
     commands.add_parser("migrate", help="apply database migrations")
     worker = commands.add_parser("worker", help="run a Celery worker in the foreground")
-    worker.add_argument("--queues", default="cpu", help="comma-separated queues, e.g. cpu or gpu")
+    worker.add_argument("--queues", default=None,
+                        help="comma-separated queues (default: those of LOCKN_ENGINES, e.g. gpu for fish)")
     worker.add_argument("--concurrency", type=int, default=1)
     add_key_commands(commands)
     args = parser.parse_args(argv)
@@ -180,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"database is at the latest revision ({'SQLite' if settings.uses_sqlite else 'PostgreSQL'})")
         return 0
     if args.command == "worker":
-        os.execv(sys.executable, worker_command(args.queues, args.concurrency))
+        queues = args.queues or ",".join(sorted({ENGINE_QUEUES.get(e, "cpu") for e in settings.engine_names}))
+        os.execv(sys.executable, worker_command(queues, args.concurrency))
     return run_platform(settings, with_worker=not args.no_worker)
 
 

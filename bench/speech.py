@@ -62,6 +62,18 @@ def worker_engine_p50(since: float) -> float:
     return statistics.median(job.engine_time_s or 0.0 for job in jobs) if jobs else 0.0
 
 
+def cache_timings(base: str, key: str, counter: itertools.count) -> tuple[float, float]:
+    """Seconds for a new request (the engine runs) and for the same request again (the cache answers)."""
+    body = {"model": "tts-1", "voice": VOICE, "input": TEXT.format(n=next(counter)), "response_format": "wav"}
+    timings = []
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120) as http:
+        for _ in range(2):
+            started = time.perf_counter()
+            assert http.post("/v1/audio/speech", json=body).status_code == 200
+            timings.append(time.perf_counter() - started)
+    return timings[0], timings[1]
+
+
 def run_clients(base: str, key: str, clients: int, requests: int, counter: itertools.count) -> dict[str, float]:
     latencies, first_bytes, lock = [], [], threading.Lock()
 
@@ -143,6 +155,9 @@ def main() -> None:
                       f"| p50/engine {r['p50'] / engine_s:.3f}  throughput/engine {r['throughput'] * engine_s:.3f}")
                 print(f"           engine time inside the worker, p50 {worker_engine_p50(since) * 1000:7.1f} ms "
                       "(the same engine sharing 2 cores with the API server and the clients)")
+            miss, hit = cache_timings(base, key, counter)
+            print(f"cache: miss {miss * 1000:7.1f} ms, identical request again {hit * 1000:6.1f} ms "
+                  f"= {miss / hit:.0f}x faster")
         finally:
             supervisor.stop_all()
 
