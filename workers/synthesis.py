@@ -77,6 +77,8 @@ def run_job(job_id: str, report: ProgressReporter = lambda _meta: None) -> dict:
         raise SynthesisError(f"job {job_id} does not exist")
     if job.status == "succeeded":
         return {"job_id": job.id, "status": "succeeded", "redelivered": True}
+    if job.status == "failed":  # cancelled while it waited in the queue
+        return {"job_id": job.id, "status": "failed", "error": job.error}
     job = _update(job_id, status="running", started_at=utcnow(), attempts=job.attempts + 1, progress=0.0,
                   chars_done=0, error=None)
     _publish(reset_stream, job_id)  # a redelivered job starts its live audio over
@@ -98,6 +100,16 @@ def run_job(job_id: str, report: ProgressReporter = lambda _meta: None) -> dict:
         usage_recorder().record(job.key_id, audio_seconds=duration)
     report({"status": "succeeded", "progress": 100.0})
     return {"job_id": job.id, "status": "succeeded", "duration_s": duration}
+
+
+class JobCancelled(Exception):
+    """The owner cancelled the job: stop, leave the row as the owner left it."""
+
+
+def _cancelled(job_id: str) -> bool:
+    with Session(get_engine()) as session:
+        job = session.get(Job, job_id)
+    return job is None or job.status == "failed"
 
 
 def reference_voice(job: Job) -> ReferenceVoice:
@@ -127,6 +139,8 @@ def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice, report: Progre
     chunks: list[np.ndarray] = []
     done, last_write = 0, 0.0
     for sentence in sentences:
+        if _cancelled(job.id):
+            raise JobCancelled(job.id)
         spoken = list(engine.synthesize(sentence, voice, SynthesisOptions(speed=job.speed)))
         chunks += spoken
         if spoken:

@@ -9,7 +9,7 @@ from sqlalchemy.exc import OperationalError
 
 from workers.celery_app import celery_app
 from workers.engines.base import SynthesisError
-from workers.synthesis import fail_job, run_job
+from workers.synthesis import JobCancelled, fail_job, run_job
 
 #: Errors worth another try (the database blinked); anything else is the job's own fault and is final.
 TRANSIENT_ERRORS = (OperationalError, ConnectionError)
@@ -30,6 +30,8 @@ def synthesize(self, job_id: str) -> dict:  # type: ignore[no-untyped-def]
 
     try:
         return run_job(job_id, report)
+    except JobCancelled:
+        return {"job_id": job_id, "status": "failed", "error": "cancelled"}
     except SynthesisError as exc:
         fail_job(job_id, str(exc))
         return {"job_id": job_id, "status": "failed", "error": str(exc)}

@@ -14,6 +14,7 @@ from fastapi import Request, Response
 
 from backend.api.errors import ApiError
 from backend.auth.tokens import InvalidToken, get_token_verifier
+from backend.services import sessions
 from backend.services.keys import SCOPES, KeyRejected, VerifiedKey, get_key_service
 
 KEY_PREFIX = "lk_"
@@ -106,3 +107,21 @@ def _user_from_token(token: str) -> str:
         return verifier.verify(token).subject
     except InvalidToken as exc:
         raise ApiError(401, "invalid_token", str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def require_reader(*scopes: str) -> Callable[..., AsyncIterator[str]]:
+    """For GET routes a browser loads directly (audio in `<audio>`, downloads): an API key holding
+    `scopes`, or the signed-in user's session cookie. Yields the owner. Only safe methods use this:
+    the SameSite=Lax cookie is not sent on cross-site subrequests, and nothing here changes state."""
+    keyed = require_key(*scopes)
+
+    async def dependency(request: Request, response: Response) -> AsyncIterator[str]:
+        if bearer_token(request) is None:
+            session = sessions.session_from_cookie(request.cookies.get(sessions.COOKIE_NAME))
+            if session is not None:
+                yield session.user_id
+                return
+        async for key in keyed(request, response):
+            yield key.owner
+
+    return dependency

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
-from backend.api.auth import require_key
+from backend.api.auth import require_key, require_reader
 from backend.api.errors import ApiError
 from backend.services import voices as voice_library
 from backend.services.errors import ServiceUnavailable
@@ -25,6 +25,8 @@ from workers.audio import FORMATS
 router = APIRouter(prefix="/api/voice", tags=["voice"])
 ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
 WriteKey = Annotated[VerifiedKey, Depends(require_key("tts:write"))]
+#: Key or signed-in browser, for what an `<audio>` element or a download link loads.
+Reader = Annotated[str, Depends(require_reader("tts:read"))]
 SAMPLE_TEXT = "Hello! This is how I sound when I read your text aloud."
 
 
@@ -94,14 +96,14 @@ def delete_voice(voice_id: str, key: WriteKey) -> Response:
 
 
 @router.get("/voices/{voice_id}/sample", summary="A short sample of the voice")
-def voice_sample(voice_id: str, key: ReadKey) -> FileResponse:
+def voice_sample(voice_id: str, owner: Reader) -> FileResponse:
     """A cloned voice's sample is its reference clip; a built-in voice reads a fixed sentence (cached)."""
     with voice_errors():
         if voice_id.startswith("voice_"):
-            voice_library.get_cloned_voice(key.owner, voice_id)
+            voice_library.get_cloned_voice(owner, voice_id)
             return FileResponse(voice_library.reference_path(voice_id), media_type="audio/wav")
-        job = enqueue_synthesis(key.owner, SAMPLE_TEXT, voice_id, "mp3")
-        _, path = finished_audio(job.id, key.owner)
+        job = enqueue_synthesis(owner, SAMPLE_TEXT, voice_id, "mp3")
+        _, path = finished_audio(job.id, owner)
     return FileResponse(path, media_type=FORMATS["mp3"].content_type)
 
 
@@ -127,6 +129,7 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    text: str
     status_url: str
     audio_url: str | None
 
@@ -159,9 +162,9 @@ def get_job(job_id: str, key: ReadKey) -> JobOut:
 
 
 @router.get("/jobs/{job_id}/audio", summary="The job's audio (supports Range requests)")
-def job_audio(job_id: str, key: ReadKey, request: Request) -> FileResponse:
+def job_audio(job_id: str, owner: Reader, request: Request) -> FileResponse:
     with voice_errors():
-        status = job_status(job_id, key.owner)
+        status = job_status(job_id, owner)
     if status.status != "succeeded" or not status.audio_path:
         raise ApiError(409, "not_ready", f"The job is {status.status}; its audio is not ready yet.")
     return FileResponse(status.audio_path, media_type=FORMATS[status.format].content_type,

@@ -62,12 +62,13 @@ class JobStatus:
     started_at: datetime | None
     finished_at: datetime | None
     audio_path: str | None
+    text: str
 
     @classmethod
     def of(cls, job: Job) -> JobStatus:
         return cls(job.id, job.status, job.progress, job.chars_done, job.text_chars, job.voice_id, job.engine,
                    job.format, job.error, job.duration_s, job.engine_time_s, job.created_at, job.started_at,
-                   job.finished_at, job.audio_path)
+                   job.finished_at, job.audio_path, job.text)
 
 
 def validate_request(owner: str, text: str, voice: str, fmt: str, speed: float) -> tuple[str, str]:
@@ -166,3 +167,32 @@ def list_jobs(owner: str, limit: int = 20, cursor: str | None = None) -> tuple[l
         except BadCursor:
             raise InvalidJobRequest("cursor is not a job of yours", "cursor") from None
     return [JobStatus.of(job) for job in page.items], page.next_cursor
+
+
+CANCELLED_MESSAGE = "Cancelled."
+
+
+def cancel_job(job_id: str, owner: str) -> None:
+    """Stop a queued or running job: the worker checks between sentences and stops there."""
+    with Session(get_engine()) as session:
+        job = session.get(Job, job_id)
+        if job is None or job.owner != owner:
+            raise JobNotFound(job_id)
+        if job.status in ("queued", "running"):
+            job.status, job.error = "failed", CANCELLED_MESSAGE
+            session.add(job)
+            session.commit()
+
+
+def delete_job(job_id: str, owner: str) -> None:
+    """Forget a job; its audio file goes too unless a cached twin still points at it."""
+    with Session(get_engine()) as session:
+        job = session.get(Job, job_id)
+        if job is None or job.owner != owner:
+            raise JobNotFound(job_id)
+        path = job.audio_path
+        session.delete(job)
+        session.commit()
+        shared = path and session.exec(select(Job.id).where(Job.audio_path == path)).first()
+    if path and not shared:
+        Path(path).unlink(missing_ok=True)

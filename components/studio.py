@@ -1,0 +1,164 @@
+"""Voice Studio pieces: voice library, generate panel with progress and player, clone zone, history."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+from components.dashboard import panel
+from state.studio import STUDIO_FORMATS, StudioState
+
+AUDIO_TYPES = {"audio/wav": [".wav"], "audio/x-wav": [".wav"], "audio/mpeg": [".mp3"], "audio/flac": [".flac"],
+               "audio/ogg": [".ogg", ".oga"]}
+
+
+def voice_card(voice: rx.Var[dict[str, str]]) -> rx.Component:
+    return rx.card(
+        rx.vstack(
+            rx.hstack(rx.text(voice["name"], weight="bold", size="2"), rx.spacer(),
+                      rx.badge(voice["kind"], variant="soft",
+                               color_scheme=rx.cond(voice["kind"] == "cloned", "violet", "gray")), width="100%"),
+            rx.text(voice["engine"] + " · " + voice["language"], size="1", color=rx.color("gray", 11)),
+            rx.el.audio(src=voice["sample_url"], controls=True, preload="none", style={"width": "100%",
+                                                                                      "height": "32px"}),
+            rx.hstack(
+                rx.button("Use", size="1", variant="soft", on_click=StudioState.set_voice(voice["id"])),
+                rx.cond(voice["kind"] == "cloned",
+                        rx.button("Delete", size="1", variant="ghost", color_scheme="red",
+                                  on_click=StudioState.delete_voice(voice["id"]))),
+                spacing="2"),
+            spacing="2", width="100%",
+        ),
+        data_testid="voice-card", data_voice=voice["id"], data_kind=voice["kind"],
+    )
+
+
+def library_panel() -> rx.Component:
+    return panel(
+        "Voice library",
+        rx.input(placeholder="Search voices", value=StudioState.search, on_change=StudioState.set_search,
+                 width="100%"),
+        rx.grid(rx.foreach(StudioState.filtered_voices, voice_card),
+                columns=rx.breakpoints(initial="1", sm="2", md="3"), spacing="3", width="100%"),
+        rx.cond(StudioState.notice != "", rx.callout(StudioState.notice, icon="info", color_scheme="amber")),
+    )
+
+
+def generate_panel() -> rx.Component:
+    return panel(
+        "Generate speech",
+        rx.text_area(placeholder="Type what the voice should say… (Ctrl/Cmd-Enter generates)",
+                     value=StudioState.text, on_change=StudioState.set_text, on_key_down=StudioState.on_key,
+                     rows="5", width="100%", max_length=4096, data_testid="studio-text"),
+        rx.text(StudioState.char_count, size="1", color=rx.color("gray", 11), align="right", width="100%"),
+        rx.flex(
+            rx.select(StudioState.voice_options, value=StudioState.voice_id, on_change=StudioState.set_voice,
+                      data_testid="voice-select"),
+            rx.select(STUDIO_FORMATS, value=StudioState.fmt, on_change=StudioState.set_fmt,
+                      data_testid="format-select"),
+            rx.hstack(rx.text("Speed", size="2"),
+                      rx.slider(default_value=[1.0], min=0.5, max=2.0, step=0.1, on_value_commit=StudioState.set_speed,
+                                width="120px"),
+                      rx.text(StudioState.speed.to_string() + "×", size="2"), align="center"),
+            spacing="3", wrap="wrap", align="center", width="100%",
+        ),
+        rx.hstack(
+            rx.button(rx.cond(StudioState.generating, "Generating…", "Generate"), on_click=StudioState.generate,
+                      disabled=StudioState.generating | (StudioState.text.strip() == ""), data_testid="generate"),
+            rx.cond(StudioState.generating, rx.button("Cancel", variant="soft", color_scheme="gray",
+                                                      on_click=StudioState.cancel, data_testid="cancel")),
+            spacing="3",
+        ),
+        rx.cond(StudioState.generating | (StudioState.job_status == "succeeded"), rx.vstack(
+            rx.progress(value=StudioState.progress.to(int), width="100%", data_testid="progress"),
+            rx.text(StudioState.job_status + " · " + StudioState.progress.to_string() + " %", size="1",
+                    color=rx.color("gray", 11), data_testid="progress-label"),
+            width="100%", spacing="1")),
+        rx.cond(StudioState.error != "", rx.callout(StudioState.error, color_scheme="red", icon="triangle_alert",
+                                                    width="100%", data_testid="studio-error")),
+        rx.cond(StudioState.audio_url != "", rx.vstack(
+            rx.el.audio(src=StudioState.audio_url, controls=True, preload="auto", data_testid="player",
+                        style={"width": "100%"}),
+            rx.hstack(rx.link(rx.button(rx.icon("download", size=16), "Download", variant="soft"),
+                              href=StudioState.audio_url, download=True, data_testid="download",
+                              reload_document=True),
+                      rx.text(StudioState.result_info, size="2", color=rx.color("gray", 11)), align="center",
+                      wrap="wrap"),
+            width="100%", spacing="2")),
+    )
+
+
+def waveform_bars() -> rx.Component:
+    return rx.hstack(
+        rx.foreach(StudioState.clip_waveform, lambda height: rx.box(
+            width="3px", height=height.to_string() + "%", background=rx.color("accent", 9), border_radius="1px")),
+        height="48px", align="center", spacing="1", width="100%", overflow="hidden", data_testid="waveform",
+    )
+
+
+def clone_panel() -> rx.Component:
+    return panel(
+        "Clone a voice",
+        rx.text("Drop a clean 10–30 second recording of one speaker, then type exactly what it says.", size="2",
+                color=rx.color("gray", 11)),
+        rx.upload(
+            rx.vstack(rx.icon("upload", size=24), rx.text("Drop a WAV, MP3, FLAC or OGG file here, or click",
+                                                            size="2"), align="center", spacing="2"),
+            id="clone", accept=AUDIO_TYPES, max_files=1, multiple=False,
+            on_drop=StudioState.stage_clip(rx.upload_files(upload_id="clone")),
+            on_drop_rejected=StudioState.reject_files,
+            border=f"2px dashed {rx.color('gray', 7)}", border_radius="10px", padding="1.5rem", width="100%",
+            data_testid="clone-drop",
+        ),
+        rx.cond(StudioState.clip_seconds > 0, rx.vstack(
+            rx.text(StudioState.clip_name + " · " + StudioState.clip_seconds.to_string() + " s of speech", size="2",
+                    data_testid="clip-info"),
+            waveform_bars(), width="100%", spacing="2")),
+        rx.form(
+            rx.vstack(
+                rx.input(name="name", placeholder="Voice name", max_length=80, width="100%", required=True),
+                rx.text_area(name="transcript", placeholder="Transcript of the recording", max_length=500,
+                             width="100%", rows="3"),
+                rx.button("Create voice", type="submit", data_testid="create-voice"),
+                spacing="2", width="100%",
+            ),
+            on_submit=StudioState.create_voice, reset_on_submit=True, width="100%",
+        ),
+        rx.cond(StudioState.clone_error != "", rx.callout(StudioState.clone_error, color_scheme="red",
+                                                          icon="triangle_alert", data_testid="clone-error")),
+        rx.cond(StudioState.clone_notice != "", rx.callout(StudioState.clone_notice, color_scheme="green",
+                                                           icon="check", data_testid="clone-notice")),
+    )
+
+
+def history_row(item: rx.Var[dict[str, str]]) -> rx.Component:
+    return rx.card(
+        rx.flex(
+            rx.vstack(rx.text(item["snippet"], size="2"),
+                      rx.text(item["voice"] + " · " + item["format"] + " · " + item["when"] + " · " + item["duration"],
+                              size="1", color=rx.color("gray", 11)), spacing="1", flex="1", min_width="0"),
+            rx.hstack(
+                rx.cond(item["url"] != "", rx.fragment(
+                    rx.button("Replay", size="1", variant="soft", on_click=StudioState.replay(item["id"], item["url"]),
+                              data_testid="replay"),
+                    rx.link(rx.button("Download", size="1", variant="soft"), href=item["url"], download=True,
+                            reload_document=True)),
+                    rx.badge(item["status"], variant="soft")),
+                rx.button("Delete", size="1", variant="ghost", color_scheme="red",
+                          on_click=StudioState.delete_generation(item["id"])),
+                spacing="2"),
+            gap="3", wrap="wrap", align="center", width="100%",
+        ),
+        width="100%", data_testid="history-row",
+    )
+
+
+def history_panel() -> rx.Component:
+    return panel(
+        "History",
+        rx.cond(StudioState.history.length() > 0,
+                rx.vstack(rx.foreach(StudioState.history, history_row), spacing="2", width="100%"),
+                rx.text("Nothing generated yet: type some text above and press Generate.", size="2",
+                        color=rx.color("gray", 11))),
+        rx.cond(StudioState.history_cursor != "",
+                rx.button("Show older", variant="soft", on_click=StudioState.more_history)),
+    )

@@ -1,0 +1,134 @@
+"""The Voice Studio in a real Chromium against the running app, worker and Piper engine."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+from playwright.sync_api import Page, expect
+
+from qa.conftest import VIEWPORTS, save_screenshot
+
+pytestmark = pytest.mark.browser
+LONG_TEXT = " ".join(f"This is sentence {n} of a longer passage, so the progress bar has time to move."
+                     for n in range(1, 16))
+
+
+def open_studio(open_page, viewport: str = "desktop", email: str = "studio@example.test") -> Page:
+    page = open_page("/studio", viewport)
+    page.wait_for_url(re.compile(r".*/dev-idp/authorize.*"), timeout=20000)
+    page.get_by_label("Email").fill(email)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r".*/studio/?$"), timeout=20000)
+    expect(page.get_by_test_id("studio")).to_be_visible(timeout=20000)
+    expect(page.get_by_test_id("voice-card").first).to_be_visible(timeout=20000)
+    return page
+
+
+def generate(page: Page, text: str, fmt: str) -> list[str]:
+    """Type, pick the format, generate; returns the progress labels seen while it ran."""
+    page.get_by_test_id("studio-text").fill(text)
+    page.get_by_role("combobox").filter(has_text=re.compile(r"^(wav|mp3|flac|opus)$")).click()
+    page.get_by_role("option", name=fmt, exact=True).click()
+    player = page.get_by_test_id("player")
+    previous = player.get_attribute("src") if player.count() else None
+    page.get_by_test_id("generate").click()
+    labels: list[str] = []
+    for _ in range(1200):
+        label = page.get_by_test_id("progress-label")
+        if label.count():
+            text_now = label.inner_text()
+            if not labels or labels[-1] != text_now:
+                labels.append(text_now)
+        if player.count() and player.get_attribute("src") != previous:
+            break
+        page.wait_for_timeout(50)
+    expect(player).not_to_have_attribute("src", previous or "", timeout=60000)
+    return labels
+
+
+def audio_duration(page: Page) -> float:
+    return page.evaluate("""async () => {
+        const a = document.querySelector('[data-testid=player]');
+        await new Promise(r => { a.onloadedmetadata = r; a.load(); });
+        return a.duration; }""")
+
+
+def test_generate_wav_and_mp3_with_progress_player_and_download(open_page) -> None:
+    page = open_studio(open_page)
+    labels = generate(page, LONG_TEXT, "wav")
+    assert any(re.search(r"running · ([1-9]\d?(\.\d)?) %", label) for label in labels), labels
+    assert audio_duration(page) > 20
+    download = page.request.get(page.get_by_test_id("download").get_attribute("href"))
+    assert download.status == 200 and download.headers["content-type"] == "audio/wav"
+    samples, rate = sf.read(io.BytesIO(download.body()))
+    assert len(samples) / rate > 20
+
+    generate(page, "A short one, in MP3.", "mp3")
+    assert audio_duration(page) > 0.5
+    mp3 = page.request.get(page.get_by_test_id("download").get_attribute("href"))
+    assert mp3.headers["content-type"] == "audio/mpeg" and len(mp3.body()) > 1000
+
+    rows = page.get_by_test_id("history-row")
+    expect(rows).to_have_count(2)
+    rows.nth(1).get_by_test_id("replay").click()
+    expect(page.get_by_test_id("player")).to_have_attribute("src", re.compile(r"/api/voice/jobs/job_.*/audio"))
+    assert audio_duration(page) > 20
+    assert page.console_errors == []
+
+
+def piper_clip(seconds_of_text: str) -> bytes:
+    from workers.engines.piper import PiperEngine
+
+    engine = PiperEngine()
+    engine.load()
+    pcm = np.concatenate(list(engine.synthesize(seconds_of_text, "en_US-joe-medium")))
+    buffer = io.BytesIO()
+    sf.write(buffer, pcm, engine.describe().sample_rate, format="WAV")
+    return buffer.getvalue()
+
+
+def drop(page: Page, name: str, data: bytes, mime: str) -> None:
+    page.get_by_test_id("clone-drop").locator("input[type=file]").set_input_files(
+        {"name": name, "mimeType": mime, "buffer": data})
+
+
+def test_clone_a_voice_and_refusals(open_page, tmp_path) -> None:
+    page = open_studio(open_page, email="cloner@example.test")
+    transcript = ("My voice is being recorded for LockN today. I speak clearly and at an even pace, so that "
+                  "the clone sounds just like me. This recording lasts about fifteen seconds in total, "
+                  "which is enough for a good clone.")
+    clip = piper_clip(transcript)
+    seconds = sf.info(io.BytesIO(clip)).duration
+    assert 10 < seconds < 30, seconds
+
+    drop(page, "short.wav", piper_clip("Too short to clone."), "audio/wav")
+    expect(page.get_by_test_id("clone-error")).to_contain_text("record 10–30 s")
+    drop(page, "notes.txt", b"this is not audio", "text/plain")
+    expect(page.get_by_test_id("clone-error")).to_contain_text("not audio")
+
+    drop(page, "me.wav", clip, "audio/wav")
+    expect(page.get_by_test_id("clip-info")).to_contain_text("s of speech")
+    expect(page.get_by_test_id("waveform").locator("div")).to_have_count(60)
+    page.get_by_placeholder("Voice name").fill("My clone")
+    page.get_by_placeholder("Transcript of the recording").fill(transcript)
+    page.get_by_test_id("create-voice").click()
+    expect(page.get_by_test_id("clone-notice")).to_contain_text("needs a Fish Speech worker")
+    expect(page.locator("[data-testid=voice-card][data-kind=cloned]")).to_have_count(1)
+    assert page.console_errors == []
+
+
+@pytest.mark.parametrize("viewport", list(VIEWPORTS))
+def test_studio_screenshots_idle_and_generating(open_page, viewport: str) -> None:
+    page = open_studio(open_page, viewport, email=f"shots-{viewport}@example.test")
+    save_screenshot(page, f"studio-{viewport}-idle")
+    page.get_by_test_id("studio-text").fill(LONG_TEXT)
+    page.get_by_test_id("generate").click()
+    expect(page.get_by_test_id("progress")).to_be_visible(timeout=20000)
+    page.wait_for_timeout(300)
+    save_screenshot(page, f"studio-{viewport}-generating")
+    expect(page.get_by_test_id("player")).to_be_attached(timeout=60000)
+    assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0

@@ -1,0 +1,309 @@
+"""State of the Voice Studio: the voice library, generating speech, cloning a voice, history.
+
+Handlers call the same services as the API (`backend/services/jobs.py`, `voices.py`), never the
+app's own HTTP API. Generation runs as a background event that follows the job's real progress,
+so the page never freezes; every private action re-checks the session first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import numpy as np
+import reflex as rx
+
+from backend.services import voices as voice_library
+from backend.services.errors import ServiceUnavailable
+from backend.services.jobs import (
+    MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, cancel_job, delete_job, enqueue_synthesis, job_status, list_jobs,
+)
+from backend.settings import get_settings
+from state.auth import AuthState
+from workers.audio import FORMATS
+
+STUDIO_FORMATS = ["wav", "mp3", "flac", "opus"]
+HISTORY_PAGE = 10
+POLL_S = 0.25
+WAVEFORM_BARS = 60
+FISH_README = "https://github.com/lockn/lockn#add-a-gpu-worker"
+
+
+def waveform(pcm: np.ndarray, bars: int = WAVEFORM_BARS) -> list[int]:
+    """Peak heights (0–100) of `bars` equal slices: a picture of the clip before it becomes a voice."""
+    if pcm.size == 0:
+        return [0] * bars
+    slices = np.array_split(np.abs(pcm), bars)
+    peaks = np.array([s.max() if s.size else 0.0 for s in slices])
+    return [int(4 + 96 * p / (peaks.max() or 1.0)) for p in peaks]
+
+
+class StudioState(AuthState):
+    voices: list[dict[str, str]] = []
+    search: str = ""
+    text: str = ""
+    voice_id: str = ""
+    fmt: str = "wav"
+    speed: float = 1.0
+    # the generation in flight (or the last one)
+    job_id: str = ""
+    job_status: str = ""
+    progress: float = 0.0
+    audio_url: str = ""
+    result_info: str = ""
+    error: str = ""
+    notice: str = ""
+    # cloning
+    clip_name: str = ""
+    clip_seconds: float = 0.0
+    clip_waveform: list[int] = []
+    clone_error: str = ""
+    clone_notice: str = ""
+    _staged_clip: str = ""
+    # history
+    history: list[dict[str, str]] = []
+    history_cursor: str = ""
+
+    @rx.var
+    def char_count(self) -> str:
+        return f"{len(self.text):,} / {MAX_TEXT_CHARS:,}"
+
+    @rx.var
+    def generating(self) -> bool:
+        return self.job_status in ("queued", "running")
+
+    @rx.var
+    def filtered_voices(self) -> list[dict[str, str]]:
+        needle = self.search.strip().lower()
+        return [v for v in self.voices if not needle or needle in (v["name"] + " " + v["language"]).lower()]
+
+    @rx.var
+    def voice_options(self) -> list[str]:
+        return [v["id"] for v in self.voices]
+
+    # ----- loading ---------------------------------------------------------------------------------
+
+    @rx.event
+    def load(self):  # type: ignore[no-untyped-def]
+        if not self._load_profile():
+            return self._sign_in_redirect()
+        self._refresh_voices()
+        self._refresh_history()
+        return None
+
+    def _refresh_voices(self) -> None:
+        owner = self._owner()
+        if owner is None:
+            return
+        try:
+            entries = voice_library.list_voices(owner)
+            self.notice = ""
+        except ServiceUnavailable as exc:
+            entries, self.notice = voice_library.cloned_voices(owner), str(exc)
+        self.voices = [{"id": v.id, "name": v.name, "engine": v.engine, "language": v.language, "kind": v.kind,
+                        "sample_url": f"/api/voice/voices/{v.id}/sample"} for v in entries]
+        if self.voice_id not in {v["id"] for v in self.voices}:
+            self.voice_id = next((v["id"] for v in self.voices if v["kind"] == "builtin"), "")
+
+    def _refresh_history(self, cursor: str | None = None) -> None:
+        owner = self._owner()
+        if owner is None:
+            return
+        jobs, next_cursor = list_jobs(owner, HISTORY_PAGE, cursor)
+        names = {v["id"]: v["name"] for v in self.voices}
+        rows = [{"id": j.id, "snippet": j.text if len(j.text) <= 60 else j.text[:57] + "…", "voice": names.get(j.voice, j.voice),
+                 "format": j.format.upper(), "when": j.created_at.strftime("%Y-%m-%d %H:%M"), "status": j.status,
+                 "duration": f"{j.duration_s:.1f} s" if j.duration_s else "",
+                 "url": f"/api/voice/jobs/{j.id}/audio" if j.status == "succeeded" else ""} for j in jobs]
+        self.history = (self.history if cursor else []) + rows
+        self.history_cursor = next_cursor or ""
+
+    @rx.event
+    def more_history(self):  # type: ignore[no-untyped-def]
+        if self._owner() is None:
+            return self._sign_in_redirect()
+        self._refresh_history(self.history_cursor or None)
+        return None
+
+    # ----- form ------------------------------------------------------------------------------------
+
+    @rx.event
+    def set_text(self, value: str) -> None:
+        self.text = value[:MAX_TEXT_CHARS]
+
+    @rx.event
+    def set_search(self, value: str) -> None:
+        self.search = value
+
+    @rx.event
+    def set_voice(self, value: str) -> None:
+        self.voice_id = value
+
+    @rx.event
+    def set_fmt(self, value: str) -> None:
+        self.fmt = value if value in FORMATS else "wav"
+
+    @rx.event
+    def set_speed(self, value: list[float]) -> None:
+        self.speed = round(float(value[0]), 2)
+
+    @rx.event
+    def on_key(self, key: str, info: dict):  # type: ignore[no-untyped-def]
+        """Ctrl/Cmd-Enter generates."""
+        if key == "Enter" and (info.get("ctrl_key") or info.get("meta_key")):
+            return StudioState.generate
+        return None
+
+    # ----- generating -------------------------------------------------------------------------------
+
+    @rx.event(background=True)
+    async def generate(self):  # type: ignore[no-untyped-def]
+        async with self:
+            owner = self._owner()
+            if owner is None:
+                return self._sign_in_redirect()
+            if self.generating:
+                return None
+            self.error, self.audio_url, self.result_info, self.progress = "", "", "", 0.0
+            try:
+                job = enqueue_synthesis(owner, self.text, self.voice_id, self.fmt, self.speed)
+            except InvalidJobRequest as exc:
+                self.error = str(exc)
+                return None
+            except ServiceUnavailable as exc:
+                self.error = self._engine_message(str(exc))
+                return None
+            self.job_id, self.job_status = job.id, job.status
+        await self._follow(owner, job.id)
+        return None
+
+    def _engine_message(self, message: str) -> str:
+        if "Fish Speech" in message:
+            return f"{message}. See {FISH_README} to add one."
+        return message
+
+    async def _follow(self, owner: str, job_id: str) -> None:
+        """Mirror the job's progress until it ends (or is cancelled); never blocks the page."""
+        while True:
+            status = await asyncio.to_thread(job_status, job_id, owner)
+            async with self:
+                if self.job_id != job_id:
+                    return
+                self.job_status, self.progress = status.status, status.progress
+                if status.status == "succeeded":
+                    self.audio_url = f"/api/voice/jobs/{job_id}/audio"
+                    self.result_info = (f"{status.duration_s:.1f} s of audio, made in "
+                                        f"{(status.finished_at - status.created_at).total_seconds():.1f} s")
+                    self._refresh_history()
+                    return
+                if status.status == "failed":
+                    self.error = status.error or "generation failed"
+                    self._refresh_history()
+                    return
+            await asyncio.sleep(POLL_S)
+
+    @rx.event
+    def cancel(self):  # type: ignore[no-untyped-def]
+        owner = self._owner()
+        if owner is None:
+            return self._sign_in_redirect()
+        if self.job_id and self.generating:
+            cancel_job(self.job_id, owner)
+            self.job_status, self.error = "failed", "Cancelled."
+        return None
+
+    @rx.event
+    def replay(self, job_id: str, url: str) -> None:
+        self.job_id, self.job_status, self.audio_url, self.error = job_id, "succeeded", url, ""
+        self.result_info = "from your history"
+
+    @rx.event
+    def delete_generation(self, job_id: str):  # type: ignore[no-untyped-def]
+        owner = self._owner()
+        if owner is None:
+            return self._sign_in_redirect()
+        try:
+            delete_job(job_id, owner)
+        except JobNotFound:
+            pass
+        if self.job_id == job_id:
+            self.audio_url, self.result_info = "", ""
+        self._refresh_history()
+        return None
+
+    # ----- cloning ----------------------------------------------------------------------------------
+
+    @rx.event
+    async def stage_clip(self, files: list[rx.UploadFile]):  # type: ignore[no-untyped-def]
+        """The dropped clip is checked at once; its duration and waveform show before it becomes a voice."""
+        if self._owner() is None:
+            return self._sign_in_redirect()
+        self.clone_error = self.clone_notice = ""
+        self.clip_name, self.clip_seconds, self.clip_waveform = "", 0.0, []
+        if not files:
+            return None
+        upload = files[0]
+        data = await upload.read()
+        try:
+            speech, rate = voice_library.validate_clip(data)
+        except voice_library.VoiceRejected as exc:
+            self.clone_error = str(exc)
+            return None
+        staged = get_settings().data_dir / "staging" / f"{secrets.token_hex(12)}.clip"
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        staged.write_bytes(data)
+        self._staged_clip = str(staged)
+        self.clip_name = upload.name or "clip"
+        self.clip_seconds = round(len(speech) / rate, 1)
+        self.clip_waveform = waveform(speech)
+        return None
+
+    @rx.event
+    def reject_files(self, _rejections: list[dict]) -> None:
+        self.clone_error = "That file is not audio we can use: choose a WAV, MP3, FLAC or OGG recording."
+
+    @rx.event
+    def create_voice(self, form: dict):  # type: ignore[no-untyped-def]
+        from pathlib import Path
+
+        owner = self._owner()
+        if owner is None:
+            return self._sign_in_redirect()
+        self.clone_error = self.clone_notice = ""
+        if not self._staged_clip or not Path(self._staged_clip).exists():
+            self.clone_error = "Drop a 10–30 second recording first."
+            return None
+        try:
+            entry = voice_library.create_cloned_voice(owner, str(form.get("name", "")),
+                                                      str(form.get("transcript", "")),
+                                                      Path(self._staged_clip).read_bytes())
+        except voice_library.VoiceRejected as exc:
+            self.clone_error = str(exc)
+            return None
+        Path(self._staged_clip).unlink(missing_ok=True)
+        self._staged_clip, self.clip_name, self.clip_seconds, self.clip_waveform = "", "", 0.0, []
+        self._refresh_voices()
+        engines = self._live_engine_names()
+        self.clone_notice = (f"“{entry.name}” is in your library." if "fish" in engines else
+                             f"“{entry.name}” is in your library. Speaking with it needs a Fish Speech worker, "
+                             f"and none is running: see {FISH_README}.")
+        return None
+
+    def _live_engine_names(self) -> set[str]:
+        try:
+            return set(voice_library.live_engines())
+        except ServiceUnavailable:
+            return set()
+
+    @rx.event
+    def delete_voice(self, voice_id: str):  # type: ignore[no-untyped-def]
+        owner = self._owner()
+        if owner is None:
+            return self._sign_in_redirect()
+        try:
+            voice_library.delete_cloned_voice(owner, voice_id)
+        except voice_library.VoiceNotFound:
+            pass
+        self._refresh_voices()
+        return None
+
