@@ -26,7 +26,8 @@ STUDIO_FORMATS = ["wav", "mp3", "flac", "opus"]
 HISTORY_PAGE = 10
 POLL_S = 0.25
 WAVEFORM_BARS = 60
-FISH_README = "https://github.com/lockn/lockn#add-a-gpu-worker"
+#: Where an operator learns to add a cloning engine (the README ships with every LockN install).
+FISH_README = "README.md, section “Add a GPU worker”"
 
 
 def waveform(pcm: np.ndarray, bars: int = WAVEFORM_BARS) -> list[int]:
@@ -171,16 +172,11 @@ class StudioState(AuthState):
                 self.error = str(exc)
                 return None
             except ServiceUnavailable as exc:
-                self.error = self._engine_message(str(exc))
+                self.error = str(exc)  # names the README section when a Fish Speech worker is missing
                 return None
             self.job_id, self.job_status = job.id, job.status
         await self._follow(owner, job.id)
         return None
-
-    def _engine_message(self, message: str) -> str:
-        if "Fish Speech" in message:
-            return f"{message}. See {FISH_README} to add one."
-        return message
 
     async def _follow(self, owner: str, job_id: str) -> None:
         """Mirror the job's progress until it ends (or is cancelled); never blocks the page."""
