@@ -17,6 +17,7 @@ help:
 	@echo "make test   run the whole test suite (unit, integration, browser)"
 	@echo "make setup  install everything run needs (idempotent)"
 	@echo "make dev    hot-reloading development server (two ports: frontend 3000, backend 8000)"
+	@echo "make prod-local  rehearse production here: proxy, 2 web replicas, 2 workers, PostgreSQL, Redis"
 
 run: setup
 	$(PY) -m backend.cli run
@@ -64,6 +65,15 @@ qa-browser:
 
 clean:
 	rm -rf .web .states qa/artifacts
+
+# Production topology rehearsed on this machine: a proxy on LOCKN_PORT (3000) in front of two web replicas
+# (3001, 3002), two workers, the machine's PostgreSQL and Redis; LOCKN_ENV=rehearsal (loopback only).
+REHEARSAL_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/lockn_rehearsal
+REHEARSAL_REDIS_URL ?= redis://127.0.0.1:6379/1
+.PHONY: prod-local
+prod-local: setup
+	LOCKN_ENV=rehearsal LOCKN_DATABASE_URL=$(REHEARSAL_DATABASE_URL) LOCKN_REDIS_URL=$(REHEARSAL_REDIS_URL) \
+	  LOCKN_DATA_DIR=$${LOCKN_DATA_DIR:-data/rehearsal} $(PY) -m backend.cli prod-local
 
 # Fish Speech (GPU engine) on top of the app's environment. --no-deps: its declared pins would
 # downgrade pydantic and numpy under Reflex; requirements-fish.txt lists what inference really imports.

@@ -19,7 +19,8 @@ config = rx.Config(
     telemetry_enabled=False,
     show_built_with_reflex=False,
     default_color_mode="system",
-    redis_url=settings.redis_url if settings.env == "prod" else None,
+    # Replicas share Reflex state through Redis (production and its local rehearsal).
+    redis_url=settings.redis_url if settings.distributed else None,
     disable_plugins=[SitemapPlugin],
     plugins=[rx.plugins.RadixThemesPlugin(
         theme=rx.theme(accent_color="violet", gray_color="slate", radius="medium", has_background=True))],

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from backend.key_cli import add_key_commands
@@ -70,10 +70,16 @@ def embedded_broker_command(settings: Settings) -> list[str]:
             "--loglevel", "warning"]
 
 
-def worker_command(queues: str = "cpu", concurrency: int = 1) -> list[str]:
+def worker_command(queues: str = "cpu", concurrency: int = 1, index: int = 0) -> list[str]:
+    """A Celery worker; `index` tells apart several workers started by one supervisor."""
     return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "--quiet", "worker", "--queues", queues,
             "--concurrency", str(concurrency), "--loglevel", "WARNING",
-            "--hostname", f"{queues.replace(',', '+')}@%h-{os.getpid()}"]
+            "--hostname", f"{queues.replace(',', '+')}@%h-{os.getpid()}-{index}"]
+
+
+def engine_queues(settings: Settings) -> str:
+    """The queues a worker consumes by default: those of the engines in `LOCKN_ENGINES`."""
+    return ",".join(sorted({ENGINE_QUEUES.get(e, "cpu") for e in settings.engine_names}))
 
 
 class Supervisor:
@@ -120,11 +126,8 @@ def wait_for_socket(path: Path, timeout_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def run_platform(settings: Settings, with_worker: bool = True) -> int:
-    """Migrate, then run broker, worker and web until one exits or we are told to stop."""
-    from backend.db import migrate
-
-    migrate()
+def supervise(start: Callable[[Supervisor], None]) -> int:
+    """Start children with `start`, then wait until one exits or we are told to stop; stop them all."""
     supervisor = Supervisor()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -134,14 +137,7 @@ def run_platform(settings: Settings, with_worker: bool = True) -> int:
     for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop_signal, _stop)
     try:
-        if not settings.redis_url:
-            settings.embedded_broker_socket.unlink(missing_ok=True)
-            supervisor.start("broker", embedded_broker_command(settings))
-            wait_for_socket(settings.embedded_broker_socket)
-        if with_worker:
-            supervisor.start("worker", worker_command())
-        supervisor.start("web", reflex_command(settings), env=reflex_environment(settings))
-        print(f"LockN is starting on {settings.base_url}  (Ctrl-C stops everything)", flush=True)
+        start(supervisor)
         while (exited := supervisor.first_exited()) is None:
             time.sleep(0.5)
         name, code = exited
@@ -154,6 +150,25 @@ def run_platform(settings: Settings, with_worker: bool = True) -> int:
         supervisor.stop_all()
 
 
+def run_platform(settings: Settings, with_worker: bool = True) -> int:
+    """Migrate, then run broker, worker and web until one exits or we are told to stop."""
+    from backend.db import migrate
+
+    migrate()
+
+    def start(supervisor: Supervisor) -> None:
+        if not settings.redis_url:
+            settings.embedded_broker_socket.unlink(missing_ok=True)
+            supervisor.start("broker", embedded_broker_command(settings))
+            wait_for_socket(settings.embedded_broker_socket)
+        if with_worker:
+            supervisor.start("worker", worker_command(engine_queues(settings)))
+        supervisor.start("web", reflex_command(settings), env=reflex_environment(settings))
+        print(f"LockN is starting on {settings.base_url}  (Ctrl-C stops everything)", flush=True)
+
+    return supervise(start)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lockn", description="Run and administer LockN.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--queues", default=None,
                         help="comma-separated queues (default: those of LOCKN_ENGINES, e.g. gpu for fish)")
     worker.add_argument("--concurrency", type=int, default=1)
+    web = commands.add_parser("web", help="serve one web replica (built frontend, API, websocket)")
+    web.add_argument("--port", type=int, default=None, help="default: LOCKN_PORT")
+    web.add_argument("--no-frontend", action="store_true", help="API and websocket only (a proxy serves pages)")
+    commands.add_parser("build", help="build the static frontend once, for the replicas to serve")
+    rehearsal = commands.add_parser("prod-local", help="rehearse production here: proxy, web replicas, workers")
+    rehearsal.add_argument("--replicas", type=int, default=2)
+    rehearsal.add_argument("--workers", type=int, default=2)
     add_key_commands(commands)
     args = parser.parse_args(argv)
 
@@ -182,8 +204,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"database is at the latest revision ({'SQLite' if settings.uses_sqlite else 'PostgreSQL'})")
         return 0
     if args.command == "worker":
-        queues = args.queues or ",".join(sorted({ENGINE_QUEUES.get(e, "cpu") for e in settings.engine_names}))
-        os.execv(sys.executable, worker_command(queues, args.concurrency))
+        os.execv(sys.executable, worker_command(args.queues or engine_queues(settings), args.concurrency))
+    if args.command == "web":
+        from backend.web_replica import serve
+
+        serve(settings, args.port or settings.port, with_frontend=not args.no_frontend)
+        return 0
+    if args.command == "build":
+        from backend.web_replica import build_frontend
+
+        build_frontend(settings)
+        return 0
+    if args.command == "prod-local":
+        from backend.rehearsal import run_rehearsal
+
+        return run_rehearsal(settings, replicas=args.replicas, workers=args.workers)
     return run_platform(settings, with_worker=not args.no_worker)
 
 

@@ -7,6 +7,10 @@ Production (`LOCKN_ENV=prod`) refuses to start with any development default:
 an embedded SQLite database, the embedded broker, the development identity
 provider, or a secret that was not set explicitly. The check lives in a
 validator, so it runs wherever settings are built: the web app, a worker, the CLI.
+
+`LOCKN_ENV=rehearsal` is the production topology on one machine (`make prod-local`):
+PostgreSQL, Redis, several replicas, exactly as in production, but it may use the
+development identity provider, because it refuses any address but loopback.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,8 +27,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: The repository root: default home of `data/` and of `.env`.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-Environment = Literal["dev", "test", "prod"]
+Environment = Literal["dev", "test", "rehearsal", "prod"]
 MIN_SECRET_LENGTH = 32
+#: Hosts a rehearsal may bind to and be reached at: it never leaves this machine.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class ProductionConfigError(Exception):
@@ -126,14 +133,22 @@ class Settings(BaseSettings):
         """Celery broker and result backend: configured Redis, else the embedded one."""
         return self.redis_url or f"redis+socket://{self.embedded_broker_socket}"
 
+    @property
+    def distributed(self) -> bool:
+        """Several web replicas share Redis and PostgreSQL (Reflex then keeps its state in Redis)."""
+        return self.env in ("prod", "rehearsal")
+
     @model_validator(mode="after")
     def _refuse_development_defaults_in_prod(self) -> Settings:
-        if self.env != "prod":
+        if self.env == "prod":
+            problems = production_problems(self)
+        elif self.env == "rehearsal":
+            problems = rehearsal_problems(self)
+        else:
             return self
-        problems = production_problems(self)
         if problems:
             raise ProductionConfigError(
-                "LOCKN_ENV=prod refuses development defaults: " + "; ".join(problems)
+                f"LOCKN_ENV={self.env} refuses development defaults: " + "; ".join(problems)
             )
         return self
 
@@ -154,13 +169,31 @@ class Settings(BaseSettings):
         return path.read_text().strip()
 
 
-def production_problems(settings: Settings) -> list[str]:
-    """Every development default still present, as a sentence an operator can act on."""
+def topology_problems(settings: Settings) -> list[str]:
+    """What production and its rehearsal both need: shared PostgreSQL and Redis."""
     problems: list[str] = []
     if settings.uses_sqlite:
         problems.append("set LOCKN_DATABASE_URL to a PostgreSQL database (SQLite is for development)")
     if not settings.redis_url:
         problems.append("set LOCKN_REDIS_URL (the embedded broker is for development)")
+    return problems
+
+
+def rehearsal_problems(settings: Settings) -> list[str]:
+    """A rehearsal runs the production topology, reachable from this machine only."""
+    problems = topology_problems(settings)
+    if settings.host not in LOOPBACK_HOSTS:
+        problems.append(f"bind LOCKN_HOST to loopback ({', '.join(LOOPBACK_HOSTS)}): a rehearsal may use the "
+                        "development identity provider, so it must not be reachable from the network")
+    public_host = urlsplit(settings.base_url).hostname
+    if public_host not in LOOPBACK_HOSTS:
+        problems.append("LOCKN_PUBLIC_URL of a rehearsal must be a loopback address such as http://localhost:3000")
+    return problems
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Every development default still present, as a sentence an operator can act on."""
+    problems = topology_problems(settings)
     if settings.identity_provider == "dev":
         problems.append("set AUTH0_DOMAIN, AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET and AUTH0_AUDIENCE "
                         "(the development identity provider cannot run in production)")

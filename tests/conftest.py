@@ -8,7 +8,6 @@ real servers. Without them those tests skip with a visible reason; in CI
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,20 +61,13 @@ def service_url(variable: str) -> str:
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
     """A brand-new PostgreSQL database for one test, dropped afterwards."""
-    import psycopg
-    from sqlalchemy.engine import make_url
+    from tests.postgres import fresh_database
 
-    admin_url = make_url(service_url("LOCKN_TEST_POSTGRES_URL").replace("postgresql://", "postgresql+psycopg://", 1))
-    name = f"lockn_test_{uuid.uuid4().hex[:12]}"
-    conninfo = admin_url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        db.engine_for.cache_clear()
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(service_url("LOCKN_TEST_POSTGRES_URL")) as url:
+        try:
+            yield url
+        finally:
+            db.engine_for.cache_clear()
 
 
 @pytest.fixture

@@ -115,3 +115,25 @@ def test_env_example_documents_every_setting() -> None:
     for name, field in Settings.model_fields.items():
         variable = field.validation_alias.choices[0] if field.validation_alias else f"LOCKN_{name.upper()}"
         assert f"\n{variable}=" in documented, f"{variable} is missing from .env.example"
+
+
+REHEARSAL = {"env": "rehearsal", "database_url": "postgresql://lockn@127.0.0.1/lockn_rehearsal",
+             "redis_url": "redis://127.0.0.1:6379/1"}
+
+
+def test_a_rehearsal_runs_the_production_topology_with_the_dev_provider_on_loopback_only() -> None:
+    settings = Settings(**REHEARSAL)
+    assert settings.distributed and settings.identity_provider == "dev"
+    with pytest.raises(ProductionConfigError, match="LOCKN_DATABASE_URL"):
+        Settings(**{**REHEARSAL, "database_url": None})
+    with pytest.raises(ProductionConfigError, match="LOCKN_REDIS_URL"):
+        Settings(**{**REHEARSAL, "redis_url": None})
+    with pytest.raises(ProductionConfigError, match="loopback"):
+        Settings(**REHEARSAL, host="0.0.0.0")
+    with pytest.raises(ProductionConfigError, match="loopback"):
+        Settings(**REHEARSAL, public_url="https://voice.example.org")
+
+
+def test_only_production_and_its_rehearsal_share_state_through_redis() -> None:
+    assert not Settings(env="dev", redis_url="redis://127.0.0.1:6379/1").distributed
+    assert Settings(**REHEARSAL).distributed

@@ -18,6 +18,7 @@ from backend.log_masking import install_key_masking
 from backend.redis_client import get_redis
 from backend.settings import get_settings
 from workers.heartbeat import HeartbeatThread, WorkerInfo
+from workers.reaper import StalledJobSweeper
 
 #: Queues by hardware; GPU machines consume `gpu`, every machine can consume `cpu`.
 QUEUES = ("cpu", "gpu")
@@ -46,6 +47,9 @@ def create_celery() -> Celery:
         result_backend_transport_options={"visibility_timeout": settings.redelivery_timeout_s},
         result_expires=24 * 3600,
         broker_connection_retry_on_startup=True,
+        # A running job survives a broker blip: it finishes and is stored; its redelivered message then
+        # finds it `succeeded` and returns at once (see workers.synthesis.run_job).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_timeout=2,
         worker_hijack_root_logger=False,
         task_serializer="json",
@@ -109,6 +113,7 @@ def _start_heartbeat(sender, **_kwargs) -> None:  # type: ignore[no-untyped-def]
                       engines=engine_descriptions(get_settings().engine_names))
     _heartbeat = HeartbeatThread(get_redis(), info)
     _heartbeat.start()
+    StalledJobSweeper().start()
 
 
 @worker_shutdown.connect

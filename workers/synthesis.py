@@ -32,6 +32,8 @@ from workers.engines.base import Engine, ReferenceVoice, SynthesisError, Synthes
 #: Engines loaded in this worker process (by `load_engines`, once per process).
 LOADED: dict[str, Engine] = {}
 ProgressReporter = Callable[[dict], None]
+#: A job whose worker died this many times (its message redelivered each time) is failed, not retried.
+MAX_ATTEMPTS = 3
 #: Minimum seconds between two progress writes, so long texts do not hammer the database.
 PROGRESS_INTERVAL_S = 0.5
 
@@ -77,8 +79,11 @@ def run_job(job_id: str, report: ProgressReporter = lambda _meta: None) -> dict:
         raise SynthesisError(f"job {job_id} does not exist")
     if job.status == "succeeded":
         return {"job_id": job.id, "status": "succeeded", "redelivered": True}
-    if job.status == "failed":  # cancelled while it waited in the queue
+    if job.status == "failed":  # cancelled while it waited in the queue, or reaped
         return {"job_id": job.id, "status": "failed", "error": job.error}
+    if job.attempts >= MAX_ATTEMPTS:  # it took its worker down every time: stop handing it out
+        raise SynthesisError(f"this job stopped its worker {job.attempts} times and was given up; "
+                             "try a shorter text or another voice")
     job = _update(job_id, status="running", started_at=utcnow(), attempts=job.attempts + 1, progress=0.0,
                   chars_done=0, error=None)
     _publish(reset_stream, job_id)  # a redelivered job starts its live audio over

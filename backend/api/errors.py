@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("lockn.api")
@@ -41,6 +44,26 @@ def error_response(request: Request, error: ApiError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
+#: Which part is down, by the exception its client raises; a person can act on the name.
+OUTAGE_NAMES: tuple[tuple[type[Exception], str], ...] = (
+    (redis.RedisError, "the broker (Redis)"),
+    (BrokerError, "the broker (Redis)"),
+    (DBAPIError, "the database"),
+)
+
+
+def dependency_outage(request: Request, exc: Exception) -> ApiError:
+    """A dependency failed mid-request: 503 with its name, never a 500 or a stack trace.
+
+    Services roll their transactions back on the way out, so nothing half-written stays behind.
+    """
+    name = next((label for kind, label in OUTAGE_NAMES if isinstance(exc, kind)), "a dependency")
+    logger.warning("%s unreachable on %s %s: %s", name, request.method, request.url.path,
+                   str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+    return ApiError(503, "unavailable", f"{name[0].upper()}{name[1:]} is unreachable; try again in a moment.",
+                    headers={"Retry-After": "5"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every kind of failure through `error_response`."""
 
@@ -61,6 +84,12 @@ def install_error_handlers(app: FastAPI) -> None:
         message = f"{field}: {first.get('msg', 'invalid value')}" if field else first.get("msg", "invalid request")
         status = 400 if request.url.path.startswith("/v1/") else 422  # OpenAI answers bad bodies with 400
         return error_response(request, ApiError(status, "invalid_request", message, param=field))
+
+    @app.exception_handler(redis.RedisError)
+    @app.exception_handler(BrokerError)
+    @app.exception_handler(DBAPIError)
+    async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(request, dependency_outage(request, exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -10,11 +10,13 @@ exists for development only and refuses to be built when `LOCKN_ENV=prod`.
 from __future__ import annotations
 
 import html
+import json
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from urllib.parse import urlencode
 
+import redis
 from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Request
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant
@@ -105,6 +107,60 @@ class DevCode:
         return time.time() - self.auth_time > CODE_TTL_S
 
 
+class MemoryCodeStore:
+    """Codes in this process's memory: enough when one web process serves the app (`make run`)."""
+
+    def __init__(self) -> None:
+        self._codes: dict[str, DevCode] = {}
+
+    def save(self, code: DevCode) -> None:
+        self._codes[code.code] = code
+
+    def get(self, code: str) -> DevCode | None:
+        return self._codes.get(code)
+
+    def delete(self, code: str) -> None:
+        self._codes.pop(code, None)
+
+    def nonce_used(self, nonce: str) -> bool:
+        return any(c.nonce == nonce for c in self._codes.values())
+
+
+class RedisCodeStore:
+    """Codes in Redis: the authorize and token requests of one sign-in may reach different replicas."""
+
+    PREFIX = "lockn:dev-idp:"
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def save(self, code: DevCode) -> None:
+        pipe = self.client.pipeline()
+        pipe.set(self.PREFIX + "code:" + code.code, json.dumps(asdict(code)), ex=CODE_TTL_S)
+        if code.nonce:
+            pipe.set(self.PREFIX + "nonce:" + code.nonce, "1", ex=CODE_TTL_S)
+        pipe.execute()
+
+    def get(self, code: str) -> DevCode | None:
+        raw = self.client.get(self.PREFIX + "code:" + code)
+        return DevCode(**json.loads(raw)) if raw else None
+
+    def delete(self, code: str) -> None:
+        self.client.delete(self.PREFIX + "code:" + code)
+
+    def nonce_used(self, nonce: str) -> bool:
+        return bool(self.client.exists(self.PREFIX + "nonce:" + nonce))
+
+
+def code_store(settings: Settings) -> MemoryCodeStore | RedisCodeStore:
+    """Redis whenever replicas may share the work, memory for the single-process default."""
+    if settings.redis_url:
+        from backend.redis_client import client_for
+
+        return RedisCodeStore(client_for(settings.redis_url))
+    return MemoryCodeStore()
+
+
 class FormRequest(OAuth2Request):
     """Authlib's request, built from a Starlette request whose form was already read."""
 
@@ -156,16 +212,16 @@ class DevCodeGrant(AuthorizationCodeGrant):
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
         payload = request.payload.data
-        self.server.provider.codes[code] = DevCode(
+        self.server.provider.codes.save(DevCode(
             code, request.client.client_id, payload.get("redirect_uri"), request.scope or "", request.user,
-            payload.get("nonce"), payload.get("code_challenge"), payload.get("code_challenge_method"))
+            payload.get("nonce"), payload.get("code_challenge"), payload.get("code_challenge_method")))
 
     def query_authorization_code(self, code: str, client: DevClient) -> DevCode | None:
         found = self.server.provider.codes.get(code)
         return found if found and found.client_id == client.client_id and not found.is_expired() else None
 
     def delete_authorization_code(self, authorization_code: DevCode) -> None:
-        self.server.provider.codes.pop(authorization_code.code, None)
+        self.server.provider.codes.delete(authorization_code.code)
 
     def authenticate_user(self, authorization_code: DevCode) -> dict:
         return authorization_code.user
@@ -177,7 +233,7 @@ class DevOpenIDCode(OpenIDCode):
         self.provider = provider
 
     def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
-        return any(c.nonce == nonce for c in self.provider.codes.values())
+        return self.provider.codes.nonce_used(nonce)
 
     def resolve_client_private_key(self, client: DevClient) -> KeySet:
         return KeySet([self.provider.key])
@@ -205,7 +261,7 @@ class DevProvider:
         self.audience = dev_audience(settings)
         self.key = dev_signing_key(settings)
         self.client = DevClient(DEV_CLIENT_ID, dev_client_secret(settings), f"{settings.base_url}/auth/callback")
-        self.codes: dict[str, DevCode] = {}
+        self.codes = code_store(settings)
         self.server = DevAuthorizationServer(self)
         self.server.register_grant(DevCodeGrant, [DevOpenIDCode(self), CodeChallenge(required=True)])
 

@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from backend.db import get_engine
 from backend.models import Job
 from backend.services.errors import ServiceUnavailable
+from backend.services.job_reaper import is_stalled, reap_stalled_jobs
 from backend.services.pagination import BadCursor, newest_first
 from backend.services.voices import VoiceNotFound, get_cloned_voice, live_engines, live_voices
 from workers.audio import FORMATS
@@ -156,6 +157,9 @@ def job_status(job_id: str, owner: str) -> JobStatus:
         job = session.get(Job, job_id)
     if job is None or job.owner != owner:
         raise JobNotFound(job_id)
+    if is_stalled(job):  # its worker died for good: say so now rather than "running" forever
+        reap_stalled_jobs()
+        return job_status(job_id, owner)
     return JobStatus.of(job)
 
 

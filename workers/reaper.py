@@ -1,0 +1,30 @@
+"""The worker side of the job reaper: a daemon thread that fails abandoned jobs (see `job_reaper`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from backend.services.job_reaper import SWEEP_INTERVAL_S, reap_stalled_jobs
+
+logger = logging.getLogger("lockn.worker")
+
+
+class StalledJobSweeper(threading.Thread):
+    """Sweeps every `SWEEP_INTERVAL_S`; a database outage is logged and retried on the next sweep."""
+
+    def __init__(self, interval_s: float = SWEEP_INTERVAL_S) -> None:
+        super().__init__(name="lockn-reaper", daemon=True)
+        self.interval_s = interval_s
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self.interval_s):
+            try:
+                if reaped := reap_stalled_jobs():
+                    logger.warning("failed %d job(s) abandoned by a dead worker", reaped)
+            except Exception:  # noqa: BLE001 - the database may be down; the next sweep retries
+                logger.warning("stalled-job sweep failed; retrying in %.0f s", self.interval_s)
+
+    def stop(self) -> None:
+        self._stopped.set()
