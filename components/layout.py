@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import reflex as rx
 
+from state.auth import AuthState
+
 #: Widest a content column gets; pages stay readable on large screens.
 CONTENT_MAX_WIDTH = "1120px"
 
@@ -37,6 +39,16 @@ def sign_in_button() -> rx.Component:
                    reload_document=True)
 
 
+def account_button() -> rx.Component:
+    """Sign in when nobody is; otherwise who is signed in, and a way out."""
+    return rx.cond(
+        AuthState.signed_in,
+        rx.button("Sign out", size="2", variant="soft", on_click=AuthState.sign_out, data_testid="nav-sign-out",
+                  title=AuthState.user_email),
+        sign_in_button(),
+    )
+
+
 def navbar() -> rx.Component:
     links = [nav_link(label, href, backend, size="2", weight="medium", color=rx.color("gray", 11))
              for label, href, backend in NAV_LINKS]
@@ -45,7 +57,7 @@ def navbar() -> rx.Component:
             logo(),
             rx.hstack(*links, spacing="5", align="center", display=["none", "none", "flex"]),
             rx.hstack(
-                sign_in_button(),
+                account_button(),
                 rx.menu.root(
                     rx.menu.trigger(rx.icon_button(rx.icon("menu"), variant="ghost", aria_label="Menu")),
                     rx.menu.content(*[rx.menu.item(nav_link(label, href, backend))
@@ -53,7 +65,7 @@ def navbar() -> rx.Component:
                 ),
                 display=["flex", "flex", "none"], align="center", spacing="3",
             ),
-            rx.box(sign_in_button(), display=["none", "none", "block"]),
+            rx.box(account_button(), display=["none", "none", "block"]),
             justify="between", align="center", width="100%", max_width=CONTENT_MAX_WIDTH, margin_x="auto",
         ),
         padding_x="1.25rem", padding_y="0.9rem", position="sticky", top="0", z_index="10",

@@ -14,6 +14,7 @@ from backend.services.keys import get_key_service
 from lockn_app.pages.dashboard import dashboard_page
 from lockn_app.pages.landing import landing_page
 from lockn_app.pages.studio import studio_page
+from state.auth import AuthState
 from state.dashboard import DashboardState
 from state.landing import LandingState
 from state.studio import StudioState
@@ -27,7 +28,7 @@ app = rx.App(
 )
 app.add_page(landing_page, route="/", title="LockN — self-hosted voice AI",
              description="Text to speech, voice cloning and an OpenAI-compatible API on your own machines.",
-             on_load=LandingState.load_features)
+             on_load=[LandingState.load_features, AuthState.load_profile])
 app.add_page(studio_page, route="/studio", title="Voice Studio — LockN", on_load=StudioState.load)
 app.add_page(lambda: rx.fragment(), route="/voice", on_load=rx.redirect("/studio"))
 app.add_page(dashboard_page, route="/dashboard", title="Dashboard — LockN", on_load=DashboardState.load)

@@ -25,6 +25,8 @@ def open_studio(open_page, viewport: str = "desktop", email: str = "studio@examp
     page.wait_for_url(re.compile(r".*/studio/?$"), timeout=20000)
     expect(page.get_by_test_id("studio")).to_be_visible(timeout=20000)
     expect(page.get_by_test_id("voice-card").first).to_be_visible(timeout=20000)
+    if viewport == "desktop":  # the navbar knows who is signed in (no "Sign in" button on a private page)
+        expect(page.get_by_test_id("nav-sign-out").last).to_be_visible()
     return page
 
 

@@ -59,6 +59,11 @@ class AuthState(rx.State):
         return True
 
     @rx.event
+    def load_profile(self) -> None:
+        """on_load of public pages: show who is signed in, without asking anyone to sign in."""
+        self._load_profile()
+
+    @rx.event
     def require_login(self):  # type: ignore[no-untyped-def]
         """on_load of private pages: load the profile, or go to sign-in and come back here."""
         return None if self._load_profile() else self._sign_in_redirect()
