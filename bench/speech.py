@@ -14,14 +14,14 @@ import argparse
 import itertools
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+
+from bench.stack import local_stack
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEXT = ("LockN runs text to speech on your own hardware. This request is about two hundred characters "
@@ -110,56 +110,25 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=12)
     parser.add_argument("--concurrency", type=int, default=1, help="worker pool processes")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as data_dir:
-        os.environ.update({"LOCKN_DATA_DIR": data_dir, "LOCKN_ENV": "test"})
-        for name in ("LOCKN_DATABASE_URL", "LOCKN_REDIS_URL"):
-            os.environ.pop(name, None)
-        from backend.cli import Supervisor, embedded_broker_command, wait_for_socket, worker_command
-        from backend.db import migrate
-        from backend.services.keys import KeySpec, RateLimit, build_key_service
-        from backend.settings import get_settings
-        from tests.conftest import wait_for_worker_heartbeat
-
-        migrate()
-        service = build_key_service(get_settings())
-        key = service.create("bench", KeySpec("bench", rate_limit=RateLimit(100_000, 60)))[1]
-        service.close()
-        engine_s = engine_only(5)
-        supervisor = Supervisor()
-        supervisor.start("broker", embedded_broker_command(get_settings()))
-        wait_for_socket(get_settings().embedded_broker_socket)
-        supervisor.start("worker", worker_command(concurrency=args.concurrency), env=dict(os.environ))
-        port = 18500 + os.getpid() % 400
-        supervisor.start("api", [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
-                                 "--port", str(port), "--log-level", "warning", "--factory",
-                                 "backend.api:build_api"], env=dict(os.environ))
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_for_worker_heartbeat()
-            while True:
-                try:
-                    httpx.get(base + "/health/live", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            counter = itertools.count(1000)
-            run_clients(base, key, 1, 2, counter)  # warm-up
-            print(f"LockN /v1/audio/speech — {os.cpu_count()} CPU(s), {len(TEXT.format(n=1000))} characters, "
-                  f"WAV, Piper, one worker with {args.concurrency} pool process(es)")
-            print(f"engine only (in process)      {engine_s * 1000:7.1f} ms   = {1 / engine_s:.2f} requests/s")
-            for clients in (1, 4):
-                since = time.time()
-                r = run_clients(base, key, clients, args.requests, counter)
-                print(f"{clients} client(s): p50 {r['p50'] * 1000:7.1f} ms  p95 {r['p95'] * 1000:7.1f} ms  "
-                      f"first byte p50 {r['ttfb'] * 1000:6.1f} ms  {r['throughput']:.2f} requests/s  "
-                      f"| p50/engine {r['p50'] / engine_s:.3f}  throughput/engine {r['throughput'] * engine_s:.3f}")
-                print(f"           engine time inside the worker, p50 {worker_engine_p50(since) * 1000:7.1f} ms "
-                      "(the same engine sharing 2 cores with the API server and the clients)")
-            miss, hit = cache_timings(base, key, counter)
-            print(f"cache: miss {miss * 1000:7.1f} ms, identical request again {hit * 1000:6.1f} ms "
-                  f"= {miss / hit:.0f}x faster")
-        finally:
-            supervisor.stop_all()
+    engine_s = engine_only(5)
+    with local_stack(args.concurrency) as stack:
+        base, key = stack.base_url, stack.key
+        counter = itertools.count(1000)
+        run_clients(base, key, 1, 2, counter)  # warm-up
+        print(f"LockN /v1/audio/speech — {os.cpu_count()} CPU(s), {len(TEXT.format(n=1000))} characters, "
+              f"WAV, Piper, one worker with {args.concurrency} pool process(es)")
+        print(f"engine only (in process)      {engine_s * 1000:7.1f} ms   = {1 / engine_s:.2f} requests/s")
+        for clients in (1, 4):
+            since = time.time()
+            r = run_clients(base, key, clients, args.requests, counter)
+            print(f"{clients} client(s): p50 {r['p50'] * 1000:7.1f} ms  p95 {r['p95'] * 1000:7.1f} ms  "
+                  f"first byte p50 {r['ttfb'] * 1000:6.1f} ms  {r['throughput']:.2f} requests/s  "
+                  f"| p50/engine {r['p50'] / engine_s:.3f}  throughput/engine {r['throughput'] * engine_s:.3f}")
+            print(f"           engine time inside the worker, p50 {worker_engine_p50(since) * 1000:7.1f} ms "
+                  "(the same engine sharing 2 cores with the API server and the clients)")
+        miss, hit = cache_timings(base, key, counter)
+        print(f"cache: miss {miss * 1000:7.1f} ms, identical request again {hit * 1000:6.1f} ms "
+              f"= {miss / hit:.0f}x faster")
 
 
 if __name__ == "__main__":
