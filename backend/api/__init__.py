@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from backend.api import health, keys, openai_compat, voice
+from backend.api.body_limit import BodySizeLimit
 from backend.api.errors import install_error_handlers
 from backend.auth.dev_provider import build_dev_provider_app
 from backend.auth.oidc import build_auth_app
@@ -24,6 +25,7 @@ def build_api() -> FastAPI:
     api = FastAPI(title=API_TITLE, version=API_VERSION, docs_url="/api/docs", redoc_url=None,
                   openapi_url="/api/openapi.json")
     install_error_handlers(api)
+    api.add_middleware(BodySizeLimit)
     api.include_router(health.router)
     api.include_router(keys.router)
     api.include_router(voice.router)
