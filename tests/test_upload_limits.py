@@ -77,3 +77,61 @@ def test_a_refused_upload_leaves_no_row_and_no_file(database, key_service, isola
         assert session.exec(select(ClonedVoice)).all() == []
     voices_dir = isolated_settings / "voices"
     assert not voices_dir.exists() or not any(voices_dir.rglob("*.wav"))
+
+
+def hour_of_silence(fmt: str, rate: int = 16000) -> bytes:
+    """A small file that decodes to an hour of audio, written a minute at a time (never held whole)."""
+    import io
+
+    import numpy as np
+    import soundfile
+
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(buffer, "w", samplerate=rate, channels=1, format=fmt) as out:
+        minute = np.zeros(rate * 60, dtype=np.float32)
+        for _ in range(60):
+            out.write(minute)
+    return buffer.getvalue()
+
+
+def test_decompression_bombs_are_refused_unread(database, key_service) -> None:
+    from backend.services.voices import VoiceRejected, validate_clip
+    from workers.audio import AudioTooLong, _decode_with_pyav
+
+    for fmt in ("FLAC", "OGG"):
+        bomb = hour_of_silence(fmt)
+        assert len(bomb) < MAX_UPLOAD_BYTES, f"{fmt}: {len(bomb)} bytes"
+        try:
+            validate_clip(bomb)
+        except VoiceRejected as exc:
+            assert exc.status == 422 and "over 120 s of audio" in str(exc), str(exc)
+        else:
+            raise AssertionError(f"a {fmt} bomb was accepted")
+    try:  # the FFmpeg path (formats libsndfile cannot read) stops as soon as it passes the limit
+        _decode_with_pyav(hour_of_silence("FLAC"), max_seconds=120)
+    except AudioTooLong as exc:
+        assert "over 120 s of audio" in str(exc)
+    else:
+        raise AssertionError("the FFmpeg decoder read a bomb whole")
+
+
+def test_files_that_lie_about_their_type_are_refused(database, key_service) -> None:
+    import io
+
+    import numpy as np
+    import soundfile
+
+    _, key = key_service.create("auth0|liar", KeySpec("liar", scopes=("tts:read", "tts:write")))
+    client = TestClient(build_api())
+    wav = io.BytesIO()
+    soundfile.write(wav, np.zeros(16000 * 15, dtype=np.float32), 16000, format="WAV")
+    lies = {"png.wav": b"\x89PNG\r\n\x1a\n" + b"\0" * 4096, "truncated.wav": wav.getvalue()[:30],
+            "script.mp3": b"#!/bin/sh\nrm -rf /\n" * 50}
+    for filename, content in lies.items():
+        response = client.post("/api/voice/voices", headers={"Authorization": f"Bearer {key}"},
+                               data={"name": filename, "transcript": "words"},
+                               files={"audio": (filename, content, "audio/wav")})
+        assert response.status_code in (400, 422), (filename, response.text)
+        assert "audio" in response.json()["error"]["message"], response.text
+    with Session(get_engine()) as session:
+        assert session.exec(select(ClonedVoice)).all() == []

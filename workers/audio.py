@@ -111,26 +111,48 @@ def _encode_with_pyav(samples: np.ndarray, sample_rate: int, container: str, cod
     return buffer.getvalue()
 
 
-def decode(data: bytes, target_rate: int | None = None) -> tuple[np.ndarray, int]:
-    """Any wav/mp3/flac/ogg (or anything FFmpeg reads) → (mono float32, rate), optionally resampled."""
+class AudioTooLong(AudioDecodeError):
+    """The file decodes to more audio than allowed: refused from its header, or as soon as decoding passes it."""
+
+
+def decode(data: bytes, target_rate: int | None = None, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Any wav/mp3/flac/ogg (or anything FFmpeg reads) → (mono float32, rate), optionally resampled.
+
+    With `max_seconds`, a small file that would expand to hours of audio (a decompression bomb) is
+    refused before it is decoded (libsndfile reads the length from the header) or, for formats
+    decoded by FFmpeg, as soon as the decoded audio passes the limit.
+    """
     try:
+        with sf.SoundFile(io.BytesIO(data)) as probe:
+            _refuse_longer_than(probe.frames, probe.samplerate, max_seconds)
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, TypeError):
-        samples, rate = _decode_with_pyav(data)
+        samples, rate = _decode_with_pyav(data, max_seconds)
     samples = as_float_mono(samples)
     if target_rate:
         samples, rate = resample(samples, rate, target_rate), target_rate
     return samples, rate
 
 
-def _decode_with_pyav(data: bytes) -> tuple[np.ndarray, int]:
+def _refuse_longer_than(frames: int, rate: int, max_seconds: float | None) -> None:
+    if max_seconds is not None and rate > 0 and frames / rate > max_seconds:
+        raise AudioTooLong(f"the file holds over {max_seconds:.0f} s of audio")
+
+
+def _decode_with_pyav(data: bytes, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    chunks: list[np.ndarray] = []
     try:
         with av.open(io.BytesIO(data)) as container:
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="flt", layout="mono", rate=stream.rate or 48000)
-            chunks = [f.to_ndarray().reshape(-1) for frame in container.decode(stream)
-                      for f in resampler.resample(frame)]
-            rate = resampler.rate
+            rate, decoded = resampler.rate, 0
+            for frame in container.decode(stream):
+                for piece in resampler.resample(frame):
+                    chunks.append(piece.to_ndarray().reshape(-1))
+                    decoded += len(chunks[-1])
+                _refuse_longer_than(decoded, rate, max_seconds)
+    except AudioTooLong:
+        raise
     except (av.error.FFmpegError, IndexError, ValueError) as exc:
         raise AudioDecodeError("the file is not audio we can read (use WAV, MP3, FLAC or OGG)") from exc
     if not chunks:

@@ -26,10 +26,12 @@ from backend.redis_client import get_redis
 from backend.services.errors import ServiceUnavailable
 from workers import heartbeat
 from backend.settings import get_settings
-from workers.audio import AudioDecodeError, decode, normalize_loudness
+from workers.audio import AudioDecodeError, AudioTooLong, decode, normalize_loudness
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MIN_SECONDS, MAX_SECONDS = 10.0, 30.0
+#: Longest file decoded at all (silence around the speech is trimmed after decoding); beyond it, refused unread.
+MAX_DECODED_SECONDS = 120.0
 MAX_TRANSCRIPT_CHARS = 500
 MAX_NAME_CHARS = 80
 #: The engine that clones; a cloned voice is served by its workers.
@@ -125,7 +127,9 @@ def validate_clip(data: bytes) -> tuple[np.ndarray, int]:
     if not data:
         raise VoiceRejected("the audio file is empty", "audio", status=400)
     try:
-        pcm, rate = decode(data)
+        pcm, rate = decode(data, max_seconds=MAX_DECODED_SECONDS)
+    except AudioTooLong as exc:
+        raise VoiceRejected(f"{exc}: record {MIN_SECONDS:.0f}–{MAX_SECONDS:.0f} s", "audio") from None
     except AudioDecodeError as exc:
         raise VoiceRejected(f"{exc}", "audio", status=400) from None
     speech = trim_silence(pcm, rate)
