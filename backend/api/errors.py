@@ -13,6 +13,7 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,6 +24,44 @@ logger = logging.getLogger("lockn.api")
 DEFAULT_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
                  422: "invalid_request", 429: "rate_limited", 503: "unavailable"}
+
+
+class ApiErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ApiErrorEnvelope(BaseModel):
+    """The error shape of `/api/*` (and everything outside `/v1`)."""
+
+    error: ApiErrorBody
+
+
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorEnvelope(BaseModel):
+    """OpenAI's error shape, answered on `/v1/*`."""
+
+    error: OpenAIErrorBody
+
+
+#: Every failure status the API answers, and what it means to a client.
+ERROR_STATUSES: dict[int, str] = {
+    400: "The request is malformed", 401: "No valid API key or session", 403: "The key lacks a scope",
+    404: "No such resource among yours", 409: "The resource is in a state that forbids this",
+    413: "The request body is too large", 422: "A field is invalid; the message names it",
+    429: "Rate limit or quota reached; see Retry-After", 503: "A dependency is down; retry after Retry-After",
+}
+
+
+def error_responses(envelope: type[BaseModel] = ApiErrorEnvelope) -> dict[int | str, dict]:
+    """OpenAPI documentation of every error status in `envelope`'s shape; routers declare it once."""
+    return {status: {"model": envelope, "description": text} for status, text in ERROR_STATUSES.items()}
 
 
 class ApiError(Exception):

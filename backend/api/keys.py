@@ -15,14 +15,14 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from backend.api.auth import Principal, require_principal
-from backend.api.errors import ApiError
+from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.models import ApiKey, as_utc, utcnow
 from backend.services.keys import (
     DEFAULT_SCOPES, MAX_GRACE_SECONDS, MAX_PAGE_SIZE, MAX_USAGE_DAYS, SCOPES, InvalidKeyRequest, KeyNotFound,
     KeySpec, RateLimit, get_key_service,
 )
 
-router = APIRouter(prefix="/api/keys", tags=["keys"])
+router = APIRouter(prefix="/api/keys", tags=["keys"], responses=error_responses(ApiErrorEnvelope))
 ScopeName = Literal["tts:read", "tts:write", "keys:read", "keys:write"]
 
 

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from backend.api.auth import bearer_token, require_key
-from backend.api.errors import ApiError
+from backend.api.errors import ApiError, OpenAIErrorEnvelope, error_responses
 from backend.api.voice import record_submission, voice_errors
 from backend.services import openai_compat, voices as voice_library
 from backend.services.job_audio import finished_audio, live_chunks
@@ -25,7 +25,7 @@ from backend.services.jobs import MAX_TEXT_CHARS, enqueue_synthesis
 from backend.services.keys import KeyRejected, VerifiedKey, get_key_service
 from workers.audio import FORMATS, STREAMABLE
 
-router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+router = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=error_responses(OpenAIErrorEnvelope))
 SpeechKey = Annotated[VerifiedKey, Depends(require_key("tts:write"))]
 ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 from backend.api.auth import require_key, require_reader
-from backend.api.errors import ApiError
+from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.services import voices as voice_library
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_audio import JobFailed, finished_audio
@@ -22,7 +22,7 @@ from backend.models import Job
 from backend.services.keys import VerifiedKey, get_key_service
 from workers.audio import FORMATS
 
-router = APIRouter(prefix="/api/voice", tags=["voice"])
+router = APIRouter(prefix="/api/voice", tags=["voice"], responses=error_responses(ApiErrorEnvelope))
 ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
 WriteKey = Annotated[VerifiedKey, Depends(require_key("tts:write"))]
 #: Key or signed-in browser, for what an `<audio>` element or a download link loads.
