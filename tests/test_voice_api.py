@@ -147,8 +147,9 @@ def test_identical_requests_are_served_from_the_cache(app: TestClient, alice: st
     assert app.get(again["audio_url"], headers=auth(alice)).content == \
         app.get(first["audio_url"], headers=auth(alice)).content
     other_speed = app.post("/api/voice/jobs", headers=auth(alice), json={**request, "speed": 1.5}).json()
-    assert other_speed["status"] == "queued", "a different request is not a cache hit"
-    assert app.post("/api/voice/jobs", headers=auth(bob), json=request).json()["status"] == "queued", \
+    # Not answered from the cache: the job was queued (an idle worker may already have started it).
+    assert other_speed["status"] in ("queued", "running"), "a different request is not a cache hit"
+    assert app.post("/api/voice/jobs", headers=auth(bob), json=request).json()["status"] in ("queued", "running"), \
         "the cache is per owner"
 
 
