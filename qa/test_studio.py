@@ -107,18 +107,19 @@ def test_clone_a_voice_and_refusals(open_page, tmp_path) -> None:
     seconds = sf.info(io.BytesIO(clip)).duration
     assert 10 < seconds < 30, seconds
 
+    # Each drop is decoded and checked server-side: allow for a busy CI machine (20 s, not the default 5 s).
     drop(page, "short.wav", piper_clip("Too short to clone."), "audio/wav")
-    expect(page.get_by_test_id("clone-error")).to_contain_text("record 10–30 s")
+    expect(page.get_by_test_id("clone-error")).to_contain_text("record 10–30 s", timeout=20000)
     drop(page, "notes.txt", b"this is not audio", "text/plain")
-    expect(page.get_by_test_id("clone-error")).to_contain_text("not audio")
+    expect(page.get_by_test_id("clone-error")).to_contain_text("not audio", timeout=20000)
 
     drop(page, "me.wav", clip, "audio/wav")
-    expect(page.get_by_test_id("clip-info")).to_contain_text("s of speech")
+    expect(page.get_by_test_id("clip-info")).to_contain_text("s of speech", timeout=20000)
     expect(page.get_by_test_id("waveform").locator("div")).to_have_count(60)
     page.get_by_placeholder("Voice name").fill("My clone")
     page.get_by_placeholder("Transcript of the recording").fill(transcript)
     page.get_by_test_id("create-voice").click()
-    expect(page.get_by_test_id("clone-notice")).to_contain_text("needs a Fish Speech worker")
+    expect(page.get_by_test_id("clone-notice")).to_contain_text("needs a Fish Speech worker", timeout=20000)
     expect(page.locator("[data-testid=voice-card][data-kind=cloned]")).to_have_count(1)
     assert page.console_errors == []
 

@@ -20,6 +20,7 @@ from backend.services.voices import MAX_UPLOAD_BYTES
 
 #: 4,096 characters of text, up to 4 bytes each in UTF-8, and the rest of a JSON request.
 DEFAULT_LIMIT_BYTES = 64 * 1024
+LIMITED_PREFIXES = ("/api/", "/v1/")
 DEFAULT_MESSAGE = "The request body is over 64 KB, the most this endpoint accepts (text: at most 4,096 characters)."
 #: (method, path, limit, message): a clip of the largest allowed size plus room for the form's other fields.
 LIMITS: tuple[tuple[str, str, int, str], ...] = (
@@ -47,7 +48,9 @@ class BodySizeLimit:
                      if m == method and path.rstrip("/") == p), (DEFAULT_LIMIT_BYTES, DEFAULT_MESSAGE))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        # Only the API's own routes: Reflex serves its pages, websocket and `/_upload` through this app too
+        # (api_transformer), and the Studio's upload has its own checks.
+        if scope["type"] != "http" or not scope["path"].startswith(LIMITED_PREFIXES):
             await self.app(scope, receive, send)
             return
         limit, message = self.limit_for(scope["method"], scope["path"])
