@@ -125,3 +125,22 @@ class LoginSession(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     expires_at: datetime = Field(sa_type=DateTime(timezone=True))
     revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class QaRun(SQLModel, table=True):
+    """One run of the release smoke suite against a deployment: what `promote` and the dashboard read."""
+
+    __tablename__ = "qa_runs"
+
+    id: str = Field(primary_key=True, max_length=40)
+    #: The deployment's base URL, without a trailing slash (see `backend.services.qa_runs.normalise_target`).
+    target: str = Field(index=True, max_length=500)
+    trigger: str = Field(max_length=16)
+    started_at: datetime = Field(sa_type=DateTime(timezone=True))
+    finished_at: datetime = Field(sa_type=DateTime(timezone=True), index=True)
+    passed: bool
+    passed_count: int = Field(default=0)
+    failed_count: int = Field(default=0)
+    skipped_count: int = Field(default=0)
+    #: The self-contained HTML report, inside the data directory (None when the suite produced none).
+    report_path: str | None = Field(default=None, max_length=1000)

@@ -11,7 +11,7 @@ from sqlmodel import SQLModel
 from backend import db
 
 
-TABLES = {"users", "api_keys", "key_usage", "jobs", "cloned_voices", "login_sessions"}
+TABLES = {"users", "api_keys", "key_usage", "jobs", "cloned_voices", "login_sessions", "qa_runs"}
 
 
 def assert_migrations_roundtrip(url: str) -> None:
