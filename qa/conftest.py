@@ -3,10 +3,17 @@
 Started here, LockN runs exactly as `make run` runs it (migrations, embedded
 broker, a Celery worker, Reflex's production build on one port), on a free
 port with its own data directory, once per test session.
+
+Against `LOCKN_BASE_URL` (`make qa`), the API checks use the key in `LOCKN_QA_KEY`
+and the sign-in checks run only where a development identity provider answers;
+otherwise they skip and say why. Screenshots go to `LOCKN_QA_ARTIFACTS`
+(default `qa/artifacts/`) and into the HTML report (pytest-html) of the test
+that took them.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -22,7 +29,8 @@ import httpx
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = PROJECT_ROOT / "qa" / "artifacts"
+ARTIFACTS = Path(os.environ.get("LOCKN_QA_ARTIFACTS") or PROJECT_ROOT / "qa" / "artifacts")
+DEV_IDP_METADATA = "/dev-idp/.well-known/openid-configuration"
 START_TIMEOUT_S = 240
 #: Chromium flags that keep a headless run quiet on a machine with no outside network.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -74,11 +82,28 @@ def stop_process_group(process: subprocess.Popen, sig: signal.Signals = signal.S
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def external_target() -> bool:
+    """True when the suite checks a deployment it did not start (`LOCKN_BASE_URL`)."""
+    return bool(os.environ.get("LOCKN_BASE_URL"))
+
+
+def reachable(base_url: str) -> str:
+    """`base_url` if LockN answers there; otherwise every test errors with this one sentence."""
+    try:
+        answer = str(httpx.get(f"{base_url}/health/live", timeout=10).status_code)
+    except httpx.HTTPError as exc:
+        answer = f"{type(exc).__name__}: {exc}"
+    if answer != "200":
+        pytest.fail(f"nothing answers at {base_url}/health/live ({answer}): is LOCKN_BASE_URL the running "
+                    "deployment?", pytrace=False)
+    return base_url
+
+
 @pytest.fixture(scope="session")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a running LockN, started (and stopped, with every child) by this fixture if need be."""
     if os.environ.get("LOCKN_BASE_URL"):
-        yield os.environ["LOCKN_BASE_URL"].rstrip("/")
+        yield reachable(os.environ["LOCKN_BASE_URL"].rstrip("/"))
         return
     port = free_port()
     data_dir = tmp_path_factory.mktemp("lockn-app")
@@ -128,7 +153,56 @@ WORKER = AppWorker()
 
 @pytest.fixture
 def app_worker(base_url: str) -> AppWorker:
+    if external_target():
+        pytest.skip("stops and starts the app's worker: only with the app this suite starts (LOCKN_BASE_URL unset)")
     return WORKER
+
+
+@pytest.fixture(scope="session")
+def app_settings(base_url: str) -> Iterator[Path]:
+    """This process's settings pointed at the app this suite started (its database, broker, data directory and
+    URL), for tests that call a service or a task in-process against it; its data directory. Restored after."""
+    if not APP_ENV:
+        pytest.skip("needs the app this suite starts (LOCKN_BASE_URL unset): it uses that app's database")
+    from backend.settings import Settings
+    from tests.conftest import reset_caches
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("LOCKN_DATABASE_URL", "LOCKN_REDIS_URL", "LOCKN_PUBLIC_URL"):
+            patch.delenv(name, raising=False)
+        for name, value in APP_ENV.items():
+            patch.setenv(name, value)
+        patch.setitem(Settings.model_config, "env_file", None)
+        reset_caches()
+        yield Path(APP_ENV["LOCKN_DATA_DIR"])
+    reset_caches()
+
+
+@pytest.fixture(scope="session")
+def nightly_run(app_settings: Path) -> "QaRun":  # noqa: F821
+    """The nightly regression task, called for real in this process against the running app: its recorded run."""
+    from backend.services import qa_runs
+    from workers.tasks import qa_regression
+
+    result = qa_regression.apply().get()
+    run = qa_runs.last_run()
+    assert run is not None and run.id == result["id"], result
+    return run
+
+
+@pytest.fixture(scope="session")
+def dev_identity_provider(base_url: str) -> str:
+    """The development identity provider's issuer; skips (with why) where the deployment signs in elsewhere."""
+    url = base_url + DEV_IDP_METADATA
+    try:
+        response = httpx.get(url, timeout=10)
+        issuer = response.json().get("issuer") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        issuer = None
+    if not issuer:
+        pytest.skip(f"no development identity provider at {url} (this deployment signs in through Auth0): "
+                    "the sign-in → dashboard → studio path needs a person or a test account")
+    return issuer
 
 
 def chromium_executable() -> str | None:
@@ -168,20 +242,41 @@ def open_page(browser, base_url: str):
         context.close()
 
 
+#: Screenshots taken by the running test, attached to its report entry by `pytest_runtest_makereport`.
+_SCREENSHOTS: list[Path] = []
+
+
 def save_screenshot(page, name: str) -> Path:
+    """A full-page PNG in the artifacts folder, also shown in the HTML report beside the test that took it."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
+    _SCREENSHOTS.append(path)
     return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
+    """Embed the screenshots taken during this phase in pytest-html's report (base64: one self-contained file)."""
+    outcome = yield
+    if not _SCREENSHOTS:
+        return
+    from pytest_html import extras
+
+    report = outcome.get_result()
+    report.extras = getattr(report, "extras", []) + [
+        extras.png(base64.b64encode(path.read_bytes()).decode(), name=path.stem) for path in _SCREENSHOTS]
+    _SCREENSHOTS.clear()
 
 
 @pytest.fixture(scope="session")
 def api_key(base_url: str) -> str:
-    """An API key for the app under test: `LOCKN_QA_API_KEY`, or one made with the admin CLI for a local app."""
-    if os.environ.get("LOCKN_QA_API_KEY"):
-        return os.environ["LOCKN_QA_API_KEY"]
-    if os.environ.get("LOCKN_BASE_URL"):
-        pytest.skip("set LOCKN_QA_API_KEY to run the API checks against an external LockN")
+    """An API key for the app under test: `LOCKN_QA_KEY`, or one made with the admin CLI for a local app."""
+    if os.environ.get("LOCKN_QA_KEY"):
+        return os.environ["LOCKN_QA_KEY"]
+    if external_target():
+        pytest.skip("LOCKN_QA_KEY is not set: the API checks against an external LockN need a key with "
+                    "tts:read,tts:write,keys:read (python -m backend.cli keys create …)")
     env = {**os.environ, **APP_ENV}
     created = subprocess.run([sys.executable, "-m", "backend.cli", "keys", "create", "--owner", "qa|release-gate",
                               "--name", "qa", "--scopes", "tts:read,tts:write,keys:read", "--json"],

@@ -6,9 +6,12 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 from openai import OpenAI
 
 from workers.audio import decode
+
+pytestmark = pytest.mark.smoke
 
 
 def test_openai_sdk_speaks_through_the_running_app(base_url: str, api_key: str) -> None:
@@ -39,4 +42,4 @@ def test_jobs_api_over_http(base_url: str, api_key: str) -> None:
         assert status["status"] == "succeeded", status
         audio = http.get(status["audio_url"])
         assert audio.headers["content-type"] == "audio/flac" and decode(audio.content)[0].size > 0
-        assert http.get("/api/keys/self").json()["scopes"] == ["tts:read", "tts:write", "keys:read"]
+        assert {"tts:read", "tts:write"} <= set(http.get("/api/keys/self").json()["scopes"])

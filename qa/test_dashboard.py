@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from qa.conftest import VIEWPORTS, save_screenshot
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("dev_identity_provider")]
 
 
 def sign_in(page: Page, email: str = "grace@example.test") -> None:
@@ -122,3 +122,4 @@ def test_dashboard_screenshots(open_page, viewport: str) -> None:
     expect(page.locator("[data-testid=service-card][data-status=down]")).to_have_count(0, timeout=15000)
     assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
     save_screenshot(page, f"dashboard-{viewport}")
+

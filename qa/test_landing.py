@@ -13,6 +13,7 @@ pytestmark = pytest.mark.browser
 FEATURE_TITLES = {"Voice Studio", "API keys", "OpenAI-compatible API", "Voice cloning", "GPU worker queue"}
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
 def test_landing_page_renders_without_errors_or_horizontal_scroll(open_page, viewport: str) -> None:
     page = open_page("/", viewport)
@@ -45,6 +46,7 @@ def test_navbar_links_resolve(open_page, base_url: str) -> None:
         assert response.status_code == 200, f"{href} answered {response.status_code}"
 
 
+@pytest.mark.usefixtures("dev_identity_provider")
 def test_clicking_through_the_navbar(open_page) -> None:
     page = open_page("/")
     page.locator("nav").get_by_role("link", name="Voice Studio").first.click()

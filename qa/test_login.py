@@ -9,6 +9,8 @@ import pytest
 
 from backend.services.sessions import COOKIE_NAME
 
+pytestmark = pytest.mark.usefixtures("dev_identity_provider")
+
 
 def sign_in(base_url: str, email: str = "ada@example.test", next_path: str = "/dashboard") -> httpx.Client:
     """Walk the authorization-code flow as a browser would; returns the client holding the session cookie."""

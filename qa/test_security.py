@@ -7,6 +7,8 @@ import os
 import socket
 from urllib.parse import urlsplit
 
+import pytest
+
 
 def websocket_handshake(base_url: str, origin: str) -> str:
     """Open Reflex's event websocket with `origin` as a browser would; returns the HTTP status line."""
@@ -25,6 +27,7 @@ def test_a_foreign_origin_cannot_open_the_event_channel(base_url: str) -> None:
     assert " 101 " not in refused, refused
 
 
+@pytest.mark.usefixtures("dev_identity_provider")
 def test_session_cookie_is_httponly_and_not_readable_by_scripts(base_url: str) -> None:
     from qa.test_login import sign_in
 

@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 
 from qa.conftest import VIEWPORTS, save_screenshot
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("dev_identity_provider")]
 LONG_TEXT = " ".join(f"This is sentence {n} of a longer passage, so the progress bar has time to move."
                      for n in range(1, 16))
 
