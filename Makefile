@@ -18,6 +18,8 @@ help:
 	@echo "make setup  install everything run needs (idempotent)"
 	@echo "make dev    hot-reloading development server (two ports: frontend 3000, backend 8000)"
 	@echo "make prod-local  rehearse production here: proxy, 2 web replicas, 2 workers, PostgreSQL, Redis"
+	@echo "make qa LOCKN_BASE_URL=http://host:port   release smoke suite against a deployment, recorded"
+	@echo "make promote FROM=<base url> TO=<target>   tag a release if FROM's last QA run passed"
 
 run: setup
 	$(PY) -m backend.cli run
@@ -83,3 +85,17 @@ setup-fish: setup $(VENV)/.installed-fish
 $(VENV)/.installed-fish: requirements-fish.txt $(VENV)/.installed
 	$(PIP) install --no-deps -r requirements-fish.txt
 	touch $@
+
+# Release QA (README, "Release QA"): the smoke subset of qa/ against any running deployment, recorded in the
+# database; JUnit XML, HTML report and screenshots in qa/artifacts/. LOCKN_QA_KEY (a key with
+# tts:read,tts:write,keys:read) enables the API checks; exported, never echoed.
+export LOCKN_QA_KEY
+.PHONY: qa promote
+qa: setup-test
+	$(PY) -m backend.cli qa $(if $(LOCKN_BASE_URL),--base-url "$(LOCKN_BASE_URL)") $(if $(TRIGGER),--trigger $(TRIGGER))
+
+# Refuses unless the last QA run against FROM passed within LOCKN_PROMOTE_MAX_AGE_H; then tags release-<UTC time>
+# and runs LOCKN_PROMOTE_COMMAND with FROM, TO and RELEASE_TAG in its environment.
+promote: setup
+	@if [ -z "$(FROM)" ] || [ -z "$(TO)" ]; then echo "usage: make promote FROM=<base url> TO=<target name>" >&2; exit 2; fi
+	$(PY) -m backend.cli promote --from "$(FROM)" --to "$(TO)"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from backend.key_cli import add_key_commands
 from backend.log_masking import install_key_masking
+from backend.qa_cli import QA_COMMANDS, add_qa_commands, beat_command, run_qa_command
 from backend.settings import PROJECT_ROOT, Settings, get_settings
 from workers.engines import ENGINE_QUEUES
 
@@ -163,6 +164,8 @@ def run_platform(settings: Settings, with_worker: bool = True) -> int:
             wait_for_socket(settings.embedded_broker_socket)
         if with_worker:
             supervisor.start("worker", worker_command(engine_queues(settings)))
+        if settings.qa_nightly_at:
+            supervisor.start("qa-nightly", beat_command(settings))
         supervisor.start("web", reflex_command(settings), env=reflex_environment(settings))
         print(f"LockN is starting on {settings.base_url}  (Ctrl-C stops everything)", flush=True)
 
@@ -187,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rehearsal.add_argument("--replicas", type=int, default=2)
     rehearsal.add_argument("--workers", type=int, default=2)
     add_key_commands(commands)
+    add_qa_commands(commands)
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -197,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         install_key_masking()
         migrate()
         return run_key_command(args)
+    if args.command in QA_COMMANDS:
+        install_key_masking()
+        return run_qa_command(args)
     if args.command == "migrate":
         from backend.db import migrate
 

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     openai_voices: str = Field("", description="OpenAI voice names → LockN voice ids, e.g. alloy=en_US-joe-medium.")
     session_ttl: int = Field(12 * 3600, ge=60, description="Seconds a sign-in lasts (LOCKN_SESSION_TTL).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    qa_nightly_at: str | None = Field(
+        None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="HH:MM (UTC) at which the QA worker runs the smoke suite against base_url; unset = off.")
+    promote_max_age_h: float = Field(
+        24.0, gt=0, description="`promote` refuses when the last passing QA run is older than this many hours.")
+    promote_command: str | None = Field(
+        None, description="Shell command `promote` runs after tagging, with FROM, TO and RELEASE_TAG set.")
 
     auth0_domain: str | None = Field(None, validation_alias=AliasChoices("AUTH0_DOMAIN", "LOCKN_AUTH0_DOMAIN"))
     auth0_client_id: str | None = Field(None, validation_alias=AliasChoices("AUTH0_CLIENT_ID", "LOCKN_AUTH0_CLIENT_ID"))
@@ -100,6 +107,14 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix):]
         return url
+
+    @property
+    def qa_nightly_time(self) -> tuple[int, int] | None:
+        """(hour, minute) UTC of the nightly QA run, or None when it is off."""
+        if not self.qa_nightly_at:
+            return None
+        hour, minute = self.qa_nightly_at.split(":")
+        return int(hour), int(minute)
 
     @property
     def engine_names(self) -> list[str]:

@@ -12,16 +12,31 @@ from functools import lru_cache
 from dataclasses import asdict
 
 from celery import Celery
+from celery.schedules import crontab
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 
 from backend.log_masking import install_key_masking
 from backend.redis_client import get_redis
-from backend.settings import get_settings
+from backend.settings import Settings, get_settings
 from workers.heartbeat import HeartbeatThread, WorkerInfo
 from workers.reaper import StalledJobSweeper
 
 #: Queues by hardware; GPU machines consume `gpu`, every machine can consume `cpu`.
 QUEUES = ("cpu", "gpu")
+#: The nightly QA run's own queue, consumed only by `backend.cli beat`: the suite it runs sends synthesis
+#: jobs to `cpu`, which a QA task occupying the only `cpu` slot would never see done.
+QA_QUEUE = "qa"
+QA_TASK = "lockn.qa_regression"
+
+
+def qa_beat_schedule(settings: Settings) -> dict[str, dict]:
+    """Celery beat's schedule: the nightly QA run at `LOCKN_QA_NIGHTLY_AT` (UTC), or nothing when it is off."""
+    when = settings.qa_nightly_time
+    if when is None:
+        return {}
+    hour, minute = when
+    return {"nightly-qa": {"task": QA_TASK, "schedule": crontab(hour=hour, minute=minute),
+                           "options": {"queue": QA_QUEUE}}}
 
 
 def create_celery() -> Celery:
@@ -55,6 +70,9 @@ def create_celery() -> Celery:
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
+        task_routes={QA_TASK: {"queue": QA_QUEUE}},
+        timezone="UTC",
+        beat_schedule=qa_beat_schedule(settings),
     )
     return app
 
@@ -109,8 +127,9 @@ def engine_descriptions(names: list[str]) -> list[dict]:
 def _start_heartbeat(sender, **_kwargs) -> None:  # type: ignore[no-untyped-def]
     global _heartbeat
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else ["cpu"]
-    info = WorkerInfo(hostname=getattr(sender, "hostname", socket.gethostname()), queues=queues,
-                      engines=engine_descriptions(get_settings().engine_names))
+    # The QA worker loads no engine: announcing one would make /health believe an engine is up.
+    engines = engine_descriptions(get_settings().engine_names) if set(queues) - {QA_QUEUE} else []
+    info = WorkerInfo(hostname=getattr(sender, "hostname", socket.gethostname()), queues=queues, engines=engines)
     _heartbeat = HeartbeatThread(get_redis(), info)
     _heartbeat.start()
     StalledJobSweeper().start()

@@ -7,7 +7,7 @@ import time
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
-from workers.celery_app import celery_app
+from workers.celery_app import QA_TASK, celery_app
 from workers.engines.base import SynthesisError
 from workers.synthesis import JobCancelled, fail_job, run_job
 
@@ -45,3 +45,18 @@ def synthesize(self, job_id: str) -> dict:  # type: ignore[no-untyped-def]
     except Exception as exc:  # noqa: BLE001 - an engine bug must not leave the job "running" forever
         fail_job(job_id, f"synthesis failed: {type(exc).__name__}")
         raise
+
+
+#: Longer than the suite's own limit (backend.qa_gate.SUITE_TIMEOUT_S), which stops and records a stuck run first.
+QA_TASK_TIME_LIMIT_S = 35 * 60
+
+
+@celery_app.task(name=QA_TASK, soft_time_limit=QA_TASK_TIME_LIMIT_S, time_limit=QA_TASK_TIME_LIMIT_S + 60)
+def qa_regression() -> dict[str, object]:
+    """Nightly regression (Celery beat, `LOCKN_QA_NIGHTLY_AT`): the smoke suite against this deployment,
+    recorded with trigger `nightly`. Routed to the `qa` queue (see workers.celery_app.QA_QUEUE)."""
+    from backend.qa_gate import run_nightly
+
+    run = run_nightly()
+    return {"id": run.id, "target": run.target, "passed": run.passed, "passed_count": run.passed_count,
+            "failed_count": run.failed_count, "skipped_count": run.skipped_count}
