@@ -6,7 +6,8 @@ import reflex as rx
 
 from state.dashboard import GRACE_CHOICES, DashboardState
 
-STATUS_COLORS = {"active": "green", "revoked": "red", "expired": "gray", "ok": "green", "down": "red"}
+STATUS_COLORS = {"active": "green", "revoked": "red", "expired": "gray", "ok": "green", "down": "red",
+                 "passed": "green", "failed": "red"}
 
 
 def status_badge(status: rx.Var[str]) -> rx.Component:
@@ -46,11 +47,34 @@ def service_card(service: rx.Var[dict[str, str]]) -> rx.Component:
     )
 
 
+def qa_run_card() -> rx.Component:
+    """The last release QA run: when, against what, passed or failed, counts, and its report."""
+    run = DashboardState.qa_run
+    recorded = rx.card(
+        rx.vstack(
+            rx.hstack(rx.text("Last release QA run", weight="bold", size="2"), rx.spacer(),
+                      status_badge(run["outcome"]), width="100%"),
+            rx.text(run["when"], " · ", run["trigger"], " · ", run["target"], size="1",
+                    color=rx.color("gray", 11), word_break="break-all"),
+            rx.text(run["counts"], size="1", data_testid="qa-run-counts"),
+            rx.cond(run["report_url"] != "",
+                    rx.link("Open report", href=run["report_url"], reload_document=True, size="1",
+                            data_testid="qa-report-link")),
+            spacing="1", width="100%",
+        ),
+        data_testid="qa-run", data_status=run["outcome"], data_run_id=run["id"],
+    )
+    none_yet = rx.text("No release QA run recorded yet: run make qa LOCKN_BASE_URL=… (README, Release QA).",
+                       size="1", color=rx.color("gray", 11), data_testid="qa-run-none")
+    return rx.cond(run.contains("id"), recorded, none_yet)
+
+
 def status_panel() -> rx.Component:
     return panel(
         "Service status",
         rx.grid(rx.foreach(DashboardState.services, service_card),
                 columns=rx.breakpoints(initial="1", sm="2", md="3"), spacing="3", width="100%"),
+        qa_run_card(),
         rx.moment(interval=4000, on_change=DashboardState.refresh_status, display="none"),
     )
 

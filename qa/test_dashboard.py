@@ -123,3 +123,21 @@ def test_dashboard_screenshots(open_page, viewport: str) -> None:
     assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
     save_screenshot(page, f"dashboard-{viewport}")
 
+
+def test_status_shows_the_last_qa_run_and_opens_its_report(open_page, nightly_run) -> None:
+    page = open_page("/dashboard")
+    sign_in(page, "release-manager@example.test")
+    card = page.get_by_test_id("qa-run")
+    expect(card).to_have_attribute("data-run-id", nightly_run.id, timeout=15000)
+    expect(card).to_have_attribute("data-status", "passed")
+    expect(card).to_contain_text(f"nightly · {nightly_run.target}")
+    expect(page.get_by_test_id("qa-run-counts")).to_have_text(
+        f"{nightly_run.passed_count} passed · 0 failed · {nightly_run.skipped_count} skipped")
+    save_screenshot(page, "dashboard-qa-run")
+
+    page.get_by_test_id("qa-report-link").click()
+    page.wait_for_url(f"**/api/qa/runs/{nightly_run.id}/report")
+    expect(page.get_by_text("test_sign_in_then_dashboard_then_studio").first).to_be_visible(timeout=10000)
+    expect(page.locator("img[src^='data:image/png']").first).to_be_attached()
+    assert page.evaluate("() => window.origin") == "null", "the report runs sandboxed, without this site's origin"
+    assert page.console_errors == []

@@ -1,7 +1,7 @@
-"""State of the dashboard: the user's keys, their usage, and the platform's status.
+"""State of the dashboard: the user's keys, their usage, the platform's status and its last QA run.
 
-Handlers call `KeyService` and the health service directly (never the app's own
-HTTP API), and every one re-checks the session first (`AuthState._owner`).
+Handlers call `KeyService`, the health and QA-run services directly (never the app's
+own HTTP API), and every one re-checks the session first (`AuthState._owner`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from datetime import timedelta
 
 import reflex as rx
 
-from backend.models import ApiKey, as_utc, utcnow
+from backend.models import ApiKey, QaRun, as_utc, utcnow
+from backend.services import qa_runs
 from backend.services.health import service_cards
 from backend.services.keys import SCOPES, InvalidKeyRequest, KeyNotFound, KeySpec, RateLimit, get_key_service
 from state.auth import AuthState
@@ -33,11 +34,25 @@ def key_row(row: ApiKey, month_requests: int, month_chars: int) -> dict[str, str
             "month_requests": f"{month_requests:,}", "status": status, "quota": quota, "quota_pct": quota_pct}
 
 
+def qa_run_card(run: QaRun | None) -> dict[str, str]:
+    """The last QA run as the status panel shows it (empty when none was recorded)."""
+    if run is None:
+        return {}
+    finished = as_utc(run.finished_at)
+    return {"id": run.id, "target": run.target, "trigger": run.trigger,
+            "outcome": "passed" if run.passed else "failed",
+            "when": finished.strftime("%Y-%m-%d %H:%M UTC") if finished else "",
+            "counts": f"{run.passed_count} passed · {run.failed_count} failed · {run.skipped_count} skipped",
+            "report_url": f"/api/qa/runs/{run.id}/report" if run.report_path else ""}
+
+
 class DashboardState(AuthState):
     keys: list[dict[str, str]] = []
     usage: list[dict[str, int | str]] = []
     chart_key: str = "all"
     services: list[dict[str, str]] = []
+    #: The newest release QA run against any target (`qa_run_card`); empty when none was recorded.
+    qa_run: dict[str, str] = {}
     error: str = ""
     #: The full key, shown once after create or rotate; cleared when its dialog closes.
     revealed_key: str = ""
@@ -59,8 +74,12 @@ class DashboardState(AuthState):
         if not self._load_profile():
             return self._sign_in_redirect()
         self._refresh_keys()
-        self.services = service_cards()
+        self._refresh_status()
         return None
+
+    def _refresh_status(self) -> None:
+        self.services = service_cards()
+        self.qa_run = qa_run_card(qa_runs.last_run())
 
     def _refresh_keys(self) -> bool:
         owner = self._owner()
@@ -101,7 +120,7 @@ class DashboardState(AuthState):
     def refresh_status(self, _value: object = None):  # type: ignore[no-untyped-def]
         if self._owner() is None:
             return self._sign_in_redirect()
-        self.services = service_cards()
+        self._refresh_status()
         return None
 
     @rx.event

@@ -239,3 +239,33 @@ def test_beat_refuses_to_start_when_nightly_qa_is_off(capsys: pytest.CaptureFixt
     command = beat_command(Settings(qa_nightly_at="03:00"))
     assert {"--beat", "solo"} <= set(command) and command[command.index("--queues") + 1] == "qa"
 
+
+# --- the report route -----------------------------------------------------------------------------------------
+
+
+def test_report_route_for_a_signed_in_user_or_a_key_with_keys_read(key_service, isolated_settings: Path) -> None:
+    from backend.api import build_api
+    from backend.services import sessions
+    from backend.services.keys import KeySpec
+
+    report = isolated_settings / "qa-reports" / "run.html"
+    report.parent.mkdir(parents=True)
+    report.write_text("<!DOCTYPE html><title>report.html</title><p>9 passed</p>")
+    run = record(report=report)
+    path = f"/api/qa/runs/{run.id}/report"
+    client = TestClient(build_api())
+
+    assert client.get(path).status_code == 401
+    tts_only = key_service.create("auth0|dev", KeySpec("tts", scopes=("tts:read",)))[1]
+    assert client.get(path, headers={"Authorization": f"Bearer {tts_only}"}).status_code == 403
+    reader = key_service.create("auth0|ops", KeySpec("ops", scopes=("keys:read",)))[1]
+    keyed = client.get(path, headers={"Authorization": f"Bearer {reader}"})
+    assert keyed.status_code == 200 and "9 passed" in keyed.text
+    assert keyed.headers["content-type"].startswith("text/html")
+    assert "sandbox" in keyed.headers["content-security-policy"]
+
+    session = sessions.start_session({"sub": "auth0|grace", "email": "grace@example.test"}, None, None)
+    client.cookies.set(sessions.COOKIE_NAME, sessions.sign(session.id))
+    assert client.get(path).status_code == 200
+    missing = client.get("/api/qa/runs/qa_nope/report")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from backend.api import health, keys, openai_compat, voice
+from backend.api import health, keys, openai_compat, qa, voice
 from backend.api.body_limit import BodySizeLimit
 from backend.api.errors import install_error_handlers
 from backend.auth.dev_provider import build_dev_provider_app
@@ -30,6 +30,7 @@ def build_api() -> FastAPI:
     api.include_router(keys.router)
     api.include_router(voice.router)
     api.include_router(openai_compat.router)
+    api.include_router(qa.router)
     if settings.identity_provider == "dev":
         # Never in production: DevProvider itself refuses LOCKN_ENV=prod, and prod settings refuse the dev IdP.
         api.mount("/dev-idp", build_dev_provider_app(settings))
