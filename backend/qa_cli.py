@@ -38,13 +38,16 @@ def beat_command(settings: Settings) -> list[str]:
     """A Celery worker that consumes only the `qa` queue, with the beat scheduler embedded (`--beat`).
 
     Its own process and queue because the suite's synthesis requests need the `cpu` workers free; the
-    solo pool because the task's only work is a child process (and solo loads no engine).
+    solo pool because the task's only work is a child process (and solo loads no engine); no gossip or
+    mingle, since a solo worker busy for the whole run would only log missed Celery heartbeats (LockN's own
+    heartbeat in Redis is what /health reads).
     """
     from workers.celery_app import QA_QUEUE
 
     return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "--quiet", "worker", "--beat",
             "--schedule", str(settings.data_dir / "qa-beat-schedule"), "--queues", QA_QUEUE, "--pool", "solo",
-            "--loglevel", "INFO", "--hostname", f"{QA_QUEUE}@%h-{os.getpid()}"]
+            "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+            "--hostname", f"{QA_QUEUE}@%h-{os.getpid()}"]
 
 
 def run_qa_command(args: argparse.Namespace) -> int:

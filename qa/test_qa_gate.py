@@ -11,9 +11,9 @@ from backend.services.keys import build_key_service
 from backend.settings import get_settings
 
 #: The smoke tests that must have run (not skipped) against a local app with the development provider.
-SMOKE_TESTS = ("test_landing_page_renders_without_errors_or_horizontal_scroll", "test_health_is_200_json_with_every_dependency",
-               "test_jobs_api_over_http", "test_openai_sdk_speaks_through_the_running_app",
-               "test_sign_in_then_dashboard_then_studio")
+SMOKE_TESTS = ("test_landing_page_renders_without_errors_or_horizontal_scroll",
+               "test_health_is_200_json_with_every_dependency", "test_jobs_api_over_http",
+               "test_openai_sdk_speaks_through_the_running_app", "test_sign_in_then_dashboard_then_studio")
 
 
 def test_nightly_task_runs_the_smoke_suite_against_the_app_and_records_it(nightly_run, base_url: str) -> None:

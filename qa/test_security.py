@@ -21,8 +21,11 @@ def websocket_handshake(base_url: str, origin: str) -> str:
         return sock.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
 
 
+@pytest.mark.smoke
 def test_a_foreign_origin_cannot_open_the_event_channel(base_url: str) -> None:
-    assert " 101 " in websocket_handshake(base_url, base_url)
+    own = websocket_handshake(base_url, base_url)
+    assert " 101 " in own, (f"{own}: the event channel refuses pages served from {base_url}; is that the "
+                            "deployment's LOCKN_PUBLIC_URL? (pages there cannot work)")
     refused = websocket_handshake(base_url, "https://evil.example")
     assert " 101 " not in refused, refused
 

@@ -10,7 +10,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -132,6 +135,41 @@ def test_qa_cli_against_nothing_records_a_failed_run_with_its_report(database: s
     assert (artifacts / "junit.xml").exists() and (artifacts / "report.html").exists()
     report = qa_runs.report_file(run.id)
     assert report.parent == get_settings().data_dir / "qa-reports" and "nothing answers at" in report.read_text()
+
+
+@pytest.fixture
+def bare_site() -> Iterator[str]:
+    """A web server that is alive (`/health/live`) but has no development identity provider and no API:
+    what the suite meets at a deployment that signs in through Auth0, run without LOCKN_QA_KEY."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = b'{"status": "ok"}' if self.path == "/health/live" else b"not here"
+            self.send_response(200 if self.path == "/health/live" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_sign_in_and_api_checks_skip_with_their_reason_where_they_cannot_run(bare_site: str, tmp_path: Path) -> None:
+    env = {**os.environ, "LOCKN_BASE_URL": bare_site, "LOCKN_QA_ARTIFACTS": str(tmp_path)}
+    env.pop("LOCKN_QA_KEY", None)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-m", "smoke", "-p", "no:cacheprovider", "-rs",
+                             "qa/test_release_smoke.py", "qa/test_api_release_gate.py"], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "3 skipped" in result.stdout, result.stdout[-3000:]
+    assert f"no development identity provider at {bare_site}/dev-idp/.well-known/openid-configuration" in result.stdout
+    assert "LOCKN_QA_KEY is not set" in result.stdout
 
 
 def test_archived_reports_never_carry_a_key(isolated_settings: Path, tmp_path: Path) -> None:
