@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from backend.qa_gate import DEFAULT_ARTIFACTS, PromotionRefused, QaGateError, describe_run, promote, run_smoke_suite
-from backend.services.qa_runs import TRIGGERS, InvalidQaRun
+from backend.services.qa_runs import TRIGGERS, InvalidQaRun, normalise_target
 from backend.settings import PROJECT_ROOT, Settings, get_settings
 
 QA_COMMANDS = ("qa", "promote", "beat")
@@ -72,7 +72,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     migrate()
     if args.command == "promote":
         tag = promote(args.source, args.target, repo=args.repo)
-        print(f"promoted {args.source} to {args.target}: tagged {tag}")
+        print(f"promoted {normalise_target(args.source)} to {args.target}: tagged {tag}")
         return 0
     run = run_smoke_suite(args.base_url or settings.base_url, args.trigger, os.environ.get("LOCKN_QA_KEY"),
                           args.artifacts, echo=True)

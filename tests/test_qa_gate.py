@@ -216,7 +216,7 @@ def test_promote_tags_and_runs_the_hook_with_from_and_to(database: str, repo: Pa
     [tag] = tags(repo)
     assert tag.startswith("release-") and len(tag) == len("release-20261125T031500Z") and tag.endswith("Z")
     assert out.read_text() == f"{SOURCE}|prod|{tag}"
-    assert f"promoted {SOURCE}/ to prod: tagged {tag}" in result.stdout
+    assert f"promoted {SOURCE} to prod: tagged {tag}" in result.stdout
 
 
 def test_a_failing_hook_fails_the_promotion_and_removes_its_tag(database: str, repo: Path,
