@@ -47,14 +47,19 @@ def synthesize(self, job_id: str) -> dict:  # type: ignore[no-untyped-def]
         raise
 
 
-#: Longer than the suite's own limit (backend.qa_gate.SUITE_TIMEOUT_S), which stops and records a stuck run first.
+#: Longer than the suite's own limit (backend.qa_gate.SUITE_TIMEOUT_S), which stops and records a stuck run first;
+#: it replaces the synthesis jobs' limit should a prefork worker ever consume the `qa` queue.
 QA_TASK_TIME_LIMIT_S = 35 * 60
 
 
-@celery_app.task(name=QA_TASK, soft_time_limit=QA_TASK_TIME_LIMIT_S, time_limit=QA_TASK_TIME_LIMIT_S + 60)
+@celery_app.task(name=QA_TASK, acks_late=False, soft_time_limit=QA_TASK_TIME_LIMIT_S,
+                 time_limit=QA_TASK_TIME_LIMIT_S + 60)
 def qa_regression() -> dict[str, object]:
     """Nightly regression (Celery beat, `LOCKN_QA_NIGHTLY_AT`): the smoke suite against this deployment,
-    recorded with trigger `nightly`. Routed to the `qa` queue (see workers.celery_app.QA_QUEUE)."""
+    recorded with trigger `nightly`. Routed to the `qa` queue (see workers.celery_app.QA_QUEUE).
+
+    Acknowledged on receipt: a run can outlast the broker's redelivery timeout, and a second copy of it
+    would only record the same night twice; a run lost with its worker is simply the next night's."""
     from backend.qa_gate import run_nightly
 
     run = run_nightly()
