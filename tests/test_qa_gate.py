@@ -266,6 +266,9 @@ def test_the_celery_app_carries_the_schedule_and_routes_the_task_to_its_queue(
     assert app.conf.timezone == "UTC"
     assert app.conf.beat_schedule["nightly-qa"]["schedule"].hour == {23}
     assert app.amqp.router.route({}, "lockn.qa_regression")["queue"].name == "qa"
+    from workers.tasks import qa_regression
+
+    assert qa_regression.acks_late is False, "a second delivery of a long run would record the same night twice"
 
 
 def test_beat_refuses_to_start_when_nightly_qa_is_off(capsys: pytest.CaptureFixture[str]) -> None:
