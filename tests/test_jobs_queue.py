@@ -13,10 +13,13 @@ from sqlmodel import Session, func, select
 from backend.db import get_engine
 from backend.models import Job
 from backend.services.jobs import (
-    MAX_TEXT_CHARS, InvalidJobRequest, ServiceUnavailable, enqueue_synthesis, job_status, send_job,
+    CANCELLED_MESSAGE, MAX_TEXT_CHARS, InvalidJobRequest, ServiceUnavailable, cancel_job, enqueue_synthesis,
+    job_status, send_job,
 )
+from backend.redis_client import get_redis
 from tests.conftest import reset_caches, wait_for_worker_heartbeat
 from workers.audio import decode
+from workers.audio_stream import FINISHED_TTL_S, stream_key
 
 VOICE = "en_US-joe-medium"
 OWNER = "auth0|alice"
@@ -56,6 +59,22 @@ def test_job_reaches_succeeded_with_progress_in_order(worker) -> None:
     samples, rate = decode(open(final.audio_path, "rb").read())
     assert abs(len(samples) / rate - final.duration_s) < 0.05 and final.duration_s > 20
     assert float(np.sqrt(np.mean(np.square(samples)))) > 0.02
+    # The finished job is served from its file: its live PCM leaves the broker within a minute, not ten.
+    assert 0 < get_redis().ttl(stream_key(job.id)) <= FINISHED_TTL_S
+
+
+def test_a_running_job_cancelled_stops_between_sentences(worker) -> None:
+    job = enqueue_synthesis(OWNER, LONG_TEXT * 2, VOICE, "wav")
+    deadline = time.monotonic() + 60
+    while job_status(job.id, OWNER).chars_done == 0:  # running, and at least one sentence spoken
+        assert time.monotonic() < deadline, "the job never started speaking"
+        time.sleep(0.02)
+    cancel_job(job.id, OWNER)
+    time.sleep(1.5)  # several sentences' worth: the worker must have stopped, not carried on
+    final = job_status(job.id, OWNER)
+    assert final.status == "failed" and final.error == CANCELLED_MESSAGE
+    assert final.audio_path is None and final.chars_done < len(LONG_TEXT * 2)
+    assert wait_for(enqueue_synthesis(OWNER, "The worker is free again.", VOICE, "wav").id)[-1][0] == "succeeded"
 
 
 @pytest.mark.redis

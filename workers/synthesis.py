@@ -143,8 +143,8 @@ def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice, report: Progre
     rate = engine.describe().sample_rate
     chunks: list[np.ndarray] = []
     done, last_write = 0, 0.0
-    for sentence in sentences:
-        if _cancelled(job.id):
+    for index, sentence in enumerate(sentences):
+        if index and _cancelled(job.id):  # before the first, `run_job` has just seen the job alive
             raise JobCancelled(job.id)
         spoken = list(engine.synthesize(sentence, voice, SynthesisOptions(speed=job.speed)))
         chunks += spoken
@@ -153,8 +153,9 @@ def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice, report: Progre
         done += len(sentence)
         progress = round(100.0 * min(done, job.text_chars) / job.text_chars, 1)
         report({"status": "running", "progress": progress, "chars_done": done})
-        if time.monotonic() - last_write >= PROGRESS_INTERVAL_S or done >= job.text_chars:
-            _update(job.id, progress=min(progress, 99.0), chars_done=min(done, job.text_chars))
+        last = index == len(sentences) - 1  # its progress is not written: the `succeeded` row follows at once
+        if time.monotonic() - last_write >= PROGRESS_INTERVAL_S and not last:
+            _update(job.id, progress=min(progress, 99.0), chars_done=done)
             last_write = time.monotonic()
     pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if pcm.size == 0:
