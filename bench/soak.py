@@ -81,6 +81,13 @@ def client(base: str, key: str, rate: float, until: float, results: Results, cou
             next_at += interval
 
 
+def warm_up(base: str, key: str, counter: itertools.count) -> None:
+    """Every kind of request once, so the start figures include a loaded voice model, not its first load."""
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+        for kind, _weight in MIX:
+            send(http, kind, counter)
+
+
 def memory(processes: dict[str, psutil.Process]) -> dict[str, float]:
     """Resident MiB of each process (and its children, e.g. a worker's pool), by name."""
     sizes = {}
@@ -93,7 +100,17 @@ def memory(processes: dict[str, psutil.Process]) -> dict[str, float]:
     return sizes
 
 
-def report(results: Results, wall: float, start_rss: dict[str, float], end_rss: dict[str, float]) -> None:
+def sample_memory(processes: dict[str, psutil.Process], every_s: float, until: float,
+                  timeline: list[tuple[float, dict[str, float]]]) -> None:
+    """Append (seconds since start, RSS by process) every `every_s` until `until`: growth shows as a slope."""
+    started = time.monotonic()
+    while time.monotonic() < until:
+        time.sleep(min(every_s, max(0.0, until - time.monotonic())))
+        timeline.append((time.monotonic() - started, memory(processes)))
+
+
+def report(results: Results, wall: float, start_rss: dict[str, float],
+           timeline: list[tuple[float, dict[str, float]]]) -> None:
     every = [s for samples in results.latencies.values() for s in samples]
     print(f"{len(every)} requests in {wall:.0f} s = {len(every) / wall:.2f} requests/s "
           f"({results.late} sent more than one interval late)")
@@ -101,9 +118,14 @@ def report(results: Results, wall: float, start_rss: dict[str, float], end_rss: 
     for kind, samples in [*sorted(results.latencies.items()), ("all", every)]:
         print(f"  {kind:<11} n={len(samples):5d}  p50 {percentile(samples, .5) * 1000:7.1f} ms  "
               f"p95 {percentile(samples, .95) * 1000:7.1f} ms  p99 {percentile(samples, .99) * 1000:7.1f} ms")
+    end_rss = timeline[-1][1]
     print("resident memory (MiB), start → end:")
     for name in start_rss:
         print(f"  {name:<8} {start_rss[name]:7.1f} → {end_rss[name]:7.1f}  ({end_rss[name] - start_rss[name]:+.1f})")
+    names = list(start_rss)
+    print("resident memory over time (MiB): " + "  ".join(f"{name:>8}" for name in names))
+    for seconds, sizes in [(0.0, start_rss), *timeline]:
+        print(f"  {seconds:6.0f} s{'':24}" + "  ".join(f"{sizes[name]:8.1f}" for name in names))
 
 
 def main() -> None:
@@ -115,12 +137,14 @@ def main() -> None:
     with local_stack() as stack:
         processes = {name: psutil.Process(child.pid) for name, child in stack.supervisor.children}
         results, counter = Results(), itertools.count(1)
-        client(stack.base_url, stack.key, 2.0, time.monotonic() + 3, Results(), counter)  # warm-up
+        warm_up(stack.base_url, stack.key, counter)
         start_rss = memory(processes)
         until = time.monotonic() + args.minutes * 60
         started = time.monotonic()
+        timeline: list[tuple[float, dict[str, float]]] = []
         threads = [threading.Thread(target=client, args=(stack.base_url, stack.key, args.rate / args.clients, until,
                                                          results, counter)) for _ in range(args.clients)]
+        threads.append(threading.Thread(target=sample_memory, args=(processes, 30.0, until, timeline)))
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -128,7 +152,7 @@ def main() -> None:
         wall = time.monotonic() - started
         print(f"LockN soak — {psutil.cpu_count()} CPU(s), {args.clients} clients, {args.rate} requests/s target, "
               f"{args.minutes} min; mix {', '.join(f'{k} {w}' for k, w in MIX)}")
-        report(results, wall, start_rss, memory(processes))
+        report(results, wall, start_rss, timeline)
 
 
 if __name__ == "__main__":

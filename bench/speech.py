@@ -1,11 +1,16 @@
 """`/v1/audio/speech` benchmark: latency, time to first byte and throughput vs the engine alone.
 
-    .venv/bin/python -m bench.speech [--requests 12]
+    .venv/bin/python -m bench.speech [--rounds 4] [--requests 8]
 
 Starts the API (granian, one process), the embedded broker and one Piper worker, then sends
 ~200-character WAV requests (each text unique, so the cache never answers) with 1 and 4 concurrent
-clients. Prints p50/p95 latency, p50 time to first byte, throughput, and the same text through the
+clients. Prints p50/p95 latency, p50 time to first byte, throughput, and the same texts through the
 engine alone in this process. Prints figures; asserts nothing.
+
+The machine's own speed drifts by 10-15 % within minutes (a shared VM), more than the margins being
+measured, so the engine alone is measured right beside the stack: single requests alternate with
+the engine's (1 client), and each 4-client batch sits between two halves of an engine batch. Each
+ratio is taken within its round; the figures printed are medians over rounds.
 """
 
 from __future__ import annotations
@@ -14,16 +19,13 @@ import argparse
 import itertools
 import os
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 
 from bench.stack import local_stack
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEXT = ("LockN runs text to speech on your own hardware. This request is about two hundred characters "
         "long. The first sentence should reach the listener well before the last one is done, request number {n}.")
 VOICE = "en_US-joe-medium"
@@ -34,32 +36,27 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def engine_only(runs: int) -> float:
+def loaded_engine():  # type: ignore[no-untyped-def]
+    """The Piper engine as a worker loads it, warmed up with one request."""
     from workers.engines.piper import PiperEngine
 
     engine = PiperEngine()
     engine.load()
+    for _ in engine.synthesize(TEXT.format(n=0), VOICE):
+        pass
+    return engine
+
+
+def engine_only(engine, runs: int, counter: itertools.count) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The engine alone in this process, one request after another: its p50 and its own throughput."""
     times = []
-    for n in range(runs + 1):
-        started = time.perf_counter()
-        for _ in engine.synthesize(TEXT.format(n=n), VOICE):
+    started = time.perf_counter()
+    for _ in range(runs):
+        began = time.perf_counter()
+        for _ in engine.synthesize(TEXT.format(n=next(counter)), VOICE):
             pass
-        times.append(time.perf_counter() - started)
-    return statistics.median(times[1:])
-
-
-def worker_engine_p50(since: float) -> float:
-    """Median engine time the worker recorded for the jobs created after `since` (Unix time)."""
-    from datetime import UTC, datetime
-
-    from sqlmodel import Session, select
-
-    from backend.db import get_engine
-    from backend.models import Job
-
-    with Session(get_engine()) as session:
-        jobs = session.exec(select(Job).where(Job.created_at >= datetime.fromtimestamp(since, UTC))).all()
-    return statistics.median(job.engine_time_s or 0.0 for job in jobs) if jobs else 0.0
+        times.append(time.perf_counter() - began)
+    return {"p50": statistics.median(times), "throughput": runs / (time.perf_counter() - started)}
 
 
 def cache_timings(base: str, key: str, counter: itertools.count) -> tuple[float, float]:
@@ -71,7 +68,19 @@ def cache_timings(base: str, key: str, counter: itertools.count) -> tuple[float,
             started = time.perf_counter()
             assert http.post("/v1/audio/speech", json=body).status_code == 200
             timings.append(time.perf_counter() - started)
+            _wait_newest_job_stored(http)
     return timings[0], timings[1]
+
+
+def _wait_newest_job_stored(http: httpx.Client, timeout_s: float = 30) -> None:
+    """A streamed response ends when the last sentence is spoken, a moment before the file is stored
+    and the job can answer from the cache: wait for that, as a client sending the same text later would."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if http.get("/api/voice/jobs", params={"limit": 1}).json()["data"][0]["status"] == "succeeded":
+            return
+        time.sleep(0.02)
+    raise SystemExit("the first job was not stored within 30 s")
 
 
 def run_clients(base: str, key: str, clients: int, requests: int, counter: itertools.count) -> dict[str, float]:
@@ -105,27 +114,69 @@ def run_clients(base: str, key: str, clients: int, requests: int, counter: itert
             "ttfb": percentile(first_bytes, .5), "throughput": len(latencies) / wall}
 
 
+def alternating(engine, base: str, key: str, requests: int,  # type: ignore[no-untyped-def]
+                counter: itertools.count) -> tuple[dict[str, float], dict[str, float]]:
+    """One engine request, then one request through the stack, `requests` times: the engine's p50 and the
+    stack's figures, taken under the same conditions."""
+    alone, through = [], []
+    for _ in range(requests):
+        alone.append(engine_only(engine, 1, counter)["p50"])
+        through.append(run_clients(base, key, 1, 1, counter))
+    latencies = [r["p50"] for r in through]
+    return {"p50": statistics.median(alone)}, {
+        "p50": statistics.median(latencies), "p95": percentile(latencies, .95),
+        "ttfb": statistics.median(r["ttfb"] for r in through),
+        "throughput": len(through) / sum(latencies)}
+
+
+def bracketed(engine, base: str, key: str, requests: int,  # type: ignore[no-untyped-def]
+              counter: itertools.count) -> tuple[dict[str, float], float]:
+    """A 4-client batch between two halves of an engine batch: the stack's figures and the engine's throughput."""
+    before = engine_only(engine, requests // 2, counter)
+    four = run_clients(base, key, 4, requests, counter)
+    after = engine_only(engine, requests // 2, counter)
+    engine_seconds = (requests // 2) / before["throughput"] + (requests // 2) / after["throughput"]
+    return four, 2 * (requests // 2) / engine_seconds
+
+
+def median_of(rounds: list[dict[str, float]], name: str) -> float:
+    return statistics.median(r[name] for r in rounds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=8, help="requests per round and mode (a multiple of 4)")
     parser.add_argument("--concurrency", type=int, default=1, help="worker pool processes")
     args = parser.parse_args()
-    engine_s = engine_only(5)
+    engine = loaded_engine()
     with local_stack(args.concurrency) as stack:
         base, key = stack.base_url, stack.key
         counter = itertools.count(1000)
         run_clients(base, key, 1, 2, counter)  # warm-up
         print(f"LockN /v1/audio/speech — {os.cpu_count()} CPU(s), {len(TEXT.format(n=1000))} characters, "
-              f"WAV, Piper, one worker with {args.concurrency} pool process(es)")
-        print(f"engine only (in process)      {engine_s * 1000:7.1f} ms   = {1 / engine_s:.2f} requests/s")
-        for clients in (1, 4):
-            since = time.time()
-            r = run_clients(base, key, clients, args.requests, counter)
-            print(f"{clients} client(s): p50 {r['p50'] * 1000:7.1f} ms  p95 {r['p95'] * 1000:7.1f} ms  "
-                  f"first byte p50 {r['ttfb'] * 1000:6.1f} ms  {r['throughput']:.2f} requests/s  "
-                  f"| p50/engine {r['p50'] / engine_s:.3f}  throughput/engine {r['throughput'] * engine_s:.3f}")
-            print(f"           engine time inside the worker, p50 {worker_engine_p50(since) * 1000:7.1f} ms "
-                  "(the same engine sharing 2 cores with the API server and the clients)")
+              f"WAV, Piper, one worker with {args.concurrency} pool process(es); {args.rounds} rounds of "
+              f"{args.requests} requests per mode, engine alone and stack alternating")
+        rounds: dict[str, list[dict[str, float]]] = {"engine": [], "1": [], "4": []}
+        for number in range(1, args.rounds + 1):
+            alone, one = alternating(engine, base, key, args.requests, counter)
+            four, alone_throughput = bracketed(engine, base, key, args.requests, counter)
+            alone["throughput"] = alone_throughput
+            one["ratio_p50"], four["ratio_throughput"] = one["p50"] / alone["p50"], four["throughput"] / alone_throughput
+            for name, result in (("engine", alone), ("1", one), ("4", four)):
+                rounds[name].append(result)
+            print(f"  round {number}: engine {alone['p50'] * 1000:6.1f} ms {alone_throughput:.2f}/s | "
+                  f"1 client p50 {one['p50'] * 1000:6.1f} ms ({one['ratio_p50']:.3f}x) | "
+                  f"4 clients {four['throughput']:.2f}/s ({four['ratio_throughput']:.3f}x)")
+        print(f"engine only (in process)  p50 {median_of(rounds['engine'], 'p50') * 1000:7.1f} ms   "
+              f"{median_of(rounds['engine'], 'throughput'):.2f} requests/s")
+        for clients in ("1", "4"):
+            r = rounds[clients]
+            print(f"{clients} client(s): p50 {median_of(r, 'p50') * 1000:7.1f} ms  p95 {median_of(r, 'p95') * 1000:7.1f} ms  "
+                  f"first byte p50 {median_of(r, 'ttfb') * 1000:6.1f} ms  {median_of(r, 'throughput'):.2f} requests/s")
+        print(f"p50 (1 client) / engine p50, median of rounds: {median_of(rounds['1'], 'ratio_p50'):.3f} (target <= 1.10)")
+        print(f"throughput (4 clients) / engine throughput, median of rounds: "
+              f"{median_of(rounds['4'], 'ratio_throughput'):.3f} (target >= 0.95)")
         miss, hit = cache_timings(base, key, counter)
         print(f"cache: miss {miss * 1000:7.1f} ms, identical request again {hit * 1000:6.1f} ms "
               f"= {miss / hit:.0f}x faster")

@@ -34,8 +34,9 @@ def local_stack(worker_concurrency: int = 1, rate_per_minute: int = 100_000) -> 
         from backend.db import migrate
         from backend.services.keys import KeySpec, RateLimit, build_key_service
         from backend.settings import get_settings
-        from tests.conftest import wait_for_worker_heartbeat
+        from tests.conftest import reset_caches, wait_for_worker_heartbeat
 
+        reset_caches()  # the caller may have read settings before the environment above was set
         migrate()
         service = build_key_service(get_settings())
         key = service.create("bench", KeySpec("bench", rate_limit=RateLimit(rate_per_minute, 60)))[1]
