@@ -102,7 +102,7 @@ def reachable(base_url: str) -> str:
 @pytest.fixture(scope="session")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a running LockN, started (and stopped, with every child) by this fixture if need be."""
-    if os.environ.get("LOCKN_BASE_URL"):
+    if external_target():
         yield reachable(os.environ["LOCKN_BASE_URL"].rstrip("/"))
         return
     port = free_port()
