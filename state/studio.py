@@ -234,10 +234,12 @@ class StudioState(AuthState):
         """The dropped clip is checked at once; its duration and waveform show before it becomes a voice."""
         if self._owner() is None:
             return self._sign_in_redirect()
+        if not files:
+            # The dropzone calls this for a refused drop too, with no files, over HTTP, while `reject_files`
+            # arrives over the websocket: touching nothing here keeps its message whichever lands first.
+            return None
         self.clone_error = self.clone_notice = ""
         self.clip_name, self.clip_seconds, self.clip_waveform = "", 0.0, []
-        if not files:
-            return None
         upload = files[0]
         data = await upload.read()
         try:
