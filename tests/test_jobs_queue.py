@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import time
 
@@ -12,14 +13,15 @@ from sqlmodel import Session, func, select
 
 from backend.db import get_engine
 from backend.models import Job
+from backend.settings import get_settings
 from backend.services.jobs import (
     CANCELLED_MESSAGE, MAX_TEXT_CHARS, InvalidJobRequest, ServiceUnavailable, cancel_job, enqueue_synthesis,
     job_status, send_job,
 )
-from backend.redis_client import get_redis
+from backend.redis_client import get_binary_redis, get_redis
 from tests.conftest import reset_caches, wait_for_worker_heartbeat
 from workers.audio import decode
-from workers.audio_stream import FINISHED_TTL_S, stream_key
+from workers.audio_stream import FINISHED_TTL_S, read_events, stream_key
 
 VOICE = "en_US-joe-medium"
 OWNER = "auth0|alice"
@@ -60,6 +62,8 @@ def test_job_reaches_succeeded_with_progress_in_order(worker) -> None:
     assert abs(len(samples) / rate - final.duration_s) < 0.05 and final.duration_s > 20
     assert float(np.sqrt(np.mean(np.square(samples)))) > 0.02
     # The finished job is served from its file: its live PCM leaves the broker within a minute, not ten.
+    events = [event.kind for event in read_events(get_binary_redis(), job.id, timeout_s=10)]
+    assert events[-2:] == ["spoken", "done"] and events.count("audio") == 12, events
     assert 0 < get_redis().ttl(stream_key(job.id)) <= FINISHED_TTL_S
 
 
@@ -70,11 +74,39 @@ def test_a_running_job_cancelled_stops_between_sentences(worker) -> None:
         assert time.monotonic() < deadline, "the job never started speaking"
         time.sleep(0.02)
     cancel_job(job.id, OWNER)
-    time.sleep(1.5)  # several sentences' worth: the worker must have stopped, not carried on
+    time.sleep(1.5)  # the worker checks at its next progress write, at most half a second apart
+    spoken = get_redis().xlen(stream_key(job.id))
+    time.sleep(1.0)  # several sentences' worth: a worker that carried on would add to its live audio
+    assert get_redis().xlen(stream_key(job.id)) == spoken < 24, "the worker kept speaking a cancelled job"
     final = job_status(job.id, OWNER)
     assert final.status == "failed" and final.error == CANCELLED_MESSAGE
     assert final.audio_path is None and final.chars_done < len(LONG_TEXT * 2)
     assert wait_for(enqueue_synthesis(OWNER, "The worker is free again.", VOICE, "wav").id)[-1][0] == "succeeded"
+
+
+def test_a_cancel_that_lands_as_the_job_finishes_wins_and_leaves_no_file(embedded_broker, database,
+                                                                        monkeypatch) -> None:
+    """Cancelled after its last sentence, while its file is written: the row stays cancelled, the file goes."""
+    from workers import synthesis
+
+    job = Job(id="job_" + secrets.token_hex(10), owner=OWNER, voice_id=VOICE, engine="piper",
+              text="Cancel me at the very end.", text_chars=26, format="wav")
+    with Session(get_engine(), expire_on_commit=False) as session:
+        session.add(job)
+        session.commit()
+    store = synthesis._store
+
+    def store_then_cancel(job: Job, data: bytes):  # type: ignore[no-untyped-def]
+        path = store(job, data)
+        cancel_job(job.id, OWNER)  # the owner's real cancel, at the worst moment
+        return path
+
+    monkeypatch.setattr(synthesis, "_store", store_then_cancel)
+    with pytest.raises(synthesis.JobCancelled):
+        synthesis.run_job(job.id)
+    final = job_status(job.id, OWNER)
+    assert final.status == "failed" and final.error == CANCELLED_MESSAGE and final.audio_path is None
+    assert list(get_settings().audio_dir.glob(f"{job.id}.*")) == []
 
 
 @pytest.mark.redis

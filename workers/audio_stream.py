@@ -41,9 +41,7 @@ def reset_stream(client: redis.Redis, job_id: str) -> None:
 
 def publish_chunk(client: redis.Redis, job_id: str, pcm: np.ndarray, rate: int) -> None:
     data = (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes()
-    key = stream_key(job_id)
-    client.xadd(key, {"kind": "audio", "rate": rate, "pcm": data})
-    client.expire(key, STREAM_TTL_S)
+    _append(client, job_id, {"kind": "audio", "rate": rate, "pcm": data}, STREAM_TTL_S)
 
 
 def publish_spoken(client: redis.Redis, job_id: str) -> None:
@@ -51,9 +49,17 @@ def publish_spoken(client: redis.Redis, job_id: str) -> None:
 
 
 def publish_end(client: redis.Redis, job_id: str, error: str | None = None) -> None:
+    _append(client, job_id, {"kind": "error", "message": error} if error else {"kind": "done"}, FINISHED_TTL_S)
+
+
+def _append(client: redis.Redis, job_id: str, fields: dict, ttl_s: int) -> None:
+    """XADD and EXPIRE in one round trip (the worker pays for each in engine time), atomically: a reader
+    that has seen the entry sees its expiry."""
     key = stream_key(job_id)
-    client.xadd(key, {"kind": "error", "message": error} if error else {"kind": "done"})
-    client.expire(key, FINISHED_TTL_S)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.xadd(key, fields)
+        pipe.expire(key, ttl_s)
+        pipe.execute()
 
 
 def read_events(client: redis.Redis, job_id: str, timeout_s: float,

@@ -11,27 +11,25 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import redis
+from sqlalchemy import update
 from sqlmodel import Session
 
 from backend.db import get_engine
 from backend.models import Job, utcnow
-from backend.redis_client import get_binary_redis
 from backend.services.usage import UsageRecorder
 from backend.settings import get_settings
 from workers.audio import FORMATS, encode
 from workers.audio_stream import publish_chunk, publish_end, publish_spoken, reset_stream
 from workers.engines import engine_class
 from workers.engines.base import Engine, ReferenceVoice, SynthesisError, SynthesisOptions, split_sentences
+from workers.live_publisher import live_publisher
 
 #: Engines loaded in this worker process (by `load_engines`, once per process).
 LOADED: dict[str, Engine] = {}
-ProgressReporter = Callable[[dict], None]
 #: A job whose worker died this many times (its message redelivered each time) is failed, not retried.
 MAX_ATTEMPTS = 3
 #: Minimum seconds between two progress writes, so long texts do not hammer the database.
@@ -71,50 +69,68 @@ def _update(job_id: str, **fields: object) -> Job:
         return job
 
 
-def run_job(job_id: str, report: ProgressReporter = lambda _meta: None) -> dict:
-    """Run the job to `succeeded` or raise; `report` receives each progress update (Celery state)."""
-    with Session(get_engine()) as session:
-        job = session.get(Job, job_id)
-    if job is None:
-        raise SynthesisError(f"job {job_id} does not exist")
-    if job.status == "succeeded":
-        return {"job_id": job.id, "status": "succeeded", "redelivered": True}
-    if job.status == "failed":  # cancelled while it waited in the queue, or reaped
-        return {"job_id": job.id, "status": "failed", "error": job.error}
-    if job.attempts >= MAX_ATTEMPTS:  # it took its worker down every time: stop handing it out
-        raise SynthesisError(f"this job stopped its worker {job.attempts} times and was given up; "
-                             "try a shorter text or another voice")
-    job = _update(job_id, status="running", started_at=utcnow(), attempts=job.attempts + 1, progress=0.0,
-                  chars_done=0, error=None)
-    _publish(reset_stream, job_id)  # a redelivered job starts its live audio over
+def run_job(job_id: str) -> dict:
+    """Run the job to `succeeded` or raise; progress is recorded on the job row as sentences are spoken."""
+    claimed = _claim(job_id)
+    if not isinstance(claimed, Job):
+        return claimed
+    job = claimed
+    if job.attempts > 1:
+        live_publisher.publish(reset_stream, job_id)  # a redelivered job starts its live audio over
     engine = load_engines(get_settings().engine_names).get(job.engine)
     if engine is None:
         raise SynthesisError(f"this worker has no {job.engine} engine loaded")
     voice = reference_voice(job) if job.voice_id.startswith("voice_") else job.voice_id
     started = time.perf_counter()
-    pcm = _speak(job, engine, voice, report)
+    pcm = _speak(job, engine, voice)
     engine_time = time.perf_counter() - started
     rate = engine.describe().sample_rate
     path = _store(job, encode(pcm, rate, job.format))
     duration = round(len(pcm) / rate, 3)
-    _update(job_id, status="succeeded", progress=100.0, chars_done=job.text_chars, audio_path=str(path),
-            audio_bytes=path.stat().st_size, duration_s=duration, engine_time_s=round(engine_time, 3),
-            finished_at=utcnow())
-    _publish(publish_end, job_id)
+    if not _update_running(job_id, status="succeeded", progress=100.0, chars_done=job.text_chars,
+                           audio_path=str(path), audio_bytes=path.stat().st_size, duration_s=duration,
+                           engine_time_s=round(engine_time, 3), finished_at=utcnow()):
+        path.unlink(missing_ok=True)  # cancelled in its last moments: no file without a row
+        raise JobCancelled(job_id)
+    live_publisher.publish(publish_end, job_id)
+    live_publisher.flush()
     if job.key_id:
         usage_recorder().record(job.key_id, audio_seconds=duration)
-    report({"status": "succeeded", "progress": 100.0})
     return {"job_id": job.id, "status": "succeeded", "duration_s": duration}
+
+
+def _claim(job_id: str) -> Job | dict:
+    """Mark the job `running` (read, check and write in one session), or say why there is nothing to run."""
+    with Session(get_engine(), expire_on_commit=False) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise SynthesisError(f"job {job_id} does not exist")
+        if job.status == "succeeded":
+            return {"job_id": job.id, "status": "succeeded", "redelivered": True}
+        if job.status == "failed":  # cancelled while it waited in the queue, or reaped
+            return {"job_id": job.id, "status": "failed", "error": job.error}
+        if job.attempts >= MAX_ATTEMPTS:  # it took its worker down every time: stop handing it out
+            raise SynthesisError(f"this job stopped its worker {job.attempts} times and was given up; "
+                                 "try a shorter text or another voice")
+        job.status, job.started_at, job.attempts = "running", utcnow(), job.attempts + 1
+        job.progress, job.chars_done, job.error = 0.0, 0, None
+        session.add(job)
+        session.commit()
+        return job
+
+
+def _update_running(job_id: str, **fields: object) -> bool:
+    """Update the job only while it is `running`; False when it is not (cancelled, reaped or deleted).
+
+    The condition is part of the UPDATE, so recording progress also answers "is the job still
+    wanted?" without a query of its own, and a cancel that lands last is never overwritten."""
+    with get_engine().begin() as connection:
+        result = connection.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(**fields))
+    return result.rowcount == 1
 
 
 class JobCancelled(Exception):
     """The owner cancelled the job: stop, leave the row as the owner left it."""
-
-
-def _cancelled(job_id: str) -> bool:
-    with Session(get_engine()) as session:
-        job = session.get(Job, job_id)
-    return job is None or job.status == "failed"
 
 
 def reference_voice(job: Job) -> ReferenceVoice:
@@ -130,37 +146,28 @@ def reference_voice(job: Job) -> ReferenceVoice:
     return ReferenceVoice(audio=audio, transcript=row.transcript)
 
 
-def _publish(publisher: Callable[..., None], *args: object) -> None:
-    """Live audio is a bonus for streaming clients: a Redis hiccup must not fail the job."""
-    try:
-        publisher(get_binary_redis(), *args)
-    except redis.RedisError:
-        pass
-
-
-def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice, report: ProgressReporter) -> np.ndarray:
+def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> np.ndarray:
     sentences = split_sentences(job.text) or [job.text]
     rate = engine.describe().sample_rate
     chunks: list[np.ndarray] = []
     done, last_write = 0, 0.0
     for index, sentence in enumerate(sentences):
-        if index and _cancelled(job.id):  # before the first, `run_job` has just seen the job alive
-            raise JobCancelled(job.id)
         spoken = list(engine.synthesize(sentence, voice, SynthesisOptions(speed=job.speed)))
         chunks += spoken
         if spoken:
-            _publish(publish_chunk, job.id, np.concatenate(spoken), rate)
+            live_publisher.publish(publish_chunk, job.id, np.concatenate(spoken), rate)
         done += len(sentence)
-        progress = round(100.0 * min(done, job.text_chars) / job.text_chars, 1)
-        report({"status": "running", "progress": progress, "chars_done": done})
-        last = index == len(sentences) - 1  # its progress is not written: the `succeeded` row follows at once
-        if time.monotonic() - last_write >= PROGRESS_INTERVAL_S and not last:
-            _update(job.id, progress=min(progress, 99.0), chars_done=done)
+        # Progress (and cancellation) at most every PROGRESS_INTERVAL_S, never after the last sentence:
+        # the `succeeded` row follows at once. Each write costs the engine CPU time it would rather have.
+        if index < len(sentences) - 1 and time.monotonic() - last_write >= PROGRESS_INTERVAL_S:
+            progress = min(round(100.0 * done / job.text_chars, 1), 99.0)
+            if not _update_running(job.id, progress=progress, chars_done=min(done, job.text_chars)):
+                raise JobCancelled(job.id)
             last_write = time.monotonic()
     pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if pcm.size == 0:
         raise SynthesisError("the engine produced no audio for this text")
-    _publish(publish_spoken, job.id)
+    live_publisher.publish(publish_spoken, job.id)
     return pcm
 
 
@@ -180,4 +187,5 @@ def fail_job(job_id: str, message: str) -> None:
         _update(job_id, status="failed", error=message[:500], finished_at=utcnow())
     except SynthesisError:
         pass
-    _publish(publish_end, job_id, message[:500])
+    live_publisher.publish(publish_end, job_id, message[:500])
+    live_publisher.flush()

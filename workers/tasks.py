@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that give `workers.synthesis` Celery's retry and progress reporting."""
+"""Celery tasks: thin wrappers that give `workers.synthesis` Celery's retries, time limits and redelivery."""
 
 from __future__ import annotations
 
@@ -22,14 +22,15 @@ def ping() -> dict[str, float]:
 
 
 @celery_app.task(name="lockn.synthesize", bind=True, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True,
-                 retry_backoff_max=30, max_retries=3)
+                 retry_backoff_max=30, max_retries=3, ignore_result=True)
 def synthesize(self, job_id: str) -> dict:  # type: ignore[no-untyped-def]
-    """Run one job; permanent failures mark it failed (never retried), transient ones retry with backoff."""
-    def report(meta: dict) -> None:
-        self.update_state(state="PROGRESS", meta=meta)
+    """Run one job; permanent failures mark it failed (never retried), transient ones retry with backoff.
 
+    No Celery result is stored: the job row is where status, progress and errors live (every web
+    replica reads it), and a result per job would only cost the worker round trips to the broker and
+    leave a key in Redis for a day."""
     try:
-        return run_job(job_id, report)
+        return run_job(job_id)
     except JobCancelled:
         return {"job_id": job_id, "status": "failed", "error": "cancelled"}
     except SynthesisError as exc:
