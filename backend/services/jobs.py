@@ -177,7 +177,7 @@ CANCELLED_MESSAGE = "Cancelled."
 
 
 def cancel_job(job_id: str, owner: str) -> None:
-    """Stop a queued or running job: the worker sees it at its next progress write (at most 0.5 s apart) and stops."""
+    """Stop a queued or running job: the worker sees it at its next progress write (0.5 s apart) and stops."""
     with Session(get_engine()) as session:
         job = session.get(Job, job_id)
         if job is None or job.owner != owner:
