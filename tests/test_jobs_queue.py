@@ -78,6 +78,9 @@ def test_a_running_job_cancelled_stops_between_sentences(worker) -> None:
     spoken = get_redis().xlen(stream_key(job.id))
     time.sleep(1.0)  # several sentences' worth: a worker that carried on would add to its live audio
     assert get_redis().xlen(stream_key(job.id)) == spoken < 24, "the worker kept speaking a cancelled job"
+    # A client streaming the job is told at once, not left waiting out its timeout.
+    last = list(read_events(get_binary_redis(), job.id, timeout_s=5))[-1]
+    assert (last.kind, last.message) == ("error", CANCELLED_MESSAGE)
     final = job_status(job.id, OWNER)
     assert final.status == "failed" and final.error == CANCELLED_MESSAGE
     assert final.audio_path is None and final.chars_done < len(LONG_TEXT * 2)

@@ -92,8 +92,7 @@ def run_job(job_id: str) -> dict:
                            engine_time_s=round(engine_time, 3), finished_at=utcnow()):
         path.unlink(missing_ok=True)  # cancelled in its last moments: no file without a row
         raise JobCancelled(job_id)
-    live_publisher.publish(publish_end, job_id)
-    live_publisher.flush()
+    end_live_audio(job_id)
     if job.key_id:
         usage_recorder().record(job.key_id, audio_seconds=duration)
     return {"job_id": job.id, "status": "succeeded", "duration_s": duration}
@@ -187,5 +186,11 @@ def fail_job(job_id: str, message: str) -> None:
         _update(job_id, status="failed", error=message[:500], finished_at=utcnow())
     except SynthesisError:
         pass
-    live_publisher.publish(publish_end, job_id, message[:500])
+    end_live_audio(job_id, message[:500])
+
+
+def end_live_audio(job_id: str, error: str | None = None) -> None:
+    """Close the job's live stream (`done`, or `error` with a message) and wait until it is sent, so a
+    client streaming the job stops at once rather than waiting out its timeout."""
+    live_publisher.publish(publish_end, job_id, error)
     live_publisher.flush()

@@ -7,9 +7,10 @@ import time
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
+from backend.services.jobs import CANCELLED_MESSAGE
 from workers.celery_app import QA_TASK, celery_app
 from workers.engines.base import SynthesisError
-from workers.synthesis import JobCancelled, fail_job, run_job
+from workers.synthesis import JobCancelled, end_live_audio, fail_job, run_job
 
 #: Errors worth another try (the database blinked); anything else is the job's own fault and is final.
 TRANSIENT_ERRORS = (OperationalError, ConnectionError)
@@ -32,6 +33,7 @@ def synthesize(self, job_id: str) -> dict:  # type: ignore[no-untyped-def]
     try:
         return run_job(job_id)
     except JobCancelled:
+        end_live_audio(job_id, CANCELLED_MESSAGE)
         return {"job_id": job_id, "status": "failed", "error": "cancelled"}
     except SynthesisError as exc:
         fail_job(job_id, str(exc))
