@@ -57,24 +57,11 @@ def load_engines(names: list[str]) -> dict[str, Engine]:
     return LOADED
 
 
-def _update(job_id: str, **fields: object) -> Job:
-    with Session(get_engine(), expire_on_commit=False) as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise SynthesisError(f"job {job_id} does not exist")
-        for name, value in fields.items():
-            setattr(job, name, value)
-        session.add(job)
-        session.commit()
-        return job
-
-
 def run_job(job_id: str) -> dict:
     """Run the job to `succeeded` or raise; progress is recorded on the job row as sentences are spoken."""
-    claimed = _claim(job_id)
-    if not isinstance(claimed, Job):
-        return claimed
-    job = claimed
+    job = _claim(job_id)
+    if not isinstance(job, Job):
+        return job  # nothing to run: why, for the task's result
     if job.attempts > 1:
         live_publisher.publish(reset_stream, job_id)  # a redelivered job starts its live audio over
     engine = load_engines(get_settings().engine_names).get(job.engine)
@@ -87,9 +74,9 @@ def run_job(job_id: str) -> dict:
     rate = engine.describe().sample_rate
     path = _store(job, encode(pcm, rate, job.format))
     duration = round(len(pcm) / rate, 3)
-    if not _update_running(job_id, status="succeeded", progress=100.0, chars_done=job.text_chars,
-                           audio_path=str(path), audio_bytes=path.stat().st_size, duration_s=duration,
-                           engine_time_s=round(engine_time, 3), finished_at=utcnow()):
+    if not _update_job(job_id, only_while_running=True, status="succeeded", progress=100.0,
+                       chars_done=job.text_chars, audio_path=str(path), audio_bytes=path.stat().st_size,
+                       duration_s=duration, engine_time_s=round(engine_time, 3), finished_at=utcnow()):
         path.unlink(missing_ok=True)  # cancelled in its last moments: no file without a row
         raise JobCancelled(job_id)
     end_live_audio(job_id)
@@ -118,13 +105,15 @@ def _claim(job_id: str) -> Job | dict:
         return job
 
 
-def _update_running(job_id: str, **fields: object) -> bool:
-    """Update the job only while it is `running`; False when it is not (cancelled, reaped or deleted).
+def _update_job(job_id: str, *, only_while_running: bool = False, **fields: object) -> bool:
+    """Write `fields` to the job's row in one UPDATE; False when no row matched.
 
-    The condition is part of the UPDATE, so recording progress also answers "is the job still
-    wanted?" without a query of its own, and a cancel that lands last is never overwritten."""
+    With `only_while_running` the condition is part of the UPDATE, so recording progress also answers
+    "is the job still wanted?" (cancelled, reaped or deleted jobs are not `running`) without a query of
+    its own, and a cancel that lands last is never overwritten."""
+    condition = [Job.status == "running"] if only_while_running else []
     with get_engine().begin() as connection:
-        result = connection.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(**fields))
+        result = connection.execute(update(Job).where(Job.id == job_id, *condition).values(**fields))
     return result.rowcount == 1
 
 
@@ -160,7 +149,8 @@ def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> np.ndarray:
         # the `succeeded` row follows at once. Each write costs the engine CPU time it would rather have.
         if index < len(sentences) - 1 and time.monotonic() - last_write >= PROGRESS_INTERVAL_S:
             progress = min(round(100.0 * done / job.text_chars, 1), 99.0)
-            if not _update_running(job.id, progress=progress, chars_done=min(done, job.text_chars)):
+            if not _update_job(job.id, only_while_running=True, progress=progress,
+                               chars_done=min(done, job.text_chars)):
                 raise JobCancelled(job.id)
             last_write = time.monotonic()
     pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
@@ -182,10 +172,7 @@ def _store(job: Job, data: bytes) -> Path:
 
 def fail_job(job_id: str, message: str) -> None:
     """Mark the job failed with a message a person can act on (and tell streaming readers)."""
-    try:
-        _update(job_id, status="failed", error=message[:500], finished_at=utcnow())
-    except SynthesisError:
-        pass
+    _update_job(job_id, status="failed", error=message[:500], finished_at=utcnow())  # no row if deleted meanwhile
     end_live_audio(job_id, message[:500])
 
 
