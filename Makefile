@@ -22,7 +22,7 @@ help:
 	@echo "make promote FROM=<base url> TO=<target>   tag a release if FROM's last QA run passed"
 
 run: setup
-	$(PY) -m backend.cli run
+	$(PY) -m backend.ops.cli run
 
 test: setup-test
 	$(PY) -m pytest
@@ -32,13 +32,13 @@ setup: $(VENV)/.installed $(BUN)
 setup-test: setup $(VENV)/.installed-dev qa-browser
 
 migrate: setup
-	$(PY) -m backend.cli migrate
+	$(PY) -m backend.ops.cli migrate
 
 worker: setup
-	$(PY) -m backend.cli worker
+	$(PY) -m backend.ops.cli worker
 
 dev: setup
-	$(PY) -m backend.cli migrate
+	$(PY) -m backend.ops.cli migrate
 	PATH="$(CURDIR)/.tools/node_modules/.bin:$$PATH" REFLEX_USE_SYSTEM_BUN=1 REFLEX_DIR="$(CURDIR)/.tools/reflex" \
 	  $(VENV)/bin/reflex run --env dev --backend-host 127.0.0.1
 
@@ -75,7 +75,7 @@ REHEARSAL_REDIS_URL ?= redis://127.0.0.1:6379/1
 .PHONY: prod-local
 prod-local: setup
 	LOCKN_ENV=rehearsal LOCKN_DATABASE_URL=$(REHEARSAL_DATABASE_URL) LOCKN_REDIS_URL=$(REHEARSAL_REDIS_URL) \
-	  LOCKN_DATA_DIR=$${LOCKN_DATA_DIR:-data/rehearsal} $(PY) -m backend.cli prod-local
+	  LOCKN_DATA_DIR=$${LOCKN_DATA_DIR:-data/rehearsal} $(PY) -m backend.ops.cli prod-local
 
 # Fish Speech (GPU engine) on top of the app's environment. --no-deps: its declared pins would
 # downgrade pydantic and numpy under Reflex; requirements-fish.txt lists what inference really imports.
@@ -92,10 +92,10 @@ $(VENV)/.installed-fish: requirements-fish.txt $(VENV)/.installed
 export LOCKN_QA_KEY
 .PHONY: qa promote
 qa: setup-test
-	$(PY) -m backend.cli qa $(if $(LOCKN_BASE_URL),--base-url "$(LOCKN_BASE_URL)") $(if $(TRIGGER),--trigger $(TRIGGER))
+	$(PY) -m backend.ops.cli qa $(if $(LOCKN_BASE_URL),--base-url "$(LOCKN_BASE_URL)") $(if $(TRIGGER),--trigger $(TRIGGER))
 
 # Refuses unless the last QA run against FROM passed within LOCKN_PROMOTE_MAX_AGE_H; then tags release-<UTC time>
 # and runs LOCKN_PROMOTE_COMMAND with FROM, TO and RELEASE_TAG in its environment.
 promote: setup
 	@if [ -z "$(FROM)" ] || [ -z "$(TO)" ]; then echo "usage: make promote FROM=<base url> TO=<target name>" >&2; exit 2; fi
-	$(PY) -m backend.cli promote --from "$(FROM)" --to "$(TO)"
+	$(PY) -m backend.ops.cli promote --from "$(FROM)" --to "$(TO)"

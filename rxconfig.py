@@ -1,9 +1,9 @@
-"""Reflex configuration. Every value comes from `backend/settings.py`; nothing is set here by hand."""
+"""Reflex configuration. Every value comes from `backend/core/settings.py`; nothing is set here by hand."""
 
 import reflex as rx
 from reflex.plugins.sitemap import SitemapPlugin
 
-from backend.settings import get_settings
+from backend.core.settings import get_settings
 
 settings = get_settings()
 

@@ -31,9 +31,9 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 
 def bench_verify(iterations: int) -> None:
-    from backend.db import migrate
+    from backend.core.db import migrate
     from backend.services.keys import KeySpec, RateLimit, build_key_service
-    from backend.settings import get_settings
+    from backend.core.settings import get_settings
 
     migrate()
     service = build_key_service(get_settings())
@@ -94,7 +94,7 @@ def load(url: str, headers: dict[str, str], seconds: float, clients: int) -> lis
 
 def bench_server(seconds: float, clients: int) -> None:
     from backend.services.keys import KeySpec, RateLimit, build_key_service
-    from backend.settings import get_settings
+    from backend.core.settings import get_settings
 
     service = build_key_service(get_settings())
     _, key = service.create("bench", KeySpec("bench-http", rate_limit=RateLimit(1_000_000, 1)))

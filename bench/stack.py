@@ -20,7 +20,7 @@ import httpx
 class Stack:
     base_url: str
     key: str
-    supervisor: object  # backend.cli.Supervisor: imported late, after the environment is set
+    supervisor: object  # backend.ops.supervisor.Supervisor: imported late, after the environment is set
 
 
 @contextmanager
@@ -30,10 +30,10 @@ def local_stack(worker_concurrency: int = 1, rate_per_minute: int = 100_000) -> 
         os.environ.update({"LOCKN_DATA_DIR": data_dir, "LOCKN_ENV": "test"})
         for name in ("LOCKN_DATABASE_URL", "LOCKN_REDIS_URL"):
             os.environ.pop(name, None)
-        from backend.cli import Supervisor, embedded_broker_command, wait_for_socket, worker_command
-        from backend.db import migrate
+        from backend.ops.supervisor import Supervisor, embedded_broker_command, wait_for_socket, worker_command
+        from backend.core.db import migrate
         from backend.services.keys import KeySpec, RateLimit, build_key_service
-        from backend.settings import get_settings
+        from backend.core.settings import get_settings
         from tests.conftest import reset_caches, wait_for_worker_heartbeat
 
         reset_caches()  # the caller may have read settings before the environment above was set

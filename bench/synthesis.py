@@ -41,10 +41,10 @@ def end_to_end(voice: str, runs: int) -> tuple[float, dict[str, float]]:
     Completion is awaited on the task's result (Redis pub/sub), not by polling, so the benchmark
     does not steal CPU from the worker on a small machine.
     """
-    from backend.cli import Supervisor, embedded_broker_command, wait_for_socket, worker_command
-    from backend.db import migrate
+    from backend.ops.supervisor import Supervisor, embedded_broker_command, wait_for_socket, worker_command
+    from backend.core.db import migrate
     from backend.services.jobs import enqueue_synthesis, job_status
-    from backend.settings import get_settings
+    from backend.core.settings import get_settings
     from tests.conftest import wait_for_worker_heartbeat
     from workers.celery_app import get_celery
 

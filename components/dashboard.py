@@ -6,7 +6,7 @@ import reflex as rx
 
 from state.dashboard import GRACE_CHOICES, DashboardState
 
-STATUS_COLORS = {"active": "green", "revoked": "red", "expired": "gray", "ok": "green", "down": "red",
+STATUS_COLORS = {"active": "green", "in grace": "amber", "revoked": "red", "expired": "gray", "ok": "green", "down": "red",
                  "passed": "green", "failed": "red"}
 
 
@@ -99,7 +99,9 @@ def key_actions(key: rx.Var[dict[str, str]]) -> rx.Component:
                     spacing="3", justify="end", margin_top="1rem"),
         ),
     )
-    return rx.cond(key["status"] == "active", rx.hstack(rotate, revoke, spacing="2"), rx.fragment())
+    # A key in its grace period was already replaced: it can still be revoked early, not rotated again.
+    return rx.match(key["status"], ("active", rx.hstack(rotate, revoke, spacing="2")), ("in grace", revoke),
+                    rx.fragment())
 
 
 def key_table() -> rx.Component:

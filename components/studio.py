@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from backend.services.jobs import MAX_TEXT_CHARS
 from components.dashboard import panel
 from state.studio import STUDIO_FORMATS, StudioState
 
@@ -48,7 +49,7 @@ def generate_panel() -> rx.Component:
         "Generate speech",
         rx.text_area(placeholder="Type what the voice should say… (Ctrl/Cmd-Enter generates)",
                      value=StudioState.text, on_change=StudioState.set_text, on_key_down=StudioState.on_key,
-                     rows="5", width="100%", max_length=4096, data_testid="studio-text"),
+                     rows="5", width="100%", max_length=MAX_TEXT_CHARS, data_testid="studio-text"),
         rx.text(StudioState.char_count, size="1", color=rx.color("gray", 11), align="right", width="100%"),
         rx.flex(
             rx.select(StudioState.voice_options, value=StudioState.voice_id, on_change=StudioState.set_voice,

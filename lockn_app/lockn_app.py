@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import reflex as rx
 
 from backend.api import build_api
-from backend.log_masking import install_key_masking
+from backend.core.log_masking import install_key_masking
 from backend.services.features import RouteTable
 from backend.services.keys import get_key_service
 from lockn_app.pages.dashboard import dashboard_page

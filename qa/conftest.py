@@ -115,7 +115,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # The web tier and broker as `make run` starts them; the worker separately, as on a second machine,
     # so tests can stop and start it (see `app_worker`).
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "backend.cli", "run", "--no-worker"], cwd=PROJECT_ROOT,
+        process = subprocess.Popen([sys.executable, "-m", "backend.ops.cli", "run", "--no-worker"], cwd=PROJECT_ROOT,
                                    env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://localhost:{port}"
     try:
@@ -136,7 +136,7 @@ class AppWorker:
         self.env: dict[str, str] = {}
 
     def start(self, env: dict[str, str] | None = None) -> None:
-        from backend.cli import worker_command
+        from backend.ops.supervisor import worker_command
 
         self.env = env or self.env
         self.process = subprocess.Popen(worker_command(), cwd=PROJECT_ROOT, env=self.env, start_new_session=True,
@@ -164,7 +164,7 @@ def app_settings(base_url: str) -> Iterator[Path]:
     URL), for tests that call a service or a task in-process against it; its data directory. Restored after."""
     if not APP_ENV:
         pytest.skip("needs the app this suite starts (LOCKN_BASE_URL unset): it uses that app's database")
-    from backend.settings import Settings
+    from backend.core.settings import Settings
     from tests.conftest import reset_caches
 
     with pytest.MonkeyPatch.context() as patch:
@@ -276,9 +276,9 @@ def api_key(base_url: str) -> str:
         return os.environ["LOCKN_QA_KEY"]
     if external_target():
         pytest.skip("LOCKN_QA_KEY is not set: the API checks against an external LockN need a key with "
-                    "tts:read,tts:write,keys:read (python -m backend.cli keys create …)")
+                    "tts:read,tts:write,keys:read (python -m backend.ops.cli keys create …)")
     env = {**os.environ, **APP_ENV}
-    created = subprocess.run([sys.executable, "-m", "backend.cli", "keys", "create", "--owner", "qa|release-gate",
+    created = subprocess.run([sys.executable, "-m", "backend.ops.cli", "keys", "create", "--owner", "qa|release-gate",
                               "--name", "qa", "--scopes", "tts:read,tts:write,keys:read", "--json"],
                              cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
     return json.loads(created.stdout)["key"]

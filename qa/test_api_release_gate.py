@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from openai import OpenAI
 
-from workers.audio import decode
+from backend.media.codecs import decode
 
 pytestmark = pytest.mark.smoke
 

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import reflex as rx
 
-from backend.models import LoginSession
+from backend.core.models import LoginSession
 from backend.services import sessions
 
 
@@ -62,11 +62,6 @@ class AuthState(rx.State):
     def load_profile(self) -> None:
         """on_load of public pages: show who is signed in, without asking anyone to sign in."""
         self._load_profile()
-
-    @rx.event
-    def require_login(self):  # type: ignore[no-untyped-def]
-        """on_load of private pages: load the profile, or go to sign-in and come back here."""
-        return None if self._load_profile() else self._sign_in_redirect()
 
     @rx.event
     def sign_out(self):  # type: ignore[no-untyped-def]

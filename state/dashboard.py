@@ -10,28 +10,27 @@ from datetime import timedelta
 
 import reflex as rx
 
-from backend.models import ApiKey, QaRun, as_utc, utcnow
+from backend.core.models import ApiKey, QaRun, as_utc, utcnow
 from backend.services import qa_runs
 from backend.services.health import service_cards
-from backend.services.keys import SCOPES, InvalidKeyRequest, KeyNotFound, KeySpec, RateLimit, get_key_service
+from backend.services.keys import (
+    SCOPES, InvalidKeyRequest, KeyNotFound, KeySpec, KeyStatus, RateLimit, get_key_service,
+)
 from state.auth import AuthState
 
 USAGE_DAYS = 30
 GRACE_CHOICES = {"now": 0, "1 hour": 3600, "24 hours": 86400}
 
 
-def key_row(row: ApiKey, month_requests: int, month_chars: int) -> dict[str, str]:
+def key_row(row: ApiKey, status: KeyStatus, month_requests: int, month_chars: int) -> dict[str, str]:
     """A key as the table shows it: every value already formatted."""
-    now = utcnow()
-    expires = as_utc(row.expires_at)
-    status = "revoked" if row.revoked_at else "expired" if expires and expires <= now else "active"
     quota = f"{month_chars:,} / {row.quota_chars:,} chars" if row.quota_chars else ""
     quota_pct = str(min(100, round(100 * month_chars / row.quota_chars))) if row.quota_chars else "0"
     last_used = as_utc(row.last_used_at)
     return {"id": row.id, "name": row.name, "start": row.start + "…", "env": row.env,
             "scopes": ", ".join(row.scopes), "rate": f"{row.rate_limit_requests}/{row.rate_limit_window_s}s",
             "last_used": last_used.strftime("%Y-%m-%d %H:%M") if last_used else "never",
-            "month_requests": f"{month_requests:,}", "status": status, "quota": quota, "quota_pct": quota_pct}
+            "month_requests": f"{month_requests:,}", "status": status.replace("_", " "), "quota": quota, "quota_pct": quota_pct}
 
 
 def qa_run_card(run: QaRun | None) -> dict[str, str]:
@@ -87,16 +86,9 @@ class DashboardState(AuthState):
             return False
         service = get_key_service()
         service.usage.flush()  # the dashboard shows usage up to this moment
-        page = service.list(owner, limit=100)
-        month_start = utcnow().date().replace(day=1)
-        rows, series = [], {}
-        for key in page.keys:
-            days = service.usage_series(owner, key.id, USAGE_DAYS)
-            month = [d for d in days if d["day"] >= month_start.isoformat()]
-            rows.append(key_row(key, sum(d["requests"] for d in month), sum(d["chars"] for d in month)))
-            series[key.id] = days
-        self.keys = rows
-        self._usage_by_key = series
+        overview = service.overview(owner, USAGE_DAYS)
+        self.keys = [key_row(key, overview.statuses[key.id], *overview.month[key.id]) for key in overview.keys]
+        self._usage_by_key = overview.series
         self._set_usage()
         return True
 

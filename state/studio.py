@@ -1,30 +1,30 @@
 """State of the Voice Studio: the voice library, generating speech, cloning a voice, history.
 
-Handlers call the same services as the API (`backend/services/jobs.py`, `voices.py`), never the
-app's own HTTP API. Generation runs as a background event that follows the job's real progress,
-so the page never freezes; every private action re-checks the session first.
+Handlers call the same services as the API (`backend/services/jobs.py`, `voices.py`,
+`job_audio.py`), never the app's own HTTP API. Generation runs as a background event that
+follows the job as its worker reports it (`follow_job`, the API's own mechanism), so the page
+never freezes; every private action re-checks the session first.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 import numpy as np
 import reflex as rx
 
+from backend.media.codecs import FORMATS
 from backend.services import voices as voice_library
 from backend.services.errors import ServiceUnavailable
+from backend.services.job_audio import follow_job
 from backend.services.jobs import (
-    MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, cancel_job, delete_job, enqueue_synthesis, job_status, list_jobs,
+    CANCELLED_MESSAGE, MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, cancel_job, delete_job, enqueue_synthesis,
+    list_jobs,
 )
-from backend.settings import get_settings
 from state.auth import AuthState
-from workers.audio import FORMATS
 
 STUDIO_FORMATS = ["wav", "mp3", "flac", "opus"]
 HISTORY_PAGE = 10
-POLL_S = 0.25
 WAVEFORM_BARS = 60
 #: Where an operator learns to add a cloning engine (the README ships with every LockN install).
 FISH_README = "README.md, section “Add a GPU worker”"
@@ -60,6 +60,7 @@ class StudioState(AuthState):
     clip_waveform: list[int] = []
     clone_error: str = ""
     clone_notice: str = ""
+    #: The voice service's token for the checked clip waiting to become a voice.
     _staged_clip: str = ""
     # history
     history: list[dict[str, str]] = []
@@ -179,24 +180,25 @@ class StudioState(AuthState):
         return None
 
     async def _follow(self, owner: str, job_id: str) -> None:
-        """Mirror the job's progress until it ends (or is cancelled); never blocks the page."""
-        while True:
-            status = await asyncio.to_thread(job_status, job_id, owner)
-            async with self:
-                if self.job_id != job_id:
-                    return
-                self.job_status, self.progress = status.status, status.progress
-                if status.status == "succeeded":
-                    self.audio_url = f"/api/voice/jobs/{job_id}/audio"
-                    self.result_info = (f"{status.duration_s:.1f} s of audio, made in "
-                                        f"{(status.finished_at - status.created_at).total_seconds():.1f} s")
-                    self._refresh_history()
-                    return
-                if status.status == "failed":
-                    self.error = status.error or "generation failed"
-                    self._refresh_history()
-                    return
-            await asyncio.sleep(POLL_S)
+        """Mirror the job's progress until it ends (or another generation replaces it); never blocks the page."""
+        updates = follow_job(job_id, owner)
+        try:
+            while (status := await asyncio.to_thread(next, updates, None)) is not None:
+                async with self:
+                    if self.job_id != job_id:
+                        return
+                    self.job_status, self.progress = status.status, status.progress
+                    if status.status == "succeeded":
+                        self.audio_url = f"/api/voice/jobs/{job_id}/audio"
+                        self.result_info = (f"{status.duration_s:.1f} s of audio, made in "
+                                            f"{(status.finished_at - status.created_at).total_seconds():.1f} s")
+                    elif status.status == "failed":
+                        self.error = status.error or "generation failed"
+                    if status.status in ("succeeded", "failed"):
+                        self._refresh_history()
+                        return
+        finally:
+            updates.close()
 
     @rx.event
     def cancel(self):  # type: ignore[no-untyped-def]
@@ -205,7 +207,7 @@ class StudioState(AuthState):
             return self._sign_in_redirect()
         if self.job_id and self.generating:
             cancel_job(self.job_id, owner)
-            self.job_status, self.error = "failed", "Cancelled."
+            self.job_status, self.error = "failed", CANCELLED_MESSAGE
         return None
 
     @rx.event
@@ -232,7 +234,8 @@ class StudioState(AuthState):
     @rx.event
     async def stage_clip(self, files: list[rx.UploadFile]):  # type: ignore[no-untyped-def]
         """The dropped clip is checked at once; its duration and waveform show before it becomes a voice."""
-        if self._owner() is None:
+        owner = self._owner()
+        if owner is None:
             return self._sign_in_redirect()
         if not files:
             # The dropzone calls this for a refused drop too, with no files, over HTTP, while `reject_files`
@@ -240,20 +243,19 @@ class StudioState(AuthState):
             return None
         self.clone_error = self.clone_notice = ""
         self.clip_name, self.clip_seconds, self.clip_waveform = "", 0.0, []
+        voice_library.discard_staged(owner, self._staged_clip)
+        self._staged_clip = ""
         upload = files[0]
         data = await upload.read()
         try:
-            speech, rate = voice_library.validate_clip(data)
+            staged = voice_library.stage_clip(owner, data)
         except voice_library.VoiceRejected as exc:
             self.clone_error = str(exc)
             return None
-        staged = get_settings().data_dir / "staging" / f"{secrets.token_hex(12)}.clip"
-        staged.parent.mkdir(parents=True, exist_ok=True)
-        staged.write_bytes(data)
-        self._staged_clip = str(staged)
+        self._staged_clip = staged.token
         self.clip_name = upload.name or "clip"
-        self.clip_seconds = round(len(speech) / rate, 1)
-        self.clip_waveform = waveform(speech)
+        self.clip_seconds = staged.seconds
+        self.clip_waveform = waveform(staged.speech)
         return None
 
     @rx.event
@@ -262,23 +264,16 @@ class StudioState(AuthState):
 
     @rx.event
     def create_voice(self, form: dict):  # type: ignore[no-untyped-def]
-        from pathlib import Path
-
         owner = self._owner()
         if owner is None:
             return self._sign_in_redirect()
         self.clone_error = self.clone_notice = ""
-        if not self._staged_clip or not Path(self._staged_clip).exists():
-            self.clone_error = "Drop a 10–30 second recording first."
-            return None
         try:
-            entry = voice_library.create_cloned_voice(owner, str(form.get("name", "")),
-                                                      str(form.get("transcript", "")),
-                                                      Path(self._staged_clip).read_bytes())
+            entry = voice_library.create_from_staged(owner, self._staged_clip, str(form.get("name", "")),
+                                                     str(form.get("transcript", "")))
         except voice_library.VoiceRejected as exc:
             self.clone_error = str(exc)
             return None
-        Path(self._staged_clip).unlink(missing_ok=True)
         self._staged_clip, self.clip_name, self.clip_seconds, self.clip_waveform = "", "", 0.0, []
         self._refresh_voices()
         engines = self._live_engine_names()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from backend import db, redis_client
-from backend.settings import Settings, get_settings
+from backend.core import db, redis_client
+from backend.core.settings import Settings, get_settings
 
 ISOLATED_VARIABLES = ("LOCKN_ENV", "LOCKN_DATABASE_URL", "LOCKN_REDIS_URL", "LOCKN_SECRET_KEY", "LOCKN_PUBLIC_URL",
                       "AUTH0_DOMAIN", "AUTH0_CLIENT_ID", "AUTH0_CLIENT_SECRET", "AUTH0_AUDIENCE", "LOCKN_PORT")
@@ -23,7 +23,7 @@ ISOLATED_VARIABLES = ("LOCKN_ENV", "LOCKN_DATABASE_URL", "LOCKN_REDIS_URL", "LOC
 def reset_caches() -> None:
     """Forget settings, engines and Redis clients built from an earlier environment."""
     from backend.services.keys import get_key_service
-    from workers.celery_app import _celery_for
+    from backend.queue.app import _celery_for
 
     if get_key_service.cache_info().currsize:
         get_key_service().bus.stop()
@@ -96,7 +96,7 @@ def closed_port() -> int:
 @pytest.fixture
 def embedded_broker(isolated_settings: Path) -> Iterator[str]:
     """The embedded redis-server `make run` starts, on this test's own socket."""
-    from backend.cli import Supervisor, embedded_broker_command, wait_for_socket
+    from backend.ops.supervisor import Supervisor, embedded_broker_command, wait_for_socket
 
     settings = get_settings()
     supervisor = Supervisor()
@@ -131,8 +131,8 @@ def key_service(database: str) -> Iterator["KeyService"]:  # noqa: F821
 def wait_for_worker_heartbeat(timeout_s: float = 60.0) -> None:
     import time
 
-    from backend.redis_client import get_redis
-    from workers import heartbeat
+    from backend.core.redis_client import get_redis
+    from backend.queue import heartbeat
 
     deadline = time.monotonic() + timeout_s
     while not heartbeat.live_workers(get_redis()):
@@ -144,7 +144,7 @@ def wait_for_worker_heartbeat(timeout_s: float = 60.0) -> None:
 @pytest.fixture
 def worker(embedded_broker: str, database: str) -> Iterator["Supervisor"]:  # noqa: F821
     """A real Celery worker (Piper loaded), started the way `make run` starts it, on this test's broker and DB."""
-    from backend.cli import Supervisor, worker_command
+    from backend.ops.supervisor import Supervisor, worker_command
 
     supervisor = Supervisor()
     supervisor.start("worker", worker_command(), env=dict(os.environ))

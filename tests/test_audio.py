@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.audio import FORMATS, AudioDecodeError, decode, encode, normalize_loudness, resample
+from backend.media.codecs import FORMATS, AudioDecodeError, decode, encode, normalize_loudness, resample
 
 RATE = 22050
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from backend.api import build_api
-from backend.db import get_engine
+from backend.core.db import get_engine
 from backend.services.key_format import BASE62, BODY_LENGTH, generate_key
 
 PROBES = 1000

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backend.services.features import FEATURES, RouteTable, feature_statuses
-from workers.heartbeat import WorkerInfo
+from backend.queue.heartbeat import WorkerInfo
 
 ALL_ROUTES = {route for feature in FEATURES for route in feature.routes}
 

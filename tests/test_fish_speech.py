@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.settings import get_settings
+from backend.core.settings import get_settings
 from tests.conftest import reset_caches
-from workers.engines.base import ReferenceVoice, SynthesisOptions
+from backend.media.engine import ReferenceVoice, SynthesisOptions
 
 if importlib.util.find_spec("fish_speech") is None:
     if os.environ.get("LOCKN_REQUIRE_FISH") == "1":
@@ -51,16 +51,10 @@ def engine(checkpoint: Path):
     """One loaded engine for the module (loading is what a worker does once per process)."""
     from workers.engines.fish_speech import FishSpeechEngine
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LOCKN_FISH_CHECKPOINT_DIR", str(checkpoint))
-        patch.setenv("LOCKN_FISH_DEVICE", "cpu")
-        patch.setenv("LOCKN_FISH_MAX_NEW_TOKENS", str(MAX_NEW_TOKENS))
-        get_settings.cache_clear()
-        assert FishSpeechEngine.available() is None
-        fish = FishSpeechEngine()
-        fish.load()
-        yield fish
-    get_settings.cache_clear()
+    fish = FishSpeechEngine(checkpoint, device="cpu", max_new_tokens=MAX_NEW_TOKENS)
+    assert fish.unavailable_reason() is None
+    fish.load()
+    return fish
 
 
 class RecordingQueue(queue.Queue):
@@ -134,11 +128,11 @@ def test_cloned_voice_job_runs_on_a_fish_worker(fish_settings, embedded_broker, 
 
     import soundfile as sf
 
-    from backend.cli import Supervisor, worker_command
+    from backend.ops.supervisor import Supervisor, worker_command
     from backend.services.jobs import enqueue_synthesis, job_status
     from backend.services.voices import create_cloned_voice
     from tests.conftest import wait_for_worker_heartbeat
-    from workers.audio import decode
+    from backend.media.codecs import decode
 
     buffer = io.BytesIO()
     sf.write(buffer, reference_clip(22050, seconds=12), 22050, format="WAV")

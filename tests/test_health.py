@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from backend import db
+from backend.core import db
 from backend.api import build_api
-from backend.redis_client import get_redis
-from workers import heartbeat
+from backend.core.redis_client import get_redis
+from backend.queue import heartbeat
 
 ALL_CHECKS = {"database", "broker", "worker", "engine"}
 

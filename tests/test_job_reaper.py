@@ -6,11 +6,11 @@ from datetime import timedelta
 
 from sqlmodel import Session
 
-from backend.db import get_engine
-from backend.models import Job, utcnow
+from backend.core.db import get_engine
+from backend.core.models import Job, utcnow
 from backend.services.job_reaper import STALLED_MESSAGE, reap_stalled_jobs, stalled_after_s
 from backend.services.jobs import job_status
-from backend.settings import get_settings
+from backend.core.settings import get_settings
 
 OWNER = "auth0|reaper"
 

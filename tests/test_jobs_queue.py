@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 from sqlmodel import Session, func, select
 
-from backend.db import get_engine
-from backend.models import Job
-from backend.settings import get_settings
+from backend.core.db import get_engine
+from backend.core.models import Job
+from backend.core.settings import get_settings
 from backend.services.jobs import (
     CANCELLED_MESSAGE, MAX_TEXT_CHARS, InvalidJobRequest, ServiceUnavailable, cancel_job, enqueue_synthesis,
     job_status, send_job,
 )
-from backend.redis_client import get_binary_redis, get_redis
+from backend.core.redis_client import get_binary_redis, get_redis
 from tests.conftest import reset_caches, wait_for_worker_heartbeat
-from workers.audio import decode
-from workers.audio_stream import FINISHED_TTL_S, read_events, stream_key
+from backend.media.codecs import decode
+from backend.media.live_stream import FINISHED_TTL_S, read_events, stream_key
 
 VOICE = "en_US-joe-medium"
 OWNER = "auth0|alice"
@@ -90,23 +90,24 @@ def test_a_running_job_cancelled_stops_between_sentences(worker) -> None:
 def test_a_cancel_that_lands_as_the_job_finishes_wins_and_leaves_no_file(embedded_broker, database,
                                                                         monkeypatch) -> None:
     """Cancelled after its last sentence, while its file is written: the row stays cancelled, the file goes."""
-    from workers import synthesis
+    from backend.services import job_runner
+    from workers.engine_loader import load_engines
 
     job = Job(id="job_" + secrets.token_hex(10), owner=OWNER, voice_id=VOICE, engine="piper",
               text="Cancel me at the very end.", text_chars=26, format="wav")
     with Session(get_engine(), expire_on_commit=False) as session:
         session.add(job)
         session.commit()
-    store = synthesis._store
+    store = job_runner._store
 
     def store_then_cancel(job: Job, data: bytes):  # type: ignore[no-untyped-def]
         path = store(job, data)
         cancel_job(job.id, OWNER)  # the owner's real cancel, at the worst moment
         return path
 
-    monkeypatch.setattr(synthesis, "_store", store_then_cancel)
-    with pytest.raises(synthesis.JobCancelled):
-        synthesis.run_job(job.id)
+    monkeypatch.setattr(job_runner, "_store", store_then_cancel)
+    with pytest.raises(job_runner.JobCancelled):
+        job_runner.run_job(job.id, load_engines(["piper"]))
     final = job_status(job.id, OWNER)
     assert final.status == "failed" and final.error == CANCELLED_MESSAGE and final.audio_path is None
     assert list(get_settings().audio_dir.glob(f"{job.id}.*")) == []
@@ -114,7 +115,7 @@ def test_a_cancel_that_lands_as_the_job_finishes_wins_and_leaves_no_file(embedde
 
 @pytest.mark.redis
 def test_job_through_redis(redis_url: str, monkeypatch, database) -> None:
-    from backend.cli import Supervisor, worker_command
+    from backend.ops.supervisor import Supervisor, worker_command
 
     monkeypatch.setenv("LOCKN_REDIS_URL", redis_url)
     reset_caches()
@@ -130,7 +131,7 @@ def test_job_through_redis(redis_url: str, monkeypatch, database) -> None:
 
 def test_a_killed_worker_loses_no_job(embedded_broker, database, monkeypatch) -> None:
     """SIGKILL the whole worker mid-job; a new worker picks the job up after the redelivery timeout."""
-    from backend.cli import Supervisor, worker_command
+    from backend.ops.supervisor import Supervisor, worker_command
 
     monkeypatch.setenv("LOCKN_JOB_VISIBILITY_TIMEOUT_S", "3")
     reset_caches()

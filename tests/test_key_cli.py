@@ -8,11 +8,11 @@ import subprocess
 import sys
 
 from backend.services.keys import build_key_service
-from backend.settings import PROJECT_ROOT, get_settings
+from backend.core.settings import PROJECT_ROOT, get_settings
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "backend.cli", "keys", *args], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "backend.ops.cli", "keys", *args], cwd=PROJECT_ROOT,
                           env=dict(os.environ), capture_output=True, text=True, timeout=60)
 
 

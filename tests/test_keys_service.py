@@ -10,13 +10,13 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session
 
-from backend.models import ApiKey, KeyUsage, utcnow
+from backend.core.models import ApiKey, KeyUsage, utcnow
 from backend.services.keys import (
     VERIFICATION_ORDER, InvalidKeyRequest, KeyNotFound, KeyRejected, KeyService, KeySpec, RateLimit,
     build_key_service,
 )
 from backend.services.key_format import generate_key
-from backend.settings import get_settings
+from backend.core.settings import get_settings
 
 ALICE, BOB = "auth0|alice", "auth0|bob"
 

@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 
-from backend.redis_client import get_binary_redis
-from workers.audio_stream import publish_chunk, publish_end, publish_spoken, read_events
-from workers.live_publisher import LivePublisher
+from backend.core.redis_client import get_binary_redis
+from backend.media.live_stream import publish_chunk, publish_end, publish_spoken, read_events
+from backend.media.live_publisher import LivePublisher
 
 
 def test_events_arrive_in_order_and_flush_waits_for_them(embedded_broker) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from backend.log_masking import install_key_masking
+from backend.core.log_masking import install_key_masking
 from backend.services.key_format import generate_key
 
 

@@ -7,7 +7,7 @@ import pytest
 from backend.auth.dev_provider import DevProvider, DevProviderForbidden
 from backend.auth.oidc import safe_next
 from backend.services import sessions
-from backend.settings import ProductionConfigError, Settings
+from backend.core.settings import ProductionConfigError, Settings
 
 
 @pytest.mark.parametrize(("candidate", "expected"), [
@@ -44,8 +44,8 @@ def test_sessions_expire(database, monkeypatch) -> None:
 
     from sqlmodel import Session
 
-    from backend.db import get_engine
-    from backend.models import LoginSession, utcnow
+    from backend.core.db import get_engine
+    from backend.core.models import LoginSession, utcnow
 
     row = sessions.start_session({"sub": "dev|x@example.test"}, None, None)
     with Session(get_engine()) as db:

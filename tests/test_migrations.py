@@ -8,7 +8,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
-from backend import db
+from backend.core import db
 
 
 TABLES = {"users", "api_keys", "key_usage", "jobs", "cloned_voices", "login_sessions", "qa_runs"}

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from backend.api import build_api
 from backend.services.keys import KeySpec
-from workers.audio import decode
+from backend.media.codecs import decode
 
 BASE = "/v1"
 CHUNKS = ["Hello there!", "This is Open WebUI reading an answer aloud.", "It sends one sentence at a time.",

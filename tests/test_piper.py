@@ -7,8 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from workers.audio import FORMATS, decode, encode
-from workers.engines.base import ReferenceVoice, SynthesisError, SynthesisOptions
+from backend.media.codecs import FORMATS, decode, encode
+from backend.media.engine import ReferenceVoice, SynthesisError, SynthesisOptions
+from workers.engine_loader import build_engine
 from workers.engines.piper import PiperEngine, installed_voice_models
 
 VOICE = "en_US-joe-medium"
@@ -83,4 +84,5 @@ def test_voices_dropped_into_the_data_dir_are_found(isolated_settings) -> None:
     folder.mkdir(parents=True)
     shutil.copy(bundled, folder / "en_US-copy-low.onnx")
     shutil.copy(bundled.with_suffix(".onnx.json"), folder / "en_US-copy-low.onnx.json")
-    assert "en_US-copy-low" in [m.stem for m in installed_voice_models()]
+    assert "en_US-copy-low" in [m.stem for m in installed_voice_models(folder)]
+    assert "en_US-copy-low" in [v.id for v in build_engine("piper").voices()], "the worker's engine looks there"

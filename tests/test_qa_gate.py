@@ -20,11 +20,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from backend import qa_gate
-from backend.models import utcnow
+from backend.ops import qa_gate
+from backend.core.models import utcnow
 from backend.services import qa_runs
 from backend.services.qa_runs import QaCounts
-from backend.settings import PROJECT_ROOT, Settings, get_settings
+from backend.core.settings import PROJECT_ROOT, Settings, get_settings
 
 SOURCE = "http://staging.example.test:3000"
 GREEN = QaCounts(passed=9, failed=0, skipped=2)
@@ -40,7 +40,7 @@ def record(target: str = SOURCE, passed: bool = True, hours_ago: float = 0.0, tr
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "backend.cli", *args], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "backend.ops.cli", *args], cwd=PROJECT_ROOT,
                           env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300)
 
 
@@ -245,7 +245,8 @@ def test_promote_honours_a_configured_max_age(database: str, repo: Path, monkeyp
 
 
 def test_nightly_schedule_is_built_from_settings() -> None:
-    from workers.celery_app import QA_QUEUE, QA_TASK, qa_beat_schedule
+    from backend.queue.app import qa_beat_schedule
+    from backend.queue.routing import QA_QUEUE, QA_TASK
 
     assert qa_beat_schedule(Settings()) == {}, "off by default"
     [entry] = qa_beat_schedule(Settings(qa_nightly_at="02:30")).values()
@@ -258,7 +259,7 @@ def test_nightly_schedule_is_built_from_settings() -> None:
 
 def test_the_celery_app_carries_the_schedule_and_routes_the_task_to_its_queue(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from workers.celery_app import create_celery
+    from backend.queue.app import create_celery
 
     monkeypatch.setenv("LOCKN_QA_NIGHTLY_AT", "23:05")
     get_settings.cache_clear()
@@ -272,8 +273,8 @@ def test_the_celery_app_carries_the_schedule_and_routes_the_task_to_its_queue(
 
 
 def test_beat_refuses_to_start_when_nightly_qa_is_off(capsys: pytest.CaptureFixture[str]) -> None:
-    from backend.cli import main
-    from backend.qa_cli import beat_command
+    from backend.ops.cli import main
+    from backend.ops.qa_cli import beat_command
 
     assert main(["beat"]) == 2
     assert "nightly QA is off: set LOCKN_QA_NIGHTLY_AT=HH:MM (UTC)" in capsys.readouterr().err

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from backend.cli import Supervisor, worker_command
-from backend.redis_client import get_redis
-from workers import heartbeat
+from backend.ops.supervisor import Supervisor, worker_command
+from backend.core.redis_client import get_redis
+from backend.queue import heartbeat
 
 
 def wait_for_worker(timeout_s: float = 30.0) -> list[heartbeat.WorkerInfo]:
@@ -20,7 +20,7 @@ def wait_for_worker(timeout_s: float = 30.0) -> list[heartbeat.WorkerInfo]:
 
 
 def test_worker_reports_in_runs_a_job_and_withdraws_on_shutdown(embedded_broker: str) -> None:
-    from workers.celery_app import create_celery
+    from backend.queue.app import create_celery
 
     supervisor = Supervisor()
     supervisor.start("worker", worker_command(), env=dict(os.environ))

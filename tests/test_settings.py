@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from backend.settings import ProductionConfigError, Settings
+from backend.core.settings import ProductionConfigError, Settings
 
 STRONG_SECRET = "x" * 40
 
@@ -102,14 +102,14 @@ def test_empty_variables_mean_unset(monkeypatch) -> None:
 
 
 def test_relative_data_dir_is_relative_to_the_checkout(monkeypatch) -> None:
-    from backend.settings import PROJECT_ROOT
+    from backend.core.settings import PROJECT_ROOT
 
     monkeypatch.setenv("LOCKN_DATA_DIR", "./data")
     assert Settings().data_dir == PROJECT_ROOT / "data"
 
 
 def test_env_example_documents_every_setting() -> None:
-    from backend.settings import PROJECT_ROOT
+    from backend.core.settings import PROJECT_ROOT
 
     documented = (PROJECT_ROOT / ".env.example").read_text()
     for name, field in Settings.model_fields.items():

@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 
-from backend.cli import Supervisor
+from backend.ops.supervisor import Supervisor
 
 
 def alive(pid: int) -> bool:

@@ -10,8 +10,8 @@ from sqlmodel import Session, select
 
 from backend.api import build_api
 from backend.api.body_limit import DEFAULT_LIMIT_BYTES
-from backend.db import get_engine
-from backend.models import ClonedVoice
+from backend.core.db import get_engine
+from backend.core.models import ClonedVoice
 from backend.services.keys import KeySpec
 from backend.services.voices import MAX_UPLOAD_BYTES
 
@@ -99,7 +99,7 @@ def hour_of_silence(fmt: str, rate: int = 16000) -> bytes:
 
 def test_decompression_bombs_are_refused_unread(database, key_service) -> None:
     from backend.services.voices import VoiceRejected, validate_clip
-    from workers.audio import AudioTooLong, _decode_with_pyav
+    from backend.media.codecs import AudioTooLong, _decode_with_pyav
 
     for fmt in ("FLAC", "OGG"):
         bomb = hour_of_silence(fmt)

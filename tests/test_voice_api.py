@@ -16,7 +16,7 @@ from openai import OpenAI
 from backend.api import build_api
 from backend.services.keys import KeySpec, RateLimit
 from backend.services.openai_compat import OPENAI_VOICES, voice_map
-from workers.audio import decode
+from backend.media.codecs import decode
 
 ALICE, BOB = "auth0|alice", "auth0|bob"
 VOICE = "en_US-joe-medium"

@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that give `workers.synthesis` Celery's retries, time limits and redelivery."""
+"""Celery tasks: thin wrappers that give `backend.services.job_runner` Celery's retries, time limits and redelivery."""
 
 from __future__ import annotations
 
@@ -7,22 +7,24 @@ import time
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
+from backend.media.engine import SynthesisError
+from backend.queue.routing import PING_TASK, QA_TASK, SYNTHESIZE_TASK
+from backend.services.job_runner import JobCancelled, end_live_audio, fail_job, run_job
 from backend.services.jobs import CANCELLED_MESSAGE
-from workers.celery_app import QA_TASK, celery_app
-from workers.engines.base import SynthesisError
-from workers.synthesis import JobCancelled, end_live_audio, fail_job, run_job
+from workers.celery_app import celery_app
+from workers.engine_loader import load_engines
 
 #: Errors worth another try (the database blinked); anything else is the job's own fault and is final.
 TRANSIENT_ERRORS = (OperationalError, ConnectionError)
 
 
-@celery_app.task(name="lockn.ping")
+@celery_app.task(name=PING_TASK)
 def ping() -> dict[str, float]:
     """Answer with the worker's clock: proves a job goes through the queue."""
     return {"pong": time.time()}
 
 
-@celery_app.task(name="lockn.synthesize", bind=True, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True,
+@celery_app.task(name=SYNTHESIZE_TASK, bind=True, autoretry_for=TRANSIENT_ERRORS, retry_backoff=True,
                  retry_backoff_max=30, max_retries=3, ignore_result=True)
 def synthesize(self, job_id: str) -> dict:  # type: ignore[no-untyped-def]
     """Run one job; permanent failures mark it failed (never retried), transient ones retry with backoff.
@@ -31,7 +33,7 @@ def synthesize(self, job_id: str) -> dict:  # type: ignore[no-untyped-def]
     replica reads it), and a result per job would only cost the worker round trips to the broker and
     leave a key in Redis for a day."""
     try:
-        return run_job(job_id)
+        return run_job(job_id, load_engines())
     except JobCancelled:
         end_live_audio(job_id, CANCELLED_MESSAGE)
         return {"job_id": job_id, "status": "failed", "error": "cancelled"}
@@ -50,7 +52,7 @@ def synthesize(self, job_id: str) -> dict:  # type: ignore[no-untyped-def]
         raise
 
 
-#: Longer than the suite's own limit (backend.qa_gate.SUITE_TIMEOUT_S), which stops and records a stuck run first;
+#: Longer than the suite's own limit (backend.ops.qa_gate.SUITE_TIMEOUT_S), which stops and records a stuck run first;
 #: it replaces the synthesis jobs' limit should a prefork worker ever consume the `qa` queue.
 QA_TASK_TIME_LIMIT_S = 35 * 60
 
@@ -59,11 +61,11 @@ QA_TASK_TIME_LIMIT_S = 35 * 60
                  time_limit=QA_TASK_TIME_LIMIT_S + 60)
 def qa_regression() -> dict[str, object]:
     """Nightly regression (Celery beat, `LOCKN_QA_NIGHTLY_AT`): the smoke suite against this deployment,
-    recorded with trigger `nightly`. Routed to the `qa` queue (see workers.celery_app.QA_QUEUE).
+    recorded with trigger `nightly`. Routed to the `qa` queue (see backend.queue.routing.QA_QUEUE).
 
     Acknowledged on receipt: a run can outlast the broker's redelivery timeout, and a second copy of it
     would only record the same night twice; a run lost with its worker is simply the next night's."""
-    from backend.qa_gate import run_nightly
+    from backend.ops.qa_gate import run_nightly
 
     run = run_nightly()
     return {"id": run.id, "target": run.target, "passed": run.passed, "passed_count": run.passed_count,

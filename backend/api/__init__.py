@@ -13,7 +13,7 @@ from backend.api.body_limit import BodySizeLimit
 from backend.api.errors import install_error_handlers
 from backend.auth.dev_provider import build_dev_provider_app
 from backend.auth.oidc import build_auth_app
-from backend.settings import get_settings
+from backend.core.settings import get_settings
 
 API_TITLE = "LockN API"
 API_VERSION = "0.1.0"

@@ -63,10 +63,10 @@ class BodySizeLimit:
 
         async def counted() -> Message:
             nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
+            chunk = await receive()
+            received += len(chunk.get("body", b""))
             if received > limit:
                 raise BodyTooLarge(message)  # rendered by the API's HTTPException handler
-            return message
+            return chunk
 
         await self.app(scope, counted, send)

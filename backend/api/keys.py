@@ -16,10 +16,10 @@ from pydantic import BaseModel, Field
 
 from backend.api.auth import Principal, require_principal
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
-from backend.models import ApiKey, as_utc, utcnow
+from backend.core.models import ApiKey, as_utc
 from backend.services.keys import (
     DEFAULT_SCOPES, MAX_GRACE_SECONDS, MAX_PAGE_SIZE, MAX_USAGE_DAYS, SCOPES, InvalidKeyRequest, KeyNotFound,
-    KeySpec, RateLimit, get_key_service,
+    KeySpec, KeyStatus, RateLimit, get_key_service,
 )
 
 router = APIRouter(prefix="/api/keys", tags=["keys"], responses=error_responses(ApiErrorEnvelope))
@@ -54,7 +54,7 @@ class KeyOut(BaseModel):
     scopes: list[str]
     rate_limit: RateLimitIn
     quota_chars: int | None
-    status: Literal["active", "revoked", "expired"]
+    status: KeyStatus = Field(description="`in_grace`: rotated, still working until `expires_at`.")
     expires_at: datetime | None
     created_at: datetime
     last_used_at: datetime | None
@@ -63,13 +63,12 @@ class KeyOut(BaseModel):
     usage: dict[str, float] | None = Field(None, description="All-time totals (in listings).")
 
     @classmethod
-    def of(cls, row: ApiKey, usage: dict[str, float] | None = None) -> KeyOut:
-        now = utcnow()
-        expires_at = as_utc(row.expires_at)
-        status = "revoked" if row.revoked_at else "expired" if expires_at and expires_at <= now else "active"
+    def of(cls, row: ApiKey, status: KeyStatus | None = None, usage: dict[str, float] | None = None) -> KeyOut:
+        """`status` as the key service worked it out (asked of it when not given)."""
+        status = status or get_key_service().status(row)
         return cls(id=row.id, name=row.name, env=row.env, start=row.start, scopes=row.scopes,
                    rate_limit=RateLimitIn(requests=row.rate_limit_requests, window_seconds=row.rate_limit_window_s),
-                   quota_chars=row.quota_chars, status=status, expires_at=expires_at,
+                   quota_chars=row.quota_chars, status=status, expires_at=as_utc(row.expires_at),
                    created_at=as_utc(row.created_at), last_used_at=as_utc(row.last_used_at),
                    revoked_at=as_utc(row.revoked_at), rotated_from=row.rotated_from, usage=usage)
 
@@ -130,7 +129,7 @@ def list_keys(principal: ReadKeys, limit: Annotated[int, Query(ge=1, le=MAX_PAGE
               cursor: str | None = None) -> KeyListOut:
     with service_errors():
         page = get_key_service().list(principal.owner, limit, cursor)
-    return KeyListOut(data=[KeyOut.of(row, page.usage_totals.get(row.id)) for row in page.keys],
+    return KeyListOut(data=[KeyOut.of(row, page.statuses[row.id], page.usage_totals.get(row.id)) for row in page.keys],
                       next_cursor=page.next_cursor)
 
 

@@ -18,12 +18,13 @@ from pydantic import BaseModel, Field
 
 from backend.api.auth import bearer_token, require_key
 from backend.api.errors import ApiError, OpenAIErrorEnvelope, error_responses
-from backend.api.voice import record_submission, voice_errors
+from backend.api.voice import voice_errors
 from backend.services import openai_compat, voices as voice_library
 from backend.services.job_audio import finished_audio, live_chunks
 from backend.services.jobs import MAX_TEXT_CHARS, enqueue_synthesis
 from backend.services.keys import KeyRejected, VerifiedKey, get_key_service
-from workers.audio import FORMATS, STREAMABLE
+from backend.media.codecs import FORMATS, STREAMABLE
+from backend.media.engine import MAX_SPEED, MIN_SPEED
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=error_responses(OpenAIErrorEnvelope))
 SpeechKey = Annotated[VerifiedKey, Depends(require_key("tts:write"))]
@@ -37,7 +38,7 @@ class SpeechIn(BaseModel):
     input: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     voice: str = Field(min_length=1, description="An OpenAI voice name (mapped) or any LockN voice id.")
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
-    speed: float = Field(1.0, ge=0.25, le=4.0)
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
     instructions: str | None = Field(None, description="Accepted for compatibility; no engine uses it yet.")
     stream_format: Literal["audio", "sse"] = "audio"
 
@@ -64,7 +65,6 @@ def speech(body: SpeechIn, key: SpeechKey) -> Response:
     voice = openai_compat.resolve_voice(body.voice)
     with voice_errors(openai_statuses=True):
         job = enqueue_synthesis(key.owner, body.input, voice, body.response_format, body.speed, key_id=key.id)
-        record_submission(key, job)
         content_type = FORMATS[body.response_format].content_type
         if body.stream_format == "sse":
             return StreamingResponse(sse_events(live_chunks(job.id, key.owner, body.response_format),

@@ -18,9 +18,9 @@ from backend.services.job_audio import JobFailed, finished_audio
 from backend.services.jobs import (
     MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, JobStatus, enqueue_synthesis, job_status, list_jobs,
 )
-from backend.models import Job
-from backend.services.keys import VerifiedKey, get_key_service
-from workers.audio import FORMATS
+from backend.services.keys import VerifiedKey
+from backend.media.codecs import FORMATS
+from backend.media.engine import MAX_SPEED, MIN_SPEED
 
 router = APIRouter(prefix="/api/voice", tags=["voice"], responses=error_responses(ApiErrorEnvelope))
 ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
@@ -88,7 +88,7 @@ async def clone_voice(key: WriteKey, name: Annotated[str, Form(max_length=200)],
 
 @router.delete("/voices/{voice_id}", status_code=204, summary="Delete one of your cloned voices")
 def delete_voice(voice_id: str, key: WriteKey) -> Response:
-    if not voice_id.startswith("voice_"):
+    if not voice_id.startswith(voice_library.CLONED_PREFIX):
         raise ApiError(403, "forbidden", "Built-in voices cannot be deleted.")
     with voice_errors():
         voice_library.delete_cloned_voice(key.owner, voice_id)
@@ -99,7 +99,7 @@ def delete_voice(voice_id: str, key: WriteKey) -> Response:
 def voice_sample(voice_id: str, owner: Reader) -> FileResponse:
     """A cloned voice's sample is its reference clip; a built-in voice reads a fixed sentence (cached)."""
     with voice_errors():
-        if voice_id.startswith("voice_"):
+        if voice_id.startswith(voice_library.CLONED_PREFIX):
             voice_library.get_cloned_voice(owner, voice_id)
             return FileResponse(voice_library.reference_path(voice_id), media_type="audio/wav")
         job = enqueue_synthesis(owner, SAMPLE_TEXT, voice_id, "mp3")
@@ -111,7 +111,7 @@ class JobIn(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     voice: str = Field(min_length=1, max_length=120)
     format: Literal["wav", "mp3", "flac", "opus", "aac", "pcm"] = "wav"
-    speed: float = Field(1.0, ge=0.25, le=4.0)
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
 
 
 class JobOut(BaseModel):
@@ -145,14 +145,7 @@ def job_out(status: JobStatus) -> JobOut:
 def create_job(body: JobIn, key: WriteKey) -> JobOut:
     with voice_errors():
         job = enqueue_synthesis(key.owner, body.text, body.voice, body.format, body.speed, key_id=key.id)
-        record_submission(key, job)
         return job_out(job_status(job.id, key.owner))
-
-
-def record_submission(key: VerifiedKey, job: Job) -> None:
-    """Count the characters on the key (quota); a cache hit's audio seconds too (the worker counts the rest)."""
-    audio_seconds = (job.duration_s or 0.0) if job.status == "succeeded" else 0.0
-    get_key_service().usage.record(key.id, chars=job.text_chars, audio_seconds=audio_seconds)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="A job's status and progress")

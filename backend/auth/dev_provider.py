@@ -28,7 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from backend.settings import Settings
+from backend.core.settings import Settings
 
 DEV_CLIENT_ID = "lockn-dev"
 CODE_TTL_S = 120
@@ -155,7 +155,7 @@ class RedisCodeStore:
 def code_store(settings: Settings) -> MemoryCodeStore | RedisCodeStore:
     """Redis whenever replicas may share the work, memory for the single-process default."""
     if settings.redis_url:
-        from backend.redis_client import client_for
+        from backend.core.redis_client import client_for
 
         return RedisCodeStore(client_for(settings.redis_url))
     return MemoryCodeStore()

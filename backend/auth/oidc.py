@@ -22,7 +22,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from backend.auth.tokens import InvalidToken, get_token_verifier
 from backend.services import sessions
-from backend.settings import Settings
+from backend.core.settings import Settings
 
 DEFAULT_NEXT = "/dashboard"
 TRANSACTION_MAX_AGE_S = 600

@@ -20,7 +20,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
 
-from backend.settings import get_settings
+from backend.core.settings import get_settings
 
 ALGORITHMS = ["RS256"]
 REFRESH_COOLDOWN_S = 30.0

@@ -1,10 +1,10 @@
-"""Alembic environment: the URL comes from `backend.db.alembic_config`, the metadata from `backend.models`."""
+"""Alembic environment: the URL comes from `backend.core.db.alembic_config`, the metadata from `backend.core.models`."""
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
-import backend.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import backend.core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from backend.redis_client import get_redis
-from workers import heartbeat
+from backend.core.redis_client import get_redis
+from backend.queue import heartbeat
 
 
 @dataclass(frozen=True)

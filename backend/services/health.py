@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from backend import db
-from backend.redis_client import get_redis
-from backend.settings import get_settings
-from workers import heartbeat
-from workers.engines import ENGINE_QUEUES
+from backend.core import db
+from backend.core.redis_client import get_redis
+from backend.core.settings import get_settings
+from backend.queue import heartbeat
+from backend.queue.routing import queue_for
 
 Status = Literal["ok", "down"]
 
@@ -61,7 +61,7 @@ def check_broker() -> str:
 
 def required_queues() -> set[str]:
     """The queues of the engines this deployment is configured for (`LOCKN_ENGINES`)."""
-    return {ENGINE_QUEUES.get(name, "cpu") for name in get_settings().engine_names}
+    return {queue_for(name) for name in get_settings().engine_names}
 
 
 def check_workers() -> str:

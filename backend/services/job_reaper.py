@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 from sqlmodel import Session, col
 
-from backend.db import get_engine
-from backend.models import Job, as_utc, utcnow
-from backend.settings import Settings, get_settings
+from backend.core.db import get_engine
+from backend.core.models import Job, as_utc, utcnow
+from backend.core.settings import Settings, get_settings
 
 GRACE_S = 30
 SWEEP_INTERVAL_S = 30.0

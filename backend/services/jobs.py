@@ -18,20 +18,25 @@ import redis
 from kombu.exceptions import OperationalError as BrokerError
 from sqlmodel import Session, col, select
 
-from backend.db import get_engine
-from backend.models import Job
+from backend.core.db import get_engine
+from backend.core.models import Job
+from backend.core.redis_client import get_binary_redis
+from backend.media.codecs import FORMATS
+from backend.media.engine import MAX_SPEED, MIN_SPEED
+from backend.media.live_stream import publish_end
+from backend.queue.app import get_celery
+from backend.queue.routing import SYNTHESIZE_TASK, queue_for
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_reaper import is_stalled, reap_stalled_jobs
+from backend.services.keys import get_key_service
 from backend.services.pagination import BadCursor, newest_first
-from backend.services.voices import VoiceNotFound, get_cloned_voice, live_engines, live_voices
-from workers.audio import FORMATS
-from workers.engines import ENGINE_QUEUES
+from backend.services.voices import CLONED_PREFIX, VoiceNotFound, get_cloned_voice, live_engines, live_voices
 
 MAX_TEXT_CHARS = 4096
-#: Ids of cloned voices start with this; built-in voice ids are the engines' own names.
-CLONED_PREFIX = "voice_"
-MIN_SPEED, MAX_SPEED = 0.25, 4.0
-TASK_NAME = "lockn.synthesize"
+#: The states a job never leaves.
+FINISHED = ("succeeded", "failed")
+#: The error of a job its owner cancelled.
+CANCELLED_MESSAGE = "Cancelled."
 
 
 class InvalidJobRequest(ValueError):
@@ -119,7 +124,8 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
     """Record a job and hand it to the queue of the voice's engine, or answer at once from the cache.
 
     A cache hit is a new job row, already `succeeded`, pointing at the earlier audio (so history and
-    usage see every request). Nothing is left behind when queueing fails.
+    usage see every request). Nothing is left behind when queueing fails. With `key_id`, the characters
+    count on the key (its quota), and so do a cache hit's audio seconds (the worker counts the rest).
     """
     engine, version = validate_request(owner, text, voice, fmt, speed)
     key = cache_key(owner, text, voice, fmt, speed, version)
@@ -134,6 +140,7 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
         session.add(job)
         session.commit()
     if job.status == "succeeded":
+        _record_usage(job)
         return job
     try:
         send_job(job)
@@ -142,13 +149,19 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
             session.delete(session.get(Job, job.id))
             session.commit()
         raise ServiceUnavailable("the job queue is unreachable; nothing was queued, try again in a moment") from exc
+    _record_usage(job)
     return job
 
 
-def send_job(job: Job) -> None:
-    from workers.celery_app import get_celery
+def _record_usage(job: Job) -> None:
+    if job.key_id is None:
+        return
+    audio_seconds = (job.duration_s or 0.0) if job.status == "succeeded" else 0.0
+    get_key_service().usage.record(job.key_id, chars=job.text_chars, audio_seconds=audio_seconds)
 
-    get_celery().send_task(TASK_NAME, args=[job.id], queue=ENGINE_QUEUES.get(job.engine, "cpu"), task_id=job.id)
+
+def send_job(job: Job) -> None:
+    get_celery().send_task(SYNTHESIZE_TASK, args=[job.id], queue=queue_for(job.engine), task_id=job.id)
 
 
 def job_status(job_id: str, owner: str) -> JobStatus:
@@ -173,19 +186,24 @@ def list_jobs(owner: str, limit: int = 20, cursor: str | None = None) -> tuple[l
     return [JobStatus.of(job) for job in page.items], page.next_cursor
 
 
-CANCELLED_MESSAGE = "Cancelled."
-
-
 def cancel_job(job_id: str, owner: str) -> None:
-    """Stop a queued or running job: the worker sees it at its next progress write (0.5 s apart) and stops."""
+    """Stop a queued or running job: the worker sees it at its next progress write (0.5 s apart) and stops.
+
+    Whoever follows the job hears of it at once (its live stream ends with the cancel message), also
+    when it was still waiting in the queue and no worker will ever say so."""
     with Session(get_engine()) as session:
         job = session.get(Job, job_id)
         if job is None or job.owner != owner:
             raise JobNotFound(job_id)
-        if job.status in ("queued", "running"):
-            job.status, job.error = "failed", CANCELLED_MESSAGE
-            session.add(job)
-            session.commit()
+        if job.status in FINISHED:
+            return
+        job.status, job.error = "failed", CANCELLED_MESSAGE
+        session.add(job)
+        session.commit()
+    try:
+        publish_end(get_binary_redis(), job_id, CANCELLED_MESSAGE)
+    except redis.RedisError:
+        pass  # followers re-read the row within a few seconds (job_audio.RECHECK_S)
 
 
 def delete_job(job_id: str, owner: str) -> None:

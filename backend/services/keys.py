@@ -12,21 +12,22 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from typing import Literal
 
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
-from backend.db import get_engine
-from backend.models import ApiKey, KeyUsage, as_utc, utcnow
-from backend.redis_client import client_for
+from backend.core.db import get_engine
+from backend.core.models import ApiKey, KeyUsage, as_utc, utcnow
+from backend.core.redis_client import client_for
 from backend.services.key_cache import ALL, CachedKey, InvalidationBus, KeyCache
 from backend.services.pagination import BadCursor, newest_first
 from backend.services.key_format import KEY_ENVS, KeyEnv, digest_key, display_start, generate_key, parse_key
 from backend.services.rate_limit import InProcessRateLimiter, RateDecision, RateLimiter, RedisRateLimiter
 from backend.services.usage import UsageRecorder
-from backend.settings import Settings, get_settings
+from backend.core.settings import Settings, get_settings
 
 #: Every scope a key can hold, with what it allows (shown in the API docs and the dashboard).
 SCOPES: dict[str, str] = {
@@ -36,6 +37,8 @@ SCOPES: dict[str, str] = {
     "keys:write": "Create, rotate and revoke keys of the same owner.",
 }
 DEFAULT_SCOPES = ("tts:read", "tts:write")
+#: A key's state as every door shows it: `in_grace` is a rotated key still working until its `expires_at`.
+KeyStatus = Literal["active", "in_grace", "revoked", "expired"]
 MAX_GRACE_SECONDS = 86_400
 MAX_USAGE_DAYS = 366
 MAX_PAGE_SIZE = 100
@@ -135,6 +138,42 @@ class KeyPage:
     keys: list[ApiKey]
     usage_totals: dict[str, dict[str, float]]
     next_cursor: str | None
+    statuses: dict[str, KeyStatus]
+
+
+@dataclass(frozen=True)
+class KeyOverview:
+    """The dashboard's view of an owner's keys: each key's status, daily series and this month's totals."""
+
+    keys: list[ApiKey]
+    statuses: dict[str, KeyStatus]
+    #: key id → one entry per day of the window, oldest first (zeros included)
+    series: dict[str, list[dict]]
+    #: key id → (requests, chars) in the current calendar month (UTC)
+    month: dict[str, tuple[int, int]]
+
+
+def key_status(row: ApiKey, replaced: bool, now: datetime | None = None) -> KeyStatus:
+    """Revoked and expired first (a key that fails verification says why), then in grace or active."""
+    now = now or utcnow()
+    expires_at = as_utc(row.expires_at)
+    if row.revoked_at is not None and as_utc(row.revoked_at) <= now:
+        return "revoked"
+    if expires_at is not None and expires_at <= now:
+        return "expired"
+    return "in_grace" if replaced else "active"
+
+
+def _daily_series(first: date, days: int, rows: list[KeyUsage]) -> list[dict]:
+    """One entry per day from `first`, `days` long, oldest first; a day without a row is all zeros."""
+    by_day = {row.day: row for row in rows}
+    series = []
+    for day in (first + timedelta(days=offset) for offset in range(days)):
+        row = by_day.get(day)
+        series.append({"day": day.isoformat(), "requests": row.requests if row else 0,
+                       "chars": row.chars if row else 0, "audio_seconds": row.audio_seconds if row else 0.0,
+                       "errors": row.errors if row else 0})
+    return series
 
 
 class KeyService:
@@ -252,7 +291,36 @@ class KeyService:
             except BadCursor:
                 raise InvalidKeyRequest("cursor is not a key of yours", "cursor") from None
             totals = self._usage_totals(session, [row.id for row in page.items])
-        return KeyPage(page.items, totals, page.next_cursor)
+            statuses = self._statuses(session, page.items)
+        return KeyPage(page.items, totals, page.next_cursor, statuses)
+
+    def status(self, row: ApiKey) -> KeyStatus:
+        """`key_status` of one key (one query, to learn whether it was rotated)."""
+        with Session(self.engine) as session:
+            return self._statuses(session, [row])[row.id]
+
+    def _statuses(self, session: Session, rows: list[ApiKey]) -> dict[str, KeyStatus]:
+        """Each row's status; rows that may be in their grace period are checked for a successor in one query."""
+        now = utcnow()
+        maybe_in_grace = [r.id for r in rows if key_status(r, False, now) == "active" and r.expires_at is not None]
+        replaced = set(session.exec(select(ApiKey.rotated_from).where(col(ApiKey.rotated_from).in_(maybe_in_grace)))
+                       .all()) if maybe_in_grace else set()
+        return {r.id: key_status(r, r.id in replaced, now) for r in rows}
+
+    def overview(self, owner: str, days: int = 30, limit: int = MAX_PAGE_SIZE) -> KeyOverview:
+        """The owner's newest keys with statuses, daily usage over `days` and this month's totals: three
+        queries however many keys there are (flush buffered usage first to see it up to this moment)."""
+        today = utcnow().date()
+        first, month_start = today - timedelta(days=days - 1), today.replace(day=1)
+        with Session(self.engine) as session:
+            keys = newest_first(session, ApiKey, owner, max(1, min(limit, MAX_PAGE_SIZE)), None).items
+            statuses = self._statuses(session, keys)
+            rows = session.exec(select(KeyUsage).where(col(KeyUsage.key_id).in_([k.id for k in keys]),
+                                                       KeyUsage.day >= min(first, month_start))).all() if keys else []
+        month = {key.id: (sum(r.requests for r in rows if r.key_id == key.id and r.day >= month_start),
+                          sum(r.chars for r in rows if r.key_id == key.id and r.day >= month_start)) for key in keys}
+        series = {key.id: _daily_series(first, days, [r for r in rows if r.key_id == key.id]) for key in keys}
+        return KeyOverview(keys, statuses, series, month)
 
     def _usage_totals(self, session: Session, key_ids: list[str]) -> dict[str, dict[str, float]]:
         if not key_ids:
@@ -311,16 +379,8 @@ class KeyService:
         today = utcnow().date()
         first = today - timedelta(days=days - 1)
         with Session(self.engine) as session:
-            rows = {row.day: row for row in session.exec(
-                select(KeyUsage).where(KeyUsage.key_id == key_id, KeyUsage.day >= first))}
-        series = []
-        for offset in range(days):
-            day = first + timedelta(days=offset)
-            row = rows.get(day)
-            series.append({"day": day.isoformat(), "requests": row.requests if row else 0,
-                           "chars": row.chars if row else 0, "audio_seconds": row.audio_seconds if row else 0.0,
-                           "errors": row.errors if row else 0})
-        return series
+            rows = list(session.exec(select(KeyUsage).where(KeyUsage.key_id == key_id, KeyUsage.day >= first)))
+        return _daily_series(first, days, rows)
 
     def owner_of(self, key_id: str) -> str:
         """Administrative lookup for the CLI only; never used on a request path."""
@@ -355,5 +415,5 @@ def get_key_service() -> KeyService:
     return build_key_service(get_settings())
 
 
-__all__ = ["ALL", "KeyNotFound", "KeyRejected", "KeyService", "KeySpec", "RateLimit", "SCOPES", "VerifiedKey",
+__all__ = ["ALL", "KeyNotFound", "KeyOverview", "KeyStatus", "key_status", "KeyRejected", "KeyService", "KeySpec", "RateLimit", "SCOPES", "VerifiedKey",
            "get_key_service", "InvalidKeyRequest", "VERIFICATION_ORDER"]

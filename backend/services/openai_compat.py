@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.settings import get_settings
+from backend.core.settings import get_settings
 
 #: OpenAI's text-to-speech voice names; each maps to a configured LockN voice.
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse")

@@ -1,6 +1,6 @@
 """Recorded runs of the release smoke suite (`qa_runs`).
 
-`backend.qa_gate` writes one row per run (from `make qa`, a deploy or the nightly
+`backend.ops.qa_gate` writes one row per run (from `make qa`, a deploy or the nightly
 task); `promote` reads the last run against a deployment to decide whether it may
 be promoted, and the dashboard shows the newest run with a link to its report.
 Nothing here knows about pytest, HTTP or Reflex.
@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 from sqlmodel import col, select
 
-from backend.db import session_scope
-from backend.models import QaRun, as_utc
-from backend.settings import get_settings
+from backend.core.db import session_scope
+from backend.core.models import QaRun, as_utc
+from backend.core.settings import get_settings
 
 Trigger = Literal["deploy", "nightly", "manual"]
 TRIGGERS: tuple[Trigger, ...] = ("deploy", "nightly", "manual")

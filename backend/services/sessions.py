@@ -12,9 +12,9 @@ from datetime import timedelta
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlmodel import Session, select
 
-from backend.db import get_engine
-from backend.models import LoginSession, User, as_utc, utcnow
-from backend.settings import get_settings
+from backend.core.db import get_engine
+from backend.core.models import LoginSession, User, as_utc, utcnow
+from backend.core.settings import get_settings
 
 COOKIE_NAME = "lockn_session"
 
@@ -78,8 +78,3 @@ def end_session(session_id: str | None) -> None:
             row.revoked_at = utcnow()
             db.add(row)
             db.commit()
-
-
-def sessions_of(user_id: str) -> list[LoginSession]:
-    with Session(get_engine()) as db:
-        return list(db.exec(select(LoginSession).where(LoginSession.user_id == user_id)))

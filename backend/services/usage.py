@@ -19,7 +19,7 @@ from datetime import date, datetime
 from sqlalchemy import Engine, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from backend.models import ApiKey, KeyUsage, utcnow
+from backend.core.models import ApiKey, KeyUsage, utcnow
 
 logger = logging.getLogger("lockn.usage")
 FLUSH_INTERVAL_S = 5.0

@@ -4,12 +4,18 @@ A cloned voice is a 10–30 s reference clip (after trimming silence) plus its
 transcript: zero-shot cloning engines need both. The clip is stored normalised
 (mono, 16-bit WAV, steady loudness) under `<data dir>/voices/cloned/`. Every
 rejection says what to fix; nothing is stored unless everything is valid.
+
+The Studio checks a dropped clip before the user names it: `stage_clip` keeps the
+checked upload in the owner's staging folder under a random token, and
+`create_from_staged` turns it into a voice (only that owner's token is found).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,14 +26,17 @@ import redis
 import soundfile as sf
 from sqlmodel import Session, col, select
 
-from backend.db import get_engine
-from backend.models import ClonedVoice
-from backend.redis_client import get_redis
+from backend.core.db import get_engine
+from backend.core.models import ClonedVoice
+from backend.core.redis_client import get_redis
+from backend.core.settings import get_settings
+from backend.media.codecs import AudioDecodeError, AudioTooLong, decode, normalize_loudness
+from backend.media.engine import ReferenceVoice, SynthesisError
+from backend.queue import heartbeat
 from backend.services.errors import ServiceUnavailable
-from workers import heartbeat
-from backend.settings import get_settings
-from workers.audio import AudioDecodeError, AudioTooLong, decode, normalize_loudness
 
+#: Ids of cloned voices start with this; built-in voice ids are the engines' own names.
+CLONED_PREFIX = "voice_"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MIN_SECONDS, MAX_SECONDS = 10.0, 30.0
 #: Longest file decoded at all (silence around the speech is trimmed after decoding); beyond it, refused unread.
@@ -152,7 +161,7 @@ def create_cloned_voice(owner: str, name: str, transcript: str, data: bytes, lan
         raise VoiceRejected(f"transcript must be 1–{MAX_TRANSCRIPT_CHARS} characters: type what the clip says",
                             "transcript")
     speech, rate = validate_clip(data)
-    voice_id = "voice_" + secrets.token_hex(8)
+    voice_id = CLONED_PREFIX + secrets.token_hex(8)
     path = reference_path(voice_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
@@ -193,3 +202,62 @@ def delete_cloned_voice(owner: str, voice_id: str) -> None:
         session.delete(row)
         session.commit()
     reference_path(voice_id).unlink(missing_ok=True)
+
+
+def reference_voice(owner: str, voice_id: str, sample_rate: int) -> ReferenceVoice:
+    """A cloned voice as an engine takes it: the stored clip at the engine's rate, and its transcript."""
+    try:
+        row = get_cloned_voice(owner, voice_id)
+        audio, _ = decode(reference_path(row.id).read_bytes(), target_rate=sample_rate)
+    except (VoiceNotFound, FileNotFoundError):
+        raise SynthesisError(f"the cloned voice {voice_id} no longer exists") from None
+    return ReferenceVoice(audio=audio, transcript=row.transcript)
+
+
+# ----- staged clips (the Studio checks a clip before the user names it) ------------------------------------
+
+_TOKEN = re.compile(r"^[0-9a-f]{24}$")
+
+
+@dataclass(frozen=True)
+class StagedClip:
+    """A checked upload waiting to become a voice: `token` finds it again, for its owner only."""
+
+    token: str
+    seconds: float
+    speech: np.ndarray
+
+
+def _staged_path(owner: str, token: str) -> Path:
+    if not _TOKEN.match(token):
+        raise VoiceRejected("Drop a 10–30 second recording first.", "audio")
+    folder = hashlib.sha256(owner.encode()).hexdigest()[:24]
+    return get_settings().data_dir / "staging" / folder / f"{token}.clip"
+
+
+def stage_clip(owner: str, data: bytes) -> StagedClip:
+    """Check `data` as a voice clip (`VoiceRejected` says why not) and keep it for `create_from_staged`."""
+    speech, rate = validate_clip(data)
+    token = secrets.token_hex(12)
+    path = _staged_path(owner, token)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+    return StagedClip(token, round(len(speech) / rate, 1), speech)
+
+
+def discard_staged(owner: str, token: str) -> None:
+    """Forget a staged clip (replaced by another drop, or made into a voice)."""
+    if _TOKEN.match(token):
+        _staged_path(owner, token).unlink(missing_ok=True)
+
+
+def create_from_staged(owner: str, token: str, name: str, transcript: str, language: str = "en") -> VoiceEntry:
+    """Make the owner's staged clip a voice (as `create_cloned_voice`), then forget the staged file."""
+    path = _staged_path(owner, token)
+    if not path.is_file():
+        raise VoiceRejected("Drop a 10–30 second recording first.", "audio")
+    entry = create_cloned_voice(owner, name, transcript, path.read_bytes(), language)
+    path.unlink(missing_ok=True)
+    return entry

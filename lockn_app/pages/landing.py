@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from backend.settings import get_settings
+from backend.core.settings import get_settings
 from components.code_example import code_example
 from components.features import feature_grid
 from components.hero import hero

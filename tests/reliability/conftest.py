@@ -1,6 +1,6 @@
 """A production-shaped cluster on this machine, for fault tests: real processes, real failures.
 
-Two web replicas (`backend.cli web`, Reflex's production server with its state in
+Two web replicas (`backend.ops.cli web`, Reflex's production server with its state in
 Redis), one Celery worker, a private `redis-server` on a spare port (stopped and
 restarted by the broker tests: the machine's shared Redis is never touched), a
 fresh PostgreSQL database reached through a TCP relay the database tests can cut.
@@ -24,9 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.cli import Supervisor, worker_command
-from backend.settings import PROJECT_ROOT
-from backend.web_replica import web_command
+from backend.ops.supervisor import Supervisor, worker_command
+from backend.core.settings import PROJECT_ROOT
+from backend.ops.web_replica import web_command
 
 START_TIMEOUT_S = 120.0
 
@@ -103,7 +103,7 @@ class Relay:
     process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "backend.local_proxy", "--listen",
+        self.process = subprocess.Popen([sys.executable, "-m", "backend.ops.local_proxy", "--listen",
                                          f"127.0.0.1:{self.port}", "--backend", f"{self.target[0]}:{self.target[1]}"],
                                         cwd=PROJECT_ROOT)
         wait_until(self._accepts, 10, "the relay did not listen")
@@ -162,7 +162,7 @@ class Cluster:
         wait_until(lambda: answers(self.url(name), "/health"), START_TIMEOUT_S, "the cluster never became healthy")
 
     def cli(self, *args: str) -> dict:
-        result = subprocess.run([sys.executable, "-m", "backend.cli", *args, "--json"], cwd=PROJECT_ROOT,
+        result = subprocess.run([sys.executable, "-m", "backend.ops.cli", *args, "--json"], cwd=PROJECT_ROOT,
                                 env=self.env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
@@ -200,7 +200,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         env = cluster_environment(root, relayed, redis_server.url, public_port)
         cluster = Cluster(env, redis_server, relay)
         try:
-            subprocess.run([sys.executable, "-m", "backend.cli", "migrate"], cwd=PROJECT_ROOT, env=env, check=True)
+            subprocess.run([sys.executable, "-m", "backend.ops.cli", "migrate"], cwd=PROJECT_ROOT, env=env, check=True)
             cluster.start_replica("a", public_port)
             cluster.start_replica("b")
             cluster.start_worker()

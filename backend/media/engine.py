@@ -1,4 +1,10 @@
-"""The engine interface: (text, voice, options) → PCM chunks. Engines know nothing of Celery, HTTP or the DB."""
+"""The engine contract: (text, voice, options) → PCM chunks, and how an engine describes itself.
+
+Engines (`workers/engines/*`) implement `Engine`; the job runner
+(`backend/services/job_runner.py`) drives any `Engine` it is handed. Engines know
+nothing of Celery, HTTP or the database, and read no global settings: they are
+built with their configuration (see `workers/engine_loader.py`).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,13 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 #: Sentence boundaries for engines that synthesize sentence by sentence (first audio early).
 _SENTENCE_END = re.compile(r"(?<=[.!?…;:])\s+|\n+")
+#: The speaking rates a request may ask for (OpenAI's own range); 1.0 is the voice's natural rate.
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
 
 
 class SynthesisError(Exception):
@@ -53,14 +60,11 @@ class EngineInfo:
 
 
 class Engine(ABC):
-    """One synthesis engine. `load()` runs once per worker process; `synthesize` once per job."""
+    """One synthesis engine. `load()` runs once per worker process; `synthesize` once per sentence."""
 
     name: str
-    #: The Celery queue whose workers run this engine.
-    queue: str = "cpu"
 
-    @classmethod
-    def available(cls) -> str | None:
+    def unavailable_reason(self) -> str | None:
         """None when this engine can run here; otherwise why not (cheap: no model is loaded)."""
         return None
 
@@ -81,7 +85,3 @@ class Engine(ABC):
 
 def split_sentences(text: str) -> list[str]:
     return [part.strip() for part in _SENTENCE_END.split(text) if part and part.strip()]
-
-
-def voice_files(folder: Path, pattern: str) -> list[Path]:
-    return sorted(folder.glob(pattern)) if folder.is_dir() else []

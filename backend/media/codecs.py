@@ -160,10 +160,6 @@ def _decode_with_pyav(data: bytes, max_seconds: float | None = None) -> tuple[np
     return np.concatenate(chunks).astype(np.float32), int(rate)
 
 
-def duration_seconds(pcm: np.ndarray, sample_rate: int) -> float:
-    return round(len(pcm) / sample_rate, 3) if sample_rate else 0.0
-
-
 #: Formats `StreamEncoder` can produce chunk by chunk.
 STREAMABLE = ("wav", "pcm", "mp3", "aac", "opus")
 

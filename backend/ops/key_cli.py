@@ -1,4 +1,4 @@
-"""`python -m backend.cli keys …`: administer API keys from a shell (the operator's tool).
+"""`python -m backend.ops.cli keys …`: administer API keys from a shell (the operator's tool).
 
 Output is for people by default and one JSON object per call with `--json`.
 Errors print one sentence to stderr and exit 2 (bad input) or 1 (not found).
@@ -12,9 +12,9 @@ import re
 import sys
 from datetime import timedelta
 
-from backend.models import ApiKey, utcnow
+from backend.core.models import ApiKey, utcnow
 from backend.services.keys import (
-    SCOPES, InvalidKeyRequest, KeyNotFound, KeyService, KeySpec, RateLimit, get_key_service,
+    SCOPES, InvalidKeyRequest, KeyNotFound, KeyService, KeySpec, KeyStatus, RateLimit, get_key_service,
 )
 
 EXIT_NOT_FOUND, EXIT_BAD_INPUT = 1, 2
@@ -51,8 +51,9 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
-def describe(row: ApiKey) -> dict:
+def describe(row: ApiKey, status: KeyStatus) -> dict:
     return {"id": row.id, "name": row.name, "owner": row.owner, "env": row.env, "start": row.start + "…",
+            "status": status,
             "scopes": row.scopes, "rate_limit": f"{row.rate_limit_requests}/{row.rate_limit_window_s}s",
             "quota_chars": row.quota_chars,
             "expires_at": row.expires_at.isoformat() if row.expires_at else None,
@@ -82,21 +83,22 @@ def _dispatch(args: argparse.Namespace, service: KeyService) -> dict:
                        RateLimit.parse(args.rate_limit), args.quota_chars,
                        utcnow() + parse_duration(args.expires_in) if args.expires_in else None)
         row, full = service.create(args.owner, spec)
-        return {**describe(row), "key": full}
+        return {**describe(row, service.status(row)), "key": full}
     if args.keys_command == "list":
-        return {"keys": [describe(row) for row in _all_keys(service, args.owner)]}
+        return {"keys": [describe(row, status) for row, status in _all_keys(service, args.owner)]}
     owner = service.owner_of(args.id)
     if args.keys_command == "revoke":
-        return describe(service.revoke(owner, args.id))
+        row = service.revoke(owner, args.id)
+        return describe(row, service.status(row))
     row, full = service.rotate(owner, args.id, args.grace)
-    return {**describe(row), "key": full, "old_key_valid_for_s": args.grace}
+    return {**describe(row, service.status(row)), "key": full, "old_key_valid_for_s": args.grace}
 
 
-def _all_keys(service: KeyService, owner: str) -> list[ApiKey]:
+def _all_keys(service: KeyService, owner: str) -> list[tuple[ApiKey, KeyStatus]]:
     rows, cursor = [], None
     while True:
         page = service.list(owner, 100, cursor)
-        rows += page.keys
+        rows += [(row, page.statuses[row.id]) for row in page.keys]
         if not (cursor := page.next_cursor):
             return rows
 
@@ -107,8 +109,7 @@ def _print(result: dict, as_json: bool) -> None:
         return
     if "keys" in result:
         for key in result["keys"]:
-            state = "revoked" if key["revoked_at"] else "active"
-            print(f"{key['id']}  {key['start']:<14} {state:<8} {','.join(key['scopes']):<30} {key['name']}")
+            print(f"{key['id']}  {key['start']:<14} {key['status']:<8} {','.join(key['scopes']):<30} {key['name']}")
         print(f"{len(result['keys'])} key(s)")
         return
     for name, value in result.items():

@@ -18,9 +18,9 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, event, text
 from sqlmodel import Session, create_engine
 
-from backend.settings import get_settings
+from backend.core.settings import get_settings
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 @lru_cache(maxsize=8)

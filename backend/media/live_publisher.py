@@ -20,11 +20,11 @@ from collections.abc import Callable
 
 import redis
 
-from backend.redis_client import get_binary_redis
+from backend.core.redis_client import get_binary_redis
 
 logger = logging.getLogger("lockn.worker")
 
-Publisher = Callable[..., None]  # workers.audio_stream's publish_* functions: (client, job_id, ...)
+Publisher = Callable[..., None]  # backend.media.live_stream's publish_* functions: (client, job_id, ...)
 #: How long a job waits for its live events before it returns anyway (the broker may be down).
 FLUSH_TIMEOUT_S = 5.0
 

@@ -5,7 +5,7 @@ workers, the machine's PostgreSQL and Redis, and a round-robin proxy on
 `LOCKN_PORT` standing in for the Caddy of a real deployment (deploy/Caddyfile).
 It runs with `LOCKN_ENV=rehearsal`: production's rules, except that the
 development identity provider may sign people in, because a rehearsal only
-listens on loopback (see `backend.settings.rehearsal_problems`).
+listens on loopback (see `backend.core.settings.rehearsal_problems`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import sys
 
-from backend.cli import Supervisor, engine_queues, supervise, worker_command
-from backend.settings import Settings
-from backend.web_replica import build_frontend, replica_workers, web_command
+from backend.ops.supervisor import Supervisor, engine_queues, supervise, worker_command
+from backend.core.settings import Settings
+from backend.ops.web_replica import build_frontend, replica_workers, web_command
 
 
 def replica_ports(settings: Settings, replicas: int) -> list[int]:
@@ -25,12 +25,12 @@ def replica_ports(settings: Settings, replicas: int) -> list[int]:
 
 def proxy_command(settings: Settings, ports: list[int]) -> list[str]:
     backends = [arg for port in ports for arg in ("--backend", f"127.0.0.1:{port}")]
-    return [sys.executable, "-m", "backend.local_proxy", "--listen", f"{settings.host}:{settings.port}", *backends]
+    return [sys.executable, "-m", "backend.ops.local_proxy", "--listen", f"{settings.host}:{settings.port}", *backends]
 
 
 def run_rehearsal(settings: Settings, replicas: int = 2, workers: int = 2) -> int:
     """Migrate, build the frontend once, then run proxy, replicas and workers until Ctrl-C."""
-    from backend.db import migrate
+    from backend.core.db import migrate
 
     if not settings.distributed:
         raise SystemExit("prod-local needs LOCKN_ENV=rehearsal (or prod) with LOCKN_DATABASE_URL and LOCKN_REDIS_URL; "

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import redis
 
-from backend.settings import get_settings
+from backend.core.settings import get_settings
 
 #: Short timeouts: a dead Redis must turn into a clear 503, never a hung request.
 SOCKET_TIMEOUT_S = 1.0

@@ -1,8 +1,8 @@
 """The release gate: run the smoke suite against a deployment, record the run, and promote only what passed.
 
-`make qa` (`python -m backend.cli qa`), the nightly Celery task and a deploy script
+`make qa` (`python -m backend.ops.cli qa`), the nightly Celery task and a deploy script
 all go through `run_smoke_suite`, so a run is recorded the same way whoever asked
-for it. `make promote` (`python -m backend.cli promote`) goes through `promote`,
+for it. `make promote` (`python -m backend.ops.cli promote`) goes through `promote`,
 which refuses unless the last recorded run against the source deployment passed
 recently enough. The suite itself is `qa/` (pytest marker `smoke`), run in a child
 process exactly as a person would run it, so what the gate measures is what a
@@ -24,11 +24,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
 
-from backend.models import QaRun, as_utc, utcnow
+from backend.core.models import QaRun, as_utc, utcnow
 from backend.services import qa_runs
 from backend.services.key_format import mask_keys
 from backend.services.qa_runs import QaCounts
-from backend.settings import PROJECT_ROOT, get_settings
+from backend.core.settings import PROJECT_ROOT, get_settings
 
 #: Where `make qa` leaves its JUnit XML, HTML report, screenshots and log (git-ignored).
 DEFAULT_ARTIFACTS = PROJECT_ROOT / "qa" / "artifacts"

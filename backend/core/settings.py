@@ -25,7 +25,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The repository root: default home of `data/` and of `.env`.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 Environment = Literal["dev", "test", "rehearsal", "prod"]
 MIN_SECRET_LENGTH = 32

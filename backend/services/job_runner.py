@@ -1,6 +1,8 @@
 """Running one synthesis job inside a worker: engine → PCM → encoded file → job row.
 
-Progress is real: text is spoken sentence by sentence and the job row records
+The worker's task (`workers/tasks.py`) hands this service the job id and the engines
+its process has loaded; everything else (claiming, progress, cancellation, storing,
+failing, usage) is decided here. Progress is real: text is spoken sentence by sentence and the job row records
 the share of characters done after each one. The audio file is written to a
 temporary name and renamed, so a crash never leaves a half-written file behind
 a `succeeded` row. A job that already succeeded is not run again when its
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,18 +21,16 @@ import numpy as np
 from sqlalchemy import update
 from sqlmodel import Session
 
-from backend.db import get_engine
-from backend.models import Job, utcnow
+from backend.core.db import get_engine
+from backend.core.models import Job, utcnow
+from backend.core.settings import get_settings
+from backend.media.codecs import FORMATS, encode
+from backend.media.engine import Engine, ReferenceVoice, SynthesisError, SynthesisOptions, split_sentences
+from backend.media.live_publisher import live_publisher
+from backend.media.live_stream import publish_chunk, publish_end, publish_progress, publish_spoken, reset_stream
 from backend.services.usage import UsageRecorder
-from backend.settings import get_settings
-from workers.audio import FORMATS, encode
-from workers.audio_stream import publish_chunk, publish_end, publish_spoken, reset_stream
-from workers.engines import engine_class
-from workers.engines.base import Engine, ReferenceVoice, SynthesisError, SynthesisOptions, split_sentences
-from workers.live_publisher import live_publisher
+from backend.services.voices import CLONED_PREFIX, reference_voice
 
-#: Engines loaded in this worker process (by `load_engines`, once per process).
-LOADED: dict[str, Engine] = {}
 #: A job whose worker died this many times (its message redelivered each time) is failed, not retried.
 MAX_ATTEMPTS = 3
 #: Minimum seconds between two progress writes, so long texts do not hammer the database.
@@ -42,36 +43,30 @@ def usage_recorder() -> UsageRecorder:
     return UsageRecorder(get_engine())
 
 
-def load_engines(names: list[str]) -> dict[str, Engine]:
-    """Instantiate and load each named engine once; engines that cannot run here are skipped with a reason."""
-    for name in names:
-        if name in LOADED:
-            continue
-        cls = engine_class(name)
-        if (reason := cls.available()) is not None:
-            print(f"LockN worker: engine {name} not loaded: {reason}", flush=True)
-            continue
-        engine = cls()
-        engine.load()
-        LOADED[name] = engine
-    return LOADED
+def close_usage_recorder() -> None:
+    """Write buffered usage now (a worker's pool process exits without running atexit handlers)."""
+    if usage_recorder.cache_info().currsize:
+        usage_recorder().close()
 
 
-def run_job(job_id: str) -> dict:
-    """Run the job to `succeeded` or raise; progress is recorded on the job row as sentences are spoken."""
+def run_job(job_id: str, engines: Mapping[str, Engine]) -> dict:
+    """Run the job with one of `engines` (by the job's engine name) to `succeeded`, or raise.
+
+    Progress is recorded on the job row as sentences are spoken."""
     job = _claim(job_id)
     if not isinstance(job, Job):
         return job  # nothing to run: why, for the task's result
     if job.attempts > 1:
         live_publisher.publish(reset_stream, job_id)  # a redelivered job starts its live audio over
-    engine = load_engines(get_settings().engine_names).get(job.engine)
+    engine = engines.get(job.engine)
     if engine is None:
         raise SynthesisError(f"this worker has no {job.engine} engine loaded")
-    voice = reference_voice(job) if job.voice_id.startswith("voice_") else job.voice_id
+    rate = engine.describe().sample_rate
+    voice = reference_voice(job.owner, job.voice_id, rate) if job.voice_id.startswith(CLONED_PREFIX) \
+        else job.voice_id
     started = time.perf_counter()
     pcm = _speak(job, engine, voice)
     engine_time = time.perf_counter() - started
-    rate = engine.describe().sample_rate
     path = _store(job, encode(pcm, rate, job.format))
     duration = round(len(pcm) / rate, 3)
     if not _update_job(job_id, only_while_running=True, status="succeeded", progress=100.0,
@@ -121,19 +116,6 @@ class JobCancelled(Exception):
     """The owner cancelled the job: stop, leave the row as the owner left it."""
 
 
-def reference_voice(job: Job) -> ReferenceVoice:
-    """The job's cloned voice: its stored clip at the engine's rate, and its transcript."""
-    from backend.services.voices import VoiceNotFound, get_cloned_voice, reference_path
-    from workers.audio import decode
-
-    try:
-        row = get_cloned_voice(job.owner, job.voice_id)
-        audio, _ = decode(reference_path(row.id).read_bytes(), target_rate=LOADED[job.engine].describe().sample_rate)
-    except (VoiceNotFound, FileNotFoundError):
-        raise SynthesisError(f"the cloned voice {job.voice_id} no longer exists") from None
-    return ReferenceVoice(audio=audio, transcript=row.transcript)
-
-
 def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> np.ndarray:
     sentences = split_sentences(job.text) or [job.text]
     rate = engine.describe().sample_rate
@@ -149,9 +131,10 @@ def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> np.ndarray:
         # the `succeeded` row follows at once. Each write costs the engine CPU time it would rather have.
         if index < len(sentences) - 1 and time.monotonic() - last_write >= PROGRESS_INTERVAL_S:
             progress = min(round(100.0 * done / job.text_chars, 1), 99.0)
-            if not _update_job(job.id, only_while_running=True, progress=progress,
-                               chars_done=min(done, job.text_chars)):
+            chars_done = min(done, job.text_chars)
+            if not _update_job(job.id, only_while_running=True, progress=progress, chars_done=chars_done):
                 raise JobCancelled(job.id)
+            live_publisher.publish(publish_progress, job.id, progress, chars_done)
             last_write = time.monotonic()
     pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if pcm.size == 0:

@@ -1,4 +1,4 @@
-"""`python -m backend.cli qa | promote | beat`: the release gate from a shell (`make qa`, `make promote`).
+"""`python -m backend.ops.cli qa | promote | beat`: the release gate from a shell (`make qa`, `make promote`).
 
 Exit codes: 0 passed / promoted; 1 the suite failed or promotion was refused; 2 bad input or a
 set-up problem (one sentence on stderr says which).
@@ -11,9 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from backend.qa_gate import DEFAULT_ARTIFACTS, PromotionRefused, QaGateError, describe_run, promote, run_smoke_suite
+from backend.ops.qa_gate import DEFAULT_ARTIFACTS, PromotionRefused, QaGateError, describe_run, promote, run_smoke_suite
 from backend.services.qa_runs import TRIGGERS, InvalidQaRun, normalise_target
-from backend.settings import PROJECT_ROOT, Settings, get_settings
+from backend.core.settings import PROJECT_ROOT, Settings, get_settings
 
 QA_COMMANDS = ("qa", "promote", "beat")
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -42,7 +42,7 @@ def beat_command(settings: Settings) -> list[str]:
     mingle, since a solo worker busy for the whole run would only log missed Celery heartbeats (LockN's own
     heartbeat in Redis is what /health reads).
     """
-    from workers.celery_app import QA_QUEUE
+    from backend.queue.routing import QA_QUEUE
 
     return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "--quiet", "worker", "--beat",
             "--schedule", str(settings.data_dir / "qa-beat-schedule"), "--queues", QA_QUEUE, "--pool", "solo",
@@ -67,7 +67,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if not settings.qa_nightly_at:
             raise QaGateError("nightly QA is off: set LOCKN_QA_NIGHTLY_AT=HH:MM (UTC) to run it")
         os.execv(sys.executable, beat_command(settings))
-    from backend.db import migrate
+    from backend.core.db import migrate
 
     migrate()
     if args.command == "promote":

@@ -5,19 +5,54 @@ several replicas sharing one checkout would rebuild it under each other. Here th
 frontend is built once (`build_frontend`), and each replica only serves: Reflex's
 own production server (Granian) with the built frontend mounted, or without it
 when a proxy or CDN serves the static files. Run it as
-`python -m backend.cli web --port 3001`.
+`python -m backend.ops.cli web --port 3001`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
-from backend.settings import PROJECT_ROOT, Settings
+from backend.core.settings import PROJECT_ROOT, Settings
 
+TOOLS_DIR = PROJECT_ROOT / ".tools"
 #: Where Reflex's production build puts the static frontend.
 FRONTEND_BUILD = PROJECT_ROOT / ".web" / "build" / "client"
+
+
+def reflex_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment Reflex needs to build offline: our own bun, no telemetry, no probing of mirrors."""
+    env = dict(os.environ if base is None else base)
+    bun_bin = TOOLS_DIR / "node_modules" / ".bin"
+    env["PATH"] = f"{bun_bin}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update({
+        "REFLEX_USE_SYSTEM_BUN": "1",
+        "REFLEX_DIR": str(TOOLS_DIR / "reflex"),
+        "BUN_INSTALL_CACHE_DIR": str(TOOLS_DIR / "bun-cache"),
+        "REFLEX_TELEMETRY_ENABLED": "false",
+        "REFLEX_CHECK_LATEST_VERSION": "false",
+        "LOCKN_PORT": str(settings.port),
+    })
+    env.setdefault("NPM_CONFIG_REGISTRY", _npm_registry())
+    return env
+
+
+def _npm_registry() -> str:
+    """The registry npm is configured for, so Reflex does not probe others for the fastest."""
+    npm = shutil.which("npm")
+    if npm:
+        result = subprocess.run([npm, "config", "get", "registry"], capture_output=True, text=True, check=False)
+        if result.returncode == 0 and result.stdout.strip().startswith("http"):
+            return result.stdout.strip()
+    return "https://registry.npmjs.org/"
+
+
+def reflex_command(settings: Settings) -> list[str]:
+    return [sys.executable, "-m", "reflex", "run", "--env", "prod", "--single-port",
+            "--frontend-port", str(settings.port), "--backend-host", settings.host, "--loglevel", "warning"]
 
 
 def frontend_built() -> bool:
@@ -26,15 +61,13 @@ def frontend_built() -> bool:
 
 def build_frontend(settings: Settings) -> None:
     """Compile the pages and build the static frontend once, for every replica to serve."""
-    from backend.cli import reflex_environment
-
     command = [sys.executable, "-m", "reflex", "export", "--frontend-only", "--no-zip", "--env", "prod",
                "--loglevel", "warning"]
     subprocess.run(command, cwd=PROJECT_ROOT, env=reflex_environment(settings), check=True)
 
 
 def web_command(port: int, with_frontend: bool = True) -> list[str]:
-    command = [sys.executable, "-m", "backend.cli", "web", "--port", str(port)]
+    command = [sys.executable, "-m", "backend.ops.cli", "web", "--port", str(port)]
     return command if with_frontend else [*command, "--no-frontend"]
 
 
@@ -44,7 +77,7 @@ def serve(settings: Settings, port: int, with_frontend: bool = True) -> None:
     from reflex_base.environment import environment
 
     if with_frontend and not frontend_built():
-        raise SystemExit(f"no frontend build at {FRONTEND_BUILD}: run `python -m backend.cli build` first "
+        raise SystemExit(f"no frontend build at {FRONTEND_BUILD}: run `python -m backend.ops.cli build` first "
                          "(or pass --no-frontend when a proxy serves the static files)")
     os.chdir(PROJECT_ROOT)
     environment.REFLEX_ENV_MODE.set(constants.Env.PROD)

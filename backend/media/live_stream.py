@@ -1,6 +1,7 @@
 """Live audio of a running job, sentence by sentence, over a Redis stream (`lockn:audio:<job id>`).
 
-The worker appends each sentence's PCM (16-bit, mono) as it is made, a `spoken`
+The worker appends each sentence's PCM (16-bit, mono) as it is made, a `progress`
+entry whenever it records progress on the job row, a `spoken`
 entry once the last sentence is out (streaming readers stop there, without
 waiting for the file to be stored), and a final `done` or `error` entry; any web replica reads the stream and encodes it for the
 client, so the first sentence can be heard while the rest is still being spoken.
@@ -11,6 +12,7 @@ only grows the broker's memory with traffic (about 10 MB per minute of speech).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,10 +31,12 @@ def stream_key(job_id: str) -> str:
 
 @dataclass(frozen=True)
 class StreamEvent:
-    kind: str  # "audio", "spoken", "done" or "error"
+    kind: str  # "audio", "progress", "spoken", "done", "error"; "idle" when nothing came for BLOCK_MS
     pcm: np.ndarray | None = None
     rate: int = 0
     message: str = ""
+    progress: float = 0.0
+    chars_done: int = 0
 
 
 def reset_stream(client: redis.Redis, job_id: str) -> None:
@@ -42,6 +46,10 @@ def reset_stream(client: redis.Redis, job_id: str) -> None:
 def publish_chunk(client: redis.Redis, job_id: str, pcm: np.ndarray, rate: int) -> None:
     data = (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes()
     _append(client, job_id, {"kind": "audio", "rate": rate, "pcm": data}, STREAM_TTL_S)
+
+
+def publish_progress(client: redis.Redis, job_id: str, progress: float, chars_done: int) -> None:
+    _append(client, job_id, {"kind": "progress", "progress": progress, "chars_done": chars_done}, STREAM_TTL_S)
 
 
 def publish_spoken(client: redis.Redis, job_id: str) -> None:
@@ -63,23 +71,32 @@ def _append(client: redis.Redis, job_id: str, fields: dict, ttl_s: int) -> None:
 
 
 def read_events(client: redis.Redis, job_id: str, timeout_s: float,
-                until: tuple[str, ...] = ("done", "error")) -> Iterator[StreamEvent]:
-    """Every event of the job's stream from the start, blocking for new ones, up to one of `until`."""
-    import time
+                until: tuple[str, ...] = ("done", "error"), idle: bool = False) -> Iterator[StreamEvent]:
+    """Every event of the job's stream from the start, blocking for new ones, up to one of `until`.
 
+    With `idle`, an `idle` event marks each BLOCK_MS that passed without one (a follower can look
+    elsewhere meanwhile, e.g. at a job cancelled before its worker ever saw it)."""
     key, last_id = stream_key(job_id), "0-0"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         reply = client.xread({key: last_id}, block=BLOCK_MS, count=16)
+        if not reply and idle:
+            yield StreamEvent("idle")
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 last_id = entry_id
-                kind = fields[b"kind"].decode()
-                if kind == "audio":
-                    pcm = np.frombuffer(fields[b"pcm"], "<i2").astype(np.float32) / 32768.0
-                    yield StreamEvent("audio", pcm, int(fields[b"rate"]))
-                    continue
-                yield StreamEvent(kind, message=fields.get(b"message", b"").decode())
-                if kind in until or kind == "error":
+                event = _event(fields)
+                yield event
+                if event.kind in until or event.kind == "error":
                     return
     yield StreamEvent("error", message="timed out waiting for the worker")
+
+
+def _event(fields: dict[bytes, bytes]) -> StreamEvent:
+    kind = fields[b"kind"].decode()
+    if kind == "audio":
+        return StreamEvent("audio", np.frombuffer(fields[b"pcm"], "<i2").astype(np.float32) / 32768.0,
+                           int(fields[b"rate"]))
+    if kind == "progress":
+        return StreamEvent("progress", progress=float(fields[b"progress"]), chars_done=int(fields[b"chars_done"]))
+    return StreamEvent(kind, message=fields.get(b"message", b"").decode())

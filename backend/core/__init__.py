@@ -1,0 +1,1 @@
+"""The core every LockN process needs: settings, database, models, Redis, logging."""

@@ -1,0 +1,105 @@
+"""`python -m backend.ops.cli`: run, migrate and serve LockN. `make run` calls `run`.
+
+`run` is a small supervisor: it applies migrations, starts the embedded broker
+(when no `LOCKN_REDIS_URL` is set), a Celery worker and Reflex's production
+server, each in its own process group, and on Ctrl-C (or SIGTERM) stops every
+one of them, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from backend.core.log_masking import install_key_masking
+from backend.core.settings import Settings, get_settings
+from backend.ops.key_cli import add_key_commands
+from backend.ops.qa_cli import QA_COMMANDS, add_qa_commands, beat_command, run_qa_command
+from backend.ops.supervisor import (
+    Supervisor, embedded_broker_command, engine_queues, supervise, wait_for_socket, worker_command,
+)
+from backend.ops.web_replica import reflex_command, reflex_environment
+
+
+def run_platform(settings: Settings, with_worker: bool = True) -> int:
+    """Migrate, then run broker, worker and web until one exits or we are told to stop."""
+    from backend.core.db import migrate
+
+    migrate()
+
+    def start(supervisor: Supervisor) -> None:
+        if not settings.redis_url:
+            settings.embedded_broker_socket.unlink(missing_ok=True)
+            supervisor.start("broker", embedded_broker_command(settings))
+            wait_for_socket(settings.embedded_broker_socket)
+        if with_worker:
+            supervisor.start("worker", worker_command(engine_queues(settings)))
+        if settings.qa_nightly_at:
+            supervisor.start("qa-nightly", beat_command(settings))
+        supervisor.start("web", reflex_command(settings), env=reflex_environment(settings))
+        print(f"LockN is starting on {settings.base_url}  (Ctrl-C stops everything)", flush=True)
+
+    return supervise(start)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lockn", description="Run and administer LockN.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="migrate, then start broker, worker and web on one port")
+    run.add_argument("--no-worker", action="store_true", help="start the web tier and broker only")
+    commands.add_parser("migrate", help="apply database migrations")
+    worker = commands.add_parser("worker", help="run a Celery worker in the foreground")
+    worker.add_argument("--queues", default=None,
+                        help="comma-separated queues (default: those of LOCKN_ENGINES, e.g. gpu for fish)")
+    worker.add_argument("--concurrency", type=int, default=1)
+    web = commands.add_parser("web", help="serve one web replica (built frontend, API, websocket)")
+    web.add_argument("--port", type=int, default=None, help="default: LOCKN_PORT")
+    web.add_argument("--no-frontend", action="store_true", help="API and websocket only (a proxy serves pages)")
+    commands.add_parser("build", help="build the static frontend once, for the replicas to serve")
+    rehearsal = commands.add_parser("prod-local", help="rehearse production here: proxy, web replicas, workers")
+    rehearsal.add_argument("--replicas", type=int, default=2)
+    rehearsal.add_argument("--workers", type=int, default=2)
+    add_key_commands(commands)
+    add_qa_commands(commands)
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    if args.command == "keys":
+        from backend.core.db import migrate
+        from backend.ops.key_cli import run_key_command
+
+        install_key_masking()
+        migrate()
+        return run_key_command(args)
+    if args.command in QA_COMMANDS:
+        install_key_masking()
+        return run_qa_command(args)
+    if args.command == "migrate":
+        from backend.core.db import migrate
+
+        migrate()
+        print(f"database is at the latest revision ({'SQLite' if settings.uses_sqlite else 'PostgreSQL'})")
+        return 0
+    if args.command == "worker":
+        os.execv(sys.executable, worker_command(args.queues or engine_queues(settings), args.concurrency))
+    if args.command == "web":
+        from backend.ops.web_replica import serve
+
+        serve(settings, args.port or settings.port, with_frontend=not args.no_frontend)
+        return 0
+    if args.command == "build":
+        from backend.ops.web_replica import build_frontend
+
+        build_frontend(settings)
+        return 0
+    if args.command == "prod-local":
+        from backend.ops.rehearsal import run_rehearsal
+
+        return run_rehearsal(settings, replicas=args.replicas, workers=args.workers)
+    return run_platform(settings, with_worker=not args.no_worker)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
