@@ -134,7 +134,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=20000)
     parser.add_argument("--redis", metavar="URL", help="use the Redis rate limiter at URL (e.g. redis://127.0.0.1/15)")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds with tiny numbers: proves the bench still runs (tests/test_benches.py)")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.clients, args.iterations = 0.5, 2, 200
     with tempfile.TemporaryDirectory() as data_dir:
         os.environ.update({"LOCKN_DATA_DIR": data_dir, "LOCKN_ENV": "test"})
         os.environ.pop("LOCKN_DATABASE_URL", None)

@@ -133,7 +133,11 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=8.0, help="requests per second, all clients together")
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--sample-every", type=float, default=30.0, help="seconds between memory samples")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds with tiny numbers: proves the bench still runs (tests/test_benches.py)")
     args = parser.parse_args()
+    if args.smoke:
+        args.minutes, args.rate, args.clients, args.sample_every = 0.1, 4.0, 2, 2.0
     with local_stack() as stack:
         processes = {name: psutil.Process(child.pid) for name, child in stack.supervisor.children}
         results, counter = Results(), itertools.count(1)
@@ -144,7 +148,7 @@ def main() -> None:
         timeline: list[tuple[float, dict[str, float]]] = []
         threads = [threading.Thread(target=client, args=(stack.base_url, stack.key, args.rate / args.clients, until,
                                                          results, counter)) for _ in range(args.clients)]
-        threads.append(threading.Thread(target=sample_memory, args=(processes, 30.0, until, timeline)))
+        threads.append(threading.Thread(target=sample_memory, args=(processes, args.sample_every, until, timeline)))
         for thread in threads:
             thread.start()
         for thread in threads:

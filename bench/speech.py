@@ -42,9 +42,9 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 def loaded_engine():  # type: ignore[no-untyped-def]
     """The Piper engine as a worker loads it, warmed up with one request."""
-    from workers.engines.piper import PiperEngine
+    from workers.engine_loader import build_engine
 
-    engine = PiperEngine()
+    engine = build_engine("piper")
     engine.load()
     for _ in engine.synthesize(TEXT.format(n=0), VOICE):
         pass
@@ -162,7 +162,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--requests", type=int, default=8, help="requests per round and mode (a multiple of 4)")
     parser.add_argument("--concurrency", type=int, default=1, help="worker pool processes")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds with tiny numbers: proves the bench still runs (tests/test_benches.py)")
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds, args.requests = 1, 4
     engine = loaded_engine()
     with local_stack(args.concurrency) as stack:
         base, key = stack.base_url, stack.key

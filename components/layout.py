@@ -98,3 +98,15 @@ def page_frame(*children: rx.Component) -> rx.Component:
         footer(),
         display="flex", flex_direction="column", min_height="100vh", width="100%", overflow_x="hidden", background=rx.color("gray", 1),
     )
+
+
+def private_page(state: type[AuthState], title: str, test_id: str, *panels: rx.Component) -> rx.Component:
+    """A signed-in page: its panels under a heading once `state` knows who is signed in, a spinner until then."""
+    return page_frame(
+        rx.cond(
+            state.signed_in,
+            rx.vstack(rx.heading(title, as_="h1", size="8"), *panels,
+                      spacing="5", padding_y="2rem", width="100%", data_testid=test_id),
+            rx.center(rx.spinner(size="3"), padding_y="6rem", width="100%"),
+        )
+    )

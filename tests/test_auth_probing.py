@@ -1,6 +1,6 @@
 """Auth probing: a flood of malformed keys is refused without a single database query.
 
-The key format carries a checksum (backend/services/key_format.py), so a guessed,
+The key format carries a checksum (backend/core/key_format.py), so a guessed,
 truncated or mangled key is refused by arithmetic before any lookup: probing
 costs the attacker a request and LockN no database work.
 """
@@ -15,7 +15,7 @@ from sqlalchemy import event
 
 from backend.api import build_api
 from backend.core.db import get_engine
-from backend.services.key_format import BASE62, BODY_LENGTH, generate_key
+from backend.core.key_format import BASE62, BODY_LENGTH, generate_key
 
 PROBES = 1000
 

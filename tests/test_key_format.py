@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from backend.services.key_format import digest_key, display_start, generate_key, mask_keys, parse_key
+from backend.core.key_format import digest_key, display_start, generate_key, mask_keys, parse_key
 
 
 def test_generated_keys_have_the_documented_shape() -> None:

@@ -15,7 +15,7 @@ from backend.services.keys import (
     VERIFICATION_ORDER, InvalidKeyRequest, KeyNotFound, KeyRejected, KeyService, KeySpec, RateLimit,
     build_key_service,
 )
-from backend.services.key_format import generate_key
+from backend.core.key_format import generate_key
 from backend.core.settings import get_settings
 
 ALICE, BOB = "auth0|alice", "auth0|bob"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from backend.core.log_masking import install_key_masking
-from backend.services.key_format import generate_key
+from backend.core.key_format import generate_key
 
 
 def test_keys_are_masked_in_messages_and_arguments(caplog) -> None:

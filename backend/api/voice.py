@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_type_hints
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 from backend.api.auth import require_key, require_reader
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.services import voices as voice_library
@@ -114,27 +114,17 @@ class JobIn(BaseModel):
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
 
 
-class JobOut(BaseModel):
-    id: str
-    status: Literal["queued", "running", "succeeded", "failed"]
-    progress: float
-    chars_done: int
-    text_chars: int
-    voice: str
-    engine: str
-    format: str
-    error: str | None
-    duration_s: float | None
-    engine_time_s: float | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    text: str
-    status_url: str
-    audio_url: str | None
+#: A job as the API shows it: every field of the service's `JobStatus` but the server's file path, plus links.
+#: Built from the dataclass, so a field added there reaches the API (and its schema) without a second list.
+JobOut = create_model(
+    "JobOut",
+    **{name: (hint, ...) for name, hint in get_type_hints(JobStatus).items() if name != "audio_path"},
+    status_url=(str, ...),
+    audio_url=(str | None, ...),
+)
 
 
-def job_out(status: JobStatus) -> JobOut:
+def job_out(status: JobStatus) -> BaseModel:
     fields = {k: v for k, v in vars(status).items() if k != "audio_path"}
     done = status.status == "succeeded"
     return JobOut(**fields, status_url=f"/api/voice/jobs/{status.id}",

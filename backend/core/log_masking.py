@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from backend.services.key_format import KEY_PATTERN, mask_keys
+from backend.core.key_format import KEY_PATTERN, mask_keys
 
 _installed = False
 

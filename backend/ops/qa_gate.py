@@ -26,7 +26,7 @@ from typing import IO
 
 from backend.core.models import QaRun, as_utc, utcnow
 from backend.services import qa_runs
-from backend.services.key_format import mask_keys
+from backend.core.key_format import mask_keys
 from backend.services.qa_runs import QaCounts
 from backend.core.settings import PROJECT_ROOT, get_settings
 

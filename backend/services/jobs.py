@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import redis
 from kombu.exceptions import OperationalError as BrokerError
@@ -51,10 +52,13 @@ class JobNotFound(LookupError):
     """No job with that id belongs to this owner."""
 
 
+JobState = Literal["queued", "running", "succeeded", "failed"]
+
+
 @dataclass(frozen=True)
 class JobStatus:
     id: str
-    status: str
+    status: JobState
     progress: float
     chars_done: int
     text_chars: int

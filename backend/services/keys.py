@@ -24,7 +24,7 @@ from backend.core.models import ApiKey, KeyUsage, as_utc, utcnow
 from backend.core.redis_client import client_for
 from backend.services.key_cache import ALL, CachedKey, InvalidationBus, KeyCache
 from backend.services.pagination import BadCursor, newest_first
-from backend.services.key_format import KEY_ENVS, KeyEnv, digest_key, display_start, generate_key, parse_key
+from backend.core.key_format import KEY_ENVS, KeyEnv, digest_key, display_start, generate_key, parse_key
 from backend.services.rate_limit import InProcessRateLimiter, RateDecision, RateLimiter, RedisRateLimiter
 from backend.services.usage import UsageRecorder
 from backend.core.settings import Settings, get_settings

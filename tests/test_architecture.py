@@ -1,0 +1,170 @@
+"""The house has one-way stairs: these tests read every import (lazy ones too) and fail on a wrong arrow.
+
+The rules are those of `../shared/ARCHITECTURE.md` ("The shape"):
+- nothing in `backend/` imports `workers/` (what web and workers share lives in `backend/`);
+- an engine (`workers/engines/`) imports nothing from `backend/` but the engine contract and media helpers;
+- the doors (`state/`, `backend/api/`) reach the database only through services, never with a session of their own;
+- the rooms of `backend/` are layered: the core imports no other room, media and the queue only the core, …;
+- no two top-level packages, and no two rooms of `backend/`, import each other (directly or round a circle).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The project's own top-level packages and modules (tests, qa and bench sit above all of them).
+PACKAGES = ("backend", "workers", "state", "components", "lockn_app", "rxconfig")
+#: What each room of `backend/` may import from the others (itself always allowed). Order is the layering.
+BACKEND_ROOMS: dict[str, set[str]] = {
+    "core": set(),
+    "migrations": {"core"},
+    "media": {"core"},
+    "queue": {"core"},
+    "services": {"core", "media", "queue"},
+    "auth": {"core", "services"},
+    "api": {"core", "media", "services", "auth"},
+    "ops": {"core", "media", "queue", "services", "api", "auth"},
+}
+#: Modules whose session or engine a door must not use itself.
+DATABASE_MODULES = ("sqlmodel", "sqlalchemy.orm", "backend.core.db")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def source_files() -> Iterator[Path]:
+    for package in PACKAGES:
+        target = ROOT / package
+        yield from sorted(target.rglob("*.py")) if target.is_dir() else [target.with_suffix(".py")]
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module `path` imports, at the top or inside a function, as absolute dotted names."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against the importing module's package
+                package = module_name(path).split(".")
+                package = package[: len(package) - node.level + (1 if path.name == "__init__.py" else 0)]
+                base = ".".join([*package, base] if base else package)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+GRAPH: dict[str, set[str]] = {module_name(path): imports_of(path) for path in source_files()}
+
+
+def within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def arrows(source: str, target: str) -> list[str]:
+    """`module -> import` pairs from modules under `source` to modules under `target`."""
+    return sorted(f"{module} -> {imported}" for module, imported_names in GRAPH.items() if within(module, source)
+                  for imported in imported_names if within(imported, target))
+
+
+def room(module: str) -> str | None:
+    """The room of `backend/` a module lives in (`backend.services.keys` → `services`)."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "backend" and len(parts) > 1 and parts[1] in BACKEND_ROOMS else None
+
+
+def package(module: str) -> str | None:
+    """The project's top-level package a module lives in; None for third-party modules."""
+    first = module.split(".")[0]
+    return first if first in PACKAGES else None
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One circle in the graph, as the list of nodes round it, or None."""
+    state: dict[str, int] = {}
+    trail: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        trail.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return trail[trail.index(nxt):] + [nxt]
+            if nxt not in state and (circle := visit(nxt)):
+                return circle
+        state[node] = 2
+        trail.pop()
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (circle := visit(node)):
+            return circle
+    return None
+
+
+def test_the_graph_is_read() -> None:
+    """A guard for the guards: the walk finds the files and the lazy imports inside functions."""
+    assert "backend.services.jobs" in GRAPH and "workers.tasks" in GRAPH and "state.studio" in GRAPH
+    assert "backend.ops.qa_gate" in GRAPH["workers.tasks"], "the nightly task's lazy import is seen"
+
+
+def test_backend_never_imports_workers() -> None:
+    assert arrows("backend", "workers") == []
+
+
+def test_engines_import_only_the_engine_contract_from_backend() -> None:
+    wrong = [arrow for arrow in arrows("workers.engines", "backend") if not arrow.split(" -> ")[1].startswith(
+        "backend.media")]
+    assert wrong == []
+
+
+@pytest.mark.parametrize("door", ["state", "backend.api"])
+def test_doors_reach_the_database_only_through_services(door: str) -> None:
+    assert [arrow for target in DATABASE_MODULES for arrow in arrows(door, target)] == []
+
+
+def test_backend_rooms_are_layered() -> None:
+    wrong = []
+    for module, imported_names in GRAPH.items():
+        source = room(module)
+        for imported in imported_names:
+            target = room(imported)
+            if source and target and target != source and target not in BACKEND_ROOMS[source]:
+                wrong.append(f"{module} ({source}) -> {imported} ({target})")
+    assert sorted(set(wrong)) == []
+
+
+@pytest.mark.parametrize("level", ["top-level package", "room of backend"])
+def test_no_circles(level: str) -> None:
+    name = package if level == "top-level package" else room
+    edges: dict[str, set[str]] = {}
+    for module, imported_names in GRAPH.items():
+        for imported in imported_names:
+            source, target = name(module), name(imported)
+            if source and target and source != target:
+                edges.setdefault(source, set()).add(target)
+    assert find_cycle(edges) is None
+
+
+def test_no_circles_between_modules() -> None:
+    """Module by module (lazy imports included): a circle hidden behind a function-level import is still one."""
+    modules = set(GRAPH)
+    edges = {}
+    for module, names in GRAPH.items():
+        targets = {imported for imported in names if imported in modules and imported != module}
+        # `from package import submodule` names the package too; the arrow that matters goes to the submodule.
+        edges[module] = {t for t in targets if not any(other.startswith(t + ".") for other in targets)}
+    assert find_cycle(edges) is None
+
+
+def test_find_cycle_finds_one() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}}) is None
