@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import threading
 import time
 
 import numpy as np
@@ -65,6 +66,30 @@ def test_job_reaches_succeeded_with_progress_in_order(worker) -> None:
     events = [event.kind for event in read_events(get_binary_redis(), job.id, timeout_s=10)]
     assert events[-2:] == ["spoken", "done"] and events.count("audio") == 12, events
     assert 0 < get_redis().ttl(stream_key(job.id)) <= FINISHED_TTL_S
+
+
+def test_following_a_job_sees_its_progress_as_the_worker_reports_it(worker) -> None:
+    """`follow_job` (the Studio's mechanism and the API's) reports running, rising progress, then the result."""
+    from backend.services.job_audio import follow_job
+
+    job = enqueue_synthesis(OWNER, LONG_TEXT, VOICE, "wav")
+    seen = [(status.status, status.progress) for status in follow_job(job.id, OWNER)]
+    assert seen[0][0] in ("queued", "running") and seen[-1] == ("succeeded", 100.0), seen
+    progress = [p for _, p in seen]
+    assert progress == sorted(progress) and any(0 < p < 100 for p in progress), seen
+
+
+def test_a_job_cancelled_in_the_queue_ends_its_followers_at_once(worker) -> None:
+    """No worker will ever speak of a job cancelled while it waited: the cancel itself tells its followers."""
+    from backend.services.job_audio import JobFailed, finished_audio
+
+    busy = enqueue_synthesis(OWNER, LONG_TEXT * 2, VOICE, "wav")  # holds the only worker slot
+    waiting = enqueue_synthesis(OWNER, "I will never be spoken.", VOICE, "wav")
+    threading.Timer(0.5, cancel_job, args=(waiting.id, OWNER)).start()
+    with pytest.raises(JobFailed, match=CANCELLED_MESSAGE):
+        finished_audio(waiting.id, OWNER)
+    assert job_status(busy.id, OWNER).status not in ("succeeded", "failed"), "followed to the end, not the cancel"
+    cancel_job(busy.id, OWNER)
 
 
 def test_a_running_job_cancelled_stops_between_sentences(worker) -> None:

@@ -124,6 +124,61 @@ def test_rotation_with_grace_keeps_the_old_key_until_it_ends(key_service: KeySer
         key_service.rotate(ALICE, old_row.id, grace_seconds=86_401)
 
 
+def test_every_door_reads_one_status_in_grace_included(key_service: KeyService) -> None:
+    old_row, _ = key_service.create(ALICE, KeySpec("graceful"))
+    new_row, _ = key_service.rotate(ALICE, old_row.id, grace_seconds=3600)
+    gone, _ = key_service.create(ALICE, KeySpec("gone"))
+    key_service.revoke(ALICE, gone.id)
+    lapsed, _ = key_service.create(ALICE, KeySpec("lapsed"))
+    expire_now(key_service, lapsed.id)
+    expected = {old_row.id: "in_grace", new_row.id: "active", gone.id: "revoked", lapsed.id: "expired"}
+    assert key_service.list(ALICE).statuses == expected
+    assert key_service.overview(ALICE).statuses == expected
+    assert {row_id: key_service.status(key_service.get(ALICE, row_id)) for row_id in expected} == expected
+
+
+def test_the_dashboard_overview_costs_the_same_queries_for_one_key_or_twenty(key_service: KeyService) -> None:
+    from sqlalchemy import event
+
+    def queries_for_overview(owner: str) -> int:
+        statements: list[str] = []
+
+        def count(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+            statements.append(statement)
+
+        event.listen(key_service.engine, "before_cursor_execute", count)
+        try:
+            overview = key_service.overview(owner, days=30)
+        finally:
+            event.remove(key_service.engine, "before_cursor_execute", count)
+        assert len(overview.keys) == len(overview.series) == len(overview.month)
+        return len(statements)
+
+    first, _ = key_service.create(ALICE, KeySpec("one"))
+    key_service.rotate(ALICE, key_service.create(ALICE, KeySpec("rotated"))[0].id, grace_seconds=60)
+    key_service.usage.record(first.id, requests=2, chars=30)
+    key_service.usage.flush()
+    one = queries_for_overview(ALICE)
+    for n in range(19):
+        row, _ = key_service.create(ALICE, KeySpec(f"key {n}"))
+        key_service.rotate(ALICE, row.id, grace_seconds=60)
+    twenty = queries_for_overview(ALICE)
+    assert one == twenty, f"{one} queries for three keys, {twenty} for 41"
+    overview = key_service.overview(ALICE, days=30)
+    assert overview.month[first.id] == (2, 30) and overview.series[first.id][-1]["chars"] == 30
+    assert len(overview.series[first.id]) == 30
+
+
+def test_the_month_counts_from_its_first_day_even_beyond_the_chart(key_service: KeyService) -> None:
+    """On the 31st the month started 30 days ago: its first day is outside a 30-day chart but in the month."""
+    row, _ = key_service.create(ALICE, KeySpec("month"))
+    today = utcnow().date()
+    with Session(key_service.engine) as session:
+        session.add(KeyUsage(key_id=row.id, day=today.replace(day=1), requests=1, chars=7))
+        session.commit()
+    assert key_service.overview(ALICE, days=1).month[row.id] == (1, 7)
+
+
 def test_invalid_requests_say_what_to_fix(key_service: KeyService) -> None:
     cases = {"name": KeySpec("  "), "scopes": KeySpec("x", scopes=("tts:fly",)),
              "expires_at": KeySpec("x", expires_at=utcnow() - timedelta(days=1)),

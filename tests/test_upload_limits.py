@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from backend.api import build_api
-from backend.api.body_limit import DEFAULT_LIMIT_BYTES
+from backend.api.body_limit import DEFAULT_LIMIT_BYTES, DEFAULT_MESSAGE
 from backend.core.db import get_engine
 from backend.core.models import ClonedVoice
 from backend.services.keys import KeySpec
@@ -59,13 +59,14 @@ def test_a_declared_huge_upload_is_refused_before_reading_a_byte(database) -> No
 
 def test_a_streamed_huge_upload_is_cut_off_at_the_limit(database) -> None:
     status, pulled, body = post_streamed("/api/voice/voices", 50 * CHUNK, declare_length=False)
-    assert status == 413 and b"payload_too_large" in body
+    assert status == 413 and b"payload_too_large" in body and b"the limit is 10 MB" in body, body
     assert pulled <= MAX_UPLOAD_BYTES // CHUNK + 2, f"read {pulled} MB of a 50 MB body"
 
 
 def test_json_routes_take_small_bodies_only(database) -> None:
-    status, pulled, _ = post_streamed("/api/voice/jobs", 50 * CHUNK, declare_length=False)
+    status, pulled, body = post_streamed("/api/voice/jobs", 50 * CHUNK, declare_length=False)
     assert status == 413 and pulled <= DEFAULT_LIMIT_BYTES // CHUNK + 2
+    assert DEFAULT_MESSAGE.encode() in body, f"the sentence, not the ASGI message: {body[:200]!r}"
 
 
 def test_a_refused_upload_leaves_no_row_and_no_file(database, key_service, isolated_settings) -> None:
