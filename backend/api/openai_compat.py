@@ -23,7 +23,7 @@ from backend.services import openai_compat, voices as voice_library
 from backend.services.job_audio import finished_audio, live_chunks
 from backend.services.jobs import MAX_TEXT_CHARS, enqueue_synthesis
 from backend.services.keys import KeyRejected, VerifiedKey, get_key_service
-from backend.media.codecs import FORMATS, STREAMABLE
+from backend.media.codecs import FORMATS, STREAMABLE, FormatName
 from backend.media.engine import MAX_SPEED, MIN_SPEED
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=error_responses(OpenAIErrorEnvelope))
@@ -37,7 +37,7 @@ class SpeechIn(BaseModel):
     model: str = Field(min_length=1)
     input: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     voice: str = Field(min_length=1, description="An OpenAI voice name (mapped) or any LockN voice id.")
-    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
+    response_format: FormatName = "mp3"
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
     instructions: str | None = Field(None, description="Accepted for compatibility; no engine uses it yet.")
     stream_format: Literal["audio", "sse"] = "audio"

@@ -19,7 +19,7 @@ from backend.services.jobs import (
     MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, JobStatus, enqueue_synthesis, job_status, list_jobs,
 )
 from backend.services.keys import VerifiedKey
-from backend.media.codecs import FORMATS
+from backend.media.codecs import FORMATS, FormatName
 from backend.media.engine import MAX_SPEED, MIN_SPEED
 
 router = APIRouter(prefix="/api/voice", tags=["voice"], responses=error_responses(ApiErrorEnvelope))
@@ -110,7 +110,7 @@ def voice_sample(voice_id: str, owner: Reader) -> FileResponse:
 class JobIn(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     voice: str = Field(min_length=1, max_length=120)
-    format: Literal["wav", "mp3", "flac", "opus", "aac", "pcm"] = "wav"
+    format: FormatName = "wav"
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Literal
 
 import av
 import numpy as np
@@ -30,6 +31,8 @@ FORMATS: dict[str, AudioFormat] = {
     "aac": AudioFormat("aac", "audio/aac", "aac"),
     "pcm": AudioFormat("pcm", "audio/L16", "pcm"),
 }
+#: The format names, as a type the API's request models validate against (one list: `FORMATS`).
+FormatName = Literal[tuple(FORMATS)]  # type: ignore[valid-type]
 #: Opus only runs at these rates; anything else is resampled to the next one up.
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 #: Loudness target of `normalize_loudness` (RMS, dBFS) and the peak ceiling it never exceeds.
