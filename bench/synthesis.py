@@ -10,6 +10,7 @@ queue overhead as a share of engine time, and the real-time factor per engine.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import tempfile
@@ -59,7 +60,7 @@ def end_to_end(voice: str, runs: int) -> tuple[float, dict[str, float]]:
         for _ in range(runs + 1):
             started = time.perf_counter()
             job = enqueue_synthesis(f"bench-{len(times)}", SENTENCE, voice, "wav")  # a new owner: never a cache hit
-            status, _ = finished_audio(job.id, job.owner)
+            status, _ = asyncio.run(finished_audio(job.id, job.owner))
             times.append(time.perf_counter() - started)
             parts.append({"queue wait (created → started)": (status.started_at - status.created_at).total_seconds(),
                           "worker (started → finished)": (status.finished_at - status.started_at).total_seconds(),

@@ -8,7 +8,7 @@ never freezes; every private action re-checks the session first.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 
 import numpy as np
 import reflex as rx
@@ -181,9 +181,8 @@ class StudioState(AuthState):
 
     async def _follow(self, owner: str, job_id: str) -> None:
         """Mirror the job's progress until it ends (or another generation replaces it); never blocks the page."""
-        updates = follow_job(job_id, owner)
-        try:
-            while (status := await asyncio.to_thread(next, updates, None)) is not None:
+        async with contextlib.aclosing(follow_job(job_id, owner)) as updates:
+            async for status in updates:
                 async with self:
                     if self.job_id != job_id:
                         return
@@ -197,8 +196,6 @@ class StudioState(AuthState):
                     if status.status in ("succeeded", "failed"):
                         self._refresh_history()
                         return
-        finally:
-            updates.close()
 
     @rx.event
     def cancel(self):  # type: ignore[no-untyped-def]

@@ -153,3 +153,23 @@ def worker(embedded_broker: str, database: str) -> Iterator["Supervisor"]:  # no
         yield supervisor
     finally:
         supervisor.stop_all()
+
+
+def run_async(coroutine):  # type: ignore[no-untyped-def]
+    """Run `coroutine` to its end in a thread of its own (Playwright may already run a loop in this one)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def stream_events(job_id: str, timeout_s: float) -> list:
+    """Every event of a job's live stream up to its end, read with the web tier's own (async) reader."""
+    from backend.core.redis_client import get_async_binary_redis
+    from backend.media.live_stream import read_events
+
+    async def collect() -> list:
+        return [event async for event in read_events(get_async_binary_redis(), job_id, timeout_s)]
+
+    return run_async(collect())

@@ -19,10 +19,10 @@ from backend.services.jobs import (
     CANCELLED_MESSAGE, MAX_TEXT_CHARS, InvalidJobRequest, ServiceUnavailable, cancel_job, enqueue_synthesis,
     job_status, send_job,
 )
-from backend.core.redis_client import get_binary_redis, get_redis
-from tests.conftest import reset_caches, wait_for_worker_heartbeat
+from backend.core.redis_client import get_redis
+from tests.conftest import reset_caches, run_async, stream_events, wait_for_worker_heartbeat
 from backend.media.codecs import decode
-from backend.media.live_stream import FINISHED_TTL_S, read_events, stream_key
+from backend.media.live_stream import FINISHED_TTL_S, stream_key
 
 VOICE = "en_US-joe-medium"
 OWNER = "auth0|alice"
@@ -63,7 +63,7 @@ def test_job_reaches_succeeded_with_progress_in_order(worker) -> None:
     assert abs(len(samples) / rate - final.duration_s) < 0.05 and final.duration_s > 20
     assert float(np.sqrt(np.mean(np.square(samples)))) > 0.02
     # The finished job is served from its file: its live PCM leaves the broker within a minute, not ten.
-    events = [event.kind for event in read_events(get_binary_redis(), job.id, timeout_s=10)]
+    events = [event.kind for event in stream_events(job.id, timeout_s=10)]
     assert events[-2:] == ["spoken", "done"] and events.count("audio") == 12, events
     assert 0 < get_redis().ttl(stream_key(job.id)) <= FINISHED_TTL_S
 
@@ -73,7 +73,11 @@ def test_following_a_job_sees_its_progress_as_the_worker_reports_it(worker) -> N
     from backend.services.job_audio import follow_job
 
     job = enqueue_synthesis(OWNER, LONG_TEXT, VOICE, "wav")
-    seen = [(status.status, status.progress) for status in follow_job(job.id, OWNER)]
+
+    async def follow() -> list[tuple[str, float]]:
+        return [(status.status, status.progress) async for status in follow_job(job.id, OWNER)]
+
+    seen = run_async(follow())
     assert seen[0][0] in ("queued", "running") and seen[-1] == ("succeeded", 100.0), seen
     progress = [p for _, p in seen]
     assert progress == sorted(progress) and any(0 < p < 100 for p in progress), seen
@@ -87,7 +91,7 @@ def test_a_job_cancelled_in_the_queue_ends_its_followers_at_once(worker) -> None
     waiting = enqueue_synthesis(OWNER, "I will never be spoken.", VOICE, "wav")
     threading.Timer(0.5, cancel_job, args=(waiting.id, OWNER)).start()
     with pytest.raises(JobFailed, match=CANCELLED_MESSAGE):
-        finished_audio(waiting.id, OWNER)
+        run_async(finished_audio(waiting.id, OWNER))
     assert job_status(busy.id, OWNER).status not in ("succeeded", "failed"), "followed to the end, not the cancel"
     cancel_job(busy.id, OWNER)
 
@@ -104,7 +108,7 @@ def test_a_running_job_cancelled_stops_between_sentences(worker) -> None:
     time.sleep(1.0)  # several sentences' worth: a worker that carried on would add to its live audio
     assert get_redis().xlen(stream_key(job.id)) == spoken < 24, "the worker kept speaking a cancelled job"
     # A client streaming the job is told at once, not left waiting out its timeout.
-    last = list(read_events(get_binary_redis(), job.id, timeout_s=5))[-1]
+    last = stream_events(job.id, timeout_s=5)[-1]
     assert (last.kind, last.message) == ("error", CANCELLED_MESSAGE)
     final = job_status(job.id, OWNER)
     assert final.status == "failed" and final.error == CANCELLED_MESSAGE

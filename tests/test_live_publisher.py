@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from backend.core.redis_client import get_binary_redis
-from backend.media.live_stream import publish_chunk, publish_end, publish_spoken, read_events
+from backend.media.live_stream import publish_chunk, publish_end, publish_spoken
+from tests.conftest import stream_events
 from backend.media.live_publisher import LivePublisher
 
 
@@ -21,7 +21,7 @@ def test_events_arrive_in_order_and_flush_waits_for_them(embedded_broker) -> Non
     publisher.publish(publish_spoken, "job_live")
     publisher.publish(publish_end, "job_live")
     assert publisher.flush(timeout_s=5)
-    events = list(read_events(get_binary_redis(), "job_live", timeout_s=1))
+    events = stream_events("job_live", timeout_s=1)
     assert [e.kind for e in events] == ["audio"] * 5 + ["spoken", "done"]
     assert all(len(e.pcm) == 22050 and e.rate == 22050 for e in events[:5])
     assert np.allclose(events[0].pcm, tone, atol=1 / 16000)
@@ -52,4 +52,4 @@ def test_a_forked_child_gets_its_own_thread(embedded_broker) -> None:
         os._exit(0 if publisher.flush(timeout_s=5) else 1)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert [e.kind for e in read_events(get_binary_redis(), "job_child", timeout_s=1)] == ["done"]
+    assert [e.kind for e in stream_events("job_child", timeout_s=1)] == ["done"]

@@ -7,9 +7,10 @@ streams the audio as the worker speaks it (WAV, PCM, MP3, AAC, Opus), or, with
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -55,7 +56,8 @@ def models(_key: ReadKey) -> dict:
 
 @router.post("/audio/speech", summary="Text to speech (OpenAI schema)",
              responses={200: {"content": {f.content_type: {} for f in FORMATS.values()}}})
-def speech(body: SpeechIn, key: SpeechKey) -> Response:
+async def speech(body: SpeechIn, key: SpeechKey) -> Response:
+    """Asynchronous end to end: waiting for the worker holds no thread (see `backend/services/job_audio.py`)."""
     if body.model not in openai_compat.MODELS:
         raise ApiError(404, "model_not_found", f"The model {body.model!r} does not exist; see /v1/models.",
                        param="model")
@@ -64,21 +66,22 @@ def speech(body: SpeechIn, key: SpeechKey) -> Response:
                                                f"use one of {', '.join(STREAMABLE)}", param="response_format")
     voice = openai_compat.resolve_voice(body.voice)
     with voice_errors(openai_statuses=True):
-        job = enqueue_synthesis(key.owner, body.input, voice, body.response_format, body.speed, key_id=key.id)
+        job = await asyncio.to_thread(enqueue_synthesis, key.owner, body.input, voice, body.response_format,
+                                      body.speed, key_id=key.id)
         content_type = FORMATS[body.response_format].content_type
         if body.stream_format == "sse":
-            return StreamingResponse(sse_events(live_chunks(job.id, key.owner, body.response_format),
-                                                len(body.input)), media_type="text/event-stream")
+            return StreamingResponse(sse_events(await live_chunks(job.id, body.response_format), len(body.input)),
+                                     media_type="text/event-stream")
         if job.status != "succeeded" and body.response_format in STREAMABLE:
-            return StreamingResponse(live_chunks(job.id, key.owner, body.response_format), media_type=content_type)
-        _, path = finished_audio(job.id, key.owner)
+            return StreamingResponse(await live_chunks(job.id, body.response_format), media_type=content_type)
+        _, path = await finished_audio(job.id, key.owner)
     return FileResponse(path, media_type=content_type)
 
 
-def sse_events(chunks: Iterator[bytes], input_chars: int) -> Iterator[str]:
+async def sse_events(chunks: AsyncIterator[bytes], input_chars: int) -> AsyncIterator[str]:
     """OpenAI's speech events: base64 audio deltas, then `done` with token-like usage figures."""
     sent = 0
-    for chunk in chunks:
+    async for chunk in chunks:
         if chunk:
             sent += len(chunk)
             yield "data: " + json.dumps({"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -96,14 +97,14 @@ def delete_voice(voice_id: str, key: WriteKey) -> Response:
 
 
 @router.get("/voices/{voice_id}/sample", summary="A short sample of the voice")
-def voice_sample(voice_id: str, owner: Reader) -> FileResponse:
+async def voice_sample(voice_id: str, owner: Reader) -> FileResponse:
     """A cloned voice's sample is its reference clip; a built-in voice reads a fixed sentence (cached)."""
     with voice_errors():
         if voice_id.startswith(voice_library.CLONED_PREFIX):
-            voice_library.get_cloned_voice(owner, voice_id)
+            await asyncio.to_thread(voice_library.get_cloned_voice, owner, voice_id)
             return FileResponse(voice_library.reference_path(voice_id), media_type="audio/wav")
-        job = enqueue_synthesis(owner, SAMPLE_TEXT, voice_id, "mp3")
-        _, path = finished_audio(job.id, owner)
+        job = await asyncio.to_thread(enqueue_synthesis, owner, SAMPLE_TEXT, voice_id, "mp3")
+        _, path = await finished_audio(job.id, owner)
     return FileResponse(path, media_type=FORMATS["mp3"].content_type)
 
 

@@ -6,9 +6,12 @@ spells it `unix://PATH`. This module owns that translation so no caller repeats 
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from functools import lru_cache
 
 import redis
+import redis.asyncio
 
 from backend.core.settings import get_settings
 
@@ -44,3 +47,18 @@ def binary_client_for(url: str) -> redis.Redis:
 
 def get_binary_redis() -> redis.Redis:
     return binary_client_for(get_settings().broker_url)
+
+
+#: asyncio clients belong to the event loop that made them: one per (loop, URL), dropped with its loop.
+_ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, redis.asyncio.Redis]] = \
+    weakref.WeakKeyDictionary()
+
+
+def get_async_binary_redis() -> redis.asyncio.Redis:
+    """An asyncio bytes client for the running event loop: what a request waits on without holding a thread."""
+    url = get_settings().broker_url
+    clients = _ASYNC_CLIENTS.setdefault(asyncio.get_running_loop(), {})
+    if url not in clients:
+        clients[url] = redis.asyncio.Redis.from_url(redis_py_url(url), socket_timeout=SOCKET_TIMEOUT_S,
+                                                    socket_connect_timeout=SOCKET_TIMEOUT_S)
+    return clients[url]

@@ -13,11 +13,12 @@ only grows the broker's memory with traffic (about 10 MB per minute of speech).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import numpy as np
 import redis
+import redis.asyncio
 
 STREAM_TTL_S = 600
 #: Long enough for a reader that started before the end to drain the stream.
@@ -70,16 +71,17 @@ def _append(client: redis.Redis, job_id: str, fields: dict, ttl_s: int) -> None:
         pipe.execute()
 
 
-def read_events(client: redis.Redis, job_id: str, timeout_s: float,
-                until: tuple[str, ...] = ("done", "error"), idle: bool = False) -> Iterator[StreamEvent]:
-    """Every event of the job's stream from the start, blocking for new ones, up to one of `until`.
+async def read_events(client: redis.asyncio.Redis, job_id: str, timeout_s: float,
+                      until: tuple[str, ...] = ("done", "error"), idle: bool = False) -> AsyncIterator[StreamEvent]:
+    """Every event of the job's stream from the start, waiting for new ones, up to one of `until`.
 
-    With `idle`, an `idle` event marks each BLOCK_MS that passed without one (a follower can look
-    elsewhere meanwhile, e.g. at a job cancelled before its worker ever saw it)."""
+    Asynchronous: a reader waits on the broker without holding a thread, so any number of clients can
+    wait for their audio at once. With `idle`, an `idle` event marks each BLOCK_MS that passed without
+    one (a follower can look elsewhere meanwhile, e.g. at a job cancelled before a worker saw it)."""
     key, last_id = stream_key(job_id), "0-0"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        reply = client.xread({key: last_id}, block=BLOCK_MS, count=16)
+        reply = await client.xread({key: last_id}, block=BLOCK_MS, count=16)
         if not reply and idle:
             yield StreamEvent("idle")
         for _stream, entries in reply or []:
