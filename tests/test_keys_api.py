@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -159,7 +160,82 @@ def test_bad_access_tokens_are_refused_with_401(client: TestClient, signing_key)
 
 def test_rotating_a_revoked_key_is_a_409(client: TestClient, key_service) -> None:
     admin = admin_key(key_service)
-    victim = key_service.create(ALICE, KeySpec("old"))[0]
+    victim = key_service.create(ALICE, KeySpec("old", scopes=("tts:read",)))[0]
     key_service.revoke(ALICE, victim.id)
     response = client.post(f"/api/keys/{victim.id}/rotate", headers=bearer(admin))
     assert response.status_code == 409 and response.json()["error"]["code"] == "conflict"
+
+
+# ----- a key never hands on more than it holds (issue 16) ---------------------------------------------------
+
+
+def test_a_key_cannot_rotate_a_key_with_scopes_it_lacks(client: TestClient, key_service) -> None:
+    minter = key_service.create(ALICE, KeySpec("minter", scopes=("keys:write",)))[1]
+    full_row, _ = key_service.create(ALICE, KeySpec("full", scopes=("tts:read", "tts:write", "keys:read",
+                                                                    "keys:write")))
+    refused = client.post(f"/api/keys/{full_row.id}/rotate", headers=bearer(minter))
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "insufficient_scope", refused.text
+    assert "key" not in refused.text.lower().split('"error"')[0]
+    minter_id = key_service.verify(minter, count=False).id
+    itself = client.post(f"/api/keys/{minter_id}/rotate", headers=bearer(minter))
+    assert itself.status_code == 200 and itself.json()["scopes"] == ["keys:write"], "a key may rotate itself"
+
+
+def test_a_minted_key_stays_within_its_minter(client: TestClient, key_service) -> None:
+    minter = key_service.create(ALICE, KeySpec("minter", scopes=("keys:write", "tts:read"),
+                                                rate_limit=RateLimit(60, 60), quota_chars=1000,
+                                                expires_at=datetime(2099, 1, 1, tzinfo=UTC)))[1]
+
+    def mint(**body: object):  # type: ignore[no-untyped-def]
+        return client.post("/api/keys", headers=bearer(minter), json={"name": "child", "scopes": ["tts:read"], **body})
+
+    for body, words in (({"rate_limit": {"requests": 1_000_000, "window_seconds": 1}}, "rate limit"),
+                        ({"rate_limit": {"requests": 60, "window_seconds": 1}}, "rate limit"),
+                        ({"quota_chars": 1001}, "quota_chars"),
+                        ({"expires_at": "2100-01-01T00:00:00Z"}, "expires_at")):
+        refused = mint(**body)
+        assert refused.status_code == 403, (body, refused.text)
+        error = refused.json()["error"]
+        assert error["code"] == "exceeds_own_limits" and words in error["message"], error
+    child = mint(rate_limit={"requests": 30, "window_seconds": 60})
+    assert child.status_code == 201, child.text
+    assert child.json()["quota_chars"] == 1000 and child.json()["expires_at"].startswith("2099-01-01"), \
+        "quota and expiry are inherited when left out"
+
+
+def test_each_key_has_one_successor(client: TestClient, key_service) -> None:
+    admin = admin_key(key_service)
+    target, _ = key_service.create(ALICE, KeySpec("target", scopes=("tts:read",)))
+    first = client.post(f"/api/keys/{target.id}/rotate", headers=bearer(admin), json={"grace_seconds": 3600})
+    assert first.status_code == 200
+    assert client.get(f"/api/keys/{target.id}", headers=bearer(admin)).json()["status"] == "in_grace"
+    again = client.post(f"/api/keys/{target.id}/rotate", headers=bearer(admin), json={"grace_seconds": 3600})
+    assert again.status_code == 409 and "already rotated" in again.json()["error"]["message"], again.text
+    successors = [k for k in client.get("/api/keys", headers=bearer(admin)).json()["data"]
+                  if k["rotated_from"] == target.id]
+    assert len(successors) == 1
+
+
+def test_two_rotations_racing_leave_one_successor(key_service) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backend.services.keys import InvalidKeyRequest
+
+    target, _ = key_service.create(ALICE, KeySpec("raced"))
+
+    def rotate(_: int) -> str:
+        try:
+            return key_service.rotate(ALICE, target.id, grace_seconds=60)[0].id
+        except InvalidKeyRequest:
+            return "refused"
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(rotate, range(4)))
+    assert sorted(outcome == "refused" for outcome in outcomes) == [False, True, True, True], outcomes
+
+
+def test_numeric_fields_out_of_range_are_422(client: TestClient, key_service) -> None:
+    admin = admin_key(key_service)
+    huge = client.post("/api/keys", headers=bearer(admin), json={"name": "huge", "scopes": ["tts:read"],
+                                                                 "quota_chars": 10**30})
+    assert huge.status_code == 422 and "quota_chars" in huge.json()["error"]["message"], huge.text

@@ -18,8 +18,8 @@ from backend.api.auth import Principal, require_principal
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.core.models import ApiKey, as_utc
 from backend.services.keys import (
-    DEFAULT_SCOPES, MAX_GRACE_SECONDS, MAX_PAGE_SIZE, MAX_USAGE_DAYS, SCOPES, InvalidKeyRequest, KeyNotFound,
-    KeySpec, KeyStatus, RateLimit, get_key_service,
+    DEFAULT_SCOPES, MAX_GRACE_SECONDS, MAX_PAGE_SIZE, MAX_QUOTA_CHARS, MAX_USAGE_DAYS, SCOPES, InvalidKeyRequest,
+    KeyForbidden, KeyNotFound, KeySpec, KeyStatus, RateLimit, get_key_service,
 )
 
 router = APIRouter(prefix="/api/keys", tags=["keys"], responses=error_responses(ApiErrorEnvelope))
@@ -37,7 +37,9 @@ class CreateKeyIn(BaseModel):
     scopes: list[ScopeName] = Field(default_factory=lambda: list(DEFAULT_SCOPES), min_length=1,
                                     description="; ".join(f"`{k}`: {v}" for k, v in SCOPES.items()))
     rate_limit: RateLimitIn = Field(default_factory=RateLimitIn)
-    quota_chars: int | None = Field(None, ge=1, description="Characters per calendar month (UTC); none = unlimited.")
+    quota_chars: int | None = Field(None, ge=1, le=MAX_QUOTA_CHARS,
+                                    description="Characters per calendar month (UTC); none = unlimited. A key "
+                                                "creating a key passes on its own quota and expiry when none is given.")
     expires_at: datetime | None = None
 
 
@@ -102,6 +104,8 @@ def service_errors(key_id: str | None = None) -> Iterator[None]:
         yield
     except KeyNotFound:
         raise ApiError(404, "not_found", f"No key {key_id!r} among yours.") from None
+    except KeyForbidden as exc:
+        raise ApiError(403, exc.code, str(exc), param=exc.field) from None
     except InvalidKeyRequest as exc:
         if exc.field == "id":  # the key exists but its state forbids the change (e.g. rotating a revoked key)
             raise ApiError(409, "conflict", str(exc)) from None
@@ -114,13 +118,10 @@ WriteKeys = Annotated[Principal, Depends(require_principal("keys:write"))]
 
 @router.post("", status_code=201, response_model=CreatedKeyOut, summary="Create a key (the full key is shown once)")
 def create_key(body: CreateKeyIn, principal: WriteKeys) -> CreatedKeyOut:
-    if principal.key is not None and not set(body.scopes) <= principal.scopes:
-        raise ApiError(403, "insufficient_scope", "A key can only create keys with scopes it holds itself.",
-                       param="scopes")
     spec = KeySpec(body.name, body.env, tuple(body.scopes), RateLimit(body.rate_limit.requests,
                    body.rate_limit.window_seconds), body.quota_chars, body.expires_at)
     with service_errors():
-        row, full = get_key_service().create(principal.owner, spec)
+        row, full = get_key_service().create(principal.owner, spec, minted_by=principal.key)
     return CreatedKeyOut(**KeyOut.of(row).model_dump(), key=full)
 
 
@@ -150,7 +151,8 @@ def get_key(key_id: str, principal: ReadKeys) -> KeyOut:
 @router.post("/{key_id}/rotate", response_model=CreatedKeyOut, summary="Replace a key; the old one lasts the grace")
 def rotate_key(key_id: str, principal: WriteKeys, body: RotateIn | None = None) -> CreatedKeyOut:
     with service_errors(key_id):
-        row, full = get_key_service().rotate(principal.owner, key_id, (body or RotateIn()).grace_seconds)
+        row, full = get_key_service().rotate(principal.owner, key_id, (body or RotateIn()).grace_seconds,
+                                             by=principal.key)
     return CreatedKeyOut(**KeyOut.of(row).model_dump(), key=full)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import JSON, Column, DateTime, Text
+from sqlalchemy import JSON, Column, DateTime, Index, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -34,6 +34,8 @@ class ApiKey(SQLModel, table=True):
     """An API key. The key itself is never stored: only its digest and a short display start."""
 
     __tablename__ = "api_keys"
+    #: One successor per key: a second rotation of the same key is refused by the database itself.
+    __table_args__ = (Index("ux_api_keys_rotated_from", "rotated_from", unique=True),)
 
     id: str = Field(primary_key=True, max_length=40)
     owner: str = Field(index=True, max_length=255)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Literal
 
 from sqlalchemy import Engine, func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from backend.core.db import get_engine
@@ -40,6 +41,8 @@ DEFAULT_SCOPES = ("tts:read", "tts:write")
 #: A key's state as every door shows it: `in_grace` is a rotated key still working until its `expires_at`.
 KeyStatus = Literal["active", "in_grace", "revoked", "expired"]
 MAX_GRACE_SECONDS = 86_400
+#: The largest monthly quota a key may have (fits every database's integer column).
+MAX_QUOTA_CHARS = 2_000_000_000
 MAX_USAGE_DAYS = 366
 MAX_PAGE_SIZE = 100
 
@@ -75,6 +78,16 @@ class KeyRejected(Exception):
 
 class KeyNotFound(LookupError):
     """No key with that id belongs to this owner."""
+
+
+class KeyForbidden(PermissionError):
+    """The calling key may not do this: a key never hands on more than it holds itself.
+
+    `code` is machine-readable (`insufficient_scope`, `exceeds_own_limits`), `field` what to change."""
+
+    def __init__(self, message: str, code: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.field = code, field
 
 
 class InvalidKeyRequest(ValueError):
@@ -131,6 +144,10 @@ class VerifiedKey:
     env: str
     scopes: frozenset[str]
     rate: RateDecision
+    #: The key's own settings: the ceiling of every key it creates.
+    rate_limit: RateLimit = RateLimit()
+    quota_chars: int | None = None
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -217,7 +234,9 @@ class KeyService:
                               headers=rate.headers())
         if count:
             self.usage.record(entry.id, requests=1)
-        return VerifiedKey(entry.id, entry.owner, entry.env, entry.scopes, rate)
+        return VerifiedKey(entry.id, entry.owner, entry.env, entry.scopes, rate,
+                           RateLimit(entry.rate_limit_requests, entry.rate_limit_window_s), entry.quota_chars,
+                           entry.expires_at)
 
     def _lookup(self, digest: str) -> CachedKey | None:
         hit, entry = self.cache.get(digest)
@@ -245,18 +264,50 @@ class KeyService:
 
     # ----- management (always scoped to an owner) ------------------------------------------------------
 
-    def create(self, owner: str, spec: KeySpec, *, rotated_from: str | None = None) -> tuple[ApiKey, str]:
-        """Store a new key and return it with the full key, which is never available again."""
+    def create(self, owner: str, spec: KeySpec, *, minted_by: VerifiedKey | None = None) -> tuple[ApiKey, str]:
+        """Store a new key and return it with the full key, which is never available again.
+
+        `minted_by`: the key making the request, if a key does (not a signed-in user or the operator's
+        CLI). The new key then stays within it: its scopes, rate limit, quota and expiry at most (a
+        quota or expiry left out is inherited)."""
         spec = self._validated(spec)
-        full = generate_key(spec.env)
-        row = ApiKey(id="key_" + secrets.token_hex(8), owner=owner, name=spec.name, env=spec.env,
-                     digest=digest_key(full, self._pepper), start=display_start(full), scopes=list(spec.scopes),
-                     rate_limit_requests=spec.rate_limit.requests, rate_limit_window_s=spec.rate_limit.window_s,
-                     quota_chars=spec.quota_chars, expires_at=spec.expires_at, rotated_from=rotated_from)
+        if minted_by is not None:
+            spec = self._within(spec, minted_by)
+        row, full = self._new_row(owner, spec)
         with Session(self.engine, expire_on_commit=False) as session:
             session.add(row)
             session.commit()
         return row, full
+
+    def _new_row(self, owner: str, spec: KeySpec, rotated_from: str | None = None) -> tuple[ApiKey, str]:
+        full = generate_key(spec.env)
+        return ApiKey(id="key_" + secrets.token_hex(8), owner=owner, name=spec.name, env=spec.env,
+                      digest=digest_key(full, self._pepper), start=display_start(full), scopes=list(spec.scopes),
+                      rate_limit_requests=spec.rate_limit.requests, rate_limit_window_s=spec.rate_limit.window_s,
+                      quota_chars=spec.quota_chars, expires_at=spec.expires_at, rotated_from=rotated_from), full
+
+    @staticmethod
+    def _within(spec: KeySpec, parent: VerifiedKey) -> KeySpec:
+        """`spec` bounded by the key that creates it, or `KeyForbidden` saying which limit it passes."""
+        if not set(spec.scopes) <= parent.scopes:
+            raise KeyForbidden("A key can only create keys with scopes it holds itself.", "insufficient_scope",
+                               "scopes")
+        rate, ceiling = spec.rate_limit, parent.rate_limit
+        if rate.requests > ceiling.requests or rate.requests * ceiling.window_s > ceiling.requests * rate.window_s:
+            raise KeyForbidden(f"The rate limit may not exceed the creating key's own ({ceiling.requests} requests "
+                               f"per {ceiling.window_s} s).", "exceeds_own_limits", "rate_limit")
+        quota, expires_at = spec.quota_chars, spec.expires_at
+        if parent.quota_chars is not None:
+            if quota is not None and quota > parent.quota_chars:
+                raise KeyForbidden(f"quota_chars may not exceed the creating key's own ({parent.quota_chars:,}).",
+                                   "exceeds_own_limits", "quota_chars")
+            quota = parent.quota_chars if quota is None else quota
+        if parent.expires_at is not None:
+            if expires_at is not None and expires_at > parent.expires_at:
+                raise KeyForbidden("expires_at may not be later than the creating key's own expiry "
+                                   f"({parent.expires_at.isoformat()}).", "exceeds_own_limits", "expires_at")
+            expires_at = parent.expires_at if expires_at is None else expires_at
+        return replace(spec, quota_chars=quota, expires_at=expires_at)
 
     def _validated(self, spec: KeySpec) -> KeySpec:
         name = spec.name.strip()
@@ -268,8 +319,8 @@ class KeyService:
         if unknown or not spec.scopes:
             raise InvalidKeyRequest(f"unknown scope {', '.join(unknown)}; choose from {', '.join(SCOPES)}"
                                     if unknown else "a key needs at least one scope", "scopes")
-        if spec.quota_chars is not None and spec.quota_chars < 1:
-            raise InvalidKeyRequest("quota_chars must be a positive number of characters", "quota_chars")
+        if spec.quota_chars is not None and not 1 <= spec.quota_chars <= MAX_QUOTA_CHARS:
+            raise InvalidKeyRequest(f"quota_chars must be 1–{MAX_QUOTA_CHARS:,} characters a month", "quota_chars")
         if spec.expires_at is not None and as_utc(spec.expires_at) <= utcnow():
             raise InvalidKeyRequest("expires_at must be in the future", "expires_at")
         return KeySpec(name, spec.env, tuple(dict.fromkeys(spec.scopes)), spec.rate_limit.validated(),
@@ -347,27 +398,37 @@ class KeyService:
         self._invalidate(key_id)
         return row
 
-    def rotate(self, owner: str, key_id: str, grace_seconds: int = 0) -> tuple[ApiKey, str]:
-        """A new key with the same settings; the old one works `grace_seconds` more, then fails."""
+    def rotate(self, owner: str, key_id: str, grace_seconds: int = 0, *,
+               by: VerifiedKey | None = None) -> tuple[ApiKey, str]:
+        """A new key with the same settings; the old one works `grace_seconds` more, then fails.
+
+        A key may rotate itself, or a key whose every scope it holds (`by`); each key is rotated at
+        most once (the database refuses a second successor, also when two rotations race)."""
         if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
             raise InvalidKeyRequest(f"grace_seconds must be 0–{MAX_GRACE_SECONDS}", "grace_seconds")
         old = self.get(owner, key_id)
+        if by is not None and by.id != old.id and not set(old.scopes) <= by.scopes:
+            raise KeyForbidden("To rotate a key, the calling key must hold every scope that key has (or be that "
+                               "key).", "insufficient_scope", "id")
         now = utcnow()
-        if old.revoked_at is not None or (as_utc(old.expires_at) or now + timedelta(seconds=1)) <= now:
+        if key_status(old, False, now) in ("revoked", "expired"):
             raise InvalidKeyRequest("a revoked or expired key cannot be rotated; create a new one", "id")
         spec = KeySpec(old.name, old.env, tuple(old.scopes), RateLimit(old.rate_limit_requests,
                        old.rate_limit_window_s), old.quota_chars, as_utc(old.expires_at))
-        new, full = self.create(owner, spec, rotated_from=old.id)
-        with Session(self.engine) as session:
-            row = session.get(ApiKey, old.id)
-            assert row is not None
-            if grace_seconds == 0:
-                row.revoked_at = now
-            else:
-                cutoff = now + timedelta(seconds=grace_seconds)
-                row.expires_at = min(cutoff, as_utc(row.expires_at) or cutoff)
-            session.add(row)
-            session.commit()
+        new, full = self._new_row(owner, spec, rotated_from=old.id)
+        cutoff = now + timedelta(seconds=grace_seconds)
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                row = session.get(ApiKey, old.id)
+                assert row is not None
+                if grace_seconds == 0:
+                    row.revoked_at = now
+                else:
+                    row.expires_at = min(cutoff, as_utc(row.expires_at) or cutoff)
+                session.add_all([new, row])
+                session.commit()
+        except IntegrityError:
+            raise InvalidKeyRequest("this key was already rotated: rotate its successor instead", "id") from None
         self._invalidate(old.id)
         return new, full
 
