@@ -139,3 +139,33 @@ def test_files_that_lie_about_their_type_are_refused(database, key_service) -> N
         assert "audio" in response.json()["error"]["message"], response.text
     with Session(get_engine()) as session:
         assert session.exec(select(ClonedVoice)).all() == []
+
+
+def test_a_bomb_of_many_channels_at_a_high_rate_is_refused_from_its_header(database) -> None:
+    """20 s is within the length limit, but 8 channels at 192 kHz would decode to 30 M samples (~120 MB)."""
+    import io
+    import tracemalloc
+
+    import numpy as np
+    import soundfile
+
+    from backend.services.voices import VoiceRejected, validate_clip
+
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(buffer, "w", samplerate=192_000, channels=8, format="FLAC") as out:
+        second = np.zeros((192_000, 8), dtype=np.float32)
+        for _ in range(20):
+            out.write(second)
+    bomb = buffer.getvalue()
+    assert len(bomb) < MAX_UPLOAD_BYTES
+    tracemalloc.start()
+    try:
+        validate_clip(bomb)
+    except VoiceRejected as exc:
+        assert exc.status == 422 and "8 channel(s) at 192000 Hz" in str(exc), str(exc)
+    else:
+        raise AssertionError("the bomb was accepted")
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MB allocated while refusing it"

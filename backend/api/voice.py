@@ -82,8 +82,9 @@ async def clone_voice(key: WriteKey, name: Annotated[str, Form(max_length=200)],
                       transcript: Annotated[str, Form(max_length=2000)], audio: Annotated[UploadFile, File()],
                       language: Annotated[str, Form(max_length=16)] = "en") -> VoiceOut:
     data = await audio.read(voice_library.MAX_UPLOAD_BYTES + 1)
-    with voice_errors():
-        entry = voice_library.create_cloned_voice(key.owner, name, transcript, data, language)
+    with voice_errors():  # decoding is CPU work: off the event loop, so other requests keep being answered
+        entry = await asyncio.to_thread(voice_library.create_cloned_voice, key.owner, name, transcript, data,
+                                        language)
     return voice_out(entry)
 
 

@@ -118,16 +118,22 @@ class AudioTooLong(AudioDecodeError):
     """The file decodes to more audio than allowed: refused from its header, or as soon as decoding passes it."""
 
 
+#: Decoding is bounded by samples, not only seconds: `max_seconds` of mono audio at this rate. A file with more
+#: channels or a higher rate gets proportionally fewer seconds (8 channels at 192 kHz is 32 times the memory).
+BUDGET_RATE = 48_000
+
+
 def decode(data: bytes, target_rate: int | None = None, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Any wav/mp3/flac/ogg (or anything FFmpeg reads) → (mono float32, rate), optionally resampled.
 
-    With `max_seconds`, a small file that would expand to hours of audio (a decompression bomb) is
-    refused before it is decoded (libsndfile reads the length from the header) or, for formats
-    decoded by FFmpeg, as soon as the decoded audio passes the limit.
+    With `max_seconds`, a small file that would expand to hours of audio, or to a few seconds of
+    many channels at a very high rate (a decompression bomb), is refused before it is decoded
+    (libsndfile reads rate, channels and length from the header) or, for formats decoded by FFmpeg,
+    as soon as the decoded samples pass the budget.
     """
     try:
         with sf.SoundFile(io.BytesIO(data)) as probe:
-            _refuse_longer_than(probe.frames, probe.samplerate, max_seconds)
+            _refuse_larger_than(probe.frames, probe.samplerate, probe.channels, max_seconds)
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, TypeError):
         samples, rate = _decode_with_pyav(data, max_seconds)
@@ -137,9 +143,14 @@ def decode(data: bytes, target_rate: int | None = None, max_seconds: float | Non
     return samples, rate
 
 
-def _refuse_longer_than(frames: int, rate: int, max_seconds: float | None) -> None:
-    if max_seconds is not None and rate > 0 and frames / rate > max_seconds:
+def _refuse_larger_than(frames: int, rate: int, channels: int, max_seconds: float | None) -> None:
+    if max_seconds is None:
+        return
+    if rate > 0 and frames / rate > max_seconds:
         raise AudioTooLong(f"the file holds over {max_seconds:.0f} s of audio")
+    if frames * channels > max_seconds * BUDGET_RATE:
+        raise AudioTooLong(f"the file ({channels} channel(s) at {rate} Hz) decodes to more audio than "
+                           f"{max_seconds:.0f} s of 48 kHz mono")
 
 
 def _decode_with_pyav(data: bytes, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
@@ -148,12 +159,12 @@ def _decode_with_pyav(data: bytes, max_seconds: float | None = None) -> tuple[np
         with av.open(io.BytesIO(data)) as container:
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="flt", layout="mono", rate=stream.rate or 48000)
-            rate, decoded = resampler.rate, 0
+            rate, decoded, channels = resampler.rate, 0, max(1, stream.channels or 1)
             for frame in container.decode(stream):
                 for piece in resampler.resample(frame):
                     chunks.append(piece.to_ndarray().reshape(-1))
                     decoded += len(chunks[-1])
-                _refuse_longer_than(decoded, rate, max_seconds)
+                _refuse_larger_than(decoded, rate, channels, max_seconds)
     except AudioTooLong:
         raise
     except (av.error.FFmpegError, IndexError, ValueError) as exc:
