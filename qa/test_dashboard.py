@@ -136,8 +136,9 @@ def test_status_shows_the_last_qa_run_and_opens_its_report(open_page, nightly_ru
     save_screenshot(page, "dashboard-qa-run")
 
     page.get_by_test_id("qa-report-link").click()
-    page.wait_for_url(f"**/api/qa/runs/{nightly_run.id}/report")
-    expect(page.get_by_text("test_sign_in_then_dashboard_then_studio").first).to_be_visible(timeout=10000)
+    page.wait_for_url(f"**/api/qa/runs/{nightly_run.id}/report", wait_until="commit")
+    # The report embeds its screenshots: under load it can take a while to load whole, so wait for its text.
+    expect(page.get_by_text("test_sign_in_then_dashboard_then_studio").first).to_be_visible(timeout=30000)
     expect(page.locator("img[src^='data:image/png']").first).to_be_attached()
     assert page.evaluate("() => window.origin") == "null", "the report runs sandboxed, without this site's origin"
     assert page.console_errors == []

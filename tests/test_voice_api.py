@@ -265,3 +265,33 @@ def test_open_webui_lists_without_a_key(app: TestClient, alice: str) -> None:
         spoken = app.post("/v1/audio/speech", headers=auth(alice),
                           json={"model": "tts-1", "input": "Hi.", "voice": voice["id"]})
         assert spoken.status_code == 200, voice
+
+
+def test_a_quota_holds_under_concurrent_requests_and_flushes(app: TestClient, key_service) -> None:
+    """Ten 30-character requests at once against a 100-character quota: three fit, seven are refused (429),
+    and a flush of the usage buffer in between gives nothing back (issue 16, finding 4)."""
+    import asyncio
+
+    import httpx
+
+    from tests.conftest import run_async
+
+    key = key_service.create(ALICE, KeySpec("quota", scopes=ALL_TTS, rate_limit=RateLimit(1000, 60),
+                                            quota_chars=100))[1]
+
+    async def burst(texts: list[str]) -> list[int]:
+        transport = httpx.ASGITransport(app=app.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://lockn.test", timeout=60) as http:
+            answers = await asyncio.gather(*[http.post("/api/voice/jobs", headers=auth(key), json={
+                "text": text, "voice": VOICE, "format": "wav"}) for text in texts])
+        return [answer.status_code for answer in answers]
+
+    texts = [f"Thirty characters, number {n:03d}." for n in range(10)]
+    assert {len(text) for text in texts} == {30}
+    statuses = run_async(burst(texts))
+    assert sorted(statuses) == [202] * 3 + [429] * 7, statuses
+    key_service.usage.flush()
+    key_service.cache.invalidate(key_service.verify(key, count=False).id)
+    assert run_async(burst(["Ten chars!"])) == [202], "90 used of 100: ten more fit"
+    refused = app.post("/api/voice/jobs", headers=auth(key), json={"text": "x", "voice": VOICE})
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "quota_exceeded", refused.text

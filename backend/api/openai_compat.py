@@ -67,7 +67,7 @@ async def speech(body: SpeechIn, key: SpeechKey) -> Response:
     voice = openai_compat.resolve_voice(body.voice)
     with voice_errors(openai_statuses=True):
         job = await asyncio.to_thread(enqueue_synthesis, key.owner, body.input, voice, body.response_format,
-                                      body.speed, key_id=key.id)
+                                      body.speed, key=key)
         content_type = FORMATS[body.response_format].content_type
         if body.stream_format == "sse":
             return StreamingResponse(sse_events(await live_chunks(job.id, body.response_format), len(body.input)),

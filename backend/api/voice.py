@@ -11,7 +11,7 @@ from typing import Annotated, Literal, get_type_hints
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field, create_model
-from backend.api.auth import require_key, require_reader
+from backend.api.auth import rejection, require_key, require_reader
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.services import voices as voice_library
 from backend.services.errors import ServiceUnavailable
@@ -19,7 +19,7 @@ from backend.services.job_audio import JobFailed, finished_audio
 from backend.services.jobs import (
     MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, JobStatus, enqueue_synthesis, job_status, list_jobs,
 )
-from backend.services.keys import VerifiedKey
+from backend.services.keys import KeyRejected, VerifiedKey
 from backend.media.codecs import FORMATS, FormatName
 from backend.media.engine import MAX_SPEED, MIN_SPEED
 
@@ -55,6 +55,8 @@ def voice_errors(openai_statuses: bool = False) -> Iterator[None]:
         raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "5"}) from None
     except JobFailed as exc:
         raise ApiError(500, "synthesis_failed", str(exc)) from None
+    except KeyRejected as exc:  # the key's quota, checked again as its characters are reserved
+        raise rejection(exc) from None
 
 
 class VoiceOut(BaseModel):
@@ -136,7 +138,7 @@ def job_out(status: JobStatus) -> BaseModel:
 @router.post("/jobs", status_code=202, response_model=JobOut, summary="Queue a synthesis job")
 def create_job(body: JobIn, key: WriteKey) -> JobOut:
     with voice_errors():
-        job = enqueue_synthesis(key.owner, body.text, body.voice, body.format, body.speed, key_id=key.id)
+        job = enqueue_synthesis(key.owner, body.text, body.voice, body.format, body.speed, key=key)
         return job_out(job_status(job.id, key.owner))
 
 

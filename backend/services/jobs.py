@@ -29,13 +29,14 @@ from backend.queue.app import get_celery
 from backend.queue.routing import SYNTHESIZE_TASK, queue_for
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_reaper import is_stalled, reap_stalled_jobs
-from backend.services.keys import get_key_service
+from backend.services.keys import VerifiedKey, get_key_service
 from backend.services.pagination import BadCursor, newest_first
 from backend.services.voices import CLONED_PREFIX, VoiceNotFound, get_cloned_voice, live_engines, live_voices
 
 MAX_TEXT_CHARS = 4096
 #: The states a job never leaves.
 FINISHED = ("succeeded", "failed")
+QUEUE_UNREACHABLE = "the job queue is unreachable; nothing was queued, try again in a moment"
 #: The error of a job its owner cancelled.
 CANCELLED_MESSAGE = "Cancelled."
 
@@ -124,18 +125,44 @@ def _cached_job(key: str, owner: str) -> Job | None:
 
 
 def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed: float = 1.0,
-                      key_id: str | None = None) -> Job:
+                      key: VerifiedKey | None = None) -> Job:
     """Record a job and hand it to the queue of the voice's engine, or answer at once from the cache.
 
     A cache hit is a new job row, already `succeeded`, pointing at the earlier audio (so history and
-    usage see every request). Nothing is left behind when queueing fails. With `key_id`, the characters
-    count on the key (its quota), and so do a cache hit's audio seconds (the worker counts the rest).
+    usage see every request). Nothing is left behind when queueing fails. With `key`, the characters are
+    reserved on its monthly quota first (`KeyRejected` when they do not fit; refunded if nothing is queued)
+    and counted in its usage, and so are a cache hit's audio seconds (the worker counts the rest).
     """
     engine, version = validate_request(owner, text, voice, fmt, speed)
-    key = cache_key(owner, text, voice, fmt, speed, version)
-    job = Job(id="job_" + secrets.token_hex(10), owner=owner, key_id=key_id, voice_id=voice, engine=engine,
-              text=text, text_chars=len(text), format=fmt, speed=speed, cache_key=key)
-    if (hit := _cached_job(key, owner)) is not None:
+    address = cache_key(owner, text, voice, fmt, speed, version)
+    job = Job(id="job_" + secrets.token_hex(10), owner=owner, key_id=key.id if key else None, voice_id=voice,
+              engine=engine, text=text, text_chars=len(text), format=fmt, speed=speed, cache_key=address)
+    if key is not None:
+        _reserve(key, len(text))
+    try:
+        return _record_and_send(job, address)
+    except BaseException:
+        if key is not None:
+            _refund(key, len(text))
+        raise
+
+
+def _reserve(key: VerifiedKey, chars: int) -> None:
+    try:
+        get_key_service().reserve_chars(key, chars)
+    except (redis.RedisError, OSError) as exc:
+        raise ServiceUnavailable(QUEUE_UNREACHABLE) from exc
+
+
+def _refund(key: VerifiedKey, chars: int) -> None:
+    try:
+        get_key_service().refund_chars(key, chars)
+    except redis.RedisError:
+        pass  # the broker is down: the reservation stays, erring on the quota's side
+
+
+def _record_and_send(job: Job, address: str) -> Job:
+    if (hit := _cached_job(address, job.owner)) is not None:
         job.status, job.progress, job.chars_done = "succeeded", 100.0, hit.text_chars
         job.audio_path, job.audio_bytes, job.duration_s, job.engine_time_s = \
             hit.audio_path, hit.audio_bytes, hit.duration_s, 0.0
@@ -152,7 +179,7 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
         with Session(get_engine()) as session:
             session.delete(session.get(Job, job.id))
             session.commit()
-        raise ServiceUnavailable("the job queue is unreachable; nothing was queued, try again in a moment") from exc
+        raise ServiceUnavailable(QUEUE_UNREACHABLE) from exc
     _record_usage(job)
     return job
 

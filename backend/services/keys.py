@@ -25,6 +25,7 @@ from backend.core.models import ApiKey, KeyUsage, as_utc, utcnow
 from backend.core.redis_client import client_for
 from backend.services.key_cache import ALL, CachedKey, InvalidationBus, KeyCache
 from backend.services.pagination import BadCursor, newest_first
+from backend.services.quota import QuotaExceeded, QuotaLedger
 from backend.core.key_format import KEY_ENVS, KeyEnv, digest_key, display_start, generate_key, parse_key
 from backend.services.rate_limit import InProcessRateLimiter, RateDecision, RateLimiter, RedisRateLimiter
 from backend.services.usage import UsageRecorder
@@ -202,6 +203,7 @@ class KeyService:
         self.cache = KeyCache()
         self.bus = InvalidationBus(lambda: client_for(bus_client) if bus_client else None, self.cache.invalidate)
         self.bus.start()
+        self.quota = QuotaLedger(lambda: client_for(bus_client) if bus_client else None, self._month_used)
 
     # ----- verification ------------------------------------------------------------------------------
 
@@ -258,9 +260,37 @@ class KeyService:
                          int(used), (today.year, today.month))
 
     def _month_chars(self, entry: CachedKey, now: datetime) -> int:
+        """Characters used this month: the quota counter when it has started, else what usage knows."""
+        reserved = self.quota.used(entry.id, now)
+        if reserved is not None:
+            return reserved
         month = (now.year, now.month)
         flushed = entry.month_chars if entry.month == month else 0
         return flushed + self.usage.pending_chars(entry.id, month)
+
+    def _month_used(self, key_id: str) -> int:
+        """The month's characters from the database and this process's unflushed usage (a counter's start)."""
+        now = utcnow()
+        with Session(self.engine) as session:
+            flushed = session.exec(select(func.coalesce(func.sum(KeyUsage.chars), 0))
+                                   .where(KeyUsage.key_id == key_id, KeyUsage.day >= now.date().replace(day=1))).one()
+        return int(flushed) + self.usage.pending_chars(key_id, (now.year, now.month))
+
+    def reserve_chars(self, key: VerifiedKey, chars: int) -> None:
+        """Reserve `chars` of the key's monthly quota before its job is queued, atomically across every
+        process; `KeyRejected("quota_exceeded")` when they do not fit. Keys without a quota pass."""
+        if key.quota_chars is None:
+            return
+        try:
+            self.quota.reserve(key.id, chars, key.quota_chars, utcnow())
+        except QuotaExceeded:
+            raise KeyRejected("quota_exceeded", f"This request's {chars:,} characters do not fit in what is left of "
+                                                f"the key's monthly quota of {key.quota_chars:,}.") from None
+
+    def refund_chars(self, key: VerifiedKey, chars: int) -> None:
+        """Give back a reservation whose job was never queued."""
+        if key.quota_chars is not None:
+            self.quota.refund(key.id, chars, utcnow())
 
     # ----- management (always scoped to an owner) ------------------------------------------------------
 
