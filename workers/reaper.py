@@ -1,4 +1,5 @@
-"""The worker side of the job reaper: a daemon thread that fails abandoned jobs (see `job_reaper`)."""
+"""The worker side of the job reaper: a daemon thread that fails abandoned jobs (see `job_reaper`) and sends
+again the queued jobs the broker lost (see `job_recovery`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 import threading
 
 from backend.services.job_reaper import SWEEP_INTERVAL_S, reap_stalled_jobs
+from backend.services.job_recovery import requeue_lost_jobs
 
 logger = logging.getLogger("lockn.worker")
 
@@ -23,7 +25,9 @@ class StalledJobSweeper(threading.Thread):
             try:
                 if reaped := reap_stalled_jobs():
                     logger.warning("failed %d job(s) abandoned by a dead worker", reaped)
-            except Exception:  # noqa: BLE001 - the database may be down; the next sweep retries
+                if requeued := requeue_lost_jobs():
+                    logger.warning("queued %d job(s) again that the broker had lost", requeued)
+            except Exception:  # noqa: BLE001 - the database or broker may be down; the next sweep retries
                 logger.warning("stalled-job sweep failed; retrying in %.0f s", self.interval_s)
 
     def stop(self) -> None:

@@ -33,7 +33,8 @@ def synthesize(self, job_id: str) -> dict:  # type: ignore[no-untyped-def]
     replica reads it), and a result per job would only cost the worker round trips to the broker and
     leave a key in Redis for a day."""
     try:
-        return run_job(job_id, load_engines())
+        redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+        return run_job(job_id, load_engines(), redelivered)
     except JobCancelled:
         end_live_audio(job_id, CANCELLED_MESSAGE)
         return {"job_id": job_id, "status": "failed", "error": "cancelled"}

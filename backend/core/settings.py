@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     fish_device: str = Field("auto", description="Fish Speech device: auto (cuda when present), cuda, cpu.")
     fish_max_new_tokens: int = Field(1024, ge=1, description="Upper bound of semantic tokens per sentence.")
     job_time_limit_s: int = Field(600, ge=10, description="A synthesis job is stopped after this long.")
+    worker_stop_grace_s: float = Field(30.0, ge=0, description="On Ctrl-C, how long `make run`'s worker may "
+                                       "finish its running job; a job still running then is queued again.")
     job_visibility_timeout_s: int | None = Field(
         None, ge=1, description="How long before an unacknowledged job of a dead worker is redelivered.")
     openai_voices: str = Field("", description="OpenAI voice names → LockN voice ids, e.g. alloy=en_US-joe-medium.")

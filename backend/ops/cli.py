@@ -24,24 +24,51 @@ from backend.ops.web_replica import reflex_command, reflex_environment
 
 
 def run_platform(settings: Settings, with_worker: bool = True) -> int:
-    """Migrate, then run broker, worker and web until one exits or we are told to stop."""
+    """Migrate, then run broker, worker and web until we are told to stop; a child that exits is restarted.
+
+    With the embedded broker, this process tree holds the only worker: before it starts (and before it is
+    started again after a crash) no job can be running, so jobs cut off mid-way and jobs the broker lost
+    are queued again (`job_recovery`)."""
     from backend.core.db import migrate
 
     migrate()
+    embedded = not settings.redis_url
+
+    def clear_socket() -> None:
+        settings.embedded_broker_socket.unlink(missing_ok=True)
+
+    def open_socket() -> None:
+        wait_for_socket(settings.embedded_broker_socket)
+
+    def recover(name: str = "worker") -> None:
+        if embedded and name == "worker":
+            recover_jobs()
 
     def start(supervisor: Supervisor) -> None:
-        if not settings.redis_url:
-            settings.embedded_broker_socket.unlink(missing_ok=True)
-            supervisor.start("broker", embedded_broker_command(settings))
-            wait_for_socket(settings.embedded_broker_socket)
+        if embedded:
+            supervisor.start("broker", embedded_broker_command(settings), before_start=clear_socket,
+                             after_start=open_socket)
         if with_worker:
-            supervisor.start("worker", worker_command(engine_queues(settings)))
+            recover()
+            supervisor.start("worker", worker_command(engine_queues(settings)),
+                             warm_stop_s=settings.worker_stop_grace_s)
         if settings.qa_nightly_at:
             supervisor.start("qa-nightly", beat_command(settings))
         supervisor.start("web", reflex_command(settings), env=reflex_environment(settings))
         print(f"LockN is starting on {settings.base_url}  (Ctrl-C stops everything)", flush=True)
 
-    return supervise(start)
+    return supervise(start, on_restart=recover)
+
+
+def recover_jobs() -> None:
+    """Queue again what a crash or a restart cut off; says so when there was anything."""
+    from backend.services.job_recovery import requeue_lost_jobs
+
+    try:
+        if count := requeue_lost_jobs(after_crash=True):
+            print(f"LockN: queued {count} job(s) again that a restart had cut off.", flush=True)
+    except Exception as exc:  # noqa: BLE001 - the broker may be restarting; the worker's sweeps retry
+        print(f"LockN: could not check for lost jobs yet ({type(exc).__name__}); the worker will.", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

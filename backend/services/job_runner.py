@@ -49,11 +49,12 @@ def close_usage_recorder() -> None:
         usage_recorder().close()
 
 
-def run_job(job_id: str, engines: Mapping[str, Engine]) -> dict:
+def run_job(job_id: str, engines: Mapping[str, Engine], redelivered: bool = False) -> dict:
     """Run the job with one of `engines` (by the job's engine name) to `succeeded`, or raise.
 
-    Progress is recorded on the job row as sentences are spoken."""
-    job = _claim(job_id)
+    Progress is recorded on the job row as sentences are spoken. `redelivered`: the broker handed
+    this message out before (its worker died), so a `running` job is taken over."""
+    job = _claim(job_id, redelivered)
     if not isinstance(job, Job):
         return job  # nothing to run: why, for the task's result
     if job.attempts > 1:
@@ -80,24 +81,35 @@ def run_job(job_id: str, engines: Mapping[str, Engine]) -> dict:
     return {"job_id": job.id, "status": "succeeded", "duration_s": duration}
 
 
-def _claim(job_id: str) -> Job | dict:
-    """Mark the job `running` (read, check and write in one session), or say why there is nothing to run."""
+def _claim(job_id: str, redelivered: bool) -> Job | dict:
+    """Mark the job `running`, or say why there is nothing to run.
+
+    A job already `running` is taken over only from a redelivered message (its worker died); a fresh
+    message for it is a second copy (a lost job sent again while its first message was being
+    delivered), and two workers never run one job: the claim is one conditional UPDATE on `attempts`."""
     with Session(get_engine(), expire_on_commit=False) as session:
         job = session.get(Job, job_id)
-        if job is None:
-            raise SynthesisError(f"job {job_id} does not exist")
-        if job.status == "succeeded":
-            return {"job_id": job.id, "status": "succeeded", "redelivered": True}
-        if job.status == "failed":  # cancelled while it waited in the queue, or reaped
-            return {"job_id": job.id, "status": "failed", "error": job.error}
-        if job.attempts >= MAX_ATTEMPTS:  # it took its worker down every time: stop handing it out
-            raise SynthesisError(f"this job stopped its worker {job.attempts} times and was given up; "
-                                 "try a shorter text or another voice")
-        job.status, job.started_at, job.attempts = "running", utcnow(), job.attempts + 1
-        job.progress, job.chars_done, job.error = 0.0, 0, None
-        session.add(job)
-        session.commit()
-        return job
+    if job is None:
+        raise SynthesisError(f"job {job_id} does not exist")
+    if job.status == "succeeded":
+        return {"job_id": job.id, "status": "succeeded", "redelivered": True}
+    if job.status == "failed":  # cancelled while it waited in the queue, or reaped
+        return {"job_id": job.id, "status": "failed", "error": job.error}
+    if job.status == "running" and not redelivered:
+        return {"job_id": job.id, "status": "running", "duplicate": True}
+    if job.attempts >= MAX_ATTEMPTS:  # it took its worker down every time: stop handing it out
+        raise SynthesisError(f"this job stopped its worker {job.attempts} times and was given up; "
+                             "try a shorter text or another voice")
+    claimed = {"status": "running", "started_at": utcnow(), "attempts": job.attempts + 1, "progress": 0.0,
+               "chars_done": 0, "error": None}
+    with get_engine().begin() as connection:
+        won = connection.execute(update(Job).where(Job.id == job_id, Job.status == job.status,
+                                                   Job.attempts == job.attempts).values(**claimed)).rowcount == 1
+    if not won:
+        return {"job_id": job.id, "status": "running", "duplicate": True}
+    for name, value in claimed.items():
+        setattr(job, name, value)
+    return job
 
 
 def _update_job(job_id: str, *, only_while_running: bool = False, **fields: object) -> bool:

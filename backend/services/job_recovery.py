@@ -1,0 +1,47 @@
+"""Jobs the broker lost, sent again: nothing queued is forgotten when the broker restarts without its data.
+
+A job row is written before its message is sent, and a broker that restarts (a crash, a Ctrl-C, an
+embedded broker whose last second of writes did not reach its append-only file) can lose messages.
+`requeue_lost_jobs` compares the `queued` jobs with what the broker holds and sends the missing ones
+again. Workers run it every sweep for jobs older than `LOST_AFTER_S` (a message is in the broker
+milliseconds after its row); `make run` runs it at start with `after_crash=True`, before its worker
+starts, when no worker can be running anything: `running` jobs were then cut off mid-way, and are
+queued again too.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from backend.core.db import get_engine
+from backend.core.models import Job, utcnow
+from backend.core.redis_client import get_redis
+from backend.queue.inventory import forget_unacked, held_task_ids
+from backend.queue.routing import ENGINE_QUEUES, DEFAULT_QUEUE
+from backend.services.jobs import send_job
+
+#: A queued job whose message the broker has not held for this long is lost (not merely being sent).
+LOST_AFTER_S = 60.0
+
+
+def requeue_lost_jobs(after_crash: bool = False) -> int:
+    """Send again every queued job the broker does not hold (and, `after_crash`, every running one);
+    returns how many were sent."""
+    held = held_task_ids(get_redis(), sorted({DEFAULT_QUEUE, *ENGINE_QUEUES.values()}))
+    cutoff = utcnow() - timedelta(seconds=0 if after_crash else LOST_AFTER_S)
+    statuses = ("queued", "running") if after_crash else ("queued",)
+    with Session(get_engine(), expire_on_commit=False) as session:
+        candidates = session.exec(select(Job).where(col(Job.status).in_(statuses), Job.created_at <= cutoff)).all()
+        lost = [job for job in candidates if job.status == "running" or job.id not in held]
+        running = [job.id for job in lost if job.status == "running"]
+        if running:
+            session.exec(update(Job).where(col(Job.id).in_(running), col(Job.status) == "running")  # type: ignore[call-overload]
+                         .values(status="queued", started_at=None, progress=0.0, chars_done=0))
+            session.commit()
+            forget_unacked(get_redis(), set(running))
+    for job in lost:
+        send_job(job)
+    return len(lost)
