@@ -27,8 +27,9 @@ def key_row(row: ApiKey, status: KeyStatus, month_requests: int, month_chars: in
     quota = f"{month_chars:,} / {row.quota_chars:,} chars" if row.quota_chars else ""
     quota_pct = str(min(100, round(100 * month_chars / row.quota_chars))) if row.quota_chars else "0"
     last_used = as_utc(row.last_used_at)
+    rate = f"{row.rate_limit_requests}/{row.rate_limit_window_s}s · {row.max_concurrent_jobs} at once"
     return {"id": row.id, "name": row.name, "start": row.start + "…", "env": row.env,
-            "scopes": ", ".join(row.scopes), "rate": f"{row.rate_limit_requests}/{row.rate_limit_window_s}s",
+            "scopes": ", ".join(row.scopes), "rate": rate,
             "last_used": last_used.strftime("%Y-%m-%d %H:%M") if last_used else "never",
             "month_requests": f"{month_requests:,}", "status": status.replace("_", " "), "quota": quota, "quota_pct": quota_pct}
 

@@ -18,7 +18,7 @@ from backend.api.auth import Principal, require_principal
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.core.models import ApiKey, as_utc
 from backend.services.keys import (
-    DEFAULT_SCOPES, MAX_GRACE_SECONDS, MAX_PAGE_SIZE, MAX_QUOTA_CHARS, MAX_USAGE_DAYS, SCOPES, InvalidKeyRequest,
+    DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_SCOPES, MAX_CONCURRENT_JOBS, MAX_GRACE_SECONDS, MAX_PAGE_SIZE, MAX_QUOTA_CHARS, MAX_USAGE_DAYS, SCOPES, InvalidKeyRequest,
     KeyForbidden, KeyNotFound, KeySpec, KeyStatus, RateLimit, get_key_service,
 )
 
@@ -41,6 +41,8 @@ class CreateKeyIn(BaseModel):
                                     description="Characters per calendar month (UTC); none = unlimited. A key "
                                                 "creating a key passes on its own quota and expiry when none is given.")
     expires_at: datetime | None = None
+    max_concurrent_jobs: int = Field(DEFAULT_MAX_CONCURRENT_JOBS, ge=1, le=MAX_CONCURRENT_JOBS,
+                                     description="Jobs of this key queued or running at once; more answer 429.")
 
 
 class RotateIn(BaseModel):
@@ -56,6 +58,7 @@ class KeyOut(BaseModel):
     scopes: list[str]
     rate_limit: RateLimitIn
     quota_chars: int | None
+    max_concurrent_jobs: int
     status: KeyStatus = Field(description="`in_grace`: rotated, still working until `expires_at`.")
     expires_at: datetime | None
     created_at: datetime
@@ -70,7 +73,7 @@ class KeyOut(BaseModel):
         status = status or get_key_service().status(row)
         return cls(id=row.id, name=row.name, env=row.env, start=row.start, scopes=row.scopes,
                    rate_limit=RateLimitIn(requests=row.rate_limit_requests, window_seconds=row.rate_limit_window_s),
-                   quota_chars=row.quota_chars, status=status, expires_at=as_utc(row.expires_at),
+                   quota_chars=row.quota_chars, max_concurrent_jobs=row.max_concurrent_jobs, status=status, expires_at=as_utc(row.expires_at),
                    created_at=as_utc(row.created_at), last_used_at=as_utc(row.last_used_at),
                    revoked_at=as_utc(row.revoked_at), rotated_from=row.rotated_from, usage=usage)
 
@@ -119,7 +122,7 @@ WriteKeys = Annotated[Principal, Depends(require_principal("keys:write"))]
 @router.post("", status_code=201, response_model=CreatedKeyOut, summary="Create a key (the full key is shown once)")
 def create_key(body: CreateKeyIn, principal: WriteKeys) -> CreatedKeyOut:
     spec = KeySpec(body.name, body.env, tuple(body.scopes), RateLimit(body.rate_limit.requests,
-                   body.rate_limit.window_seconds), body.quota_chars, body.expires_at)
+                   body.rate_limit.window_seconds), body.quota_chars, body.expires_at, body.max_concurrent_jobs)
     with service_errors():
         row, full = get_key_service().create(principal.owner, spec, minted_by=principal.key)
     return CreatedKeyOut(**KeyOut.of(row).model_dump(), key=full)

@@ -14,10 +14,11 @@ from pydantic import BaseModel, Field, create_model
 from backend.api.auth import rejection, require_key, require_reader
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.services import voices as voice_library
+from backend.services.admission import Overloaded, TooManyConcurrent
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_audio import JobFailed, finished_audio
 from backend.services.jobs import (
-    MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, JobStatus, enqueue_synthesis, job_status, list_jobs,
+    MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, JobStatus, cancel_job, enqueue_synthesis, job_status, list_jobs,
 )
 from backend.services.keys import KeyRejected, VerifiedKey
 from backend.media.codecs import FORMATS, FormatName
@@ -57,6 +58,11 @@ def voice_errors(openai_statuses: bool = False) -> Iterator[None]:
         raise ApiError(500, "synthesis_failed", str(exc)) from None
     except KeyRejected as exc:  # the key's quota, checked again as its characters are reserved
         raise rejection(exc) from None
+    except TooManyConcurrent as exc:
+        raise ApiError(429, "too_many_concurrent_requests", f"{str(exc)[0].upper()}{str(exc)[1:]}.",
+                       headers={"Retry-After": str(exc.retry_after_s)}) from None
+    except Overloaded as exc:
+        raise ApiError(503, "overloaded", f"{exc}.", headers={"Retry-After": str(exc.retry_after_s)}) from None
 
 
 class VoiceOut(BaseModel):
@@ -140,6 +146,15 @@ def create_job(body: JobIn, key: WriteKey) -> JobOut:
     with voice_errors():
         job = enqueue_synthesis(key.owner, body.text, body.voice, body.format, body.speed, key=key)
         return job_out(job_status(job.id, key.owner))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, summary="Stop a queued or running job")
+def cancel(job_id: str, key: WriteKey) -> BaseModel:
+    """The worker stops between sentences; the job ends `failed` with the error "Cancelled.". A finished
+    job is left as it is."""
+    with voice_errors():
+        cancel_job(job_id, key.owner)
+        return job_out(job_status(job_id, key.owner))
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="A job's status and progress")

@@ -47,6 +47,8 @@ class ApiKey(SQLModel, table=True):
     rate_limit_requests: int = Field(default=60)
     rate_limit_window_s: int = Field(default=60)
     quota_chars: int | None = Field(default=None)
+    #: Jobs of this key that may be queued or running at once (admission control).
+    max_concurrent_jobs: int = Field(default=4, sa_column_kwargs={"server_default": "4"})
     expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     last_used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

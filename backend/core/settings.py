@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     fish_device: str = Field("auto", description="Fish Speech device: auto (cuda when present), cuda, cpu.")
     fish_max_new_tokens: int = Field(1024, ge=1, description="Upper bound of semantic tokens per sentence.")
     job_time_limit_s: int = Field(600, ge=10, description="A synthesis job is stopped after this long.")
+    max_queue_depth: int = Field(500, ge=1, description="Jobs that may wait on one queue; beyond it new jobs "
+                                 "answer 503 overloaded with Retry-After.")
+    studio_max_concurrent_jobs: int = Field(2, ge=1, le=100, description="Jobs one signed-in Studio user may "
+                                            "have queued or running at once.")
     worker_stop_grace_s: float = Field(30.0, ge=0, description="On Ctrl-C, how long `make run`'s worker may "
                                        "finish its running job; a job still running then is queued again.")
     job_visibility_timeout_s: int | None = Field(

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from backend.core.models import ApiKey, utcnow
 from backend.services.keys import (
-    SCOPES, InvalidKeyRequest, KeyNotFound, KeyService, KeySpec, KeyStatus, RateLimit, get_key_service,
+    DEFAULT_MAX_CONCURRENT_JOBS, SCOPES, InvalidKeyRequest, KeyNotFound, KeyService, KeySpec, KeyStatus, RateLimit, get_key_service,
 )
 
 EXIT_NOT_FOUND, EXIT_BAD_INPUT = 1, 2
@@ -32,6 +32,8 @@ def add_key_commands(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--env", choices=("live", "test"), default="live")
     create.add_argument("--rate-limit", default="60/minute", help="e.g. 60/minute, 10/second, 1000/hour")
     create.add_argument("--quota-chars", type=int, help="characters per calendar month")
+    create.add_argument("--max-concurrent", type=int, default=DEFAULT_MAX_CONCURRENT_JOBS,
+                        help="jobs queued or running at once (default %(default)s)")
     create.add_argument("--expires-in", help="e.g. 3600s, 90m, 12h, 30d, 2w")
     listing = sub.add_parser("list", help="list an owner's keys (never the keys themselves)")
     listing.add_argument("--owner", required=True)
@@ -55,7 +57,7 @@ def describe(row: ApiKey, status: KeyStatus) -> dict:
     return {"id": row.id, "name": row.name, "owner": row.owner, "env": row.env, "start": row.start + "…",
             "status": status,
             "scopes": row.scopes, "rate_limit": f"{row.rate_limit_requests}/{row.rate_limit_window_s}s",
-            "quota_chars": row.quota_chars,
+            "quota_chars": row.quota_chars, "max_concurrent_jobs": row.max_concurrent_jobs,
             "expires_at": row.expires_at.isoformat() if row.expires_at else None,
             "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
             "rotated_from": row.rotated_from}
@@ -81,7 +83,7 @@ def _dispatch(args: argparse.Namespace, service: KeyService) -> dict:
     if args.keys_command == "create":
         spec = KeySpec(args.name, args.env, tuple(s.strip() for s in args.scopes.split(",") if s.strip()),
                        RateLimit.parse(args.rate_limit), args.quota_chars,
-                       utcnow() + parse_duration(args.expires_in) if args.expires_in else None)
+                       utcnow() + parse_duration(args.expires_in) if args.expires_in else None, args.max_concurrent)
         row, full = service.create(args.owner, spec)
         return {**describe(row, service.status(row)), "key": full}
     if args.keys_command == "list":

@@ -19,6 +19,11 @@ UNACKED_HASH = "unacked"
 UNACKED_INDEX = "unacked_index"
 
 
+def _queue_keys(queue: str) -> list[str]:
+    """The lists kombu keeps for `queue`: the queue itself and one per priority step."""
+    return [queue] + [f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS]
+
+
 def _task_id(payload: object) -> str | None:
     headers = payload.get("headers") if isinstance(payload, dict) else None
     return headers.get("id") if isinstance(headers, dict) else None
@@ -26,7 +31,7 @@ def _task_id(payload: object) -> str | None:
 
 def held_task_ids(client: redis.Redis, queues: list[str]) -> set[str]:
     """Ids of the tasks waiting in `queues` or delivered and unacknowledged (on any queue)."""
-    keys = [queue for queue in queues] + [f"{q}{PRIORITY_SEPARATOR}{step}" for q in queues for step in PRIORITY_STEPS]
+    keys = [key for queue in queues for key in _queue_keys(queue)]
     with client.pipeline(transaction=False) as pipe:
         for key in keys:
             pipe.lrange(key, 0, -1)
@@ -48,3 +53,11 @@ def forget_unacked(client: redis.Redis, task_ids: set[str]) -> int:
             pipe.zrem(UNACKED_INDEX, *tags)
             pipe.execute()
     return len(tags)
+
+
+def queue_depth(client: redis.Redis, queue: str) -> int:
+    """Messages waiting in `queue`, every priority step included (delivered ones are not waiting)."""
+    with client.pipeline(transaction=False) as pipe:
+        for key in _queue_keys(queue):
+            pipe.llen(key)
+        return sum(pipe.execute())

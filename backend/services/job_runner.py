@@ -28,6 +28,7 @@ from backend.media.codecs import FORMATS, encode
 from backend.media.engine import Engine, ReferenceVoice, SynthesisError, SynthesisOptions, split_sentences
 from backend.media.live_publisher import live_publisher
 from backend.media.live_stream import publish_chunk, publish_end, publish_progress, publish_spoken, reset_stream
+from backend.services.admission import holder_of, release
 from backend.services.usage import UsageRecorder
 from backend.services.voices import CLONED_PREFIX, reference_voice
 
@@ -76,6 +77,7 @@ def run_job(job_id: str, engines: Mapping[str, Engine], redelivered: bool = Fals
         path.unlink(missing_ok=True)  # cancelled in its last moments: no file without a row
         raise JobCancelled(job_id)
     end_live_audio(job_id)
+    release(holder_of(job.key_id, job.owner), job_id)
     if job.key_id:
         usage_recorder().record(job.key_id, audio_seconds=duration)
     return {"job_id": job.id, "status": "succeeded", "duration_s": duration}
@@ -169,6 +171,10 @@ def fail_job(job_id: str, message: str) -> None:
     """Mark the job failed with a message a person can act on (and tell streaming readers)."""
     _update_job(job_id, status="failed", error=message[:500], finished_at=utcnow())  # no row if deleted meanwhile
     end_live_audio(job_id, message[:500])
+    with Session(get_engine()) as session:
+        job = session.get(Job, job_id)
+    if job is not None:
+        release(holder_of(job.key_id, job.owner), job_id)
 
 
 def end_live_audio(job_id: str, error: str | None = None) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,11 +24,13 @@ from sqlmodel import Session, col, select
 from backend.core.db import get_engine
 from backend.core.models import Job
 from backend.core.redis_client import get_binary_redis
+from backend.core.settings import get_settings
 from backend.media.codecs import FORMATS
 from backend.media.engine import MAX_SPEED, MIN_SPEED
 from backend.media.live_stream import publish_end
 from backend.queue.app import get_celery
 from backend.queue.routing import SYNTHESIZE_TASK, queue_for
+from backend.services.admission import acquire, check_queue_room, holder_of, release
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_reaper import is_stalled, reap_stalled_jobs
 from backend.services.keys import VerifiedKey, get_key_service
@@ -129,27 +133,40 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
     """Record a job and hand it to the queue of the voice's engine, or answer at once from the cache.
 
     A cache hit is a new job row, already `succeeded`, pointing at the earlier audio (so history and
-    usage see every request). Nothing is left behind when queueing fails. With `key`, the characters are
-    reserved on its monthly quota first (`KeyRejected` when they do not fit; refunded if nothing is queued)
-    and counted in its usage, and so are a cache hit's audio seconds (the worker counts the rest).
+    usage see every request). Nothing is left behind when anything fails, in this order:
+    1. admission (a job for the queue, not a cache hit): room on the engine's queue (`Overloaded`), and
+       a free slot among the key's (or the Studio user's) concurrent jobs (`TooManyConcurrent`);
+    2. with `key`, the characters are reserved on its monthly quota (`KeyRejected` when they do not fit)
+       and counted in its usage, and so are a cache hit's audio seconds (the worker counts the rest);
+    3. the row is written and the message sent.
     """
     engine, version = validate_request(owner, text, voice, fmt, speed)
     address = cache_key(owner, text, voice, fmt, speed, version)
     job = Job(id="job_" + secrets.token_hex(10), owner=owner, key_id=key.id if key else None, voice_id=voice,
               engine=engine, text=text, text_chars=len(text), format=fmt, speed=speed, cache_key=address)
-    if key is not None:
-        _reserve(key, len(text))
-    try:
-        return _record_and_send(job, address)
-    except BaseException:
+    hit = _cached_job(address, owner)
+    with ExitStack() as undo:
+        if hit is None:
+            holder = holder_of(job.key_id, owner)
+            _broker_call(_admit, job, holder, key.max_concurrent_jobs if key else get_settings().studio_max_concurrent_jobs)
+            undo.callback(release, holder, job.id)
         if key is not None:
-            _refund(key, len(text))
-        raise
+            _broker_call(get_key_service().reserve_chars, key, len(text))
+            undo.callback(_refund, key, len(text))
+        _record_and_send(job, hit)
+        undo.pop_all()  # queued (or answered): keep the slot and the reservation
+    return job
 
 
-def _reserve(key: VerifiedKey, chars: int) -> None:
+def _admit(job: Job, holder: str, cap: int) -> None:
+    check_queue_room(job.engine)
+    acquire(holder, job.id, cap)
+
+
+def _broker_call(function: Callable[..., None], *args: object) -> None:
+    """`function(*args)`, with an unreachable broker turned into the answer a person can act on."""
     try:
-        get_key_service().reserve_chars(key, chars)
+        function(*args)
     except (redis.RedisError, OSError) as exc:
         raise ServiceUnavailable(QUEUE_UNREACHABLE) from exc
 
@@ -161,8 +178,8 @@ def _refund(key: VerifiedKey, chars: int) -> None:
         pass  # the broker is down: the reservation stays, erring on the quota's side
 
 
-def _record_and_send(job: Job, address: str) -> Job:
-    if (hit := _cached_job(address, job.owner)) is not None:
+def _record_and_send(job: Job, hit: Job | None) -> None:
+    if hit is not None:
         job.status, job.progress, job.chars_done = "succeeded", 100.0, hit.text_chars
         job.audio_path, job.audio_bytes, job.duration_s, job.engine_time_s = \
             hit.audio_path, hit.audio_bytes, hit.duration_s, 0.0
@@ -172,7 +189,7 @@ def _record_and_send(job: Job, address: str) -> Job:
         session.commit()
     if job.status == "succeeded":
         _record_usage(job)
-        return job
+        return
     try:
         send_job(job)
     except (BrokerError, redis.RedisError, OSError) as exc:
@@ -181,7 +198,6 @@ def _record_and_send(job: Job, address: str) -> Job:
             session.commit()
         raise ServiceUnavailable(QUEUE_UNREACHABLE) from exc
     _record_usage(job)
-    return job
 
 
 def _record_usage(job: Job) -> None:
@@ -231,6 +247,8 @@ def cancel_job(job_id: str, owner: str) -> None:
         job.status, job.error = "failed", CANCELLED_MESSAGE
         session.add(job)
         session.commit()
+        holder = holder_of(job.key_id, job.owner)
+    release(holder, job_id)
     try:
         publish_end(get_binary_redis(), job_id, CANCELLED_MESSAGE)
     except redis.RedisError:
@@ -243,9 +261,11 @@ def delete_job(job_id: str, owner: str) -> None:
         job = session.get(Job, job_id)
         if job is None or job.owner != owner:
             raise JobNotFound(job_id)
-        path = job.audio_path
+        path, holder, active = job.audio_path, holder_of(job.key_id, job.owner), job.status not in FINISHED
         session.delete(job)
         session.commit()
+        if active:
+            release(holder, job_id)
         shared = path and session.exec(select(Job.id).where(Job.audio_path == path)).first()
     if path and not shared:
         Path(path).unlink(missing_ok=True)

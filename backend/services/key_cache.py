@@ -37,6 +37,7 @@ class CachedKey:
     rate_limit_requests: int
     rate_limit_window_s: int
     quota_chars: int | None
+    max_concurrent_jobs: int
     expires_at: datetime | None
     revoked_at: datetime | None
     #: Characters already used this month when the entry was loaded (flushed usage only).

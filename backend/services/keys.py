@@ -44,6 +44,8 @@ KeyStatus = Literal["active", "in_grace", "revoked", "expired"]
 MAX_GRACE_SECONDS = 86_400
 #: The largest monthly quota a key may have (fits every database's integer column).
 MAX_QUOTA_CHARS = 2_000_000_000
+#: Jobs of one key queued or running at once: the default, and the most a key may be given.
+DEFAULT_MAX_CONCURRENT_JOBS, MAX_CONCURRENT_JOBS = 4, 100
 MAX_USAGE_DAYS = 366
 MAX_PAGE_SIZE = 100
 
@@ -134,6 +136,8 @@ class KeySpec:
     rate_limit: RateLimit = RateLimit()
     quota_chars: int | None = None
     expires_at: datetime | None = None
+    max_concurrent_jobs: int = DEFAULT_MAX_CONCURRENT_JOBS
+    max_concurrent_jobs: int = DEFAULT_MAX_CONCURRENT_JOBS
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,7 @@ class VerifiedKey:
     rate_limit: RateLimit = RateLimit()
     quota_chars: int | None = None
     expires_at: datetime | None = None
+    max_concurrent_jobs: int = DEFAULT_MAX_CONCURRENT_JOBS
 
 
 @dataclass(frozen=True)
@@ -238,7 +243,7 @@ class KeyService:
             self.usage.record(entry.id, requests=1)
         return VerifiedKey(entry.id, entry.owner, entry.env, entry.scopes, rate,
                            RateLimit(entry.rate_limit_requests, entry.rate_limit_window_s), entry.quota_chars,
-                           entry.expires_at)
+                           entry.expires_at, entry.max_concurrent_jobs)
 
     def _lookup(self, digest: str) -> CachedKey | None:
         hit, entry = self.cache.get(digest)
@@ -256,7 +261,8 @@ class KeyService:
         used = session.exec(select(func.coalesce(func.sum(KeyUsage.chars), 0))
                             .where(KeyUsage.key_id == row.id, KeyUsage.day >= month_start)).one()
         return CachedKey(row.id, row.owner, row.env, row.digest, frozenset(row.scopes), row.rate_limit_requests,
-                         row.rate_limit_window_s, row.quota_chars, as_utc(row.expires_at), as_utc(row.revoked_at),
+                         row.rate_limit_window_s, row.quota_chars, row.max_concurrent_jobs, as_utc(row.expires_at),
+                         as_utc(row.revoked_at),
                          int(used), (today.year, today.month))
 
     def _month_chars(self, entry: CachedKey, now: datetime) -> int:
@@ -314,7 +320,8 @@ class KeyService:
         return ApiKey(id="key_" + secrets.token_hex(8), owner=owner, name=spec.name, env=spec.env,
                       digest=digest_key(full, self._pepper), start=display_start(full), scopes=list(spec.scopes),
                       rate_limit_requests=spec.rate_limit.requests, rate_limit_window_s=spec.rate_limit.window_s,
-                      quota_chars=spec.quota_chars, expires_at=spec.expires_at, rotated_from=rotated_from), full
+                      quota_chars=spec.quota_chars, max_concurrent_jobs=spec.max_concurrent_jobs,
+                      expires_at=spec.expires_at, rotated_from=rotated_from), full
 
     @staticmethod
     def _within(spec: KeySpec, parent: VerifiedKey) -> KeySpec:
@@ -326,6 +333,9 @@ class KeyService:
         if rate.requests > ceiling.requests or rate.requests * ceiling.window_s > ceiling.requests * rate.window_s:
             raise KeyForbidden(f"The rate limit may not exceed the creating key's own ({ceiling.requests} requests "
                                f"per {ceiling.window_s} s).", "exceeds_own_limits", "rate_limit")
+        if spec.max_concurrent_jobs > parent.max_concurrent_jobs:
+            raise KeyForbidden(f"max_concurrent_jobs may not exceed the creating key's own "
+                               f"({parent.max_concurrent_jobs}).", "exceeds_own_limits", "max_concurrent_jobs")
         quota, expires_at = spec.quota_chars, spec.expires_at
         if parent.quota_chars is not None:
             if quota is not None and quota > parent.quota_chars:
@@ -351,10 +361,12 @@ class KeyService:
                                     if unknown else "a key needs at least one scope", "scopes")
         if spec.quota_chars is not None and not 1 <= spec.quota_chars <= MAX_QUOTA_CHARS:
             raise InvalidKeyRequest(f"quota_chars must be 1–{MAX_QUOTA_CHARS:,} characters a month", "quota_chars")
+        if not 1 <= spec.max_concurrent_jobs <= MAX_CONCURRENT_JOBS:
+            raise InvalidKeyRequest(f"max_concurrent_jobs must be 1–{MAX_CONCURRENT_JOBS}", "max_concurrent_jobs")
         if spec.expires_at is not None and as_utc(spec.expires_at) <= utcnow():
             raise InvalidKeyRequest("expires_at must be in the future", "expires_at")
         return KeySpec(name, spec.env, tuple(dict.fromkeys(spec.scopes)), spec.rate_limit.validated(),
-                       spec.quota_chars, as_utc(spec.expires_at))
+                       spec.quota_chars, as_utc(spec.expires_at), spec.max_concurrent_jobs)
 
     def get(self, owner: str, key_id: str) -> ApiKey:
         with Session(self.engine) as session:
@@ -444,7 +456,7 @@ class KeyService:
         if key_status(old, False, now) in ("revoked", "expired"):
             raise InvalidKeyRequest("a revoked or expired key cannot be rotated; create a new one", "id")
         spec = KeySpec(old.name, old.env, tuple(old.scopes), RateLimit(old.rate_limit_requests,
-                       old.rate_limit_window_s), old.quota_chars, as_utc(old.expires_at))
+                       old.rate_limit_window_s), old.quota_chars, as_utc(old.expires_at), old.max_concurrent_jobs)
         new, full = self._new_row(owner, spec, rotated_from=old.id)
         cutoff = now + timedelta(seconds=grace_seconds)
         try:

@@ -1,0 +1,72 @@
+"""Admission control: more concurrent jobs than a key may have answer 429, a full queue answers 503, both with
+Retry-After, at once and without a row or a message left behind; a finished job frees its slot."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi.testclient import TestClient
+from sqlmodel import Session, func, select
+
+from backend.api import build_api
+from backend.core.db import get_engine
+from backend.core.models import Job
+from backend.core.settings import get_settings
+from backend.services.keys import KeySpec, RateLimit
+
+ALICE = "auth0|alice"
+VOICE = "en_US-joe-medium"
+LONG = " ".join(f"Sentence {n} keeps the worker busy for a little while." for n in range(12))
+
+
+def jobs_recorded() -> int:
+    with Session(get_engine()) as session:
+        return session.exec(select(func.count()).select_from(Job)).one()
+
+
+def submit(client: TestClient, key: str, text: str):  # type: ignore[no-untyped-def]
+    return client.post("/api/voice/jobs", headers={"Authorization": f"Bearer {key}"},
+                       json={"text": text, "voice": VOICE, "format": "wav"})
+
+
+def wait_finished(client: TestClient, key: str, job_id: str) -> None:
+    deadline = time.monotonic() + 90
+    while client.get(f"/api/voice/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()["status"] \
+            not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_a_key_has_at_most_its_concurrent_jobs(worker, key_service) -> None:
+    key = key_service.create(ALICE, KeySpec("two at once", rate_limit=RateLimit(1000, 60), max_concurrent_jobs=2))[1]
+    client = TestClient(build_api())
+    first, second = (submit(client, key, f"{LONG} Job {n}.") for n in (1, 2))
+    assert first.status_code == second.status_code == 202
+    recorded = jobs_recorded()
+    third = submit(client, key, f"{LONG} Job 3.")
+    assert third.status_code == 429, third.text
+    assert third.json()["error"]["code"] == "too_many_concurrent_requests" and third.headers["Retry-After"]
+    assert "2 job(s) of yours are already queued or running" in third.json()["error"]["message"]
+    assert jobs_recorded() == recorded, "a refused job leaves no row"
+    client.post(f"/api/voice/jobs/{first.json()['id']}/cancel", headers={"Authorization": f"Bearer {key}"})
+    wait_finished(client, key, second.json()["id"])
+    assert submit(client, key, "A slot is free again.").status_code == 202
+
+
+def test_a_full_queue_answers_overloaded(worker, key_service, monkeypatch) -> None:
+    monkeypatch.setenv("LOCKN_MAX_QUEUE_DEPTH", "2")
+    get_settings.cache_clear()
+    key = key_service.create(ALICE, KeySpec("busy", rate_limit=RateLimit(1000, 60), max_concurrent_jobs=10))[1]
+    client = TestClient(build_api())
+    running = submit(client, key, f"{LONG} Running.")
+    deadline = time.monotonic() + 30
+    while client.get(f"/api/voice/jobs/{running.json()['id']}",
+                     headers={"Authorization": f"Bearer {key}"}).json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    waiting = [submit(client, key, f"{LONG} Waiting {n}.").status_code for n in range(2)]
+    assert waiting == [202, 202]
+    refused = submit(client, key, f"{LONG} One too many.")
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "overloaded" and int(refused.headers["Retry-After"]) >= 1
+    assert "jobs are waiting on the cpu queue" in refused.json()["error"]["message"]
