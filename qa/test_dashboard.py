@@ -60,6 +60,9 @@ def test_sign_in_keys_usage_status_and_sign_out(open_page, base_url: str) -> Non
     assert whoami(base_url, key) == 200, "the old key works during the grace period"
     assert whoami(base_url, rotated) == 200
     expect(rows).to_have_count(2)
+    in_grace = page.locator("[data-testid=key-row][data-status='in grace']")
+    expect(in_grace).to_have_count(1)
+    expect(in_grace.get_by_test_id("rotate")).to_have_count(0), "a replaced key is not rotated a second time"
 
     active = page.locator("[data-testid=key-row][data-status=active]")
     newest = active.first
@@ -80,6 +83,18 @@ def test_sign_in_keys_usage_status_and_sign_out(open_page, base_url: str) -> Non
     page.wait_for_url(re.compile(rf"^{re.escape(base_url)}/?$"), timeout=20000)
     page.goto("/dashboard")
     page.wait_for_url(re.compile(r".*/dev-idp/authorize.*"), timeout=20000)
+
+
+def test_a_new_key_is_not_shown_again_after_a_reload(open_page) -> None:
+    page = open_page("/dashboard")
+    sign_in(page, "reload@example.test")
+    page.get_by_test_id("create-key").click()
+    page.get_by_placeholder("my app").fill("shown once")
+    page.get_by_test_id("submit-key").click()
+    expect(page.get_by_test_id("revealed-key")).to_be_visible()
+    page.reload()
+    expect(page.get_by_test_id("key-row")).to_have_count(1, timeout=20000)
+    expect(page.get_by_test_id("revealed-key")).to_have_count(0)
 
 
 def test_stopped_worker_turns_its_card_red(open_page, app_worker) -> None:

@@ -71,6 +71,7 @@ class DashboardState(AuthState):
     @rx.event
     def load(self):  # type: ignore[no-untyped-def]
         """on_load: profile (or sign-in), then keys, usage and status."""
+        self.revealed_key = ""  # shown once: a reload of the page never shows it again
         if not self._load_profile():
             return self._sign_in_redirect()
         self._refresh_keys()

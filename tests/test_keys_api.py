@@ -239,3 +239,22 @@ def test_numeric_fields_out_of_range_are_422(client: TestClient, key_service) ->
     huge = client.post("/api/keys", headers=bearer(admin), json={"name": "huge", "scopes": ["tts:read"],
                                                                  "quota_chars": 10**30})
     assert huge.status_code == 422 and "quota_chars" in huge.json()["error"]["message"], huge.text
+
+
+def test_a_sessions_access_token_stops_working_when_the_session_ends(client: TestClient, key_service,
+                                                                      signing_key) -> None:
+    from sqlmodel import Session, select
+
+    from backend.core.db import get_engine
+    from backend.core.models import LoginSession
+    from backend.services import sessions
+
+    token = access_token(signing_key)
+    row = sessions.start_session({"sub": ALICE, "email": "alice@example.test"}, token, "an id token")
+    with Session(get_engine()) as db:
+        stored = db.exec(select(LoginSession).where(LoginSession.id == row.id)).one()
+    assert token not in (stored.access_token or "") and stored.id_token is None, "no token is kept at rest"
+    assert client.post("/api/keys", headers=bearer(token), json={"name": "signed in"}).status_code == 201
+    sessions.end_session(row.id)
+    after = client.post("/api/keys", headers=bearer(token), json={"name": "signed out"})
+    assert after.status_code == 401 and "has ended" in after.json()["error"]["message"], after.text

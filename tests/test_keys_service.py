@@ -250,3 +250,24 @@ def test_revocation_reaches_another_process_within_a_second(key_service: KeyServ
     else:
         pytest.fail("the other process still accepted a revoked key after 1 s")
     other.close(), this.close()
+
+
+def test_a_flood_of_forged_keys_cannot_grow_the_cache_or_push_out_real_keys(key_service: KeyService) -> None:
+    from backend.services.key_cache import KeyCache
+
+    key_service.cache = KeyCache(max_misses=100)
+    row, real = key_service.create(ALICE, KeySpec("real"))
+    key_service.verify(real, count=False)
+    for _ in range(500):  # valid format and checksum, unauthenticated, each unknown
+        assert rejection_code(key_service, generate_key("live")) == "not_found"
+    assert len(key_service.cache) <= 101
+    from sqlalchemy import event
+
+    queries: list[str] = []
+    listener = lambda *args: queries.append(args[2])  # noqa: E731 - (conn, cursor, statement, …)
+    event.listen(key_service.engine, "before_cursor_execute", listener)
+    try:
+        assert key_service.verify(real, count=False).id == row.id
+    finally:
+        event.remove(key_service.engine, "before_cursor_execute", listener)
+    assert queries == [], "the real key is still cached: verifying it touched no database"

@@ -54,3 +54,20 @@ def test_sessions_expire(database, monkeypatch) -> None:
         db.add(stored)
         db.commit()
     assert sessions.active_session(row.id) is None
+
+
+@pytest.mark.parametrize(("return_to", "lands_on"), [
+    ("http://localhost:3000/", "http://localhost:3000/"),
+    ("http://localhost:3000/studio", "http://localhost:3000/studio"),
+    ("http://localhost:3000.evil.example/", "/"),
+    ("http://localhost:3000@evil.example/", "/"),
+    ("https://localhost:3000/", "/"),
+    ("//evil.example/", "/"),
+])
+def test_the_dev_providers_logout_returns_to_this_site_only(database, return_to: str, lands_on: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from backend.api import build_api
+
+    answer = TestClient(build_api()).get("/dev-idp/logout", params={"returnTo": return_to}, follow_redirects=False)
+    assert answer.headers["location"] == lands_on

@@ -137,3 +137,15 @@ def test_a_rehearsal_runs_the_production_topology_with_the_dev_provider_on_loopb
 def test_only_production_and_its_rehearsal_share_state_through_redis() -> None:
     assert not Settings(env="dev", redis_url="redis://127.0.0.1:6379/1").distributed
     assert Settings(**REHEARSAL).distributed
+
+
+def test_the_development_provider_is_not_offered_to_the_network_by_accident(monkeypatch) -> None:
+    monkeypatch.setenv("LOCKN_HOST", "0.0.0.0")
+    with pytest.raises(ProductionConfigError, match="sign in as anyone") as refused:
+        Settings()
+    assert "LOCKN_DEV_ALLOW_NETWORK=1" in refused.value.report()
+    monkeypatch.setenv("LOCKN_DEV_ALLOW_NETWORK", "1")
+    assert Settings().host == "0.0.0.0"
+    monkeypatch.setenv("LOCKN_DEV_ALLOW_NETWORK", "0")
+    monkeypatch.setenv("AUTH0_DOMAIN", "tenant.example.test")
+    assert Settings().identity_provider == "auth0", "with Auth0 the network is fine"

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from backend.api import health, keys, openai_compat, qa, voice
 from backend.api.body_limit import BodySizeLimit
 from backend.api.errors import install_error_handlers
+from backend.api.fallback import install_fallback_routes
 from backend.auth.dev_provider import build_dev_provider_app
 from backend.auth.oidc import build_auth_app
 from backend.core.settings import get_settings
@@ -31,6 +32,7 @@ def build_api() -> FastAPI:
     api.include_router(voice.router)
     api.include_router(openai_compat.router)
     api.include_router(qa.router)
+    install_fallback_routes(api)
     if settings.identity_provider == "dev":
         # Never in production: DevProvider itself refuses LOCKN_ENV=prod, and prod settings refuse the dev IdP.
         api.mount("/dev-idp", build_dev_provider_app(settings))

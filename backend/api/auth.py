@@ -104,9 +104,13 @@ def _user_from_token(token: str) -> str:
         raise ApiError(401, "malformed", "Send an API key (Authorization: Bearer lk_…).",
                        headers={"WWW-Authenticate": 'Bearer realm="lockn"'})
     try:
-        return verifier.verify(token).subject
+        subject = verifier.verify(token).subject
     except InvalidToken as exc:
         raise ApiError(401, "invalid_token", str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if sessions.token_of_ended_session(token):
+        raise ApiError(401, "invalid_token", "The sign-in this token came from has ended; sign in again.",
+                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return subject
 
 
 def require_reader(*scopes: str) -> Callable[..., AsyncIterator[str]]:

@@ -14,7 +14,7 @@ import json
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import redis
 from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Request
@@ -352,8 +352,10 @@ def build_dev_provider_app(settings: Settings) -> FastAPI:
 
     @app.get("/logout")
     def logout(returnTo: str = "/") -> RedirectResponse:  # noqa: N803 - Auth0's parameter name
-        target = returnTo if returnTo.startswith(provider.client.redirect_uri.rsplit("/auth/", 1)[0]) else "/"
-        return RedirectResponse(target)
+        app_origin = urlsplit(provider.client.redirect_uri)
+        wanted = urlsplit(returnTo)
+        same_origin = (wanted.scheme, wanted.netloc) == (app_origin.scheme, app_origin.netloc)
+        return RedirectResponse(returnTo if same_origin else "/")  # never to another site, however alike
 
     return app
 

@@ -93,7 +93,7 @@ def build_auth_app(settings: Settings) -> FastAPI:
                     raise InvalidToken("the access token belongs to someone else")
         except (OAuthError, JoseError, InvalidToken, KeyError, ValueError) as exc:
             return error_page("Sign-in failed", f"The identity provider's answer was refused: {exc}")
-        row = sessions.start_session(profile, access_token, token.get("id_token"))
+        row = sessions.start_session(profile, access_token)
         response = RedirectResponse(request.session.pop("next", DEFAULT_NEXT), status_code=303)
         response.set_cookie(sessions.COOKIE_NAME, sessions.sign(row.id), max_age=settings.session_ttl,
                             httponly=True, samesite="lax", secure=secure, path="/")

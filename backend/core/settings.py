@@ -37,8 +37,17 @@ class ProductionConfigError(Exception):
     """Raised when `LOCKN_ENV=prod` is combined with a development default.
 
     Not a ValueError on purpose: pydantic would fold it into a ValidationError;
-    the operator should read only our sentence.
+    the operator should read only our sentences (`problems`, one per thing to fix).
     """
+
+    def __init__(self, env: str, problems: list[str]) -> None:
+        super().__init__(f"LOCKN_ENV={env} refuses development defaults: " + "; ".join(problems))
+        self.env, self.problems = env, problems
+
+    def report(self) -> str:
+        """The refusal as an operator reads it: one line per thing to fix."""
+        return f"LockN will not start with LOCKN_ENV={self.env}. Fix these first:\n" + \
+            "\n".join(f"  - {problem}" for problem in self.problems)
 
 
 class Settings(BaseSettings):
@@ -56,6 +65,8 @@ class Settings(BaseSettings):
     env: Environment = "dev"
     port: int = Field(3000, ge=1, le=65535, description="The one port Reflex serves pages, API and websocket on.")
     host: str = Field("127.0.0.1", description="Address the server binds to; 0.0.0.0 exposes it to the network.")
+    dev_allow_network: bool = Field(False, description="Let the development identity provider (sign in as anyone) "
+                                    "be reached from the network: LOCKN_HOST other than loopback. Never in prod.")
     public_url: str | None = Field(None, description="URL users reach LockN at; default http://localhost:<port>.")
     data_dir: Path = Field(PROJECT_ROOT / "data", description="Runtime files: SQLite database, audio, dev secrets.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under data_dir.")
@@ -166,11 +177,9 @@ class Settings(BaseSettings):
         elif self.env == "rehearsal":
             problems = rehearsal_problems(self)
         else:
-            return self
+            problems = development_problems(self)
         if problems:
-            raise ProductionConfigError(
-                f"LOCKN_ENV={self.env} refuses development defaults: " + "; ".join(problems)
-            )
+            raise ProductionConfigError(self.env, problems)
         return self
 
     def session_secret(self) -> str:
@@ -198,6 +207,15 @@ def topology_problems(settings: Settings) -> list[str]:
     if not settings.redis_url:
         problems.append("set LOCKN_REDIS_URL (the embedded broker is for development)")
     return problems
+
+
+def development_problems(settings: Settings) -> list[str]:
+    """A development run signs anyone in as anyone: that is safe only where nobody else can reach it."""
+    if settings.identity_provider == "dev" and settings.host not in LOOPBACK_HOSTS and not settings.dev_allow_network:
+        return [f"LOCKN_HOST={settings.host} would let anyone on the network sign in as anyone through the "
+                "development identity provider: bind to 127.0.0.1, configure Auth0 (AUTH0_*), or set "
+                "LOCKN_DEV_ALLOW_NETWORK=1 on a network you trust"]
+    return []
 
 
 def rehearsal_problems(settings: Settings) -> list[str]:

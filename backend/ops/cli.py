@@ -14,13 +14,17 @@ import sys
 from collections.abc import Sequence
 
 from backend.core.log_masking import install_key_masking
-from backend.core.settings import Settings, get_settings
+from backend.core.settings import ProductionConfigError, Settings, get_settings
 from backend.ops.key_cli import add_key_commands
 from backend.ops.qa_cli import QA_COMMANDS, add_qa_commands, beat_command, run_qa_command
 from backend.ops.supervisor import (
     Supervisor, embedded_broker_command, engine_queues, supervise, wait_for_socket, worker_command,
 )
 from backend.ops.web_replica import reflex_command, reflex_environment
+
+
+#: `main`'s exit code when the configuration is refused (as for bad command-line input).
+EXIT_BAD_CONFIG = 2
 
 
 def run_platform(settings: Settings, with_worker: bool = True) -> int:
@@ -91,8 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_key_commands(commands)
     add_qa_commands(commands)
     args = parser.parse_args(argv)
-
-    settings = get_settings()
+    # Everything this process tree writes (database, audio, clips, the broker's file) is the owner's alone.
+    os.umask(0o077)
+    try:
+        settings = get_settings()
+    except ProductionConfigError as refusal:
+        print(refusal.report(), file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)  # also a data directory made before LockN kept its files private
     if args.command == "keys":
         from backend.core.db import migrate
         from backend.ops.key_cli import run_key_command

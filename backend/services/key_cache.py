@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import redis
+from cachetools import TTLCache
 
 logger = logging.getLogger("lockn.keys")
 CHANNEL = "lockn:keys:invalidate"
@@ -23,6 +24,9 @@ CHANNEL = "lockn:keys:invalidate"
 ALL = "*"
 POSITIVE_TTL_S = 30.0
 NEGATIVE_TTL_S = 5.0
+#: Bounds: real keys a process verifies at once, and "no such key" answers (anyone can send forged keys
+#: with a valid checksum, unauthenticated; the oldest answers are dropped first, never the real keys).
+MAX_KEYS, MAX_MISSES = 100_000, 10_000
 
 
 @dataclass(frozen=True)
@@ -46,30 +50,35 @@ class CachedKey:
 
 
 class KeyCache:
-    """digest → CachedKey (or None for "no such key"), with TTLs and invalidation by key id."""
+    """digest → CachedKey (or None for "no such key"), with TTLs, bounded sizes and invalidation by key id."""
 
-    def __init__(self, positive_ttl_s: float = POSITIVE_TTL_S, negative_ttl_s: float = NEGATIVE_TTL_S) -> None:
-        self._entries: dict[str, tuple[CachedKey | None, float]] = {}
+    def __init__(self, positive_ttl_s: float = POSITIVE_TTL_S, negative_ttl_s: float = NEGATIVE_TTL_S,
+                 max_keys: int = MAX_KEYS, max_misses: int = MAX_MISSES) -> None:
+        self._keys: TTLCache[str, CachedKey] = TTLCache(max_keys, positive_ttl_s)
+        self._misses: TTLCache[str, bool] = TTLCache(max_misses, negative_ttl_s)
         self._digest_by_id: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._ttl = (positive_ttl_s, negative_ttl_s)
 
     def get(self, digest: str) -> tuple[bool, CachedKey | None]:
         """(hit, entry); a hit with entry None means "known not to exist"."""
-        found = self._entries.get(digest)
-        if found is None:
-            return False, None
-        entry, expires = found
-        if time.monotonic() >= expires:
-            return False, None
-        return True, entry
+        with self._lock:
+            if (entry := self._keys.get(digest)) is not None:
+                return True, entry
+            return digest in self._misses, None
 
     def put(self, digest: str, entry: CachedKey | None) -> None:
-        ttl = self._ttl[0] if entry is not None else self._ttl[1]
         with self._lock:
-            self._entries[digest] = (entry, time.monotonic() + ttl)
-            if entry is not None:
-                self._digest_by_id[entry.id] = digest
+            if entry is None:
+                self._misses[digest] = True
+                return
+            self._keys[digest] = entry
+            self._digest_by_id[entry.id] = digest
+            if len(self._digest_by_id) > 2 * self._keys.maxsize:  # ids of entries that expired since
+                self._digest_by_id = {e.id: d for d, e in self._keys.items()}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._keys) + len(self._misses)
 
     def invalidate(self, key_id: str) -> None:
         if key_id == ALL:
@@ -78,11 +87,12 @@ class KeyCache:
         with self._lock:
             digest = self._digest_by_id.pop(key_id, None)
             if digest is not None:
-                self._entries.pop(digest, None)
+                self._keys.pop(digest, None)
 
     def clear(self) -> None:
         with self._lock:
-            self._entries.clear()
+            self._keys.clear()
+            self._misses.clear()
             self._digest_by_id.clear()
 
 

@@ -6,6 +6,7 @@ takes effect at once in every tab, even on a websocket opened before it.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import timedelta
 
@@ -38,12 +39,21 @@ def unsign(cookie_value: str | None) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def start_session(profile: dict, access_token: str | None, id_token: str | None) -> LoginSession:
-    """Record a sign-in (and the user) and return the new session."""
+def token_digest(token: str) -> str:
+    """What a session keeps of its access token: enough to recognise it, nothing that works as one."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def start_session(profile: dict, access_token: str | None, id_token: str | None = None) -> LoginSession:
+    """Record a sign-in (and the user) and return the new session.
+
+    No token is stored: the ID token is not needed after sign-in, and the access token is kept as a
+    digest only, so that the API can refuse it once this session has ended (`token_of_ended_session`)."""
     now = utcnow()
     session_row = LoginSession(id=secrets.token_urlsafe(32), user_id=profile["sub"], name=profile.get("name"),
-                               email=profile.get("email"), picture=profile.get("picture"), access_token=access_token,
-                               id_token=id_token, expires_at=now + timedelta(seconds=get_settings().session_ttl))
+                               email=profile.get("email"), picture=profile.get("picture"),
+                               access_token=token_digest(access_token) if access_token else None, id_token=None,
+                               expires_at=now + timedelta(seconds=get_settings().session_ttl))
     with Session(get_engine(), expire_on_commit=False) as db:
         user = db.get(User, profile["sub"]) or User(id=profile["sub"])
         user.email, user.name, user.last_seen_at = profile.get("email"), profile.get("name"), now
@@ -62,6 +72,13 @@ def active_session(session_id: str | None) -> LoginSession | None:
     if row is None or row.revoked_at is not None or as_utc(row.expires_at) <= utcnow():
         return None
     return row
+
+
+def token_of_ended_session(access_token: str) -> bool:
+    """Whether `access_token` was issued to a LockN sign-in that has since ended (signed out or expired)."""
+    with Session(get_engine()) as db:
+        rows = db.exec(select(LoginSession).where(LoginSession.access_token == token_digest(access_token))).all()
+    return bool(rows) and not any(active_session(row.id) for row in rows)
 
 
 def session_from_cookie(cookie_value: str | None) -> LoginSession | None:
