@@ -1,0 +1,138 @@
+"""Flood: can one heavy (or hostile) key freeze LockN for everyone else? Prints figures; asserts nothing.
+
+    python -m bench.flood [--requests 200] [--bombs 20] [--seconds 20] [--smoke]
+
+Loopback only, on a throwaway stack (`bench.stack`). One key sends `--requests` concurrent speech requests
+(unique texts, so the cache never answers) and `--bombs` decompression-bomb uploads (8 channels at 192 kHz) at
+once, while a second key keeps making paced requests. Printed: `/health/live` p99, the second key's voice-list
+p99 and speech p50, each idle and under the flood; how the flood was answered (only 200/429/503, no timeouts
+expected); the web process's resident memory growth. Targets: health p99 < 50 ms, voice list p99 < 100 ms,
+second key's speech p50 at most 2× idle, memory growth < 100 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import time
+from collections import Counter
+
+import httpx
+import numpy as np
+import psutil
+import soundfile as sf
+
+from bench.soak import percentile
+from bench.stack import local_stack
+
+VOICE = "en_US-joe-medium"
+
+
+def bomb() -> bytes:
+    """A small FLAC that would decode to 8 channels × 192 kHz × 20 s (~120 MB of float samples)."""
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", samplerate=192_000, channels=8, format="FLAC") as out:
+        second = np.zeros((192_000, 8), dtype=np.float32)
+        for _ in range(20):
+            out.write(second)
+    return buffer.getvalue()
+
+
+async def timed(request) -> tuple[float, int | str]:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    try:
+        status = (await request).status_code
+    except httpx.TimeoutException:
+        status = "timeout"
+    return time.perf_counter() - started, status
+
+
+class PacedClient:
+    """The second key: health, voice list and speech at a steady pace, timing each."""
+
+    def __init__(self, http: httpx.AsyncClient, key: str) -> None:
+        self.http, self.headers = http, {"Authorization": f"Bearer {key}"}
+        self.samples: dict[str, list[float]] = {"health": [], "voices": [], "speech": []}
+        self.count = 0
+
+    async def run(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            self.count += 1
+            calls = [("health", self.http.get("/health/live")),
+                     ("voices", self.http.get("/api/voice/voices", headers=self.headers))]
+            if self.count % 10 == 0:
+                calls.append(("speech", self.http.post("/v1/audio/speech", headers=self.headers, json={
+                    "model": "tts-1", "voice": VOICE, "input": f"Paced request {self.count} {time.time()}.",
+                    "response_format": "wav"})))
+            for kind, result in zip([k for k, _ in calls], await asyncio.gather(*(timed(c) for _, c in calls))):
+                self.samples[kind].append(result[0])
+            await asyncio.sleep(0.1)
+
+
+async def flood(http: httpx.AsyncClient, key: str, requests: int, bombs: int) -> Counter:
+    headers = {"Authorization": f"Bearer {key}"}
+    clip = bomb()
+    speech = [http.post("/v1/audio/speech", headers=headers, json={
+        "model": "tts-1", "voice": VOICE, "input": f"Flood request number {n} at {time.time()}.",
+        "response_format": "wav"}) for n in range(requests)]
+    uploads = [http.post("/api/voice/voices", headers=headers, data={"name": f"bomb {n}", "transcript": "words"},
+                         files={"audio": ("bomb.flac", clip, "audio/flac")}) for n in range(bombs)]
+    answers = await asyncio.gather(*(timed(call) for call in speech + uploads))
+    return Counter(status for _, status in answers)
+
+
+def resident(process: psutil.Process) -> int:
+    """Resident memory of the web server and every process it runs (Granian's workers)."""
+    return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+
+
+async def measure(base: str, flood_key: str, paced_key: str, args: argparse.Namespace, web: psutil.Process) -> None:
+    limits = httpx.Limits(max_connections=args.requests + args.bombs + 20)
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as http:
+        idle = PacedClient(http, paced_key)
+        await idle.run(args.seconds / 2)
+        rss_before = resident(web)
+        loaded = PacedClient(http, paced_key)
+        statuses, _ = await asyncio.gather(flood(http, flood_key, args.requests, args.bombs),
+                                           loaded.run(args.seconds))
+        rss_after = resident(web)
+    print(f"LockN flood — {psutil.cpu_count()} CPU(s): one key sends {args.requests} concurrent speech requests and "
+          f"{args.bombs} bomb uploads; a second key keeps its pace")
+    print(f"{'':28}{'idle':>10}{'flood':>10}   target")
+    for kind, fraction, target in (("health", .99, "p99 < 50 ms"), ("voices", .99, "p99 < 100 ms"),
+                                   ("speech", .50, "p50 <= 2x idle")):
+        before, during = percentile(idle.samples[kind], fraction), percentile(loaded.samples[kind], fraction)
+        label = {"health": "/health/live p99", "voices": "second key, voice list p99",
+                 "speech": "second key, speech p50"}[kind]
+        print(f"{label:<28}{before * 1000:8.1f}ms{during * 1000:8.1f}ms   {target}"
+              + (f" (x{during / before:.2f})" if kind == "speech" and before else ""))
+    print("flood answered: " + ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items(), key=str)))
+    print(f"web resident memory: {rss_before / 2**20:.0f} MB → {rss_after / 2**20:.0f} MB "
+          f"({(rss_after - rss_before) / 2**20:+.0f} MB; target < 100 MB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--bombs", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long the second key keeps its pace")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds with tiny numbers: proves the bench "
+                                                             "still runs (tests/test_benches.py)")
+    args = parser.parse_args()
+    if args.smoke:
+        args.requests, args.bombs, args.seconds = 8, 2, 3.0
+    with local_stack() as stack:
+        from backend.core.settings import get_settings
+        from backend.services.keys import KeySpec, RateLimit, build_key_service
+
+        service = build_key_service(get_settings())
+        paced = service.create("bench-paced", KeySpec("paced", rate_limit=RateLimit(100_000, 60)))[1]
+        service.close()
+        web = psutil.Process(next(child.pid for name, child in stack.supervisor.children if name == "api"))
+        asyncio.run(measure(stack.base_url, stack.key, paced, args, web))
+
+
+if __name__ == "__main__":
+    main()
