@@ -70,3 +70,23 @@ def test_a_full_queue_answers_overloaded(worker, key_service, monkeypatch) -> No
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"]["code"] == "overloaded" and int(refused.headers["Retry-After"]) >= 1
     assert "jobs are waiting on the cpu queue" in refused.json()["error"]["message"]
+
+
+def test_a_studio_user_has_a_rate_limit_and_a_concurrent_cap(worker, key_service, monkeypatch) -> None:
+    """Twelve tabs of one user no longer queue twelve jobs (issue 16, finding 6)."""
+    import pytest
+
+    from backend.services.admission import TooFast, TooManyConcurrent
+    from backend.services.jobs import cancel_job, enqueue_synthesis
+
+    monkeypatch.setenv("LOCKN_STUDIO_RATE_LIMIT", "3/minute")
+    monkeypatch.setenv("LOCKN_STUDIO_MAX_CONCURRENT_JOBS", "1")
+    get_settings.cache_clear()
+    first = enqueue_synthesis("auth0|tabs", f"{LONG} Tab one.", VOICE)
+    with pytest.raises(TooManyConcurrent, match="1 job"):
+        enqueue_synthesis("auth0|tabs", f"{LONG} Tab two.", VOICE)
+    cancel_job(first.id, "auth0|tabs")
+    enqueue_synthesis("auth0|tabs", "Tab three, after the first was cancelled.", VOICE)
+    with pytest.raises(TooFast, match="try again in"):
+        enqueue_synthesis("auth0|tabs", "Tab four, too fast.", VOICE)
+    assert jobs_recorded() == 2

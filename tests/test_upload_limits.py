@@ -23,9 +23,9 @@ FILE_PART = (b'--x\r\nContent-Disposition: form-data; name="audio"; filename="hu
              b"Content-Type: audio/wav\r\n\r\nRIFF")
 
 
-def post_streamed(path: str, total_bytes: int, declare_length: bool) -> tuple[int, int, bytes]:
+def post_streamed(path: str, total_bytes: int, declare_length: bool, app=None) -> tuple[int, int, bytes]:  # type: ignore[no-untyped-def]
     """POST `total_bytes` to the API app over raw ASGI, 1 MB per message; returns (status, chunks pulled, body)."""
-    app = build_api()
+    app = app or build_api()
     pulled, sent = 0, []
     upload = path.endswith("/voices")
     content_type = b"multipart/form-data; boundary=x" if upload else b"application/json"
@@ -39,6 +39,7 @@ def post_streamed(path: str, total_bytes: int, declare_length: bool) -> tuple[in
     async def receive() -> dict:
         nonlocal pulled
         pulled += 1
+        post_streamed.pulled = pulled  # type: ignore[attr-defined]
         first = FILE_PART if upload and pulled == 1 else b'{"text": "' if pulled == 1 else b""
         return {"type": "http.request", "body": first + b"a" * CHUNK, "more_body": pulled * CHUNK < total_bytes}
 
@@ -169,3 +170,27 @@ def test_a_bomb_of_many_channels_at_a_high_rate_is_refused_from_its_header(datab
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MB allocated while refusing it"
+
+
+def test_the_studios_upload_route_has_the_same_cap(database) -> None:
+    """Reflex's `/_upload` would read a 400 MB body whole; it gets the clip limit, declared or streamed."""
+    from backend.api.body_limit import BodySizeLimit
+
+    status, pulled, body = post_streamed("/_upload", 50 * CHUNK, declare_length=True)
+    assert status == 413 and pulled == 0 and b"the limit is 10 MB" in body
+
+    async def reads_everything(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        """Stands in for Reflex's upload handler, which reads the whole body."""
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"read it all"})
+
+    with_reader = BodySizeLimit(reads_everything)
+    try:
+        status, pulled, _ = post_streamed("/_upload", 50 * CHUNK, declare_length=False, app=with_reader)
+    except Exception as exc:  # noqa: BLE001 - raised from receive: the reader never got past the limit
+        assert "413" in repr(exc) or "too large" in str(exc), exc
+    else:
+        assert status == 413
+    assert post_streamed.pulled <= MAX_UPLOAD_BYTES // CHUNK + 2, "cut off at the limit, not read whole"

@@ -4,7 +4,9 @@ A declared `Content-Length` over the limit is refused at once, without reading
 a byte; a body streamed without one is counted as it arrives and refused the
 moment it passes the limit. Either way the client gets the API's own 413
 envelope. Limits are per path prefix: the voice upload allows a 10 MB clip,
-everything else is small JSON.
+and so does Reflex's own upload route (the Studio's clip drop zone), which
+would otherwise read an upload of any size into memory; everything else is
+small JSON.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from backend.services.voices import MAX_UPLOAD_BYTES
 
 #: 4,096 characters of text, up to 4 bytes each in UTF-8, and the rest of a JSON request.
 DEFAULT_LIMIT_BYTES = 64 * 1024
-LIMITED_PREFIXES = ("/api/", "/v1/")
+LIMITED_PREFIXES = ("/api/", "/v1/", "/_upload")
 DEFAULT_MESSAGE = "The request body is over 64 KB, the most this endpoint accepts (text: at most 4,096 characters)."
 #: (method, path, limit, message): a clip of the largest allowed size plus room for the form's other fields.
+CLIP_MESSAGE = f"The upload is too large: the limit is {MAX_UPLOAD_BYTES // 2**20} MB (a 10–30 s clip is far smaller)."
 LIMITS: tuple[tuple[str, str, int, str], ...] = (
-    ("POST", "/api/voice/voices", MAX_UPLOAD_BYTES + 64 * 1024,
-     f"The upload is too large: the limit is {MAX_UPLOAD_BYTES // 2**20} MB (a 10–30 s clip is far smaller)."),
+    ("POST", "/api/voice/voices", MAX_UPLOAD_BYTES + 64 * 1024, CLIP_MESSAGE),
+    ("POST", "/_upload", MAX_UPLOAD_BYTES + 64 * 1024, CLIP_MESSAGE),
 )
 
 
@@ -48,8 +51,8 @@ class BodySizeLimit:
                      if m == method and path.rstrip("/") == p), (DEFAULT_LIMIT_BYTES, DEFAULT_MESSAGE))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Only the API's own routes: Reflex serves its pages, websocket and `/_upload` through this app too
-        # (api_transformer), and the Studio's upload has its own checks.
+        # The API's own routes and Reflex's upload route: Reflex serves its pages and websocket through this
+        # app too (api_transformer), and those carry no request bodies worth a limit.
         if scope["type"] != "http" or not scope["path"].startswith(LIMITED_PREFIXES):
             await self.app(scope, receive, send)
             return

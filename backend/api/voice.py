@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, create_model
 from backend.api.auth import rejection, require_key, require_reader
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.services import voices as voice_library
-from backend.services.admission import Overloaded, TooManyConcurrent
+from backend.services.admission import Overloaded, TooFast, TooManyConcurrent
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_audio import JobFailed, finished_audio
 from backend.services.jobs import (
@@ -58,11 +58,13 @@ def voice_errors(openai_statuses: bool = False) -> Iterator[None]:
         raise ApiError(500, "synthesis_failed", str(exc)) from None
     except KeyRejected as exc:  # the key's quota, checked again as its characters are reserved
         raise rejection(exc) from None
+    except TooFast as exc:
+        raise ApiError(429, "rate_limited", str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
     except TooManyConcurrent as exc:
-        raise ApiError(429, "too_many_concurrent_requests", f"{str(exc)[0].upper()}{str(exc)[1:]}.",
+        raise ApiError(429, "too_many_concurrent_requests", str(exc),
                        headers={"Retry-After": str(exc.retry_after_s)}) from None
     except Overloaded as exc:
-        raise ApiError(503, "overloaded", f"{exc}.", headers={"Retry-After": str(exc.retry_after_s)}) from None
+        raise ApiError(503, "overloaded", str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
 
 
 class VoiceOut(BaseModel):

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     job_time_limit_s: int = Field(600, ge=10, description="A synthesis job is stopped after this long.")
     max_queue_depth: int = Field(500, ge=1, description="Jobs that may wait on one queue; beyond it new jobs "
                                  "answer 503 overloaded with Retry-After.")
+    studio_rate_limit: str = Field("30/minute", description="Generations one signed-in Studio user may start, "
+                                   "as requests per window (60/minute, 10/second, 1000/hour).")
     studio_max_concurrent_jobs: int = Field(2, ge=1, le=100, description="Jobs one signed-in Studio user may "
                                             "have queued or running at once.")
     worker_stop_grace_s: float = Field(30.0, ge=0, description="On Ctrl-C, how long `make run`'s worker may "

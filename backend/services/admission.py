@@ -25,6 +25,7 @@ from backend.core.settings import get_settings
 from backend.queue.inventory import queue_depth
 from backend.queue.routing import ENGINE_QUEUES, queue_for
 from backend.services.job_reaper import stalled_after_s
+from backend.services.keys import RateLimit, get_key_service
 
 #: KEYS[1] the holder's set; ARGV now, expiry, cap, job id. 1 admitted, 0 refused.
 _ACQUIRE_LUA = """
@@ -44,8 +45,16 @@ class TooManyConcurrent(Exception):
 
     def __init__(self, cap: int) -> None:
         super().__init__(f"{cap} job(s) of yours are already queued or running, the most at once; "
-                         "retry when one has finished")
+                         "retry when one has finished.")
         self.cap, self.retry_after_s = cap, 2
+
+
+class TooFast(Exception):
+    """A signed-in Studio user started more generations than `LOCKN_STUDIO_RATE_LIMIT` allows."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+        super().__init__(f"You are generating faster than allowed; try again in {self.retry_after_s} s.")
 
 
 class Overloaded(Exception):
@@ -53,7 +62,7 @@ class Overloaded(Exception):
 
     def __init__(self, queue: str, depth: int, retry_after_s: int) -> None:
         super().__init__(f"LockN is overloaded: {depth} jobs are waiting on the {queue} queue; "
-                         f"retry in about {retry_after_s} s")
+                         f"retry in about {retry_after_s} s.")
         self.retry_after_s = retry_after_s
 
 
@@ -81,6 +90,14 @@ def release(holder: str, job_id: str) -> None:
         get_redis().zrem(_active_set(holder), job_id)
     except redis.RedisError:
         pass
+
+
+def check_user_rate(owner: str) -> None:
+    """Count one generation against the signed-in user's rate limit (the Studio's), or raise `TooFast`."""
+    limit = RateLimit.parse(get_settings().studio_rate_limit)
+    decision = get_key_service().limiter.hit(f"user:{owner}", limit.requests, limit.window_s)
+    if not decision.allowed:
+        raise TooFast(decision.retry_after)
 
 
 def check_queue_room(engine: str) -> None:

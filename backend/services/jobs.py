@@ -30,7 +30,7 @@ from backend.media.engine import MAX_SPEED, MIN_SPEED
 from backend.media.live_stream import publish_end
 from backend.queue.app import get_celery
 from backend.queue.routing import SYNTHESIZE_TASK, queue_for
-from backend.services.admission import acquire, check_queue_room, holder_of, release
+from backend.services.admission import acquire, check_queue_room, check_user_rate, holder_of, release
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_reaper import is_stalled, reap_stalled_jobs
 from backend.services.keys import VerifiedKey, get_key_service
@@ -134,13 +134,16 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
 
     A cache hit is a new job row, already `succeeded`, pointing at the earlier audio (so history and
     usage see every request). Nothing is left behind when anything fails, in this order:
-    1. admission (a job for the queue, not a cache hit): room on the engine's queue (`Overloaded`), and
-       a free slot among the key's (or the Studio user's) concurrent jobs (`TooManyConcurrent`);
+    1. admission: without a key (the Studio), the user's rate limit (`TooFast`); for a job that goes to the
+       queue (not a cache hit), room on the engine's queue (`Overloaded`) and a free slot among the key's
+       (or the Studio user's) concurrent jobs (`TooManyConcurrent`);
     2. with `key`, the characters are reserved on its monthly quota (`KeyRejected` when they do not fit)
        and counted in its usage, and so are a cache hit's audio seconds (the worker counts the rest);
     3. the row is written and the message sent.
     """
     engine, version = validate_request(owner, text, voice, fmt, speed)
+    if key is None:  # a signed-in user in the Studio: the user's own rate limit (a key has its own)
+        _broker_call(check_user_rate, owner)
     address = cache_key(owner, text, voice, fmt, speed, version)
     job = Job(id="job_" + secrets.token_hex(10), owner=owner, key_id=key.id if key else None, voice_id=voice,
               engine=engine, text=text, text_chars=len(text), format=fmt, speed=speed, cache_key=address)
