@@ -7,6 +7,7 @@ another tab (or an expired session) takes effect at the very next action.
 
 from __future__ import annotations
 
+import json
 from http.cookies import SimpleCookie
 from urllib.parse import quote
 
@@ -65,4 +66,13 @@ class AuthState(rx.State):
 
     @rx.event
     def sign_out(self):  # type: ignore[no-untyped-def]
-        return rx.call_script("window.location.replace('/auth/logout')")
+        """Submit the sign-out form (a POST carrying the session's logout token; a GET only asks)."""
+        row = self._login_session()
+        if row is None:
+            return rx.call_script("window.location.replace('/')")
+        token = json.dumps(sessions.logout_token(row.id))
+        return rx.call_script(
+            "(() => { const form = document.createElement('form'); form.method = 'POST'; "
+            "form.action = '/auth/logout'; const field = document.createElement('input'); field.type = 'hidden'; "
+            f"field.name = 'csrf'; field.value = {token}; form.appendChild(field); document.body.appendChild(form); "
+            "form.submit(); })()")

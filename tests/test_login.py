@@ -71,3 +71,21 @@ def test_the_dev_providers_logout_returns_to_this_site_only(database, return_to:
 
     answer = TestClient(build_api()).get("/dev-idp/logout", params={"returnTo": return_to}, follow_redirects=False)
     assert answer.headers["location"] == lands_on
+
+
+def test_signing_out_takes_a_post_with_the_sessions_token(database) -> None:
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from backend.api import build_api
+
+    row = sessions.start_session({"sub": "dev|out@example.test"}, None)
+    client = TestClient(build_api(), cookies={sessions.COOKIE_NAME: sessions.sign(row.id)})
+    asked = client.get("/auth/logout", follow_redirects=False)
+    assert asked.status_code == 200 and sessions.active_session(row.id), "a GET (a link, another site) only asks"
+    forged = client.post("/auth/logout", data={"csrf": "0" * 64}, follow_redirects=False)
+    assert forged.status_code == 403 and sessions.active_session(row.id)
+    token = re.search(r"name=csrf value='([0-9a-f]+)'", asked.text).group(1)
+    done = client.post("/auth/logout", data={"csrf": token}, follow_redirects=False)
+    assert done.status_code == 303 and sessions.active_session(row.id) is None

@@ -19,7 +19,7 @@ from backend.core.models import Job
 from backend.services.keys import KeySpec, RateLimit
 from tests.conftest import run_async
 
-CLIENTS = 48  # more than the thread pool's 40
+CLIENTS = 48  # more than the thread pool's 40 (and within a key's most concurrent jobs, 100)
 VOICE = "en_US-joe-medium"
 
 
@@ -29,7 +29,8 @@ def job_count() -> int:
 
 
 def test_clients_waiting_for_audio_hold_no_thread_and_health_answers(worker, key_service) -> None:
-    key = key_service.create("auth0|flood", KeySpec("flood", rate_limit=RateLimit(10_000, 60)))[1]
+    key = key_service.create("auth0|flood", KeySpec("flood", rate_limit=RateLimit(10_000, 60),
+                                                    max_concurrent_jobs=CLIENTS))[1]
     headers = {"Authorization": f"Bearer {key}"}
 
     async def flood() -> tuple[int, int, int, list[int]]:
@@ -38,7 +39,11 @@ def test_clients_waiting_for_audio_hold_no_thread_and_health_answers(worker, key
             requests = [asyncio.create_task(http.post("/v1/audio/speech", headers=headers, json={
                 "model": "tts-1", "voice": VOICE, "input": f"Waiting client number {n} wants its audio.",
                 "response_format": "wav" if n % 2 else "flac"})) for n in range(CLIENTS)]
+            deadline = asyncio.get_running_loop().time() + 120
             while await asyncio.to_thread(job_count) < CLIENTS:  # every request has queued its job and waits
+                assert asyncio.get_running_loop().time() < deadline, "the requests never all queued their jobs"
+                assert not any(request.done() and request.result().status_code != 200 for request in requests), \
+                    [request.result().text for request in requests if request.done()][:1]
                 await asyncio.sleep(0.05)
             threads_held = anyio.to_thread.current_default_thread_limiter().borrowed_tokens
             live = await http.get("/health/live")

@@ -57,6 +57,16 @@ def error_page(title: str, detail: str, status: int = 400) -> HTMLResponse:
     return HTMLResponse(body, status_code=status)
 
 
+def logout_page(token: str) -> HTMLResponse:
+    """Asks before signing out, with the form that does it (what the app's Sign out button submits itself)."""
+    body = ("<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>"
+            "<title>Sign out — LockN</title><body style='font-family:system-ui;max-width:520px;margin:12vh auto;"
+            "padding:0 20px'><h1>Sign out of LockN?</h1><form method=post action='/auth/logout'>"
+            f"<input type=hidden name=csrf value='{html.escape(token)}'><button type=submit>Sign out</button> "
+            "<a href='/dashboard'>Stay signed in</a></form></body>")
+    return HTMLResponse(body)
+
+
 def build_auth_app(settings: Settings) -> FastAPI:
     """The `/auth` sub-app: its own session middleware holds only the sign-in transaction."""
     provider = provider_settings(settings)
@@ -100,8 +110,20 @@ def build_auth_app(settings: Settings) -> FastAPI:
         return response
 
     @app.get("/logout")
+    async def confirm_logout(request: Request) -> Response:
+        """A link (or another site) cannot sign anyone out: a GET only asks, the form below does it."""
+        session_id = sessions.unsign(request.cookies.get(sessions.COOKIE_NAME))
+        if sessions.active_session(session_id) is None:
+            return RedirectResponse(f"{settings.base_url}/", status_code=303)
+        return logout_page(sessions.logout_token(session_id or ""))
+
+    @app.post("/logout")
     async def logout(request: Request) -> Response:
-        sessions.end_session(sessions.unsign(request.cookies.get(sessions.COOKIE_NAME)))
+        session_id = sessions.unsign(request.cookies.get(sessions.COOKIE_NAME))
+        token = str((await request.form()).get("csrf", ""))
+        if session_id and not sessions.valid_logout_token(session_id, token):
+            return error_page("Sign-out refused", "The sign-out form did not come from this site.", status=403)
+        sessions.end_session(session_id)
         return_to = f"{settings.base_url}/"
         if settings.identity_provider == "auth0":
             target = f"https://{settings.auth0_domain}/v2/logout?" + urlencode(

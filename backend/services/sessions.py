@@ -7,6 +7,7 @@ takes effect at once in every tab, even on a websocket opened before it.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from datetime import timedelta
 
@@ -26,6 +27,16 @@ def _serializer() -> URLSafeSerializer:
 
 def sign(session_id: str) -> str:
     return _serializer().dumps(session_id)
+
+
+def logout_token(session_id: str) -> str:
+    """The token a sign-out form must carry: only a page of this site, which knows the session, has it."""
+    return hmac.new(get_settings().session_secret().encode(), f"logout:{session_id}".encode(),
+                    hashlib.sha256).hexdigest()
+
+
+def valid_logout_token(session_id: str, token: str) -> bool:
+    return hmac.compare_digest(logout_token(session_id), token)
 
 
 def unsign(cookie_value: str | None) -> str | None:

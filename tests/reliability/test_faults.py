@@ -7,6 +7,7 @@ as it found it (every stopped part is started again in a `finally`).
 from __future__ import annotations
 
 import io
+import re
 import time
 
 import httpx
@@ -77,7 +78,10 @@ def test_signing_out_on_a_is_refused_on_b_at_once(cluster: Cluster) -> None:
     copied = {COOKIE_NAME: browser.cookies[COOKIE_NAME]}  # what B would see from the same browser (or a thief)
     probe = cluster.url("b") + "/api/voice/jobs/job_none/audio"
     assert httpx.get(probe, cookies=copied).status_code == 404, "B accepts A's session (and there is no such job)"
-    assert browser.get("/auth/logout").status_code in (302, 303, 307)
+    confirm = browser.get("/auth/logout")  # a GET only asks; its form carries the token
+    token = re.search(r"name=csrf value='([0-9a-f]+)'", confirm.text).group(1)
+    signed_out = browser.post("/auth/logout", data={"csrf": token})
+    assert signed_out.status_code in (302, 303, 307), signed_out.text
     refused = httpx.get(probe, cookies=copied)
     assert refused.status_code == 401, refused.text
 
