@@ -106,4 +106,5 @@ def test_unreachable_database_is_reported_without_secrets(client: TestClient, mo
 def test_unknown_api_route_uses_the_error_envelope(client: TestClient) -> None:
     response = client.get("/api/no-such-thing")
     assert response.status_code == 404
-    assert response.json() == {"error": {"code": "not_found", "message": "Not Found"}}
+    assert response.json() == {"error": {"code": "not_found",
+                                         "message": "There is no /api/no-such-thing; see /api/docs for every endpoint."}}
