@@ -46,3 +46,10 @@ def test_what_lockn_writes_is_readable_by_its_owner_only(tmp_path) -> None:
     data = tmp_path / "data"
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     assert stat.S_IMODE((data / "lockn.db").stat().st_mode) == 0o600
+
+
+def test_repeated_slashes_are_one_as_open_webui_sends_them(database) -> None:
+    client = TestClient(build_api())  # Open WebUI with the base URL http://host:3000/v1/ asks for /v1//audio/…
+    for path in ("/audio/models", "/audio/voices"):
+        doubled, single = client.get(f"/v1/{path}"), client.get(f"/v1{path}")
+        assert (doubled.status_code, doubled.json()) == (single.status_code, single.json()), path

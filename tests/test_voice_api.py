@@ -295,3 +295,20 @@ def test_a_quota_holds_under_concurrent_requests_and_flushes(app: TestClient, ke
     assert run_async(burst(["Ten chars!"])) == [202], "90 used of 100: ten more fit"
     refused = app.post("/api/voice/jobs", headers=auth(key), json={"text": "x", "voice": VOICE})
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "quota_exceeded", refused.text
+
+
+def test_speech_carries_rate_limit_headers_and_numbers_read_as_a_person_expects(app: TestClient, alice: str,
+                                                                                key_service) -> None:
+    """Issue 17, point 6: rate-limit headers on speech answers too; job times in UTC with `Z`; usage counts
+    are whole numbers."""
+    speech = app.post("/v1/audio/speech", headers=auth(alice), json={"model": "tts-1", "voice": VOICE,
+                                                                      "input": "Headers, please.",
+                                                                      "response_format": "wav"})
+    assert speech.status_code == 200 and speech.headers["X-RateLimit-Limit"] == "1000"
+    job = app.post("/api/voice/jobs", headers=auth(alice), json={"text": "What time is it?", "voice": VOICE}).json()
+    assert job["created_at"].endswith(("Z", "+00:00")), job["created_at"]
+    key_service.usage.flush()
+    admin = key_service.create(ALICE, KeySpec("reader", scopes=("keys:read",)))[1]
+    listed = app.get("/api/keys", headers=auth(admin)).json()["data"]
+    usage = next(k["usage"] for k in listed if k["usage"] and k["usage"]["requests"])
+    assert isinstance(usage["requests"], int) and isinstance(usage["chars"], int), usage

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from backend.api import health, keys, openai_compat, qa, voice
 from backend.api.body_limit import BodySizeLimit
 from backend.api.errors import install_error_handlers
-from backend.api.fallback import install_fallback_routes
+from backend.api.fallback import CollapseSlashes, install_fallback_routes
 from backend.auth.dev_provider import build_dev_provider_app
 from backend.auth.oidc import build_auth_app
 from backend.core.settings import get_settings
@@ -27,6 +27,7 @@ def build_api() -> FastAPI:
                   openapi_url="/api/openapi.json")
     install_error_handlers(api)
     api.add_middleware(BodySizeLimit)
+    api.add_middleware(CollapseSlashes)
     api.include_router(health.router)
     api.include_router(keys.router)
     api.include_router(voice.router)

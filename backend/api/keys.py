@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from backend.api.auth import Principal, require_principal
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
@@ -50,6 +50,18 @@ class RotateIn(BaseModel):
                                description="How long the old key keeps working; 0 revokes it at once.")
 
 
+class UsageTotals(BaseModel):
+    requests: int
+    chars: int
+    audio_seconds: float = Field(description="Rounded to milliseconds.")
+    errors: int
+
+    @field_validator("audio_seconds")
+    @classmethod
+    def _milliseconds(cls, value: float) -> float:
+        return round(value, 3)
+
+
 class KeyOut(BaseModel):
     id: str
     name: str
@@ -65,7 +77,7 @@ class KeyOut(BaseModel):
     last_used_at: datetime | None
     revoked_at: datetime | None
     rotated_from: str | None
-    usage: dict[str, float] | None = Field(None, description="All-time totals (in listings).")
+    usage: UsageTotals | None = Field(None, description="All-time totals (in listings).")
 
     @classmethod
     def of(cls, row: ApiKey, status: KeyStatus | None = None, usage: dict[str, float] | None = None) -> KeyOut:

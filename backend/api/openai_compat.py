@@ -69,13 +69,15 @@ async def speech(body: SpeechIn, key: SpeechKey) -> Response:
         job = await asyncio.to_thread(enqueue_synthesis, key.owner, body.input, voice, body.response_format,
                                       body.speed, key=key)
         content_type = FORMATS[body.response_format].content_type
+        headers = key.rate.headers()  # a response built here does not get the dependency's headers by itself
         if body.stream_format == "sse":
             return StreamingResponse(sse_events(await live_chunks(job.id, body.response_format), len(body.input)),
-                                     media_type="text/event-stream")
+                                     media_type="text/event-stream", headers=headers)
         if job.status != "succeeded" and body.response_format in STREAMABLE:
-            return StreamingResponse(await live_chunks(job.id, body.response_format), media_type=content_type)
+            return StreamingResponse(await live_chunks(job.id, body.response_format), media_type=content_type,
+                                     headers=headers)
         _, path = await finished_audio(job.id, key.owner)
-    return FileResponse(path, media_type=content_type)
+    return FileResponse(path, media_type=content_type, headers=headers)
 
 
 async def sse_events(chunks: AsyncIterator[bytes], input_chars: int) -> AsyncIterator[str]:

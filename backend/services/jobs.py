@@ -22,7 +22,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlmodel import Session, col, select
 
 from backend.core.db import get_engine
-from backend.core.models import Job
+from backend.core.models import Job, as_utc
 from backend.core.redis_client import get_binary_redis
 from backend.core.settings import get_settings
 from backend.media.codecs import FORMATS
@@ -82,8 +82,8 @@ class JobStatus:
     @classmethod
     def of(cls, job: Job) -> JobStatus:
         return cls(job.id, job.status, job.progress, job.chars_done, job.text_chars, job.voice_id, job.engine,
-                   job.format, job.error, job.duration_s, job.engine_time_s, job.created_at, job.started_at,
-                   job.finished_at, job.audio_path, job.text)
+                   job.format, job.error, job.duration_s, job.engine_time_s, as_utc(job.created_at),
+                   as_utc(job.started_at), as_utc(job.finished_at), job.audio_path, job.text)
 
 
 def validate_request(owner: str, text: str, voice: str, fmt: str, speed: float) -> tuple[str, str]:
