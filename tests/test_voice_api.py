@@ -312,3 +312,18 @@ def test_speech_carries_rate_limit_headers_and_numbers_read_as_a_person_expects(
     listed = app.get("/api/keys", headers=auth(admin)).json()["data"]
     usage = next(k["usage"] for k in listed if k["usage"] and k["usage"]["requests"])
     assert isinstance(usage["requests"], int) and isinstance(usage["chars"], int), usage
+
+
+def test_v1_errors_speak_openais_language(app: TestClient, alice: str, key_service) -> None:
+    """Issue 17, point 6: whitespace input names `input`; a body that is not JSON says so; 429 is
+    `rate_limit_exceeded`."""
+    blank = app.post("/v1/audio/speech", headers=auth(alice), json={"model": "tts-1", "voice": VOICE, "input": "   "})
+    assert blank.status_code == 400 and blank.json()["error"]["param"] == "input", blank.text
+    garbled = app.post("/v1/audio/speech", headers={**auth(alice), "Content-Type": "application/json"},
+                       content=b"{not json")
+    assert garbled.status_code == 400 and garbled.json()["error"]["message"] == "The request body is not valid JSON."
+    assert garbled.json()["error"]["param"] is None
+    limited = key_service.create(ALICE, KeySpec("one a minute", scopes=ALL_TTS, rate_limit=RateLimit(1, 60)))[1]
+    app.get("/v1/models", headers=auth(limited))
+    refused = app.get("/v1/models", headers=auth(limited)).json()["error"]
+    assert (refused["code"], refused["type"]) == ("rate_limit_exceeded", "requests"), refused

@@ -73,11 +73,18 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.param, self.headers = status, code, message, param, headers
 
 
+#: LockN's codes as OpenAI spells them on `/v1` (code, type), where OpenAI has its own.
+OPENAI_CODES = {"rate_limited": ("rate_limit_exceeded", "requests"),
+                "too_many_concurrent_requests": ("rate_limit_exceeded", "requests"),
+                "quota_exceeded": ("insufficient_quota", "insufficient_quota")}
+
+
 def error_response(request: Request, error: ApiError) -> JSONResponse:
     """Render `error` in the envelope the request's path family expects."""
     if request.url.path.startswith("/v1/"):
         kind = "invalid_request_error" if error.status < 500 else "server_error"
-        body = {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}}
+        code, kind = OPENAI_CODES.get(error.code, (error.code, kind))
+        body = {"error": {"message": error.message, "type": kind, "param": error.param, "code": code}}
     else:
         body = {"error": {"code": error.code, "message": error.message}}
     return JSONResponse(body, status_code=error.status, headers=error.headers)
@@ -119,6 +126,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return error_response(request, ApiError(400, "invalid_request", "The request body is not valid JSON."))
         field = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         message = f"{field}: {first.get('msg', 'invalid value')}" if field else first.get("msg", "invalid request")
         status = 400 if request.url.path.startswith("/v1/") else 422  # OpenAI answers bad bodies with 400

@@ -32,6 +32,10 @@ Reader = Annotated[str, Depends(require_reader("tts:read"))]
 SAMPLE_TEXT = "Hello! This is how I sound when I read your text aloud."
 
 
+#: The service's field names as OpenAI's speech request names them.
+OPENAI_FIELDS = {"text": "input", "format": "response_format"}
+
+
 @contextmanager
 def voice_errors(openai_statuses: bool = False) -> Iterator[None]:
     """The voice and job services' refusals, as API errors with the right status.
@@ -44,7 +48,7 @@ def voice_errors(openai_statuses: bool = False) -> Iterator[None]:
         if openai_statuses:
             status = 404 if exc.field == "voice" else 400
             raise ApiError(status, "voice_not_found" if status == 404 else "invalid_request", str(exc),
-                           param=exc.field) from None
+                           param=OPENAI_FIELDS.get(exc.field, exc.field)) from None
         raise ApiError(422, "invalid_request", str(exc), param=exc.field) from None
     except voice_library.VoiceRejected as exc:
         raise ApiError(exc.status, "invalid_audio" if exc.field == "audio" else "invalid_request", str(exc),
