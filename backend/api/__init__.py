@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from backend.api import health, keys, openai_compat, qa, voice
 from backend.api.body_limit import BodySizeLimit
+from backend.api.docs import install_docs
 from backend.api.errors import install_error_handlers
 from backend.api.fallback import CollapseSlashes, install_fallback_routes
 from backend.auth.dev_provider import build_dev_provider_app
@@ -23,7 +24,7 @@ API_VERSION = "0.1.0"
 def build_api() -> FastAPI:
     """Assemble the API with every router, the login routes and the shared error handling."""
     settings = get_settings()
-    api = FastAPI(title=API_TITLE, version=API_VERSION, docs_url="/api/docs", redoc_url=None,
+    api = FastAPI(title=API_TITLE, version=API_VERSION, docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
     install_error_handlers(api)
     api.add_middleware(BodySizeLimit)
@@ -33,6 +34,7 @@ def build_api() -> FastAPI:
     api.include_router(voice.router)
     api.include_router(openai_compat.router)
     api.include_router(qa.router)
+    install_docs(api, API_TITLE)
     install_fallback_routes(api)
     if settings.identity_provider == "dev":
         # Never in production: DevProvider itself refuses LOCKN_ENV=prod, and prod settings refuse the dev IdP.
