@@ -1,4 +1,4 @@
-"""The API docs render with nothing but LockN itself: every request off this machine is blocked."""
+"""The API docs render with nothing but LockN itself: every request off this machine is blocked (and none is made)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from qa.conftest import VIEWPORTS, save_screenshot
 LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
-def test_swagger_ui_and_redoc_render_offline(browser, base_url: str) -> None:
+def test_swagger_ui_renders_offline(browser, base_url: str) -> None:
     context = browser.new_context(viewport=VIEWPORTS["desktop"], base_url=base_url)
     blocked: list[str] = []
 
@@ -31,8 +31,6 @@ def test_swagger_ui_and_redoc_render_offline(browser, base_url: str) -> None:
         expect(page.locator(".opblock").first).to_be_visible(timeout=20000)
         expect(page.get_by_text("/v1/audio/speech").first).to_be_visible()
         save_screenshot(page, "api-docs")
-        page.goto("/api/redoc")
-        expect(page.locator("h2", has_text="Queue a synthesis job").first).to_be_attached(timeout=20000)
     finally:
         context.close()
     assert blocked == [], f"the docs asked for outside resources: {blocked}"
