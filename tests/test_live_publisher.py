@@ -53,3 +53,40 @@ def test_a_forked_child_gets_its_own_thread(embedded_broker) -> None:
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert [e.kind for e in stream_events("job_child", timeout_s=1)] == ["done"]
+
+
+def test_a_reader_rides_out_a_broker_restart(isolated_settings) -> None:
+    """The broker restarts (the supervisor brings it back) while a client waits for its audio: the reader
+    keeps waiting instead of answering 503, and reads on from where it was once the broker is back."""
+    import asyncio
+
+    from backend.core.redis_client import get_async_binary_redis, get_binary_redis
+    from backend.core.settings import get_settings
+    from backend.ops.supervisor import Supervisor, embedded_broker_command, wait_for_socket
+    from backend.media.live_stream import read_events
+    from tests.conftest import run_async
+
+    settings = get_settings()
+    supervisor = Supervisor()
+    socket = settings.embedded_broker_socket
+    supervisor.start("broker", embedded_broker_command(settings), before_start=lambda: socket.unlink(missing_ok=True),
+                     after_start=lambda: wait_for_socket(socket))
+    try:
+        publish_chunk(get_binary_redis(), "job_restart", np.zeros(100, np.float32), 22050)
+
+        def restart_then_end() -> None:
+            time.sleep(1.5)  # the append-only file is written every second; meanwhile the reader waits in XREAD
+            supervisor.restart("broker", prepare=lambda: time.sleep(3))  # down for 3 s (and the back-off)
+            publish_end(get_binary_redis(), "job_restart")
+
+        async def read_across_a_restart() -> list[str]:
+            kinds, restarting = [], None
+            async for event in read_events(get_async_binary_redis(), "job_restart", timeout_s=60):
+                kinds.append(event.kind)
+                restarting = restarting or asyncio.create_task(asyncio.to_thread(restart_then_end))
+            await restarting
+            return kinds
+
+        assert run_async(read_across_a_restart()) == ["audio", "done"]
+    finally:
+        supervisor.stop_all()

@@ -12,6 +12,7 @@ only grows the broker's memory with traffic (about 10 MB per minute of speech).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ STREAM_TTL_S = 600
 #: Long enough for a reader that started before the end to drain the stream.
 FINISHED_TTL_S = 60
 BLOCK_MS = 500  # under the Redis client's 1 s socket timeout
+#: How long a reader rides out a broker that stopped answering (a restart, a stalled event loop on a
+#: loaded machine) before it gives up: the supervisor brings a broker back well within this.
+RECONNECT_WINDOW_S = 15.0
 
 
 def stream_key(job_id: str) -> str:
@@ -77,11 +81,22 @@ async def read_events(client: redis.asyncio.Redis, job_id: str, timeout_s: float
 
     Asynchronous: a reader waits on the broker without holding a thread, so any number of clients can
     wait for their audio at once. With `idle`, an `idle` event marks each BLOCK_MS that passed without
-    one (a follower can look elsewhere meanwhile, e.g. at a job cancelled before a worker saw it)."""
+    one (a follower can look elsewhere meanwhile, e.g. at a job cancelled before a worker saw it).
+    A broker that stops answering is waited out for up to RECONNECT_WINDOW_S (a timed-out read is
+    retried from the last entry seen, so nothing is read twice); only then does the error reach the caller."""
     key, last_id = stream_key(job_id), "0-0"
     deadline = time.monotonic() + timeout_s
+    failing_since: float | None = None
     while time.monotonic() < deadline:
-        reply = await client.xread({key: last_id}, block=BLOCK_MS, count=16)
+        try:
+            reply = await client.xread({key: last_id}, block=BLOCK_MS, count=16)
+            failing_since = None
+        except (redis.ConnectionError, redis.TimeoutError):
+            failing_since = failing_since or time.monotonic()
+            if time.monotonic() - failing_since > RECONNECT_WINDOW_S:
+                raise
+            await asyncio.sleep(BLOCK_MS / 1000)
+            reply = None
         if not reply and idle:
             yield StreamEvent("idle")
         for _stream, entries in reply or []:
