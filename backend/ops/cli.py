@@ -1,9 +1,10 @@
 """`python -m backend.ops.cli`: run, migrate and serve LockN. `make run` calls `run`.
 
-`run` is a small supervisor: it applies migrations, starts the embedded broker
-(when no `LOCKN_REDIS_URL` is set), a Celery worker and Reflex's production
-server, each in its own process group, and on Ctrl-C (or SIGTERM) stops every
-one of them, so nothing is left behind.
+`run` is a small supervisor: it applies migrations, builds the pages when their
+code changed since the last build, starts the embedded broker (when no
+`LOCKN_REDIS_URL` is set), a Celery worker and the web process (Reflex's
+production server with the built pages), each in its own process group, and on
+Ctrl-C (or SIGTERM) stops every one of them, so nothing is left behind.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from backend.ops.qa_cli import QA_COMMANDS, add_qa_commands, beat_command, run_q
 from backend.ops.supervisor import (
     Supervisor, embedded_broker_command, engine_queues, supervise, wait_for_socket, worker_command,
 )
-from backend.ops.web_replica import reflex_command, reflex_environment
+from backend.ops.web_replica import build_frontend_if_changed, reflex_environment, web_command
 
 
 #: `main`'s exit code when the configuration is refused (as for bad command-line input).
@@ -36,17 +37,23 @@ def run_platform(settings: Settings, with_worker: bool = True) -> int:
     from backend.core.db import migrate
 
     migrate()
+    build_frontend_if_changed(settings)
     embedded = not settings.redis_url
+
+    started: set[str] = set()
 
     def clear_socket() -> None:
         settings.embedded_broker_socket.unlink(missing_ok=True)
 
     def open_socket() -> None:
         wait_for_socket(settings.embedded_broker_socket)
+        if "broker" in started:  # a restarted broker: what its last second held before the crash is resent
+            recover_jobs(after_crash=False)
+        started.add("broker")
 
     def recover(name: str = "worker") -> None:
         if embedded and name == "worker":
-            recover_jobs()
+            recover_jobs(after_crash=True)
 
     def start(supervisor: Supervisor) -> None:
         if embedded:
@@ -58,18 +65,22 @@ def run_platform(settings: Settings, with_worker: bool = True) -> int:
                              warm_stop_s=settings.worker_stop_grace_s)
         if settings.qa_nightly_at:
             supervisor.start("qa-nightly", beat_command(settings))
-        supervisor.start("web", reflex_command(settings), env=reflex_environment(settings))
+        supervisor.start("web", web_command(settings.port), env=reflex_environment(settings))
         print(f"LockN is starting on {settings.base_url}  (Ctrl-C stops everything)", flush=True)
 
     return supervise(start, on_restart=recover)
 
 
-def recover_jobs() -> None:
-    """Queue again what a crash or a restart cut off; says so when there was anything."""
+def recover_jobs(after_crash: bool) -> None:
+    """Queue again what a crash or a restart cut off; says so when there was anything.
+
+    `after_crash` (no worker is running): also the jobs that were running. Otherwise only the queued jobs
+    the broker does not hold, however new (a job row is written before its message; a copy sent twice
+    is harmless, since a worker claims a job only from `queued`)."""
     from backend.services.job_recovery import requeue_lost_jobs
 
     try:
-        if count := requeue_lost_jobs(after_crash=True):
+        if count := requeue_lost_jobs(after_crash=after_crash, lost_after_s=0):
             print(f"LockN: queued {count} job(s) again that a restart had cut off.", flush=True)
     except Exception as exc:  # noqa: BLE001 - the broker may be restarting; the worker's sweeps retry
         print(f"LockN: could not check for lost jobs yet ({type(exc).__name__}); the worker will.", flush=True)

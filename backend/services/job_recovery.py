@@ -27,11 +27,11 @@ from backend.services.jobs import send_job
 LOST_AFTER_S = 60.0
 
 
-def requeue_lost_jobs(after_crash: bool = False) -> int:
-    """Send again every queued job the broker does not hold (and, `after_crash`, every running one);
-    returns how many were sent."""
+def requeue_lost_jobs(after_crash: bool = False, lost_after_s: float = LOST_AFTER_S) -> int:
+    """Send again every queued job older than `lost_after_s` the broker does not hold (and, `after_crash`,
+    every running one); returns how many were sent."""
     held = held_task_ids(get_redis(), sorted({DEFAULT_QUEUE, *ENGINE_QUEUES.values()}))
-    cutoff = utcnow() - timedelta(seconds=0 if after_crash else LOST_AFTER_S)
+    cutoff = utcnow() - timedelta(seconds=0 if after_crash else lost_after_s)
     statuses = ("queued", "running") if after_crash else ("queued",)
     with Session(get_engine(), expire_on_commit=False) as session:
         candidates = session.exec(select(Job).where(col(Job.status).in_(statuses), Job.created_at <= cutoff)).all()
