@@ -175,25 +175,39 @@ def revealed_key_dialog() -> rx.Component:
     )
 
 
+def usage_chart(title: str, data_key: str, name: str, height: int) -> rx.Component:
+    """One day-by-day bar chart of the usage panel; every chart shares the x-axis (the same 30 days) and
+    counts in whole numbers."""
+    return rx.vstack(
+        rx.text(title, size="2", color=rx.color("gray", 11)),
+        rx.recharts.bar_chart(
+            rx.recharts.bar(data_key=data_key, fill=rx.color("accent", 9), name=name),
+            rx.recharts.x_axis(data_key="day", interval="preserveStartEnd", min_tick_gap=16),
+            rx.recharts.y_axis(allow_decimals=False, width=56),
+            rx.recharts.graphing_tooltip(),
+            data=DashboardState.usage, width="100%", height=height, margin={"left": 0, "right": 8},
+        ),
+        width="100%", spacing="1",
+    )
+
+
 def usage_panel() -> rx.Component:
+    chooser = rx.select.root(
+        rx.select.trigger(aria_label="Usage of"),
+        rx.select.content(rx.foreach(DashboardState.key_choices,
+                                     lambda choice: rx.select.item(choice["label"], value=choice["value"]))),
+        value=DashboardState.chart_key, on_change=DashboardState.choose_chart, size="1",
+    )
+    empty = rx.callout("No usage in the last 30 days yet: requests with a key, and generations in the Studio, "
+                       "show here by day.", icon="info", color_scheme="gray", width="100%",
+                       data_testid="usage-empty")
     return panel(
         "Usage, last 30 days",
-        rx.select(DashboardState.key_choices, value=DashboardState.chart_key, on_change=DashboardState.choose_chart,
-                  size="1"),
-        rx.text("Requests per day", size="2", color=rx.color("gray", 11)),
-        rx.recharts.bar_chart(
-            rx.recharts.bar(data_key="requests", fill=rx.color("accent", 9), name="requests"),
-            rx.recharts.x_axis(data_key="day"), rx.recharts.y_axis(),
-            rx.recharts.graphing_tooltip(),
-            data=DashboardState.usage, width="100%", height=200,
-        ),
-        rx.text("Characters synthesized per day", size="2", color=rx.color("gray", 11)),
-        rx.recharts.line_chart(
-            rx.recharts.line(data_key="chars", stroke=rx.color("accent", 11), name="characters", dot=False),
-            rx.recharts.x_axis(data_key="day"), rx.recharts.y_axis(),
-            rx.recharts.graphing_tooltip(),
-            data=DashboardState.usage, width="100%", height=160,
-        ),
+        chooser,
+        rx.cond(DashboardState.usage_is_empty, empty, rx.fragment(
+            usage_chart("Requests per day", "requests", "requests", 200),
+            usage_chart("Characters synthesized per day", "chars", "characters", 160),
+        )),
         data_testid="usage-panel",
     )
 

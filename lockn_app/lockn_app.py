@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 import reflex as rx
 
 from backend.api import build_api
+from backend.api.loopback import redirect_loopback_browsers
+from backend.core.settings import get_settings
 from backend.core.log_masking import install_key_masking
 from backend.services.features import RouteTable
 from backend.services.keys import get_key_service
@@ -23,7 +25,8 @@ install_key_masking()
 api = build_api()
 
 app = rx.App(
-    api_transformer=api,
+    # The API around the pages; then the whole app sends browsers on 127.0.0.1 / [::1] to the public URL.
+    api_transformer=[api, redirect_loopback_browsers(get_settings().base_url)],
     head_components=[rx.el.link(rel="icon", href="/logo.svg", type="image/svg+xml")],
 )
 app.add_page(landing_page, route="/", title="LockN — self-hosted voice AI",

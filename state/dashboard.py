@@ -16,6 +16,7 @@ from backend.services.health import service_cards
 from backend.services.keys import (
     SCOPES, InvalidKeyRequest, KeyNotFound, KeySpec, KeyStatus, RateLimit, get_key_service,
 )
+from backend.services.studio_usage import STUDIO_SERIES, studio_series
 from state.auth import AuthState
 
 USAGE_DAYS = 30
@@ -27,7 +28,7 @@ def key_row(row: ApiKey, status: KeyStatus, month_requests: int, month_chars: in
     quota = f"{month_chars:,} / {row.quota_chars:,} chars" if row.quota_chars else ""
     quota_pct = str(min(100, round(100 * month_chars / row.quota_chars))) if row.quota_chars else "0"
     last_used = as_utc(row.last_used_at)
-    rate = f"{row.rate_limit_requests}/{row.rate_limit_window_s}s · {row.max_concurrent_jobs} at once"
+    rate = f"{RateLimit(row.rate_limit_requests, row.rate_limit_window_s).describe()} · {row.max_concurrent_jobs} at once"
     return {"id": row.id, "name": row.name, "start": row.start + "…", "env": row.env,
             "scopes": ", ".join(row.scopes), "rate": rate,
             "last_used": last_used.strftime("%Y-%m-%d %H:%M") if last_used else "never",
@@ -65,8 +66,14 @@ class DashboardState(AuthState):
         return list(SCOPES)
 
     @rx.var
-    def key_choices(self) -> list[str]:
-        return ["all"] + [k["id"] for k in self.keys]
+    def key_choices(self) -> list[dict[str, str]]:
+        """What the usage chart can show, by name: everything, the Studio, or one key."""
+        return [{"value": "all", "label": "All keys and the Studio"}, {"value": STUDIO_SERIES, "label": "Studio"}] + \
+            [{"value": k["id"], "label": f"{k['name']} ({k['start']})"} for k in self.keys]
+
+    @rx.var
+    def usage_is_empty(self) -> bool:
+        return not any(int(day["requests"]) for day in self.usage)
 
     @rx.event
     def load(self):  # type: ignore[no-untyped-def]
@@ -90,7 +97,7 @@ class DashboardState(AuthState):
         service.usage.flush()  # the dashboard shows usage up to this moment
         overview = service.overview(owner, USAGE_DAYS)
         self.keys = [key_row(key, overview.statuses[key.id], *overview.month[key.id]) for key in overview.keys]
-        self._usage_by_key = overview.series
+        self._usage_by_key = {**overview.series, STUDIO_SERIES: studio_series(owner, USAGE_DAYS)}
         self._set_usage()
         return True
 

@@ -16,6 +16,7 @@ import reflex as rx
 from backend.media.codecs import FORMATS
 from backend.services import voices as voice_library
 from backend.services.admission import Overloaded, TooFast, TooManyConcurrent
+from backend.services.studio_usage import StudioQuotaReached
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_audio import follow_job
 from backend.services.jobs import (
@@ -170,7 +171,7 @@ class StudioState(AuthState):
             self.error, self.audio_url, self.result_info, self.progress = "", "", "", 0.0
             try:
                 job = enqueue_synthesis(owner, self.text, self.voice_id, self.fmt, self.speed)
-            except (InvalidJobRequest, TooManyConcurrent, TooFast, Overloaded) as exc:
+            except (InvalidJobRequest, TooManyConcurrent, TooFast, Overloaded, StudioQuotaReached) as exc:
                 self.error = str(exc)
                 return None
             except ServiceUnavailable as exc:

@@ -90,3 +90,35 @@ def test_a_studio_user_has_a_rate_limit_and_a_concurrent_cap(worker, key_service
     with pytest.raises(TooFast, match="try again in"):
         enqueue_synthesis("auth0|tabs", "Tab four, too fast.", VOICE)
     assert jobs_recorded() == 2
+
+
+def test_a_studio_quota_holds_under_concurrent_tabs_and_usage_is_the_users(worker, monkeypatch) -> None:
+    """Ten tabs racing for a 50-character monthly Studio quota with 10-character texts: exactly five fit.
+    The generations are the user's usage (the dashboard's "Studio" series), another user's are not."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backend.services.jobs import enqueue_synthesis
+    from backend.services.studio_usage import StudioQuotaReached, studio_daily_usage, studio_month_chars
+    from backend.core.models import utcnow
+
+    monkeypatch.setenv("LOCKN_STUDIO_QUOTA_CHARS", "50")
+    monkeypatch.setenv("LOCKN_STUDIO_RATE_LIMIT", "1000/minute")
+    monkeypatch.setenv("LOCKN_STUDIO_MAX_CONCURRENT_JOBS", "100")
+    get_settings.cache_clear()
+    enqueue_synthesis("auth0|other", "Not yours.", VOICE)
+
+    def tab(number: int) -> str:
+        try:
+            enqueue_synthesis("auth0|quota", f"Tab no. {number:02d}", VOICE)  # ten characters each
+            return "queued"
+        except StudioQuotaReached as exc:
+            assert "monthly Studio quota of 50 characters" in str(exc)
+            return "refused"
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        outcomes = list(pool.map(tab, range(10)))
+    assert sorted(outcomes) == ["queued"] * 5 + ["refused"] * 5
+    assert studio_month_chars("auth0|quota") == 50
+    today = studio_daily_usage("auth0|quota", utcnow().date())
+    assert [(day.requests, day.chars) for day in today] == [(5, 50)]
+    assert jobs_recorded() == 6

@@ -15,6 +15,7 @@ from backend.api.auth import rejection, require_key, require_reader
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.services import voices as voice_library
 from backend.services.admission import Overloaded, TooFast, TooManyConcurrent
+from backend.services.studio_usage import StudioQuotaReached
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_audio import JobFailed, finished_audio
 from backend.services.jobs import (
@@ -62,6 +63,8 @@ def voice_errors(openai_statuses: bool = False) -> Iterator[None]:
         raise ApiError(500, "synthesis_failed", str(exc)) from None
     except KeyRejected as exc:  # the key's quota, checked again as its characters are reserved
         raise rejection(exc) from None
+    except StudioQuotaReached as exc:  # a signed-in user without a key (the Studio's session)
+        raise ApiError(429, "quota_exceeded", str(exc)) from None
     except TooFast as exc:
         raise ApiError(429, "rate_limited", str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
     except TooManyConcurrent as exc:

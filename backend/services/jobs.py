@@ -35,6 +35,7 @@ from backend.services.errors import ServiceUnavailable
 from backend.services.job_reaper import is_stalled, reap_stalled_jobs
 from backend.services.keys import VerifiedKey, get_key_service
 from backend.services.pagination import BadCursor, newest_first
+from backend.services.studio_usage import refund_studio_chars, reserve_studio_chars
 from backend.services.voices import CLONED_PREFIX, VoiceNotFound, get_cloned_voice, live_engines, live_voices
 
 MAX_TEXT_CHARS = 4096
@@ -139,6 +140,7 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
        (or the Studio user's) concurrent jobs (`TooManyConcurrent`);
     2. with `key`, the characters are reserved on its monthly quota (`KeyRejected` when they do not fit)
        and counted in its usage, and so are a cache hit's audio seconds (the worker counts the rest);
+       without, on the Studio user's monthly quota (`StudioQuotaReached`; the job row is their usage record);
     3. the row is written and the message sent.
     """
     engine, version = validate_request(owner, text, voice, fmt, speed)
@@ -155,7 +157,10 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
             undo.callback(release, holder, job.id)
         if key is not None:
             _broker_call(get_key_service().reserve_chars, key, len(text))
-            undo.callback(_refund, key, len(text))
+            undo.callback(_refund, get_key_service().refund_chars, key, len(text))
+        else:
+            _broker_call(reserve_studio_chars, owner, len(text))
+            undo.callback(_refund, refund_studio_chars, owner, len(text))
         _record_and_send(job, hit)
         undo.pop_all()  # queued (or answered): keep the slot and the reservation
     return job
@@ -174,9 +179,9 @@ def _broker_call(function: Callable[..., None], *args: object) -> None:
         raise ServiceUnavailable(QUEUE_UNREACHABLE) from exc
 
 
-def _refund(key: VerifiedKey, chars: int) -> None:
+def _refund(refund: Callable[..., None], *args: object) -> None:
     try:
-        get_key_service().refund_chars(key, chars)
+        refund(*args)
     except redis.RedisError:
         pass  # the broker is down: the reservation stays, erring on the quota's side
 

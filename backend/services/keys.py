@@ -28,7 +28,7 @@ from backend.services.pagination import BadCursor, newest_first
 from backend.services.quota import QuotaExceeded, QuotaLedger
 from backend.core.key_format import KEY_ENVS, KeyEnv, digest_key, display_start, generate_key, parse_key
 from backend.services.rate_limit import InProcessRateLimiter, RateDecision, RateLimiter, RedisRateLimiter
-from backend.services.usage import UsageRecorder
+from backend.services.usage import UsageRecorder, daily_series
 from backend.core.settings import Settings, get_settings
 
 #: Every scope a key can hold, with what it allows (shown in the API docs and the dashboard).
@@ -120,6 +120,12 @@ class RateLimit:
             raise InvalidKeyRequest(f"rate limit {text!r} is not like 60/minute, 10/second or 1000/hour",
                                     "rate_limit") from None
 
+    def describe(self) -> str:
+        """As a person writes it (and `parse` reads it): `60/minute`, `10/second`, or `120/30s`."""
+        named = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
+        return f"{self.requests}/{named[self.window_s]}" if self.window_s in named else \
+            f"{self.requests}/{self.window_s}s"
+
     def validated(self) -> RateLimit:
         if not 1 <= self.requests <= 1_000_000 or not 1 <= self.window_s <= 86_400:
             raise InvalidKeyRequest("rate limit must be 1–1,000,000 requests per 1 s–1 day window", "rate_limit")
@@ -136,7 +142,6 @@ class KeySpec:
     rate_limit: RateLimit = RateLimit()
     quota_chars: int | None = None
     expires_at: datetime | None = None
-    max_concurrent_jobs: int = DEFAULT_MAX_CONCURRENT_JOBS
     max_concurrent_jobs: int = DEFAULT_MAX_CONCURRENT_JOBS
 
 
@@ -185,18 +190,6 @@ def key_status(row: ApiKey, replaced: bool, now: datetime | None = None) -> KeyS
     if expires_at is not None and expires_at <= now:
         return "expired"
     return "in_grace" if replaced else "active"
-
-
-def _daily_series(first: date, days: int, rows: list[KeyUsage]) -> list[dict]:
-    """One entry per day from `first`, `days` long, oldest first; a day without a row is all zeros."""
-    by_day = {row.day: row for row in rows}
-    series = []
-    for day in (first + timedelta(days=offset) for offset in range(days)):
-        row = by_day.get(day)
-        series.append({"day": day.isoformat(), "requests": row.requests if row else 0,
-                       "chars": row.chars if row else 0, "audio_seconds": row.audio_seconds if row else 0.0,
-                       "errors": row.errors if row else 0})
-    return series
 
 
 class KeyService:
@@ -412,7 +405,7 @@ class KeyService:
                                                        KeyUsage.day >= min(first, month_start))).all() if keys else []
         month = {key.id: (sum(r.requests for r in rows if r.key_id == key.id and r.day >= month_start),
                           sum(r.chars for r in rows if r.key_id == key.id and r.day >= month_start)) for key in keys}
-        series = {key.id: _daily_series(first, days, [r for r in rows if r.key_id == key.id]) for key in keys}
+        series = {key.id: daily_series(first, days, [r for r in rows if r.key_id == key.id]) for key in keys}
         return KeyOverview(keys, statuses, series, month)
 
     def _usage_totals(self, session: Session, key_ids: list[str]) -> dict[str, dict[str, float]]:
@@ -483,7 +476,7 @@ class KeyService:
         first = today - timedelta(days=days - 1)
         with Session(self.engine) as session:
             rows = list(session.exec(select(KeyUsage).where(KeyUsage.key_id == key_id, KeyUsage.day >= first)))
-        return _daily_series(first, days, rows)
+        return daily_series(first, days, rows)
 
     def owner_of(self, key_id: str) -> str:
         """Administrative lookup for the CLI only; never used on a request path."""

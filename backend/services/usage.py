@@ -14,7 +14,8 @@ import logging
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import Engine, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -125,3 +126,25 @@ class UsageRecorder:
             self.flush()
         except Exception:  # noqa: BLE001
             logger.error("usage could not be written at shutdown")
+
+
+class DayOfUsage(Protocol):
+    """A day's counts, from `key_usage` or from the Studio's jobs (`studio_usage.DailyUsage`)."""
+
+    day: date
+    requests: int
+    chars: int
+    audio_seconds: float
+    errors: int
+
+
+def daily_series(first: date, days: int, rows: list[DayOfUsage]) -> list[dict]:
+    """One entry per day from `first`, `days` long, oldest first; a day without a row is all zeros."""
+    by_day = {row.day: row for row in rows}
+    series = []
+    for day in (first + timedelta(days=offset) for offset in range(days)):
+        row = by_day.get(day)
+        series.append({"day": day.isoformat(), "requests": row.requests if row else 0,
+                       "chars": row.chars if row else 0, "audio_seconds": row.audio_seconds if row else 0.0,
+                       "errors": row.errors if row else 0})
+    return series
