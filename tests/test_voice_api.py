@@ -197,6 +197,50 @@ def test_sdk_speech_in_every_format(app: TestClient, alice: str, fmt: str) -> No
     assert 0.5 < len(samples) / rate < 3.0 and float(np.abs(samples).max()) > 0.05
 
 
+#: One frame of each lossy codec at the rates Piper speaks at (MP3 1152 samples, AAC 1024, Opus 20 ms) and a
+#: little for the encoder's priming: how far a cached answer's length may be from the streamed one's.
+ONE_FRAME_S = {"mp3": 0.06, "aac": 0.05, "opus": 0.03, "wav": 0.001, "flac": 0.001, "pcm": 0.001}
+
+
+def heard(data: bytes, fmt: str) -> tuple[int, float, float, float]:
+    """(rate, seconds, kbit/s, peak) of an answer, as a player would decode it."""
+    if fmt == "pcm":
+        samples, rate = np.frombuffer(data, "<i2").astype(np.float32) / 32768, 22050
+    else:
+        import av
+
+        with av.open(io.BytesIO(data)) as container:
+            stream = container.streams.audio[0]
+            rate = stream.rate
+            samples = np.concatenate([frame.to_ndarray().reshape(-1) for frame in container.decode(stream)])
+        if np.issubdtype(samples.dtype, np.integer):  # WAV and FLAC decode to 16-bit integers
+            samples = samples.astype(np.float32) / 32768
+    seconds = len(samples) / rate
+    return rate, seconds, len(data) * 8 / seconds / 1000, float(np.abs(samples).max())
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "wav", "flac", "pcm"])
+def test_a_cached_answer_sounds_like_the_fresh_one(app: TestClient, alice: str, fmt: str) -> None:
+    """The first answer is streamed as it is spoken; the same request again comes from the cached file.
+    Both must have the same rate, bit rate and length (within one frame), and neither may clip."""
+    request = {"model": "tts-1", "voice": "alloy", "response_format": fmt,
+               "input": "Loud and clear! Every answer should sound the same, fresh or cached."}
+    fresh = app.post("/v1/audio/speech", headers=auth(alice), json=request)
+    newest = app.get("/api/voice/jobs?limit=1", headers=auth(alice)).json()["data"][0]
+    wait_done(app, alice, newest["id"])  # the stream ends once spoken; its file is stored a moment later
+    cached = app.post("/v1/audio/speech", headers=auth(alice), json=request)
+    assert app.get("/api/voice/jobs?limit=1", headers=auth(alice)).json()["data"][0]["engine_time_s"] == 0.0
+    assert fresh.status_code == cached.status_code == 200
+    (rate, seconds, kbps, peak), (cached_rate, cached_seconds, cached_kbps, cached_peak) = \
+        heard(fresh.content, fmt), heard(cached.content, fmt)
+    assert cached_rate == rate
+    assert abs(cached_seconds - seconds) <= ONE_FRAME_S[fmt], (seconds, cached_seconds)
+    assert abs(cached_kbps - kbps) <= 0.1 * kbps, (kbps, cached_kbps)
+    print(f"{fmt}: {rate} Hz, {seconds:.3f} s vs {cached_seconds:.3f} s, {kbps:.1f} vs {cached_kbps:.1f} kbit/s, "
+          f"peak {peak:.3f} vs {cached_peak:.3f}")
+    assert peak <= 1.0 and cached_peak <= 1.0, (peak, cached_peak)
+
+
 def test_sdk_streaming_response(app: TestClient, alice: str) -> None:
     text = "First sentence streams early. The second follows. And a third one ends it."
     with sdk(app, alice).audio.speech.with_streaming_response.create(

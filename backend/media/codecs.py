@@ -89,29 +89,23 @@ def encode(pcm: np.ndarray, sample_rate: int, fmt: str, *, normalize: bool = Fal
         samples = normalize_loudness(samples)
     if fmt == "pcm":
         return (samples * 32767).astype("<i2").tobytes()
-    if fmt == "aac":
-        return _encode_with_pyav(samples, sample_rate, "adts", "aac")
-    if fmt == "opus":
-        rate = next((r for r in OPUS_RATES if r >= sample_rate), OPUS_RATES[-1])
-        samples, sample_rate = resample(samples, sample_rate, rate), rate
-    container, subtype = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"),
-                          "opus": ("OGG", "OPUS")}[fmt]
+    if fmt in StreamEncoder.CODECS:
+        # The very encoder (codec, bit rate) a streamed answer uses: a file answered later from the cache
+        # sounds, weighs and lasts the same as the stream that was first heard.
+        encoder = StreamEncoder(fmt, sample_rate)
+        return encoder.header() + encoder.encode(samples) + encoder.finish()
+    container, subtype = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16")}[fmt]
     buffer = io.BytesIO()
     sf.write(buffer, samples, sample_rate, format=container, subtype=subtype)
     return buffer.getvalue()
 
 
-def _encode_with_pyav(samples: np.ndarray, sample_rate: int, container: str, codec: str) -> bytes:
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format=container) as output:
-        stream = output.add_stream(codec, rate=sample_rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout="mono")
-        frame.sample_rate = sample_rate
-        for packet in stream.encode(frame):
-            output.mux(packet)
-        for packet in stream.encode(None):
-            output.mux(packet)
-    return buffer.getvalue()
+def limit_peak(pcm: np.ndarray, ceiling_dbfs: float = PEAK_CEILING_DBFS) -> np.ndarray:
+    """`pcm` scaled down so its peak is at most `ceiling_dbfs`: headroom for lossy codecs, whose decoded
+    waveform overshoots the input's (an MP3 of audio peaking at full scale decodes past 1.0 and clips)."""
+    ceiling = 10 ** (ceiling_dbfs / 20)
+    peak = float(np.max(np.abs(pcm))) if pcm.size else 0.0
+    return (pcm * (ceiling / peak)).astype(np.float32) if peak > ceiling else pcm
 
 
 class AudioTooLong(AudioDecodeError):
@@ -187,8 +181,9 @@ class StreamEncoder:
     `STREAMABLE` says which formats are.
     """
 
-    _CODECS = {"mp3": ("mp3", "libmp3lame", {"write_xing": "0", "id3v2_version": "0"}),
-               "aac": ("adts", "aac", {}), "opus": ("ogg", "libopus", {})}
+    #: format → (container, codec, container options, bit rate): constant bit rates sized for speech.
+    CODECS = {"mp3": ("mp3", "libmp3lame", {"write_xing": "0", "id3v2_version": "0"}, 64_000),
+              "aac": ("adts", "aac", {}, 64_000), "opus": ("ogg", "libopus", {}, 32_000)}
 
     def __init__(self, fmt: str, sample_rate: int) -> None:
         if fmt not in STREAMABLE:
@@ -198,10 +193,13 @@ class StreamEncoder:
         self._sent = 0
         self._buffer = io.BytesIO()
         self._container = None
-        if fmt in self._CODECS:
-            container, codec, options = self._CODECS[fmt]
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate) \
+            if self.rate != sample_rate else None
+        if fmt in self.CODECS:
+            container, codec, options, bit_rate = self.CODECS[fmt]
             self._container = av.open(self._buffer, mode="w", format=container, options=options)
             self._stream = self._container.add_stream(codec, rate=self.rate, layout="mono")
+            self._stream.bit_rate = bit_rate
             self._pts = 0
 
     def header(self) -> bytes:
@@ -210,25 +208,41 @@ class StreamEncoder:
         return b""
 
     def encode(self, pcm: np.ndarray) -> bytes:
-        samples = as_float_mono(pcm)
-        if self.rate != self.source_rate:
-            samples = resample(samples, self.source_rate, self.rate)
+        samples = self._resampled(as_float_mono(pcm))
         if self._container is None:  # wav, pcm
             return (samples * 32767).astype("<i2").tobytes()
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout="mono")
-        frame.sample_rate, frame.pts = self.rate, self._pts
-        self._pts += samples.size
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+        self._encode_samples(samples)
         return self._drain()
 
     def finish(self) -> bytes:
         if self._container is None:
             return b""
+        tail = self._resampled(None) if self._resampler is not None else np.zeros(0, np.float32)
+        self._encode_samples(tail)
         for packet in self._stream.encode(None):
             self._container.mux(packet)
         self._container.close()
         return self._drain()
+
+    def _resampled(self, samples: np.ndarray | None) -> np.ndarray:
+        """Through one resampler for the whole stream (None flushes it): chunks resampled one by one would
+        each gain or lose a few samples at their edges, and a stream would not last as long as its file."""
+        if self._resampler is None:
+            return samples if samples is not None else np.zeros(0, np.float32)
+        frame = None
+        if samples is not None:
+            frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout="mono")
+            frame.sample_rate = self.source_rate
+        out = [piece.to_ndarray().reshape(-1) for piece in self._resampler.resample(frame)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+    def _encode_samples(self, samples: np.ndarray) -> None:
+        if samples.size:
+            frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout="mono")
+            frame.sample_rate, frame.pts = self.rate, self._pts
+            self._pts += samples.size
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
 
     def _drain(self) -> bytes:
         data = self._buffer.getvalue()[self._sent:]

@@ -24,7 +24,7 @@ from sqlmodel import Session
 from backend.core.db import get_engine
 from backend.core.models import Job, utcnow
 from backend.core.settings import get_settings
-from backend.media.codecs import FORMATS, encode
+from backend.media.codecs import FORMATS, encode, limit_peak
 from backend.media.engine import Engine, ReferenceVoice, SynthesisError, SynthesisOptions, split_sentences
 from backend.media.live_publisher import live_publisher
 from backend.media.live_stream import publish_chunk, publish_end, publish_progress, publish_spoken, reset_stream
@@ -137,9 +137,9 @@ def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> np.ndarray:
     done, last_write = 0, 0.0
     for index, sentence in enumerate(sentences):
         spoken = list(engine.synthesize(sentence, voice, SynthesisOptions(speed=job.speed)))
-        chunks += spoken
-        if spoken:
-            live_publisher.publish(publish_chunk, job.id, np.concatenate(spoken), rate)
+        if spoken:  # limited here, once: the live stream and the stored file carry the very same samples
+            chunks.append(limit_peak(np.concatenate(spoken)))
+            live_publisher.publish(publish_chunk, job.id, chunks[-1], rate)
         done += len(sentence)
         # Progress (and cancellation) at most every PROGRESS_INTERVAL_S, never after the last sentence:
         # the `succeeded` row follows at once. Each write costs the engine CPU time it would rather have.
