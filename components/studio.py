@@ -38,8 +38,11 @@ def library_panel() -> rx.Component:
         "Voice library",
         rx.input(placeholder="Search voices", value=StudioState.search, on_change=StudioState.set_search,
                  width="100%"),
-        rx.grid(rx.foreach(StudioState.filtered_voices, voice_card),
-                columns=rx.breakpoints(initial="1", sm="2", md="3"), spacing="3", width="100%"),
+        rx.cond(StudioState.filtered_voices.length() > 0,
+                rx.grid(rx.foreach(StudioState.filtered_voices, voice_card),
+                        columns=rx.breakpoints(initial="1", sm="2", md="3"), spacing="3", width="100%"),
+                rx.text("No voice matches “" + StudioState.search + "”: try a name or a language such as en-US.",
+                        size="2", color=rx.color("gray", 11), data_testid="no-voice-match")),
         rx.cond(StudioState.notice != "", rx.callout(StudioState.notice, icon="info", color_scheme="amber")),
     )
 
@@ -52,8 +55,12 @@ def generate_panel() -> rx.Component:
                      rows="5", width="100%", max_length=MAX_TEXT_CHARS, data_testid="studio-text"),
         rx.text(StudioState.char_count, size="1", color=rx.color("gray", 11), align="right", width="100%"),
         rx.flex(
-            rx.select(StudioState.voice_options, value=StudioState.voice_id, on_change=StudioState.set_voice,
-                      data_testid="voice-select"),
+            rx.select.root(
+                rx.select.trigger(aria_label="Voice", data_testid="voice-select"),
+                rx.select.content(rx.foreach(StudioState.voice_options,
+                                             lambda choice: rx.select.item(choice["label"], value=choice["value"]))),
+                value=StudioState.voice_id, on_change=StudioState.set_voice,
+            ),
             rx.select(STUDIO_FORMATS, value=StudioState.fmt, on_change=StudioState.set_fmt,
                       data_testid="format-select"),
             rx.hstack(rx.text("Speed", size="2"),
@@ -77,8 +84,8 @@ def generate_panel() -> rx.Component:
         rx.cond(StudioState.error != "", rx.callout(StudioState.error, color_scheme="red", icon="triangle_alert",
                                                     width="100%", data_testid="studio-error")),
         rx.cond(StudioState.audio_url != "", rx.vstack(
-            rx.el.audio(src=StudioState.audio_url, controls=True, preload="auto", data_testid="player",
-                        style={"width": "100%"}),
+            rx.el.audio(src=StudioState.audio_url, controls=True, preload="auto", auto_play=True,
+                        data_testid="player", style={"width": "100%"}),
             rx.hstack(rx.link(rx.button(rx.icon("download", size=16), "Download", variant="soft"),
                               href=StudioState.audio_url, download=True, data_testid="download",
                               reload_document=True),
@@ -131,23 +138,43 @@ def clone_panel() -> rx.Component:
     )
 
 
+def confirm_delete_generation(item: rx.Var[dict[str, str]]) -> rx.Component:
+    """Deleting a generation removes its audio for good: ask first, as key revocation and voice deletion do."""
+    return rx.alert_dialog.root(
+        rx.alert_dialog.trigger(rx.button("Delete", size="1", variant="ghost", color_scheme="red",
+                                          data_testid="delete-generation")),
+        rx.alert_dialog.content(
+            rx.alert_dialog.title("Delete this generation?"),
+            rx.alert_dialog.description("“" + item["snippet"] + "” and its audio are deleted for good."),
+            rx.flex(
+                rx.alert_dialog.cancel(rx.button("Keep it", variant="soft", color_scheme="gray")),
+                rx.alert_dialog.action(rx.button("Delete", color_scheme="red", data_testid="confirm-delete",
+                                                 on_click=StudioState.delete_generation(item["id"]))),
+                spacing="3", justify="end", margin_top="1rem",
+            ),
+        ),
+    )
+
+
 def history_row(item: rx.Var[dict[str, str]]) -> rx.Component:
     return rx.card(
         rx.flex(
             rx.vstack(rx.text(item["snippet"], size="2"),
                       rx.text(item["voice"] + " · " + item["format"] + " · " + item["when"] + " · " + item["duration"],
-                              size="1", color=rx.color("gray", 11)), spacing="1", flex="1", min_width="0"),
+                              size="1", color=rx.color("gray", 11)), spacing="1", flex="1", min_width="0",
+                      width=rx.breakpoints(initial="100%", sm="auto")),
             rx.hstack(
                 rx.cond(item["url"] != "", rx.fragment(
-                    rx.button("Replay", size="1", variant="soft", on_click=StudioState.replay(item["id"], item["url"]),
+                    rx.button("Replay", size="1", variant="soft", on_click=StudioState.replay(item),
                               data_testid="replay"),
                     rx.link(rx.button("Download", size="1", variant="soft"), href=item["url"], download=True,
                             reload_document=True)),
                     rx.badge(item["status"], variant="soft")),
-                rx.button("Delete", size="1", variant="ghost", color_scheme="red",
-                          on_click=StudioState.delete_generation(item["id"])),
+                confirm_delete_generation(item),
                 spacing="2"),
-            gap="3", wrap="wrap", align="center", width="100%",
+            direction=rx.breakpoints(initial="column", sm="row"), gap="3", align=rx.breakpoints(initial="start",
+                                                                                               sm="center"),
+            width="100%",
         ),
         width="100%", data_testid="history-row",
     )

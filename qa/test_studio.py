@@ -78,7 +78,22 @@ def test_generate_wav_and_mp3_with_progress_player_and_download(open_page) -> No
     expect(rows).to_have_count(2)
     rows.nth(1).get_by_test_id("replay").click()
     expect(page.get_by_test_id("player")).to_have_attribute("src", re.compile(r"/api/voice/jobs/job_.*/audio"))
+    page.wait_for_function("() => { const a = document.querySelector('audio[data-testid=player]');"
+                           " return a && !a.paused && a.currentTime > 0; }", timeout=15000)  # Replay plays
+    expect(page.get_by_test_id("progress-label")).to_have_text("succeeded · 100 %")
+    expect(page.get_by_test_id("voice-select")).to_have_text("Joe (Piper, en-US, medium)")  # names, not ids
     assert audio_duration(page) > 20
+
+    rows.nth(0).get_by_test_id("delete-generation").click()  # asks first; keeping it keeps it
+    expect(page.get_by_role("alertdialog")).to_contain_text("Delete this generation?")
+    page.get_by_role("button", name="Keep it").click()
+    expect(rows).to_have_count(2)
+    rows.nth(0).get_by_test_id("delete-generation").click()
+    page.get_by_test_id("confirm-delete").click()
+    expect(rows).to_have_count(1)
+
+    page.get_by_placeholder("Search voices").fill("klingon")
+    expect(page.get_by_test_id("no-voice-match")).to_contain_text("No voice matches")
     assert page.console_errors == []
 
 
@@ -137,4 +152,6 @@ def test_studio_screenshots_idle_and_generating(open_page, viewport: str) -> Non
     page.wait_for_timeout(300)
     save_screenshot(page, f"studio-{viewport}-generating")
     expect(page.get_by_test_id("player")).to_be_attached(timeout=60000)
+    expect(page.get_by_test_id("history-row")).to_have_count(1)
+    save_screenshot(page, f"studio-{viewport}-done")
     assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0

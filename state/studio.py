@@ -28,6 +28,14 @@ from state.auth import AuthState
 STUDIO_FORMATS = ["wav", "mp3", "flac", "opus"]
 HISTORY_PAGE = 10
 WAVEFORM_BARS = 60
+
+
+def play_from_start(url: str) -> str:
+    """JavaScript that plays the Studio's player from the start once it holds `url` (the page renders the new
+    source a moment after the state changes; a click is what lets a browser play sound)."""
+    return ("(function play(tries){const p=document.querySelector('audio[data-testid=player]');"
+            f"if(p&&p.getAttribute('src')==={url!r}){{p.currentTime=0;p.play().catch(()=>{{}});}}"
+            "else if(tries<50){setTimeout(()=>play(tries+1),100);}})(0)")
 #: Where an operator learns to add a cloning engine (the README ships with every LockN install).
 FISH_README = "README.md, section “Add a GPU worker”"
 
@@ -82,8 +90,9 @@ class StudioState(AuthState):
         return [v for v in self.voices if not needle or needle in (v["name"] + " " + v["language"]).lower()]
 
     @rx.var
-    def voice_options(self) -> list[str]:
-        return [v["id"] for v in self.voices]
+    def voice_options(self) -> list[dict[str, str]]:
+        """The picker's choices: a voice's name shown, its id sent."""
+        return [{"value": v["id"], "label": v["name"]} for v in self.voices]
 
     # ----- loading ---------------------------------------------------------------------------------
 
@@ -115,7 +124,8 @@ class StudioState(AuthState):
             return
         jobs, next_cursor = list_jobs(owner, HISTORY_PAGE, cursor)
         names = {v["id"]: v["name"] for v in self.voices}
-        rows = [{"id": j.id, "snippet": j.text if len(j.text) <= 60 else j.text[:57] + "…", "voice": names.get(j.voice, j.voice),
+        rows = [{"id": j.id, "snippet": j.text if len(j.text) <= 60 else j.text[:57] + "…", "voice_id": j.voice,
+                 "voice": names.get(j.voice, j.voice),
                  "format": j.format.upper(), "when": j.created_at.strftime("%Y-%m-%d %H:%M"), "status": j.status,
                  "duration": f"{j.duration_s:.1f} s" if j.duration_s else "",
                  "url": f"/api/voice/jobs/{j.id}/audio" if j.status == "succeeded" else ""} for j in jobs]
@@ -210,9 +220,14 @@ class StudioState(AuthState):
         return None
 
     @rx.event
-    def replay(self, job_id: str, url: str) -> None:
-        self.job_id, self.job_status, self.audio_url, self.error = job_id, "succeeded", url, ""
-        self.result_info = "from your history"
+    def replay(self, item: dict[str, str]):  # type: ignore[no-untyped-def]
+        """Put a past generation back in the player, with its voice and format chosen again, and play it."""
+        self.job_id, self.job_status, self.audio_url, self.error = item["id"], "succeeded", item["url"], ""
+        self.progress, self.result_info = 100.0, f"{item['duration']} of audio, from your history"
+        if item["voice_id"] in {v["id"] for v in self.voices}:
+            self.voice_id = item["voice_id"]
+        self.fmt = item["format"].lower() if item["format"].lower() in STUDIO_FORMATS else self.fmt
+        return rx.call_script(play_from_start(item["url"]))
 
     @rx.event
     def delete_generation(self, job_id: str):  # type: ignore[no-untyped-def]
@@ -225,7 +240,7 @@ class StudioState(AuthState):
             pass
         if self.job_id == job_id:
             self.audio_url, self.result_info = "", ""
-        self._refresh_history()
+        self.history = [row for row in self.history if row["id"] != job_id]  # older pages stay shown
         return None
 
     # ----- cloning ----------------------------------------------------------------------------------

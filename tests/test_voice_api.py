@@ -13,7 +13,11 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 from openai import OpenAI
 
+from sqlmodel import Session, func, select
+
 from backend.api import build_api
+from backend.core.db import get_engine
+from backend.core.models import Job
 from backend.services.keys import KeySpec, RateLimit
 from backend.services.openai_compat import OPENAI_VOICES, voice_map
 from backend.media.codecs import decode
@@ -87,6 +91,19 @@ def test_voice_library_and_cloning_belong_to_their_owner(app: TestClient, alice:
     assert app.delete(f"/api/voice/voices/{VOICE}", headers=auth(alice)).status_code == 403
     assert app.delete(f"/api/voice/voices/{cloned['id']}", headers=auth(alice)).status_code == 204
     assert app.get(cloned["sample_url"], headers=auth(alice)).status_code == 404
+
+
+def test_a_builtin_sample_is_made_once_for_everyone_and_is_nobodys_history(app: TestClient, alice: str,
+                                                                           bob: str) -> None:
+    sample_url = app.get("/api/voice/voices", headers=auth(alice)).json()["data"][0]["sample_url"]
+    first = app.get(sample_url, headers=auth(alice))
+    assert first.status_code == 200 and first.headers["content-type"] == "audio/mpeg"
+    again, other = app.get(sample_url, headers=auth(alice)), app.get(sample_url, headers=auth(bob))
+    assert again.content == other.content == first.content, "one sample per voice, for everyone"
+    for key in (alice, bob):
+        assert app.get("/api/voice/jobs", headers=auth(key)).json()["data"] == [], "never in anyone's history"
+    with Session(get_engine()) as session:
+        assert session.exec(select(func.count()).select_from(Job)).one() == 1, "made once, played three times"
 
 
 @pytest.mark.parametrize(("audio", "transcript", "status", "words"), [

@@ -19,7 +19,8 @@ from backend.services.studio_usage import StudioQuotaReached
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_audio import JobFailed, finished_audio
 from backend.services.jobs import (
-    MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, JobStatus, cancel_job, enqueue_synthesis, job_status, list_jobs,
+    MAX_TEXT_CHARS, SAMPLE_OWNER, InvalidJobRequest, JobNotFound, JobStatus, cancel_job, enqueue_synthesis, job_status,
+    list_jobs, voice_sample_job,
 )
 from backend.services.keys import KeyRejected, VerifiedKey
 from backend.media.codecs import FORMATS, FormatName
@@ -30,7 +31,6 @@ ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
 WriteKey = Annotated[VerifiedKey, Depends(require_key("tts:write"))]
 #: Key or signed-in browser, for what an `<audio>` element or a download link loads.
 Reader = Annotated[str, Depends(require_reader("tts:read"))]
-SAMPLE_TEXT = "Hello! This is how I sound when I read your text aloud."
 
 
 #: The service's field names as OpenAI's speech request names them.
@@ -116,13 +116,14 @@ def delete_voice(voice_id: str, key: WriteKey) -> Response:
 
 @router.get("/voices/{voice_id}/sample", summary="A short sample of the voice")
 async def voice_sample(voice_id: str, owner: Reader) -> FileResponse:
-    """A cloned voice's sample is its reference clip; a built-in voice reads a fixed sentence (cached)."""
+    """A cloned voice's sample is its reference clip; a built-in voice reads a fixed sentence, made once for
+    everyone (never a job in your history)."""
     with voice_errors():
         if voice_id.startswith(voice_library.CLONED_PREFIX):
             await asyncio.to_thread(voice_library.get_cloned_voice, owner, voice_id)
             return FileResponse(voice_library.reference_path(voice_id), media_type="audio/wav")
-        job = await asyncio.to_thread(enqueue_synthesis, owner, SAMPLE_TEXT, voice_id, "mp3")
-        _, path = await finished_audio(job.id, owner)
+        job = await asyncio.to_thread(voice_sample_job, voice_id)
+        _, path = await finished_audio(job.id, SAMPLE_OWNER)
     return FileResponse(path, media_type=FORMATS["mp3"].content_type)
 
 

@@ -166,6 +166,29 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
     return job
 
 
+#: What a built-in voice says in the library, and who owns the job that says it: LockN itself, so a sample is
+#: made once per voice (and engine version) for everyone, and is never anyone's history, usage or quota.
+SAMPLE_TEXT = "Hello! This is how I sound when I read your text aloud."
+SAMPLE_OWNER = "lockn|voice-samples"
+
+
+def voice_sample_job(voice: str) -> Job:
+    """The job whose MP3 is the built-in `voice`'s library sample: the one already made, or a new one queued.
+
+    No per-user limits apply (there are as many samples as voices, each made once); the queue's room does.
+    Two first plays at once may both queue one; either answers, and later plays find the newest."""
+    engine, version = validate_request(SAMPLE_OWNER, SAMPLE_TEXT, voice, "mp3", 1.0)
+    address = cache_key(SAMPLE_OWNER, SAMPLE_TEXT, voice, "mp3", 1.0, version)
+    made = _cached_job(address, SAMPLE_OWNER)
+    if made is not None:
+        return made
+    job = Job(id="job_" + secrets.token_hex(10), owner=SAMPLE_OWNER, voice_id=voice, engine=engine, text=SAMPLE_TEXT,
+              text_chars=len(SAMPLE_TEXT), format="mp3", speed=1.0, cache_key=address)
+    _broker_call(check_queue_room, engine)
+    _record_and_send(job, None)
+    return job
+
+
 def _admit(job: Job, holder: str, cap: int) -> None:
     check_queue_room(job.engine)
     acquire(holder, job.id, cap)
