@@ -29,7 +29,7 @@ def code_example(base_url: str) -> rx.Component:
     return rx.tabs.root(
         rx.tabs.list(*[rx.tabs.trigger(label, value=label) for label, _, _ in snippets]),
         *[rx.tabs.content(rx.code_block(code, language=language, show_line_numbers=False, can_copy=True,
-                                        wrap_long_lines=True, width="100%"),
+                                        wrap_long_lines=False, width="100%", overflow_x="auto"),
                           value=label, padding_top="0.75rem")
           for label, language, code in snippets],
         default_value=snippets[0][0], width="100%", data_testid="code-example",

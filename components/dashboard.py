@@ -104,15 +104,25 @@ def key_actions(key: rx.Var[dict[str, str]]) -> rx.Component:
                     rx.fragment())
 
 
+def key_name(key: rx.Var[dict[str, str]]) -> rx.Component:
+    """The key's name, what it replaced or was replaced by (two rows share a name after a rotation), its quota."""
+    return rx.vstack(
+        rx.text(key["name"], weight="medium"),
+        rx.cond(key["lineage"] != "", rx.text(key["lineage"], size="1", color=rx.color("gray", 11))),
+        rx.cond(key["quota"] != "", rx.vstack(
+            rx.progress(value=key["quota_pct"].to(int), width="120px"),
+            rx.text(key["quota"], size="1", color=rx.color("gray", 11)), spacing="1")),
+        spacing="1")
+
+
 def key_table() -> rx.Component:
+    """Every key as a table row on wider screens; as a card on a phone, where nine columns cannot fit."""
     columns = ("Name", "Key", "Env", "Scopes", "Rate limit", "Last used", "Requests this month", "Status", "")
-    return rx.box(
+    table = rx.box(
         rx.table.root(
             rx.table.header(rx.table.row(*[rx.table.column_header_cell(c) for c in columns])),
             rx.table.body(rx.foreach(DashboardState.keys, lambda key: rx.table.row(
-                rx.table.cell(rx.vstack(rx.text(key["name"]), rx.cond(key["quota"] != "", rx.vstack(
-                    rx.progress(value=key["quota_pct"].to(int), width="120px"),
-                    rx.text(key["quota"], size="1", color=rx.color("gray", 11)), spacing="1")), spacing="1")),
+                rx.table.cell(key_name(key)),
                 rx.table.cell(rx.code(key["start"])), rx.table.cell(key["env"]), rx.table.cell(key["scopes"]),
                 rx.table.cell(key["rate"]), rx.table.cell(key["last_used"]), rx.table.cell(key["month_requests"]),
                 rx.table.cell(status_badge(key["status"])), rx.table.cell(key_actions(key)),
@@ -120,6 +130,25 @@ def key_table() -> rx.Component:
             size="1", width="100%",
         ),
         overflow_x="auto", width="100%",
+    )
+    cards = rx.vstack(rx.foreach(DashboardState.keys, key_card), spacing="2", width="100%")
+    return rx.fragment(rx.mobile_only(cards, width="100%"), rx.tablet_and_desktop(table, width="100%"))
+
+
+def key_card(key: rx.Var[dict[str, str]]) -> rx.Component:
+    def line(label: str, value: rx.Var[str]) -> rx.Component:
+        return rx.text(rx.text.span(label + " ", color=rx.color("gray", 11)), value, size="2")
+
+    return rx.card(
+        rx.vstack(
+            rx.hstack(key_name(key), rx.spacer(), status_badge(key["status"]), width="100%", align="start"),
+            rx.code(key["start"]),
+            line("Scopes", key["scopes"]), line("Rate limit", key["rate"]),
+            line("Last used", key["last_used"]), line("Requests this month", key["month_requests"]),
+            key_actions(key),
+            spacing="2", width="100%",
+        ),
+        width="100%", data_testid="key-card", data_status=key["status"],
     )
 
 
@@ -135,10 +164,10 @@ def create_key_dialog() -> rx.Component:
                     rx.text("Environment", size="2"),
                     rx.select(["live", "test"], name="env", default_value="live"),
                     rx.text("Scopes", size="2"),
-                    rx.flex(rx.foreach(DashboardState.scope_names, lambda scope: rx.checkbox(
+                    rx.grid(rx.foreach(DashboardState.scope_names, lambda scope: rx.checkbox(
                         scope, checked=DashboardState.form_scopes.contains(scope),
                         on_change=lambda checked: DashboardState.toggle_scope(scope, checked))),
-                        wrap="wrap", gap="3"),
+                        columns=rx.breakpoints(initial="1", sm="2"), gap="2", width="100%"),
                     rx.text("Rate limit", size="2"),
                     rx.input(name="rate_limit", default_value="60/minute", width="100%"),
                     rx.text("Monthly character quota (optional)", size="2"),
@@ -175,17 +204,18 @@ def revealed_key_dialog() -> rx.Component:
     )
 
 
-def usage_chart(title: str, data_key: str, name: str, height: int) -> rx.Component:
+def usage_chart(title: str, data_key: str, name: str, height: int, ticks: rx.Var[list[int]]) -> rx.Component:
     """One day-by-day bar chart of the usage panel; every chart shares the x-axis (the same 30 days) and
     counts in whole numbers."""
     return rx.vstack(
         rx.text(title, size="2", color=rx.color("gray", 11)),
         rx.recharts.bar_chart(
-            rx.recharts.bar(data_key=data_key, fill=rx.color("accent", 9), name=name),
-            rx.recharts.x_axis(data_key="day", interval="preserveStartEnd", min_tick_gap=16),
-            rx.recharts.y_axis(allow_decimals=False, width=56),
+            rx.recharts.bar(data_key=data_key, fill=rx.color("accent", 9), name=name, is_animation_active=False),
+            rx.recharts.x_axis(data_key="day", interval="preserveStartEnd", min_tick_gap=16, tick={"fontSize": 12}),
+            rx.recharts.y_axis(ticks=ticks, domain=[0, ticks[-1]], allow_decimals=False, interval=0, width=56,
+                               tick={"fontSize": 12}),
             rx.recharts.graphing_tooltip(),
-            data=DashboardState.usage, width="100%", height=height, margin={"left": 0, "right": 8},
+            data=DashboardState.usage, width="100%", height=height, margin={"top": 10, "left": 0, "right": 8},
         ),
         width="100%", spacing="1",
     )
@@ -205,8 +235,8 @@ def usage_panel() -> rx.Component:
         "Usage, last 30 days",
         chooser,
         rx.cond(DashboardState.usage_is_empty, empty, rx.fragment(
-            usage_chart("Requests per day", "requests", "requests", 200),
-            usage_chart("Characters synthesized per day", "chars", "characters", 160),
+            usage_chart("Requests per day", "requests", "requests", 200, DashboardState.request_ticks),
+            usage_chart("Characters synthesized per day", "chars", "characters", 160, DashboardState.char_ticks),
         )),
         data_testid="usage-panel",
     )

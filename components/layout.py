@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import reflex as rx
+from reflex_components_core.core.banner import has_too_many_connection_errors
 
+from backend.core.settings import get_settings
 from state.auth import AuthState
 
 #: Widest a content column gets; pages stay readable on large screens.
@@ -89,10 +91,22 @@ def footer() -> rx.Component:
     )
 
 
+def connection_help() -> rx.Component:
+    """Said in words when the page cannot reach its server: the usual cause is an address the app was not
+    started for (its websocket accepts `LOCKN_PUBLIC_URL`'s origin only), and the fix is a link away."""
+    address = get_settings().base_url
+    return rx.cond(has_too_many_connection_errors, rx.callout(
+        rx.text("This page cannot reach LockN's server. If LockN is running, you may have opened it at an "
+                "address it was not started for: open ", rx.link(address, href=address), " instead (set "
+                "LOCKN_PUBLIC_URL to the address people use)."),
+        icon="unplug", color_scheme="amber", width="100%", border_radius="0", data_testid="connection-help"))
+
+
 def page_frame(*children: rx.Component) -> rx.Component:
     """Navbar, the page's content in a centred column, footer; never wider than the viewport."""
     return rx.box(
         navbar(),
+        connection_help(),
         rx.el.main(*children, width="100%", max_width=CONTENT_MAX_WIDTH, margin_x="auto",
                padding_x="1.25rem", flex_grow="1"),
         footer(),

@@ -63,6 +63,8 @@ def test_sign_in_keys_usage_status_and_sign_out(open_page, base_url: str) -> Non
     in_grace = page.locator("[data-testid=key-row][data-status='in grace']")
     expect(in_grace).to_have_count(1)
     expect(in_grace.get_by_test_id("rotate")).to_have_count(0), "a replaced key is not rotated a second time"
+    expect(in_grace).to_contain_text("replaced by lk_live_")  # both rows are named "release gate"
+    expect(page.locator("[data-testid=key-row][data-status=active]")).to_contain_text("replaces lk_live_")
 
     active = page.locator("[data-testid=key-row][data-status=active]")
     newest = active.first

@@ -6,6 +6,7 @@ own HTTP API), and every one re-checks the session first (`AuthState._owner`).
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import reflex as rx
@@ -23,13 +24,39 @@ USAGE_DAYS = 30
 GRACE_CHOICES = {"now": 0, "1 hour": 3600, "24 hours": 86400}
 
 
-def key_row(row: ApiKey, status: KeyStatus, month_requests: int, month_chars: int) -> dict[str, str]:
+def whole_number_ticks(top: int, most: int = 5) -> list[int]:
+    """Evenly spaced whole-number ticks from 0 to at least `top` (at most `most` of them), each a step of
+    1, 2 or 5 × 10ⁿ: a chart of 3 requests reads 0 1 2 3, one of 4,300 characters 0 2,000 4,000 6,000."""
+    top = max(top, 1)
+    step = 1
+    while math.ceil(top / step) > most - 1:
+        step = _next_step(step)
+    return list(range(0, step * math.ceil(top / step) + 1, step))
+
+
+def _next_step(step: int) -> int:
+    """1 → 2 → 5 → 10 → 20 → 50 …"""
+    leading = int(str(step)[0])
+    return step * 2 if leading in (1, 5) else step * 5 // 2
+
+
+def key_lineage(replaces: str | None, replaced_by: str | None, starts: dict[str, str]) -> str:
+    """How a rotated key relates to its sibling of the same name, by the start of each key."""
+    if replaced_by:
+        return f"replaced by {starts.get(replaced_by, 'a newer key')}"
+    if replaces:
+        return f"replaces {starts.get(replaces, 'an older key')}"
+    return ""
+
+
+def key_row(row: ApiKey, status: KeyStatus, month_requests: int, month_chars: int,
+            lineage: str = "") -> dict[str, str]:
     """A key as the table shows it: every value already formatted."""
     quota = f"{month_chars:,} / {row.quota_chars:,} chars" if row.quota_chars else ""
     quota_pct = str(min(100, round(100 * month_chars / row.quota_chars))) if row.quota_chars else "0"
     last_used = as_utc(row.last_used_at)
     rate = f"{RateLimit(row.rate_limit_requests, row.rate_limit_window_s).describe()} · {row.max_concurrent_jobs} at once"
-    return {"id": row.id, "name": row.name, "start": row.start + "…", "env": row.env,
+    return {"id": row.id, "name": row.name, "lineage": lineage, "start": row.start + "…", "env": row.env,
             "scopes": ", ".join(row.scopes), "rate": rate,
             "last_used": last_used.strftime("%Y-%m-%d %H:%M") if last_used else "never",
             "month_requests": f"{month_requests:,}", "status": status.replace("_", " "), "quota": quota, "quota_pct": quota_pct}
@@ -72,6 +99,14 @@ class DashboardState(AuthState):
             [{"value": k["id"], "label": f"{k['name']} ({k['start']})"} for k in self.keys]
 
     @rx.var
+    def request_ticks(self) -> list[int]:
+        return whole_number_ticks(max((int(day["requests"]) for day in self.usage), default=0))
+
+    @rx.var
+    def char_ticks(self) -> list[int]:
+        return whole_number_ticks(max((int(day["chars"]) for day in self.usage), default=0))
+
+    @rx.var
     def usage_is_empty(self) -> bool:
         return not any(int(day["requests"]) for day in self.usage)
 
@@ -96,7 +131,11 @@ class DashboardState(AuthState):
         service = get_key_service()
         service.usage.flush()  # the dashboard shows usage up to this moment
         overview = service.overview(owner, USAGE_DAYS)
-        self.keys = [key_row(key, overview.statuses[key.id], *overview.month[key.id]) for key in overview.keys]
+        starts = {key.id: key.start + "…" for key in overview.keys}
+        successors = {key.rotated_from: key.id for key in overview.keys if key.rotated_from}
+        self.keys = [key_row(key, overview.statuses[key.id], *overview.month[key.id],
+                             lineage=key_lineage(key.rotated_from, successors.get(key.id), starts))
+                     for key in overview.keys]
         self._usage_by_key = {**overview.series, STUDIO_SERIES: studio_series(owner, USAGE_DAYS)}
         self._set_usage()
         return True
