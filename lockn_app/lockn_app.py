@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import reflex as rx
+from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from backend.api import build_api
 from backend.api.loopback import redirect_loopback_browsers
@@ -24,9 +26,21 @@ from state.studio import StudioState
 install_key_masking()
 api = build_api()
 
+
+def around_pages(outer: FastAPI) -> Callable[[ASGIApp], ASGIApp]:
+    """Mount Reflex's app (pages, websocket, uploads) inside the API, as `api_transformer=api` would, minus the
+    second CORS layer Reflex adds to a Starlette transformer: the app's own outermost CORS layer already covers
+    every route, and two of them answered `Vary: Origin, Origin`."""
+
+    def transform(reflex_app: ASGIApp) -> ASGIApp:
+        outer.mount("", reflex_app)
+        return outer
+
+    return transform
+
 app = rx.App(
     # The API around the pages; then the whole app sends browsers on 127.0.0.1 / [::1] to the public URL.
-    api_transformer=[api, redirect_loopback_browsers(get_settings().base_url)],
+    api_transformer=[around_pages(api), redirect_loopback_browsers(get_settings().base_url)],
     head_components=[rx.el.link(rel="icon", href="/logo.svg", type="image/svg+xml")],
 )
 app.add_page(landing_page, route="/", title="LockN — self-hosted voice AI",

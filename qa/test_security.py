@@ -37,3 +37,14 @@ def test_session_cookie_is_httponly_and_not_readable_by_scripts(base_url: str) -
     http = sign_in(base_url, "cookie@example.test")
     assert http.cookies.get("lockn_session")
     assert http.get("/api/keys", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+
+
+def test_cross_origin_answers_name_their_origin_once(base_url: str) -> None:
+    """CORS for the app's own origin only, with one `Vary: Origin` (two CORS layers once said it twice)."""
+    import httpx
+
+    own = httpx.get(base_url + "/api/voice/voices", headers={"Origin": base_url}, timeout=10)
+    assert own.headers.get("access-control-allow-origin") == base_url
+    assert own.headers.get_list("vary") == ["Origin"], own.headers.get_list("vary")
+    foreign = httpx.get(base_url + "/api/voice/voices", headers={"Origin": "https://evil.example"}, timeout=10)
+    assert "access-control-allow-origin" not in foreign.headers

