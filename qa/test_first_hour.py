@@ -15,7 +15,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from playwright.sync_api import Page, expect
 
-from qa.conftest import VIEWPORTS, save_screenshot
+from qa.conftest import CHROMIUM_ARGS, VIEWPORTS, chromium_executable, save_screenshot
 from qa.test_api_docs import LOOPBACK
 from qa.test_dashboard import reveal_new_key
 from qa.test_studio import generate
@@ -114,3 +114,21 @@ def test_first_hour(browser, base_url: str, address: str, viewport: str) -> None
         context.close()
     assert blocked == [], f"asked for outside resources: {blocked}"
     assert errors == []
+
+
+def test_a_page_that_cannot_reach_its_server_says_why_and_where_to_go(browser, base_url: str) -> None:
+    """Opened at a name LockN was not started for (here `lockn.test`, resolved to this machine), the pages load
+    but their websocket is refused (its origin is not LOCKN_PUBLIC_URL's): the page says so in words and links
+    the address that works, instead of a bare "cannot connect"."""
+    port = urlsplit(base_url).port
+    elsewhere = browser.browser_type.launch(executable_path=chromium_executable(),
+                                            args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP lockn.test 127.0.0.1"])
+    try:
+        page = elsewhere.new_page(viewport=VIEWPORTS["mobile"])
+        page.goto(f"http://lockn.test:{port}/")
+        help_text = page.get_by_test_id("connection-help")
+        expect(help_text).to_contain_text("cannot reach LockN's server", timeout=30000)
+        expect(help_text.get_by_role("link")).to_have_attribute("href", base_url)
+        save_screenshot(page, "connection-help-mobile")
+    finally:
+        elsewhere.close()
