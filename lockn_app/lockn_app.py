@@ -13,6 +13,7 @@ from backend.api import build_api
 from backend.api.loopback import redirect_loopback_browsers
 from backend.core.settings import get_settings
 from backend.core.log_masking import install_key_masking
+from backend.core.request_ids import install_request_ids
 from backend.services.features import RouteTable
 from backend.services.keys import get_key_service
 from lockn_app.pages.dashboard import dashboard_page
@@ -24,6 +25,7 @@ from state.landing import LandingState
 from state.studio import StudioState
 
 install_key_masking()
+install_request_ids()
 api = build_api()
 
 

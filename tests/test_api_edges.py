@@ -24,8 +24,8 @@ def test_unknown_api_paths_and_wrong_methods_answer_in_the_json_envelope(databas
     assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
     assert wrong.json()["error"]["type"] == "invalid_request_error", "OpenAI's envelope under /v1"
     put = client.put("/api/keys")
-    assert put.status_code == 405 and put.json() == {"error": {
-        "code": "method_not_allowed", "message": "PUT is not allowed here; use GET, POST."}}
+    assert put.status_code == 405 and put.json()["error"] == {
+        "code": "method_not_allowed", "message": "PUT is not allowed here; use GET, POST."}
 
 
 def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -52,4 +52,5 @@ def test_repeated_slashes_are_one_as_open_webui_sends_them(database) -> None:
     client = TestClient(build_api())  # Open WebUI with the base URL http://host:3000/v1/ asks for /v1//audio/…
     for path in ("/audio/models", "/audio/voices"):
         doubled, single = client.get(f"/v1/{path}"), client.get(f"/v1{path}")
-        assert (doubled.status_code, doubled.json()) == (single.status_code, single.json()), path
+        answers = [(a.status_code, {k: v for k, v in a.json().items() if k != "request_id"}) for a in (doubled, single)]
+        assert answers[0] == answers[1], path

@@ -107,4 +107,5 @@ def test_unknown_api_route_uses_the_error_envelope(client: TestClient) -> None:
     response = client.get("/api/no-such-thing")
     assert response.status_code == 404
     assert response.json() == {"error": {"code": "not_found",
-                                         "message": "There is no /api/no-such-thing; see /api/docs for every endpoint."}}
+                                         "message": "There is no /api/no-such-thing; see /api/docs for every endpoint."},
+                               "request_id": response.headers["x-request-id"]}

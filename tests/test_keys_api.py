@@ -88,7 +88,7 @@ def test_another_owners_key_is_404_everywhere(client: TestClient, key_service) -
     for method, path in [("get", ""), ("post", "/rotate"), ("post", "/revoke"), ("get", "/usage")]:
         response = getattr(client, method)(f"/api/keys/{bob_key_id}{path}", headers=bearer(alice))
         assert response.status_code == 404, (path, response.text)
-        assert response.json() == {"error": {"code": "not_found", "message": f"No key '{bob_key_id}' among yours."}}
+        assert response.json()["error"] == {"code": "not_found", "message": f"No key '{bob_key_id}' among yours."}
     assert key_service.get(BOB, bob_key_id).revoked_at is None
 
 

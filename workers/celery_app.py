@@ -12,6 +12,7 @@ import socket
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 
 from backend.core.log_masking import install_key_masking
+from backend.core.request_ids import install_request_ids
 from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
 from backend.queue.app import create_celery
@@ -22,6 +23,7 @@ from workers.engine_loader import engine_descriptions, load_engines
 from workers.reaper import StalledJobSweeper
 
 install_key_masking()
+install_request_ids()
 celery_app = create_celery(include=("workers.tasks",))
 _heartbeat: HeartbeatThread | None = None
 

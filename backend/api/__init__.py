@@ -13,6 +13,7 @@ from backend.api.body_limit import BodySizeLimit
 from backend.api.docs import install_docs
 from backend.api.errors import install_error_handlers
 from backend.api.fallback import CollapseSlashes, install_fallback_routes
+from backend.api.request_id import RequestIds
 from backend.auth.dev_provider import build_dev_provider_app
 from backend.auth.oidc import build_auth_app
 from backend.core.settings import get_settings
@@ -29,6 +30,7 @@ def build_api() -> FastAPI:
     install_error_handlers(api)
     api.add_middleware(BodySizeLimit)
     api.add_middleware(CollapseSlashes)
+    api.add_middleware(RequestIds)  # added last: the outermost, so every answer has an id
     api.include_router(health.router)
     api.include_router(keys.router)
     api.include_router(voice.router)

@@ -18,6 +18,8 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend.core.request_ids import request_id_scope
+
 logger = logging.getLogger("lockn.api")
 
 #: Status code → machine-readable code for errors raised without one.
@@ -35,6 +37,8 @@ class ApiErrorEnvelope(BaseModel):
     """The error shape of `/api/*` (and everything outside `/v1`)."""
 
     error: ApiErrorBody
+    #: The request's id (also its `X-Request-Id` header): what to quote when asking what went wrong.
+    request_id: str | None = None
 
 
 class OpenAIErrorBody(BaseModel):
@@ -45,9 +49,10 @@ class OpenAIErrorBody(BaseModel):
 
 
 class OpenAIErrorEnvelope(BaseModel):
-    """OpenAI's error shape, answered on `/v1/*`."""
+    """OpenAI's error shape, answered on `/v1/*` (plus the request's id beside it, which OpenAI's SDK ignores)."""
 
     error: OpenAIErrorBody
+    request_id: str | None = None
 
 
 #: Every failure status the API answers, and what it means to a client.
@@ -87,7 +92,11 @@ def error_response(request: Request, error: ApiError) -> JSONResponse:
         body = {"error": {"message": error.message, "type": kind, "param": error.param, "code": code}}
     else:
         body = {"error": {"code": error.code, "message": error.message}}
-    return JSONResponse(body, status_code=error.status, headers=error.headers)
+    # Beside the envelope (whose fields OpenAI's SDK and LockN's contract fix): the id to quote when asking why.
+    request_id = getattr(request.state, "request_id", None)
+    body["request_id"] = request_id
+    headers = {**(error.headers or {}), **({"X-Request-Id": request_id} if request_id else {})}
+    return JSONResponse(body, status_code=error.status, headers=headers)  # also a 500, answered outside the middleware
 
 
 #: Which part is down, by the exception its client raises; a person can act on the name.
@@ -141,5 +150,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        # Answered by Starlette's outermost layer, after the request's own scope ended: tag the line again.
+        with request_id_scope(getattr(request.state, "request_id", None)):
+            logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(request, ApiError(500, "internal_error", "Something went wrong on our side."))

@@ -94,6 +94,8 @@ class Job(SQLModel, table=True):
     engine_time_s: float | None = Field(default=None)
     #: Content address of (owner, text, voice, format, speed, engine version): identical requests reuse the audio.
     cache_key: str | None = Field(default=None, index=True, max_length=64)
+    #: The id of the request that asked for the job: the worker's log lines about it carry it too.
+    request_id: str | None = Field(default=None, max_length=128)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
     started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

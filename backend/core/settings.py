@@ -84,6 +84,8 @@ class Settings(BaseSettings):
                                    "as requests per window (60/minute, 10/second, 1000/hour).")
     studio_max_concurrent_jobs: int = Field(2, ge=1, le=100, description="Jobs one signed-in Studio user may "
                                             "have queued or running at once.")
+    trust_proxy_request_id: bool = Field(False, description="Take X-Request-Id from the proxy in front (only behind "
+                                         "one that sets or strips it); otherwise LockN makes every request's id.")
     studio_quota_chars: int | None = Field(None, ge=1, le=10**12, description="Characters one signed-in Studio "
                                            "user may generate per calendar month (UTC); unset: no quota.")
     worker_stop_grace_s: float = Field(30.0, ge=0, description="On Ctrl-C, how long `make run`'s worker may "

@@ -24,6 +24,7 @@ from sqlmodel import Session
 from backend.core.db import get_engine
 from backend.core.models import Job, utcnow
 from backend.core.settings import get_settings
+from backend.core.request_ids import request_id_scope
 from backend.media.codecs import FORMATS, encode, limit_peak
 from backend.media.engine import Engine, ReferenceVoice, SynthesisError, SynthesisOptions, split_sentences
 from backend.media.live_publisher import live_publisher
@@ -58,6 +59,13 @@ def run_job(job_id: str, engines: Mapping[str, Engine], redelivered: bool = Fals
     job = _claim(job_id, redelivered)
     if not isinstance(job, Job):
         return job  # nothing to run: why, for the task's result
+    with request_id_scope(job.request_id):  # what is logged about the job carries the id of its request
+        return _run_claimed(job, engines)
+
+
+def _run_claimed(job: Job, engines: Mapping[str, Engine]) -> dict:
+    """Speak, store and record a job this worker has claimed."""
+    job_id = job.id
     if job.attempts > 1:
         live_publisher.publish(reset_stream, job_id)  # a redelivered job starts its live audio over
     engine = engines.get(job.engine)

@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 from backend.core.db import get_engine
 from backend.core.models import Job, as_utc
 from backend.core.redis_client import get_binary_redis
+from backend.core.request_ids import current_request_id
 from backend.core.settings import get_settings
 from backend.media.codecs import FORMATS
 from backend.media.engine import MAX_SPEED, MIN_SPEED
@@ -148,7 +149,8 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
         _broker_call(check_user_rate, owner)
     address = cache_key(owner, text, voice, fmt, speed, version)
     job = Job(id="job_" + secrets.token_hex(10), owner=owner, key_id=key.id if key else None, voice_id=voice,
-              engine=engine, text=text, text_chars=len(text), format=fmt, speed=speed, cache_key=address)
+              engine=engine, text=text, text_chars=len(text), format=fmt, speed=speed, cache_key=address,
+              request_id=current_request_id())
     hit = _cached_job(address, owner)
     with ExitStack() as undo:
         if hit is None:
@@ -183,7 +185,8 @@ def voice_sample_job(voice: str) -> Job:
     if made is not None:
         return made
     job = Job(id="job_" + secrets.token_hex(10), owner=SAMPLE_OWNER, voice_id=voice, engine=engine, text=SAMPLE_TEXT,
-              text_chars=len(SAMPLE_TEXT), format="mp3", speed=1.0, cache_key=address)
+              text_chars=len(SAMPLE_TEXT), format="mp3", speed=1.0, cache_key=address,
+              request_id=current_request_id())
     _broker_call(check_queue_room, engine)
     _record_and_send(job, None)
     return job
