@@ -13,9 +13,10 @@ from backend.api import build_api
 from backend.api.loopback import redirect_loopback_browsers
 from backend.core.settings import get_settings
 from backend.core.log_masking import install_key_masking
-from backend.core.request_ids import install_request_ids
+from backend.core.request_context import install_request_ids
 from backend.services.features import RouteTable
 from backend.services.keys import get_key_service
+from backend.services.request_log import request_log_recorder
 from lockn_app.pages.dashboard import dashboard_page
 from lockn_app.pages.landing import landing_page
 from lockn_app.pages.studio import studio_page
@@ -61,7 +62,9 @@ RouteTable.register(app._unevaluated_pages.keys())
 @app.register_lifespan_task
 @contextlib.asynccontextmanager
 async def flush_usage_on_shutdown() -> AsyncIterator[None]:
-    """Buffered key usage is written when the server stops cleanly (it is also written every few seconds)."""
+    """Buffered key usage and request log rows are written when the server stops cleanly (and every few seconds)."""
     yield
     if get_key_service.cache_info().currsize:
         get_key_service().close()
+    if request_log_recorder.cache_info().currsize:
+        request_log_recorder().close()

@@ -23,11 +23,15 @@ ISOLATED_VARIABLES = ("LOCKN_ENV", "LOCKN_DATABASE_URL", "LOCKN_REDIS_URL", "LOC
 def reset_caches() -> None:
     """Forget settings, engines and Redis clients built from an earlier environment."""
     from backend.services.keys import get_key_service
+    from backend.services.request_log import request_log_recorder
     from backend.queue.app import _celery_for
 
     if get_key_service.cache_info().currsize:
         get_key_service().bus.stop()
     get_key_service.cache_clear()
+    if request_log_recorder.cache_info().currsize:
+        request_log_recorder().close()  # into the database it was made for, before that one is forgotten
+    request_log_recorder.cache_clear()
     get_settings.cache_clear()
     _celery_for.cache_clear()
     db.engine_for.cache_clear()

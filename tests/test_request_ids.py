@@ -13,7 +13,7 @@ from sqlmodel import Session
 from backend.api import build_api
 from backend.core.db import get_engine
 from backend.core.models import Job
-from backend.core.request_ids import install_request_ids
+from backend.core.request_context import install_request_ids
 from backend.core.settings import get_settings
 from backend.services.keys import KeySpec
 

@@ -12,7 +12,7 @@ import socket
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 
 from backend.core.log_masking import install_key_masking
-from backend.core.request_ids import install_request_ids
+from backend.core.request_context import install_request_ids
 from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
 from backend.queue.app import create_celery

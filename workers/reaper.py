@@ -1,5 +1,5 @@
-"""The worker side of the job reaper: a daemon thread that fails abandoned jobs (see `job_reaper`) and sends
-again the queued jobs the broker lost (see `job_recovery`)."""
+"""The worker side of the job reaper: a daemon thread that fails abandoned jobs (see `job_reaper`), sends
+again the queued jobs the broker lost (see `job_recovery`) and prunes the request log past its retention."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import threading
 
 from backend.services.job_reaper import SWEEP_INTERVAL_S, reap_stalled_jobs
 from backend.services.job_recovery import requeue_lost_jobs
+from backend.services.request_log import prune_request_log
 
 logger = logging.getLogger("lockn.worker")
 
@@ -27,6 +28,7 @@ class StalledJobSweeper(threading.Thread):
                     logger.warning("failed %d job(s) abandoned by a dead worker", reaped)
                 if requeued := requeue_lost_jobs():
                     logger.warning("queued %d job(s) again that the broker had lost", requeued)
+                prune_request_log()
             except Exception:  # noqa: BLE001 - the database or broker may be down; the next sweep retries
                 logger.warning("stalled-job sweep failed; retrying in %.0f s", self.interval_s)
 

@@ -14,6 +14,7 @@ from fastapi import Request, Response
 
 from backend.api.errors import ApiError
 from backend.auth.tokens import InvalidToken, get_token_verifier
+from backend.core.request_context import current_facts
 from backend.services import sessions
 from backend.services.keys import SCOPES, KeyRejected, VerifiedKey, get_key_service
 
@@ -49,7 +50,15 @@ def _verified_key(token: str | None, scopes: tuple[str, ...], response: Response
     except KeyRejected as exc:
         raise rejection(exc) from None
     response.headers.update(key.rate.headers())
+    note_caller(key.owner, key.id)
     return key
+
+
+def note_caller(owner: str, key_id: str | None = None) -> None:
+    """Whose request this is, for the request log (a request nobody could be named for is not logged)."""
+    facts = current_facts()
+    if facts is not None:
+        facts.owner, facts.key_id = owner, key_id
 
 
 def _record_error(key: VerifiedKey | None) -> None:
@@ -89,6 +98,7 @@ def require_principal(*scopes: str) -> Callable[..., Iterator[Principal]]:
             principal = Principal(key.owner, key.scopes, key)
         else:
             principal = Principal(_user_from_token(token), frozenset(SCOPES))
+            note_caller(principal.owner)
         try:
             yield principal
         except Exception:
@@ -123,6 +133,7 @@ def require_reader(*scopes: str) -> Callable[..., AsyncIterator[str]]:
         if bearer_token(request) is None:
             session = sessions.session_from_cookie(request.cookies.get(sessions.COOKIE_NAME))
             if session is not None:
+                note_caller(session.user_id)
                 yield session.user_id
                 return
         async for key in keyed(request, response):

@@ -18,7 +18,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend.core.request_ids import request_id_scope
+from backend.core.request_context import request_id_scope
 
 logger = logging.getLogger("lockn.api")
 
@@ -95,6 +95,8 @@ def error_response(request: Request, error: ApiError) -> JSONResponse:
     # Beside the envelope (whose fields OpenAI's SDK and LockN's contract fix): the id to quote when asking why.
     request_id = getattr(request.state, "request_id", None)
     body["request_id"] = request_id
+    if (facts := getattr(request.state, "facts", None)) is not None:
+        facts.error_code = error.code  # LockN's code, also where /v1 spells it OpenAI's way
     headers = {**(error.headers or {}), **({"X-Request-Id": request_id} if request_id else {})}
     return JSONResponse(body, status_code=error.status, headers=headers)  # also a 500, answered outside the middleware
 

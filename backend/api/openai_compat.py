@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from backend.api.auth import bearer_token, require_key
 from backend.api.errors import ApiError, OpenAIErrorEnvelope, error_responses
 from backend.api.voice import voice_errors
+from backend.core.request_context import current_facts
 from backend.services import openai_compat, voices as voice_library
 from backend.services.job_audio import finished_audio, live_chunks
 from backend.services.jobs import MAX_TEXT_CHARS, enqueue_synthesis
@@ -76,7 +77,9 @@ async def speech(body: SpeechIn, key: SpeechKey) -> Response:
         if job.status != "succeeded" and body.response_format in STREAMABLE:
             return StreamingResponse(await live_chunks(job.id, body.response_format), media_type=content_type,
                                      headers=headers)
-        _, path = await finished_audio(job.id, key.owner)
+        finished, path = await finished_audio(job.id, key.owner)
+    if (facts := current_facts()) is not None:
+        facts.audio_seconds = finished.duration_s
     return FileResponse(path, media_type=content_type, headers=headers)
 
 

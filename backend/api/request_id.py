@@ -1,19 +1,28 @@
-"""Every answer carries its request's id (`X-Request-Id`), and everything logged while it runs is tagged with it.
+"""Every answer carries its request's id (`X-Request-Id`); a keyed or signed-in request is written to the log.
 
 The id is LockN's own (`req_…`), or, with `LOCKN_TRUST_PROXY_REQUEST_ID=1`, the one the proxy in front sent
 (when it looks like an id): a client talking to LockN directly cannot choose what its requests are logged as.
 Error bodies repeat it (`backend/api/errors.py`), so a person can quote it.
+
+While the request runs, its `RequestFacts` are filled in by whoever learns them (the auth dependencies,
+the job service, the error handlers); when the answer has been sent, a request with an owner under `/api`
+or `/v1` becomes one request log row (`services/request_log.py`), buffered, never a database write here.
 """
 
 from __future__ import annotations
 
+import time
+
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.core.request_ids import accepted_or_new, request_id_scope
+from backend.core.models import utcnow
+from backend.core.request_context import RequestFacts, accepted_or_new, facts_scope, request_id_scope
 from backend.core.settings import get_settings
+from backend.services.request_log import client_network, request_log_recorder
 
 HEADER = "X-Request-Id"
+LOGGED_PREFIXES = ("/api/", "/v1/")
 
 
 class RequestIds:
@@ -26,14 +35,36 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        offered = Headers(scope=scope).get(HEADER) if get_settings().trust_proxy_request_id else None
-        request_id = accepted_or_new(offered)
-        scope.setdefault("state", {})["request_id"] = request_id
+        headers = Headers(scope=scope)
+        request_id = accepted_or_new(headers.get(HEADER) if get_settings().trust_proxy_request_id else None)
+        facts = RequestFacts()
+        scope.setdefault("state", {}).update(request_id=request_id, facts=facts)
+        started, answered = time.perf_counter(), {}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 MutableHeaders(scope=message)[HEADER] = request_id
+                answered.update(status=message["status"], latency_ms=(time.perf_counter() - started) * 1000)
             await send(message)
 
-        with request_id_scope(request_id):
-            await self.app(scope, receive, send_with_id)
+        with request_id_scope(request_id), facts_scope(facts):
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:  # answered 500 by Starlette's outermost layer, after this one
+                answered.setdefault("status", 500)
+                answered.setdefault("latency_ms", (time.perf_counter() - started) * 1000)
+                facts.error_code = facts.error_code or "internal_error"
+                raise
+            finally:
+                if facts.owner and answered and scope["path"].startswith(LOGGED_PREFIXES):
+                    _record(scope, headers, request_id, facts, answered)
+
+
+def _record(scope: Scope, headers: Headers, request_id: str, facts: RequestFacts, answered: dict) -> None:
+    route = getattr(scope.get("route"), "path", None) or scope["path"]
+    request_log_recorder().record(
+        owner=facts.owner, created_at=utcnow(), request_id=request_id, key_id=facts.key_id,
+        method=scope["method"][:8], route=route[:200], status=answered["status"], error_code=facts.error_code,
+        latency_ms=round(answered["latency_ms"], 2), chars=facts.chars, audio_seconds=facts.audio_seconds,
+        job_id=facts.job_id, client=client_network((scope.get("client") or (None,))[0]),
+        user_agent=(headers.get("user-agent") or "")[:200] or None)

@@ -150,3 +150,30 @@ class QaRun(SQLModel, table=True):
     skipped_count: int = Field(default=0)
     #: The self-contained HTML report, inside the data directory (None when the suite produced none).
     report_path: str | None = Field(default=None, max_length=1000)
+
+
+class RequestLog(SQLModel, table=True):
+    """One `/api` or `/v1` request made with a key or a signed-in session, as its owner may look it up later.
+
+    Written in batches off the request path (`services/request_log.py`) and pruned after
+    `LOCKN_LOG_RETENTION_DAYS`. The client address is kept to its network (/24, /48), never the host.
+    """
+
+    __tablename__ = "request_logs"
+    __table_args__ = (Index("ix_request_logs_owner_created", "owner", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    owner: str = Field(max_length=255)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True), index=True)
+    request_id: str = Field(index=True, max_length=128)
+    key_id: str | None = Field(default=None, max_length=40)
+    method: str = Field(max_length=8)
+    route: str = Field(max_length=200)
+    status: int
+    error_code: str | None = Field(default=None, max_length=64)
+    latency_ms: float
+    chars: int | None = Field(default=None)
+    audio_seconds: float | None = Field(default=None)
+    job_id: str | None = Field(default=None, max_length=40)
+    client: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=200)

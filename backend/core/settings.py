@@ -84,6 +84,8 @@ class Settings(BaseSettings):
                                    "as requests per window (60/minute, 10/second, 1000/hour).")
     studio_max_concurrent_jobs: int = Field(2, ge=1, le=100, description="Jobs one signed-in Studio user may "
                                             "have queued or running at once.")
+    log_retention_days: int = Field(30, ge=1, le=3650, description="Days the request log keeps a request; older "
+                                    "rows are pruned by the workers' periodic sweep.")
     trust_proxy_request_id: bool = Field(False, description="Take X-Request-Id from the proxy in front (only behind "
                                          "one that sets or strips it); otherwise LockN makes every request's id.")
     studio_quota_chars: int | None = Field(None, ge=1, le=10**12, description="Characters one signed-in Studio "

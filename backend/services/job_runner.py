@@ -24,7 +24,7 @@ from sqlmodel import Session
 from backend.core.db import get_engine
 from backend.core.models import Job, utcnow
 from backend.core.settings import get_settings
-from backend.core.request_ids import request_id_scope
+from backend.core.request_context import request_id_scope
 from backend.media.codecs import FORMATS, encode, limit_peak
 from backend.media.engine import Engine, ReferenceVoice, SynthesisError, SynthesisOptions, split_sentences
 from backend.media.live_publisher import live_publisher

@@ -24,7 +24,7 @@ from sqlmodel import Session, col, select
 from backend.core.db import get_engine
 from backend.core.models import Job, as_utc
 from backend.core.redis_client import get_binary_redis
-from backend.core.request_ids import current_request_id
+from backend.core.request_context import current_facts, current_request_id
 from backend.core.settings import get_settings
 from backend.media.codecs import FORMATS
 from backend.media.engine import MAX_SPEED, MIN_SPEED
@@ -165,6 +165,8 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
             undo.callback(_refund, refund_studio_chars, owner, len(text))
         _record_and_send(job, hit)
         undo.pop_all()  # queued (or answered): keep the slot and the reservation
+    if (facts := current_facts()) is not None:  # for the request log
+        facts.job_id, facts.chars = job.id, job.text_chars
     return job
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
 
 from sqlmodel import Session, SQLModel, col, select
 
@@ -20,13 +21,15 @@ class Page(Generic[Row]):
     next_cursor: str | None
 
 
-def newest_first(session: Session, model: type[Row], owner: str, limit: int, cursor: str | None) -> Page[Row]:
-    """`limit` of the owner's rows ordered by (created_at, id) descending, after the row named by `cursor`.
+def newest_first(session: Session, model: type[Row], owner: str, limit: int, cursor: str | None,
+                 where: Sequence[Any] = ()) -> Page[Row]:
+    """`limit` of the owner's rows ordered by (created_at, id) descending, after the row named by `cursor`,
+    narrowed by the extra conditions `where` (e.g. the request log's filters).
 
     The model needs `id`, `owner` and `created_at`. Keyset (not offset) pagination: stable while rows
     are added, and each page costs one indexed query.
     """
-    query = select(model).where(model.owner == owner)  # type: ignore[attr-defined]
+    query = select(model).where(model.owner == owner, *where)  # type: ignore[attr-defined]
     if cursor:
         anchor = session.get(model, cursor)
         if anchor is None or anchor.owner != owner:  # type: ignore[attr-defined]

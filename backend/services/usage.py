@@ -9,7 +9,6 @@ that fails (database down) puts its counts back and is retried.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 from collections import defaultdict
@@ -21,6 +20,7 @@ from sqlalchemy import Engine, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from backend.core.models import ApiKey, KeyUsage, utcnow
+from backend.services.batching import PeriodicFlush
 
 logger = logging.getLogger("lockn.usage")
 FLUSH_INTERVAL_S = 5.0
@@ -51,11 +51,9 @@ class UsageRecorder:
 
     def __init__(self, engine: Engine, interval_s: float = FLUSH_INTERVAL_S) -> None:
         self._engine = engine
-        self._interval_s = interval_s
         self._lock = threading.Lock()
         self._pending = _Pending()
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._flusher = PeriodicFlush(self.flush, interval_s, "lockn-usage-flush")
 
     def record(self, key_id: str, *, requests: int = 0, chars: int = 0, audio_seconds: float = 0.0,
                errors: int = 0) -> None:
@@ -64,7 +62,7 @@ class UsageRecorder:
             self._pending.counts[(key_id, now.date())].add(UsageCounts(requests, chars, audio_seconds, errors))
             if requests:
                 self._pending.last_used[key_id] = now
-        self._ensure_thread()
+        self._flusher.ensure_running()
 
     def pending_chars(self, key_id: str, month: tuple[int, int]) -> int:
         """Characters recorded but not yet flushed for `key_id` in (year, month): quotas count them too."""
@@ -104,28 +102,9 @@ class UsageRecorder:
             for key_id, when in batch.last_used.items():
                 connection.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
 
-    def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            with self._lock:
-                if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(target=self._run, name="lockn-usage-flush", daemon=True)
-                    self._thread.start()
-                    atexit.register(self.close)
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self._interval_s):
-            try:
-                self.flush()
-            except Exception:  # noqa: BLE001 - logged in flush; the loop must survive a database outage
-                pass
-
     def close(self) -> None:
         """Stop the flusher and write what is left (clean shutdown)."""
-        self._stopped.set()
-        try:
-            self.flush()
-        except Exception:  # noqa: BLE001
-            logger.error("usage could not be written at shutdown")
+        self._flusher.close()
 
 
 class DayOfUsage(Protocol):
