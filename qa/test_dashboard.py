@@ -162,3 +162,31 @@ def test_status_shows_the_last_qa_run_and_opens_its_report(open_page, nightly_ru
     expect(page.locator("img[src^='data:image/png']").first).to_be_attached()
     assert page.evaluate("() => window.origin") == "null", "the report runs sandboxed, without this site's origin"
     assert page.console_errors == []
+
+
+def test_requests_panel_filters_and_opens_a_row(open_page, base_url: str) -> None:
+    page = open_page("/dashboard")
+    sign_in(page, email="logs@example.test")
+    page.get_by_test_id("create-key").click()
+    page.get_by_placeholder("my app").fill("logged")
+    page.get_by_test_id("submit-key").click()
+    key = reveal_new_key(page)
+    headers = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{base_url}/v1/models", headers=headers, timeout=10).status_code == 200
+    missing = httpx.get(f"{base_url}/api/voice/jobs/job_nowhere", headers=headers, timeout=10)
+    assert missing.status_code == 404
+
+    page.reload()
+    rows = page.get_by_test_id("log-row")
+    expect(rows).to_have_count(2, timeout=20000)
+    expect(rows.first).to_contain_text("GET /api/voice/jobs/{job_id}")
+    page.get_by_role("combobox", name="Status").click()
+    page.get_by_role("option", name="4xx", exact=True).click()
+    expect(rows).to_have_count(1)
+    rows.first.click()
+    detail = page.get_by_test_id("log-detail")
+    expect(detail).to_contain_text(missing.headers["x-request-id"])
+    expect(detail).to_contain_text("not_found")
+    expect(detail).to_contain_text("logged")  # the key, by name
+    save_screenshot(page, "dashboard-requests")
+    assert page.console_errors == []

@@ -1,0 +1,100 @@
+"""The dashboard's request log: the signed-in user's own requests, newest first, filtered, a row opened."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import reflex as rx
+
+from backend.core.models import RequestLog, as_utc
+from backend.services.request_log import STATUS_CLASSES, InvalidLogQuery, LogFilter, owner_log
+from state.dashboard import DashboardState
+
+LOG_PAGE = 20
+
+
+def log_row(row: RequestLog, key_names: dict[str, str]) -> dict[str, str]:
+    """A request as the log table shows it, every value already formatted; the details for its dialog too."""
+    created: datetime = as_utc(row.created_at)
+    return {
+        "id": row.id, "request_id": row.request_id, "when": created.strftime("%Y-%m-%d %H:%M:%S"),
+        "method": row.method, "route": row.route, "status": str(row.status), "status_class": f"{row.status // 100}xx",
+        "key": key_names.get(row.key_id or "", row.key_id or "signed-in session"),
+        "latency": f"{row.latency_ms:,.0f} ms", "error_code": row.error_code or "",
+        "job_id": row.job_id or "", "chars": f"{row.chars:,}" if row.chars is not None else "",
+        "audio": f"{row.audio_seconds:.1f} s" if row.audio_seconds is not None else "",
+        "client": row.client or "", "user_agent": row.user_agent or "",
+    }
+
+
+class RequestLogState(DashboardState):
+    log_rows: list[dict[str, str]] = []
+    log_cursor: str = ""
+    log_key: str = "all"
+    log_status: str = "all"
+    log_search: str = ""
+    log_error: str = ""
+    opened: dict[str, str] = {}
+
+    @rx.var
+    def log_key_choices(self) -> list[dict[str, str]]:
+        return [{"value": "all", "label": "All keys and sessions"}] + \
+            [{"value": k["id"], "label": f"{k['name']} ({k['start']})"} for k in self.keys]
+
+    @rx.var
+    def log_status_choices(self) -> list[str]:
+        return ["all", *STATUS_CLASSES]
+
+    def _filter(self) -> LogFilter:
+        return LogFilter(key_id=None if self.log_key == "all" else self.log_key,
+                         status_class=None if self.log_status == "all" else self.log_status,
+                         request_id=self.log_search.strip() or None)
+
+    def _load(self, cursor: str | None = None) -> None:
+        owner = self._owner()
+        if owner is None:
+            return
+        try:
+            page = owner_log(owner, self._filter(), LOG_PAGE, cursor)
+        except InvalidLogQuery as exc:
+            self.log_error = str(exc)
+            return
+        names = {k["id"]: k["name"] for k in self.keys}
+        rows = [log_row(row, names) for row in page.items]
+        self.log_rows = (self.log_rows if cursor else []) + rows
+        self.log_cursor, self.log_error = page.next_cursor or "", ""
+
+    @rx.event
+    def load_logs(self):  # type: ignore[no-untyped-def]
+        if self._owner() is None:
+            return self._sign_in_redirect()
+        self._load()
+        return None
+
+    @rx.event
+    def older_logs(self) -> None:
+        self._load(self.log_cursor or None)
+
+    @rx.event
+    def filter_key(self, value: str) -> None:
+        self.log_key = value
+        self._load()
+
+    @rx.event
+    def filter_status(self, value: str) -> None:
+        self.log_status = value
+        self._load()
+
+    @rx.event
+    def search_request_id(self, form: dict) -> None:
+        self.log_search = str(form.get("request_id") or "")
+        self._load()
+
+    @rx.event
+    def open_row(self, row: dict[str, str]) -> None:
+        self.opened = row
+
+    @rx.event
+    def close_row(self, is_open: bool) -> None:
+        if not is_open:
+            self.opened = {}
