@@ -75,6 +75,10 @@ def test_sign_in_keys_usage_status_and_sign_out(open_page, base_url: str) -> Non
 
     page.reload()
     expect(page.get_by_test_id("dashboard")).to_be_visible(timeout=20000)
+    activity = page.get_by_test_id("activity-row")  # newest first: revoked, rotated, created, signed in
+    expect(activity.first).to_contain_text("you revoked key release gate")
+    expect(page.locator("[data-testid=activity-row][data-action='key.rotated']")).to_contain_text("you rotated key")
+    expect(page.locator("[data-testid=activity-row][data-action='session.signed_in']")).to_have_count(1)
     expect(page.locator("[data-testid=usage-panel] .recharts-bar-rectangle").first).to_be_attached(timeout=10000)
     cards = page.get_by_test_id("service-card")
     expect(cards.first).to_be_visible()

@@ -37,7 +37,7 @@ class RequestIds:
             return
         headers = Headers(scope=scope)
         request_id = accepted_or_new(headers.get(HEADER) if get_settings().trust_proxy_request_id else None)
-        facts = RequestFacts()
+        facts = RequestFacts(client=client_network((scope.get("client") or (None,))[0]))
         scope.setdefault("state", {}).update(request_id=request_id, facts=facts)
         started, answered = time.perf_counter(), {}
 
@@ -66,5 +66,5 @@ def _record(scope: Scope, headers: Headers, request_id: str, facts: RequestFacts
         owner=facts.owner, created_at=utcnow(), request_id=request_id, key_id=facts.key_id,
         method=scope["method"][:8], route=route[:200], status=answered["status"], error_code=facts.error_code,
         latency_ms=round(answered["latency_ms"], 2), chars=facts.chars, audio_seconds=facts.audio_seconds,
-        job_id=facts.job_id, client=client_network((scope.get("client") or (None,))[0]),
+        job_id=facts.job_id, client=facts.client,
         user_agent=(headers.get("user-agent") or "")[:200] or None)

@@ -177,3 +177,24 @@ class RequestLog(SQLModel, table=True):
     job_id: str | None = Field(default=None, max_length=40)
     client: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, max_length=200)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Something done to an owner's account: who (`user`, `key:<id>` or `operator`), what, when, from where.
+
+    Written in the same transaction as the change it records (`services/audit.py`), and never changed
+    or deleted by LockN: the table is append-only.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_owner_created", "owner", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    owner: str = Field(max_length=255)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    actor: str = Field(max_length=60)
+    action: str = Field(max_length=40)
+    target: str | None = Field(default=None, max_length=120)
+    detail: str | None = Field(default=None, max_length=500)
+    request_id: str | None = Field(default=None, max_length=128)
+    client: str | None = Field(default=None, max_length=64)

@@ -39,6 +39,8 @@ class RequestFacts:
     chars: int | None = None
     audio_seconds: float | None = None
     error_code: str | None = None
+    #: The client's network (/24, /48), never its host.
+    client: str | None = None
 
 
 _facts: ContextVar[RequestFacts | None] = ContextVar("lockn_request_facts", default=None)

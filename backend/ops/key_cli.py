@@ -13,6 +13,7 @@ import sys
 from datetime import timedelta
 
 from backend.core.models import ApiKey, utcnow
+from backend.services.audit import actor_scope
 from backend.services.keys import (
     DEFAULT_MAX_CONCURRENT_JOBS, SCOPES, InvalidKeyRequest, KeyNotFound, KeyService, KeySpec, KeyStatus, RateLimit, get_key_service,
 )
@@ -66,7 +67,8 @@ def describe(row: ApiKey, status: KeyStatus) -> dict:
 def run_key_command(args: argparse.Namespace, service: KeyService | None = None) -> int:
     service = service or get_key_service()
     try:
-        result = _dispatch(args, service)
+        with actor_scope("operator"):  # the audit trail names the admin CLI as who did it
+            result = _dispatch(args, service)
     except InvalidKeyRequest as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 from backend.core.db import get_engine
 from backend.core.models import ApiKey, KeyUsage, as_utc, utcnow
 from backend.core.redis_client import client_for
+from backend.services.audit import audit_event
 from backend.services.key_cache import ALL, CachedKey, InvalidationBus, KeyCache
 from backend.services.pagination import BadCursor, newest_first
 from backend.services.quota import QuotaExceeded, QuotaLedger
@@ -305,6 +306,7 @@ class KeyService:
         row, full = self._new_row(owner, spec)
         with Session(self.engine, expire_on_commit=False) as session:
             session.add(row)
+            session.add(audit_event(owner, "key.created", row.id, f"{row.name} ({', '.join(row.scopes)})"))
             session.commit()
         return row, full
 
@@ -429,6 +431,7 @@ class KeyService:
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
                 session.add(row)
+                session.add(audit_event(owner, "key.revoked", row.id, row.name))
                 session.commit()
         self._invalidate(key_id)
         return row
@@ -460,7 +463,9 @@ class KeyService:
                     row.revoked_at = now
                 else:
                     row.expires_at = min(cutoff, as_utc(row.expires_at) or cutoff)
-                session.add_all([new, row])
+                session.add_all([new, row, audit_event(owner, "key.rotated", old.id,
+                                                       f"{old.name}: replaced by {new.id}, old key works "
+                                                       f"{grace_seconds} s more")])
                 session.commit()
         except IntegrityError:
             raise InvalidKeyRequest("this key was already rotated: rotate its successor instead", "id") from None

@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 from backend.core.db import get_engine
 from backend.core.models import LoginSession, User, as_utc, utcnow
 from backend.core.settings import get_settings
+from backend.services.audit import audit_event
 
 COOKIE_NAME = "lockn_session"
 
@@ -70,6 +71,7 @@ def start_session(profile: dict, access_token: str | None, id_token: str | None 
         user.email, user.name, user.last_seen_at = profile.get("email"), profile.get("name"), now
         db.add(user)
         db.add(session_row)
+        db.add(audit_event(profile["sub"], "session.signed_in", None, profile.get("email")))
         db.commit()
     return session_row
 
@@ -105,4 +107,5 @@ def end_session(session_id: str | None) -> None:
         if row is not None and row.revoked_at is None:
             row.revoked_at = utcnow()
             db.add(row)
+            db.add(audit_event(row.user_id, "session.signed_out"))
             db.commit()

@@ -33,6 +33,7 @@ from backend.core.settings import get_settings
 from backend.media.codecs import AudioDecodeError, AudioTooLong, decode, normalize_loudness
 from backend.media.engine import ReferenceVoice, SynthesisError
 from backend.queue import heartbeat
+from backend.services.audit import audit_event
 from backend.services.errors import ServiceUnavailable
 
 #: Ids of cloned voices start with this; built-in voice ids are the engines' own names.
@@ -173,6 +174,7 @@ def create_cloned_voice(owner: str, name: str, transcript: str, data: bytes, lan
     try:
         with Session(get_engine(), expire_on_commit=False) as session:
             session.add(row)
+            session.add(audit_event(owner, "voice.cloned", voice_id, name))
             session.commit()
         os.replace(partial, path)
     except BaseException:
@@ -200,6 +202,7 @@ def delete_cloned_voice(owner: str, voice_id: str) -> None:
         if row is None or row.owner != owner:
             raise VoiceNotFound(voice_id)
         session.delete(row)
+        session.add(audit_event(owner, "voice.deleted", voice_id, row.name))
         session.commit()
     reference_path(voice_id).unlink(missing_ok=True)
 

@@ -1,4 +1,4 @@
-"""The dashboard's request log: the signed-in user's own requests, newest first, filtered, a row opened."""
+"""The dashboard's account history: the signed-in user's requests (filtered, a row opened) and their activity."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from datetime import datetime
 
 import reflex as rx
 
-from backend.core.models import RequestLog, as_utc
+from backend.core.models import AuditEvent, RequestLog, as_utc
+from backend.services.audit import ACTIONS, owner_activity
 from backend.services.request_log import STATUS_CLASSES, InvalidLogQuery, LogFilter, owner_log
 from state.dashboard import DashboardState
 
@@ -98,3 +99,38 @@ class RequestLogState(DashboardState):
     def close_row(self, is_open: bool) -> None:
         if not is_open:
             self.opened = {}
+
+
+def activity_row(event: AuditEvent, key_names: dict[str, str]) -> dict[str, str]:
+    """An audit event as a sentence's parts: when, who, what, to what."""
+    who = "you" if event.actor == "user" else "the operator (CLI)" if event.actor == "operator" else \
+        f"key {key_names.get(event.actor.removeprefix('key:'), event.actor.removeprefix('key:'))}"
+    return {"id": event.id, "when": as_utc(event.created_at).strftime("%Y-%m-%d %H:%M:%S"), "who": who,
+            "what": ACTIONS.get(event.action, event.action), "action": event.action,
+            "detail": event.detail or event.target or "", "client": event.client or ""}
+
+
+class ActivityState(DashboardState):
+    activity: list[dict[str, str]] = []
+    activity_cursor: str = ""
+
+    def _load(self, cursor: str | None = None) -> None:
+        owner = self._owner()
+        if owner is None:
+            return
+        page = owner_activity(owner, LOG_PAGE, cursor)
+        names = {k["id"]: k["name"] for k in self.keys}
+        rows = [activity_row(event, names) for event in page.items]
+        self.activity = (self.activity if cursor else []) + rows
+        self.activity_cursor = page.next_cursor or ""
+
+    @rx.event
+    def load_activity(self):  # type: ignore[no-untyped-def]
+        if self._owner() is None:
+            return self._sign_in_redirect()
+        self._load()
+        return None
+
+    @rx.event
+    def older_activity(self) -> None:
+        self._load(self.activity_cursor or None)

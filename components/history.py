@@ -1,11 +1,11 @@
-"""The dashboard's "Requests" panel: your requests, newest first, filtered by key, status or request id."""
+"""The dashboard's history panels: "Requests" (your requests, filtered, a row opened) and "Activity" (the audit trail)."""
 
 from __future__ import annotations
 
 import reflex as rx
 
 from components.dashboard import panel
-from state.request_logs import RequestLogState
+from state.history import ActivityState, RequestLogState
 
 STATUS_COLORS = {"2xx": "green", "3xx": "gray", "4xx": "amber", "5xx": "red"}
 
@@ -85,4 +85,28 @@ def request_log_panel() -> rx.Component:
                 rx.button("Show older", variant="soft", size="1", on_click=RequestLogState.older_logs)),
         row_dialog(),
         on_mount=RequestLogState.load_logs, data_testid="logs-panel",
+    )
+
+
+def activity_line(event: rx.Var[dict[str, str]]) -> rx.Component:
+    return rx.box(
+        rx.text(rx.text.span(event["who"], weight="medium"), " " + event["what"] + " ",
+                rx.text.span(event["detail"], color=rx.color("gray", 11)), size="2"),
+        rx.text(event["when"] + " UTC" + rx.cond(event["client"] != "", " · from " + event["client"], ""),
+                size="1", color=rx.color("gray", 11)),
+        padding="0.5rem 0.75rem", width="100%", border_bottom=f"1px solid {rx.color('gray', 4)}",
+        data_testid="activity-row", data_action=event["action"],
+    )
+
+
+def activity_panel() -> rx.Component:
+    empty = rx.text("Nothing yet: keys created, rotated or revoked, sign-ins and cloned voices show here.",
+                    size="2", color=rx.color("gray", 11))
+    return panel(
+        "Activity",
+        rx.cond(ActivityState.activity.length() > 0,
+                rx.vstack(rx.foreach(ActivityState.activity, activity_line), spacing="0", width="100%"), empty),
+        rx.cond(ActivityState.activity_cursor != "",
+                rx.button("Show older", variant="soft", size="1", on_click=ActivityState.older_activity)),
+        on_mount=ActivityState.load_activity, data_testid="activity-panel",
     )
