@@ -12,6 +12,7 @@ import socket
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 
 from backend.core.log_masking import install_key_masking
+from backend.core.metrics import serve_metrics
 from backend.core.request_context import install_request_ids
 from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
@@ -50,6 +51,8 @@ def _start_heartbeat(sender, **_kwargs) -> None:  # type: ignore[no-untyped-def]
     _heartbeat = HeartbeatThread(get_redis(), info)
     _heartbeat.start()
     StalledJobSweeper().start()
+    if port := get_settings().worker_metrics_port:  # a worker machine's own /metrics, for Prometheus to scrape
+        serve_metrics(port)
 
 
 @worker_shutdown.connect

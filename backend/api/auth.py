@@ -14,6 +14,7 @@ from fastapi import Request, Response
 
 from backend.api.errors import ApiError
 from backend.auth.tokens import InvalidToken, get_token_verifier
+from backend.core.metrics import KEY_VERIFICATIONS
 from backend.core.request_context import current_facts
 from backend.services import sessions
 from backend.services.keys import SCOPES, KeyRejected, VerifiedKey, get_key_service
@@ -48,7 +49,9 @@ def _verified_key(token: str | None, scopes: tuple[str, ...], response: Response
     try:
         key = get_key_service().verify(token, scopes)
     except KeyRejected as exc:
+        KEY_VERIFICATIONS.labels(exc.code).inc()
         raise rejection(exc) from None
+    KEY_VERIFICATIONS.labels("ok").inc()
     response.headers.update(key.rate.headers())
     note_caller(key.owner, key.id)
     return key

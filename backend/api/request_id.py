@@ -16,6 +16,7 @@ import time
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from backend.core.models import utcnow
 from backend.core.request_context import RequestFacts, accepted_or_new, facts_scope, request_id_scope
 from backend.core.settings import get_settings
@@ -23,6 +24,8 @@ from backend.services.request_log import client_network, request_log_recorder
 
 HEADER = "X-Request-Id"
 LOGGED_PREFIXES = ("/api/", "/v1/")
+#: What the HTTP metrics count: the API and health (not the pages' static files, one series per file).
+COUNTED_PREFIXES = ("/api/", "/v1/", "/health", "/metrics")
 
 
 class RequestIds:
@@ -56,12 +59,25 @@ class RequestIds:
                 facts.error_code = facts.error_code or "internal_error"
                 raise
             finally:
+                if answered and scope["path"].startswith(COUNTED_PREFIXES):
+                    _count(scope, answered)
                 if facts.owner and answered and scope["path"].startswith(LOGGED_PREFIXES):
                     _record(scope, headers, request_id, facts, answered)
 
 
+def _route(scope: Scope) -> str:
+    """The route's template (`/api/voice/jobs/{job_id}`), so that metrics and logs group by it."""
+    return getattr(scope.get("route"), "path", None) or "unmatched"
+
+
+def _count(scope: Scope, answered: dict) -> None:
+    route = _route(scope)
+    HTTP_REQUESTS.labels(route, scope["method"], str(answered["status"])).inc()
+    HTTP_LATENCY.labels(route).observe(answered["latency_ms"] / 1000)
+
+
 def _record(scope: Scope, headers: Headers, request_id: str, facts: RequestFacts, answered: dict) -> None:
-    route = getattr(scope.get("route"), "path", None) or scope["path"]
+    route = _route(scope)
     request_log_recorder().record(
         owner=facts.owner, created_at=utcnow(), request_id=request_id, key_id=facts.key_id,
         method=scope["method"][:8], route=route[:200], status=answered["status"], error_code=facts.error_code,

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
                                    "as requests per window (60/minute, 10/second, 1000/hour).")
     studio_max_concurrent_jobs: int = Field(2, ge=1, le=100, description="Jobs one signed-in Studio user may "
                                             "have queued or running at once.")
+    metrics_token: SecretStr | None = Field(None, description="Bearer token Prometheus sends to GET /metrics. "
+                                            "Without one, /metrics answers only in dev and test (never in prod).")
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535, description="A worker serves its machine's "
+                                            "metrics on this port (for worker machines without a web process).")
     log_retention_days: int = Field(30, ge=1, le=3650, description="Days the request log keeps a request; older "
                                     "rows are pruned by the workers' periodic sweep.")
     trust_proxy_request_id: bool = Field(False, description="Take X-Request-Id from the proxy in front (only behind "

@@ -35,8 +35,10 @@ def run_platform(settings: Settings, with_worker: bool = True) -> int:
     started again after a crash) no job can be running, so jobs cut off mid-way and jobs the broker lost
     are queued again (`job_recovery`)."""
     from backend.core.db import migrate
+    from backend.core.metrics import reset_metrics_dir
 
     migrate()
+    reset_metrics_dir()  # every process started below counts afresh
     build_frontend_if_changed(settings)
     embedded = not settings.redis_url
 

@@ -22,7 +22,8 @@ from sqlalchemy import update
 from sqlmodel import Session
 
 from backend.core.db import get_engine
-from backend.core.models import Job, utcnow
+from backend.core.metrics import FIRST_AUDIO, JOBS, QUEUE_WAIT, REALTIME_FACTOR
+from backend.core.models import Job, as_utc, utcnow
 from backend.core.settings import get_settings
 from backend.core.request_context import request_id_scope
 from backend.media.codecs import FORMATS, encode, limit_peak
@@ -86,6 +87,9 @@ def _run_claimed(job: Job, engines: Mapping[str, Engine]) -> dict:
         raise JobCancelled(job_id)
     end_live_audio(job_id)
     release(holder_of(job.key_id, job.owner), job_id)
+    JOBS.labels(job.engine, "succeeded").inc()
+    if duration > 0:
+        REALTIME_FACTOR.labels(job.engine).observe(engine_time / duration)
     if job.key_id:
         usage_recorder().record(job.key_id, audio_seconds=duration)
     return {"job_id": job.id, "status": "succeeded", "duration_s": duration}
@@ -119,6 +123,7 @@ def _claim(job_id: str, redelivered: bool) -> Job | dict:
         return {"job_id": job.id, "status": "running", "duplicate": True}
     for name, value in claimed.items():
         setattr(job, name, value)
+    QUEUE_WAIT.labels(job.engine).observe(max(0.0, (job.started_at - as_utc(job.created_at)).total_seconds()))
     return job
 
 
@@ -139,6 +144,7 @@ class JobCancelled(Exception):
 
 
 def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> np.ndarray:
+    started = time.perf_counter()
     sentences = split_sentences(job.text) or [job.text]
     rate = engine.describe().sample_rate
     chunks: list[np.ndarray] = []
@@ -146,6 +152,8 @@ def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> np.ndarray:
     for index, sentence in enumerate(sentences):
         spoken = list(engine.synthesize(sentence, voice, SynthesisOptions(speed=job.speed)))
         if spoken:  # limited here, once: the live stream and the stored file carry the very same samples
+            if not chunks:
+                FIRST_AUDIO.labels(job.engine).observe(time.perf_counter() - started)
             chunks.append(limit_peak(np.concatenate(spoken)))
             live_publisher.publish(publish_chunk, job.id, chunks[-1], rate)
         done += len(sentence)
@@ -183,6 +191,7 @@ def fail_job(job_id: str, message: str) -> None:
         job = session.get(Job, job_id)
     if job is not None:
         release(holder_of(job.key_id, job.owner), job_id)
+        JOBS.labels(job.engine, "failed").inc()
 
 
 def end_live_audio(job_id: str, error: str | None = None) -> None:

@@ -22,6 +22,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlmodel import Session, col, select
 
 from backend.core.db import get_engine
+from backend.core.metrics import ADMISSION_REFUSALS
 from backend.core.models import Job, as_utc
 from backend.core.redis_client import get_binary_redis
 from backend.core.request_context import current_facts, current_request_id
@@ -31,12 +32,14 @@ from backend.media.engine import MAX_SPEED, MIN_SPEED
 from backend.media.live_stream import publish_end
 from backend.queue.app import get_celery
 from backend.queue.routing import SYNTHESIZE_TASK, queue_for
-from backend.services.admission import acquire, check_queue_room, check_user_rate, holder_of, release
+from backend.services.admission import (
+    Overloaded, TooFast, TooManyConcurrent, acquire, check_queue_room, check_user_rate, holder_of, release,
+)
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_reaper import is_stalled, reap_stalled_jobs
-from backend.services.keys import VerifiedKey, get_key_service
+from backend.services.keys import KeyRejected, VerifiedKey, get_key_service
 from backend.services.pagination import BadCursor, newest_first
-from backend.services.studio_usage import refund_studio_chars, reserve_studio_chars
+from backend.services.studio_usage import StudioQuotaReached, refund_studio_chars, reserve_studio_chars
 from backend.services.voices import CLONED_PREFIX, VoiceNotFound, get_cloned_voice, live_engines, live_voices
 
 MAX_TEXT_CHARS = 4096
@@ -199,12 +202,22 @@ def _admit(job: Job, holder: str, cap: int) -> None:
     acquire(holder, job.id, cap)
 
 
+#: Admission's refusals, as the `lockn_admission_refusals` metric names their reasons.
+REFUSAL_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (TooFast, "studio_rate_limited"), (TooManyConcurrent, "too_many_concurrent"), (Overloaded, "overloaded"),
+    (StudioQuotaReached, "studio_quota_exceeded"), (KeyRejected, "quota_exceeded"))
+
+
 def _broker_call(function: Callable[..., None], *args: object) -> None:
-    """`function(*args)`, with an unreachable broker turned into the answer a person can act on."""
+    """`function(*args)`, with an unreachable broker turned into the answer a person can act on (and a
+    refusal counted by its reason)."""
     try:
         function(*args)
     except (redis.RedisError, OSError) as exc:
         raise ServiceUnavailable(QUEUE_UNREACHABLE) from exc
+    except tuple(kind for kind, _ in REFUSAL_REASONS) as exc:
+        ADMISSION_REFUSALS.labels(next(reason for kind, reason in REFUSAL_REASONS if isinstance(exc, kind))).inc()
+        raise
 
 
 def _refund(refund: Callable[..., None], *args: object) -> None:
