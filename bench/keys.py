@@ -6,6 +6,8 @@
 2. The same server under load: an authenticated trivial route (`require_key()`,
    returning a constant) against the unauthenticated `/health/live`, both served
    by one granian process; the latency ratio is the cost of authentication.
+3. The authenticated route with the request log on and off (two servers, alternating
+   A B A B): the ratio is what recording every request costs.
 """
 
 from __future__ import annotations
@@ -100,17 +102,9 @@ def bench_server(seconds: float, clients: int) -> None:
     _, key = service.create("bench", KeySpec("bench-http", rate_limit=RateLimit(1_000_000, 1)))
     service.close()
     port = 18000 + os.getpid() % 1000
-    server = subprocess.Popen([sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
-                               "--port", str(port), "--workers", "1", "--log-level", "warning", "--factory",
-                               "bench.keys:create_bench_app"], cwd=PROJECT_ROOT, env=dict(os.environ))
+    server = start_server(port)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(base + "/health/live", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         load(base + "/bench/authenticated", {"Authorization": f"Bearer {key}"}, 1, clients)  # warm-up
         results = {}
         for name, path, headers in (("/health/live (no auth)", "/health/live", {}),
@@ -126,6 +120,45 @@ def bench_server(seconds: float, clients: int) -> None:
     finally:
         server.terminate()
         server.wait(10)
+    bench_request_log(key, seconds, clients)
+
+
+def start_server(port: int, **env: str) -> subprocess.Popen:
+    server = subprocess.Popen([sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+                               "--port", str(port), "--workers", "1", "--log-level", "warning", "--factory",
+                               "bench.keys:create_bench_app"], cwd=PROJECT_ROOT, env={**os.environ, **env})
+    for _ in range(100):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return server
+
+
+def bench_request_log(key: str, seconds: float, clients: int) -> None:
+    """The authenticated route with the request log on and off, two servers, alternating (A B A B)."""
+    ports = {"on": 18000 + os.getpid() % 1000 + 1, "off": 18000 + os.getpid() % 1000 + 2}
+    servers = [start_server(ports["on"], LOCKN_REQUEST_LOG="1"), start_server(ports["off"], LOCKN_REQUEST_LOG="0")]
+    headers = {"Authorization": f"Bearer {key}"}
+    samples: dict[str, list[float]] = {"on": [], "off": []}
+    try:
+        for mode in ("on", "off"):
+            load(f"http://127.0.0.1:{ports[mode]}/bench/authenticated", headers, 0.5, clients)  # warm-up
+        for _ in range(4):
+            for mode in ("on", "off"):
+                samples[mode] += load(f"http://127.0.0.1:{ports[mode]}/bench/authenticated", headers,
+                                      seconds / 4, clients)
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+    on, off = samples["on"], samples["off"]
+    for mode, values in samples.items():
+        print(f"request log {mode:<4} authenticated   p50={percentile(values, .5):.2f} ms  "
+              f"p99={percentile(values, .99):.2f} ms  mean={statistics.fmean(values):.2f} ms")
+    print(f"request log on / off: p50 {percentile(on, .5) / percentile(off, .5):.3f}  "
+          f"mean {statistics.fmean(on) / statistics.fmean(off):.3f}  (target <= 1.05)")
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 #: bench module → a line its report always ends with.
 BENCHES = {
-    "bench.keys": "latency ratio authenticated / unauthenticated",
+    "bench.keys": "request log on / off",
     "bench.synthesis": "queue overhead",
     "bench.speech": "cache: miss",
     "bench.soak": "resident memory over time",

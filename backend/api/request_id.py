@@ -61,7 +61,7 @@ class RequestIds:
             finally:
                 if answered and scope["path"].startswith(COUNTED_PREFIXES):
                     _count(scope, answered)
-                if facts.owner and answered and scope["path"].startswith(LOGGED_PREFIXES):
+                if facts.owner and answered and scope["path"].startswith(LOGGED_PREFIXES) and get_settings().request_log:
                     _record(scope, headers, request_id, facts, answered)
 
 

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
                                             "Without one, /metrics answers only in dev and test (never in prod).")
     worker_metrics_port: int | None = Field(None, ge=1, le=65535, description="A worker serves its machine's "
                                             "metrics on this port (for worker machines without a web process).")
+    request_log: bool = Field(True, description="Keep the request log (every keyed or signed-in /api and /v1 "
+                              "request, for its owner to look up).")
     log_retention_days: int = Field(30, ge=1, le=3650, description="Days the request log keeps a request; older "
                                     "rows are pruned by the workers' periodic sweep.")
     trust_proxy_request_id: bool = Field(False, description="Take X-Request-Id from the proxy in front (only behind "
