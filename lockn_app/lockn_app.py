@@ -13,6 +13,7 @@ from backend.api import build_api
 from backend.api.loopback import redirect_loopback_browsers
 from backend.core.settings import get_settings
 from backend.core.log_masking import install_key_masking
+from backend.core.log_setup import configure_logging
 from backend.core.request_context import install_request_ids
 from backend.services.features import RouteTable
 from backend.services.keys import get_key_service
@@ -27,6 +28,7 @@ from state.studio import StudioState
 
 install_key_masking()
 install_request_ids()
+configure_logging(get_settings())
 api = build_api()
 
 

@@ -77,3 +77,55 @@ def test_a_job_records_the_id_of_the_request_that_asked_for_it(worker, key_servi
     assert answer.status_code == 202, answer.text
     with Session(get_engine()) as session:
         assert session.get(Job, answer.json()["id"]).request_id == answer.headers["x-request-id"]
+
+
+def test_the_worker_logs_a_job_with_the_id_of_its_request(embedded_broker, key_service, tmp_path) -> None:
+    """The worker is a separate process: its log line about the job carries the id the client was answered with."""
+    import os
+    import subprocess
+    import time
+
+    from backend.ops.supervisor import worker_command
+    from tests.conftest import wait_for_worker_heartbeat
+
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen(worker_command(), env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        wait_for_worker_heartbeat()
+        key = key_service.create("auth0|ids", KeySpec("ids"))[1]
+        answer = TestClient(build_api()).post("/api/voice/jobs", headers={"Authorization": f"Bearer {key}"},
+                                              json={"text": "Log me with my request.", "voice": "en_US-joe-medium"})
+        request_id, job_id = answer.headers["x-request-id"], answer.json()["id"]
+        deadline = time.monotonic() + 60
+        while f"job {job_id} succeeded" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        line = next(line for line in log.read_text().splitlines() if f"job {job_id} succeeded" in line)
+        assert f"[{request_id}]" in line, line
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(30)
+
+
+def test_production_log_lines_are_json_with_the_request_id(monkeypatch, capsys) -> None:
+    import json
+
+    from backend.core.log_setup import configure_logging
+    from backend.core.request_context import request_id_scope
+
+    install_request_ids()
+    monkeypatch.setenv("LOCKN_ENV", "rehearsal")
+    monkeypatch.setenv("LOCKN_DATABASE_URL", "postgresql://unused@127.0.0.1/none")
+    monkeypatch.setenv("LOCKN_REDIS_URL", "redis://127.0.0.1:9/0")
+    get_settings.cache_clear()
+    configure_logging(get_settings())
+    try:
+        with request_id_scope("req_0123456789abcdef0123"):
+            logging.getLogger("lockn.jobs").info("job %s succeeded", "job_x")
+        line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert line["level"] == "INFO" and line["logger"] == "lockn.jobs" and line["time"]
+        assert line["request_id"] == "req_0123456789abcdef0123" and "job job_x succeeded" in line["message"]
+    finally:
+        logging.getLogger("lockn").handlers = []

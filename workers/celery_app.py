@@ -12,6 +12,7 @@ import socket
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 
 from backend.core.log_masking import install_key_masking
+from backend.core.log_setup import configure_logging
 from backend.core.metrics import serve_metrics
 from backend.core.request_context import install_request_ids
 from backend.core.redis_client import get_redis
@@ -25,6 +26,7 @@ from workers.reaper import StalledJobSweeper
 
 install_key_masking()
 install_request_ids()
+configure_logging(get_settings())
 celery_app = create_celery(include=("workers.tasks",))
 _heartbeat: HeartbeatThread | None = None
 

@@ -11,6 +11,7 @@ message is redelivered.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ from backend.services.admission import holder_of, release
 from backend.services.usage import UsageRecorder
 from backend.services.voices import CLONED_PREFIX, reference_voice
 
+logger = logging.getLogger("lockn.jobs")
 #: A job whose worker died this many times (its message redelivered each time) is failed, not retried.
 MAX_ATTEMPTS = 3
 #: Minimum seconds between two progress writes, so long texts do not hammer the database.
@@ -88,6 +90,7 @@ def _run_claimed(job: Job, engines: Mapping[str, Engine]) -> dict:
     end_live_audio(job_id)
     release(holder_of(job.key_id, job.owner), job_id)
     JOBS.labels(job.engine, "succeeded").inc()
+    logger.info("job %s succeeded: %.1f s of %s audio in %.2f s", job_id, duration, job.engine, engine_time)
     if duration > 0:
         REALTIME_FACTOR.labels(job.engine).observe(engine_time / duration)
     if job.key_id:
@@ -192,6 +195,8 @@ def fail_job(job_id: str, message: str) -> None:
     if job is not None:
         release(holder_of(job.key_id, job.owner), job_id)
         JOBS.labels(job.engine, "failed").inc()
+        with request_id_scope(job.request_id):
+            logger.warning("job %s failed: %s", job_id, message[:500])
 
 
 def end_live_audio(job_id: str, error: str | None = None) -> None:
