@@ -63,11 +63,16 @@ def filters() -> rx.Component:
 
     keys = rx.foreach(RequestLogState.log_key_choices, lambda c: rx.select.item(c["label"], value=c["value"]))
     statuses = rx.foreach(RequestLogState.log_status_choices, lambda s: rx.select.item(s, value=s))
+    routes = rx.foreach(RequestLogState.log_route_choices,
+                        lambda r: rx.select.item(rx.cond(r == "all", "all routes", r), value=r))
+    times = rx.foreach(RequestLogState.log_time_choices, lambda t: rx.select.item(t, value=t))
     search = rx.form(rx.input(name="request_id", placeholder="Find a request id (req_…)", size="1",
                               default_value=RequestLogState.log_search),
                      on_submit=RequestLogState.search_request_id, reset_on_submit=False)
     return rx.flex(chooser(keys, RequestLogState.log_key, RequestLogState.filter_key, "Key"),
                    chooser(statuses, RequestLogState.log_status, RequestLogState.filter_status, "Status"),
+                   chooser(routes, RequestLogState.log_route, RequestLogState.filter_route, "Route"),
+                   chooser(times, RequestLogState.log_since, RequestLogState.filter_time, "Time"),
                    search, gap="2", wrap="wrap", width="100%")
 
 

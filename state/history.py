@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import reflex as rx
 
-from backend.core.models import AuditEvent, RequestLog, as_utc
+from backend.core.models import AuditEvent, RequestLog, as_utc, utcnow
 from backend.services.audit import ACTIONS, owner_activity
-from backend.services.request_log import STATUS_CLASSES, InvalidLogQuery, LogFilter, owner_log
+from backend.services.request_log import STATUS_CLASSES, InvalidLogQuery, LogFilter, owner_log, owner_routes
 from state.dashboard import DashboardState
 
 LOG_PAGE = 20
+#: The dashboard's time filter: label → how far back.
+TIME_RANGES = {"any time": None, "last hour": timedelta(hours=1), "last 24 hours": timedelta(days=1),
+               "last 7 days": timedelta(days=7)}
 
 
 def log_row(row: RequestLog, key_names: dict[str, str]) -> dict[str, str]:
@@ -34,6 +37,9 @@ class RequestLogState(DashboardState):
     log_key: str = "all"
     log_status: str = "all"
     log_search: str = ""
+    log_route: str = "all"
+    log_since: str = "any time"
+    log_routes: list[str] = []
     log_error: str = ""
     opened: dict[str, str] = {}
 
@@ -46,9 +52,20 @@ class RequestLogState(DashboardState):
     def log_status_choices(self) -> list[str]:
         return ["all", *STATUS_CLASSES]
 
+    @rx.var
+    def log_route_choices(self) -> list[str]:
+        return ["all", *self.log_routes]
+
+    @rx.var
+    def log_time_choices(self) -> list[str]:
+        return list(TIME_RANGES)
+
     def _filter(self) -> LogFilter:
+        back = TIME_RANGES.get(self.log_since)
         return LogFilter(key_id=None if self.log_key == "all" else self.log_key,
                          status_class=None if self.log_status == "all" else self.log_status,
+                         route=None if self.log_route == "all" else self.log_route,
+                         since=utcnow() - back if back else None,
                          request_id=self.log_search.strip() or None)
 
     def _load(self, cursor: str | None = None) -> None:
@@ -61,6 +78,7 @@ class RequestLogState(DashboardState):
             self.log_error = str(exc)
             return
         names = {k["id"]: k["name"] for k in self.keys}
+        self.log_routes = owner_routes(owner)
         rows = [log_row(row, names) for row in page.items]
         self.log_rows = (self.log_rows if cursor else []) + rows
         self.log_cursor, self.log_error = page.next_cursor or "", ""
@@ -84,6 +102,16 @@ class RequestLogState(DashboardState):
     @rx.event
     def filter_status(self, value: str) -> None:
         self.log_status = value
+        self._load()
+
+    @rx.event
+    def filter_route(self, value: str) -> None:
+        self.log_route = value
+        self._load()
+
+    @rx.event
+    def filter_time(self, value: str) -> None:
+        self.log_since = value
         self._load()
 
     @rx.event

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 from sqlalchemy import Engine, delete, insert
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from backend.core.db import get_engine
 from backend.core.models import RequestLog, utcnow
@@ -138,6 +138,12 @@ def owner_log(owner: str, where: LogFilter, limit: int = 50, cursor: str | None 
             return newest_first(session, RequestLog, owner, limit, cursor, where.conditions())
         except BadCursor:
             raise InvalidLogQuery("cursor is not a row of your log", "cursor") from None
+
+
+def owner_routes(owner: str) -> list[str]:
+    """The route templates the owner's log holds, for the dashboard's route filter."""
+    with Session(get_engine()) as session:
+        return sorted(session.exec(select(RequestLog.route).where(RequestLog.owner == owner).distinct()).all())
 
 
 def prune_request_log(now: datetime | None = None) -> int:
