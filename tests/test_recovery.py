@@ -126,3 +126,32 @@ def test_a_child_that_keeps_crashing_stops_everything(monkeypatch, capsys) -> No
 
     assert supervision.supervise(start) == 7
     assert f"{supervision.MAX_CRASHES} times" in capsys.readouterr().err
+
+
+def test_after_a_crash_a_job_delivered_but_not_started_is_sent_again(embedded_broker, database) -> None:
+    """The crash came between the broker handing a message to the worker and the worker claiming its job: the
+    job says `queued`, its only message sits in the dead worker's unacknowledged deliveries (which come back
+    only after the visibility timeout). It is sent again at once, and the dead delivery forgotten."""
+    import json
+
+    from sqlmodel import Session
+
+    from backend.core.db import get_engine
+    from backend.core.models import Job
+    from backend.services.jobs import send_job
+
+    job = Job(id="job_delivered_not_started", owner=OWNER, voice_id=VOICE, engine="piper", text="Hello.",
+              text_chars=6, format="wav")
+    with Session(get_engine(), expire_on_commit=False) as session:
+        session.add(job)
+        session.commit()
+    send_job(job)
+    client = get_redis()
+    delivered = client.rpop("cpu")  # what the worker's fetch does, before the crash
+    client.hset("unacked", "tag-1", json.dumps([json.loads(delivered), "", "cpu"]))
+    client.zadd("unacked_index", {"tag-1": time.time()})
+    assert held_task_ids(client, ["cpu"]) == {job.id} and held_task_ids(client, ["cpu"], delivered=False) == set()
+
+    assert requeue_lost_jobs(after_crash=True) == 1
+    assert client.hlen("unacked") == 0, "the dead delivery is forgotten"
+    assert held_task_ids(client, ["cpu"], delivered=False) == {job.id}, "and the job waits in its queue again"

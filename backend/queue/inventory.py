@@ -29,8 +29,9 @@ def _task_id(payload: object) -> str | None:
     return headers.get("id") if isinstance(headers, dict) else None
 
 
-def held_task_ids(client: redis.Redis, queues: list[str]) -> set[str]:
-    """Ids of the tasks waiting in `queues` or delivered and unacknowledged (on any queue)."""
+def held_task_ids(client: redis.Redis, queues: list[str], delivered: bool = True) -> set[str]:
+    """Ids of the tasks waiting in `queues`, and (with `delivered`) those delivered to a worker and not yet
+    acknowledged (on any queue). Without `delivered`: after a crash, when no worker holds anything."""
     keys = [key for queue in queues for key in _queue_keys(queue)]
     with client.pipeline(transaction=False) as pipe:
         for key in keys:
@@ -38,7 +39,8 @@ def held_task_ids(client: redis.Redis, queues: list[str]) -> set[str]:
         pipe.hvals(UNACKED_HASH)
         *lists, unacked = pipe.execute()
     ids = {_task_id(json.loads(raw)) for messages in lists for raw in messages}
-    ids |= {_task_id(json.loads(raw)[0]) for raw in unacked}
+    if delivered:
+        ids |= {_task_id(json.loads(raw)[0]) for raw in unacked}
     ids.discard(None)
     return ids  # type: ignore[return-value]
 

@@ -30,7 +30,9 @@ LOST_AFTER_S = 60.0
 def requeue_lost_jobs(after_crash: bool = False, lost_after_s: float = LOST_AFTER_S) -> int:
     """Send again every queued job older than `lost_after_s` the broker does not hold (and, `after_crash`,
     every running one); returns how many were sent."""
-    held = held_task_ids(get_redis(), sorted({DEFAULT_QUEUE, *ENGINE_QUEUES.values()}))
+    # After a crash no worker holds anything: a message delivered to the dead worker (even one it had not
+    # started, so its job still says `queued`) would come back only after the visibility timeout.
+    held = held_task_ids(get_redis(), sorted({DEFAULT_QUEUE, *ENGINE_QUEUES.values()}), delivered=not after_crash)
     cutoff = utcnow() - timedelta(seconds=0 if after_crash else lost_after_s)
     statuses = ("queued", "running") if after_crash else ("queued",)
     with Session(get_engine(), expire_on_commit=False) as session:
@@ -41,7 +43,8 @@ def requeue_lost_jobs(after_crash: bool = False, lost_after_s: float = LOST_AFTE
             session.exec(update(Job).where(col(Job.id).in_(running), col(Job.status) == "running")  # type: ignore[call-overload]
                          .values(status="queued", started_at=None, progress=0.0, chars_done=0))
             session.commit()
-            forget_unacked(get_redis(), set(running))
+    if after_crash and lost:
+        forget_unacked(get_redis(), {job.id for job in lost})  # their dead deliveries must not come back too
     for job in lost:
         send_job(job)
     return len(lost)
