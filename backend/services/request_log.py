@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import Engine, delete, insert
+from sqlalchemy import Engine, delete
 from sqlmodel import Session, col, select
 
 from backend.core.db import get_engine
@@ -70,7 +70,7 @@ class RequestLogRecorder:
             return 0
         try:
             with self._engine.begin() as connection:
-                connection.execute(insert(RequestLog), batch)
+                connection.execute(RequestLog.__table__.insert(), batch)  # Core executemany: no ORM work
         except Exception:
             logger.exception("request log flush failed; will retry with the next flush")
             with self._lock:
