@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -19,9 +20,10 @@ from backend.services.studio_usage import StudioQuotaReached
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_audio import JobFailed, finished_audio
 from backend.services.jobs import (
-    MAX_TEXT_CHARS, SAMPLE_OWNER, InvalidJobRequest, JobNotFound, JobStatus, cancel_job, enqueue_synthesis, job_status,
-    list_jobs, voice_sample_job,
+    MAX_TEXT_CHARS, SAMPLE_OWNER, CaptionsUnavailable, InvalidJobRequest, JobNotFound, JobStatus, cancel_job,
+    enqueue_synthesis, job_captions, job_status, list_jobs, voice_sample_job,
 )
+from backend.media.captions import to_srt, to_vtt
 from backend.services.keys import KeyRejected, VerifiedKey
 from backend.media.codecs import FORMATS, FormatName
 from backend.media.engine import MAX_SPEED, MIN_SPEED
@@ -132,6 +134,8 @@ class JobIn(BaseModel):
     voice: str = Field(min_length=1, max_length=120)
     format: FormatName = "wav"
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
+    captions: bool = Field(False, description="Keep sentence (exact) and word (estimated) timings, served at "
+                                              "/api/voice/jobs/{id}/captions.{json,srt,vtt}")
 
 
 #: A job as the API shows it: every field of the service's `JobStatus` but the server's file path, plus links.
@@ -154,7 +158,8 @@ def job_out(status: JobStatus) -> BaseModel:
 @router.post("/jobs", status_code=202, response_model=JobOut, summary="Queue a synthesis job")
 def create_job(body: JobIn, key: WriteKey) -> JobOut:
     with voice_errors():
-        job = enqueue_synthesis(key.owner, body.text, body.voice, body.format, body.speed, key=key)
+        job = enqueue_synthesis(key.owner, body.text, body.voice, body.format, body.speed, key=key,
+                                captions=body.captions)
         return job_out(job_status(job.id, key.owner))
 
 
@@ -181,6 +186,23 @@ def job_audio(job_id: str, owner: Reader, request: Request) -> FileResponse:
         raise ApiError(409, "not_ready", f"The job is {status.status}; its audio is not ready yet.")
     return FileResponse(status.audio_path, media_type=FORMATS[status.format].content_type,
                         filename=f"{job_id}.{FORMATS[status.format].extension}")
+
+
+CAPTION_TYPES = {"json": "application/json", "srt": "application/x-subrip", "vtt": "text/vtt"}
+
+
+@router.get("/jobs/{job_id}/captions.{fmt}", summary="The job's captions: JSON (sentences and words), SRT or VTT")
+def job_captions_file(job_id: str, fmt: Literal["json", "srt", "vtt"], owner: Reader) -> Response:
+    """Sentence times are exact (the engine's own sentence chunks); word times are estimated within each
+    sentence by its characters (`words_are: "estimated"` in the JSON)."""
+    with voice_errors():
+        try:
+            document = job_captions(job_id, owner)
+        except CaptionsUnavailable as exc:
+            raise ApiError(409, "no_captions", str(exc)) from None
+    body = json.dumps(document) if fmt == "json" else to_srt(document) if fmt == "srt" else to_vtt(document)
+    return Response(body, media_type=CAPTION_TYPES[fmt],
+                    headers={"Content-Disposition": f'attachment; filename="{job_id}.{fmt}"'})
 
 
 @router.get("/jobs", summary="Your jobs, newest first")

@@ -96,6 +96,9 @@ class Job(SQLModel, table=True):
     cache_key: str | None = Field(default=None, index=True, max_length=64)
     #: The id of the request that asked for the job: the worker's log lines about it carry it too.
     request_id: str | None = Field(default=None, max_length=128)
+    #: Whether the job was asked for captions, and, once it succeeded, the captions (`media/captions.py`).
+    captions_requested: bool = Field(default=False)
+    captions: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
     started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

@@ -27,6 +27,7 @@ from backend.core.metrics import FIRST_AUDIO, JOBS, QUEUE_WAIT, REALTIME_FACTOR
 from backend.core.models import Job, as_utc, utcnow
 from backend.core.settings import get_settings
 from backend.core.request_context import request_id_scope
+from backend.media.captions import captions_document
 from backend.media.codecs import FORMATS, encode, limit_peak
 from backend.media.engine import Engine, ReferenceVoice, SynthesisError, SynthesisOptions, split_sentences
 from backend.media.live_publisher import live_publisher
@@ -78,13 +79,15 @@ def _run_claimed(job: Job, engines: Mapping[str, Engine]) -> dict:
     voice = reference_voice(job.owner, job.voice_id, rate) if job.voice_id.startswith(CLONED_PREFIX) \
         else job.voice_id
     started = time.perf_counter()
-    pcm = _speak(job, engine, voice)
+    pcm, spoken = _speak(job, engine, voice)
     engine_time = time.perf_counter() - started
     path = _store(job, encode(pcm, rate, job.format))
     duration = round(len(pcm) / rate, 3)
+    captions = captions_document(spoken, rate) if job.captions_requested else None
     if not _update_job(job_id, only_while_running=True, status="succeeded", progress=100.0,
                        chars_done=job.text_chars, audio_path=str(path), audio_bytes=path.stat().st_size,
-                       duration_s=duration, engine_time_s=round(engine_time, 3), finished_at=utcnow()):
+                       duration_s=duration, engine_time_s=round(engine_time, 3), finished_at=utcnow(),
+                       captions=captions):
         path.unlink(missing_ok=True)  # cancelled in its last moments: no file without a row
         raise JobCancelled(job_id)
     end_live_audio(job_id)
@@ -146,11 +149,13 @@ class JobCancelled(Exception):
     """The owner cancelled the job: stop, leave the row as the owner left it."""
 
 
-def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> np.ndarray:
+def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """The job's audio, and each sentence with how many samples it took (what captions are timed by)."""
     started = time.perf_counter()
     sentences = split_sentences(job.text) or [job.text]
     rate = engine.describe().sample_rate
     chunks: list[np.ndarray] = []
+    spoken_sentences: list[tuple[str, int]] = []
     done, last_write = 0, 0.0
     for index, sentence in enumerate(sentences):
         spoken = list(engine.synthesize(sentence, voice, SynthesisOptions(speed=job.speed)))
@@ -159,6 +164,7 @@ def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> np.ndarray:
                 FIRST_AUDIO.labels(job.engine).observe(time.perf_counter() - started)
             chunks.append(limit_peak(np.concatenate(spoken)))
             live_publisher.publish(publish_chunk, job.id, chunks[-1], rate)
+        spoken_sentences.append((sentence, len(chunks[-1]) if spoken else 0))
         done += len(sentence)
         # Progress (and cancellation) at most every PROGRESS_INTERVAL_S, never after the last sentence:
         # the `succeeded` row follows at once. Each write costs the engine CPU time it would rather have.
@@ -173,7 +179,7 @@ def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> np.ndarray:
     if pcm.size == 0:
         raise SynthesisError("the engine produced no audio for this text")
     live_publisher.publish(publish_spoken, job.id)
-    return pcm
+    return pcm, spoken_sentences
 
 
 def _store(job: Job, data: bytes) -> Path:

@@ -83,12 +83,14 @@ class JobStatus:
     finished_at: datetime | None
     audio_path: str | None
     text: str
+    #: Whether captions were asked for (they are at `…/captions.{json,srt,vtt}` once the job succeeded).
+    captions: bool = False
 
     @classmethod
     def of(cls, job: Job) -> JobStatus:
         return cls(job.id, job.status, job.progress, job.chars_done, job.text_chars, job.voice_id, job.engine,
                    job.format, job.error, job.duration_s, job.engine_time_s, as_utc(job.created_at),
-                   as_utc(job.started_at), as_utc(job.finished_at), job.audio_path, job.text)
+                   as_utc(job.started_at), as_utc(job.finished_at), job.audio_path, job.text, job.captions_requested)
 
 
 def validate_request(owner: str, text: str, voice: str, fmt: str, speed: float) -> tuple[str, str]:
@@ -134,7 +136,7 @@ def _cached_job(key: str, owner: str) -> Job | None:
 
 
 def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed: float = 1.0,
-                      key: VerifiedKey | None = None) -> Job:
+                      key: VerifiedKey | None = None, captions: bool = False) -> Job:
     """Record a job and hand it to the queue of the voice's engine, or answer at once from the cache.
 
     A cache hit is a new job row, already `succeeded`, pointing at the earlier audio (so history and
@@ -153,8 +155,10 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
     address = cache_key(owner, text, voice, fmt, speed, version)
     job = Job(id="job_" + secrets.token_hex(10), owner=owner, key_id=key.id if key else None, voice_id=voice,
               engine=engine, text=text, text_chars=len(text), format=fmt, speed=speed, cache_key=address,
-              request_id=current_request_id())
+              request_id=current_request_id(), captions_requested=captions)
     hit = _cached_job(address, owner)
+    if captions and hit is not None and hit.captions is None:
+        hit = None  # the same audio, but made without captions: make it again, with them
     with ExitStack() as undo:
         if hit is None:
             holder = holder_of(job.key_id, owner)
@@ -232,6 +236,7 @@ def _record_and_send(job: Job, hit: Job | None) -> None:
         job.status, job.progress, job.chars_done = "succeeded", 100.0, hit.text_chars
         job.audio_path, job.audio_bytes, job.duration_s, job.engine_time_s = \
             hit.audio_path, hit.audio_bytes, hit.duration_s, 0.0
+        job.captions = hit.captions if job.captions_requested else None
         job.started_at = job.finished_at = job.created_at
     with Session(get_engine(), expire_on_commit=False) as session:
         session.add(job)
@@ -254,6 +259,23 @@ def _record_usage(job: Job) -> None:
         return
     audio_seconds = (job.duration_s or 0.0) if job.status == "succeeded" else 0.0
     get_key_service().usage.record(job.key_id, chars=job.text_chars, audio_seconds=audio_seconds)
+
+
+class CaptionsUnavailable(Exception):
+    """The job has no captions (yet): the message says why, in words."""
+
+
+def job_captions(job_id: str, owner: str) -> dict:
+    """The captions document of one of the owner's jobs (see `backend/media/captions.py`)."""
+    with Session(get_engine()) as session:
+        job = session.get(Job, job_id)
+    if job is None or job.owner != owner:
+        raise JobNotFound(job_id)
+    if not job.captions_requested:
+        raise CaptionsUnavailable("this job was made without captions: ask for them with \"captions\": true")
+    if job.captions is None:
+        raise CaptionsUnavailable(f"this job is {job.status}: captions come with its audio")
+    return job.captions
 
 
 def send_job(job: Job) -> None:

@@ -1,0 +1,78 @@
+"""Captions from the engine's own sentence chunks: sentence times exact, word times estimated.
+
+The worker speaks a text sentence by sentence, so where each sentence starts and ends in the audio is
+known to the sample. Within a sentence, no engine here reports word alignments: each word gets a share of
+the sentence's time by its share of the sentence's characters (spaces and punctuation counted with the
+word before them), which is what `words_are: "estimated"` says. SRT and VTT are written by the `srt` and
+`webvtt-py` libraries, one cue per sentence.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+import srt
+import webvtt
+
+
+@dataclass(frozen=True)
+class Cue:
+    start: float
+    end: float
+    text: str
+
+
+def sentence_cues(spoken: list[tuple[str, int]], sample_rate: int) -> list[Cue]:
+    """One cue per (sentence, samples spoken for it), back to back from 0 s."""
+    cues, at = [], 0
+    for text, samples in spoken:
+        cues.append(Cue(round(at / sample_rate, 3), round((at + samples) / sample_rate, 3), text.strip()))
+        at += samples
+    return cues
+
+
+def word_cues(sentence: Cue) -> list[Cue]:
+    """The sentence's words, each given the share of its time that its characters are of the sentence's."""
+    words = sentence.text.split()
+    total = sum(len(word) + 1 for word in words) or 1
+    cues, at = [], sentence.start
+    for word in words:
+        length = (sentence.end - sentence.start) * (len(word) + 1) / total
+        cues.append(Cue(round(at, 3), round(at + length, 3), word))
+        at += length
+    if cues:  # the last word ends with its sentence, whatever the rounding did
+        cues[-1] = Cue(cues[-1].start, sentence.end, cues[-1].text)
+    return cues
+
+
+def captions_document(spoken: list[tuple[str, int]], sample_rate: int) -> dict:
+    """What a job stores and `captions.json` answers."""
+    sentences = sentence_cues(spoken, sample_rate)
+    return {"sentences_are": "exact", "words_are": "estimated",
+            "sentences": [asdict(cue) for cue in sentences],
+            "words": [asdict(word) for cue in sentences for word in word_cues(cue)]}
+
+
+def _sentences(document: dict) -> list[Cue]:
+    return [Cue(**cue) for cue in document["sentences"]]
+
+
+def to_srt(document: dict) -> str:
+    return srt.compose([srt.Subtitle(index, timedelta(seconds=cue.start), timedelta(seconds=cue.end), cue.text)
+                        for index, cue in enumerate(_sentences(document), start=1)])
+
+
+def to_vtt(document: dict) -> str:
+    captions = webvtt.WebVTT()
+    for cue in _sentences(document):
+        captions.captions.append(webvtt.Caption(_vtt_time(cue.start), _vtt_time(cue.end), cue.text))
+    buffer = io.StringIO()
+    captions.write(buffer)
+    return buffer.getvalue()
+
+
+def _vtt_time(seconds: float) -> str:
+    millis = round(seconds * 1000)
+    return f"{millis // 3_600_000:02d}:{millis // 60_000 % 60:02d}:{millis // 1000 % 60:02d}.{millis % 1000:03d}"
