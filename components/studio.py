@@ -89,6 +89,10 @@ def generate_panel() -> rx.Component:
             rx.hstack(rx.link(rx.button(rx.icon("download", size=16), "Download", variant="soft"),
                               href=StudioState.audio_url, download=True, data_testid="download",
                               reload_document=True),
+                      rx.cond(StudioState.captions_url != "", rx.fragment(
+                          *[rx.link(rx.button(label, variant="ghost", size="1"), href=StudioState.captions_url + ext,
+                                    download=True, reload_document=True, data_testid=f"captions-{ext[1:]}")
+                            for label, ext in (("Captions (SRT)", ".srt"), ("Captions (VTT)", ".vtt"))])),
                       rx.text(StudioState.result_info, size="2", color=rx.color("gray", 11)), align="center",
                       wrap="wrap"),
             width="100%", spacing="2")),

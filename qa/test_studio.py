@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import soundfile as sf
+import srt
 from playwright.sync_api import Page, expect
 
 from qa.conftest import VIEWPORTS, save_screenshot
@@ -71,6 +72,11 @@ def test_generate_wav_and_mp3_with_progress_player_and_download(open_page) -> No
 
     generate(page, "A short one, in MP3.", "mp3")
     assert audio_duration(page) > 0.5
+    captions = page.request.get(page.get_by_test_id("captions-srt").get_attribute("href"))
+    assert captions.status == 200
+    cues = list(srt.parse(captions.text()))  # sentence cues: the one sentence, ending with the audio
+    assert [cue.content for cue in cues] == ["A short one, in MP3."]
+    assert abs(cues[-1].end.total_seconds() - audio_duration(page)) < 0.1
     mp3 = page.request.get(page.get_by_test_id("download").get_attribute("href"))
     assert mp3.headers["content-type"] == "audio/mpeg" and len(mp3.body()) > 1000
 

@@ -61,6 +61,8 @@ class StudioState(AuthState):
     job_status: str = ""
     progress: float = 0.0
     audio_url: str = ""
+    #: Where the shown generation's captions are (`….srt`, `….vtt` appended); empty when it has none.
+    captions_url: str = ""
     result_info: str = ""
     error: str = ""
     notice: str = ""
@@ -128,7 +130,8 @@ class StudioState(AuthState):
                  "voice": names.get(j.voice, j.voice),
                  "format": j.format.upper(), "when": j.created_at.strftime("%Y-%m-%d %H:%M"), "status": j.status,
                  "duration": f"{j.duration_s:.1f} s" if j.duration_s else "",
-                 "url": f"/api/voice/jobs/{j.id}/audio" if j.status == "succeeded" else ""} for j in jobs]
+                 "url": f"/api/voice/jobs/{j.id}/audio" if j.status == "succeeded" else "",
+                 "captions": "yes" if j.captions and j.status == "succeeded" else ""} for j in jobs]
         self.history = (self.history if cursor else []) + rows
         self.history_cursor = next_cursor or ""
 
@@ -179,8 +182,9 @@ class StudioState(AuthState):
             if self.generating:
                 return None
             self.error, self.audio_url, self.result_info, self.progress = "", "", "", 0.0
+            self.captions_url = ""
             try:
-                job = enqueue_synthesis(owner, self.text, self.voice_id, self.fmt, self.speed)
+                job = enqueue_synthesis(owner, self.text, self.voice_id, self.fmt, self.speed, captions=True)
             except (InvalidJobRequest, TooManyConcurrent, TooFast, Overloaded, StudioQuotaReached) as exc:
                 self.error = str(exc)
                 return None
@@ -201,6 +205,7 @@ class StudioState(AuthState):
                     self.job_status, self.progress = status.status, status.progress
                     if status.status == "succeeded":
                         self.audio_url = f"/api/voice/jobs/{job_id}/audio"
+                        self.captions_url = f"/api/voice/jobs/{job_id}/captions" if status.captions else ""
                         self.result_info = (f"{status.duration_s:.1f} s of audio, made in "
                                             f"{(status.finished_at - status.created_at).total_seconds():.1f} s")
                     elif status.status == "failed":
@@ -223,6 +228,7 @@ class StudioState(AuthState):
     def replay(self, item: dict[str, str]):  # type: ignore[no-untyped-def]
         """Put a past generation back in the player, with its voice and format chosen again, and play it."""
         self.job_id, self.job_status, self.audio_url, self.error = item["id"], "succeeded", item["url"], ""
+        self.captions_url = f"/api/voice/jobs/{item['id']}/captions" if item["captions"] else ""
         self.progress, self.result_info = 100.0, f"{item['duration']} of audio, from your history"
         if item["voice_id"] in {v["id"] for v in self.voices}:
             self.voice_id = item["voice_id"]
@@ -239,7 +245,7 @@ class StudioState(AuthState):
         except JobNotFound:
             pass
         if self.job_id == job_id:
-            self.audio_url, self.result_info = "", ""
+            self.audio_url, self.result_info, self.captions_url = "", "", ""
         self.history = [row for row in self.history if row["id"] != job_id]  # older pages stay shown
         return None
 
