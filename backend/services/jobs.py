@@ -153,9 +153,8 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
     if key is None:  # a signed-in user in the Studio: the user's own rate limit (a key has its own)
         _broker_call(check_user_rate, owner)
     address = cache_key(owner, text, voice, fmt, speed, version)
-    job = Job(id="job_" + secrets.token_hex(10), owner=owner, key_id=key.id if key else None, voice_id=voice,
-              engine=engine, text=text, text_chars=len(text), format=fmt, speed=speed, cache_key=address,
-              request_id=current_request_id(), captions_requested=captions)
+    job = _new_job(owner, text, voice, engine, fmt, speed, address, key_id=key.id if key else None,
+                   captions_requested=captions)
     hit = _cached_job(address, owner)
     if captions and hit is not None and hit.captions is None:
         hit = None  # the same audio, but made without captions: make it again, with them
@@ -193,12 +192,18 @@ def voice_sample_job(voice: str) -> Job:
     made = _cached_job(address, SAMPLE_OWNER)
     if made is not None:
         return made
-    job = Job(id="job_" + secrets.token_hex(10), owner=SAMPLE_OWNER, voice_id=voice, engine=engine, text=SAMPLE_TEXT,
-              text_chars=len(SAMPLE_TEXT), format="mp3", speed=1.0, cache_key=address,
-              request_id=current_request_id())
+    job = _new_job(SAMPLE_OWNER, SAMPLE_TEXT, voice, engine, "mp3", 1.0, address)
     _broker_call(check_queue_room, engine)
     _record_and_send(job, None)
     return job
+
+
+def _new_job(owner: str, text: str, voice: str, engine: str, fmt: str, speed: float, address: str,
+             **fields: object) -> Job:
+    """A job row for a request (not yet written), carrying the id of the request that asked for it."""
+    return Job(id="job_" + secrets.token_hex(10), owner=owner, voice_id=voice, engine=engine, text=text,
+               text_chars=len(text), format=fmt, speed=speed, cache_key=address, request_id=current_request_id(),
+               **fields)
 
 
 def _admit(job: Job, holder: str, cap: int) -> None:
@@ -261,16 +266,22 @@ def _record_usage(job: Job) -> None:
     get_key_service().usage.record(job.key_id, chars=job.text_chars, audio_seconds=audio_seconds)
 
 
+def _owned_job(job_id: str, owner: str) -> Job:
+    """The owner's job, or `JobNotFound` (another owner's job is indistinguishable from none)."""
+    with Session(get_engine()) as session:
+        job = session.get(Job, job_id)
+    if job is None or job.owner != owner:
+        raise JobNotFound(job_id)
+    return job
+
+
 class CaptionsUnavailable(Exception):
     """The job has no captions (yet): the message says why, in words."""
 
 
 def job_captions(job_id: str, owner: str) -> dict:
     """The captions document of one of the owner's jobs (see `backend/media/captions.py`)."""
-    with Session(get_engine()) as session:
-        job = session.get(Job, job_id)
-    if job is None or job.owner != owner:
-        raise JobNotFound(job_id)
+    job = _owned_job(job_id, owner)
     if not job.captions_requested:
         raise CaptionsUnavailable("this job was made without captions: ask for them with \"captions\": true")
     if job.captions is None:
@@ -284,10 +295,7 @@ def send_job(job: Job) -> None:
 
 def job_status(job_id: str, owner: str) -> JobStatus:
     """The job's state as stored by its worker; another owner's job is indistinguishable from none."""
-    with Session(get_engine()) as session:
-        job = session.get(Job, job_id)
-    if job is None or job.owner != owner:
-        raise JobNotFound(job_id)
+    job = _owned_job(job_id, owner)
     if is_stalled(job):  # its worker died for good: say so now rather than "running" forever
         reap_stalled_jobs()
         return job_status(job_id, owner)
