@@ -49,7 +49,7 @@ def test_sign_in_out_and_voices_are_recorded(database, isolated_settings) -> Non
     pcm = np.sin(np.linspace(0, 4000, 22050 * 12)).astype(np.float32) * 0.3
     clip = io.BytesIO()
     sf.write(clip, pcm, 22050, format="WAV")
-    with facts_scope(RequestFacts(client="203.0.113.0/24")):
+    with facts_scope(RequestFacts(address="203.0.113.77")):
         voice = voices.create_cloned_voice(ALICE, "Mine", "hello there", clip.getvalue())
     voices.delete_cloned_voice(ALICE, voice.id)
     assert [a for a, _ in actions(ALICE)] == ["session.signed_in", "session.signed_out", "voice.cloned",

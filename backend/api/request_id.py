@@ -20,7 +20,7 @@ from backend.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from backend.core.models import utcnow
 from backend.core.request_context import RequestFacts, accepted_or_new, facts_scope, request_id_scope
 from backend.core.settings import get_settings
-from backend.services.request_log import client_network, request_log_recorder
+from backend.services.request_log import request_log_recorder
 
 HEADER = "X-Request-Id"
 LOGGED_PREFIXES = ("/api/", "/v1/")
@@ -40,7 +40,7 @@ class RequestIds:
             return
         headers = Headers(scope=scope)
         request_id = accepted_or_new(headers.get(HEADER) if get_settings().trust_proxy_request_id else None)
-        facts = RequestFacts(client=client_network((scope.get("client") or (None,))[0]))
+        facts = RequestFacts(address=(scope.get("client") or (None,))[0])
         scope.setdefault("state", {}).update(request_id=request_id, facts=facts)
         started, answered = time.perf_counter(), {}
 
@@ -60,9 +60,10 @@ class RequestIds:
                 raise
             finally:
                 if answered and scope["path"].startswith(COUNTED_PREFIXES):
-                    _count(scope, answered)
-                if facts.owner and answered and scope["path"].startswith(LOGGED_PREFIXES) and get_settings().request_log:
-                    _record(scope, headers, request_id, facts, answered)
+                    route = _route(scope)
+                    _count(scope, route, answered)
+                    if facts.owner and scope["path"].startswith(LOGGED_PREFIXES) and get_settings().request_log:
+                        _record(scope, route, headers, request_id, facts, answered)
 
 
 def _route(scope: Scope) -> str:
@@ -70,14 +71,13 @@ def _route(scope: Scope) -> str:
     return getattr(scope.get("route"), "path", None) or "unmatched"
 
 
-def _count(scope: Scope, answered: dict) -> None:
-    route = _route(scope)
+def _count(scope: Scope, route: str, answered: dict) -> None:
     HTTP_REQUESTS.labels(route, scope["method"], str(answered["status"])).inc()
     HTTP_LATENCY.labels(route).observe(answered["latency_ms"] / 1000)
 
 
-def _record(scope: Scope, headers: Headers, request_id: str, facts: RequestFacts, answered: dict) -> None:
-    route = _route(scope)
+def _record(scope: Scope, route: str, headers: Headers, request_id: str, facts: RequestFacts,
+            answered: dict) -> None:
     request_log_recorder().record(
         owner=facts.owner, created_at=utcnow(), request_id=request_id, key_id=facts.key_id,
         method=scope["method"][:8], route=route[:200], status=answered["status"], error_code=facts.error_code,

@@ -13,6 +13,7 @@ writes the request log (`backend/api/request_id.py`).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import secrets
@@ -39,8 +40,22 @@ class RequestFacts:
     chars: int | None = None
     audio_seconds: float | None = None
     error_code: str | None = None
-    #: The client's network (/24, /48), never its host.
-    client: str | None = None
+    #: The client's address as the server saw it; only its network (`client`) is ever written down.
+    address: str | None = None
+
+    @property
+    def client(self) -> str | None:
+        """The client's network (/24, /48), never its host: worked out only when something records it."""
+        return client_network(self.address)
+
+
+def client_network(address: str | None) -> str | None:
+    """203.0.113.7 → 203.0.113.0/24; an IPv6 address → its /48; anything else → None."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return None
+    return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 48}", strict=False))
 
 
 _facts: ContextVar[RequestFacts | None] = ContextVar("lockn_request_facts", default=None)

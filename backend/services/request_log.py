@@ -9,7 +9,6 @@ with a warning, rather than growing without bound while the database is down). R
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 import threading
@@ -23,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from backend.core.db import get_engine
 from backend.core.models import RequestLog, utcnow
+from backend.core.request_context import client_network  # noqa: F401 - part of this module's API
 from backend.core.settings import get_settings
 from backend.services.batching import PeriodicFlush
 from backend.services.pagination import BadCursor, Page, newest_first
@@ -31,16 +31,6 @@ logger = logging.getLogger("lockn.request_log")
 FLUSH_INTERVAL_S = 2.0
 MAX_BUFFERED = 50_000
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
-
-
-def client_network(address: str | None) -> str | None:
-    """The client's network, never its host: 203.0.113.7 → 203.0.113.0/24, an IPv6 address → its /48."""
-    try:
-        ip = ipaddress.ip_address(address or "")
-    except ValueError:
-        return None
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 class RequestLogRecorder:
