@@ -8,12 +8,16 @@ real servers. Without them those tests skip with a visible reason; in CI
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from backend.core import db, redis_client
+# Metrics of the test process and the workers it starts go to a directory of this run, not the checkout's data/.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="lockn-test-metrics-"))
+
+from backend.core import db, redis_client  # noqa: E402
 from backend.core.settings import Settings, get_settings
 
 ISOLATED_VARIABLES = ("LOCKN_ENV", "LOCKN_DATABASE_URL", "LOCKN_REDIS_URL", "LOCKN_SECRET_KEY", "LOCKN_PUBLIC_URL",

@@ -47,3 +47,13 @@ def test_with_a_token_metrics_are_only_for_whoever_holds_it(database, monkeypatc
     assert client.get("/metrics").status_code == 404
     assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 404
     samples(client, Authorization="Bearer scrape-token-for-tests-only-0123456789")
+
+
+def test_a_file_left_empty_by_a_killed_process_does_not_break_the_scrape(database) -> None:
+    from backend.core.metrics import metrics_dir
+
+    (metrics_dir() / "counter_999999.db").write_bytes(b"")  # a process SIGKILLed while creating its file
+    try:
+        samples(TestClient(build_api()))
+    finally:
+        (metrics_dir() / "counter_999999.db").unlink()

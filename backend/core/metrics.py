@@ -60,9 +60,22 @@ REALTIME_FACTOR = Histogram("lockn_engine_realtime_factor", "Engine time per sec
                             "real time)", ["engine"], buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 4, 8))
 
 
+class _MachineCounts:
+    """Every process's counts from the directory, added up; a file a process never finished writing (it was
+    killed while creating it: the file is empty) is skipped instead of failing every scrape after it."""
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        files = [str(f) for f in metrics_dir().glob("*.db") if f.stat().st_size >= MIN_FILE_BYTES]
+        return MultiProcessCollector.merge(files, accumulate=True)
+
+
+#: A metrics file starts with its 8-byte header; anything shorter was cut off as it was made.
+MIN_FILE_BYTES = 8
+
+
 def _machine_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(metrics_dir()))
+    registry.register(_MachineCounts())
     return registry
 
 
