@@ -32,6 +32,7 @@ from backend.media.engine import MAX_SPEED, MIN_SPEED
 from backend.media.live_stream import publish_end
 from backend.queue.app import get_celery
 from backend.queue.routing import SYNTHESIZE_TASK, queue_for
+from backend.services.ownership import owned_row
 from backend.services.admission import (
     Overloaded, TooFast, TooManyConcurrent, acquire, check_queue_room, check_user_rate, holder_of, release,
 )
@@ -269,9 +270,7 @@ def _record_usage(job: Job) -> None:
 def _owned_job(job_id: str, owner: str) -> Job:
     """The owner's job, or `JobNotFound` (another owner's job is indistinguishable from none)."""
     with Session(get_engine()) as session:
-        job = session.get(Job, job_id)
-    if job is None or job.owner != owner:
-        raise JobNotFound(job_id)
+        job = owned_row(session, Job, job_id, owner, JobNotFound)
     return job
 
 
@@ -318,9 +317,7 @@ def cancel_job(job_id: str, owner: str) -> None:
     Whoever follows the job hears of it at once (its live stream ends with the cancel message), also
     when it was still waiting in the queue and no worker will ever say so."""
     with Session(get_engine()) as session:
-        job = session.get(Job, job_id)
-        if job is None or job.owner != owner:
-            raise JobNotFound(job_id)
+        job = owned_row(session, Job, job_id, owner, JobNotFound)
         if job.status in FINISHED:
             return
         job.status, job.error = "failed", CANCELLED_MESSAGE
@@ -337,9 +334,7 @@ def cancel_job(job_id: str, owner: str) -> None:
 def delete_job(job_id: str, owner: str) -> None:
     """Forget a job; its audio file goes too unless a cached twin still points at it."""
     with Session(get_engine()) as session:
-        job = session.get(Job, job_id)
-        if job is None or job.owner != owner:
-            raise JobNotFound(job_id)
+        job = owned_row(session, Job, job_id, owner, JobNotFound)
         path, holder, active = job.audio_path, holder_of(job.key_id, job.owner), job.status not in FINISHED
         session.delete(job)
         session.commit()

@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 from backend.core.db import get_engine
 from backend.core.models import ApiKey, KeyUsage, as_utc, utcnow
 from backend.core.redis_client import client_for
+from backend.services.ownership import owned_row
 from backend.services.audit import audit_event
 from backend.services.key_cache import ALL, CachedKey, InvalidationBus, KeyCache
 from backend.services.pagination import BadCursor, newest_first
@@ -365,9 +366,7 @@ class KeyService:
 
     def get(self, owner: str, key_id: str) -> ApiKey:
         with Session(self.engine) as session:
-            row = session.get(ApiKey, key_id)
-        if row is None or row.owner != owner:
-            raise KeyNotFound(key_id)
+            row = owned_row(session, ApiKey, key_id, owner, KeyNotFound)
         return row
 
     def list(self, owner: str, limit: int = 50, cursor: str | None = None) -> KeyPage:
@@ -425,9 +424,7 @@ class KeyService:
     def revoke(self, owner: str, key_id: str) -> ApiKey:
         """Revoke at once, here and (through the bus) in every other process. Idempotent."""
         with Session(self.engine, expire_on_commit=False) as session:
-            row = session.get(ApiKey, key_id)
-            if row is None or row.owner != owner:
-                raise KeyNotFound(key_id)
+            row = owned_row(session, ApiKey, key_id, owner, KeyNotFound)
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
                 session.add(row)

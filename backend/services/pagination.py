@@ -8,6 +8,8 @@ from typing import Any, Generic, TypeVar
 
 from sqlmodel import Session, SQLModel, col, select
 
+from backend.services.ownership import owned_row
+
 Row = TypeVar("Row", bound=SQLModel)
 
 
@@ -31,9 +33,7 @@ def newest_first(session: Session, model: type[Row], owner: str, limit: int, cur
     """
     query = select(model).where(model.owner == owner, *where)  # type: ignore[attr-defined]
     if cursor:
-        anchor = session.get(model, cursor)
-        if anchor is None or anchor.owner != owner:  # type: ignore[attr-defined]
-            raise BadCursor(cursor)
+        anchor = owned_row(session, model, cursor, owner, BadCursor)
         created, ident = col(model.created_at), col(model.id)  # type: ignore[attr-defined]
         query = query.where((created < anchor.created_at) |  # type: ignore[attr-defined]
                             ((created == anchor.created_at) & (ident < anchor.id)))  # type: ignore[attr-defined]

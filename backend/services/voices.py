@@ -33,6 +33,7 @@ from backend.core.settings import get_settings
 from backend.media.codecs import AudioDecodeError, AudioTooLong, decode, normalize_loudness
 from backend.media.engine import ReferenceVoice, SynthesisError
 from backend.queue import heartbeat
+from backend.services.ownership import owned_row
 from backend.services.audit import audit_event
 from backend.services.errors import ServiceUnavailable
 
@@ -189,18 +190,14 @@ def reference_path(voice_id: str) -> Path:
 
 def get_cloned_voice(owner: str, voice_id: str) -> ClonedVoice:
     with Session(get_engine()) as session:
-        row = session.get(ClonedVoice, voice_id)
-    if row is None or row.owner != owner:
-        raise VoiceNotFound(voice_id)
+        row = owned_row(session, ClonedVoice, voice_id, owner, VoiceNotFound)
     return row
 
 
 def delete_cloned_voice(owner: str, voice_id: str) -> None:
     """Delete one of the owner's cloned voices and its clip; built-in or foreign voices are not found."""
     with Session(get_engine()) as session:
-        row = session.get(ClonedVoice, voice_id)
-        if row is None or row.owner != owner:
-            raise VoiceNotFound(voice_id)
+        row = owned_row(session, ClonedVoice, voice_id, owner, VoiceNotFound)
         session.delete(row)
         session.add(audit_event(owner, "voice.deleted", voice_id, row.name))
         session.commit()
