@@ -86,6 +86,14 @@ $(VENV)/.installed-fish: requirements-fish.txt $(VENV)/.installed
 	$(PIP) install --no-deps -r requirements-fish.txt
 	touch $@
 
+# Qwen3-TTS on top of the Fish Speech layer (they share torch and transformers 4.57.3): requirements-qwen.txt.
+.PHONY: setup-qwen
+setup-qwen: setup-fish $(VENV)/.installed-qwen
+
+$(VENV)/.installed-qwen: requirements-qwen.txt $(VENV)/.installed-fish
+	$(PIP) install --no-deps -r requirements-qwen.txt
+	touch $@
+
 # Release QA (README, "Release QA"): the smoke subset of qa/ against any running deployment, recorded in the
 # database; JUnit XML, HTML report and screenshots in qa/artifacts/. LOCKN_QA_KEY (a key with
 # tts:read,tts:write,keys:read) enables the API checks; exported, never echoed.

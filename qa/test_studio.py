@@ -143,7 +143,7 @@ def test_clone_a_voice_and_refusals(open_page, tmp_path) -> None:
     page.get_by_placeholder("Voice name").fill("My clone")
     page.get_by_placeholder("Transcript of the recording").fill(transcript)
     page.get_by_test_id("create-voice").click()
-    expect(page.get_by_test_id("clone-notice")).to_contain_text("needs a Fish Speech worker", timeout=20000)
+    expect(page.get_by_test_id("clone-notice")).to_contain_text("needs a cloning engine", timeout=20000)
     expect(page.locator("[data-testid=voice-card][data-kind=cloned]")).to_have_count(1)
     assert page.console_errors == []
 

@@ -115,7 +115,7 @@ class StudioState(AuthState):
             self.notice = ""
         except ServiceUnavailable as exc:
             entries, self.notice = voice_library.cloned_voices(owner), str(exc)
-        self.voices = [{"id": v.id, "name": v.name, "engine": v.engine, "language": v.language, "kind": v.kind,
+        self.voices = [{"id": v.id, "name": v.name, "engine": " / ".join(v.engines) or v.engine, "language": v.language, "kind": v.kind,
                         "sample_url": f"/api/voice/voices/{v.id}/sample"} for v in entries]
         if self.voice_id not in {v["id"] for v in self.voices}:
             self.voice_id = next((v["id"] for v in self.voices if v["kind"] == "builtin"), "")
@@ -189,7 +189,7 @@ class StudioState(AuthState):
                 self.error = str(exc)
                 return None
             except ServiceUnavailable as exc:
-                self.error = str(exc)  # names the README section when a Fish Speech worker is missing
+                self.error = str(exc)  # names the README section when no cloning engine runs
                 return None
             self.job_id, self.job_status = job.id, job.status
         await self._follow(owner, job.id)
@@ -296,17 +296,16 @@ class StudioState(AuthState):
             return None
         self._staged_clip, self.clip_name, self.clip_seconds, self.clip_waveform = "", "", 0.0, []
         self._refresh_voices()
-        engines = self._live_engine_names()
-        self.clone_notice = (f"“{entry.name}” is in your library." if "fish" in engines else
-                             f"“{entry.name}” is in your library. Speaking with it needs a Fish Speech worker, "
-                             f"and none is running: see {FISH_README}.")
+        self.clone_notice = (f"“{entry.name}” is in your library." if self._cloning_engines_live() else
+                             f"“{entry.name}” is in your library. Speaking with it needs a cloning engine (Fish "
+                             f"Speech or Qwen3-TTS), and none is running: see {FISH_README}.")
         return None
 
-    def _live_engine_names(self) -> set[str]:
+    def _cloning_engines_live(self) -> bool:
         try:
-            return set(voice_library.live_engines())
+            return bool(voice_library.cloning_engines())
         except ServiceUnavailable:
-            return set()
+            return False
 
     @rx.event
     def delete_voice(self, voice_id: str):  # type: ignore[no-untyped-def]

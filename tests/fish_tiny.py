@@ -99,7 +99,7 @@ def special_tokens() -> list[str]:
 
 
 def make_tiny_checkpoint(out_dir: Path) -> None:
-    from workers.engines.fish_compat import install_torchaudio_shim
+    from workers.engines.torchaudio_shim import install_torchaudio_shim
 
     install_torchaudio_shim()  # fish_speech.models.dac -> audiotools imports torchaudio
 

@@ -125,7 +125,7 @@ def test_cloned_voice_without_a_fish_worker_is_a_clear_503(app: TestClient, alic
     cloned = app.post("/api/voice/voices", headers=auth(alice), data={"name": "v", "transcript": "hello"},
                       files={"audio": ("me.wav", clip(12), "audio/wav")}).json()
     response = app.post("/api/voice/jobs", headers=auth(alice), json={"text": "hi", "voice": cloned["id"]})
-    assert response.status_code == 503 and "Fish Speech worker" in response.json()["error"]["message"]
+    assert response.status_code == 503 and "needs a cloning engine" in response.json()["error"]["message"]
 
 
 # ----- jobs ----------------------------------------------------------------------------------------

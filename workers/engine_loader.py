@@ -23,6 +23,9 @@ def build_engine(name: str, settings: Settings | None = None) -> Engine:
     cls = engine_class(name)
     if name == "fish":
         return cls(settings.fish_checkpoint_dir, settings.fish_device, settings.fish_max_new_tokens)  # type: ignore[call-arg]
+    if name == "qwen3":
+        return cls(settings.qwen_checkpoint_dir, settings.qwen_clone_checkpoint_dir, settings.qwen_device,  # type: ignore[call-arg]
+                   settings.qwen_max_new_tokens)
     return cls(settings.data_dir / "voices" / "piper")  # type: ignore[call-arg]
 
 

@@ -26,7 +26,7 @@ from backend.services.job_audio import finished_audio, live_chunks
 from backend.services.jobs import MAX_TEXT_CHARS, enqueue_synthesis
 from backend.services.keys import KeyRejected, VerifiedKey, get_key_service
 from backend.media.codecs import FORMATS, STREAMABLE, FormatName
-from backend.media.engine import MAX_SPEED, MIN_SPEED
+from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=error_responses(OpenAIErrorEnvelope))
 SpeechKey = Annotated[VerifiedKey, Depends(require_key("tts:write"))]
@@ -41,7 +41,9 @@ class SpeechIn(BaseModel):
     voice: str = Field(min_length=1, description="An OpenAI voice name (mapped) or any LockN voice id.")
     response_format: FormatName = "mp3"
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
-    instructions: str | None = Field(None, description="Accepted for compatibility; no engine uses it yet.")
+    instructions: str | None = Field(None, max_length=MAX_INSTRUCTIONS_CHARS,
+                                     description="How to speak: followed by Qwen3-TTS CustomVoice voices, "
+                                                 "ignored by Piper and Fish Speech (as tts-1 ignores it).")
     stream_format: Literal["audio", "sse"] = "audio"
 
 
@@ -68,7 +70,8 @@ async def speech(body: SpeechIn, key: SpeechKey) -> Response:
     voice = openai_compat.resolve_voice(body.voice)
     with voice_errors(openai_statuses=True):
         job = await asyncio.to_thread(enqueue_synthesis, key.owner, body.input, voice, body.response_format,
-                                      body.speed, key=key)
+                                      body.speed, key=key, instructions=body.instructions or "",
+                                      engine=openai_compat.MODEL_ENGINES.get(body.model))
         content_type = FORMATS[body.response_format].content_type
         headers = key.rate.headers()  # a response built here does not get the dependency's headers by itself
         if body.stream_format == "sse":

@@ -26,7 +26,7 @@ from backend.services.jobs import (
 from backend.media.captions import to_srt, to_vtt
 from backend.services.keys import KeyRejected, VerifiedKey
 from backend.media.codecs import FORMATS, FormatName
-from backend.media.engine import MAX_SPEED, MIN_SPEED
+from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
 
 router = APIRouter(prefix="/api/voice", tags=["voice"], responses=error_responses(ApiErrorEnvelope))
 ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
@@ -84,6 +84,8 @@ class VoiceOut(BaseModel):
     kind: Literal["builtin", "cloned"]
     sample_url: str
     created_at: datetime | None
+    engines: list[str] = Field(description="Every engine that can speak this voice now (a cloned voice: each "
+                                           "live cloning engine)")
 
 
 def voice_out(entry: voice_library.VoiceEntry) -> VoiceOut:
@@ -136,6 +138,12 @@ class JobIn(BaseModel):
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
     captions: bool = Field(False, description="Keep sentence (exact) and word (estimated) timings, served at "
                                               "/api/voice/jobs/{id}/captions.{json,srt,vtt}")
+    instructions: str = Field("", max_length=MAX_INSTRUCTIONS_CHARS,
+                              description="How to speak (\"calm, a little slower\"): followed by engines that "
+                                          "support it (Qwen3-TTS CustomVoice), ignored by the others")
+    engine: str | None = Field(None, max_length=20, description="For a cloned voice: the cloning engine to speak "
+                                                                 "it (fish or qwen3) when both run; built-in "
+                                                                 "voices belong to one engine")
 
 
 #: A job as the API shows it: every field of the service's `JobStatus` but the server's file path, plus links.
@@ -159,7 +167,7 @@ def job_out(status: JobStatus) -> BaseModel:
 def create_job(body: JobIn, key: WriteKey) -> JobOut:
     with voice_errors():
         job = enqueue_synthesis(key.owner, body.text, body.voice, body.format, body.speed, key=key,
-                                captions=body.captions)
+                                captions=body.captions, instructions=body.instructions, engine=body.engine)
         return job_out(job_status(job.id, key.owner))
 
 

@@ -83,6 +83,8 @@ class Job(SQLModel, table=True):
     text_chars: int
     format: str = Field(max_length=8)
     speed: float = Field(default=1.0)
+    #: A spoken-style direction for engines that follow one (`EngineInfo.supports_instructions`); "" for none.
+    instructions: str = Field(default="", sa_type=Text)
     status: str = Field(default="queued", index=True, max_length=12)
     progress: float = Field(default=0.0)
     chars_done: int = Field(default=0)

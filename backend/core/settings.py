@@ -73,10 +73,16 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="Redis for broker, rate limits, state; default embedded.")
     secret_key: SecretStr | None = Field(None, description="Signs session cookies; at least 32 characters.")
     key_pepper: SecretStr | None = Field(None, description="Server secret mixed into stored API key digests (HMAC).")
-    engines: str = Field("piper", description="Comma-separated engines a worker loads: piper, fish.")
+    engines: str = Field("piper", description="Comma-separated engines a worker loads: piper, fish, qwen3.")
     fish_checkpoint_dir: Path | None = Field(None, description="Fish Speech checkpoints (text2semantic + codec).")
     fish_device: str = Field("auto", description="Fish Speech device: auto (cuda when present), cuda, cpu.")
     fish_max_new_tokens: int = Field(1024, ge=1, description="Upper bound of semantic tokens per sentence.")
+    qwen_checkpoint_dir: Path | None = Field(
+        None, description="Qwen3-TTS 12 Hz checkpoint: CustomVoice (preset speakers, instructions) or Base (cloning).")
+    qwen_clone_checkpoint_dir: Path | None = Field(
+        None, description="A second Qwen3-TTS checkpoint, Base, for cloned voices beside a CustomVoice one.")
+    qwen_device: str = Field("auto", description="Qwen3-TTS device: auto (cuda when present), cuda, cpu.")
+    qwen_max_new_tokens: int = Field(2048, ge=1, description="Upper bound of codec frames (12.5/s) per sentence.")
     job_time_limit_s: int = Field(600, ge=10, description="A synthesis job is stopped after this long.")
     max_queue_depth: int = Field(500, ge=1, description="Jobs that may wait on one queue; beyond it new jobs "
                                  "answer 503 overloaded with Retry-After.")

@@ -19,6 +19,8 @@ import numpy as np
 _SENTENCE_END = re.compile(r"(?<=[.!?…;:])\s+|\n+")
 #: The speaking rates a request may ask for (OpenAI's own range); 1.0 is the voice's natural rate.
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
+#: The longest spoken-style instruction a request may carry (a direction, not a second text).
+MAX_INSTRUCTIONS_CHARS = 1000
 
 
 class SynthesisError(Exception):
@@ -44,7 +46,12 @@ class ReferenceVoice:
 
 @dataclass(frozen=True)
 class SynthesisOptions:
+    """How to speak. `instructions` is a spoken-style direction ("calm, slower, a little amused"): engines
+    whose `EngineInfo.supports_instructions` is true follow it, the others speak as they always do (as
+    OpenAI's `tts-1` ignores it)."""
+
     speed: float = 1.0
+    instructions: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class EngineInfo:
     supports_cloning: bool
     device: str
     version: str
+    supports_instructions: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)

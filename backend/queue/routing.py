@@ -7,7 +7,7 @@ imports torch); workers consume the queues of the engines they load.
 from __future__ import annotations
 
 #: Which queue runs which engine: GPU machines consume `gpu`, every machine can consume `cpu`.
-ENGINE_QUEUES = {"piper": "cpu", "fish": "gpu"}
+ENGINE_QUEUES = {"piper": "cpu", "fish": "gpu", "qwen3": "gpu"}
 DEFAULT_QUEUE = "cpu"
 #: The nightly QA run's own queue, consumed only by `backend.ops.cli beat`: the suite it runs sends synthesis
 #: jobs to `cpu`, which a QA task occupying the only `cpu` slot would never see done.

@@ -158,7 +158,7 @@ def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> tuple[np.nd
     spoken_sentences: list[tuple[str, int]] = []
     done, last_write = 0, 0.0
     for index, sentence in enumerate(sentences):
-        spoken = list(engine.synthesize(sentence, voice, SynthesisOptions(speed=job.speed)))
+        spoken = list(engine.synthesize(sentence, voice, SynthesisOptions(speed=job.speed, instructions=job.instructions)))
         if spoken:  # limited here, once: the live stream and the stored file carry the very same samples
             if not chunks:
                 FIRST_AUDIO.labels(job.engine).observe(time.perf_counter() - started)

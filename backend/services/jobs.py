@@ -28,7 +28,7 @@ from backend.core.redis_client import get_binary_redis
 from backend.core.request_context import current_facts, current_request_id
 from backend.core.settings import get_settings
 from backend.media.codecs import FORMATS
-from backend.media.engine import MAX_SPEED, MIN_SPEED
+from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
 from backend.media.live_stream import publish_end
 from backend.queue.app import get_celery
 from backend.queue.routing import SYNTHESIZE_TASK, queue_for
@@ -41,7 +41,9 @@ from backend.services.job_reaper import is_stalled, reap_stalled_jobs
 from backend.services.keys import KeyRejected, VerifiedKey, get_key_service
 from backend.services.pagination import BadCursor, newest_first
 from backend.services.studio_usage import StudioQuotaReached, refund_studio_chars, reserve_studio_chars
-from backend.services.voices import CLONED_PREFIX, VoiceNotFound, get_cloned_voice, live_engines, live_voices
+from backend.services.voices import (
+    CLONED_PREFIX, VoiceNotFound, engine_for_clone, get_cloned_voice, live_engines, live_voices,
+)
 
 MAX_TEXT_CHARS = 4096
 #: The states a job never leaves.
@@ -86,16 +88,23 @@ class JobStatus:
     text: str
     #: Whether captions were asked for (they are at `…/captions.{json,srt,vtt}` once the job succeeded).
     captions: bool = False
+    #: The spoken-style direction the request gave ("" for none).
+    instructions: str = ""
 
     @classmethod
     def of(cls, job: Job) -> JobStatus:
         return cls(job.id, job.status, job.progress, job.chars_done, job.text_chars, job.voice_id, job.engine,
                    job.format, job.error, job.duration_s, job.engine_time_s, as_utc(job.created_at),
-                   as_utc(job.started_at), as_utc(job.finished_at), job.audio_path, job.text, job.captions_requested)
+                   as_utc(job.started_at), as_utc(job.finished_at), job.audio_path, job.text, job.captions_requested,
+                   job.instructions)
 
 
-def validate_request(owner: str, text: str, voice: str, fmt: str, speed: float) -> tuple[str, str]:
-    """Check the request against the rules and the live workers; returns (engine, engine version)."""
+def validate_request(owner: str, text: str, voice: str, fmt: str, speed: float, instructions: str = "",
+                     engine: str | None = None) -> tuple[str, str]:
+    """Check the request against the rules and the live workers; returns (engine, engine version).
+
+    `engine` is a preference that only a cloned voice can honour (any cloning engine speaks it); a built-in
+    voice belongs to one engine."""
     if not text or not text.strip():
         raise InvalidJobRequest("text is empty: give 1–4096 characters to speak", "text")
     if len(text) > MAX_TEXT_CHARS:
@@ -104,29 +113,34 @@ def validate_request(owner: str, text: str, voice: str, fmt: str, speed: float) 
         raise InvalidJobRequest(f"format {fmt!r} is not supported; choose {', '.join(FORMATS)}", "format")
     if not MIN_SPEED <= speed <= MAX_SPEED:
         raise InvalidJobRequest(f"speed must be between {MIN_SPEED} and {MAX_SPEED}", "speed")
+    if len(instructions) > MAX_INSTRUCTIONS_CHARS:
+        raise InvalidJobRequest(f"instructions are {len(instructions)} characters; the limit is "
+                                f"{MAX_INSTRUCTIONS_CHARS}", "instructions")
     if voice.startswith(CLONED_PREFIX):
         try:
-            engine = get_cloned_voice(owner, voice).engine
+            recorded = get_cloned_voice(owner, voice).engine
         except VoiceNotFound:
             raise InvalidJobRequest(f"unknown voice {voice!r}; list voices at /api/voice/voices", "voice") from None
-        engines = live_engines()
-        if engine not in engines:
-            raise ServiceUnavailable("speaking with a cloned voice needs a Fish Speech worker, and none is running "
-                                     "(README: \"Add a GPU worker\")")
-        return engine, engines[engine]["version"]
+        return engine_for_clone(recorded, engine)
     served = live_voices()
     if not served:
         raise ServiceUnavailable("no synthesis worker is running; start one with `make worker`")
     if voice not in served:
         raise InvalidJobRequest(f"unknown voice {voice!r}; list voices at /api/voice/voices", "voice")
-    engine = served[voice][0]
-    return engine, live_engines()[engine]["version"]
+    speaker = served[voice][0]
+    return speaker, live_engines()[speaker]["version"]
 
 
-def cache_key(owner: str, text: str, voice: str, fmt: str, speed: float, engine_version: str) -> str:
-    """The content address of a request: identical requests get identical audio."""
-    material = "\x1f".join([owner, text, voice, fmt, f"{speed:.3f}", engine_version])
-    return hashlib.sha256(material.encode()).hexdigest()
+def cache_key(owner: str, text: str, voice: str, fmt: str, speed: float, engine_version: str,
+              instructions: str = "", engine: str = "") -> str:
+    """The content address of a request: identical requests get identical audio.
+
+    Instructions and the engine join the address only when given, so the addresses of plain requests
+    (and the audio they point at) stay as they were before either existed."""
+    parts = [owner, text, voice, fmt, f"{speed:.3f}", engine_version]
+    if instructions or engine:
+        parts += [instructions, engine]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
 def _cached_job(key: str, owner: str) -> Job | None:
@@ -137,7 +151,8 @@ def _cached_job(key: str, owner: str) -> Job | None:
 
 
 def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed: float = 1.0,
-                      key: VerifiedKey | None = None, captions: bool = False) -> Job:
+                      key: VerifiedKey | None = None, captions: bool = False, instructions: str = "",
+                      engine: str | None = None) -> Job:
     """Record a job and hand it to the queue of the voice's engine, or answer at once from the cache.
 
     A cache hit is a new job row, already `succeeded`, pointing at the earlier audio (so history and
@@ -150,12 +165,13 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
        without, on the Studio user's monthly quota (`StudioQuotaReached`; the job row is their usage record);
     3. the row is written and the message sent.
     """
-    engine, version = validate_request(owner, text, voice, fmt, speed)
+    chosen, version = validate_request(owner, text, voice, fmt, speed, instructions, engine)
     if key is None:  # a signed-in user in the Studio: the user's own rate limit (a key has its own)
         _broker_call(check_user_rate, owner)
-    address = cache_key(owner, text, voice, fmt, speed, version)
-    job = _new_job(owner, text, voice, engine, fmt, speed, address, key_id=key.id if key else None,
-                   captions_requested=captions)
+    address = cache_key(owner, text, voice, fmt, speed, version, instructions,
+                        chosen if voice.startswith(CLONED_PREFIX) else "")
+    job = _new_job(owner, text, voice, chosen, fmt, speed, address, key_id=key.id if key else None,
+                   captions_requested=captions, instructions=instructions)
     hit = _cached_job(address, owner)
     if captions and hit is not None and hit.captions is None:
         hit = None  # the same audio, but made without captions: make it again, with them

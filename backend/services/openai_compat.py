@@ -12,7 +12,11 @@ DEFAULT_VOICE = "en_US-joe-medium"
 MODELS = {"tts-1": "OpenAI-compatible alias (served by the voice's engine)",
           "tts-1-hd": "OpenAI-compatible alias (served by the voice's engine)",
           "gpt-4o-mini-tts": "OpenAI-compatible alias (served by the voice's engine)",
-          "piper": "Piper, CPU", "fish-speech": "Fish Speech, GPU, zero-shot cloning"}
+          "piper": "Piper, CPU", "fish-speech": "Fish Speech, GPU, zero-shot cloning",
+          "qwen3-tts": "Qwen3-TTS, GPU: preset speakers that follow `instructions`, zero-shot cloning"}
+#: The models that name an engine: for a cloned voice (which every cloning engine can speak) the model picks
+#: the engine; a built-in voice is always spoken by its own engine.
+MODEL_ENGINES = {"piper": "piper", "fish-speech": "fish", "qwen3-tts": "qwen3"}
 #: A fixed creation time for the model list (OpenAI's schema requires one).
 MODELS_CREATED = 1764028800
 

@@ -45,8 +45,11 @@ MIN_SECONDS, MAX_SECONDS = 10.0, 30.0
 MAX_DECODED_SECONDS = 120.0
 MAX_TRANSCRIPT_CHARS = 500
 MAX_NAME_CHARS = 80
-#: The engine that clones; a cloned voice is served by its workers.
+#: The engine a new cloned voice is recorded with; any live cloning engine can speak it (`engine_for_clone`).
 CLONING_ENGINE = "fish"
+#: Why a cloned voice cannot be spoken right now.
+NO_CLONING_ENGINE = ("speaking with a cloned voice needs a cloning engine (Fish Speech, or Qwen3-TTS with a Base "
+                     "checkpoint), and none is running (README: \"Add a GPU worker\")")
 #: Frames quieter than this share of the clip's loudest frame count as silence when trimming.
 SILENCE_RATIO = 0.05
 FRAME_SECONDS = 0.02
@@ -66,12 +69,16 @@ class VoiceNotFound(LookupError):
 
 @dataclass(frozen=True)
 class VoiceEntry:
+    """A voice as the library shows it. `engine` speaks it by default; `engines` are all that can speak it now
+    (a built-in voice: its own engine; a cloned voice: every live engine that clones, see `engine_for_clone`)."""
+
     id: str
     name: str
     engine: str
     language: str
     kind: str
     created_at: datetime | None = None
+    engines: tuple[str, ...] = ()
 
 
 def _live_workers() -> list[heartbeat.WorkerInfo]:
@@ -96,25 +103,55 @@ def live_engines() -> dict[str, dict]:
     return {engine["name"]: engine for worker in _live_workers() for engine in worker.engines}
 
 
+def cloning_engines() -> dict[str, dict]:
+    """The live engines that can speak a cloned voice (their heartbeat says `supports_cloning`)."""
+    return {name: engine for name, engine in live_engines().items() if engine.get("supports_cloning")}
+
+
+def engine_for_clone(recorded: str, preferred: str | None = None) -> tuple[str, str]:
+    """(engine, version) to speak a cloned voice: the one asked for, else the one it was made with, else any
+    live cloning engine. Every cloning engine speaks from the same stored clip and transcript, so a clone
+    made while only Fish Speech ran is spoken by Qwen3-TTS as well."""
+    engines = cloning_engines()
+    for name in (preferred, recorded, *sorted(engines)):
+        if name in engines:
+            return name, engines[name]["version"]
+    raise ServiceUnavailable(NO_CLONING_ENGINE)
+
+
 def builtin_voices() -> list[VoiceEntry]:
     """Voices the live workers announce, in a stable order."""
     entries = []
     for voice_id, (engine, worker) in live_voices().items():
         info = next(v for e in worker.engines if e["name"] == engine for v in e["voices"] if v["id"] == voice_id)
-        entries.append(VoiceEntry(voice_id, info["name"], engine, info.get("language", "und"), "builtin"))
+        entries.append(VoiceEntry(voice_id, info["name"], engine, info.get("language", "und"), "builtin",
+                                  engines=(engine,)))
     return sorted(entries, key=lambda v: (v.engine, v.name))
 
 
-def cloned_voices(owner: str) -> list[VoiceEntry]:
+def cloned_voices(owner: str, speaking: tuple[str, ...] | None = None) -> list[VoiceEntry]:
+    """The owner's cloned voices; `speaking` names the live cloning engines (read from the heartbeats when
+    not given; empty when the queue cannot be reached, so the library still lists the owner's clones)."""
+    if speaking is None:
+        try:
+            speaking = tuple(sorted(cloning_engines()))
+        except ServiceUnavailable:
+            speaking = ()
     with Session(get_engine()) as session:
         rows = session.exec(select(ClonedVoice).where(ClonedVoice.owner == owner)
                             .order_by(col(ClonedVoice.created_at).desc())).all()
-    return [VoiceEntry(r.id, r.name, r.engine, r.language, "cloned", r.created_at) for r in rows]
+    return [_cloned_entry(row, speaking) for row in rows]
+
+
+def _cloned_entry(row: ClonedVoice, speaking: tuple[str, ...]) -> VoiceEntry:
+    engine = row.engine if row.engine in speaking or not speaking else speaking[0]
+    return VoiceEntry(row.id, row.name, engine, row.language, "cloned", row.created_at, speaking or (row.engine,))
 
 
 def list_voices(owner: str | None) -> list[VoiceEntry]:
     """Built-in voices, then the owner's cloned ones (none without an owner)."""
-    return builtin_voices() + (cloned_voices(owner) if owner else [])
+    builtin = builtin_voices()
+    return builtin + (cloned_voices(owner, tuple(sorted(cloning_engines()))) if owner else [])
 
 
 def trim_silence(pcm: np.ndarray, rate: int) -> np.ndarray:
@@ -181,7 +218,7 @@ def create_cloned_voice(owner: str, name: str, transcript: str, data: bytes, lan
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    return VoiceEntry(row.id, row.name, row.engine, row.language, "cloned", row.created_at)
+    return _cloned_entry(row, ())
 
 
 def reference_path(voice_id: str) -> Path:

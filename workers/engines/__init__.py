@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from backend.media.engine import Engine
 
-ENGINE_NAMES = ("piper", "fish")
+ENGINE_NAMES = ("piper", "fish", "qwen3")
 
 
 def engine_class(name: str) -> type[Engine]:
@@ -21,4 +21,8 @@ def engine_class(name: str) -> type[Engine]:
         from workers.engines.fish_speech import FishSpeechEngine
 
         return FishSpeechEngine
+    if name == "qwen3":
+        from workers.engines.qwen3 import Qwen3Engine
+
+        return Qwen3Engine
     raise ValueError(f"unknown engine {name!r}; LOCKN_ENGINES takes {' and/or '.join(ENGINE_NAMES)}")

@@ -1,0 +1,172 @@
+"""Qwen3-TTS (12 Hz): preset speakers that follow spoken-style instructions, and zero-shot cloning.
+
+Loaded with the package's own `Qwen3TTSModel.from_pretrained` (which registers its config, model and
+processor with transformers' Auto classes) from the checkpoint folders it is built with:
+- `LOCKN_QWEN_CHECKPOINT_DIR`: a CustomVoice model (its preset speakers become built-in voices and
+  `instructions` steer them) or a Base model (cloned voices);
+- `LOCKN_QWEN_CLONE_CHECKPOINT_DIR`, optional: a Base model beside a CustomVoice one, for cloned voices.
+Which kind a folder holds is read from its `config.json` (`tts_model_type`), so the user only points at what
+they downloaded. Device `LOCKN_QWEN_DEVICE` (cuda when present, else cpu); bfloat16 on a GPU, float32 on a CPU.
+
+The package has no streaming API: like the other engines, the job runner hands this engine one sentence at a
+time, so progress and the live stream stay real. Speed: Qwen3-TTS has no speed control; `options.speed` is
+accepted and has no effect (as with Fish Speech).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import threading
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.media.engine import (
+    Engine, EngineInfo, ReferenceVoice, SynthesisError, SynthesisOptions, VoiceInfo,
+)
+
+#: Built-in voice ids are the speaker's name behind this prefix (speaker names are Qwen's own, lowercased).
+VOICE_PREFIX = "qwen3-"
+#: The released CustomVoice speakers' native languages (Qwen3-TTS model card); others are "multi".
+SPEAKER_LANGUAGES = {"vivian": "zh", "serena": "zh", "uncle_fu": "zh", "dylan": "zh", "eric": "zh",
+                     "ryan": "en", "aiden": "en", "ono_anna": "ja", "sohee": "ko"}
+#: What every Qwen3-TTS 12 Hz folder holds (the text tokenizer's files vary by how it was saved).
+REQUIRED_FILES = ("config.json", "model.safetensors", "generation_config.json", "speech_tokenizer/config.json")
+#: The speech tokenizer's output rate; read from the loaded model once it is loaded.
+DEFAULT_SAMPLE_RATE = 24000
+
+
+class Qwen3Engine(Engine):
+    name = "qwen3"
+
+    def __init__(self, checkpoint_dir: Path | None, clone_checkpoint_dir: Path | None = None,
+                 device: str = "auto", max_new_tokens: int = 2048) -> None:
+        """`device`: cuda, cpu, or auto (cuda when present); `max_new_tokens` bounds one sentence's codec frames."""
+        self.folders = [Path(d) for d in (checkpoint_dir, clone_checkpoint_dir) if d is not None]
+        self.wanted_device, self.max_new_tokens = device, max_new_tokens
+        self._models: dict[str, Any] = {}  # tts_model_type ("custom_voice", "base") → Qwen3TTSModel
+        self._device = "cpu"
+        self._lock = threading.Lock()  # one generation at a time per loaded model
+        self._prompt: tuple[ReferenceVoice, list] | None = None  # the last cloned voice's prompt (`_clone_prompt`)
+
+    # ----- what the folders hold (cheap: config.json only, no model loaded) ---------------------------------
+
+    def unavailable_reason(self) -> str | None:
+        if importlib.util.find_spec("qwen_tts") is None:
+            return "qwen-tts is not installed (make setup-qwen)"
+        if not self.folders:
+            return "LOCKN_QWEN_CHECKPOINT_DIR is not set"
+        for folder in self.folders:
+            missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+            if missing:
+                return f"{folder} lacks {', '.join(missing)}"
+        kinds = [self._kind(folder) for folder in self.folders]
+        if not {"custom_voice", "base"} & set(kinds):
+            return f"{', '.join(map(str, self.folders))}: a CustomVoice or Base model is needed (found {kinds})"
+        return None
+
+    @cached_property
+    def _configs(self) -> dict[Path, dict]:
+        return {folder: json.loads((folder / "config.json").read_text()) for folder in self.folders}
+
+    def _kind(self, folder: Path) -> str:
+        return str(self._configs[folder].get("tts_model_type") or "")
+
+    def _folder_of(self, kind: str) -> Path | None:
+        return next((folder for folder in self.folders if self._kind(folder) == kind), None)
+
+    def voices(self) -> list[VoiceInfo]:
+        """One built-in voice per preset speaker of the CustomVoice folder (none without one)."""
+        folder = self._folder_of("custom_voice")
+        if folder is None:
+            return []
+        speakers = self._configs[folder].get("talker_config", {}).get("spk_id") or {}
+        return [VoiceInfo(id=VOICE_PREFIX + speaker.lower(), name=f"{speaker.replace('_', ' ').title()} (Qwen3-TTS)",
+                          engine=self.name, language=SPEAKER_LANGUAGES.get(speaker.lower(), "multi"))
+                for speaker in sorted(speakers)]
+
+    def describe(self) -> EngineInfo:
+        custom = self._models.get("custom_voice")
+        rate = DEFAULT_SAMPLE_RATE
+        if self._models:
+            rate = int(next(iter(self._models.values())).model.speech_tokenizer.get_output_sample_rate())
+        device = self._device if self._models else self.wanted_device
+        cloning = self._folder_of("base") is not None
+        instructions = self._folder_of("custom_voice") is not None and (
+            custom is None or str(custom.model.tts_model_size) != "0b6")  # the 0.6B CustomVoice ignores them
+        return EngineInfo(self.name, rate, cloning, device, importlib.metadata.version("qwen-tts"), instructions)
+
+    # ----- loading and speaking ------------------------------------------------------------------------------
+
+    def choose_device(self) -> str:
+        if self.wanted_device != "auto":
+            return self.wanted_device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def load(self) -> None:
+        import torch
+
+        from workers.engines.torchaudio_shim import install_torchaudio_shim
+
+        install_torchaudio_shim()  # `import qwen_tts` imports its 25 Hz tokenizer, which imports torchaudio
+        from qwen_tts import Qwen3TTSModel
+
+        self._device = self.choose_device()
+        dtype = torch.bfloat16 if self._device.startswith("cuda") else torch.float32
+        for folder in self.folders:
+            model = Qwen3TTSModel.from_pretrained(str(folder), dtype=dtype, device_map=self._device)
+            self._models[str(model.model.tts_model_type)] = model
+
+    def synthesize(self, text: str, voice: str | ReferenceVoice,
+                   options: SynthesisOptions = SynthesisOptions()) -> Iterator[np.ndarray]:
+        """One sentence (the job runner splits the text) → one chunk at `describe().sample_rate`."""
+        limits = {"max_new_tokens": self.max_new_tokens}
+        with self._lock:
+            if isinstance(voice, ReferenceVoice):
+                wavs, _ = self._cloning_model().generate_voice_clone(
+                    text=text, language="Auto", voice_clone_prompt=self._clone_prompt(voice), **limits)
+            else:
+                wavs, _ = self._custom_model().generate_custom_voice(
+                    text=text, speaker=self._speaker(voice), language="Auto",
+                    instruct=options.instructions or None, **limits)
+        yield np.asarray(wavs[0], dtype=np.float32)
+
+    def _custom_model(self) -> Any:
+        if "custom_voice" not in self._models:
+            raise SynthesisError("this Qwen3-TTS worker has no CustomVoice model, so no preset speakers")
+        return self._models["custom_voice"]
+
+    def _cloning_model(self) -> Any:
+        if "base" not in self._models:
+            raise SynthesisError("this Qwen3-TTS worker has no Base model, so it cannot speak cloned voices")
+        return self._models["base"]
+
+    def _speaker(self, voice: str) -> str:
+        speaker = voice.removeprefix(VOICE_PREFIX)
+        if not voice.startswith(VOICE_PREFIX) or speaker not in (self._custom_model().get_supported_speakers() or []):
+            raise SynthesisError(f"unknown Qwen3-TTS voice {voice!r}")
+        return speaker
+
+    def _clone_prompt(self, voice: ReferenceVoice) -> list:
+        """The reference clip as Qwen's clone prompt: with its transcript, in-context (codes + text, closest to
+        the speaker); without one, from the speaker embedding alone.
+
+        Made once per job: the runner passes the same `ReferenceVoice` for each of a job's sentences, and
+        encoding the clip costs as much as a short sentence (the cache holds the voice, so its id is never
+        reused while cached)."""
+        if self._prompt is not None and self._prompt[0] is voice:
+            return self._prompt[1]
+        rate = self.describe().sample_rate
+        transcript = voice.transcript.strip()
+        prompt = self._cloning_model().create_voice_clone_prompt(
+            ref_audio=(voice.audio.astype(np.float32), rate), ref_text=transcript or None,
+            x_vector_only_mode=not transcript)
+        self._prompt = (voice, prompt)
+        return prompt
