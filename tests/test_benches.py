@@ -23,6 +23,7 @@ BENCHES = {
     "bench.speech": "cache: miss",
     "bench.soak": "resident memory over time",
     "bench.flood": "web resident memory",
+    "bench.gpu": "GPU engines measured",
 }
 
 

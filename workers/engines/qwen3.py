@@ -113,15 +113,13 @@ class Qwen3Engine(Engine):
     def load(self) -> None:
         import torch
 
-        from workers.engines.torchaudio_shim import install_torchaudio_shim
-
-        install_torchaudio_shim()  # `import qwen_tts` imports its 25 Hz tokenizer, which imports torchaudio
-        from qwen_tts import Qwen3TTSModel
-
+        qwen3_tts_model = _import_qwen_tts()
         self._device = self.choose_device()
         dtype = torch.bfloat16 if self._device.startswith("cuda") else torch.float32
         for folder in self.folders:
-            model = Qwen3TTSModel.from_pretrained(str(folder), dtype=dtype, device_map=self._device)
+            model = qwen3_tts_model.from_pretrained(str(folder), dtype=dtype, device_map=self._device)
+            # The talker generates codec frames; without its pad id transformers warns on every sentence.
+            model.model.talker.generation_config.pad_token_id = model.model.config.talker_config.codec_pad_id
             self._models[str(model.model.tts_model_type)] = model
 
     def synthesize(self, text: str, voice: str | ReferenceVoice,
@@ -170,3 +168,20 @@ class Qwen3Engine(Engine):
             x_vector_only_mode=not transcript)
         self._prompt = (voice, prompt)
         return prompt
+
+
+def _import_qwen_tts() -> Any:
+    """`qwen_tts.Qwen3TTSModel`, imported without the noise of the 25 Hz tokenizer it always imports (LockN
+    runs 12 Hz models only): a flash-attn banner printed to stdout and the sox package's "SoX could not be
+    found!" log line, both about code that never runs here."""
+    import contextlib
+    import io
+    import logging
+
+    from workers.engines.torchaudio_shim import install_torchaudio_shim
+
+    install_torchaudio_shim()  # that tokenizer also imports torchaudio.compliance.kaldi
+    logging.getLogger("sox").setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()):
+        from qwen_tts import Qwen3TTSModel
+    return Qwen3TTSModel
