@@ -391,10 +391,10 @@ def make_tiny_qwen_checkpoint(out_dir: Path, kind: str = "custom_voice") -> Path
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    # qwen_tts imports torchaudio (via its 25 Hz tokenizer) at import time.
-    from workers.engines.torchaudio_shim import install_torchaudio_shim
+    # qwen_tts imports torchaudio and sox (via its 25 Hz tokenizer) at import time: import it as the engine does.
+    from workers.engines.qwen3 import _import_qwen_tts
 
-    install_torchaudio_shim()
+    _import_qwen_tts()
 
     import torch
     from transformers import EncodecFeatureExtractor
@@ -484,13 +484,12 @@ def _main(argv: list[str]) -> int:  # pragma: no cover - manual smoke run
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
     t0 = time.perf_counter()
-    from workers.engines.torchaudio_shim import install_torchaudio_shim
-
-    install_torchaudio_shim()
     import numpy as np
     import torch
 
-    from qwen_tts import Qwen3TTSModel
+    from workers.engines.qwen3 import _import_qwen_tts
+
+    Qwen3TTSModel = _import_qwen_tts()
 
     print(f"import qwen_tts: {time.perf_counter() - t0:.2f}s")
     # Two intra-op threads on this 2-CPU box, shared with other work, make each of the ~100 tiny

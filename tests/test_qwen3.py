@@ -252,6 +252,8 @@ def test_speech_api_with_qwen3(qwen_worker, key_service) -> None:
     assert "qwen3-tts" in [model["id"] for model in app.get("/v1/models", headers=headers).json()["data"]]
     voices = {v["id"]: v for v in app.get("/api/voice/voices", headers=headers).json()["data"]}
     assert voices["qwen3-aiden"]["engines"] == ["qwen3"] and voices["qwen3-aiden"]["language"] == "en"
+    listed = {v["id"]: v for v in app.get("/v1/audio/voices", headers=headers).json()["voices"]}
+    assert listed["qwen3-serena"]["engines"] == ["qwen3"]
     spoken = app.post("/v1/audio/speech", headers=headers, json={
         "model": "qwen3-tts", "voice": "qwen3-aiden", "input": "Hello there.", "response_format": "wav",
         "instructions": "Whisper it."})

@@ -123,7 +123,8 @@ def audio_voices(request: Request) -> dict:
     with voice_errors(openai_statuses=True):
         entries = voice_library.list_voices(optional_owner(request))
     mapped = openai_compat.voice_map()
-    known = {entry.id for entry in entries}
-    voices = [{"id": entry.id, "name": entry.name} for entry in entries]
-    voices += [{"id": name, "name": f"{name} → {target}"} for name, target in mapped.items() if target in known]
+    known = {entry.id: entry for entry in entries}
+    voices = [{"id": entry.id, "name": entry.name, "engines": list(entry.engines)} for entry in entries]
+    voices += [{"id": name, "name": f"{name} → {target}", "engines": list(known[target].engines)}
+               for name, target in mapped.items() if target in known]
     return {"voices": voices}

@@ -15,6 +15,7 @@ accepted and has no effect (as with Fish Speech).
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import json
@@ -171,17 +172,30 @@ class Qwen3Engine(Engine):
 
 
 def _import_qwen_tts() -> Any:
-    """`qwen_tts.Qwen3TTSModel`, imported without the noise of the 25 Hz tokenizer it always imports (LockN
-    runs 12 Hz models only): a flash-attn banner printed to stdout and the sox package's "SoX could not be
-    found!" log line, both about code that never runs here."""
+    """`qwen_tts.Qwen3TTSModel`, imported without what its 25 Hz tokenizer drags in (LockN runs 12 Hz models
+    only, and `import qwen_tts` always imports that tokenizer): torchaudio.compliance.kaldi and sox, which it
+    imports at module level and never calls for 12 Hz models, and a flash-attn banner it prints to stdout.
+
+    The sox package (a SoX command-line wrapper) runs `sox -h` in a shell when imported and logs a warning
+    when the binary is missing; an unused import should not need a binary, so unless sox is installed a
+    stand-in module answers the import and raises on use."""
     import contextlib
     import io
-    import logging
+    import sys
+    import types
 
     from workers.engines.torchaudio_shim import install_torchaudio_shim
 
-    install_torchaudio_shim()  # that tokenizer also imports torchaudio.compliance.kaldi
-    logging.getLogger("sox").setLevel(logging.ERROR)
+    install_torchaudio_shim()
+    if "sox" not in sys.modules and importlib.util.find_spec("sox") is None:
+        sys.modules["sox"] = stand_in = types.ModuleType("sox")
+        stand_in.__spec__ = importlib.machinery.ModuleSpec("sox", None)  # find_spec() of it must not raise
+        stand_in.__getattr__ = _sox_missing  # type: ignore[method-assign]
     with contextlib.redirect_stdout(io.StringIO()):
         from qwen_tts import Qwen3TTSModel
     return Qwen3TTSModel
+
+
+def _sox_missing(name: str) -> Any:
+    raise AttributeError(f"sox.{name}: the sox package is not installed (Qwen3-TTS's 25 Hz tokenizer needs it; "
+                         "LockN runs the 12 Hz models, which do not)")
