@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from backend.media.engine import MAX_INSTRUCTIONS_CHARS
 from backend.services.jobs import MAX_TEXT_CHARS
 from components.dashboard import panel
 from state.studio import STUDIO_FORMATS, StudioState
@@ -54,6 +55,10 @@ def generate_panel() -> rx.Component:
                      value=StudioState.text, on_change=StudioState.set_text, on_key_down=StudioState.on_key,
                      rows="5", width="100%", max_length=MAX_TEXT_CHARS, data_testid="studio-text"),
         rx.text(StudioState.char_count, size="1", color=rx.color("gray", 11), align="right", width="100%"),
+        rx.cond(StudioState.voice_follows_instructions,
+                 rx.input(placeholder="How to speak (optional): calm and warm, a little slower…",
+                          value=StudioState.instructions, on_change=StudioState.set_instructions,
+                          max_length=MAX_INSTRUCTIONS_CHARS, width="100%", data_testid="studio-instructions")),
         rx.flex(
             rx.select.root(
                 rx.select.trigger(aria_label="Voice", data_testid="voice-select"),

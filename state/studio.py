@@ -19,6 +19,7 @@ from backend.services.admission import Overloaded, TooFast, TooManyConcurrent
 from backend.services.studio_usage import StudioQuotaReached
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_audio import follow_job
+from backend.media.engine import MAX_INSTRUCTIONS_CHARS
 from backend.services.jobs import (
     CANCELLED_MESSAGE, MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, cancel_job, delete_job, enqueue_synthesis,
     list_jobs,
@@ -56,6 +57,8 @@ class StudioState(AuthState):
     voice_id: str = ""
     fmt: str = "wav"
     speed: float = 1.0
+    #: How to speak, for voices that follow instructions (Qwen3-TTS presets); sent only to those.
+    instructions: str = ""
     # the generation in flight (or the last one)
     job_id: str = ""
     job_status: str = ""
@@ -92,6 +95,10 @@ class StudioState(AuthState):
         return [v for v in self.voices if not needle or needle in (v["name"] + " " + v["language"]).lower()]
 
     @rx.var
+    def voice_follows_instructions(self) -> bool:
+        return any(v["id"] == self.voice_id and v.get("instructions") for v in self.voices)
+
+    @rx.var
     def voice_options(self) -> list[dict[str, str]]:
         """The picker's choices: a voice's name shown, its id sent."""
         return [{"value": v["id"], "label": v["name"]} for v in self.voices]
@@ -116,7 +123,8 @@ class StudioState(AuthState):
         except ServiceUnavailable as exc:
             entries, self.notice = voice_library.cloned_voices(owner), str(exc)
         self.voices = [{"id": v.id, "name": v.name, "engine": " / ".join(v.engines) or v.engine, "language": v.language, "kind": v.kind,
-                        "sample_url": f"/api/voice/voices/{v.id}/sample"} for v in entries]
+                        "sample_url": f"/api/voice/voices/{v.id}/sample",
+                        "instructions": "yes" if v.follows_instructions else ""} for v in entries]
         if self.voice_id not in {v["id"] for v in self.voices}:
             self.voice_id = next((v["id"] for v in self.voices if v["kind"] == "builtin"), "")
 
@@ -157,6 +165,10 @@ class StudioState(AuthState):
         self.voice_id = value
 
     @rx.event
+    def set_instructions(self, value: str) -> None:
+        self.instructions = value[:MAX_INSTRUCTIONS_CHARS]
+
+    @rx.event
     def set_fmt(self, value: str) -> None:
         self.fmt = value if value in FORMATS else "wav"
 
@@ -184,7 +196,8 @@ class StudioState(AuthState):
             self.error, self.audio_url, self.result_info, self.progress = "", "", "", 0.0
             self.captions_url = ""
             try:
-                job = enqueue_synthesis(owner, self.text, self.voice_id, self.fmt, self.speed, captions=True)
+                job = enqueue_synthesis(owner, self.text, self.voice_id, self.fmt, self.speed, captions=True,
+                                        instructions=self.instructions if self.voice_follows_instructions else "")
             except (InvalidJobRequest, TooManyConcurrent, TooFast, Overloaded, StudioQuotaReached) as exc:
                 self.error = str(exc)
                 return None

@@ -86,6 +86,7 @@ class VoiceOut(BaseModel):
     created_at: datetime | None
     engines: list[str] = Field(description="Every engine that can speak this voice now (a cloned voice: each "
                                            "live cloning engine)")
+    follows_instructions: bool = Field(description="Whether `instructions` steer this voice")
 
 
 def voice_out(entry: voice_library.VoiceEntry) -> VoiceOut:

@@ -79,6 +79,8 @@ class VoiceEntry:
     kind: str
     created_at: datetime | None = None
     engines: tuple[str, ...] = ()
+    #: Whether `instructions` steer this voice (its engine says `supports_instructions`; clones: never).
+    follows_instructions: bool = False
 
 
 def _live_workers() -> list[heartbeat.WorkerInfo]:
@@ -123,9 +125,10 @@ def builtin_voices() -> list[VoiceEntry]:
     """Voices the live workers announce, in a stable order."""
     entries = []
     for voice_id, (engine, worker) in live_voices().items():
-        info = next(v for e in worker.engines if e["name"] == engine for v in e["voices"] if v["id"] == voice_id)
+        described = next(e for e in worker.engines if e["name"] == engine)
+        info = next(v for v in described["voices"] if v["id"] == voice_id)
         entries.append(VoiceEntry(voice_id, info["name"], engine, info.get("language", "und"), "builtin",
-                                  engines=(engine,)))
+                                  engines=(engine,), follows_instructions=bool(described.get("supports_instructions"))))
     return sorted(entries, key=lambda v: (v.engine, v.name))
 
 
