@@ -276,6 +276,26 @@ def test_sse_stream_format(app: TestClient, alice: str) -> None:
     assert [e["type"] for e in events][-1] == "speech.audio.done"
     audio = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
     assert len(audio) / 2 / 22050 > 1 and events[-1]["usage"]["input_tokens"] == len("Events. More events.")
+    # LockN's extension: each sentence's place in the audio (exact for PCM) and its words' estimated times.
+    sentences = [segment for e in events for segment in e.get("lockn_timestamps", [])]
+    assert [segment["text"] for segment in sentences] == ["Events.", "More events."]
+    assert sentences[0]["start"] == 0 and sentences[0]["end"] == sentences[1]["start"]
+    assert abs(sentences[-1]["end"] - len(audio) / 2 / 22050) < 0.002
+    words = [word for segment in sentences for word in segment["words"]]
+    assert [w["text"] for w in words] == ["Events.", "More", "events."]
+    assert all(a["end"] <= b["start"] + 1e-9 and a["start"] < a["end"] for a, b in zip(words, words[1:]))
+
+
+def test_sse_timestamps_in_a_buffered_codec(app: TestClient, alice: str) -> None:
+    """MP3 holds audio back between chunks; every sentence still arrives, in order, on a delta with audio."""
+    response = app.post("/v1/audio/speech", headers=auth(alice),
+                        json={"model": "tts-1", "voice": "nova", "input": "One here. Two there. Three everywhere.",
+                              "response_format": "mp3", "stream_format": "sse"})
+    deltas = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")][:-1]
+    assert all(base64.b64decode(d["audio"]) for d in deltas)
+    sentences = [segment for d in deltas for segment in d.get("lockn_timestamps", [])]
+    assert [segment["text"] for segment in sentences] == ["One here.", "Two there.", "Three everywhere."]
+    assert [s["start"] for s in sentences[1:]] == [s["end"] for s in sentences[:-1]]
 
 
 def test_speech_errors_in_openai_envelope(app: TestClient, alice: str, key_service) -> None:

@@ -22,9 +22,10 @@ from backend.api.errors import ApiError, OpenAIErrorEnvelope, error_responses
 from backend.api.voice import voice_errors
 from backend.core.request_context import current_facts
 from backend.services import openai_compat, voices as voice_library
-from backend.services.job_audio import finished_audio, live_chunks
+from backend.services.job_audio import TimedDelta, finished_audio, live_chunks, live_deltas
 from backend.services.jobs import MAX_TEXT_CHARS, enqueue_synthesis
 from backend.services.keys import KeyRejected, VerifiedKey, get_key_service
+from backend.media.captions import caption_segment
 from backend.media.codecs import FORMATS, STREAMABLE, FormatName
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
 
@@ -75,7 +76,7 @@ async def speech(body: SpeechIn, key: SpeechKey) -> Response:
         content_type = FORMATS[body.response_format].content_type
         headers = key.rate.headers()  # a response built here does not get the dependency's headers by itself
         if body.stream_format == "sse":
-            return StreamingResponse(sse_events(await live_chunks(job.id, body.response_format), len(body.input)),
+            return StreamingResponse(sse_events(await live_deltas(job.id, body.response_format), len(body.input)),
                                      media_type="text/event-stream", headers=headers)
         if job.status != "succeeded" and body.response_format in STREAMABLE:
             return StreamingResponse(await live_chunks(job.id, body.response_format), media_type=content_type,
@@ -86,14 +87,22 @@ async def speech(body: SpeechIn, key: SpeechKey) -> Response:
     return FileResponse(path, media_type=content_type, headers=headers)
 
 
-async def sse_events(chunks: AsyncIterator[bytes], input_chars: int) -> AsyncIterator[str]:
-    """OpenAI's speech events: base64 audio deltas, then `done` with token-like usage figures."""
-    sent = 0
-    async for chunk in chunks:
-        if chunk:
-            sent += len(chunk)
-            yield "data: " + json.dumps({"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()})
-            yield "\n\n"
+async def sse_events(deltas: AsyncIterator[TimedDelta], input_chars: int) -> AsyncIterator[str]:
+    """OpenAI's speech events: base64 audio deltas, then `done` with token-like usage figures.
+
+    LockN's extension: a delta that starts a sentence's audio carries `lockn_timestamps`, that sentence's
+    (and any before it whose bytes the encoder held back) start and end in the audio and its words' estimated
+    times, as captions have them. Clients that don't know the field ignore it."""
+    sent, pending = 0, []
+    async for delta in deltas:
+        if delta.sentence is not None:
+            pending.append(caption_segment(delta.sentence))
+        if delta.data:
+            sent += len(delta.data)
+            event = {"type": "speech.audio.delta", "audio": base64.b64encode(delta.data).decode()}
+            if pending:
+                event["lockn_timestamps"], pending = pending, []
+            yield "data: " + json.dumps(event) + "\n\n"
     usage = {"input_tokens": input_chars, "output_tokens": sent, "total_tokens": input_chars + sent}
     yield "data: " + json.dumps({"type": "speech.audio.done", "usage": usage}) + "\n\n"
 

@@ -24,9 +24,9 @@ class Cue:
     text: str
 
 
-def sentence_cues(spoken: list[tuple[str, int]], sample_rate: int) -> list[Cue]:
-    """One cue per (sentence, samples spoken for it), back to back from 0 s."""
-    cues, at = [], 0
+def sentence_cues(spoken: list[tuple[str, int]], sample_rate: int, start_sample: int = 0) -> list[Cue]:
+    """One cue per (sentence, samples spoken for it), back to back from `start_sample` (0 s by default)."""
+    cues, at = [], start_sample
     for text, samples in spoken:
         cues.append(Cue(round(at / sample_rate, 3), round((at + samples) / sample_rate, 3), text.strip()))
         at += samples
@@ -45,6 +45,11 @@ def word_cues(sentence: Cue) -> list[Cue]:
     if cues:  # the last word ends with its sentence, whatever the rounding did
         cues[-1] = Cue(cues[-1].start, sentence.end, cues[-1].text)
     return cues
+
+
+def caption_segment(sentence: Cue) -> dict:
+    """A sentence cue with its words (estimated), as one JSON object: `{start, end, text, words: [...]}`."""
+    return {**asdict(sentence), "words": [asdict(word) for word in word_cues(sentence)]}
 
 
 def captions_document(spoken: list[tuple[str, int]], sample_rate: int) -> dict:

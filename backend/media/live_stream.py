@@ -42,15 +42,18 @@ class StreamEvent:
     message: str = ""
     progress: float = 0.0
     chars_done: int = 0
+    #: An audio event's sentence: what the chunk says (captions and SSE timestamps are built from it).
+    text: str = ""
 
 
 def reset_stream(client: redis.Redis, job_id: str) -> None:
     client.delete(stream_key(job_id))
 
 
-def publish_chunk(client: redis.Redis, job_id: str, pcm: np.ndarray, rate: int) -> None:
+def publish_chunk(client: redis.Redis, job_id: str, pcm: np.ndarray, rate: int, text: str = "") -> None:
+    """One sentence's audio (`text` is the sentence)."""
     data = (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes()
-    _append(client, job_id, {"kind": "audio", "rate": rate, "pcm": data}, STREAM_TTL_S)
+    _append(client, job_id, {"kind": "audio", "rate": rate, "pcm": data, "text": text.encode()}, STREAM_TTL_S)
 
 
 def publish_progress(client: redis.Redis, job_id: str, progress: float, chars_done: int) -> None:
@@ -113,7 +116,7 @@ def _event(fields: dict[bytes, bytes]) -> StreamEvent:
     kind = fields[b"kind"].decode()
     if kind == "audio":
         return StreamEvent("audio", np.frombuffer(fields[b"pcm"], "<i2").astype(np.float32) / 32768.0,
-                           int(fields[b"rate"]))
+                           int(fields[b"rate"]), text=fields.get(b"text", b"").decode())
     if kind == "progress":
         return StreamEvent("progress", progress=float(fields[b"progress"]), chars_done=int(fields[b"chars_done"]))
     return StreamEvent(kind, message=fields.get(b"message", b"").decode())

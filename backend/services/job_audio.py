@@ -23,6 +23,7 @@ import redis
 
 from backend.core.redis_client import get_async_binary_redis
 from backend.core.settings import get_settings
+from backend.media.captions import Cue, sentence_cues
 from backend.media.codecs import StreamEncoder
 from backend.media.live_stream import StreamEvent, read_events
 from backend.services.errors import ServiceUnavailable
@@ -92,11 +93,28 @@ async def finished_audio(job_id: str, owner: str) -> tuple[JobStatus, Path]:
     return status, Path(status.audio_path)
 
 
+@dataclasses.dataclass(frozen=True)
+class TimedDelta:
+    """Encoded audio as it goes out, and the sentence it carries (None for a header or the encoder's tail).
+
+    `sentence.start`/`end` are the sentence's place in the job's audio, exact to the sample; how much of it
+    these bytes hold depends on the codec's buffering (WAV and PCM: all of it)."""
+
+    data: bytes
+    sentence: Cue | None = None
+
+
 async def live_chunks(job_id: str, fmt: str) -> AsyncIterator[bytes]:
     """The job's audio in `fmt`, chunk by chunk as the worker speaks.
 
     The first event is awaited before this returns, so a job that fails at once raises `JobFailed`
     while an error status can still be sent."""
+    deltas = await live_deltas(job_id, fmt)
+    return (delta.data async for delta in deltas)
+
+
+async def live_deltas(job_id: str, fmt: str) -> AsyncIterator[TimedDelta]:
+    """As `live_chunks`, with each chunk's sentence and its times (what SSE events carry)."""
     events = (event async for event in _events(job_id, until=("spoken", "done")) if event.kind != "progress")
     first = await anext(events)
     if first.kind == "error":
@@ -104,15 +122,18 @@ async def live_chunks(job_id: str, fmt: str) -> AsyncIterator[bytes]:
     return _encode_stream(first, events, fmt)
 
 
-async def _encode_stream(first: StreamEvent, rest: AsyncIterator[StreamEvent], fmt: str) -> AsyncIterator[bytes]:
+async def _encode_stream(first: StreamEvent, rest: AsyncIterator[StreamEvent], fmt: str) -> AsyncIterator[TimedDelta]:
     loop = asyncio.get_running_loop()
     encoder: StreamEncoder | None = None
-    event = first
+    event, spoken = first, 0
     while event.kind == "audio":
         if encoder is None:
             encoder = StreamEncoder(fmt, event.rate)
-            yield encoder.header()
-        yield await loop.run_in_executor(_encoders, encoder.encode, event.pcm)
+            yield TimedDelta(encoder.header())
+        assert event.pcm is not None
+        (sentence,) = sentence_cues([(event.text, event.pcm.size)], event.rate, start_sample=spoken)
+        spoken += event.pcm.size
+        yield TimedDelta(await loop.run_in_executor(_encoders, encoder.encode, event.pcm), sentence)
         event = await anext(rest, StreamEvent("done"))
     if encoder is not None:
-        yield await loop.run_in_executor(_encoders, encoder.finish)
+        yield TimedDelta(await loop.run_in_executor(_encoders, encoder.finish))

@@ -163,7 +163,7 @@ def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> tuple[np.nd
             if not chunks:
                 FIRST_AUDIO.labels(job.engine).observe(time.perf_counter() - started)
             chunks.append(limit_peak(np.concatenate(spoken)))
-            live_publisher.publish(publish_chunk, job.id, chunks[-1], rate)
+            live_publisher.publish(publish_chunk, job.id, chunks[-1], rate, sentence)
         spoken_sentences.append((sentence, len(chunks[-1]) if spoken else 0))
         done += len(sentence)
         # Progress (and cancellation) at most every PROGRESS_INTERVAL_S, never after the last sentence:
