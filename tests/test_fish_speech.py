@@ -153,3 +153,10 @@ def test_cloned_voice_job_runs_on_a_fish_worker(fish_settings, embedded_broker, 
         assert rate == 44100 and samples.size > 0
     finally:
         supervisor.stop_all()
+
+
+def test_speed_scales_duration_as_on_every_engine(engine, fish_settings) -> None:
+    """Fish Speech has no speed control: the job runner changes the tempo of its audio."""
+    from tests.speed_check import assert_speed_scales_duration
+
+    assert_speed_scales_duration(engine, "Speed means the same on every engine.", "fish-default")

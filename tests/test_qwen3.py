@@ -156,6 +156,15 @@ def test_bad_input_fails_with_a_sentence(engine, checkpoints) -> None:
     assert "lacks config.json" in (Qwen3Engine(checkpoints["base"].parent).unavailable_reason() or "")
 
 
+def test_speed_scales_duration_as_on_every_engine(engine) -> None:
+    """Qwen3-TTS has no speed control: the job runner changes the tempo of its audio, for presets and clones."""
+    from tests.speed_check import assert_speed_scales_duration
+
+    assert_speed_scales_duration(engine, "Speed means the same on every engine.", "qwen3-aiden")
+    assert_speed_scales_duration(engine, "Speed means the same on every engine.",
+                                 ReferenceVoice(reference_clip(24000), "The reference talks."))
+
+
 # ----- through the real queue --------------------------------------------------------------------------
 
 

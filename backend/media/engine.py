@@ -50,6 +50,8 @@ class SynthesisOptions:
     whose `EngineInfo.supports_instructions` is true follow it, the others speak as they always do (as
     OpenAI's `tts-1` ignores it)."""
 
+    #: Spoken by engines whose `EngineInfo.supports_speed` is true; for the others (all of today's) the job
+    #: runner asks for 1.0 and changes the audio's tempo afterwards, so speed means the same on every engine.
     speed: float = 1.0
     instructions: str = ""
 
@@ -62,6 +64,8 @@ class EngineInfo:
     device: str
     version: str
     supports_instructions: bool = False
+    #: Whether the engine speaks `options.speed` itself; otherwise the job runner changes the tempo afterwards.
+    supports_speed: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)

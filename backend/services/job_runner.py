@@ -11,6 +11,7 @@ message is redelivered.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -31,6 +32,7 @@ from backend.media.captions import captions_document
 from backend.media.codecs import FORMATS, encode, limit_peak
 from backend.media.engine import Engine, ReferenceVoice, SynthesisError, SynthesisOptions, split_sentences
 from backend.media.live_publisher import live_publisher
+from backend.media.tempo import change_tempo
 from backend.media.live_stream import publish_chunk, publish_end, publish_progress, publish_spoken, reset_stream
 from backend.services.admission import holder_of, release
 from backend.services.usage import UsageRecorder
@@ -149,22 +151,33 @@ class JobCancelled(Exception):
     """The owner cancelled the job: stop, leave the row as the owner left it."""
 
 
+def sentence_audio(engine: Engine, sentence: str, voice: str | ReferenceVoice, options: SynthesisOptions) -> np.ndarray:
+    """One sentence spoken at `options.speed`: by the engine itself when it can (`supports_speed`), otherwise
+    its audio's tempo changed afterwards, at the same pitch (`backend/media/tempo.py`)."""
+    if engine.describe().supports_speed:
+        spoken = list(engine.synthesize(sentence, voice, options))
+        return np.concatenate(spoken) if spoken else np.zeros(0, np.float32)
+    spoken = list(engine.synthesize(sentence, voice, dataclasses.replace(options, speed=1.0)))
+    return change_tempo(np.concatenate(spoken) if spoken else np.zeros(0, np.float32), options.speed)
+
+
 def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> tuple[np.ndarray, list[tuple[str, int]]]:
     """The job's audio, and each sentence with how many samples it took (what captions are timed by)."""
     started = time.perf_counter()
     sentences = split_sentences(job.text) or [job.text]
     rate = engine.describe().sample_rate
+    options = SynthesisOptions(speed=job.speed, instructions=job.instructions)
     chunks: list[np.ndarray] = []
     spoken_sentences: list[tuple[str, int]] = []
     done, last_write = 0, 0.0
     for index, sentence in enumerate(sentences):
-        spoken = list(engine.synthesize(sentence, voice, SynthesisOptions(speed=job.speed, instructions=job.instructions)))
-        if spoken:  # limited here, once: the live stream and the stored file carry the very same samples
+        spoken = sentence_audio(engine, sentence, voice, options)
+        if spoken.size:  # limited here, once: the live stream and the stored file carry the very same samples
             if not chunks:
                 FIRST_AUDIO.labels(job.engine).observe(time.perf_counter() - started)
-            chunks.append(limit_peak(np.concatenate(spoken)))
+            chunks.append(limit_peak(spoken))
             live_publisher.publish(publish_chunk, job.id, chunks[-1], rate, sentence)
-        spoken_sentences.append((sentence, len(chunks[-1]) if spoken else 0))
+        spoken_sentences.append((sentence, len(chunks[-1]) if spoken.size else 0))
         done += len(sentence)
         # Progress (and cancellation) at most every PROGRESS_INTERVAL_S, never after the last sentence:
         # the `succeeded` row follows at once. Each write costs the engine CPU time it would rather have.

@@ -73,7 +73,7 @@ class FishSpeechEngine(Engine):
 
     def synthesize(self, text: str, voice: str | ReferenceVoice,
                    options: SynthesisOptions = SynthesisOptions()) -> Iterator[np.ndarray]:
-        """Fish Speech has no speed control; `options.speed` is accepted and has no effect."""
+        """Fish Speech has no speed control: the job runner changes the tempo of what this yields."""
         from fish_speech.utils.schema import ServeReferenceAudio, ServeTTSRequest
 
         from workers.engines import fish_compat

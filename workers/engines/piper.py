@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.media.engine import (
-    MAX_SPEED, MIN_SPEED, Engine, EngineInfo, ReferenceVoice, SynthesisError, SynthesisOptions, VoiceInfo,
+    Engine, EngineInfo, ReferenceVoice, SynthesisError, SynthesisOptions, VoiceInfo,
 )
 
 
@@ -79,12 +79,12 @@ class PiperEngine(Engine):
         from piper import SynthesisConfig
 
         if isinstance(voice, ReferenceVoice):
-            raise SynthesisError("Piper cannot clone voices; a cloned voice needs a Fish Speech worker")
+            raise SynthesisError("Piper cannot clone voices; a cloned voice needs a cloning engine (Fish Speech or Qwen3-TTS)")
         model = self._voices.get(voice)
         if model is None:
             raise SynthesisError(f"unknown Piper voice {voice!r}")
-        if not MIN_SPEED <= options.speed <= MAX_SPEED:
-            raise SynthesisError(f"speed must be between {MIN_SPEED} and {MAX_SPEED}")
-        config = SynthesisConfig(length_scale=1.0 / options.speed)
-        for chunk in model.synthesize(text, config):  # type: ignore[attr-defined]
+        # Speed: the job runner changes the tempo afterwards (`backend/media/tempo.py`). Piper's own length_scale
+        # stretches phonemes but not pauses, so 2.0 took 0.61× the time and 0.5 took 1.69×: speed would mean
+        # something else on Piper than on the other engines.
+        for chunk in model.synthesize(text, SynthesisConfig()):  # type: ignore[attr-defined]
             yield chunk.audio_float_array.astype(np.float32, copy=False)

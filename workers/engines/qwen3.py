@@ -9,8 +9,8 @@ Which kind a folder holds is read from its `config.json` (`tts_model_type`), so 
 they downloaded. Device `LOCKN_QWEN_DEVICE` (cuda when present, else cpu); bfloat16 on a GPU, float32 on a CPU.
 
 The package has no streaming API: like the other engines, the job runner hands this engine one sentence at a
-time, so progress and the live stream stay real. Speed: Qwen3-TTS has no speed control; `options.speed` is
-accepted and has no effect (as with Fish Speech).
+time, so progress and the live stream stay real. Speed: Qwen3-TTS has no speed control; the job runner changes
+the tempo of what it yields (`backend/media/tempo.py`), as for Fish Speech.
 """
 
 from __future__ import annotations
