@@ -91,6 +91,7 @@ def generate_panel() -> rx.Component:
         rx.cond(StudioState.audio_url != "", rx.vstack(
             rx.el.audio(src=StudioState.audio_url, controls=True, preload="auto", auto_play=True,
                         data_testid="player", style={"width": "100%"}),
+            spoken_text(),
             rx.hstack(rx.link(rx.button(rx.icon("download", size=16), "Download", variant="soft"),
                               href=StudioState.audio_url, download=True, data_testid="download",
                               reload_document=True),
@@ -102,6 +103,43 @@ def generate_panel() -> rx.Component:
                       wrap="wrap"),
             width="100%", spacing="2")),
     )
+
+
+#: Marks the word being spoken (`data-active`) in `spoken_text`, in the browser: the player's own clock drives it
+#: (every animation frame while playing, and on seek), with no round trip to the server. One listener on the
+#: document, in the capture phase (media events don't bubble), so it survives the page re-rendering the words.
+HIGHLIGHT_WORDS_JS = """(function () {
+  if (window.__locknWordHighlight) return; window.__locknWordHighlight = true;
+  function mark(player) {
+    const box = document.getElementById('studio-words'); if (!box) return;
+    const t = player.currentTime;
+    for (const word of box.querySelectorAll('span[data-start]')) {
+      const on = t >= Number(word.dataset.start) && t < Number(word.dataset.end);
+      if ((word.dataset.active === 'true') !== on) word.dataset.active = on ? 'true' : 'false';
+    }
+  }
+  function follow(player) { mark(player); if (!player.paused && !player.ended) requestAnimationFrame(() => follow(player)); }
+  for (const kind of ['play', 'timeupdate', 'seeked', 'ended']) {
+    document.addEventListener(kind, (event) => {
+      const player = event.target;
+      if (player instanceof HTMLAudioElement && player.dataset.testid === 'player') {
+        kind === 'play' ? follow(player) : mark(player);
+      }
+    }, true);
+  }
+})();"""
+
+
+def spoken_text() -> rx.Component:
+    """The generated text, word by word with its times, the word being spoken highlighted while it plays."""
+    return rx.cond(StudioState.spoken_words.length() > 0, rx.fragment(
+        rx.box(rx.foreach(StudioState.spoken_words, lambda word: rx.el.span(
+                   word["text"] + " ", data_start=word["start"], data_end=word["end"], data_testid="spoken-word")),
+               id="studio-words", data_testid="spoken-text", width="100%", line_height="1.8",
+               style={"& span[data-active='true']": {"background": rx.color("accent", 5), "border_radius": "4px",
+                                                     "box_shadow": f"0 0 0 2px {rx.color('accent', 5)}"}}),
+        rx.script(HIGHLIGHT_WORDS_JS),
+    ))
 
 
 def waveform_bars() -> rx.Component:

@@ -209,3 +209,43 @@ def test_requests_panel_filters_and_opens_a_row(open_page, base_url: str) -> Non
     expect(detail).to_contain_text("logged")  # the key, by name
     save_screenshot(page, "dashboard-requests")
     assert page.console_errors == []
+
+
+def test_webhooks_panel_adds_tests_rotates_disables_and_deletes(open_page) -> None:
+    """An endpoint on this machine's loopback (allowed outside production): its secret shown once, a test event
+    delivered and signed with it, the delivery in the log; rotate shows a new secret; disable and delete."""
+    from standardwebhooks.webhooks import Webhook
+
+    from qa.conftest import external_target
+    from tests.webhook_receiver import Receiver
+
+    if external_target():
+        pytest.skip("the deployment under test cannot reach a receiver on this machine's loopback")
+    receiver = Receiver()
+    try:
+        page = open_page("/dashboard")
+        sign_in(page, "hooks@example.test")
+        panel = page.get_by_test_id("webhooks-panel")
+        panel.get_by_test_id("webhook-url").fill(receiver.url)
+        panel.get_by_test_id("webhook-add").click()
+        secret = panel.get_by_test_id("webhook-secret")
+        expect(secret).to_contain_text("whsec_", timeout=20000)
+        first_secret = secret.inner_text().strip()
+        expect(panel.get_by_test_id("webhook-endpoint")).to_have_count(1)
+        panel.get_by_test_id("webhook-test").click()
+        (request,) = receiver.wait_for(1)
+        assert Webhook(first_secret).verify(request["body"], request["headers"])["type"] == "webhook.test"
+        panel.get_by_test_id("webhook-refresh").click()
+        expect(panel.get_by_test_id("webhook-delivery")).to_have_attribute("data-status", "succeeded", timeout=20000)
+        expect(panel.get_by_test_id("webhook-delivery")).to_contain_text("HTTP 200")
+        save_screenshot(page, "dashboard-webhooks")
+
+        panel.get_by_test_id("webhook-rotate").click()
+        expect(secret).not_to_have_text(first_secret, timeout=20000)
+        panel.get_by_test_id("webhook-toggle").click()
+        expect(panel.get_by_test_id("webhook-endpoint")).to_contain_text("disabled")
+        panel.get_by_test_id("webhook-delete").click()
+        expect(panel.get_by_test_id("webhook-endpoint")).to_have_count(0)
+        assert page.console_errors == []
+    finally:
+        receiver.server.shutdown()

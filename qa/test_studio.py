@@ -60,6 +60,22 @@ def audio_duration(page: Page) -> float:
         return a.duration; }""")
 
 
+ACTIVE_WORD = """() => { const words = [...document.querySelectorAll('#studio-words span[data-start]')];
+    const i = words.findIndex(w => w.dataset.active === 'true');
+    const a = document.querySelector('audio[data-testid=player]');
+    return i < 0 ? null : {index: i, start: +words[i].dataset.start, end: +words[i].dataset.end, t: a.currentTime}; }"""
+
+
+def assert_words_follow_the_player(page: Page) -> None:
+    """While the player plays, the word being spoken is highlighted, and the highlight moves on with the audio."""
+    expect(page.get_by_test_id("spoken-word").first).to_be_visible()
+    page.wait_for_function(f"() => ({ACTIVE_WORD})() !== null", timeout=10000)
+    first = page.evaluate(ACTIVE_WORD)
+    assert first["start"] - 0.1 <= first["t"] <= first["end"] + 0.5, first  # the word under the player's clock
+    page.wait_for_function(f"() => {{ const w = ({ACTIVE_WORD})(); return w !== null && w.index > {first['index']}; }}",
+                           timeout=10000)
+
+
 def test_generate_wav_and_mp3_with_progress_player_and_download(open_page) -> None:
     page = open_studio(open_page)
     labels = generate(page, LONG_TEXT, "wav")
@@ -86,6 +102,7 @@ def test_generate_wav_and_mp3_with_progress_player_and_download(open_page) -> No
     expect(page.get_by_test_id("player")).to_have_attribute("src", re.compile(r"/api/voice/jobs/job_.*/audio"))
     page.wait_for_function("() => { const a = document.querySelector('audio[data-testid=player]');"
                            " return a && !a.paused && a.currentTime > 0; }", timeout=15000)  # Replay plays
+    assert_words_follow_the_player(page)
     expect(page.get_by_test_id("progress-label")).to_have_text("succeeded · 100 %")
     expect(page.get_by_test_id("voice-select")).to_have_text("Joe (Piper, en-US, medium)")  # names, not ids
     assert audio_duration(page) > 20

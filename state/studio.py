@@ -21,8 +21,8 @@ from backend.services.errors import ServiceUnavailable
 from backend.services.job_audio import follow_job
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS
 from backend.services.jobs import (
-    CANCELLED_MESSAGE, MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, cancel_job, delete_job, enqueue_synthesis,
-    list_jobs,
+    CANCELLED_MESSAGE, MAX_TEXT_CHARS, CaptionsUnavailable, InvalidJobRequest, JobNotFound, cancel_job, delete_job,
+    enqueue_synthesis, job_captions, list_jobs,
 )
 from state.auth import AuthState
 
@@ -66,6 +66,8 @@ class StudioState(AuthState):
     audio_url: str = ""
     #: Where the shown generation's captions are (`….srt`, `….vtt` appended); empty when it has none.
     captions_url: str = ""
+    #: The words of the audio in the player, with their times (from its captions): highlighted as it plays.
+    spoken_words: list[dict[str, str]] = []
     result_info: str = ""
     error: str = ""
     notice: str = ""
@@ -194,7 +196,7 @@ class StudioState(AuthState):
             if self.generating:
                 return None
             self.error, self.audio_url, self.result_info, self.progress = "", "", "", 0.0
-            self.captions_url = ""
+            self.captions_url, self.spoken_words = "", []
             try:
                 job = enqueue_synthesis(owner, self.text, self.voice_id, self.fmt, self.speed, captions=True,
                                         instructions=self.instructions if self.voice_follows_instructions else "")
@@ -208,6 +210,15 @@ class StudioState(AuthState):
         await self._follow(owner, job.id)
         return None
 
+    @staticmethod
+    def _words_of(job_id: str, owner: str) -> list[dict[str, str]]:
+        """The job's words with their times (estimated within each exact sentence), as the page shows them."""
+        try:
+            words = job_captions(job_id, owner)["words"]
+        except (CaptionsUnavailable, JobNotFound):
+            return []
+        return [{"text": w["text"], "start": f"{w['start']:.3f}", "end": f"{w['end']:.3f}"} for w in words]
+
     async def _follow(self, owner: str, job_id: str) -> None:
         """Mirror the job's progress until it ends (or another generation replaces it); never blocks the page."""
         async with contextlib.aclosing(follow_job(job_id, owner)) as updates:
@@ -219,6 +230,7 @@ class StudioState(AuthState):
                     if status.status == "succeeded":
                         self.audio_url = f"/api/voice/jobs/{job_id}/audio"
                         self.captions_url = f"/api/voice/jobs/{job_id}/captions" if status.captions else ""
+                        self.spoken_words = self._words_of(job_id, owner) if status.captions else []
                         self.result_info = (f"{status.duration_s:.1f} s of audio, made in "
                                             f"{(status.finished_at - status.created_at).total_seconds():.1f} s")
                     elif status.status == "failed":
@@ -240,8 +252,12 @@ class StudioState(AuthState):
     @rx.event
     def replay(self, item: dict[str, str]):  # type: ignore[no-untyped-def]
         """Put a past generation back in the player, with its voice and format chosen again, and play it."""
+        owner = self._owner()
+        if owner is None:
+            return self._sign_in_redirect()
         self.job_id, self.job_status, self.audio_url, self.error = item["id"], "succeeded", item["url"], ""
         self.captions_url = f"/api/voice/jobs/{item['id']}/captions" if item["captions"] else ""
+        self.spoken_words = self._words_of(item["id"], owner) if item["captions"] else []
         self.progress, self.result_info = 100.0, f"{item['duration']} of audio, from your history"
         if item["voice_id"] in {v["id"] for v in self.voices}:
             self.voice_id = item["voice_id"]
@@ -258,7 +274,7 @@ class StudioState(AuthState):
         except JobNotFound:
             pass
         if self.job_id == job_id:
-            self.audio_url, self.result_info, self.captions_url = "", "", ""
+            self.audio_url, self.result_info, self.captions_url, self.spoken_words = "", "", "", []
         self.history = [row for row in self.history if row["id"] != job_id]  # older pages stay shown
         return None
 

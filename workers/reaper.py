@@ -1,5 +1,6 @@
 """The worker side of the job reaper: a daemon thread that fails abandoned jobs (see `job_reaper`), sends
-again the queued jobs the broker lost (see `job_recovery`) and prunes the request log past its retention."""
+again the queued jobs the broker lost (see `job_recovery`), prunes the request log past its retention, and sends
+the webhook deliveries whose retry is due and the `key.expiring` events (see `services/webhooks.py`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 from backend.services.job_reaper import SWEEP_INTERVAL_S, reap_stalled_jobs
 from backend.services.job_recovery import requeue_lost_jobs
 from backend.services.request_log import prune_request_log
+from backend.services.webhooks import notify_expiring_keys, send_due_deliveries
 
 logger = logging.getLogger("lockn.worker")
 
@@ -29,6 +31,8 @@ class StalledJobSweeper(threading.Thread):
                 if requeued := requeue_lost_jobs():
                     logger.warning("queued %d job(s) again that the broker had lost", requeued)
                 prune_request_log()
+                send_due_deliveries()
+                notify_expiring_keys()
             except Exception:  # noqa: BLE001 - the database or broker may be down; the next sweep retries
                 logger.warning("stalled-job sweep failed; retrying in %.0f s", self.interval_s)
 

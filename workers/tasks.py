@@ -8,14 +8,21 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
 from backend.media.engine import SynthesisError
-from backend.queue.routing import PING_TASK, QA_TASK, SYNTHESIZE_TASK
+from backend.queue.routing import PING_TASK, QA_TASK, SYNTHESIZE_TASK, WEBHOOK_TASK
 from backend.services.job_runner import JobCancelled, end_live_audio, fail_job, run_job
 from backend.services.jobs import CANCELLED_MESSAGE
+from backend.services.webhooks import deliver
 from workers.celery_app import celery_app
 from workers.engine_loader import load_engines
 
 #: Errors worth another try (the database blinked); anything else is the job's own fault and is final.
 TRANSIENT_ERRORS = (OperationalError, ConnectionError)
+
+
+@celery_app.task(name=WEBHOOK_TASK, ignore_result=True)
+def deliver_webhook(delivery_id: str) -> None:
+    """One attempt at one webhook delivery; the service schedules retries (the sweep sends them when due)."""
+    deliver(delivery_id)
 
 
 @celery_app.task(name=PING_TASK)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from backend.api import audit, health, keys, logs, metrics, openai_compat, qa, voice
+from backend.api import audit, health, keys, logs, metrics, openai_compat, qa, voice, webhooks
 from backend.api.body_limit import BodySizeLimit
 from backend.api.docs import install_docs
 from backend.api.errors import install_error_handlers
@@ -37,6 +37,7 @@ def build_api() -> FastAPI:
     api.include_router(openai_compat.router)
     api.include_router(logs.router)
     api.include_router(audit.router)
+    api.include_router(webhooks.router)
     api.include_router(metrics.router)
     api.include_router(qa.router)
     install_docs(api, API_TITLE)

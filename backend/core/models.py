@@ -203,3 +203,45 @@ class AuditEvent(SQLModel, table=True):
     detail: str | None = Field(default=None, max_length=500)
     request_id: str | None = Field(default=None, max_length=128)
     client: str | None = Field(default=None, max_length=64)
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """Where an owner wants to hear of events (`services/webhooks.py`). The signing secret is stored encrypted
+    with a key derived from LOCKN_SECRET_KEY (it must be usable to sign, so it cannot be hashed like API keys)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: str = Field(primary_key=True, max_length=40)
+    owner: str = Field(index=True, max_length=255)
+    url: str = Field(max_length=2000)
+    #: Event types it receives, comma-separated (`services/webhooks.EVENTS`).
+    events: str = Field(max_length=500)
+    secret_encrypted: str = Field(max_length=500)
+    enabled: bool = Field(default=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one endpoint, and how delivering it went: the delivery log, and the retry schedule
+    (`next_attempt_at` while `pending`). Its id is the Standard Webhooks message id (`webhook-id`)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_owner_created", "owner", "created_at"),
+                      Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+                      Index("ux_webhook_deliveries_event_key", "endpoint_id", "event_key", unique=True))
+
+    id: str = Field(primary_key=True, max_length=40)
+    endpoint_id: str = Field(index=True, max_length=40)
+    owner: str = Field(max_length=255)
+    event_type: str = Field(max_length=40)
+    #: What makes an event happen once (e.g. `key.expiring:<key id>`): a second emit of it is dropped.
+    event_key: str | None = Field(default=None, max_length=120)
+    payload: dict = Field(sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", max_length=12)  # pending, succeeded, failed
+    attempts: int = Field(default=0)
+    response_status: int | None = Field(default=None)
+    error: str | None = Field(default=None, max_length=500)
+    latency_ms: float | None = Field(default=None)
+    next_attempt_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

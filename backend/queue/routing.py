@@ -16,6 +16,8 @@ QA_QUEUE = "qa"
 SYNTHESIZE_TASK = "lockn.synthesize"
 PING_TASK = "lockn.ping"
 QA_TASK = "lockn.qa_regression"
+#: Webhook deliveries go to `cpu` (every deployment has a CPU worker); each attempt is bounded by a timeout.
+WEBHOOK_TASK = "lockn.deliver_webhook"
 
 
 def queue_for(engine: str) -> str:

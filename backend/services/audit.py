@@ -25,6 +25,9 @@ ACTIONS = {
     "key.created": "created key", "key.rotated": "rotated key", "key.revoked": "revoked key",
     "session.signed_in": "signed in", "session.signed_out": "signed out",
     "voice.cloned": "cloned voice", "voice.deleted": "deleted voice",
+    "webhook.created": "added webhook", "webhook.deleted": "deleted webhook",
+    "webhook.secret_rotated": "rotated webhook secret", "webhook.enabled": "enabled webhook",
+    "webhook.disabled": "disabled webhook",
 }
 
 _actor: ContextVar[str] = ContextVar("lockn_audit_actor", default="user")

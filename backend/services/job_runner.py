@@ -34,6 +34,7 @@ from backend.media.engine import Engine, ReferenceVoice, SynthesisError, Synthes
 from backend.media.live_publisher import live_publisher
 from backend.media.tempo import change_tempo
 from backend.media.live_stream import publish_chunk, publish_end, publish_progress, publish_spoken, reset_stream
+from backend.services import webhooks
 from backend.services.admission import holder_of, release
 from backend.services.usage import UsageRecorder
 from backend.services.voices import CLONED_PREFIX, reference_voice
@@ -100,6 +101,8 @@ def _run_claimed(job: Job, engines: Mapping[str, Engine]) -> dict:
         REALTIME_FACTOR.labels(job.engine).observe(engine_time / duration)
     if job.key_id:
         usage_recorder().record(job.key_id, audio_seconds=duration)
+    job.status, job.duration_s = "succeeded", duration
+    webhooks.job_event(job)
     return {"job_id": job.id, "status": "succeeded", "duration_s": duration}
 
 
@@ -216,6 +219,7 @@ def fail_job(job_id: str, message: str) -> None:
         JOBS.labels(job.engine, "failed").inc()
         with request_id_scope(job.request_id):
             logger.warning("job %s failed: %s", job_id, message[:500])
+        webhooks.job_event(job)
 
 
 def end_live_audio(job_id: str, error: str | None = None) -> None:

@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 from backend.core.db import get_engine
 from backend.core.models import ApiKey, KeyUsage, as_utc, utcnow
 from backend.core.redis_client import client_for
+from backend.services import webhooks
 from backend.services.ownership import owned_row
 from backend.services.audit import audit_event
 from backend.services.key_cache import ALL, CachedKey, InvalidationBus, KeyCache
@@ -425,12 +426,15 @@ class KeyService:
         """Revoke at once, here and (through the bus) in every other process. Idempotent."""
         with Session(self.engine, expire_on_commit=False) as session:
             row = owned_row(session, ApiKey, key_id, owner, KeyNotFound)
-            if row.revoked_at is None:
+            newly = row.revoked_at is None
+            if newly:
                 row.revoked_at = utcnow()
                 session.add(row)
                 session.add(audit_event(owner, "key.revoked", row.id, row.name))
                 session.commit()
         self._invalidate(key_id)
+        if newly:
+            webhooks.key_event("key.revoked", row)
         return row
 
     def rotate(self, owner: str, key_id: str, grace_seconds: int = 0, *,

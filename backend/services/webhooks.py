@@ -1,0 +1,415 @@
+"""Webhooks: an owner's endpoints hear of their jobs and keys, signed with the Standard Webhooks scheme.
+
+The rules, in one place for the API, the dashboard and the workers:
+- An endpoint is a public http(s) URL (`webhook_destinations`), a set of event types and a signing secret
+  (`whsec_…`, shown once when made or rotated, stored encrypted). At most `MAX_ENDPOINTS` per owner.
+- `emit` writes one delivery row per subscribed, enabled endpoint and hands each to a Celery task at once.
+  Emitting never fails the action it reports: a broker that is down only delays the first attempt.
+- A delivery is one attempt at a time (`deliver`): signed (`webhook-id`, `webhook-timestamp`,
+  `webhook-signature` headers, by the `standardwebhooks` package), POSTed to the checked address, redirects
+  not followed; a 2xx answer delivers it. Otherwise it is tried again with exponential back-off
+  (`retry_delay`) until `RETRY_WINDOW_S` (24 h) after the event, then marked failed. A destination refused by
+  the address check fails at once (trying again would not change the answer).
+- The workers' sweep (`workers/reaper.py`) sends the due retries (`send_due_deliveries`) and the `key.expiring`
+  events (`notify_expiring_keys`, once per key and endpoint, 7 days ahead). Every send claims its row first
+  with a conditional UPDATE, so two sweeps or a sweep and a task never deliver one attempt twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+from standardwebhooks.webhooks import Webhook
+
+from backend.core.db import get_engine
+from backend.core.models import ApiKey, Job, WebhookDelivery, WebhookEndpoint, as_utc, utcnow
+from backend.core.settings import get_settings
+from backend.queue.app import get_celery
+from backend.queue.routing import DEFAULT_QUEUE, WEBHOOK_TASK
+from backend.services.audit import audit_event
+from backend.services.ownership import owned_row
+from backend.services.webhook_destinations import DestinationRefused, check_destination
+
+logger = logging.getLogger("lockn.webhooks")
+
+#: What an endpoint can subscribe to. `webhook.test` is sent only by "Send test event", to that endpoint.
+#: (`batch.completed` joins them with batch jobs.)
+EVENTS = ("job.succeeded", "job.failed", "key.revoked", "key.expiring")
+TEST_EVENT = "webhook.test"
+MAX_ENDPOINTS = 10
+#: How long a delivery keeps being tried after its event, and the longest wait between two tries.
+RETRY_WINDOW_S = 24 * 3600
+MAX_RETRY_DELAY_S = 6 * 3600
+#: A row handed to the queue is not handed again by the sweep for this long (its task is on the way).
+CLAIM_S = 120
+#: How far ahead `key.expiring` warns.
+EXPIRY_NOTICE = timedelta(days=7)
+DELIVERY_PAGE = 50
+
+
+class WebhookNotFound(LookupError):
+    """No such endpoint or delivery among the caller's."""
+
+
+class InvalidWebhook(ValueError):
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class EndpointView:
+    id: str
+    url: str
+    events: list[str]
+    enabled: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: WebhookEndpoint) -> EndpointView:
+        return cls(row.id, row.url, row.events.split(","), row.enabled, as_utc(row.created_at))
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    id: str
+    endpoint_id: str
+    event_type: str
+    status: str
+    attempts: int
+    response_status: int | None
+    error: str | None
+    latency_ms: float | None
+    created_at: datetime
+    delivered_at: datetime | None
+    next_attempt_at: datetime | None
+
+    @classmethod
+    def of(cls, row: WebhookDelivery) -> DeliveryView:
+        return cls(row.id, row.endpoint_id, row.event_type, row.status, row.attempts, row.response_status,
+                   row.error, row.latency_ms, as_utc(row.created_at), as_utc(row.delivered_at),
+                   as_utc(row.next_attempt_at))
+
+
+# ----- endpoints -------------------------------------------------------------------------------------------
+
+
+def create_endpoint(owner: str, url: str, events: list[str]) -> tuple[EndpointView, str]:
+    """A new endpoint and its signing secret (returned this once)."""
+    url, events = url.strip(), _checked_events(events)
+    _check_url(url)
+    secret = _new_secret()
+    row = WebhookEndpoint(id="wh_" + secrets.token_hex(8), owner=owner, url=url, events=",".join(events),
+                          secret_encrypted=_sealed(secret))
+    with Session(get_engine(), expire_on_commit=False) as session:
+        count = len(session.exec(select(WebhookEndpoint.id).where(WebhookEndpoint.owner == owner)).all())
+        if count >= MAX_ENDPOINTS:
+            raise InvalidWebhook(f"you have {count} webhook endpoints, the most there may be; delete one first", "url")
+        session.add(row)
+        session.add(audit_event(owner, "webhook.created", row.id, url))
+        session.commit()
+    return EndpointView.of(row), secret
+
+
+def list_endpoints(owner: str) -> list[EndpointView]:
+    with Session(get_engine()) as session:
+        rows = session.exec(select(WebhookEndpoint).where(WebhookEndpoint.owner == owner)
+                            .order_by(col(WebhookEndpoint.created_at))).all()
+    return [EndpointView.of(row) for row in rows]
+
+
+def set_enabled(owner: str, endpoint_id: str, enabled: bool) -> EndpointView:
+    """Stop (or start again) sending to an endpoint; deliveries already pending stop with it."""
+    with Session(get_engine(), expire_on_commit=False) as session:
+        row = owned_row(session, WebhookEndpoint, endpoint_id, owner, WebhookNotFound)
+        row.enabled = enabled
+        session.add(row)
+        session.add(audit_event(owner, "webhook.enabled" if enabled else "webhook.disabled", row.id, row.url))
+        session.commit()
+    return EndpointView.of(row)
+
+
+def rotate_secret(owner: str, endpoint_id: str) -> str:
+    """A new signing secret, in force for every delivery from now on (returned this once)."""
+    secret = _new_secret()
+    with Session(get_engine()) as session:
+        row = owned_row(session, WebhookEndpoint, endpoint_id, owner, WebhookNotFound)
+        row.secret_encrypted = _sealed(secret)
+        session.add(row)
+        session.add(audit_event(owner, "webhook.secret_rotated", row.id, row.url))
+        session.commit()
+    return secret
+
+
+def delete_endpoint(owner: str, endpoint_id: str) -> None:
+    with Session(get_engine()) as session:
+        row = owned_row(session, WebhookEndpoint, endpoint_id, owner, WebhookNotFound)
+        session.exec(delete(WebhookDelivery).where(col(WebhookDelivery.endpoint_id) == row.id))  # type: ignore[call-overload]
+        session.delete(row)
+        session.add(audit_event(owner, "webhook.deleted", row.id, row.url))
+        session.commit()
+
+
+def send_test(owner: str, endpoint_id: str) -> DeliveryView:
+    """A `webhook.test` event to this endpoint only (also when it is subscribed to nothing else)."""
+    with Session(get_engine()) as session:
+        endpoint = owned_row(session, WebhookEndpoint, endpoint_id, owner, WebhookNotFound)
+    delivery = _new_delivery(endpoint, TEST_EVENT, {"message": "A test event from LockN."}, None)
+    return DeliveryView.of(_record_and_send([delivery])[0])
+
+
+# ----- events ----------------------------------------------------------------------------------------------
+
+
+def emit(owner: str, event_type: str, data: dict, event_key: str | None = None) -> int:
+    """Queue `event_type` for every enabled endpoint of `owner` that wants it; how many were queued.
+
+    Never raises: an event is news about something already done, and must not undo or fail it."""
+    assert event_type in EVENTS, event_type
+    try:
+        with Session(get_engine()) as session:
+            endpoints = session.exec(select(WebhookEndpoint).where(WebhookEndpoint.owner == owner,
+                                                                   col(WebhookEndpoint.enabled).is_(True))).all()
+        wanted = [e for e in endpoints if event_type in e.events.split(",")]
+        return len(_record_and_send([_new_delivery(e, event_type, data, event_key) for e in wanted]))
+    except Exception:  # noqa: BLE001 - see the docstring; the sweep or a resend can still deliver what was written
+        logger.exception("could not queue %s for %s", event_type, owner)
+        return 0
+
+
+def job_event(job: Job) -> None:
+    """`job.succeeded` or `job.failed` for a job that just ended."""
+    event = "job.succeeded" if job.status == "succeeded" else "job.failed"
+    base = get_settings().base_url
+    emit(job.owner, event, {
+        "job_id": job.id, "status": job.status, "voice": job.voice_id, "engine": job.engine, "format": job.format,
+        "characters": job.text_chars, "duration_s": job.duration_s, "error": job.error,
+        "status_url": f"{base}/api/voice/jobs/{job.id}",
+        "audio_url": f"{base}/api/voice/jobs/{job.id}/audio" if job.status == "succeeded" else None})
+
+
+def key_event(event_type: str, key: ApiKey) -> None:
+    """`key.revoked` or `key.expiring` (the latter once per key and endpoint)."""
+    emit(key.owner, event_type, {"key_id": key.id, "name": key.name, "start": key.start,
+                                 "expires_at": as_utc(key.expires_at).isoformat() if key.expires_at else None},
+         event_key=f"{event_type}:{key.id}" if event_type == "key.expiring" else None)
+
+
+def notify_expiring_keys(now: datetime | None = None) -> int:
+    """Queue `key.expiring` for every live key that expires within `EXPIRY_NOTICE` (each key once)."""
+    now = now or utcnow()
+    with Session(get_engine()) as session:
+        keys = session.exec(select(ApiKey).where(col(ApiKey.revoked_at).is_(None), col(ApiKey.expires_at) > now,
+                                                 col(ApiKey.expires_at) <= now + EXPIRY_NOTICE)).all()
+    for key in keys:
+        key_event("key.expiring", key)
+    return len(keys)
+
+
+# ----- deliveries ------------------------------------------------------------------------------------------
+
+
+def list_deliveries(owner: str, endpoint_id: str | None = None, limit: int = DELIVERY_PAGE) -> list[DeliveryView]:
+    """The owner's newest deliveries (of one endpoint, when given), newest first."""
+    query = select(WebhookDelivery).where(WebhookDelivery.owner == owner)
+    if endpoint_id:
+        query = query.where(WebhookDelivery.endpoint_id == endpoint_id)
+    with Session(get_engine()) as session:
+        rows = session.exec(query.order_by(col(WebhookDelivery.created_at).desc()).limit(min(limit, 200))).all()
+    return [DeliveryView.of(row) for row in rows]
+
+
+def resend(owner: str, delivery_id: str) -> DeliveryView:
+    """Try a delivery again now (a failed one too: its 24 hours start again)."""
+    with Session(get_engine(), expire_on_commit=False) as session:
+        row = owned_row(session, WebhookDelivery, delivery_id, owner, WebhookNotFound)
+        row.status, row.created_at, row.next_attempt_at = "pending", utcnow(), utcnow() + timedelta(seconds=CLAIM_S)
+        session.add(row)
+        session.commit()
+    _send_task(row.id)
+    return DeliveryView.of(row)
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before try `attempts + 1`: `LOCKN_WEBHOOK_RETRY_BASE_S` (5 s) × 4ⁿ, at most 6 h apart."""
+    return min(get_settings().webhook_retry_base_s * 4 ** max(attempts - 1, 0), MAX_RETRY_DELAY_S)
+
+
+def deliver(delivery_id: str) -> None:
+    """One attempt at one delivery (the Celery task's body). Nothing happens unless the row is pending and this
+    call wins the claim on its current attempt count."""
+    with Session(get_engine()) as session:
+        row = session.get(WebhookDelivery, delivery_id)
+        endpoint = session.get(WebhookEndpoint, row.endpoint_id) if row is not None else None
+    if row is None or row.status != "pending" or not _claim(row):
+        return
+    if endpoint is None or not endpoint.enabled:
+        _finish(row, "failed", None, "the endpoint was disabled or deleted", None)
+        return
+    started = time.perf_counter()
+    try:
+        response = _post(endpoint, row)
+    except DestinationRefused as exc:
+        _finish(row, "failed", None, str(exc), None)
+        return
+    except (httpx.HTTPError, InvalidToken) as exc:
+        _after_failure(row, None, _describe(exc), started)
+        return
+    if 200 <= response.status_code < 300:
+        _finish(row, "succeeded", response.status_code, None, _elapsed_ms(started))
+    else:
+        _after_failure(row, response.status_code, f"the endpoint answered {response.status_code}", started)
+
+
+def send_due_deliveries(now: datetime | None = None) -> int:
+    """Hand every pending delivery whose time has come to the queue (the sweep); how many."""
+    now = now or utcnow()
+    with Session(get_engine()) as session:
+        due = session.exec(select(WebhookDelivery.id).where(WebhookDelivery.status == "pending",
+                                                            col(WebhookDelivery.next_attempt_at) <= now)).all()
+    sent = 0
+    for delivery_id in due:
+        with get_engine().begin() as connection:  # claim: only one sweep sends it
+            claimed = connection.execute(
+                update(WebhookDelivery).where(col(WebhookDelivery.id) == delivery_id,
+                                              col(WebhookDelivery.status) == "pending",
+                                              col(WebhookDelivery.next_attempt_at) <= now)
+                .values(next_attempt_at=now + timedelta(seconds=CLAIM_S))).rowcount == 1
+        if claimed:
+            _send_task(delivery_id)
+            sent += 1
+    return sent
+
+
+# ----- inside --------------------------------------------------------------------------------------------
+
+
+def _checked_events(events: list[str]) -> list[str]:
+    unknown = sorted(set(events) - set(EVENTS))
+    if unknown or not events:
+        raise InvalidWebhook(f"choose one or more events from {', '.join(EVENTS)}"
+                             + (f" ({', '.join(unknown)} is not one)" if unknown else ""), "events")
+    return [event for event in EVENTS if event in events]
+
+
+def _allow_loopback() -> bool:
+    return get_settings().env in ("dev", "test")
+
+
+def _check_url(url: str) -> None:
+    try:
+        check_destination(url, _allow_loopback())
+    except DestinationRefused as exc:
+        raise InvalidWebhook(str(exc), "url") from None
+
+
+def _new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def _fernet() -> Fernet:
+    """Encrypts signing secrets at rest, keyed from LOCKN_SECRET_KEY (a new LOCKN_SECRET_KEY means new secrets:
+    rotate each endpoint's secret)."""
+    digest = hashlib.sha256(b"lockn webhook secrets\x00" + get_settings().session_secret().encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(digest))
+
+
+def _sealed(secret: str) -> str:
+    return _fernet().encrypt(secret.encode()).decode()
+
+
+def _new_delivery(endpoint: WebhookEndpoint, event_type: str, data: dict, event_key: str | None) -> WebhookDelivery:
+    now = utcnow()
+    return WebhookDelivery(id="msg_" + secrets.token_hex(12), endpoint_id=endpoint.id, owner=endpoint.owner,
+                           event_type=event_type, event_key=event_key, created_at=now,
+                           payload={"type": event_type, "timestamp": now.isoformat(), "data": data},
+                           next_attempt_at=now + timedelta(seconds=CLAIM_S))
+
+
+def _record_and_send(deliveries: list[WebhookDelivery]) -> list[WebhookDelivery]:
+    """Write each delivery (one already made for its once-only event is skipped), then queue it."""
+    written = []
+    for delivery in deliveries:
+        try:
+            with Session(get_engine(), expire_on_commit=False) as session:
+                session.add(delivery)
+                session.commit()
+            written.append(delivery)
+        except IntegrityError:
+            continue  # this endpoint already has this once-only event (e.g. key.expiring for this key)
+    for delivery in written:
+        try:
+            _send_task(delivery.id)
+        except Exception:  # noqa: BLE001 - the broker is down: the sweep sends it once CLAIM_S has passed
+            logger.warning("could not queue webhook delivery %s; the sweep will", delivery.id)
+    return written
+
+
+def _send_task(delivery_id: str) -> None:
+    get_celery().send_task(WEBHOOK_TASK, args=[delivery_id], queue=DEFAULT_QUEUE)
+
+
+def _claim(row: WebhookDelivery) -> bool:
+    with get_engine().begin() as connection:
+        return connection.execute(
+            update(WebhookDelivery).where(col(WebhookDelivery.id) == row.id, col(WebhookDelivery.status) == "pending",
+                                          col(WebhookDelivery.attempts) == row.attempts)
+            .values(attempts=row.attempts + 1, next_attempt_at=utcnow() + timedelta(seconds=CLAIM_S))).rowcount == 1
+
+
+def _post(endpoint: WebhookEndpoint, row: WebhookDelivery) -> httpx.Response:
+    """Sign and send one attempt to the address that was checked (see `webhook_destinations`)."""
+    destination = check_destination(endpoint.url, _allow_loopback())
+    secret = _fernet().decrypt(endpoint.secret_encrypted.encode()).decode()
+    body = json.dumps(row.payload, separators=(",", ":"))
+    sent_at = utcnow()
+    headers = {"webhook-id": row.id, "webhook-timestamp": str(int(sent_at.timestamp())),
+               "webhook-signature": Webhook(secret).sign(row.id, sent_at, body),
+               "content-type": "application/json", "user-agent": "LockN-Webhooks/1",
+               "host": httpx.URL(endpoint.url).netloc.decode()}
+    extensions = {"sni_hostname": destination.host} if destination.url.startswith("https://") else {}
+    with httpx.Client(timeout=get_settings().webhook_timeout_s, follow_redirects=False) as client:
+        return client.post(destination.pinned_url, content=body, headers=headers, extensions=extensions)
+
+
+def _after_failure(row: WebhookDelivery, status: int | None, error: str, started: float) -> None:
+    """Schedule the next try, or give up once the next one would fall past the 24 hours."""
+    next_at = utcnow() + timedelta(seconds=retry_delay(row.attempts + 1))
+    if next_at > as_utc(row.created_at) + timedelta(seconds=RETRY_WINDOW_S):
+        _finish(row, "failed", status, error + "; given up after 24 hours", _elapsed_ms(started))
+    else:
+        _finish(row, "pending", status, error, _elapsed_ms(started), next_at)
+
+
+def _finish(row: WebhookDelivery, status: str, response_status: int | None, error: str | None,
+            latency_ms: float | None, next_attempt_at: datetime | None = None) -> None:
+    values: dict[str, object] = {"status": status, "response_status": response_status, "error": error,
+                                 "latency_ms": latency_ms, "next_attempt_at": next_attempt_at}
+    if status == "succeeded":
+        values["delivered_at"] = utcnow()
+    with get_engine().begin() as connection:
+        connection.execute(update(WebhookDelivery).where(col(WebhookDelivery.id) == row.id).values(**values))
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, InvalidToken):
+        return "the endpoint's secret cannot be read (LOCKN_SECRET_KEY changed?): rotate the secret"
+    if isinstance(exc, httpx.TimeoutException):
+        return "the endpoint did not answer in time"
+    return f"could not reach the endpoint ({type(exc).__name__})"
