@@ -115,7 +115,10 @@ HIGHLIGHT_WORDS_JS = """(function () {
     const t = player.currentTime;
     for (const word of box.querySelectorAll('span[data-start]')) {
       const on = t >= Number(word.dataset.start) && t < Number(word.dataset.end);
-      if ((word.dataset.active === 'true') !== on) word.dataset.active = on ? 'true' : 'false';
+      if ((word.dataset.active === 'true') === on) continue;
+      word.dataset.active = on ? 'true' : 'false';
+      const below = word.offsetTop + word.offsetHeight > box.scrollTop + box.clientHeight;
+      if (on && (below || word.offsetTop < box.scrollTop)) box.scrollTop = word.offsetTop - box.clientHeight / 3;
     }
   }
   function follow(player) { mark(player); if (!player.paused && !player.ended) requestAnimationFrame(() => follow(player)); }
@@ -135,7 +138,8 @@ def spoken_text() -> rx.Component:
     return rx.cond(StudioState.spoken_words.length() > 0, rx.fragment(
         rx.box(rx.foreach(StudioState.spoken_words, lambda word: rx.el.span(
                    word["text"] + " ", data_start=word["start"], data_end=word["end"], data_testid="spoken-word")),
-               id="studio-words", data_testid="spoken-text", width="100%", line_height="1.8",
+               id="studio-words", data_testid="spoken-text", width="100%", line_height="1.8", max_height="12rem",
+               overflow_y="auto", position="relative",  # the box scrolls to the spoken word (offsets are its own)
                style={"& span[data-active='true']": {"background": rx.color("accent", 5), "border_radius": "4px",
                                                      "box_shadow": f"0 0 0 2px {rx.color('accent', 5)}"}}),
         rx.script(HIGHLIGHT_WORDS_JS),
