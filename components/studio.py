@@ -7,6 +7,7 @@ import reflex as rx
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS
 from backend.services.jobs import MAX_TEXT_CHARS
 from components.dashboard import panel
+from state.batch import BatchState
 from state.studio import STUDIO_FORMATS, StudioState
 
 AUDIO_TYPES = {"audio/wav": [".wav"], "audio/x-wav": [".wav"], "audio/mpeg": [".mp3"], "audio/flac": [".flac"],
@@ -48,9 +49,61 @@ def library_panel() -> rx.Component:
     )
 
 
+BATCH_TYPES = {"text/csv": [".csv"], "application/x-ndjson": [".jsonl", ".ndjson"], "application/json": [".jsonl"]}
+
+
+def batch_tab() -> rx.Component:
+    """Upload a file of lines, watch the batch, download its zip."""
+    return rx.vstack(
+        rx.text("A CSV with a header row (text, voice, format, id) or JSON lines ({\"text\": …, \"voice\": …}), "
+                "up to 1,000 lines. Each line becomes a file in one zip, named by its id.", size="2",
+                color=rx.color("gray", 11)),
+        rx.checkbox("Captions (SRT) for every line", checked=BatchState.batch_captions,
+                    on_change=BatchState.set_batch_captions),
+        rx.upload(
+            rx.vstack(rx.icon("file-spreadsheet", size=24), rx.text("Drop a .csv or .jsonl file here, or click",
+                                                                  size="2"), align="center", spacing="2"),
+            id="batch", accept=BATCH_TYPES, max_files=1, multiple=False,
+            on_drop=BatchState.upload_batch(rx.upload_files(upload_id="batch")),
+            border=f"2px dashed {rx.color('gray', 7)}", border_radius="10px", padding="1.25rem", width="100%",
+            data_testid="batch-drop",
+        ),
+        rx.cond(BatchState.batch_error != "", rx.callout(BatchState.batch_error, color_scheme="red",
+                                                         icon="triangle_alert", width="100%",
+                                                         data_testid="batch-error")),
+        rx.cond(BatchState.batch_id != "", rx.vstack(
+            rx.progress(value=BatchState.batch_percent, width="100%", data_testid="batch-progress"),
+            rx.text(BatchState.batch_status + " · " + BatchState.batch_done.to_string() + " done, "
+                    + BatchState.batch_failed.to_string() + " failed of " + BatchState.batch_total.to_string(),
+                    size="2", data_testid="batch-label"),
+            rx.hstack(
+                rx.cond(BatchState.batch_status == "running",
+                        rx.button("Cancel the rest", size="1", variant="soft", color_scheme="gray",
+                                  on_click=BatchState.cancel_batch, data_testid="batch-cancel"),
+                        rx.link(rx.button(rx.icon("download", size=16), "Download zip", variant="soft"),
+                                href=BatchState.archive_url, download=True, reload_document=True,
+                                data_testid="batch-download")),
+                spacing="2"),
+            width="100%", spacing="2")),
+        width="100%", spacing="3", padding_top="0.75rem",
+    )
+
+
 def generate_panel() -> rx.Component:
     return panel(
         "Generate speech",
+        rx.tabs.root(
+            rx.tabs.list(rx.tabs.trigger("One text", value="single"),
+                         rx.tabs.trigger("Batch", value="batch", data_testid="batch-tab")),
+            rx.tabs.content(single_tab(), value="single"),
+            rx.tabs.content(batch_tab(), value="batch"),
+            default_value="single", width="100%",
+        ),
+    )
+
+
+def single_tab() -> rx.Component:
+    return rx.vstack(
         rx.text_area(placeholder="Type what the voice should say… (Ctrl/Cmd-Enter generates)",
                      value=StudioState.text, on_change=StudioState.set_text, on_key_down=StudioState.on_key,
                      rows="5", width="100%", max_length=MAX_TEXT_CHARS, data_testid="studio-text"),
@@ -102,6 +155,7 @@ def generate_panel() -> rx.Component:
                       rx.text(StudioState.result_info, size="2", color=rx.color("gray", 11)), align="center",
                       wrap="wrap"),
             width="100%", spacing="2")),
+        width="100%", spacing="3", padding_top="0.75rem",
     )
 
 

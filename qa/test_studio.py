@@ -131,8 +131,8 @@ def piper_clip(seconds_of_text: str) -> bytes:
     return buffer.getvalue()
 
 
-def drop(page: Page, name: str, data: bytes, mime: str) -> None:
-    page.get_by_test_id("clone-drop").locator("input[type=file]").set_input_files(
+def drop(page: Page, name: str, data: bytes, mime: str, zone: str = "clone-drop") -> None:
+    page.get_by_test_id(zone).locator("input[type=file]").set_input_files(
         {"name": name, "mimeType": mime, "buffer": data})
 
 
@@ -178,3 +178,27 @@ def test_studio_screenshots_idle_and_generating(open_page, viewport: str) -> Non
     expect(page.get_by_test_id("history-row")).to_have_count(1)
     save_screenshot(page, f"studio-{viewport}-done")
     assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
+
+
+def test_batch_tab_runs_a_file_and_downloads_its_zip(open_page) -> None:
+    """A CSV of three lines (one with an id): refused with the line named when a voice is unknown; otherwise
+    progress to completed, and a zip with one file per line and the manifest."""
+    import json
+    import zipfile
+
+    page = open_studio(open_page)
+    page.get_by_test_id("batch-tab").click()
+    drop(page, "bad.csv", b"text,voice\nHello,nobody\n", "text/csv", zone="batch-drop")
+    expect(page.get_by_test_id("batch-error")).to_contain_text("line 1", timeout=20000)
+    lines = "id,text,voice,format\nwelcome,Welcome to the batch.,en_US-joe-medium,mp3\n,Line two.,en_US-joe-medium,\n" \
+            ",Line three.,en_US-joe-medium,wav\n"
+    drop(page, "lines.csv", lines.encode(), "text/csv", zone="batch-drop")
+    expect(page.get_by_test_id("batch-label")).to_contain_text("completed · 3 done, 0 failed of 3", timeout=60000)
+    archive = page.request.get(page.get_by_test_id("batch-download").get_attribute("href"))
+    assert archive.status == 200 and archive.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(archive.body())) as zipped:
+        manifest = json.loads(zipped.read("manifest.json"))
+        assert [line["id"] for line in manifest["lines"]] == ["welcome", "line-0002", "line-0003"]
+        assert {"welcome.mp3", "line-0002.wav", "line-0003.wav"} <= set(zipped.namelist())
+    save_screenshot(page, "studio-batch")
+    assert page.console_errors == []

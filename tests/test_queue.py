@@ -26,7 +26,7 @@ def test_worker_reports_in_runs_a_job_and_withdraws_on_shutdown(embedded_broker:
     supervisor.start("worker", worker_command(), env=dict(os.environ))
     try:
         (worker,) = wait_for_worker()
-        assert worker.queues == ["cpu"]
+        assert worker.queues == ["cpu", "cpu-batch"]
         result = create_celery().send_task("lockn.ping", queue="cpu")
         assert result.get(timeout=20)["pong"] > 0
     finally:

@@ -7,9 +7,10 @@ loads its engines once, the worker announces itself (heartbeat) and sweeps aband
 
 from __future__ import annotations
 
+import os
 import socket
 
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 
 from backend.core.log_masking import install_key_masking
 from backend.core.log_setup import configure_logging
@@ -29,6 +30,14 @@ install_request_ids()
 configure_logging(get_settings())
 celery_app = create_celery(include=("workers.tasks",))
 _heartbeat: HeartbeatThread | None = None
+
+
+@worker_init.connect
+def _lower_priority(**_kwargs) -> None:  # type: ignore[no-untyped-def]
+    """`LOCKN_WORKER_NICE`: the worker (and the pool it forks) yields the CPU to processes of normal priority,
+    e.g. `make run`'s batch worker to the worker serving interactive requests on the same machine."""
+    if nice := get_settings().worker_nice:
+        os.nice(nice)
 
 
 @worker_process_init.connect

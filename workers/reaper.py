@@ -9,6 +9,7 @@ import threading
 
 from backend.services.job_reaper import SWEEP_INTERVAL_S, reap_stalled_jobs
 from backend.services.job_recovery import requeue_lost_jobs
+from backend.services.batches import advance_all
 from backend.services.request_log import prune_request_log
 from backend.services.webhooks import notify_expiring_keys, send_due_deliveries
 
@@ -32,6 +33,7 @@ class StalledJobSweeper(threading.Thread):
                     logger.warning("queued %d job(s) again that the broker had lost", requeued)
                 prune_request_log()
                 send_due_deliveries()
+                advance_all()
                 notify_expiring_keys()
             except Exception:  # noqa: BLE001 - the database or broker may be down; the next sweep retries
                 logger.warning("stalled-job sweep failed; retrying in %.0f s", self.interval_s)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from backend.api import audit, health, keys, logs, metrics, openai_compat, qa, voice, webhooks
+from backend.api import audit, batches, health, keys, logs, metrics, openai_compat, qa, voice, webhooks
 from backend.api.body_limit import BodySizeLimit
 from backend.api.docs import install_docs
 from backend.api.errors import install_error_handlers
@@ -33,6 +33,7 @@ def build_api() -> FastAPI:
     api.add_middleware(RequestIds)  # added last: the outermost, so every answer has an id
     api.include_router(health.router)
     api.include_router(keys.router)
+    api.include_router(batches.router)  # before voice's /api/voice/{…} routes
     api.include_router(voice.router)
     api.include_router(openai_compat.router)
     api.include_router(logs.router)

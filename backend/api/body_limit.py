@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api.errors import ApiError, error_response
+from backend.services.batches import MAX_BATCH_BYTES, MAX_LINES
 from backend.services.voices import MAX_UPLOAD_BYTES
 
 #: 4,096 characters of text, up to 4 bytes each in UTF-8, and the rest of a JSON request.
@@ -26,9 +27,11 @@ LIMITED_PREFIXES = ("/api/", "/v1/", "/_upload")
 DEFAULT_MESSAGE = "The request body is over 64 KB, the most this endpoint accepts (text: at most 4,096 characters)."
 #: (method, path, limit, message): a clip of the largest allowed size plus room for the form's other fields.
 CLIP_MESSAGE = f"The upload is too large: the limit is {MAX_UPLOAD_BYTES // 2**20} MB (a 10–30 s clip is far smaller)."
+BATCH_MESSAGE = f"The batch file is too large: the limit is {MAX_BATCH_BYTES // 2**20} MB (and {MAX_LINES:,} lines)."
 LIMITS: tuple[tuple[str, str, int, str], ...] = (
     ("POST", "/api/voice/voices", MAX_UPLOAD_BYTES + 64 * 1024, CLIP_MESSAGE),
     ("POST", "/_upload", MAX_UPLOAD_BYTES + 64 * 1024, CLIP_MESSAGE),
+    ("POST", "/api/voice/batches", MAX_BATCH_BYTES, BATCH_MESSAGE),
 )
 
 

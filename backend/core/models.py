@@ -101,6 +101,8 @@ class Job(SQLModel, table=True):
     #: Whether the job was asked for captions, and, once it succeeded, the captions (`media/captions.py`).
     captions_requested: bool = Field(default=False)
     captions: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    #: The batch this job speaks a line of (`services/batches.py`); None for a request of its own.
+    batch_id: str | None = Field(default=None, max_length=40)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
     started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
@@ -245,3 +247,39 @@ class WebhookDelivery(SQLModel, table=True):
     next_attempt_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Batch(SQLModel, table=True):
+    """A file of lines to speak, run as ordinary jobs a few at a time (`services/batches.py`)."""
+
+    __tablename__ = "batches"
+
+    id: str = Field(primary_key=True, max_length=40)
+    owner: str = Field(index=True, max_length=255)
+    key_id: str | None = Field(default=None, max_length=40)
+    status: str = Field(default="running", max_length=12)  # running, completed, cancelled
+    total: int
+    done: int = Field(default=0)
+    failed: int = Field(default=0)
+    captions: bool = Field(default=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class BatchLine(SQLModel, table=True):
+    """One line of a batch: what to say, and the job that says it once the line's turn has come."""
+
+    __tablename__ = "batch_lines"
+    __table_args__ = (Index("ix_batch_lines_batch_status", "batch_id", "status", "line"),)
+
+    batch_id: str = Field(primary_key=True, max_length=40)
+    line: int = Field(primary_key=True)
+    #: The name of its file in the archive (the caller's `id`, or the line number).
+    name: str = Field(max_length=64)
+    text: str = Field(sa_type=Text)
+    voice: str = Field(max_length=120)
+    format: str = Field(max_length=8)
+    status: str = Field(default="pending", max_length=12)  # pending, queued, succeeded, failed, cancelled
+    job_id: str | None = Field(default=None, index=True, max_length=40)
+    error: str | None = Field(default=None, max_length=500)
+    duration_s: float | None = Field(default=None)

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     fish_checkpoint_dir: Path | None = Field(None, description="Fish Speech checkpoints (text2semantic + codec).")
     fish_device: str = Field("auto", description="Fish Speech device: auto (cuda when present), cuda, cpu.")
     fish_max_new_tokens: int = Field(1024, ge=1, description="Upper bound of semantic tokens per sentence.")
+    worker_nice: int = Field(0, ge=0, le=19, description="A worker's CPU niceness (make run's batch worker: 10).")
+    batch_slots: int = Field(1, ge=1, le=64, description="Jobs of one batch queued or running at once; the other "
+                                                         "worker slots stay free for interactive requests.")
     webhook_retry_base_s: float = Field(5.0, gt=0, description="First webhook retry after this many seconds; "
                                                                 "each next one 4x later (at most 6 h), for 24 h.")
     webhook_timeout_s: float = Field(5.0, gt=0, le=30, description="How long a webhook endpoint may take to answer.")

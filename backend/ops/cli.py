@@ -22,10 +22,13 @@ from backend.ops.supervisor import (
     Supervisor, embedded_broker_command, engine_queues, supervise, wait_for_socket, worker_command,
 )
 from backend.ops.web_replica import build_frontend_if_changed, reflex_environment, web_command
+from backend.queue.routing import queues_for
 
 
 #: `main`'s exit code when the configuration is refused (as for bad command-line input).
 EXIT_BAD_CONFIG = 2
+#: How much `make run`'s batch worker yields the CPU to the interactive one (see LOCKN_WORKER_NICE).
+BATCH_WORKER_NICE = 10
 
 
 def run_platform(settings: Settings, with_worker: bool = True) -> int:
@@ -53,9 +56,11 @@ def run_platform(settings: Settings, with_worker: bool = True) -> int:
             recover_jobs(after_crash=False)
         started.add("broker")
 
-    def recover(name: str = "worker") -> None:
-        if embedded and name == "worker":
-            recover_jobs(after_crash=True)
+    def recover(name: str = "") -> None:
+        """At start (no name) every job a crash cut off; after one worker's crash, only that worker's kind (the
+        other worker is still running its own jobs)."""
+        if embedded and name in ("", "worker", "batch-worker"):
+            recover_jobs(after_crash=True, batch={"worker": False, "batch-worker": True}.get(name))
 
     def start(supervisor: Supervisor) -> None:
         if embedded:
@@ -63,7 +68,12 @@ def run_platform(settings: Settings, with_worker: bool = True) -> int:
                              after_start=open_socket)
         if with_worker:
             recover()
-            supervisor.start("worker", worker_command(engine_queues(settings)),
+            supervisor.start("worker", worker_command(queues_for(settings.engine_names)),
+                             warm_stop_s=settings.worker_stop_grace_s)
+            # Batch lines run in a worker of their own, at a lower CPU priority: a batch never slows the Studio
+            # or /v1 by more than the machine's spare cycles.
+            supervisor.start("batch-worker", worker_command(queues_for(settings.engine_names, batch=True), index=1),
+                             env={**os.environ, "LOCKN_WORKER_NICE": str(BATCH_WORKER_NICE)},
                              warm_stop_s=settings.worker_stop_grace_s)
         if settings.qa_nightly_at:
             supervisor.start("qa-nightly", beat_command(settings))
@@ -73,16 +83,17 @@ def run_platform(settings: Settings, with_worker: bool = True) -> int:
     return supervise(start, on_restart=recover)
 
 
-def recover_jobs(after_crash: bool) -> None:
+def recover_jobs(after_crash: bool, batch: bool | None = None) -> None:
     """Queue again what a crash or a restart cut off; says so when there was anything.
 
     `after_crash` (no worker is running): also the jobs that were running. Otherwise only the queued jobs
     the broker does not hold, however new (a job row is written before its message; a copy sent twice
-    is harmless, since a worker claims a job only from `queued`)."""
+    is harmless, since a worker claims a job only from `queued`). `batch`: only batch lines' jobs (True), only
+    the others (False), or both (None)."""
     from backend.services.job_recovery import requeue_lost_jobs
 
     try:
-        if count := requeue_lost_jobs(after_crash=after_crash, lost_after_s=0):
+        if count := requeue_lost_jobs(after_crash=after_crash, lost_after_s=0, batch=batch):
             print(f"LockN: queued {count} job(s) again that a restart had cut off.", flush=True)
     except Exception as exc:  # noqa: BLE001 - the broker may be restarting; the worker's sweeps retry
         print(f"LockN: could not check for lost jobs yet ({type(exc).__name__}); the worker will.", flush=True)

@@ -45,7 +45,7 @@ def embedded_broker_command(settings: Settings) -> list[str]:
             "--logfile", str(settings.data_dir / EMBEDDED_BROKER_LOG)]
 
 
-def worker_command(queues: str = "cpu", concurrency: int = 1, index: int = 0) -> list[str]:
+def worker_command(queues: str = "cpu,cpu-batch", concurrency: int = 1, index: int = 0) -> list[str]:
     """A Celery worker; `index` tells apart several workers started by one supervisor."""
     return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "--quiet", "worker", "--queues", queues,
             "--concurrency", str(concurrency), "--loglevel", "WARNING",
@@ -53,8 +53,9 @@ def worker_command(queues: str = "cpu", concurrency: int = 1, index: int = 0) ->
 
 
 def engine_queues(settings: Settings) -> str:
-    """The queues a worker consumes by default: those of the engines in `LOCKN_ENGINES`."""
-    return queues_for(settings.engine_names)
+    """The queues a worker consumes by default: those of the engines in `LOCKN_ENGINES`, interactive and batch
+    (`make run` splits them between two workers instead, see `backend.ops.cli`)."""
+    return ",".join([queues_for(settings.engine_names), queues_for(settings.engine_names, batch=True)])
 
 
 @dataclass

@@ -20,11 +20,23 @@ QA_TASK = "lockn.qa_regression"
 WEBHOOK_TASK = "lockn.deliver_webhook"
 
 
-def queue_for(engine: str) -> str:
-    """The queue whose workers run `engine`."""
-    return ENGINE_QUEUES.get(engine, DEFAULT_QUEUE)
+#: A batch's lines wait in their engine's queue with this suffix (`cpu-batch`, `gpu-batch`), so a worker can run
+#: them apart from interactive requests, at a lower CPU priority (`make run` starts one with LOCKN_WORKER_NICE).
+BATCH_SUFFIX = "-batch"
 
 
-def queues_for(engines: list[str]) -> str:
-    """The queues a worker consumes for these engines, comma-separated (Celery's `--queues`)."""
-    return ",".join(sorted({queue_for(engine) for engine in engines}))
+def queue_for(engine: str, batch: bool = False) -> str:
+    """The queue whose workers run `engine` (its batch lines' queue, with `batch`)."""
+    return ENGINE_QUEUES.get(engine, DEFAULT_QUEUE) + (BATCH_SUFFIX if batch else "")
+
+
+def job_queues() -> list[str]:
+    """Every queue a synthesis job can wait in, interactive and batch."""
+    plain = {DEFAULT_QUEUE, *ENGINE_QUEUES.values()}
+    return sorted(plain | {queue + BATCH_SUFFIX for queue in plain})
+
+
+def queues_for(engines: list[str], batch: bool = False) -> str:
+    """The queues a worker consumes for these engines, comma-separated (Celery's `--queues`); with `batch`,
+    their batch queues."""
+    return ",".join(sorted({queue_for(engine, batch) for engine in engines}))

@@ -23,7 +23,7 @@ from backend.core.models import Job, utcnow
 from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
 from backend.queue.inventory import queue_depth
-from backend.queue.routing import DEFAULT_QUEUE, ENGINE_QUEUES, queue_for
+from backend.queue.routing import ENGINE_QUEUES, job_queues, queue_for
 from backend.services.job_reaper import stalled_after_s
 from backend.services.keys import RateLimit, get_key_service
 
@@ -103,7 +103,7 @@ def check_user_rate(owner: str) -> None:
 def queue_depths() -> dict[str, int]:
     """Every queue's waiting jobs now (for the metrics scrape); empty when the broker cannot be reached."""
     try:
-        return {queue: queue_depth(get_redis(), queue) for queue in sorted({DEFAULT_QUEUE, *ENGINE_QUEUES.values()})}
+        return {queue: queue_depth(get_redis(), queue) for queue in job_queues()}
     except redis.RedisError:
         return {}
 

@@ -20,23 +20,26 @@ from backend.core.db import get_engine
 from backend.core.models import Job, utcnow
 from backend.core.redis_client import get_redis
 from backend.queue.inventory import forget_unacked, held_task_ids
-from backend.queue.routing import ENGINE_QUEUES, DEFAULT_QUEUE
+from backend.queue.routing import job_queues
 from backend.services.jobs import send_job
 
 #: A queued job whose message the broker has not held for this long is lost (not merely being sent).
 LOST_AFTER_S = 60.0
 
 
-def requeue_lost_jobs(after_crash: bool = False, lost_after_s: float = LOST_AFTER_S) -> int:
+def requeue_lost_jobs(after_crash: bool = False, lost_after_s: float = LOST_AFTER_S, batch: bool | None = None) -> int:
     """Send again every queued job older than `lost_after_s` the broker does not hold (and, `after_crash`,
-    every running one); returns how many were sent."""
+    every running one); returns how many were sent. `batch` limits it to batch lines' jobs (True) or to the
+    others (False): after one of two workers crashed, only the jobs of its kind were cut off."""
     # After a crash no worker holds anything: a message delivered to the dead worker (even one it had not
     # started, so its job still says `queued`) would come back only after the visibility timeout.
-    held = held_task_ids(get_redis(), sorted({DEFAULT_QUEUE, *ENGINE_QUEUES.values()}), delivered=not after_crash)
+    held = held_task_ids(get_redis(), job_queues(), delivered=not after_crash)
     cutoff = utcnow() - timedelta(seconds=0 if after_crash else lost_after_s)
     statuses = ("queued", "running") if after_crash else ("queued",)
     with Session(get_engine(), expire_on_commit=False) as session:
-        candidates = session.exec(select(Job).where(col(Job.status).in_(statuses), Job.created_at <= cutoff)).all()
+        kind = [] if batch is None else [col(Job.batch_id).is_not(None) if batch else col(Job.batch_id).is_(None)]
+        candidates = session.exec(select(Job).where(col(Job.status).in_(statuses), Job.created_at <= cutoff,
+                                                    *kind)).all()
         lost = [job for job in candidates if job.status == "running" or job.id not in held]
         running = [job.id for job in lost if job.status == "running"]
         if running:

@@ -152,7 +152,7 @@ def _cached_job(key: str, owner: str) -> Job | None:
 
 def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed: float = 1.0,
                       key: VerifiedKey | None = None, captions: bool = False, instructions: str = "",
-                      engine: str | None = None) -> Job:
+                      engine: str | None = None, batch_id: str | None = None) -> Job:
     """Record a job and hand it to the queue of the voice's engine, or answer at once from the cache.
 
     A cache hit is a new job row, already `succeeded`, pointing at the earlier audio (so history and
@@ -166,12 +166,12 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
     3. the row is written and the message sent.
     """
     chosen, version = validate_request(owner, text, voice, fmt, speed, instructions, engine)
-    if key is None:  # a signed-in user in the Studio: the user's own rate limit (a key has its own)
-        _broker_call(check_user_rate, owner)
+    if key is None and batch_id is None:  # a Studio request: the user's own rate limit (a key has its own;
+        _broker_call(check_user_rate, owner)  # a batch's lines are one request, the upload)
     address = cache_key(owner, text, voice, fmt, speed, version, instructions,
                         chosen if voice.startswith(CLONED_PREFIX) else "")
     job = _new_job(owner, text, voice, chosen, fmt, speed, address, key_id=key.id if key else None,
-                   captions_requested=captions, instructions=instructions)
+                   captions_requested=captions, instructions=instructions, batch_id=batch_id)
     hit = _cached_job(address, owner)
     if captions and hit is not None and hit.captions is None:
         hit = None  # the same audio, but made without captions: make it again, with them
@@ -305,7 +305,8 @@ def job_captions(job_id: str, owner: str) -> dict:
 
 
 def send_job(job: Job) -> None:
-    get_celery().send_task(SYNTHESIZE_TASK, args=[job.id], queue=queue_for(job.engine), task_id=job.id)
+    get_celery().send_task(SYNTHESIZE_TASK, args=[job.id], queue=queue_for(job.engine, batch=job.batch_id is not None),
+                           task_id=job.id)
 
 
 def job_status(job_id: str, owner: str) -> JobStatus:

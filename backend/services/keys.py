@@ -278,6 +278,19 @@ class KeyService:
                                    .where(KeyUsage.key_id == key_id, KeyUsage.day >= now.date().replace(day=1))).one()
         return int(flushed) + self.usage.pending_chars(key_id, (now.year, now.month))
 
+    def acting_key(self, owner: str, key_id: str) -> VerifiedKey:
+        """The key as it stands now, for work it asked for earlier and that runs later (a batch's next lines):
+        `KeyRejected` when it has been revoked or has expired since. No request is counted: the batch was."""
+        row = self.get(owner, key_id)
+        now = utcnow()
+        status = key_status(row, False, now)
+        if status in ("revoked", "expired"):
+            raise KeyRejected(status)
+        rate = RateDecision(True, row.rate_limit_requests, row.rate_limit_requests, now.timestamp(), 0.0)
+        return VerifiedKey(row.id, row.owner, row.env, frozenset(row.scopes), rate,
+                           RateLimit(row.rate_limit_requests, row.rate_limit_window_s), row.quota_chars,
+                           as_utc(row.expires_at), row.max_concurrent_jobs)
+
     def reserve_chars(self, key: VerifiedKey, chars: int) -> None:
         """Reserve `chars` of the key's monthly quota before its job is queued, atomically across every
         process; `KeyRejected("quota_exceeded")` when they do not fit. Keys without a quota pass."""

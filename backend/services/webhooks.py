@@ -45,8 +45,7 @@ from backend.services.webhook_destinations import DestinationRefused, check_dest
 logger = logging.getLogger("lockn.webhooks")
 
 #: What an endpoint can subscribe to. `webhook.test` is sent only by "Send test event", to that endpoint.
-#: (`batch.completed` joins them with batch jobs.)
-EVENTS = ("job.succeeded", "job.failed", "key.revoked", "key.expiring")
+EVENTS = ("job.succeeded", "job.failed", "batch.completed", "key.revoked", "key.expiring")
 TEST_EVENT = "webhook.test"
 MAX_ENDPOINTS = 10
 #: How long a delivery keeps being tried after its event, and the longest wait between two tries.

@@ -1,0 +1,385 @@
+"""Batches: a file of up to 1,000 lines, spoken as ordinary jobs a few at a time, then one zip.
+
+- `create_batch` parses JSON lines or CSV (`text`, `voice`, `format`, optional `id`), checks every line before
+  anything is written (a bad line refuses the whole file, naming the line), writes the batch and its lines, and
+  starts it.
+- A batch never holds more than `LOCKN_BATCH_SLOTS` jobs in the queue or running at once (`advance`): the rest
+  of the workers' slots stay free for interactive requests, which therefore never wait behind a batch's
+  thousand lines, only, at worst, behind that many of its jobs. Each line is an ordinary job
+  (`enqueue_synthesis`): the key's (or Studio user's) quota, usage and concurrency count it as any job.
+- When a line's job ends, the job runner calls `line_finished`, which records it and queues the next line;
+  the workers' sweep calls `advance_all` so a batch stalled by a broker outage carries on.
+- Cancel marks the pending lines cancelled and cancels the jobs in flight. When every line has ended the batch
+  is `completed` (the `batch.completed` webhook) and `archive` writes its zip once: one audio file per
+  succeeded line named by its id, captions (SRT) when asked, and `manifest.json` (line, id, status, duration,
+  error).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+import secrets
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import func, update
+from sqlmodel import Session, col, select
+
+from backend.core.db import get_engine
+from backend.core.models import Batch, BatchLine, Job, as_utc, utcnow
+from backend.core.settings import get_settings
+from backend.media.captions import to_srt
+from backend.media.codecs import FORMATS
+from backend.services import webhooks
+from backend.services.admission import Overloaded, TooManyConcurrent
+from backend.services.errors import ServiceUnavailable
+from backend.services.jobs import (
+    MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, cancel_job, enqueue_synthesis, validate_request,
+)
+from backend.services.keys import get_key_service
+from backend.services.ownership import owned_row
+
+MAX_LINES = 1000
+MAX_BATCH_BYTES = 2 * 2**20
+#: A line's name in the archive: letters, digits, dot, dash, underscore (no paths).
+LINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+FINISHED_LINE = ("succeeded", "failed", "cancelled")
+logger = logging.getLogger("lockn.batches")
+
+
+class InvalidBatch(ValueError):
+    """The file cannot be a batch; the message names the line and what is wrong with it."""
+
+
+class BatchNotFound(LookupError):
+    """No such batch among the caller's."""
+
+
+class BatchNotDone(Exception):
+    """The archive is made when every line has ended."""
+
+
+@dataclass(frozen=True)
+class LineIn:
+    text: str
+    voice: str
+    format: str
+    name: str
+
+
+@dataclass(frozen=True)
+class BatchView:
+    id: str
+    status: str
+    total: int
+    done: int
+    failed: int
+    captions: bool
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Batch) -> BatchView:
+        return cls(row.id, row.status, row.total, row.done, row.failed, row.captions, as_utc(row.created_at),
+                   as_utc(row.finished_at))
+
+
+# ----- making one ------------------------------------------------------------------------------------------
+
+
+def parse_batch(data: bytes) -> list[LineIn]:
+    """The lines of a JSON-lines or CSV file (with a header row), each checked; `InvalidBatch` otherwise."""
+    if len(data) > MAX_BATCH_BYTES:
+        raise InvalidBatch(f"the file is {len(data):,} bytes; a batch is at most {MAX_BATCH_BYTES // 2**20} MB")
+    try:
+        content = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidBatch("the file is not UTF-8 text: send JSON lines or CSV") from None
+    if not content.strip():
+        raise InvalidBatch("the file has no lines to speak")
+    rows = _json_lines(content) if content.lstrip().startswith("{") else _csv_rows(content)
+    if not rows:
+        raise InvalidBatch("the file has no lines to speak")
+    if len(rows) > MAX_LINES:
+        raise InvalidBatch(f"the file has {len(rows):,} lines; a batch is at most {MAX_LINES:,}")
+    lines = [_line(number, row) for number, row in enumerate(rows, start=1)]
+    names = [line.name for line in lines]
+    if len(set(names)) != len(names):
+        duplicate = next(name for name in names if names.count(name) > 1)
+        raise InvalidBatch(f"the id {duplicate!r} is used by more than one line; ids name files, so each is unique")
+    return lines
+
+
+def create_batch(owner: str, data: bytes, key_id: str | None = None, captions: bool = False) -> BatchView:
+    """Check the file and every voice in it, write the batch and its lines, and queue its first lines."""
+    lines = parse_batch(data)
+    for voice, fmt in sorted({(line.voice, line.format) for line in lines}):
+        try:
+            validate_request(owner, "check", voice, fmt, 1.0)
+        except InvalidJobRequest as exc:
+            number = next(i for i, line in enumerate(lines, start=1) if (line.voice, line.format) == (voice, fmt))
+            raise InvalidBatch(f"line {number}: {exc}") from None
+    batch = Batch(id="batch_" + secrets.token_hex(8), owner=owner, key_id=key_id, total=len(lines),
+                  captions=captions)
+    with Session(get_engine(), expire_on_commit=False) as session:
+        session.add(batch)
+        session.add_all([BatchLine(batch_id=batch.id, line=number, name=line.name, text=line.text,
+                                   voice=line.voice, format=line.format)
+                         for number, line in enumerate(lines, start=1)])
+        session.commit()
+    advance(batch.id)
+    return get_batch(owner, batch.id)
+
+
+def _json_lines(content: str) -> list[dict]:
+    rows = []
+    for number, text in enumerate(content.splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError:
+            raise InvalidBatch(f"line {number} is not JSON: each line is one object like "
+                               '{"text": "…", "voice": "…"}') from None
+        if not isinstance(row, dict):
+            raise InvalidBatch(f"line {number} is not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def _csv_rows(content: str) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(content))
+    if not reader.fieldnames or "text" not in [name.strip() for name in reader.fieldnames]:
+        raise InvalidBatch("a CSV batch needs a header row with at least `text` (and `voice`, `format`, `id`)")
+    try:
+        return [{(k or "").strip(): v for k, v in row.items()} for row in reader if any((v or "").strip()
+                                                                                       for v in row.values())]
+    except csv.Error as exc:
+        raise InvalidBatch(f"the CSV cannot be read: {exc}") from None
+
+
+def _line(number: int, row: dict) -> LineIn:
+    text, voice = row.get("text"), row.get("voice")
+    fmt, name = row.get("format") or "wav", row.get("id") or f"line-{number:04d}"
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidBatch(f"line {number}: `text` is missing or empty")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidBatch(f"line {number}: `text` is {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}")
+    if not isinstance(voice, str) or not voice.strip():
+        raise InvalidBatch(f"line {number}: `voice` is missing (a voice id from /api/voice/voices)")
+    if fmt not in FORMATS:
+        raise InvalidBatch(f"line {number}: format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if not isinstance(name, str) or not LINE_NAME.fullmatch(name):
+        raise InvalidBatch(f"line {number}: id {name!r} must be 1–64 letters, digits, '.', '-' or '_'")
+    return LineIn(text, voice.strip(), fmt, name)
+
+
+# ----- running it ------------------------------------------------------------------------------------------
+
+
+def advance(batch_id: str) -> None:
+    """Queue the batch's next lines while fewer than `LOCKN_BATCH_SLOTS` of its jobs are in flight."""
+    slots = get_settings().batch_slots
+    _reconcile(batch_id)
+    while True:
+        with Session(get_engine()) as session:
+            batch = session.get(Batch, batch_id)
+            if batch is None or batch.status != "running":
+                return
+            in_flight = session.exec(select(func.count()).select_from(BatchLine).where(
+                BatchLine.batch_id == batch_id, BatchLine.status == "queued")).one()
+            line = session.exec(select(BatchLine).where(BatchLine.batch_id == batch_id, BatchLine.status == "pending")
+                                .order_by(col(BatchLine.line)).limit(1)).first()
+        if line is None:
+            _complete_if_done(batch_id)
+            return
+        if in_flight >= slots or not _claim(line):
+            return
+        _dispatch(batch, line)
+
+
+def line_finished(job: Job) -> None:
+    """A batch job ended (the job runner calls this): record the line, queue the next one."""
+    if job.batch_id is None:
+        return
+    try:
+        _finish_line(job.batch_id, job.id, job.status, job.error, job.duration_s)
+        advance(job.batch_id)
+    except Exception:  # noqa: BLE001 - the job itself is done and stays so; the sweep's `advance_all` catches up
+        logger.exception("batch %s: could not record line of job %s", job.batch_id, job.id)
+
+
+def _finish_line(batch_id: str, job_id: str, status: str, error: str | None, duration_s: float | None) -> None:
+    """Record a line's end once (the line must still be `queued` with this job) and count it on the batch."""
+    status = "succeeded" if status == "succeeded" else "failed"
+    with get_engine().begin() as connection:
+        changed = connection.execute(update(BatchLine).where(col(BatchLine.batch_id) == batch_id,
+                                                             col(BatchLine.job_id) == job_id,
+                                                             col(BatchLine.status) == "queued")
+                                     .values(status=status, error=error, duration_s=duration_s)).rowcount
+        if changed:
+            counter = Batch.done if status == "succeeded" else Batch.failed
+            connection.execute(update(Batch).where(col(Batch.id) == batch_id).values({counter: counter + 1}))
+
+
+def _reconcile(batch_id: str) -> None:
+    """Lines whose job ended without the runner saying so (cancelled by its owner, failed by the reaper,
+    deleted) are recorded now, so they do not hold the batch's slots."""
+    with Session(get_engine()) as session:
+        queued = session.exec(select(BatchLine.job_id, Job.status, Job.error, Job.duration_s)
+                              .join(Job, col(Job.id) == col(BatchLine.job_id), isouter=True)
+                              .where(BatchLine.batch_id == batch_id, BatchLine.status == "queued",
+                                     col(BatchLine.job_id).is_not(None))).all()
+    for job_id, status, error, duration_s in queued:
+        if status is None or status in ("succeeded", "failed"):
+            _finish_line(batch_id, job_id, status or "failed", error or ("the job was deleted" if status is None
+                                                                         else None), duration_s)
+
+
+def advance_all() -> None:
+    """Carry on every running batch (the workers' sweep: a line the broker lost, a line queued meanwhile)."""
+    with Session(get_engine()) as session:
+        running = session.exec(select(Batch.id).where(Batch.status == "running")).all()
+    for batch_id in running:
+        advance(batch_id)
+
+
+def cancel_batch(owner: str, batch_id: str) -> BatchView:
+    """Stop a batch: its pending lines are cancelled, its jobs in flight cancelled; what succeeded stays."""
+    with Session(get_engine()) as session:
+        batch = owned_row(session, Batch, batch_id, owner, BatchNotFound)
+        in_flight = session.exec(select(BatchLine.job_id).where(BatchLine.batch_id == batch_id,
+                                                                BatchLine.status == "queued")).all()
+    with get_engine().begin() as connection:
+        cancelled = connection.execute(update(BatchLine).where(col(BatchLine.batch_id) == batch_id,
+                                                               col(BatchLine.status) == "pending")
+                                       .values(status="cancelled", error="the batch was cancelled")).rowcount
+        connection.execute(update(Batch).where(col(Batch.id) == batch.id, col(Batch.status) == "running")
+                           .values(status="cancelled", failed=Batch.failed + cancelled, finished_at=utcnow()))
+    for job_id in filter(None, in_flight):
+        try:
+            cancel_job(job_id, owner)
+        except JobNotFound:
+            pass  # deleted meanwhile: `_reconcile` records its line
+    _reconcile(batch_id)  # the cancelled jobs' lines end now (a cancelled job's worker reports nothing)
+    return get_batch(owner, batch_id)
+
+
+def get_batch(owner: str, batch_id: str) -> BatchView:
+    with Session(get_engine()) as session:
+        return BatchView.of(owned_row(session, Batch, batch_id, owner, BatchNotFound))
+
+
+def list_batches(owner: str, limit: int = 20) -> list[BatchView]:
+    with Session(get_engine()) as session:
+        rows = session.exec(select(Batch).where(Batch.owner == owner).order_by(col(Batch.created_at).desc())
+                            .limit(limit)).all()
+    return [BatchView.of(row) for row in rows]
+
+
+def archive(owner: str, batch_id: str) -> Path:
+    """The batch's zip (written once, atomically); `BatchNotDone` while lines are still to be spoken."""
+    batch = get_batch(owner, batch_id)
+    if batch.status == "running":
+        raise BatchNotDone(f"{batch.done + batch.failed} of {batch.total} lines have ended; the archive is made "
+                           "when all have")
+    path = get_settings().data_dir / "batches" / f"{batch_id}.zip"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{secrets.token_hex(4)}.part")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive_file:
+        manifest = [_archive_line(archive_file, line, batch.captions) for line in _lines_with_jobs(batch_id)]
+        archive_file.writestr("manifest.json", json.dumps({"batch": batch_id, "status": batch.status,
+                                                           "lines": manifest}, indent=2))
+    partial.replace(path)
+    return path
+
+
+# ----- inside --------------------------------------------------------------------------------------------
+
+
+def _claim(line: BatchLine) -> bool:
+    with get_engine().begin() as connection:
+        return connection.execute(update(BatchLine).where(col(BatchLine.batch_id) == line.batch_id,
+                                                          col(BatchLine.line) == line.line,
+                                                          col(BatchLine.status) == "pending")
+                                  .values(status="queued")).rowcount == 1
+
+
+def _dispatch(batch: Batch, line: BatchLine) -> None:
+    """Queue one claimed line as an ordinary job; a line that cannot be queued fails with the reason."""
+    try:
+        key = get_key_service().acting_key(batch.owner, batch.key_id) if batch.key_id else None
+        job = enqueue_synthesis(batch.owner, line.text, line.voice, line.format, key=key, captions=batch.captions,
+                                batch_id=batch.id)
+    except (ServiceUnavailable, Overloaded, TooManyConcurrent):
+        _set_line(line, "pending", None)  # no room now (or no broker): the next line's end or the sweep retries
+        return
+    except Exception as exc:  # noqa: BLE001 - invalid, over quota, key revoked…: the line fails, the batch goes on
+        _record_failed_line(batch.id, line, str(exc) or type(exc).__name__)
+        return
+    _set_line(line, "queued", job.id)
+    if job.status in ("succeeded", "failed"):  # answered from the cache: no worker will report it (and `advance`,
+        _finish_line(batch.id, job.id, job.status, job.error, job.duration_s)  # looping, queues the next line)
+
+
+def _set_line(line: BatchLine, status: str, job_id: str | None) -> None:
+    with get_engine().begin() as connection:
+        connection.execute(update(BatchLine).where(col(BatchLine.batch_id) == line.batch_id,
+                                                   col(BatchLine.line) == line.line)
+                           .values(status=status, job_id=job_id))
+
+
+def _record_failed_line(batch_id: str, line: BatchLine, error: str) -> None:
+    with get_engine().begin() as connection:
+        connection.execute(update(BatchLine).where(col(BatchLine.batch_id) == batch_id, col(BatchLine.line) == line.line)
+                           .values(status="failed", error=error[:500]))
+        connection.execute(update(Batch).where(col(Batch.id) == batch_id).values(failed=Batch.failed + 1))
+
+
+def _complete_if_done(batch_id: str) -> None:
+    """Mark a running batch whose every line has ended `completed` (once) and tell its owner's webhooks."""
+    with Session(get_engine()) as session:
+        unfinished = session.exec(select(func.count()).select_from(BatchLine).where(
+            BatchLine.batch_id == batch_id, col(BatchLine.status).not_in(FINISHED_LINE))).one()
+    if unfinished:
+        return
+    with get_engine().begin() as connection:
+        completed = connection.execute(update(Batch).where(col(Batch.id) == batch_id, col(Batch.status) == "running")
+                                       .values(status="completed", finished_at=utcnow())).rowcount == 1
+    if completed:
+        with Session(get_engine()) as session:
+            batch = session.get(Batch, batch_id)
+        if batch is not None:
+            base = get_settings().base_url
+            webhooks.emit(batch.owner, "batch.completed", {
+                "batch_id": batch.id, "total": batch.total, "done": batch.done, "failed": batch.failed,
+                "archive_url": f"{base}/api/voice/batches/{batch.id}/archive.zip"})
+
+
+def _lines_with_jobs(batch_id: str) -> list[tuple[BatchLine, Job | None]]:
+    with Session(get_engine()) as session:
+        lines = session.exec(select(BatchLine).where(BatchLine.batch_id == batch_id)
+                             .order_by(col(BatchLine.line))).all()
+        jobs = {job.id: job for job in session.exec(select(Job).where(Job.batch_id == batch_id)).all()}
+    return [(line, jobs.get(line.job_id or "")) for line in lines]
+
+
+def _archive_line(archive_file: zipfile.ZipFile, entry: tuple[BatchLine, Job | None], captions: bool) -> dict:
+    """Put one line's audio (and captions) in the zip; its manifest entry."""
+    line, job = entry
+    record = {"line": line.line, "id": line.name, "status": line.status, "duration_s": line.duration_s,
+              "error": line.error, "file": None}
+    if line.status == "succeeded" and job is not None and job.audio_path and Path(job.audio_path).exists():
+        record["file"] = f"{line.name}.{line.format}"
+        archive_file.write(job.audio_path, record["file"])
+        if captions and job.captions:
+            archive_file.writestr(f"{line.name}.srt", to_srt(job.captions))
+    return record

@@ -1,0 +1,84 @@
+"""The Studio's Batch tab: upload a file of lines, watch the batch's progress, download its zip."""
+
+from __future__ import annotations
+
+import asyncio
+
+import reflex as rx
+
+from backend.services import batches
+from backend.services.errors import ServiceUnavailable
+from state.auth import AuthState
+
+#: How often the tab re-reads a running batch's progress.
+POLL_S = 1.0
+
+
+class BatchState(AuthState):
+    batch_id: str = ""
+    batch_status: str = ""
+    batch_total: int = 0
+    batch_done: int = 0
+    batch_failed: int = 0
+    batch_error: str = ""
+    batch_captions: bool = False
+
+    @rx.var
+    def batch_percent(self) -> int:
+        return round(100 * (self.batch_done + self.batch_failed) / self.batch_total) if self.batch_total else 0
+
+    @rx.var
+    def archive_url(self) -> str:
+        return f"/api/voice/batches/{self.batch_id}/archive.zip" if self.batch_id else ""
+
+    @rx.event
+    def set_batch_captions(self, value: bool) -> None:
+        self.batch_captions = bool(value)
+
+    @rx.event
+    async def upload_batch(self, files: list[rx.UploadFile]):  # type: ignore[no-untyped-def]
+        """Check the file (every line, every voice) and start it; a bad line is named, nothing starts."""
+        owner = self._owner()
+        if owner is None:
+            return self._sign_in_redirect()
+        if not files:
+            return None
+        data = await files[0].read()
+        self.batch_error = ""
+        try:
+            view = await asyncio.to_thread(batches.create_batch, owner, data, None, self.batch_captions)
+        except (batches.InvalidBatch, ServiceUnavailable) as exc:
+            self.batch_error = str(exc)
+            return None
+        self._show(view)
+        return BatchState.follow_batch
+
+    @rx.event(background=True)
+    async def follow_batch(self):  # type: ignore[no-untyped-def]
+        """Re-read the batch's progress until every line has ended."""
+        while True:
+            async with self:
+                owner = self._owner()
+                if owner is None or not self.batch_id:
+                    return
+                try:
+                    view = batches.get_batch(owner, self.batch_id)
+                except batches.BatchNotFound:
+                    return
+                self._show(view)
+                if view.status != "running":
+                    return
+            await asyncio.sleep(POLL_S)
+
+    @rx.event
+    def cancel_batch(self):  # type: ignore[no-untyped-def]
+        owner = self._owner()
+        if owner is None:
+            return self._sign_in_redirect()
+        if self.batch_id:
+            self._show(batches.cancel_batch(owner, self.batch_id))
+        return None
+
+    def _show(self, view: batches.BatchView) -> None:
+        self.batch_id, self.batch_status = view.id, view.status
+        self.batch_total, self.batch_done, self.batch_failed = view.total, view.done, view.failed

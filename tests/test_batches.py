@@ -1,0 +1,173 @@
+"""Batches: files of lines checked before anything runs, spoken as ordinary jobs a slot at a time, zipped with a
+manifest, cancellable; interactive requests keep their latency while a batch runs."""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import time
+import zipfile
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.services import batches
+from backend.services.batches import InvalidBatch, parse_batch
+
+OWNER = "auth0|batcher"
+VOICE = "en_US-joe-medium"
+
+
+def jsonl(rows: list[dict]) -> bytes:
+    return "\n".join(json.dumps(row) for row in rows).encode()
+
+
+def test_csv_and_json_lines_are_read_the_same() -> None:
+    csv_file = b"id,text,voice,format\nintro,Hello there.,v1,mp3\n,Second line,v1,\n"
+    from_csv = parse_batch(csv_file)
+    from_json = parse_batch(jsonl([{"id": "intro", "text": "Hello there.", "voice": "v1", "format": "mp3"},
+                                   {"text": "Second line", "voice": "v1"}]))
+    assert from_csv == from_json
+    assert [(line.name, line.format) for line in from_csv] == [("intro", "mp3"), ("line-0002", "wav")]
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"", "no lines"),
+    (b"text\n" + b"hi\n" * 1001, "1,001 lines"),
+    (jsonl([{"text": "a", "voice": "v"}, {"text": "", "voice": "v"}]), "line 2: `text` is missing"),
+    (jsonl([{"text": "a"}]), "line 1: `voice` is missing"),
+    (jsonl([{"text": "a", "voice": "v", "format": "wma"}]), "format 'wma'"),
+    (jsonl([{"text": "a", "voice": "v", "id": "../etc/passwd"}]), "id '../etc/passwd'"),
+    (jsonl([{"text": "a", "voice": "v", "id": "x"}, {"text": "b", "voice": "v", "id": "x"}]), "more than one line"),
+    (jsonl([{"text": "a" * 4097, "voice": "v"}]), "4,097 characters"),
+    (b'{"text": "a", "voice": "v"}\n{not json}\n', "line 2 is not JSON"),
+    (b"words,voice\nhello,v\n", "header row"),
+    (b"\xff\xfe\x00", "not UTF-8"),
+])
+def test_a_bad_file_is_refused_naming_the_line(data: bytes, words: str) -> None:
+    with pytest.raises(InvalidBatch, match=words.replace("(", r"\(").replace(".", r"\.")):
+        parse_batch(data)
+
+
+@pytest.fixture
+def run_workers(embedded_broker, database, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The two workers `make run` starts: interactive requests on `cpu`, batch lines on `cpu-batch` at a lower CPU
+    priority (LOCKN_WORKER_NICE=10), with the same commands."""
+    import os
+
+    from backend.ops.cli import BATCH_WORKER_NICE
+    from backend.ops.supervisor import Supervisor, worker_command
+    from tests.conftest import reset_caches, wait_for_worker_heartbeat
+
+    monkeypatch.setenv("LOCKN_STUDIO_RATE_LIMIT", "1000/minute")  # the interactive requests below are many
+    reset_caches()
+    supervisor = Supervisor()
+    supervisor.start("worker", worker_command("cpu"), env=dict(os.environ))
+    supervisor.start("batch-worker", worker_command("cpu-batch", index=1),
+                     env={**os.environ, "LOCKN_WORKER_NICE": str(BATCH_WORKER_NICE)})
+    try:
+        wait_for_worker_heartbeat()
+        yield
+    finally:
+        supervisor.stop_all()
+
+
+def interactive_latency(label: str, count: int = 8) -> list[float]:
+    """Seconds from enqueue to `succeeded` of `count` short interactive requests, one after another."""
+    import asyncio
+
+    from backend.services.job_audio import finished_audio
+    from backend.services.jobs import enqueue_synthesis
+
+    seconds = []
+    for n in range(count):
+        started = time.perf_counter()
+        text = f"Interactive request {label} {n} {time.monotonic_ns() % 10**6}, spoken right away."  # never cached
+        job = enqueue_synthesis("auth0|interactive", text, VOICE)
+        asyncio.run(finished_audio(job.id, job.owner))
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def test_a_200_line_batch_zips_with_its_manifest_and_leaves_interactive_latency_alone(run_workers) -> None:
+    lines = [{"id": f"clip-{n:03d}", "text": f"Batch line {n}.", "voice": VOICE, "format": "mp3" if n % 2 else "wav"}
+             for n in range(200)]
+    idle = interactive_latency("idle")
+    batch = batches.create_batch(OWNER, jsonl(lines), captions=True)
+    during = []
+    while batches.get_batch(OWNER, batch.id).status == "running" and len(during) < 24:
+        during += interactive_latency("busy", 4)
+    deadline = time.monotonic() + 300
+    while (view := batches.get_batch(OWNER, batch.id)).status == "running":
+        assert time.monotonic() < deadline, view
+        time.sleep(0.5)
+    ratio = statistics.median(during) / statistics.median(idle)
+    print(f"interactive p50 idle {statistics.median(idle) * 1000:.0f} ms, during the batch "
+          f"{statistics.median(during) * 1000:.0f} ms ({len(during)} requests): x{ratio:.2f}")
+    assert len(during) >= 8, "the batch ended before the interactive requests could be measured"
+    assert ratio <= 1.5
+    assert (view.status, view.done, view.failed) == ("completed", 200, 0)
+
+    with zipfile.ZipFile(batches.archive(OWNER, batch.id)) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        names = set(archive.namelist())
+        assert [entry["id"] for entry in manifest["lines"]] == [line["id"] for line in lines]
+        assert all(entry["status"] == "succeeded" and entry["duration_s"] > 0 for entry in manifest["lines"])
+        assert {entry["file"] for entry in manifest["lines"]} <= names
+        assert "clip-001.mp3" in names and "clip-002.wav" in names and "clip-002.srt" in names
+        assert archive.read("clip-001.mp3").startswith((b"ID3", b"\xff\xfb", b"\xff\xf3"))
+
+
+def test_cancel_stops_the_rest_and_keeps_what_was_spoken(worker) -> None:
+    lines = [{"text": f"A line to cancel, number {n}.", "voice": VOICE} for n in range(30)]
+    batch = batches.create_batch(OWNER, jsonl(lines))
+    deadline = time.monotonic() + 60
+    while batches.get_batch(OWNER, batch.id).done < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    cancelled = batches.cancel_batch(OWNER, batch.id)
+    assert cancelled.status == "cancelled" and cancelled.done + cancelled.failed <= 30
+    time.sleep(1.5)
+    final = batches.get_batch(OWNER, batch.id)
+    with zipfile.ZipFile(batches.archive(OWNER, batch.id)) as archive:
+        manifest = json.loads(archive.read("manifest.json"))["lines"]
+    statuses = [entry["status"] for entry in manifest]
+    assert statuses.count("succeeded") >= 1 and statuses.count("cancelled") >= 20
+    assert final.done == statuses.count("succeeded")
+    with pytest.raises(batches.BatchNotFound):
+        batches.get_batch("auth0|someone-else", batch.id)
+
+
+def test_batches_api(worker, key_service) -> None:
+    from backend.api import build_api
+    from backend.services.keys import KeySpec
+
+    writer = key_service.create(OWNER, KeySpec("batch", scopes=("tts:read", "tts:write")))[1]
+    reader = key_service.create(OWNER, KeySpec("reader", scopes=("tts:read",)))[1]
+    other = key_service.create("auth0|other", KeySpec("other", scopes=("tts:read", "tts:write")))[1]
+    app = TestClient(build_api())
+    headers = {"Authorization": f"Bearer {writer}", "Content-Type": "text/csv"}
+    csv_file = f"id,text,voice\nfirst,One.,{VOICE}\nsecond,Two.,{VOICE}\n".encode()
+    assert app.post("/api/voice/batches", content=csv_file,
+                    headers={**headers, "Authorization": f"Bearer {reader}"}).status_code == 403
+    refused = app.post("/api/voice/batches", content=b"id,text,voice\nx,Hi,nobody\n", headers=headers)
+    assert refused.status_code == 422 and "line 1" in refused.json()["error"]["message"]
+    made = app.post("/api/voice/batches?captions=true", content=csv_file, headers=headers)
+    assert made.status_code == 202, made.text
+    batch = made.json()
+    assert batch["total"] == 2 and batch["archive_url"].endswith("/archive.zip")
+    assert app.get(f"/api/voice/batches/{batch['id']}", headers={"Authorization": f"Bearer {other}"}).status_code == 404
+    deadline = time.monotonic() + 60
+    while (state := app.get(f"/api/voice/batches/{batch['id']}", headers=headers).json())["status"] == "running":
+        assert time.monotonic() < deadline
+        early = app.get(batch["archive_url"], headers=headers)
+        assert early.status_code in (200, 409)
+        time.sleep(0.2)
+    assert state["done"] == 2
+    archive = app.get(batch["archive_url"], headers=headers)
+    assert archive.status_code == 200 and archive.headers["content-type"] == "application/zip"
+    assert {"first.wav", "second.wav", "first.srt", "manifest.json"} <= set(zipfile.ZipFile(io.BytesIO(archive.content)).namelist())
+    too_big = app.post("/api/voice/batches", content=b"x" * (batches.MAX_BATCH_BYTES + 1), headers=headers)
+    assert too_big.status_code == 413
