@@ -166,6 +166,7 @@ def test_batches_api(worker, key_service) -> None:
         assert early.status_code in (200, 409)
         time.sleep(0.2)
     assert state["done"] == 2
+    assert app.get("/api/voice/jobs", headers=headers).json()["data"] == [], "a batch's lines stay out of the history"
     archive = app.get(batch["archive_url"], headers=headers)
     assert archive.status_code == 200 and archive.headers["content-type"] == "application/zip"
     assert {"first.wav", "second.wav", "first.srt", "manifest.json"} <= set(zipfile.ZipFile(io.BytesIO(archive.content)).namelist())

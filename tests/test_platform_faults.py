@@ -73,7 +73,12 @@ def is_broker(cmd: list[str]) -> bool:
 
 
 def is_worker(cmd: list[str]) -> bool:
-    return "celery" in cmd and "worker" in cmd
+    """The worker serving interactive requests (`make run` also starts one for batch lines)."""
+    return "celery" in cmd and "worker" in cmd and not any(part.endswith("-batch") for part in cmd)
+
+
+def is_batch_worker(cmd: list[str]) -> bool:
+    return "celery" in cmd and "worker" in cmd and any(part.endswith("-batch") for part in cmd)
 
 
 def is_web(cmd: list[str]) -> bool:
@@ -161,6 +166,7 @@ def test_each_child_killed_during_traffic_recovers_and_every_accepted_job_succee
         "broker": lambda: platform.child(is_broker),
         "worker main process": lambda: platform.child(is_worker),
         "worker pool child": lambda: platform.child(is_worker, parent_matches=True),
+        "batch worker": lambda: platform.child(is_batch_worker),
         "web": lambda: platform.child(is_web),
     }
     recovered: dict[str, float] = {}

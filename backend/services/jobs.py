@@ -319,10 +319,11 @@ def job_status(job_id: str, owner: str) -> JobStatus:
 
 
 def list_jobs(owner: str, limit: int = 20, cursor: str | None = None) -> tuple[list[JobStatus], str | None]:
-    """The owner's jobs, newest first, and the cursor of the next page (None on the last)."""
+    """The owner's jobs, newest first, and the cursor of the next page (None on the last). A batch's lines are
+    not among them (a thousand of them would bury everything else): they are in the batch's manifest."""
     with Session(get_engine()) as session:
         try:
-            page = newest_first(session, Job, owner, limit, cursor)
+            page = newest_first(session, Job, owner, limit, cursor, [col(Job.batch_id).is_(None)])
         except BadCursor:
             raise InvalidJobRequest("cursor is not a job of yours", "cursor") from None
     return [JobStatus.of(job) for job in page.items], page.next_cursor
