@@ -68,7 +68,8 @@ def add_form() -> rx.Component:
 def webhooks_panel() -> rx.Component:
     return panel(
         "Webhooks",
-        rx.text("LockN POSTs signed events (Standard Webhooks) to your endpoints: jobs done or failed, keys revoked "
+        rx.text("LockN POSTs signed events (Standard Webhooks) to your endpoints: jobs done or failed, batches "
+                "completed, keys revoked "
                 "or expiring within 7 days. Failed deliveries are retried with back-off for 24 hours.",
                 size="2", color=rx.color("gray", 11)),
         add_form(),

@@ -259,17 +259,17 @@ def deliver(delivery_id: str) -> None:
         return
     started = time.perf_counter()
     try:
-        response = _post(endpoint, row)
+        status = _post(endpoint, row)
     except DestinationRefused as exc:
         _finish(row, "failed", None, str(exc), None)
         return
     except (httpx.HTTPError, InvalidToken) as exc:
         _after_failure(row, None, _describe(exc), started)
         return
-    if 200 <= response.status_code < 300:
-        _finish(row, "succeeded", response.status_code, None, _elapsed_ms(started))
+    if 200 <= status < 300:
+        _finish(row, "succeeded", status, None, _elapsed_ms(started))
     else:
-        _after_failure(row, response.status_code, f"the endpoint answered {response.status_code}", started)
+        _after_failure(row, status, f"the endpoint answered {status}", started)
 
 
 def send_due_deliveries(now: datetime | None = None) -> int:
@@ -368,8 +368,9 @@ def _claim(row: WebhookDelivery) -> bool:
             .values(attempts=row.attempts + 1, next_attempt_at=utcnow() + timedelta(seconds=CLAIM_S))).rowcount == 1
 
 
-def _post(endpoint: WebhookEndpoint, row: WebhookDelivery) -> httpx.Response:
-    """Sign and send one attempt to the address that was checked (see `webhook_destinations`)."""
+def _post(endpoint: WebhookEndpoint, row: WebhookDelivery) -> int:
+    """Sign and send one attempt to the address that was checked (see `webhook_destinations`); the answer's
+    status. The answer's body is never read: an endpoint cannot make a worker download anything."""
     destination = check_destination(endpoint.url, _allow_loopback())
     secret = _fernet().decrypt(endpoint.secret_encrypted.encode()).decode()
     body = json.dumps(row.payload, separators=(",", ":"))
@@ -380,7 +381,9 @@ def _post(endpoint: WebhookEndpoint, row: WebhookDelivery) -> httpx.Response:
                "host": httpx.URL(endpoint.url).netloc.decode()}
     extensions = {"sni_hostname": destination.host} if destination.url.startswith("https://") else {}
     with httpx.Client(timeout=get_settings().webhook_timeout_s, follow_redirects=False) as client:
-        return client.post(destination.pinned_url, content=body, headers=headers, extensions=extensions)
+        with client.stream("POST", destination.pinned_url, content=body, headers=headers,
+                           extensions=extensions) as response:
+            return response.status_code
 
 
 def _after_failure(row: WebhookDelivery, status: int | None, error: str, started: float) -> None:
