@@ -45,6 +45,8 @@ def test_csv_and_json_lines_are_read_the_same() -> None:
     (b'{"text": "a", "voice": "v"}\n{not json}\n', "line 2 is not JSON"),
     (b"words,voice\nhello,v\n", "header row"),
     (b"\xff\xfe\x00", "not UTF-8"),
+    (b"text,voice\n" + b"a" * 140_000 + b",v\n", "cannot be read"),  # past the csv module's field limit
+    (b"te\rxt,voice\r\nhe\rllo,v\n", "header row"),  # bare carriage returns: read as rows, not an error
 ])
 def test_a_bad_file_is_refused_naming_the_line(data: bytes, words: str) -> None:
     with pytest.raises(InvalidBatch, match=words.replace("(", r"\(").replace(".", r"\.")):

@@ -154,12 +154,12 @@ def _json_lines(content: str) -> list[dict]:
 
 
 def _csv_rows(content: str) -> list[dict]:
-    reader = csv.DictReader(io.StringIO(content))
-    if not reader.fieldnames or "text" not in [name.strip() for name in reader.fieldnames]:
-        raise InvalidBatch("a CSV batch needs a header row with at least `text` (and `voice`, `format`, `id`)")
-    try:
-        return [{(k or "").strip(): v for k, v in row.items()} for row in reader if any((v or "").strip()
-                                                                                       for v in row.values())]
+    try:  # the csv module raises while reading the header too (e.g. a bare carriage return inside a field)
+        reader = csv.DictReader(io.StringIO(content, newline=""))
+        if not reader.fieldnames or "text" not in [name.strip() for name in reader.fieldnames]:
+            raise InvalidBatch("a CSV batch needs a header row with at least `text` (and `voice`, `format`, `id`)")
+        return [{(k or "").strip(): v for k, v in row.items()} for row in reader
+                if any(isinstance(v, str) and v.strip() for v in row.values())]
     except csv.Error as exc:
         raise InvalidBatch(f"the CSV cannot be read: {exc}") from None
 
