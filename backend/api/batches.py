@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, get_type_hints
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
-from pydantic import create_model
-
 from backend.api.auth import require_key, require_reader
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
+from backend.api.view_models import model_of
 from backend.services import batches
 from backend.services.keys import VerifiedKey
 
@@ -21,8 +20,7 @@ router = APIRouter(prefix="/api/voice/batches", tags=["batches"], responses=erro
 ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
 WriteKey = Annotated[VerifiedKey, Depends(require_key("tts:write"))]
 Reader = Annotated[str, Depends(require_reader("tts:read"))]
-BatchOut = create_model("BatchOut", **{name: (hint, ...) for name, hint in get_type_hints(batches.BatchView).items()},
-                        archive_url=(str, ...))
+BatchOut = model_of("BatchOut", batches.BatchView, archive_url=(str, ...))
 
 
 def batch_out(view: batches.BatchView) -> BatchOut:  # type: ignore[valid-type]

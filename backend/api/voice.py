@@ -7,13 +7,14 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Literal, get_type_hints
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field
 from backend.api.auth import rejection, require_key, require_reader
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
+from backend.api.view_models import model_of
 from backend.services import voices as voice_library
 from backend.services.admission import Overloaded, TooFast, TooManyConcurrent
 from backend.services.studio_usage import StudioQuotaReached
@@ -149,12 +150,7 @@ class JobIn(BaseModel):
 
 #: A job as the API shows it: every field of the service's `JobStatus` but the server's file path, plus links.
 #: Built from the dataclass, so a field added there reaches the API (and its schema) without a second list.
-JobOut = create_model(
-    "JobOut",
-    **{name: (hint, ...) for name, hint in get_type_hints(JobStatus).items() if name != "audio_path"},
-    status_url=(str, ...),
-    audio_url=(str | None, ...),
-)
+JobOut = model_of("JobOut", JobStatus, exclude=("audio_path",), status_url=(str, ...), audio_url=(str | None, ...))
 
 
 def job_out(status: JobStatus) -> BaseModel:

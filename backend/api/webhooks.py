@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, get_type_hints
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field
 
 from backend.api.auth import Principal, require_principal
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
+from backend.api.view_models import model_of
 from backend.services import webhooks
 from backend.services.webhook_destinations import MAX_URL_CHARS
 
@@ -26,15 +27,10 @@ class EndpointIn(BaseModel):
     events: list[str] = Field(min_length=1, description=f"Any of {', '.join(webhooks.EVENTS)}")
 
 
-def _model_of(name: str, view: type, **extra: object):  # type: ignore[no-untyped-def]
-    """A response model with every field of the service's view dataclass (plus `extra`): one list of fields."""
-    return create_model(name, **{field: (hint, ...) for field, hint in get_type_hints(view).items()}, **extra)
-
-
-EndpointOut = _model_of("EndpointOut", webhooks.EndpointView)
-EndpointWithSecretOut = _model_of("EndpointWithSecretOut", webhooks.EndpointView, secret=(str, Field(
+EndpointOut = model_of("EndpointOut", webhooks.EndpointView)
+EndpointWithSecretOut = model_of("EndpointWithSecretOut", webhooks.EndpointView, secret=(str, Field(
     description="The signing secret (Standard Webhooks `whsec_…`), shown this once")))
-DeliveryOut = _model_of("DeliveryOut", webhooks.DeliveryView)
+DeliveryOut = model_of("DeliveryOut", webhooks.DeliveryView)
 
 
 class SecretOut(BaseModel):
