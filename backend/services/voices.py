@@ -100,14 +100,16 @@ def live_voices() -> dict[str, tuple[str, heartbeat.WorkerInfo]]:
     return voices
 
 
-def live_engines() -> dict[str, dict]:
-    """Engine name → its description (version, sample rate, cloning…), from the workers' heartbeats."""
-    return {engine["name"]: engine for worker in _live_workers() for engine in worker.engines}
+def live_engines(workers: list[heartbeat.WorkerInfo] | None = None) -> dict[str, dict]:
+    """Engine name → its description (version, sample rate, cloning…), from the workers' heartbeats (read now
+    unless `workers` already holds them)."""
+    return {engine["name"]: engine for worker in (_live_workers() if workers is None else workers)
+            for engine in worker.engines}
 
 
-def cloning_engines() -> dict[str, dict]:
+def cloning_engines(workers: list[heartbeat.WorkerInfo] | None = None) -> dict[str, dict]:
     """The live engines that can speak a cloned voice (their heartbeat says `supports_cloning`)."""
-    return {name: engine for name, engine in live_engines().items() if engine.get("supports_cloning")}
+    return {name: engine for name, engine in live_engines(workers).items() if engine.get("supports_cloning")}
 
 
 def engine_for_clone(recorded: str, preferred: str | None = None) -> tuple[str, str]:
@@ -121,15 +123,16 @@ def engine_for_clone(recorded: str, preferred: str | None = None) -> tuple[str, 
     raise ServiceUnavailable(NO_CLONING_ENGINE)
 
 
-def builtin_voices() -> list[VoiceEntry]:
-    """Voices the live workers announce, in a stable order."""
-    entries = []
-    for voice_id, (engine, worker) in live_voices().items():
-        described = next(e for e in worker.engines if e["name"] == engine)
-        info = next(v for v in described["voices"] if v["id"] == voice_id)
-        entries.append(VoiceEntry(voice_id, info["name"], engine, info.get("language", "und"), "builtin",
-                                  engines=(engine,), follows_instructions=bool(described.get("supports_instructions"))))
-    return sorted(entries, key=lambda v: (v.engine, v.name))
+def builtin_voices(workers: list[heartbeat.WorkerInfo] | None = None) -> list[VoiceEntry]:
+    """Voices the live workers announce (the first worker to announce a voice describes it), in a stable order."""
+    entries: dict[str, VoiceEntry] = {}
+    for worker in _live_workers() if workers is None else workers:
+        for engine in worker.engines:
+            for info in engine.get("voices", []):
+                entries.setdefault(info["id"], VoiceEntry(
+                    info["id"], info["name"], engine["name"], info.get("language", "und"), "builtin",
+                    engines=(engine["name"],), follows_instructions=bool(engine.get("supports_instructions"))))
+    return sorted(entries.values(), key=lambda v: (v.engine, v.name))
 
 
 def cloned_voices(owner: str, speaking: tuple[str, ...] | None = None) -> list[VoiceEntry]:
@@ -152,9 +155,9 @@ def _cloned_entry(row: ClonedVoice, speaking: tuple[str, ...]) -> VoiceEntry:
 
 
 def list_voices(owner: str | None) -> list[VoiceEntry]:
-    """Built-in voices, then the owner's cloned ones (none without an owner)."""
-    builtin = builtin_voices()
-    return builtin + (cloned_voices(owner, tuple(sorted(cloning_engines()))) if owner else [])
+    """Built-in voices, then the owner's cloned ones (none without an owner), from one read of the heartbeats."""
+    workers = _live_workers()
+    return builtin_voices(workers) + (cloned_voices(owner, tuple(sorted(cloning_engines(workers)))) if owner else [])
 
 
 def trim_silence(pcm: np.ndarray, rate: int) -> np.ndarray:
