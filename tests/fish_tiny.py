@@ -98,7 +98,12 @@ def special_tokens() -> list[str]:
     return base + [SEMANTIC_TOKEN_TEMPLATE.format(i=i) for i in range(NUM_SEMANTIC)]
 
 
-def make_tiny_checkpoint(out_dir: Path) -> None:
+def make_tiny_checkpoint(out_dir: Path, text2semantic: dict | None = None, package_codec: bool = False,
+                         device: str = "cpu") -> None:
+    """``text2semantic``: DualARModelArgs to use instead of the tiny ones (`bench/full_size.py` gives S1-mini's);
+    ``package_codec``: the package's own modded_dac_vq codec (the released size; no codec_config.yaml, as in the
+    released folder) instead of the tiny one; ``device``: where the models are built (a GPU builds full size in
+    seconds; the text-to-semantic model is then stored in bfloat16, as released)."""
     from workers.engines.torchaudio_shim import install_torchaudio_shim
 
     install_torchaudio_shim()  # fish_speech.models.dac -> audiotools imports torchaudio
@@ -123,7 +128,7 @@ def make_tiny_checkpoint(out_dir: Path) -> None:
 
     # 2. text2semantic DualAR transformer; save_pretrained writes
     #    config.json + model.pth + tokenizer.tiktoken + special_tokens.json (ids 256..).
-    cfg = DualARModelArgs(
+    tiny = dict(
         vocab_size=256 + len(specials),
         n_layer=2,
         n_head=4,
@@ -135,18 +140,41 @@ def make_tiny_checkpoint(out_dir: Path) -> None:
         num_codebooks=NUM_CODEBOOKS,
         n_fast_layer=1,
     )
-    DualARTransformer(cfg, tokenizer=tokenizer).save_pretrained(str(out_dir))
+    cfg = DualARModelArgs(**{**tiny, **(text2semantic or {})})
+    with torch.device(device):
+        model = DualARTransformer(cfg, tokenizer=tokenizer)
+    if device != "cpu":
+        model = model.to(torch.bfloat16)
+    model.save_pretrained(str(out_dir))
+    del model
 
     # 3. codec: instantiate the shrunk modded DAC config with Hydra, save its state_dict.
-    codec_cfg = OmegaConf.create(TINY_CODEC_CONFIG)
-    # "# @package _global_" keeps the keys at the root when Hydra composes this file by a
-    # path relative to fish_speech/configs (see fish_compat.load_codec); without it Hydra
-    # nests the config under the path's folders and instantiate() returns a plain dict.
-    (out_dir / "codec_config.yaml").write_text(
-        "# @package _global_\n" + OmegaConf.to_yaml(codec_cfg)
-    )
-    codec = instantiate(codec_cfg)
+    if package_codec:
+        codec_cfg = _package_codec_config()
+    else:
+        codec_cfg = OmegaConf.create(TINY_CODEC_CONFIG)
+        # "# @package _global_" keeps the keys at the root when Hydra composes this file by a
+        # path relative to fish_speech/configs (see fish_compat.load_codec); without it Hydra
+        # nests the config under the path's folders and instantiate() returns a plain dict.
+        (out_dir / "codec_config.yaml").write_text(
+            "# @package _global_\n" + OmegaConf.to_yaml(codec_cfg)
+        )
+    with torch.device(device):
+        codec = instantiate(codec_cfg)
     torch.save(codec.state_dict(), out_dir / "codec.pth")
+
+
+def _package_codec_config():  # type: ignore[no-untyped-def]
+    """fish_speech/configs/modded_dac_vq.yaml, composed by Hydra as the package's own loader does."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from workers.engines import fish_compat
+
+    configs = Path(fish_compat.import_dac_inference().__file__).resolve().parents[2] / "configs"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(configs)):
+        return compose(config_name="modded_dac_vq")
 
 
 if __name__ == "__main__":

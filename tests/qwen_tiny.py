@@ -383,11 +383,18 @@ def _randomise_codebooks(module, generator) -> None:
                 tensor.copy_(torch.randn(tensor.shape, generator=generator))
 
 
-def make_tiny_qwen_checkpoint(out_dir: Path, kind: str = "custom_voice") -> Path:
+def make_tiny_qwen_checkpoint(out_dir: Path, kind: str = "custom_voice", layout: dict | None = None,
+                              device: str = "cpu") -> Path:
     """Write the tiny checkpoint folder into ``out_dir`` (created; existing files overwritten) and
-    return it.  ``kind``: "custom_voice" (preset speakers + instruct) or "base" (voice clone)."""
+    return it.  ``kind``: "custom_voice" (preset speakers + instruct) or "base" (voice clone).
+
+    ``layout``: sizes to use instead of the tiny ones, merged into each config (keys "talker",
+    "speaker_encoder", "speech_tokenizer", "generation"); `bench/full_size.py` gives the released models'
+    sizes. ``device``: where the models are built (on a GPU a full-size model builds in seconds; the talker
+    is then stored in bfloat16, as released)."""
     if kind not in ("custom_voice", "base"):
         raise ValueError(f"kind must be 'custom_voice' or 'base', not {kind!r}")
+    layout = layout or {}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -417,10 +424,10 @@ def make_tiny_qwen_checkpoint(out_dir: Path, kind: str = "custom_voice") -> Path
     Qwen3TTSProcessor(tokenizer=tokenizer).save_pretrained(str(out_dir))
 
     # --- main model ------------------------------------------------------------------------------
-    talker = _talker_config(kind, text_vocab_size)
+    talker = merged(_talker_config(kind, text_vocab_size), layout.get("talker", {}))
     config = Qwen3TTSConfig(
         talker_config=talker,
-        speaker_encoder_config=_speaker_encoder_config(talker["hidden_size"]),
+        speaker_encoder_config=merged(_speaker_encoder_config(talker["hidden_size"]), layout.get("speaker_encoder", {})),
         tokenizer_type="qwen3_tts_tokenizer_12hz",
         tts_model_size="1b7",  # a str: generate_custom_voice does `tts_model_size in "0b6"`, which
         # raises on None and is True for "" and "0b6" (both drop instruct)
@@ -432,10 +439,13 @@ def make_tiny_qwen_checkpoint(out_dir: Path, kind: str = "custom_voice") -> Path
         tts_eos_token_id=ids["<tts_text_eod>"],
         architectures=["Qwen3TTSForConditionalGeneration"],
     )
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(SEED)
         model = Qwen3TTSForConditionalGeneration(config).eval()
+    if device != "cpu":
+        model = model.to(torch.bfloat16)
     model.save_pretrained(str(out_dir), safe_serialization=True)
+    del model
 
     cfg_path = out_dir / "config.json"
     cfg = json.loads(cfg_path.read_text())
@@ -445,15 +455,17 @@ def make_tiny_qwen_checkpoint(out_dir: Path, kind: str = "custom_voice") -> Path
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     # save_pretrained wrote a transformers GenerationConfig; the real file is the plain dict below
     # (transformers parses it too; the subtalker_* keys become extra attributes).
-    (out_dir / "generation_config.json").write_text(json.dumps(GENERATION_CONFIG, indent=2) + "\n")
+    generation = merged(GENERATION_CONFIG, layout.get("generation", {}))
+    (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
     # --- speech tokenizer (codec) ----------------------------------------------------------------
     st_dir = out_dir / "speech_tokenizer"
     st_dir.mkdir(exist_ok=True)
     st_config = Qwen3TTSTokenizerV2Config(
-        **_speech_tokenizer_config(), architectures=["Qwen3TTSTokenizerV2Model"]
+        **merged(_speech_tokenizer_config(), layout.get("speech_tokenizer", {})),
+        architectures=["Qwen3TTSTokenizerV2Model"],
     )
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(SEED + 1)
         codec = Qwen3TTSTokenizerV2Model(st_config).eval()
         _audible_decoder(codec)
@@ -467,6 +479,15 @@ def make_tiny_qwen_checkpoint(out_dir: Path, kind: str = "custom_voice") -> Path
         return_attention_mask=True,  # Qwen3TTSTokenizer.encode reads inputs["padding_mask"]
     ).save_pretrained(str(st_dir))
     return out_dir
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """`base` with `changes` laid over it, nested dictionaries merged key by key."""
+    result = dict(base)
+    for key, value in changes.items():
+        result[key] = merged(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) \
+            else value
+    return result
 
 
 def tiny_generation_kwargs() -> dict:

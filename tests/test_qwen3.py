@@ -86,11 +86,15 @@ def test_both_models_load_through_from_pretrained_and_describe_themselves(engine
         ("qwen3-aiden", "Aiden (Qwen3-TTS)", "en"), ("qwen3-serena", "Serena (Qwen3-TTS)", "zh")]
 
 
-def test_a_preset_speaker_speaks_one_chunk_per_sentence(engine) -> None:
+def test_a_preset_speaker_streams_a_sentence_in_pieces(engine) -> None:
+    """Audio leaves the engine every few codec frames, not once per sentence: the first piece holds two frames."""
+    from workers.engines.qwen3_stream import CHUNK_FRAMES, FIRST_CHUNK_FRAMES
+
     chunks = list(engine.synthesize("Hello from LockN.", "qwen3-aiden", SynthesisOptions()))
-    assert len(chunks) == 1, "the job runner hands one sentence at a time; each comes back as one chunk"
-    (audio,) = chunks
-    assert audio.dtype == np.float32 and audio.ndim == 1 and audio.size > 0
+    assert len(chunks) > 1 and chunks[0].size == FIRST_CHUNK_FRAMES * FRAME_SAMPLES
+    assert all(chunk.size == CHUNK_FRAMES * FRAME_SAMPLES for chunk in chunks[1:-1])
+    audio = np.concatenate(chunks)
+    assert audio.dtype == np.float32 and audio.ndim == 1
     assert audio.size % FRAME_SAMPLES == 0 and audio.size <= MAX_NEW_TOKENS * FRAME_SAMPLES
     assert 0.0 < float(np.abs(audio).max()) <= 1.0
 

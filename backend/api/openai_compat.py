@@ -90,13 +90,12 @@ async def speech(body: SpeechIn, key: SpeechKey) -> Response:
 async def sse_events(deltas: AsyncIterator[TimedDelta], input_chars: int) -> AsyncIterator[str]:
     """OpenAI's speech events: base64 audio deltas, then `done` with token-like usage figures.
 
-    LockN's extension: a delta that starts a sentence's audio carries `lockn_timestamps`, that sentence's
-    (and any before it whose bytes the encoder held back) start and end in the audio and its words' estimated
-    times, as captions have them. Clients that don't know the field ignore it."""
+    LockN's extension: `lockn_timestamps` lists each sentence's start and end in the audio and its words'
+    estimated times, as captions have them, on the first delta with audio after the sentence's audio is
+    complete (the `done` event carries any left). Clients that don't know the field ignore it."""
     sent, pending = 0, []
     async for delta in deltas:
-        if delta.sentence is not None:
-            pending.append(caption_segment(delta.sentence))
+        pending += [caption_segment(sentence) for sentence in delta.sentences]
         if delta.data:
             sent += len(delta.data)
             event = {"type": "speech.audio.delta", "audio": base64.b64encode(delta.data).decode()}
@@ -104,7 +103,10 @@ async def sse_events(deltas: AsyncIterator[TimedDelta], input_chars: int) -> Asy
                 event["lockn_timestamps"], pending = pending, []
             yield "data: " + json.dumps(event) + "\n\n"
     usage = {"input_tokens": input_chars, "output_tokens": sent, "total_tokens": input_chars + sent}
-    yield "data: " + json.dumps({"type": "speech.audio.done", "usage": usage}) + "\n\n"
+    done: dict = {"type": "speech.audio.done", "usage": usage}
+    if pending:
+        done["lockn_timestamps"] = pending
+    yield "data: " + json.dumps(done) + "\n\n"
 
 
 # ----- what Open WebUI asks for, without a key ---------------------------------------------------------

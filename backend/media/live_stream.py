@@ -1,6 +1,8 @@
-"""Live audio of a running job, sentence by sentence, over a Redis stream (`lockn:audio:<job id>`).
+"""Live audio of a running job, piece by piece, over a Redis stream (`lockn:audio:<job id>`).
 
-The worker appends each sentence's PCM (16-bit, mono) as it is made, a `progress`
+The worker appends each piece of PCM (16-bit, mono) as the engine yields it (a sentence, or a few codec frames
+of one for a streaming engine), a `sentence` entry when a sentence's audio is complete (its text and length:
+what captions and SSE timestamps are built from), a `progress`
 entry whenever it records progress on the job row, a `spoken`
 entry once the last sentence is out (streaming readers stop there, without
 waiting for the file to be stored), and a final `done` or `error` entry; any web replica reads the stream and encodes it for the
@@ -42,18 +44,24 @@ class StreamEvent:
     message: str = ""
     progress: float = 0.0
     chars_done: int = 0
-    #: An audio event's sentence: what the chunk says (captions and SSE timestamps are built from it).
+    #: A `sentence` event: the sentence just completed, and how many samples of audio it took.
     text: str = ""
+    samples: int = 0
 
 
 def reset_stream(client: redis.Redis, job_id: str) -> None:
     client.delete(stream_key(job_id))
 
 
-def publish_chunk(client: redis.Redis, job_id: str, pcm: np.ndarray, rate: int, text: str = "") -> None:
-    """One sentence's audio (`text` is the sentence)."""
+def publish_chunk(client: redis.Redis, job_id: str, pcm: np.ndarray, rate: int) -> None:
+    """A piece of the job's audio, as the engine yielded it."""
     data = (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes()
-    _append(client, job_id, {"kind": "audio", "rate": rate, "pcm": data, "text": text.encode()}, STREAM_TTL_S)
+    _append(client, job_id, {"kind": "audio", "rate": rate, "pcm": data}, STREAM_TTL_S)
+
+
+def publish_sentence(client: redis.Redis, job_id: str, text: str, samples: int) -> None:
+    """A sentence's audio is complete: it is `text`, and the last `samples` samples published hold it."""
+    _append(client, job_id, {"kind": "sentence", "text": text.encode(), "samples": samples}, STREAM_TTL_S)
 
 
 def publish_progress(client: redis.Redis, job_id: str, progress: float, chars_done: int) -> None:
@@ -116,7 +124,9 @@ def _event(fields: dict[bytes, bytes]) -> StreamEvent:
     kind = fields[b"kind"].decode()
     if kind == "audio":
         return StreamEvent("audio", np.frombuffer(fields[b"pcm"], "<i2").astype(np.float32) / 32768.0,
-                           int(fields[b"rate"]), text=fields.get(b"text", b"").decode())
+                           int(fields[b"rate"]))
+    if kind == "sentence":
+        return StreamEvent("sentence", text=fields[b"text"].decode(), samples=int(fields[b"samples"]))
     if kind == "progress":
         return StreamEvent("progress", progress=float(fields[b"progress"]), chars_done=int(fields[b"chars_done"]))
     return StreamEvent(kind, message=fields.get(b"message", b"").decode())

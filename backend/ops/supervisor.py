@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend.core.settings import PROJECT_ROOT, Settings
-from backend.queue.routing import queues_for
+from backend.core.settings import PROJECT_ROOT, Settings, get_settings
+from backend.queue.routing import is_gpu_queue, queues_for
 
 STOP_GRACE_S = 10.0
 EMBEDDED_BROKER_AOF = "broker.aof"
@@ -46,10 +46,16 @@ def embedded_broker_command(settings: Settings) -> list[str]:
 
 
 def worker_command(queues: str = "cpu,cpu-batch", concurrency: int = 1, index: int = 0) -> list[str]:
-    """A Celery worker; `index` tells apart several workers started by one supervisor."""
+    """A Celery worker; `index` tells apart several workers started by one supervisor.
+
+    A worker of GPU queues runs `LOCKN_GPU_MAX_STREAMS` jobs at once as threads of one process: one copy of
+    each model, whose engine decodes all of them together (prefork would give each job a process and a copy of
+    the model, taking turns on the GPU)."""
+    pool = ["--concurrency", str(concurrency)]
+    if any(is_gpu_queue(queue) for queue in queues.split(",")):
+        pool = ["--pool", "threads", "--concurrency", str(max(concurrency, get_settings().gpu_max_streams))]
     return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "--quiet", "worker", "--queues", queues,
-            "--concurrency", str(concurrency), "--loglevel", "WARNING",
-            "--hostname", f"{queues.replace(',', '+')}@%h-{os.getpid()}-{index}"]
+            *pool, "--loglevel", "WARNING", "--hostname", f"{queues.replace(',', '+')}@%h-{os.getpid()}-{index}"]
 
 
 def engine_queues(settings: Settings) -> str:

@@ -25,6 +25,11 @@ WEBHOOK_TASK = "lockn.deliver_webhook"
 BATCH_SUFFIX = "-batch"
 
 
+def is_gpu_queue(queue: str) -> bool:
+    """Whether `queue` (interactive or batch) holds jobs of GPU engines."""
+    return queue.removesuffix(BATCH_SUFFIX) == "gpu"
+
+
 def queue_for(engine: str, batch: bool = False) -> str:
     """The queue whose workers run `engine` (its batch lines' queue, with `batch`)."""
     return ENGINE_QUEUES.get(engine, DEFAULT_QUEUE) + (BATCH_SUFFIX if batch else "")

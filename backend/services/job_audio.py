@@ -95,13 +95,14 @@ async def finished_audio(job_id: str, owner: str) -> tuple[JobStatus, Path]:
 
 @dataclasses.dataclass(frozen=True)
 class TimedDelta:
-    """Encoded audio as it goes out, and the sentence it carries (None for a header or the encoder's tail).
+    """Encoded audio as it goes out, and the sentences completed since the last delta (none for a header).
 
-    `sentence.start`/`end` are the sentence's place in the job's audio, exact to the sample; how much of it
-    these bytes hold depends on the codec's buffering (WAV and PCM: all of it)."""
+    A sentence's `start`/`end` are its place in the job's audio, exact to the sample. It rides on the first
+    delta after its audio is complete (a streaming engine sends a sentence in several pieces; its end is known
+    only after the last one); how much of it these bytes hold depends on the codec's buffering."""
 
     data: bytes
-    sentence: Cue | None = None
+    sentences: tuple[Cue, ...] = ()
 
 
 async def live_chunks(job_id: str, fmt: str) -> AsyncIterator[bytes]:
@@ -125,15 +126,22 @@ async def live_deltas(job_id: str, fmt: str) -> AsyncIterator[TimedDelta]:
 async def _encode_stream(first: StreamEvent, rest: AsyncIterator[StreamEvent], fmt: str) -> AsyncIterator[TimedDelta]:
     loop = asyncio.get_running_loop()
     encoder: StreamEncoder | None = None
-    event, spoken = first, 0
-    while event.kind == "audio":
-        if encoder is None:
-            encoder = StreamEncoder(fmt, event.rate)
-            yield TimedDelta(encoder.header())
-        assert event.pcm is not None
-        (sentence,) = sentence_cues([(event.text, event.pcm.size)], event.rate, start_sample=spoken)
-        spoken += event.pcm.size
-        yield TimedDelta(await loop.run_in_executor(_encoders, encoder.encode, event.pcm), sentence)
+    event, rate, sentence_start = first, 1, 0
+    completed: list[Cue] = []
+    while event.kind in ("audio", "sentence"):
+        if event.kind == "sentence":
+            completed += sentence_cues([(event.text, event.samples)], rate, start_sample=sentence_start)
+            sentence_start += event.samples
+        else:
+            assert event.pcm is not None
+            if encoder is None:
+                rate, encoder = event.rate, StreamEncoder(fmt, event.rate)
+                yield TimedDelta(encoder.header())
+            data = await loop.run_in_executor(_encoders, encoder.encode, event.pcm)
+            yield TimedDelta(data, tuple(completed))
+            completed = []
         event = await anext(rest, StreamEvent("done"))
     if encoder is not None:
-        yield TimedDelta(await loop.run_in_executor(_encoders, encoder.finish))
+        yield TimedDelta(await loop.run_in_executor(_encoders, encoder.finish), tuple(completed))
+
+

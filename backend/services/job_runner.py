@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,7 +33,9 @@ from backend.media.codecs import FORMATS, encode, limit_peak
 from backend.media.engine import Engine, ReferenceVoice, SynthesisError, SynthesisOptions, split_sentences
 from backend.media.live_publisher import live_publisher
 from backend.media.tempo import change_tempo
-from backend.media.live_stream import publish_chunk, publish_end, publish_progress, publish_spoken, reset_stream
+from backend.media.live_stream import (
+    publish_chunk, publish_end, publish_progress, publish_sentence, publish_spoken, reset_stream,
+)
 from backend.services import batches, webhooks
 from backend.services.admission import holder_of, release
 from backend.services.usage import UsageRecorder
@@ -175,45 +177,87 @@ def yield_to_interactive(max_wait_s: float = BATCH_YIELD_MAX_S) -> None:
         time.sleep(BATCH_YIELD_POLL_S)
 
 
-def sentence_audio(engine: Engine, sentence: str, voice: str | ReferenceVoice, options: SynthesisOptions) -> np.ndarray:
-    """One sentence spoken at `options.speed`: by the engine itself when it can (`supports_speed`), otherwise
-    its audio's tempo changed afterwards, at the same pitch (`backend/media/tempo.py`)."""
-    if engine.describe().supports_speed:
-        spoken = list(engine.synthesize(sentence, voice, options))
-        return np.concatenate(spoken) if spoken else np.zeros(0, np.float32)
+def sentence_pieces(engine: Engine, sentence: str, voice: str | ReferenceVoice,
+                    options: SynthesisOptions) -> Iterator[np.ndarray]:
+    """One sentence spoken at `options.speed`, piece by piece as the engine yields them (a streaming engine
+    yields every few codec frames, so a listener hears the sentence's start before its end is made).
+
+    At the voice's natural rate, or when the engine speaks `speed` itself (`supports_speed`), pieces pass
+    through as they come. Otherwise the tempo change (`backend/media/tempo.py`, same pitch) needs the whole
+    sentence: it is gathered, changed, and yielded as one piece."""
+    if engine.describe().supports_speed or options.speed == 1.0:
+        yield from engine.synthesize(sentence, voice, options)
+        return
     spoken = list(engine.synthesize(sentence, voice, dataclasses.replace(options, speed=1.0)))
-    return change_tempo(np.concatenate(spoken) if spoken else np.zeros(0, np.float32), options.speed)
+    yield change_tempo(np.concatenate(spoken) if spoken else np.zeros(0, np.float32), options.speed)
+
+
+def sentence_audio(engine: Engine, sentence: str, voice: str | ReferenceVoice, options: SynthesisOptions) -> np.ndarray:
+    """One sentence's whole audio at `options.speed` (benches and checks that need it at once)."""
+    pieces = [piece for piece in sentence_pieces(engine, sentence, voice, options) if piece.size]
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+
+
+class _Progress:
+    """Writes a job's progress at most every PROGRESS_INTERVAL_S; each write also answers "is the job still
+    wanted?" (a cancelled job's row is no longer `running`) and enforces the job's time limit, which holds on
+    every worker pool (Celery's own limits exist only in prefork pools, not in a GPU worker's threads)."""
+
+    def __init__(self, job: Job) -> None:
+        self.job, self.started, self.last_write = job, time.monotonic(), 0.0
+        self.deadline = self.started + get_settings().job_time_limit_s
+
+    def check(self, chars_done: int, mid_sentence: bool = False) -> None:
+        """After a sentence: write if the interval has passed since the last write. Inside one (between the
+        pieces of a streaming engine): only once the job has run that long, so a short job writes nothing more."""
+        now = time.monotonic()
+        if now - self.last_write < PROGRESS_INTERVAL_S or (mid_sentence and now - self.started < PROGRESS_INTERVAL_S):
+            return
+        if time.monotonic() > self.deadline:
+            raise SynthesisError("the job took longer than the time limit and was stopped")
+        progress = min(round(100.0 * chars_done / max(self.job.text_chars, 1), 1), 99.0)
+        chars_done = min(chars_done, self.job.text_chars)
+        if not _update_job(self.job.id, only_while_running=True, progress=progress, chars_done=chars_done):
+            raise JobCancelled(self.job.id)
+        live_publisher.publish(publish_progress, self.job.id, progress, chars_done)
+        self.last_write = time.monotonic()
 
 
 def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> tuple[np.ndarray, list[tuple[str, int]]]:
-    """The job's audio, and each sentence with how many samples it took (what captions are timed by)."""
+    """The job's audio, and each sentence with how many samples it took (what captions are timed by).
+
+    Each piece goes to the live stream as soon as the engine yields it; progress (and cancellation) is looked
+    at between pieces, never after the last one: the `succeeded` row follows at once."""
     started = time.perf_counter()
     sentences = split_sentences(job.text) or [job.text]
     rate = engine.describe().sample_rate
     options = SynthesisOptions(speed=job.speed, instructions=job.instructions)
     chunks: list[np.ndarray] = []
     spoken_sentences: list[tuple[str, int]] = []
-    done, last_write = 0, 0.0
+    progress, done = _Progress(job), 0
     for index, sentence in enumerate(sentences):
         if job.batch_id is not None:
             yield_to_interactive()
-        spoken = sentence_audio(engine, sentence, voice, options)
-        if spoken.size:  # limited here, once: the live stream and the stored file carry the very same samples
-            if not chunks:
-                FIRST_AUDIO.labels(job.engine).observe(time.perf_counter() - started)
-            chunks.append(limit_peak(spoken))
-            live_publisher.publish(publish_chunk, job.id, chunks[-1], rate, sentence)
-        spoken_sentences.append((sentence, len(chunks[-1]) if spoken.size else 0))
+        samples = 0
+        pieces = sentence_pieces(engine, sentence, voice, options)
+        try:
+            for piece in pieces:
+                if not piece.size:
+                    continue
+                # Limited here, once: the live stream and the stored file carry the very same samples.
+                if not chunks:
+                    FIRST_AUDIO.labels(job.engine).observe(time.perf_counter() - started)
+                chunks.append(limit_peak(piece))
+                samples += len(piece)
+                live_publisher.publish(publish_chunk, job.id, chunks[-1], rate)
+                progress.check(done, mid_sentence=True)
+        finally:
+            pieces.close()  # a cancelled job leaves its engine's batch at once
+        spoken_sentences.append((sentence, samples))
+        live_publisher.publish(publish_sentence, job.id, sentence, samples)
         done += len(sentence)
-        # Progress (and cancellation) at most every PROGRESS_INTERVAL_S, never after the last sentence:
-        # the `succeeded` row follows at once. Each write costs the engine CPU time it would rather have.
-        if index < len(sentences) - 1 and time.monotonic() - last_write >= PROGRESS_INTERVAL_S:
-            progress = min(round(100.0 * done / job.text_chars, 1), 99.0)
-            chars_done = min(done, job.text_chars)
-            if not _update_job(job.id, only_while_running=True, progress=progress, chars_done=chars_done):
-                raise JobCancelled(job.id)
-            live_publisher.publish(publish_progress, job.id, progress, chars_done)
-            last_write = time.monotonic()
+        if index < len(sentences) - 1:
+            progress.check(done)
     pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if pcm.size == 0:
         raise SynthesisError("the engine produced no audio for this text")

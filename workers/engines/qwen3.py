@@ -8,9 +8,12 @@ processor with transformers' Auto classes) from the checkpoint folders it is bui
 Which kind a folder holds is read from its `config.json` (`tts_model_type`), so the user only points at what
 they downloaded. Device `LOCKN_QWEN_DEVICE` (cuda when present, else cpu); bfloat16 on a GPU, float32 on a CPU.
 
-The package has no streaming API: like the other engines, the job runner hands this engine one sentence at a
-time, so progress and the live stream stay real. Speed: Qwen3-TTS has no speed control; the job runner changes
-the tempo of what it yields (`backend/media/tempo.py`), as for Fish Speech.
+Serving: the package's `generate` runs a batch from start to end and returns audio at the end. Here each model
+has one `StreamBatcher` thread driving `Qwen3StreamDecoder` (`workers/engines/qwen3_stream.py`): up to
+`max_streams` sentences (one per job a GPU worker runs at once, `LOCKN_GPU_MAX_STREAMS`) are decoded together a
+frame at a time, and each one's audio is yielded every few frames, so first audio arrives after two frames
+instead of a whole sentence. Speed: Qwen3-TTS has no speed control; the job runner changes the tempo of what it
+yields (`backend/media/tempo.py`), as for Fish Speech.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import numpy as np
 from backend.media.engine import (
     Engine, EngineInfo, ReferenceVoice, SynthesisError, SynthesisOptions, VoiceInfo,
 )
+from workers.engines.qwen3_stream import Qwen3StreamDecoder, QwenRequest
+from workers.engines.stream_batcher import StreamBatcher
 
 #: Built-in voice ids are the speaker's name behind this prefix (speaker names are Qwen's own, lowercased).
 VOICE_PREFIX = "qwen3-"
@@ -46,14 +51,18 @@ class Qwen3Engine(Engine):
     name = "qwen3"
 
     def __init__(self, checkpoint_dir: Path | None, clone_checkpoint_dir: Path | None = None,
-                 device: str = "auto", max_new_tokens: int = 2048) -> None:
-        """`device`: cuda, cpu, or auto (cuda when present); `max_new_tokens` bounds one sentence's codec frames."""
+                 device: str = "auto", max_new_tokens: int = 2048, max_streams: int = 1,
+                 greedy: bool = False) -> None:
+        """`device`: cuda, cpu, or auto (cuda when present); `max_new_tokens` bounds one sentence's codec frames;
+        `max_streams`: sentences decoded together per model; `greedy`: always the likeliest token (tests)."""
         self.folders = [Path(d) for d in (checkpoint_dir, clone_checkpoint_dir) if d is not None]
         self.wanted_device, self.max_new_tokens = device, max_new_tokens
+        self.max_streams, self.greedy = max_streams, greedy
         self._models: dict[str, Any] = {}  # tts_model_type ("custom_voice", "base") → Qwen3TTSModel
+        self.batchers: dict[str, StreamBatcher] = {}  # tts_model_type → the thread that decodes its streams
         self._device = "cpu"
-        self._lock = threading.Lock()  # one generation at a time per loaded model
-        self._prompt: tuple[ReferenceVoice, list] | None = None  # the last cloned voice's prompt (`_clone_prompt`)
+        self._prompts: dict[int, tuple[ReferenceVoice, Any]] = {}  # cloned voices' prompts (`_clone_prompt`)
+        self._prompts_lock = threading.Lock()
 
     # ----- what the folders hold (cheap: config.json only, no model loaded) ---------------------------------
 
@@ -121,21 +130,28 @@ class Qwen3Engine(Engine):
             model = qwen3_tts_model.from_pretrained(str(folder), dtype=dtype, device_map=self._device)
             # The talker generates codec frames; without its pad id transformers warns on every sentence.
             model.model.talker.generation_config.pad_token_id = model.model.config.talker_config.codec_pad_id
-            self._models[str(model.model.tts_model_type)] = model
+            kind = str(model.model.tts_model_type)
+            self._models[kind] = model
+            decoder = Qwen3StreamDecoder(model, self.max_new_tokens, greedy=self.greedy)
+            self.batchers[kind] = StreamBatcher(decoder, self.max_streams, name=f"qwen3-{kind}")
 
     def synthesize(self, text: str, voice: str | ReferenceVoice,
                    options: SynthesisOptions = SynthesisOptions()) -> Iterator[np.ndarray]:
-        """One sentence (the job runner splits the text) → one chunk at `describe().sample_rate`."""
+        """One sentence (the job runner splits the text) → its audio, a chunk every few codec frames, decoded
+        together with the other streams of the same model."""
         limits = {"max_new_tokens": self.max_new_tokens}
-        with self._lock:
-            if isinstance(voice, ReferenceVoice):
-                wavs, _ = self._cloning_model().generate_voice_clone(
-                    text=text, language="Auto", voice_clone_prompt=self._clone_prompt(voice), **limits)
-            else:
-                wavs, _ = self._custom_model().generate_custom_voice(
-                    text=text, speaker=self._speaker(voice), language="Auto",
-                    instruct=options.instructions or None, **limits)
-        yield np.asarray(wavs[0], dtype=np.float32)
+        if isinstance(voice, ReferenceVoice):
+            kind, model = "base", self._cloning_model()
+            request = QwenRequest(
+                generate=lambda: model.generate_voice_clone(text=text, language="Auto",
+                                                            voice_clone_prompt=self._clone_prompt(voice), **limits),
+                context=lambda: self._reference_codes(voice))
+        else:
+            kind, model = "custom_voice", self._custom_model()
+            speaker = self._speaker(voice)
+            request = QwenRequest(generate=lambda: model.generate_custom_voice(
+                text=text, speaker=speaker, language="Auto", instruct=options.instructions or None, **limits))
+        yield from self.batchers[kind].stream(request)
 
     def _custom_model(self) -> Any:
         if "custom_voice" not in self._models:
@@ -157,18 +173,28 @@ class Qwen3Engine(Engine):
         """The reference clip as Qwen's clone prompt: with its transcript, in-context (codes + text, closest to
         the speaker); without one, from the speaker embedding alone.
 
-        Made once per job: the runner passes the same `ReferenceVoice` for each of a job's sentences, and
-        encoding the clip costs as much as a short sentence (the cache holds the voice, so its id is never
-        reused while cached)."""
-        if self._prompt is not None and self._prompt[0] is voice:
-            return self._prompt[1]
+        Made once per voice while its job runs: the runner passes the same `ReferenceVoice` for each of a job's
+        sentences, and encoding the clip costs as much as a short sentence. Kept for the last few voices (one
+        per stream); the entry holds the voice itself, so its id is never reused while kept."""
+        with self._prompts_lock:
+            kept = self._prompts.get(id(voice))
+        if kept is not None and kept[0] is voice:
+            return kept[1]
         rate = self.describe().sample_rate
         transcript = voice.transcript.strip()
         prompt = self._cloning_model().create_voice_clone_prompt(
             ref_audio=(voice.audio.astype(np.float32), rate), ref_text=transcript or None,
             x_vector_only_mode=not transcript)
-        self._prompt = (voice, prompt)
+        with self._prompts_lock:
+            while len(self._prompts) >= 2 * self.max_streams:
+                self._prompts.pop(next(iter(self._prompts)))
+            self._prompts[id(voice)] = (voice, prompt)
         return prompt
+
+    def _reference_codes(self, voice: ReferenceVoice) -> Any:
+        """The clip's codes, decoded before the stream's own (in-context prompts only), as the package does."""
+        item = self._clone_prompt(voice)[0]
+        return item.ref_code if item.icl_mode and item.ref_code is not None else None
 
 
 def _import_qwen_tts() -> Any:

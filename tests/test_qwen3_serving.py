@@ -1,0 +1,251 @@
+"""Qwen3-TTS at serving speed, checked on the CPU with tiny random checkpoints (`tests/qwen_tiny.py`):
+
+- LockN's own decode loop (`workers/engines/qwen3_stream.py`) gives the very codes the package's `generate` gives
+  (greedy), so taking the loop over changes nothing a listener hears;
+- streams decoded together (continuous batching, `workers/engines/stream_batcher.py`) give the same codes as each
+  alone, also when they join at different times;
+- the pieces a stream yields join to the package's one-shot decode of the same codes;
+- cancelling one of three running streams leaves the other two finishing as they would have;
+- a GPU worker with LOCKN_GPU_MAX_STREAMS=4 runs four jobs at once through the real queue.
+How fast this is on a GPU is `python -m bench.gpu --full-size`'s question, never a test's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.media.engine import SynthesisOptions
+from tests.conftest import reset_caches
+
+if importlib.util.find_spec("qwen_tts") is None:
+    if os.environ.get("LOCKN_REQUIRE_QWEN") == "1":
+        raise RuntimeError("LOCKN_REQUIRE_QWEN=1 but qwen-tts is not installed: run `make setup-qwen`")
+    pytest.skip("qwen-tts is not installed: `make setup-qwen` installs it", allow_module_level=True)
+
+#: Long enough for a stream to pass LEFT_CONTEXT_FRAMES, so pieces are decoded with truncated context too.
+FRAMES = 48
+OWNER = "auth0|ada"
+TEXTS = ("Hello from LockN.", "A second sentence, rather longer than the first one.", "Third!")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.qwen_tiny import make_tiny_qwen_checkpoint
+
+    return make_tiny_qwen_checkpoint(tmp_path_factory.mktemp("qwen-serving"), "custom_voice")
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoint: Path):
+    """A greedy engine (always the likeliest token) that decodes up to four streams together."""
+    import torch
+
+    from workers.engines.qwen3 import Qwen3Engine
+
+    torch.set_num_threads(1)
+    qwen = Qwen3Engine(checkpoint, device="cpu", max_new_tokens=FRAMES + 1, max_streams=4, greedy=True)
+    qwen.load()
+    return qwen
+
+
+@pytest.fixture
+def decoder(engine):
+    """A decoder of its own over the engine's model, driven step by step by the test (no batcher thread)."""
+    from workers.engines.qwen3_stream import Qwen3StreamDecoder
+
+    return Qwen3StreamDecoder(engine._models["custom_voice"], FRAMES + 1, greedy=True)
+
+
+def request(engine, text: str):  # type: ignore[no-untyped-def]
+    from workers.engines.qwen3_stream import QwenRequest
+
+    model = engine._models["custom_voice"]
+    return QwenRequest(generate=lambda: model.generate_custom_voice(text=text, speaker="aiden", language="Auto",
+                                                                   max_new_tokens=FRAMES + 1))
+
+
+def run_to_end(decoder, streams: list, joining: dict | None = None) -> dict:  # type: ignore[no-untyped-def]
+    """Step `streams` together until all finish; `joining`: {step number: stream} added at that step.
+    → each stream's audio pieces."""
+    pieces: dict = {stream: [] for stream in streams}
+    active, step = list(streams), 0
+    while active or joining:
+        if joining and step in joining:
+            active.append(joining.pop(step))
+            pieces[active[-1]] = []
+        for stream, (chunks, finished) in zip(list(active), decoder.step(active)):
+            pieces[stream] += chunks
+            if finished:
+                active.remove(stream)
+        step += 1
+    return pieces
+
+
+def test_the_decode_loop_gives_the_package_s_own_codes(engine, decoder) -> None:
+    model = engine._models["custom_voice"]
+    decoded: list = []
+    real = model.model.speech_tokenizer.decode
+    model.model.speech_tokenizer.decode = lambda encoded: (decoded.append(encoded[0]["audio_codes"]), real(encoded))[1]
+    try:
+        for text in TEXTS:
+            wavs, _ = model.generate_custom_voice(text=text, speaker="aiden", language="Auto",
+                                                  max_new_tokens=FRAMES + 1, do_sample=False, subtalker_dosample=False)
+            stream = decoder.prefill(request(engine, text))
+            pieces = run_to_end(decoder, [stream])[stream]
+            assert stream.codes().shape == decoded[-1].shape == (FRAMES, 4)
+            assert np.array_equal(stream.codes().numpy(), decoded[-1].numpy()), text
+            assert_joins_to(np.concatenate(pieces), wavs[0])
+    finally:
+        del model.model.speech_tokenizer.decode
+
+
+def assert_joins_to(joined: np.ndarray, whole: np.ndarray) -> float:
+    """Streamed pieces against one decode of all frames. The tolerance: pieces whose start lies within
+    LEFT_CONTEXT_FRAMES of the beginning see all the context the one-shot decode sees and match to float
+    rounding; later ones see 25 frames (2 s) of it, as the package's own `chunked_decode` does, and the whole
+    stays within 1 % RMS (-40 dB) of the one-shot audio. → that relative RMS difference."""
+    from workers.engines.qwen3_stream import LEFT_CONTEXT_FRAMES
+
+    assert joined.shape == whole.shape
+    exact = LEFT_CONTEXT_FRAMES * 1920
+    assert np.allclose(joined[:exact], whole[:exact], atol=1e-5)
+    relative = float(np.sqrt(np.mean((joined - whole) ** 2)) / np.sqrt(np.mean(whole ** 2)))
+    assert relative < 0.01
+    return relative
+
+
+def test_three_streams_together_give_the_same_codes_as_each_alone(engine, decoder) -> None:
+    alone = []
+    for text in TEXTS:
+        stream = decoder.prefill(request(engine, text))
+        run_to_end(decoder, [stream])
+        alone.append(stream.codes())
+    together = [decoder.prefill(request(engine, text)) for text in TEXTS]
+    run_to_end(decoder, together)
+    for stream, codes in zip(together, alone):
+        assert np.array_equal(stream.codes().numpy(), codes.numpy())
+    # Continuous batching: a stream that joins at step 5 and one at step 11, while the first is mid-way.
+    first, second, third = (decoder.prefill(request(engine, text)) for text in TEXTS)
+    run_to_end(decoder, [first], joining={5: second, 11: third})
+    for stream, codes in zip((first, second, third), alone):
+        assert np.array_equal(stream.codes().numpy(), codes.numpy())
+
+
+def test_streamed_pieces_join_to_the_one_shot_decode(engine, decoder) -> None:
+    """Every piece is decoded with up to 25 frames before it; joined, they are the package's one decode of all."""
+    from workers.engines.qwen3_stream import FIRST_CHUNK_FRAMES
+
+    stream = decoder.prefill(request(engine, TEXTS[1]))
+    pieces = run_to_end(decoder, [stream])[stream]
+    assert len(pieces) >= 5 and pieces[0].size == FIRST_CHUNK_FRAMES * 1920
+    joined, whole = np.concatenate(pieces), decoder.decode_all(stream)
+    assert whole.shape == (FRAMES * 1920,)
+    relative = assert_joins_to(joined, whole)
+    print(f"streamed vs one-shot: {len(pieces)} pieces, RMS difference {100 * relative:.3f} % of the signal")
+
+
+def speak_in_threads(engine, texts, close_after: dict | None = None) -> dict:  # type: ignore[no-untyped-def]
+    """Each text spoken by `engine.synthesize` in a thread of its own, as a GPU worker's job threads do;
+    `close_after`: {text: pieces} after which that caller stops reading (its job was cancelled)."""
+    results: dict = {}
+    start = threading.Barrier(len(texts))
+
+    def speak(text: str) -> None:
+        start.wait()
+        pieces = []
+        stream = engine.synthesize(text, "qwen3-aiden", SynthesisOptions())
+        for piece in stream:
+            pieces.append(piece)
+            if close_after and len(pieces) == close_after.get(text):
+                stream.close()
+                break
+        results[text] = np.concatenate(pieces)
+
+    threads = [threading.Thread(target=speak, args=(text,)) for text in texts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return results
+
+
+def test_cancelling_one_of_three_streams_leaves_the_others_finishing(engine) -> None:
+    batcher = engine.batchers["custom_voice"]
+    alone = {text: np.concatenate(list(engine.synthesize(text, "qwen3-aiden"))) for text in TEXTS}
+    batcher.peak_streams = 0
+    heard = speak_in_threads(engine, TEXTS, close_after={TEXTS[1]: 1})
+    assert batcher.peak_streams >= 2, "the streams were decoded together"
+    assert heard[TEXTS[1]].size < alone[TEXTS[1]].size, "the cancelled stream stopped early"
+    for text in (TEXTS[0], TEXTS[2]):
+        assert np.allclose(heard[text], alone[text], atol=1e-5), text
+    deadline = time.monotonic() + 10
+    while batcher.active_streams and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert batcher.active_streams == 0, "the cancelled stream left the batch"
+
+
+def test_a_request_the_engine_refuses_fails_alone(engine) -> None:
+    """One stream's bad input (here an instruction the tokenizer cannot take) never disturbs the others."""
+    from workers.engines.qwen3_stream import QwenRequest
+
+    batcher = engine.batchers["custom_voice"]
+
+    def broken() -> None:
+        raise ValueError("this prompt cannot be built")
+
+    results: dict = {}
+    good = threading.Thread(target=lambda: results.setdefault("good", list(engine.synthesize(TEXTS[0], "qwen3-aiden"))))
+    good.start()
+    with pytest.raises(ValueError, match="cannot be built"):
+        list(batcher.stream(QwenRequest(generate=broken)))
+    good.join(timeout=300)
+    assert np.concatenate(results["good"]).size > 0
+
+
+# ----- through the real queue --------------------------------------------------------------------------
+
+
+def test_a_gpu_worker_runs_four_jobs_at_once(checkpoint: Path, embedded_broker, database,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """LOCKN_GPU_MAX_STREAMS=4: one worker process, four job threads, one model decoding them together; every
+    job succeeds, and all four were running before the first one finished."""
+    from sqlmodel import Session
+
+    from backend.core.db import get_engine
+    from backend.core.models import Job
+    from backend.ops.supervisor import Supervisor, worker_command
+    from backend.services.jobs import enqueue_synthesis, job_status
+    from tests.conftest import wait_for_worker_heartbeat
+
+    monkeypatch.setenv("LOCKN_QWEN_CHECKPOINT_DIR", str(checkpoint))
+    monkeypatch.setenv("LOCKN_QWEN_DEVICE", "cpu")
+    monkeypatch.setenv("LOCKN_QWEN_MAX_NEW_TOKENS", "24")
+    monkeypatch.setenv("LOCKN_GPU_MAX_STREAMS", "4")
+    reset_caches()
+    command = worker_command(queues="gpu")
+    assert command[command.index("--pool") + 1] == "threads" and command[command.index("--concurrency") + 1] == "4"
+    supervisor = Supervisor()
+    supervisor.start("gpu-worker", command, env={**os.environ, "LOCKN_ENGINES": "qwen3", "OMP_NUM_THREADS": "1"})
+    try:
+        wait_for_worker_heartbeat(timeout_s=120)
+        text = " ".join(f"Sentence number {n} of this job." for n in range(1, 7))
+        owners = [f"auth0|user{n}" for n in range(4)]  # four people, one job each
+        jobs = [enqueue_synthesis(owner, text, "qwen3-aiden", "wav", captions=True) for owner in owners]
+        deadline = time.monotonic() + 300
+        while any(job_status(job.id, job.owner).status not in ("succeeded", "failed") for job in jobs):
+            assert time.monotonic() < deadline, "the jobs did not finish"
+            time.sleep(0.2)
+    finally:
+        supervisor.stop_all()
+    with Session(get_engine()) as session:
+        rows = [session.get(Job, job.id) for job in jobs]
+    assert [row.status for row in rows] == ["succeeded"] * 4, [row.error for row in rows]
+    assert max(row.started_at for row in rows) < min(row.finished_at for row in rows), \
+        "four jobs ran at once on one worker"

@@ -1,0 +1,153 @@
+"""Continuous batching: one model, many streams, decoded together a step at a time.
+
+A GPU worker runs several jobs at once (`LOCKN_GPU_MAX_STREAMS` threads of one Celery worker process). Each job's
+thread asks its engine for a sentence's audio; the engine hands the request to its `StreamBatcher`, whose one
+thread owns the model. Every step it decodes one frame for *every* active stream in one batched forward pass, so
+eight streams cost about what one does on a GPU that one stream leaves mostly idle (seen: ~11 % busy). Streams
+join and leave between steps (continuous batching): a new request is prefilled as soon as a slot is free, and a
+finished or cancelled one leaves without disturbing the others.
+
+The batcher knows nothing of Qwen or Fish: a `StreamDecoder` does the model work (prefill one request, step a
+batch, say what audio each stream has ready). Audio reaches the caller as soon as the decoder releases it (every
+few codec frames), so first audio no longer waits for a whole sentence.
+
+One request's bad input fails that request only (its prefill raises inside its own stream). A failing *step*
+is an engine bug that no stream can survive: every active stream gets the error and the batcher goes on serving
+new requests.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import numpy as np
+
+State = TypeVar("State")
+#: How long a waiting caller sleeps between checks that the batcher thread is still alive.
+_POLL_S = 1.0
+
+
+class StreamDecoder(Protocol[State]):
+    """The model side of continuous batching; every method runs on the batcher's one thread."""
+
+    def prefill(self, request: Any) -> State:
+        """Start one stream (prompt → first token). Raising fails that request only."""
+
+    def step(self, states: Sequence[State]) -> list[tuple[list[np.ndarray], bool]]:
+        """Advance every state by one frame, together; per state: the audio chunks it has ready, and whether it
+        has finished (its last audio included)."""
+
+    def release(self, state: State) -> None:
+        """A stream left the batch (finished, cancelled or failed): forget what it held."""
+
+
+class _End:
+    """Marks the end of a stream's chunks."""
+
+
+_END = _End()
+
+
+@dataclass(eq=False)
+class _Stream:
+    request: Any
+    chunks: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    state: Any = None
+
+
+class StreamBatcher(Generic[State]):
+    """Feeds up to `max_streams` requests through `decoder` together; `stream()` is called from any thread."""
+
+    def __init__(self, decoder: StreamDecoder[State], max_streams: int, name: str = "stream-batcher") -> None:
+        if max_streams < 1:
+            raise ValueError("max_streams must be at least 1")
+        self.decoder, self.max_streams = decoder, max_streams
+        self._pending: queue.SimpleQueue[_Stream] = queue.SimpleQueue()
+        self._active: list[_Stream] = []
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        #: The most streams ever decoded together (what a test or a bench reads to see batching happened).
+        self.peak_streams = 0
+
+    def stream(self, request: Any) -> Iterator[np.ndarray]:
+        """The request's audio chunks, as the decoder releases them. Closing the iterator early (the job was
+        cancelled, the caller went away) takes the stream out of the batch before its next step."""
+        entry = _Stream(request)
+        self._pending.put(entry)
+        try:
+            while True:
+                try:
+                    item = entry.chunks.get(timeout=_POLL_S)
+                except queue.Empty:
+                    if not self._thread.is_alive():
+                        raise RuntimeError("the engine's decoding thread has stopped") from None
+                    continue
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            entry.cancelled.set()
+
+    @property
+    def active_streams(self) -> int:
+        return len(self._active)
+
+    # ----- the batcher's own thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._admit(block=not self._active)
+            self._drop_cancelled()
+            if self._active:
+                self._step()
+
+    def _admit(self, block: bool) -> None:
+        """Prefill waiting requests while a slot is free; with `block`, sleep until one arrives."""
+        while len(self._active) < self.max_streams:
+            try:
+                entry = self._pending.get(block=block)
+            except queue.Empty:
+                return
+            block = False
+            if entry.cancelled.is_set():
+                continue
+            try:
+                entry.state = self.decoder.prefill(entry.request)
+            except Exception as exc:  # noqa: BLE001 - this request's own fault (or the engine's): fail it alone
+                entry.chunks.put(exc)
+                continue
+            self._active.append(entry)
+            self.peak_streams = max(self.peak_streams, len(self._active))
+
+    def _drop_cancelled(self) -> None:
+        for entry in [e for e in self._active if e.cancelled.is_set()]:
+            self._leave(entry)
+
+    def _step(self) -> None:
+        try:
+            results = self.decoder.step([entry.state for entry in self._active])
+        except Exception as exc:  # noqa: BLE001 - no stream survives a failed batched step; new ones may
+            for entry in list(self._active):
+                entry.chunks.put(exc)
+                self._leave(entry)
+            return
+        for entry, (chunks, finished) in zip(list(self._active), results):
+            for chunk in chunks:
+                entry.chunks.put(chunk)
+            if finished:
+                entry.chunks.put(_END)
+                self._leave(entry)
+
+    def _leave(self, entry: _Stream) -> None:
+        self._active.remove(entry)
+        try:
+            self.decoder.release(entry.state)
+        except Exception:  # noqa: BLE001 - forgetting a stream must not stop the others
+            pass
