@@ -1,153 +1,249 @@
-"""GPU engines benchmark: first-audio time and aggregate real-time factor at 1, 4 and 8 concurrent streams.
+"""GPU engines benchmark: first audio, per-stream and aggregate real-time factor, streams held in real time.
 
-    .venv/bin/python -m bench.gpu [--engines fish,qwen3] [--streams 1,4,8] [--sentences 3]
-                                  [--fish-checkpoint DIR] [--qwen-checkpoint DIR] [--smoke]
+    .venv/bin/python -m bench.gpu [--full-size] [--engines fish,qwen3] [--streams 1,4,8,16,32] [--sentences 2]
+                                  [--qwen-size 1.7b|0.6b] [--fish-checkpoint DIR] [--qwen-checkpoint DIR]
+                                  [--budget-s 420] [--json FILE] [--smoke]
 
-Each stream is what one worker process does (`make worker --concurrency N` loads the model once per
-process): its own loaded engine, speaking a few sentences one after another, as the job runner does. All
-streams of a step start together (a barrier), so the GPU is shared as it is in production.
+Streams run as a GPU worker runs jobs (`LOCKN_GPU_MAX_STREAMS`): threads of one process sharing one loaded
+engine, each speaking `--sentences` sentences one after another as the job runner does, all starting together.
+Engines that batch (Qwen3-TTS: `workers/engines/stream_batcher.py`) decode them together; the others take turns.
 
-Weights: give a checkpoint folder you downloaded (`--fish-checkpoint`, `--qwen-checkpoint`) for the figures
-that matter. Without one, random weights are built in a temporary folder with the builders the tests use
-(`tests/fish_tiny.py`, `tests/qwen_tiny.py`): tiny by default, which measures the pipeline's overhead, not
-the model's compute. Random weights never say "stop", so every sentence runs to the engine's token limit
-(`--max-new-tokens`): set it to what a real sentence takes (a 10 s sentence: ~215 Fish tokens, 125 Qwen frames).
+Weights: `--fish-checkpoint` / `--qwen-checkpoint` for downloaded ones. `--full-size`: random weights at the
+released models' sizes (`bench/full_size.py`: S1-mini, Qwen3-TTS 12 Hz 1.7B or 0.6B), built on the GPU in
+seconds with the tests' builders, so anyone with a GPU measures real compute with no download. Otherwise tiny
+random weights (the pipeline's overhead only). Random weights rarely say "stop", so each sentence runs to a fixed
+length: `--max-new-tokens`, by default what a ~10 s sentence takes (Fish 215 tokens, Qwen3 125 frames).
 
-Prints, per engine and step: first-audio time (median and worst over streams), audio produced, wall time,
-aggregate RTF (wall seconds per audio second across all streams; < 1 is faster than real time). Runs only
-where CUDA is present, except `--smoke` (tiny weights, CPU, 1 and 2 streams, one sentence), which proves the
-bench still runs (tests/test_benches.py). Asserts nothing.
+Prints per engine and step: first audio (p50, worst), audio made, wall time, aggregate RTF (wall seconds per
+second of audio, all streams together), the slowest stream's RTF, how many streams ran faster than real time,
+and peak GPU memory. Self-limiting: a step that would not fit in what is left of `--budget-s` is not started, and
+a step past its share is cut (streams stop between pieces); the figures say so. `--smoke`: tiny weights on the
+CPU, 1 and 2 streams, one short sentence (tests/test_benches.py runs it). Asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import multiprocessing
+import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 #: The package each engine's inference code comes from.
 PACKAGES = {"fish": "fish_speech", "qwen3": "qwen_tts"}
 SENTENCE = ("LockN speaks this sentence on a graphics card, and the benchmark measures how soon the first "
             "audio arrives and how much audio every stream makes per second.")
+#: Tokens a ~10 s sentence takes (Fish's codec: 21.5 per second; Qwen's: 12.5 frames per second, plus one).
+SENTENCE_TOKENS = {"fish": 215, "qwen3": 126}
 
 
 @dataclass(frozen=True)
 class StreamResult:
     first_audio_s: float
     audio_s: float
+    wall_s: float
+    cut: bool = False  # stopped at the step's deadline
+
+    @property
+    def rtf(self) -> float:
+        return self.wall_s / self.audio_s if self.audio_s else float("inf")
 
 
-def build_engine(name: str, checkpoint: Path, device: str, max_new_tokens: int):  # type: ignore[no-untyped-def]
-    """The engine a worker would build for `name`, from `checkpoint`."""
+@dataclass(frozen=True)
+class StepReport:
+    engine: str
+    streams: int
+    first_audio_p50_ms: float
+    first_audio_worst_ms: float
+    audio_s: float
+    wall_s: float
+    aggregate_rtf: float
+    slowest_stream_rtf: float
+    streams_in_real_time: int
+    peak_gpu_mib: float
+    cut: bool
+
+
+def build_engine(name: str, checkpoint: Path, device: str, max_new_tokens: int, max_streams: int):  # type: ignore[no-untyped-def]
+    """The engine a GPU worker would build for `name`, from `checkpoint`."""
     if name == "fish":
         from workers.engines.fish_speech import FishSpeechEngine
 
         return FishSpeechEngine(checkpoint, device, max_new_tokens)
     from workers.engines.qwen3 import Qwen3Engine
 
-    return Qwen3Engine(checkpoint, None, device, max_new_tokens)
+    return Qwen3Engine(checkpoint, None, device, max_new_tokens, max_streams=max_streams)
 
 
-def first_voice(engine) -> str:  # type: ignore[no-untyped-def]
-    return engine.voices()[0].id
-
-
-def run_stream(name: str, checkpoint: str, device: str, max_new_tokens: int, sentences: int,
-               barrier, results) -> None:  # type: ignore[no-untyped-def]
-    """One worker process: load, wait for the others, speak `sentences` sentences; report first audio and audio."""
-    engine = build_engine(name, Path(checkpoint), device, max_new_tokens)
-    engine.load()
-    voice, rate = first_voice(engine), engine.describe().sample_rate
-    barrier.wait()
-    started, first, samples = time.perf_counter(), None, 0
+def speak(engine: Any, sentences: int, deadline: float, start: threading.Barrier) -> StreamResult:
+    """One stream: `sentences` sentences, one after another, until done or `deadline` (monotonic)."""
+    voice, rate = engine.voices()[0].id, engine.describe().sample_rate
+    start.wait()
+    started, first, samples, cut = time.perf_counter(), None, 0, False
     for _ in range(sentences):
-        for chunk in engine.synthesize(SENTENCE, voice):
+        pieces = engine.synthesize(SENTENCE, voice)
+        for piece in pieces:
             first = first if first is not None else time.perf_counter() - started
-            samples += len(chunk)
-    results.put(StreamResult(first or 0.0, samples / rate))
+            samples += len(piece)
+            if time.monotonic() > deadline:
+                pieces.close()
+                cut = True
+                break
+        if cut:
+            break
+    return StreamResult(first or 0.0, samples / rate, time.perf_counter() - started, cut)
 
 
-def measure(name: str, checkpoint: Path, device: str, streams: int, max_new_tokens: int,
-            sentences: int) -> tuple[list[StreamResult], float]:
-    """`streams` processes speaking at once: each one's result, and the wall time from the barrier to the last."""
-    context = multiprocessing.get_context("spawn")  # CUDA cannot be shared by forked processes
-    barrier, results = context.Barrier(streams + 1), context.Queue()
-    processes = [context.Process(target=run_stream, args=(name, str(checkpoint), device, max_new_tokens,
-                                                          sentences, barrier, results)) for _ in range(streams)]
-    for process in processes:
-        process.start()
-    barrier.wait(timeout=900)  # every stream loaded its model
-    started = time.perf_counter()
-    collected = [results.get(timeout=1800) for _ in processes]
-    wall = time.perf_counter() - started
-    for process in processes:
-        process.join()
-    return collected, wall
+def measure(engine: Any, streams: int, sentences: int, deadline: float) -> tuple[list[StreamResult], float]:
+    """`streams` threads speaking at once through `engine`: each one's result, and the wall time of all."""
+    start = threading.Barrier(streams + 1)
+    results: list[StreamResult] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        result = speak(engine, sentences, deadline, start)
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(streams)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join(timeout=max(1.0, deadline - time.monotonic() + 60))
+    return results, time.perf_counter() - began
 
 
-def random_checkpoint(name: str, folder: Path) -> Path:
-    """Random weights of the engine's architecture, built by the tests' builder."""
+def summarise(name: str, streams: int, results: list[StreamResult], wall: float, peak_mib: float) -> StepReport:
+    firsts = [r.first_audio_s for r in results] or [float("nan")]
+    audio = sum(r.audio_s for r in results)
+    return StepReport(name, streams, round(statistics.median(firsts) * 1000, 1), round(max(firsts) * 1000, 1),
+                      round(audio, 2), round(wall, 2), round(wall / audio, 3) if audio else float("inf"),
+                      round(max(r.rtf for r in results), 3) if results else float("inf"),
+                      sum(r.rtf < 1 for r in results), round(peak_mib, 1),
+                      any(r.cut for r in results) or len(results) < streams)
+
+
+def print_step(step: StepReport) -> None:
+    print(f"{step.engine:<6} {step.streams:>2} stream(s)  first audio p50 {step.first_audio_p50_ms:8.1f} ms  "
+          f"worst {step.first_audio_worst_ms:8.1f} ms   audio {step.audio_s:7.2f} s in {step.wall_s:6.2f} s   "
+          f"aggregate RTF {step.aggregate_rtf:.3f}   slowest stream RTF {step.slowest_stream_rtf:.3f}   "
+          f"real-time streams {step.streams_in_real_time}/{step.streams}   GPU {step.peak_gpu_mib:,.0f} MiB"
+          + ("   (cut at its deadline)" if step.cut else ""), flush=True)
+
+
+def checkpoint_for(name: str, args: argparse.Namespace, folder: Path, device: str) -> tuple[Path, str]:
+    """The weights to measure, and how to describe them."""
+    given = {"fish": args.fish_checkpoint, "qwen3": args.qwen_checkpoint}[name]
+    if given:
+        return given, f"weights from {given}"
+    if args.full_size:
+        from bench import full_size
+
+        started = time.perf_counter()
+        built = full_size.build_fish(folder, device) if name == "fish" else \
+            full_size.build_qwen(folder, args.qwen_size, device)
+        size = "S1-mini" if name == "fish" else f"12 Hz {args.qwen_size}"
+        return built, f"random weights at full size ({size}), built on {device} in {time.perf_counter() - started:.1f} s"
     if name == "fish":
         from tests.fish_tiny import make_tiny_checkpoint
 
         make_tiny_checkpoint(folder)
-        return folder
+        return folder, "random weights (tiny)"
     from tests.qwen_tiny import make_tiny_qwen_checkpoint
 
-    return make_tiny_qwen_checkpoint(folder, "custom_voice")
+    return make_tiny_qwen_checkpoint(folder, "custom_voice"), "random weights (tiny)"
 
 
-def report(name: str, streams: int, results: list[StreamResult], wall: float) -> None:
-    firsts = [r.first_audio_s for r in results]
-    audio = sum(r.audio_s for r in results)
-    print(f"{name:<6} {streams:>2} stream(s)  first audio p50 {statistics.median(firsts) * 1000:8.1f} ms  "
-          f"worst {max(firsts) * 1000:8.1f} ms   audio {audio:7.2f} s in {wall:6.2f} s   "
-          f"aggregate RTF {wall / audio if audio else float('nan'):.3f}")
+def peak_memory_mib(device: str, reset: bool = False) -> float:
+    if not device.startswith("cuda"):
+        return 0.0
+    import torch
+
+    peak = torch.cuda.max_memory_allocated() / 2 ** 20
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+    return peak
+
+
+def run_engine(name: str, args: argparse.Namespace, device: str, scratch: Path, ends_at: float) -> list[StepReport]:
+    """Build or find the weights, load the engine once, warm it up, then measure each step that fits the budget."""
+    checkpoint, described = checkpoint_for(name, args, scratch / name, device)
+    counts = [int(n) for n in args.streams.split(",")]
+    tokens = args.max_new_tokens or (8 if args.smoke else SENTENCE_TOKENS[name])
+    engine = build_engine(name, checkpoint, device, tokens, max(counts))
+    started = time.perf_counter()
+    engine.load()
+    for _ in engine.synthesize("Warm up.", engine.voices()[0].id):  # kernels chosen, caches and graphs made
+        pass
+    print(f"{name}: {described}; loaded and warmed up in {time.perf_counter() - started:.1f} s; "
+          f"{tokens} tokens per sentence", flush=True)
+    steps: list[StepReport] = []
+    for index, streams in enumerate(counts):
+        left = ends_at - time.monotonic()
+        share = left / (len(counts) - index)  # what is left, shared by the steps still to come
+        if steps and steps[-1].wall_s * 1.5 > left:
+            print(f"{name}: {streams} streams skipped: {left:.0f} s of the budget left", flush=True)
+            break
+        peak_memory_mib(device, reset=True)
+        results, wall = measure(engine, streams, args.sentences, time.monotonic() + max(share, left / 2))
+        steps.append(summarise(name, streams, results, wall, peak_memory_mib(device)))
+        print_step(steps[-1])
+    held = [step.streams for step in steps if step.streams_in_real_time == step.streams and not step.cut]
+    print(f"{name}: streams held in real time on this device: {max(held) if held else 0} (of the steps measured)")
+    return steps
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", default="fish,qwen3")
-    parser.add_argument("--streams", default="1,4,8")
-    parser.add_argument("--sentences", type=int, default=3, help="sentences each stream speaks")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--streams", default="1,4,8,16,32")
+    parser.add_argument("--sentences", type=int, default=2, help="sentences each stream speaks")
+    parser.add_argument("--max-new-tokens", type=int, default=0, help="tokens per sentence (default: a ~10 s one)")
+    parser.add_argument("--full-size", action="store_true", help="random weights at the released models' sizes")
+    parser.add_argument("--qwen-size", choices=("1.7b", "0.6b"), default="1.7b")
     parser.add_argument("--fish-checkpoint", type=Path)
     parser.add_argument("--qwen-checkpoint", type=Path)
+    parser.add_argument("--budget-s", type=float, default=420.0, help="stop starting steps after this many seconds")
+    parser.add_argument("--json", type=Path, help="also write every step's figures here")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny weights on the CPU, 1 and 2 streams: proves the bench still runs (tests/test_benches.py)")
     args = parser.parse_args()
     import torch
 
+    began = time.monotonic()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.smoke:
-        args.streams, args.sentences, args.max_new_tokens, device = "1,2", 1, 8, "cpu"
+        args.streams, args.sentences, args.full_size, device = "1,2", 1, False, "cpu"
     elif device != "cuda":
         print("bench.gpu measures GPU engines and this machine has no CUDA device; --smoke runs it on the CPU.")
         sys.exit(0)
-    given = {"fish": args.fish_checkpoint, "qwen3": args.qwen_checkpoint}
     print(f"LockN GPU engines benchmark — device {device}"
           + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else "")
-          + f", {args.sentences} sentence(s) of {len(SENTENCE)} characters per stream, "
-            f"max {args.max_new_tokens} tokens per sentence")
-    measured = 0
+          + f", {args.sentences} sentence(s) of {len(SENTENCE)} characters per stream, budget {args.budget_s:.0f} s",
+          flush=True)
+    engines = [name for name in args.engines.split(",") if importlib.util.find_spec(PACKAGES[name]) is not None]
+    for name in set(args.engines.split(",")) - set(engines):
+        print(f"{name}: not installed here (make setup-{'fish' if name == 'fish' else 'qwen'}); skipped")
+    steps: list[StepReport] = []
     with tempfile.TemporaryDirectory() as scratch:
-        for name in args.engines.split(","):
-            if importlib.util.find_spec(PACKAGES[name]) is None:
-                print(f"{name}: not installed here (make setup-{'fish' if name == 'fish' else 'qwen'}); skipped")
-                continue
-            checkpoint = given.get(name) or random_checkpoint(name, Path(scratch) / name)
-            print(f"{name}: {'weights from ' + str(checkpoint) if given.get(name) else 'random weights (tiny)'}")
-            for streams in (int(n) for n in args.streams.split(",")):
-                results, wall = measure(name, checkpoint, device, streams, args.max_new_tokens, args.sentences)
-                report(name, streams, results, wall)
-            measured += 1
-    print(f"GPU engines measured: {measured}")
+        for index, name in enumerate(engines):
+            share = (began + args.budget_s - time.monotonic()) / (len(engines) - index)
+            try:
+                steps += run_engine(name, args, device, Path(scratch), time.monotonic() + share)
+            except Exception as exc:  # noqa: BLE001 - one engine failing must not cost the other's figures
+                print(f"{name}: failed: {type(exc).__name__}: {exc}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                                         "steps": [asdict(step) for step in steps]}, indent=1) + "\n")
+    print(f"GPU engines measured: {len({step.engine for step in steps})} in {time.monotonic() - began:.0f} s")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import reflex as rx
 from state.dashboard import GRACE_CHOICES, DashboardState
 
 STATUS_COLORS = {"active": "green", "in grace": "amber", "revoked": "red", "expired": "gray", "ok": "green", "down": "red",
-                 "passed": "green", "failed": "red"}
+                 "warming up": "amber", "passed": "green", "failed": "red"}
 
 
 def status_badge(status: rx.Var[str]) -> rx.Component:

@@ -67,6 +67,30 @@ def test_a_worker_without_the_configured_engine_is_not_healthy(client: TestClien
     assert response.json()["checks"]["engine"]["message"] == "no live worker has the piper engine loaded"
 
 
+def test_a_gpu_engine_warming_up_is_said_until_it_is_ready(client: TestClient, embedded_broker, monkeypatch) -> None:
+    """A GPU worker announces its engines `warming` until its first decoding step has run: /health and the
+    status cards say "warming up"; once one worker has it ready, it is ok."""
+    from backend.services.health import service_cards
+    from tests.conftest import reset_caches
+
+    monkeypatch.setenv("LOCKN_ENGINES", "qwen3")
+    reset_caches()
+    db.migrate()
+    qwen = {"name": "qwen3", "device": "cuda", "supports_cloning": True, "voices": [{"id": "qwen3-aiden"}]}
+    warming = heartbeat.WorkerInfo(hostname="gpu@a", queues=["gpu"], engines=[{**qwen, "warming": True}])
+    heartbeat.publish(get_redis(), warming)
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["checks"]["engine"]["message"].startswith("warming up: qwen3")
+    card = next(card for card in service_cards() if card["name"] == "Engine qwen3")
+    assert card["status"] == "warming up" and "first step" in card["detail"]
+    heartbeat.publish(get_redis(), heartbeat.WorkerInfo(hostname="gpu@b", queues=["gpu"],
+                                                        engines=[{**qwen, "warming": False}]))
+    assert client.get("/health").status_code == 200
+    card = next(card for card in service_cards() if card["name"] == "Engine qwen3")
+    assert card["status"] == "ok" and card["detail"] == "cuda · 1 voice(s)"
+
+
 def test_every_configured_queue_needs_a_worker(client: TestClient, embedded_broker, monkeypatch) -> None:
     from tests.conftest import reset_caches
 

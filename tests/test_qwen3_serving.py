@@ -212,6 +212,22 @@ def test_a_request_the_engine_refuses_fails_alone(engine) -> None:
 # ----- through the real queue --------------------------------------------------------------------------
 
 
+def assert_warms_up(timeout_s: float = 120) -> None:
+    """The worker announces qwen3 `warming` at first, then ready once it has spoken its warm-up sentence."""
+    from backend.core.redis_client import get_redis
+    from backend.queue import heartbeat
+
+    seen: list[bool] = []
+    deadline = time.monotonic() + timeout_s
+    while not seen or seen[-1]:
+        assert time.monotonic() < deadline, "the engine never finished warming up"
+        engines = [e for w in heartbeat.live_workers(get_redis()) for e in w.engines if e["name"] == "qwen3"]
+        if engines:
+            seen.append(bool(engines[0].get("warming")))
+        time.sleep(0.05)
+    assert seen[-1] is False
+
+
 def test_a_gpu_worker_runs_four_jobs_at_once(checkpoint: Path, embedded_broker, database,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """LOCKN_GPU_MAX_STREAMS=4: one worker process, four job threads, one model decoding them together; every

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
+from redis import RedisError
 
 from backend.core.log_masking import install_key_masking
 from backend.core.log_setup import configure_logging
@@ -19,9 +21,9 @@ from backend.core.request_context import install_request_ids
 from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
 from backend.queue.app import create_celery
-from backend.queue.heartbeat import HeartbeatThread, WorkerInfo
-from backend.queue.routing import DEFAULT_QUEUE, QA_QUEUE
-from backend.services.job_runner import close_usage_recorder
+from backend.queue.heartbeat import HeartbeatThread, WorkerInfo, publish
+from backend.queue.routing import DEFAULT_QUEUE, QA_QUEUE, is_gpu_queue
+from backend.services.job_runner import close_usage_recorder, usage_recorder
 from workers.engine_loader import engine_descriptions, load_engines
 from workers.reaper import StalledJobSweeper
 
@@ -58,12 +60,33 @@ def _start_heartbeat(sender, **_kwargs) -> None:  # type: ignore[no-untyped-def]
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else [DEFAULT_QUEUE]
     # The QA worker loads no engine: announcing one would make /health believe an engine is up.
     engines = engine_descriptions(get_settings().engine_names) if set(queues) - {QA_QUEUE} else []
+    gpu = any(is_gpu_queue(queue) for queue in queues)
+    for engine in engines if gpu else []:
+        engine["warming"] = True  # until `_warm_up` has run its first step (status cards say "warming up")
     info = WorkerInfo(hostname=getattr(sender, "hostname", socket.gethostname()), queues=queues, engines=engines)
     _heartbeat = HeartbeatThread(get_redis(), info)
     _heartbeat.start()
+    if gpu:  # one process runs every job (threads): load and warm its engines now, not in the first job
+        threading.Thread(target=_warm_up, args=(info,), name="lockn-warm-up", daemon=True).start()
+        usage_recorder()  # made once, before job threads could race to make two
     StalledJobSweeper().start()
     if port := get_settings().worker_metrics_port:  # a worker machine's own /metrics, for Prometheus to scrape
         serve_metrics(port)
+
+
+def _warm_up(info: WorkerInfo) -> None:
+    """Load this GPU worker's engines and speak one short sentence with each (CUDA kernels chosen, Fish's
+    compiled decode built), then tell the platform they are ready."""
+    loaded = load_engines()
+    for description in info.engines:
+        engine = loaded.get(description["name"])
+        if engine is not None:
+            engine.warm_up()
+            description["warming"] = False
+    try:
+        publish(get_redis(), info)
+    except RedisError:
+        pass  # the next beat says it
 
 
 @worker_shutdown.connect

@@ -25,7 +25,8 @@ def build_engine(name: str, settings: Settings | None = None) -> Engine:
     settings = settings or get_settings()
     cls = engine_class(name)
     if name == "fish":
-        return cls(settings.fish_checkpoint_dir, settings.fish_device, settings.fish_max_new_tokens)  # type: ignore[call-arg]
+        return cls(settings.fish_checkpoint_dir, settings.fish_device, settings.fish_max_new_tokens,  # type: ignore[call-arg]
+                   settings.fish_compile, settings.data_dir / "torch-compile")
     if name == "qwen3":
         return cls(settings.qwen_checkpoint_dir, settings.qwen_clone_checkpoint_dir, settings.qwen_device,  # type: ignore[call-arg]
                    settings.qwen_max_new_tokens, settings.gpu_max_streams)

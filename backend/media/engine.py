@@ -89,6 +89,14 @@ class Engine(ABC):
     @abstractmethod
     def voices(self) -> list[VoiceInfo]: ...
 
+    def warm_up(self) -> None:
+        """Speak one short sentence with the first voice, so a worker's first job does not pay for what a first
+        call costs (CUDA kernels chosen, compiled decoding built). A GPU worker runs this before it says ready."""
+        voices = self.voices()
+        if voices:
+            for _ in self.synthesize("Ready.", voices[0].id):
+                pass
+
     @abstractmethod
     def synthesize(self, text: str, voice: str | ReferenceVoice,
                    options: SynthesisOptions = SynthesisOptions()) -> Iterator[np.ndarray]:

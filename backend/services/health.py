@@ -74,12 +74,25 @@ def check_workers() -> str:
     return f"{len(workers)} worker(s): " + ", ".join(f"{w.hostname} [{','.join(w.queues)}]" for w in workers)
 
 
+def engine_readiness(workers: list[heartbeat.WorkerInfo]) -> dict[str, dict]:
+    """Each engine some live worker announces → its description, from a worker where it is ready if any (a GPU
+    worker announces its engines `warming` until its first decoding step has run)."""
+    engines: dict[str, dict] = {}
+    for engine in (e for w in workers for e in w.engines):
+        if engine["name"] not in engines or engines[engine["name"]].get("warming"):
+            engines[engine["name"]] = engine
+    return engines
+
+
 def check_engines() -> str:
-    engines = sorted({e["name"] for w in heartbeat.live_workers(get_redis()) for e in w.engines})
+    engines = engine_readiness(heartbeat.live_workers(get_redis()))
     missing = sorted(set(get_settings().engine_names) - set(engines))
     if missing:
         raise RuntimeError(f"no live worker has the {', '.join(missing)} engine loaded")
-    return "engines loaded: " + ", ".join(engines)
+    warming = sorted(name for name, engine in engines.items() if engine.get("warming"))
+    if warming:
+        raise RuntimeError(f"warming up: {', '.join(warming)} (loading the model and running its first step)")
+    return "engines loaded: " + ", ".join(sorted(engines))
 
 
 #: The checks `/health` runs, all required.
@@ -132,9 +145,12 @@ def service_cards() -> list[dict[str, str]]:
         serving = [w.hostname for w in workers if queue in w.queues]
         cards.append({"name": f"Queue {queue}", "status": "ok" if serving else "down",
                       "detail": ", ".join(serving) or "no worker is consuming this queue", "latency": ""})
-    engines = {e["name"]: e for w in workers for e in w.engines}
+    engines = engine_readiness(workers)
     for name in sorted(set(get_settings().engine_names) | set(engines)):
         engine = engines.get(name)
         detail = f"{engine['device']} · {len(engine.get('voices', []))} voice(s)" if engine else "not loaded by any worker"
-        cards.append({"name": f"Engine {name}", "status": "ok" if engine else "down", "detail": detail, "latency": ""})
+        status = "down" if engine is None else "warming up" if engine.get("warming") else "ok"
+        if status == "warming up":
+            detail = f"{engine['device']} · loading the model and running its first step"
+        cards.append({"name": f"Engine {name}", "status": status, "detail": detail, "latency": ""})
     return cards
