@@ -93,3 +93,4 @@ def _warm_up(info: WorkerInfo) -> None:
 def _stop_heartbeat(**_kwargs) -> None:  # type: ignore[no-untyped-def]
     if _heartbeat is not None:
         _heartbeat.stop()
+    close_usage_recorder()  # a GPU worker's jobs ran in this process (threads): write their buffered usage
