@@ -61,6 +61,29 @@ def test_a_held_lock_refuses_naming_pid_and_port(tmp_path: Path) -> None:
     RunLock(tmp_path).acquire(5000)  # its holder gone, the lock is free
 
 
+def test_orphans_still_holding_the_lock_are_named(tmp_path: Path) -> None:
+    """A supervisor gone, a child of its still alive (holding the inherited lock): refused, naming both."""
+    script = ("import subprocess\n"
+              "from pathlib import Path\n"
+              "from backend.ops.run_lock import RunLock\n"
+              f"lock = RunLock(Path({str(tmp_path)!r}))\n"
+              "lock.acquire(4555)\n"
+              "child = subprocess.Popen(['sleep', '60'], pass_fds=(lock.fd,), start_new_session=True, "
+              "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+              "print(child.pid, flush=True)\n")
+    supervisor = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                                check=True)
+    orphan = int(supervisor.stdout)
+    try:
+        with pytest.raises(DataDirInUse) as refused:
+            RunLock(tmp_path).acquire(5000)
+        message = str(refused.value)
+        assert "port 4555" in message and f"pids {orphan}" in message and f"kill {orphan}" in message
+        assert "supervisor is gone" in message
+    finally:
+        os.kill(orphan, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("recorded_pid", [dead_pid, os.getppid], ids=["dead pid", "live unrelated pid"])
 def test_a_stale_lock_is_taken_over_whatever_pid_it_names(tmp_path: Path, recorded_pid) -> None:  # type: ignore[no-untyped-def]
     """Only the kernel's lock decides: a pid in the file may be dead, or reused by an unrelated process."""

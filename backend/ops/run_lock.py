@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from backend.ops.watchdog import exists
+
 LOCK_NAME = "lockn.lock"
 #: How long a refused start waits for the holder's pid and port to be written (the holder writes them at once).
 READ_OWNER_WAIT_S = 2.0
@@ -55,7 +57,7 @@ class DataDirInUse(RuntimeError):
         else:
             who = f"another LockN (pid {record.pid}, port {record.port}{', ' + record.url if record.url else ''})"
         message = f"{who} is already running with the data directory {data_dir}."
-        if record is not None and record.pid is not None and not pid_alive(record.pid) and holders:
+        if record is not None and record.pid is not None and not exists(record.pid) and holders:
             message += (f" Its supervisor is gone, but processes it started still hold the directory: pids "
                         f"{', '.join(map(str, holders))}. Stop them (kill {' '.join(map(str, holders))}) and start again.")
         else:
@@ -112,16 +114,6 @@ def _wait_for_record(fd: int) -> LockRecord | None:
     while (record := LockRecord.parse(_read(fd))) is None and time.monotonic() < deadline:
         time.sleep(0.05)
     return record
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def lock_holders(path: Path) -> list[int]:

@@ -22,10 +22,11 @@ import time
 GRACE_S = 3.0
 
 
-def group_alive(pgid: int) -> bool:
-    """True while any process of the group exists (a zombie included: it is reaped by whoever adopted it)."""
+def exists(ident: int, group: bool = False) -> bool:
+    """True while the process (with `group`: any process of the group) exists; a zombie counts (it is gone once
+    whoever adopted it reaps it), and so does another user's process."""
     try:
-        os.killpg(pgid, 0)
+        (os.killpg if group else os.kill)(ident, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -52,7 +53,7 @@ def stop_groups(groups: set[int], grace_s: float = GRACE_S) -> None:
 
 def _has_live_process(pgid: int) -> bool:
     """A group whose every process has exited may still hold zombies until init reaps them: those count as gone."""
-    if not group_alive(pgid):
+    if not exists(pgid, group=True):
         return False
     try:
         entries = os.listdir("/proc")
@@ -86,7 +87,7 @@ def watch(fd: int, supervisor_pid: int) -> int:
                     groups.add(int(line[1:]))
                 elif line[:1] == b"-":
                     groups.discard(int(line[1:]))
-    live = {pgid for pgid in groups if group_alive(pgid)}
+    live = {pgid for pgid in groups if exists(pgid, group=True)}
     if live:
         print(f"LockN: the supervisor (pid {supervisor_pid}) died; stopping the {len(live)} process group(s) it "
               "had started.", file=sys.stderr, flush=True)
