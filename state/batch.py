@@ -7,6 +7,7 @@ import asyncio
 import reflex as rx
 
 from backend.services import batches
+from backend.services.admission import TooFast
 from backend.services.errors import ServiceUnavailable
 from state.auth import AuthState
 
@@ -37,7 +38,8 @@ class BatchState(AuthState):
 
     @rx.event
     async def upload_batch(self, files: list[rx.UploadFile]):  # type: ignore[no-untyped-def]
-        """Check the file (every line, every voice) and start it; a bad line is named, nothing starts."""
+        """Check the file (every line, every voice) and start it; a bad line is named, nothing starts. The upload
+        counts on the Studio's rate limit like one generation."""
         owner = self._owner()
         if owner is None:
             return self._sign_in_redirect()
@@ -47,7 +49,7 @@ class BatchState(AuthState):
         self.batch_error = ""
         try:
             view = await asyncio.to_thread(batches.create_batch, owner, data, None, self.batch_captions)
-        except (batches.InvalidBatch, ServiceUnavailable) as exc:
+        except (batches.InvalidBatch, TooFast, ServiceUnavailable) as exc:
             self.batch_error = str(exc)
             return None
         self._show(view)

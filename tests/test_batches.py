@@ -174,3 +174,59 @@ def test_batches_api(worker, key_service) -> None:
     assert {"first.wav", "second.wav", "first.srt", "manifest.json"} <= set(zipfile.ZipFile(io.BytesIO(archive.content)).namelist())
     too_big = app.post("/api/voice/batches", content=b"x" * (batches.MAX_BATCH_BYTES + 1), headers=headers)
     assert too_big.status_code == 413
+
+
+def test_a_studio_batch_upload_counts_on_the_studio_rate_limit(worker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Studio's Batch tab (no key) starts at most LOCKN_STUDIO_RATE_LIMIT uploads per window, like generations."""
+    from backend.services.admission import TooFast
+    from tests.conftest import reset_caches
+
+    monkeypatch.setenv("LOCKN_STUDIO_RATE_LIMIT", "2/minute")
+    reset_caches()
+    one_line = jsonl([{"text": "One line to speak.", "voice": VOICE}])
+    batches.create_batch(OWNER, one_line)
+    batches.create_batch(OWNER, one_line)
+    with pytest.raises(TooFast, match="try again in"):
+        batches.create_batch(OWNER, one_line)
+    assert len(batches.list_batches(OWNER)) == 2, "a refused upload writes nothing"
+
+
+def test_a_line_being_queued_when_the_batch_is_cancelled_never_starts(worker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race: the cancel lands after the next line was claimed and before its job is queued. That job must not
+    start (on the old code it ran to the end after the batch said `cancelled`)."""
+    from sqlmodel import Session, select
+
+    from backend.core.db import get_engine
+    from backend.core.models import Job
+    from tests.conftest import reset_caches
+
+    monkeypatch.setenv("LOCKN_BATCH_SLOTS", "2")
+    reset_caches()
+    real_enqueue = batches.enqueue_synthesis
+    calls = []
+
+    def cancel_then_enqueue(owner, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs["batch_id"])
+        if len(calls) == 2:  # line 2 is claimed; its job is about to be queued
+            batches.cancel_batch(owner, kwargs["batch_id"])
+        return real_enqueue(owner, *args, **kwargs)
+
+    monkeypatch.setattr(batches, "enqueue_synthesis", cancel_then_enqueue)
+    lines = [{"text": f"Line {n} of a batch cancelled at the worst moment.", "voice": VOICE} for n in range(4)]
+    batch = batches.create_batch(OWNER, jsonl(lines))
+    assert len(calls) == 2 and batches.get_batch(OWNER, batch.id).status == "cancelled"
+
+    def jobs() -> list[Job]:
+        with Session(get_engine()) as session:
+            return list(session.exec(select(Job).where(Job.batch_id == batch.id).order_by(Job.created_at)).all())
+
+    deadline = time.monotonic() + 30
+    while any(job.status in ("queued", "running") for job in jobs()):
+        assert time.monotonic() < deadline, [(job.id, job.status) for job in jobs()]
+        time.sleep(0.2)
+    time.sleep(1.0)  # a worker that got the message meanwhile would have claimed it by now
+    first, second = jobs()
+    assert (first.status, first.error) == ("failed", "Cancelled.")
+    assert (second.status, second.started_at) == ("failed", None), "the line queued after the cancel started"
+    view = batches.get_batch(OWNER, batch.id)
+    assert (view.status, view.done, view.failed) == ("cancelled", 0, 4)

@@ -1,6 +1,7 @@
 """The worker side of the job reaper: a daemon thread that fails abandoned jobs (see `job_reaper`), sends
 again the queued jobs the broker lost (see `job_recovery`), prunes the request log past its retention, and sends
-the webhook deliveries whose retry is due and the `key.expiring` events (see `services/webhooks.py`)."""
+the webhook deliveries whose retry is due and the `key.expiring` events (see `services/webhooks.py`), and deletes
+staged Studio clips and unfinished uploads past their age (see `services/voices.py`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from backend.services.job_reaper import SWEEP_INTERVAL_S, reap_stalled_jobs
 from backend.services.job_recovery import requeue_lost_jobs
 from backend.services.batches import advance_all
 from backend.services.request_log import prune_request_log
+from backend.services.voices import sweep_staged_clips
 from backend.services.webhooks import notify_expiring_keys, send_due_deliveries
 
 logger = logging.getLogger("lockn.worker")
@@ -27,6 +29,8 @@ class StalledJobSweeper(threading.Thread):
     def run(self) -> None:
         while not self._stopped.wait(self.interval_s):
             try:
+                if swept := sweep_staged_clips():  # files only: done even while the database or broker is down
+                    logger.info("deleted %d staged clip(s) or unfinished upload(s) past their age", swept)
                 if reaped := reap_stalled_jobs():
                     logger.warning("failed %d job(s) abandoned by a dead worker", reaped)
                 if requeued := requeue_lost_jobs():

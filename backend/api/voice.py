@@ -55,8 +55,8 @@ def voice_errors(openai_statuses: bool = False) -> Iterator[None]:
             raise ApiError(404, "voice_not_found", str(exc), param=param) from None
         raise ApiError(400 if openai_statuses else 422, "invalid_request", str(exc), param=param) from None
     except voice_library.VoiceRejected as exc:
-        raise ApiError(exc.status, "invalid_audio" if exc.field == "audio" else "invalid_request", str(exc),
-                       param=exc.field) from None
+        raise ApiError(exc.status, exc.code or ("invalid_audio" if exc.field == "audio" else "invalid_request"),
+                       str(exc), param=exc.field) from None
     except (JobNotFound, voice_library.VoiceNotFound) as exc:
         raise ApiError(404, "not_found", f"No {type(exc).__name__.removesuffix('NotFound').lower()} "
                                          f"{exc.args[0]!r} among yours.") from None

@@ -63,6 +63,20 @@ def session_scope() -> Iterator[Session]:
             raise
 
 
+def serialize_for(session: Session, scope: str, owner: str) -> None:
+    """Make the rest of `session`'s transaction wait for any other transaction that called this for the same
+    `scope` and `owner`, so a cap checked by counting rows and then inserting one holds under concurrency.
+
+    PostgreSQL: a transaction-scoped advisory lock on a hash of the pair (released at commit or rollback).
+    SQLite allows one writer at a time: a write as the transaction's first statement takes that lock now and
+    waits for it (the busy timeout), where a count read first would let two transactions count the same rows."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                        {"key": f"{scope}\x1f{owner}"})
+    else:
+        session.execute(text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0"))
+
+
 def ping(engine: Engine | None = None) -> None:
     """Run `SELECT 1`; raises when the database cannot be reached."""
     with (engine or get_engine()).connect() as connection:

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     worker_nice: int = Field(0, ge=0, le=19, description="A worker's CPU niceness (make run's batch worker: 10).")
     batch_slots: int = Field(1, ge=1, le=64, description="Jobs of one batch queued or running at once; the other "
                                                          "worker slots stay free for interactive requests.")
+    max_cloned_voices: int = Field(50, ge=1, le=10_000, description="Cloned voices one owner may keep; one more "
+                                   "answers 409 until they delete one.")
+    staged_clip_max_age_s: int = Field(3600, ge=60, description="Seconds a clip dropped in the Studio may wait to "
+                                       "become a voice; older ones (and unfinished uploads) are swept by the workers.")
     webhook_retry_base_s: float = Field(5.0, gt=0, description="First webhook retry after this many seconds; "
                                                                 "each next one 4x later (at most 6 h), for 24 h.")
     webhook_timeout_s: float = Field(5.0, gt=0, le=30, description="How long a webhook endpoint may take to answer.")

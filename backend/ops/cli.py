@@ -1,10 +1,12 @@
 """`python -m backend.ops.cli`: run, migrate and serve LockN. `make run` calls `run`.
 
-`run` is a small supervisor: it applies migrations, builds the pages when their
-code changed since the last build, starts the embedded broker (when no
-`LOCKN_REDIS_URL` is set), a Celery worker and the web process (Reflex's
-production server with the built pages), each in its own process group, and on
-Ctrl-C (or SIGTERM) stops every one of them, so nothing is left behind.
+`run` is a small supervisor: it claims the data directory (`run_lock`: a second
+`make run` on it is refused, naming the pid and port of the first), applies
+migrations, builds the pages when their code changed since the last build, starts
+the embedded broker (when no `LOCKN_REDIS_URL` is set), a Celery worker and the web
+process (Reflex's production server with the built pages), each in its own process
+group, and on Ctrl-C (or SIGTERM) stops every one of them, so nothing is left behind;
+if it is killed outright, its children die with it (see `supervisor`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from backend.core.log_masking import install_key_masking
 from backend.core.settings import ProductionConfigError, Settings, get_settings
 from backend.ops.key_cli import add_key_commands
 from backend.ops.qa_cli import QA_COMMANDS, add_qa_commands, beat_command, run_qa_command
+from backend.ops.run_lock import DataDirInUse, RunLock
 from backend.ops.supervisor import (
     Supervisor, embedded_broker_command, engine_queues, supervise, wait_for_socket, worker_command,
 )
@@ -27,16 +30,36 @@ from backend.queue.routing import queues_for
 
 #: `main`'s exit code when the configuration is refused (as for bad command-line input).
 EXIT_BAD_CONFIG = 2
+#: `main`'s exit code when another LockN already runs on the data directory.
+EXIT_DATA_DIR_IN_USE = 3
 #: How much `make run`'s batch worker yields the CPU to the interactive one (see LOCKN_WORKER_NICE).
 BATCH_WORKER_NICE = 10
 
 
 def run_platform(settings: Settings, with_worker: bool = True) -> int:
-    """Migrate, then run broker, worker and web until we are told to stop; a child that exits is restarted.
+    """Claim the data directory, migrate, then run broker, worker and web until we are told to stop; a child
+    that exits is restarted.
 
     With the embedded broker, this process tree holds the only worker: before it starts (and before it is
     started again after a crash) no job can be running, so jobs cut off mid-way and jobs the broker lost
-    are queued again (`job_recovery`)."""
+    are queued again (`job_recovery`). The data directory's lock is what makes "no job can be running" true:
+    a second tree on it is refused before it clears or requeues anything."""
+    lock = RunLock(settings.data_dir)
+    try:
+        stale = lock.acquire(settings.port, settings.base_url)
+    except DataDirInUse as refusal:
+        print(f"LockN: {refusal}", file=sys.stderr, flush=True)
+        return EXIT_DATA_DIR_IN_USE
+    if stale is not None:
+        print(f"LockN: the previous run (pid {stale.pid}, port {stale.port}) ended without stopping cleanly and "
+              "nothing of it is left; taking over its data directory.", flush=True)
+    try:
+        return _run_locked(settings, with_worker, lock)
+    finally:
+        lock.release()
+
+
+def _run_locked(settings: Settings, with_worker: bool, lock: RunLock) -> int:
     from backend.core.db import migrate
     from backend.core.metrics import reset_metrics_dir
 
@@ -80,7 +103,7 @@ def run_platform(settings: Settings, with_worker: bool = True) -> int:
         supervisor.start("web", web_command(settings.port), env=reflex_environment(settings))
         print(f"LockN is starting on {settings.base_url}  (Ctrl-C stops everything)", flush=True)
 
-    return supervise(start, on_restart=recover)
+    return supervise(start, on_restart=recover, keep_fds=(lock.fd,) if lock.fd is not None else ())
 
 
 def recover_jobs(after_crash: bool, batch: bool | None = None) -> None:

@@ -1,16 +1,21 @@
 """The process supervisor behind `make run`, `make prod-local` and the test fixtures.
 
 Each child runs in its own process group; on Ctrl-C (or SIGTERM) every group is
-stopped, newest first, so nothing is left behind. Also the command lines of the
-children it starts: the embedded broker and a Celery worker.
+stopped, newest first, so nothing is left behind. When the supervisor itself dies
+(SIGKILL, the OOM killer), its children die with it: each direct child gets a
+parent-death signal (Linux `PR_SET_PDEATHSIG`), and `supervise` also starts a
+watchdog (`backend.ops.watchdog`) that stops every group, grandchildren included.
+Also the command lines of the children it starts: the embedded broker and a Celery worker.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +31,9 @@ EMBEDDED_BROKER_LOG = "broker.log"
 MAX_BACKOFF_S = 30.0
 CRASH_WINDOW_S = 120.0
 MAX_CRASHES = 5
+#: What a direct child receives when the supervisor dies (the watchdog kills what outlives its grace).
+PARENT_DEATH_SIGNAL = signal.SIGTERM
+_PR_SET_PDEATHSIG = 1
 
 
 def embedded_broker_command(settings: Settings) -> list[str]:
@@ -85,12 +93,68 @@ class ChildSpec:
         return [t for t in self.restarts if time.monotonic() - t < CRASH_WINDOW_S]
 
 
-class Supervisor:
-    """Starts child processes in their own process groups, restarts them, and stops all of them together."""
+def _die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that asks Linux to signal the child when its parent dies, or None where it cannot.
 
-    def __init__(self) -> None:
+    The kernel sends the signal when the *thread* that forked the child exits, so it is asked for only from the
+    main thread (the supervisor's loop; a child started from a short-lived thread would die with the thread).
+    A parent that died between fork and prctl is caught by comparing the parent's pid afterwards."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork: the child only calls it
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), PARENT_DEATH_SIGNAL)
+
+    return preexec
+
+
+class Supervisor:
+    """Starts child processes in their own process groups, restarts them, and stops all of them together.
+
+    `keep_fds` are handed to every child (the run lock: held as long as any process of the tree lives).
+    `watchdog`: a watchdog process stops every group if this process dies without stopping them."""
+
+    def __init__(self, keep_fds: Sequence[int] = (), watchdog: bool = False) -> None:
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.specs: dict[str, ChildSpec] = {}
+        self.keep_fds = tuple(keep_fds)
+        self._watchdog: subprocess.Popen | None = None
+        self._watchdog_pipe: int | None = None
+        if watchdog:
+            self._start_watchdog()
+
+    def _start_watchdog(self) -> None:
+        read_end, write_end = os.pipe()  # both close-on-exec: no child but the watchdog gets the read end
+        self._watchdog = subprocess.Popen([sys.executable, "-m", "backend.ops.watchdog", str(read_end)],
+                                          cwd=PROJECT_ROOT, pass_fds=(read_end, *self.keep_fds),
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        os.close(read_end)
+        self._watchdog_pipe = write_end
+
+    def _tell_watchdog(self, line: str) -> None:
+        if self._watchdog_pipe is None:
+            return
+        try:
+            os.write(self._watchdog_pipe, f"{line}\n".encode())  # one short write: atomic on a pipe
+        except OSError:  # the watchdog is gone; the children's parent-death signal still holds
+            pass
+
+    def close_watchdog(self) -> None:
+        """A clean stop: the watchdog leaves without touching anything."""
+        if self._watchdog_pipe is None or self._watchdog is None:
+            return
+        self._tell_watchdog("exit")
+        os.close(self._watchdog_pipe)
+        self._watchdog_pipe = None
+        try:
+            self._watchdog.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._watchdog.kill()
+            self._watchdog.wait()
 
     def start(self, name: str, command: Sequence[str], env: dict[str, str] | None = None, *,
               warm_stop_s: float | None = None, before_start: Callable[[], None] | None = None,
@@ -103,7 +167,9 @@ class Supervisor:
     def _launch(self, spec: ChildSpec) -> subprocess.Popen:
         if spec.before_start is not None:
             spec.before_start()
-        process = subprocess.Popen(spec.command, cwd=PROJECT_ROOT, env=spec.env, start_new_session=True)
+        process = subprocess.Popen(spec.command, cwd=PROJECT_ROOT, env=spec.env, start_new_session=True,
+                                   pass_fds=self.keep_fds, preexec_fn=_die_with_parent())
+        self._tell_watchdog(f"+{process.pid}")  # its own session: the group id is its pid
         if spec.after_start is not None:
             spec.after_start()
         return process
@@ -122,6 +188,7 @@ class Supervisor:
         index = next(i for i, (child, _) in enumerate(self.children) if child == name)
         _signal_group(self.children[index][1], signal.SIGKILL)  # what is left of it (e.g. a pool child)
         self.children[index][1].wait()
+        self._tell_watchdog(f"-{self.children[index][1].pid}")
         if prepare is not None:
             prepare()
         spec.restarts = spec.recent_restarts() + [time.monotonic()]
@@ -143,6 +210,9 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 pass
             _signal_group(process, signal.SIGKILL)
+            process.wait()
+            self._tell_watchdog(f"-{process.pid}")
+        self.close_watchdog()
 
 
 def _signal_process(process: subprocess.Popen, sig: signal.Signals) -> None:
@@ -167,11 +237,13 @@ def wait_for_socket(path: Path, timeout_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def supervise(start: Callable[[Supervisor], None], on_restart: Callable[[str], None] | None = None) -> int:
+def supervise(start: Callable[[Supervisor], None], on_restart: Callable[[str], None] | None = None,
+              keep_fds: Sequence[int] = ()) -> int:
     """Start children with `start`, restart any that exits (with back-off) until we are told to stop, then stop
     them all. A child that crashes `MAX_CRASHES` times within `CRASH_WINDOW_S` is broken, not unlucky: then
-    everything stops, with its exit code. `on_restart(name)` runs before a child starts again."""
-    supervisor = Supervisor()
+    everything stops, with its exit code. `on_restart(name)` runs before a child starts again. A watchdog
+    stops every child if this process is killed; `keep_fds` go to every child (see `Supervisor`)."""
+    supervisor = Supervisor(keep_fds, watchdog=True)
 
     def _stop(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt

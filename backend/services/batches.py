@@ -9,7 +9,10 @@
   (`enqueue_synthesis`): the key's (or Studio user's) quota, usage and concurrency count it as any job.
 - When a line's job ends, the job runner calls `line_finished`, which records it and queues the next line;
   the workers' sweep calls `advance_all` so a batch stalled by a broker outage carries on.
-- Cancel marks the pending lines cancelled and cancels the jobs in flight. When every line has ended the batch
+- Cancel marks the batch and its pending lines cancelled, then cancels every job of the batch not yet ended. No
+  line starts after that: a line is claimed only while its batch runs, and a worker starts a batch job only in
+  the same UPDATE that sees its batch running (`may_start`), so a line being queued at the moment of the cancel
+  is refused by the worker (`stop_if_cancelled`) or cancelled by whoever queued it. When every line has ended the batch
   is `completed` (the `batch.completed` webhook) and `archive` writes its zip once: one audio file per
   succeeded line named by its id, captions (SRT) when asked, and `manifest.json` (line, id, status, duration,
   error).
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import func, update
+from sqlalchemy import ColumnElement, func, or_, update
 from sqlmodel import Session, col, select
 
 from backend.core.db import get_engine
@@ -40,7 +43,7 @@ from backend.services import webhooks
 from backend.services.admission import Overloaded, TooManyConcurrent
 from backend.services.errors import ServiceUnavailable
 from backend.services.jobs import (
-    MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, cancel_job, enqueue_synthesis, validate_request,
+    MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, cancel_job, check_studio_rate, enqueue_synthesis, validate_request,
 )
 from backend.services.keys import get_key_service
 from backend.services.ownership import owned_row
@@ -117,7 +120,10 @@ def parse_batch(data: bytes) -> list[LineIn]:
 
 
 def create_batch(owner: str, data: bytes, key_id: str | None = None, captions: bool = False) -> BatchView:
-    """Check the file and every voice in it, write the batch and its lines, and queue its first lines."""
+    """Check the file and every voice in it, write the batch and its lines, and queue its first lines.
+
+    Without a key (the Studio's Batch tab) the upload is one generation on the user's Studio rate limit
+    (`TooFast`), as its lines are not counted one by one; a key's upload is already counted by the key's limit."""
     lines = parse_batch(data)
     for voice, fmt in sorted({(line.voice, line.format) for line in lines}):
         try:
@@ -125,6 +131,8 @@ def create_batch(owner: str, data: bytes, key_id: str | None = None, captions: b
         except InvalidJobRequest as exc:
             number = next(i for i, line in enumerate(lines, start=1) if (line.voice, line.format) == (voice, fmt))
             raise InvalidBatch(f"line {number}: {exc}") from None
+    if key_id is None:
+        check_studio_rate(owner)
     batch = Batch(id="batch_" + secrets.token_hex(8), owner=owner, key_id=key_id, total=len(lines),
                   captions=captions)
     with Session(get_engine(), expire_on_commit=False) as session:
@@ -251,24 +259,52 @@ def advance_all() -> None:
 
 
 def cancel_batch(owner: str, batch_id: str) -> BatchView:
-    """Stop a batch: its pending lines are cancelled, its jobs in flight cancelled; what succeeded stays."""
+    """Stop a batch: its pending lines are cancelled, its jobs in flight cancelled; what succeeded stays.
+
+    The batch is marked first and its jobs are read after, from the jobs table (a job row is written before its
+    message is sent): a job this read misses was written after the mark, and no worker starts it (`may_start`)."""
     with Session(get_engine()) as session:
         batch = owned_row(session, Batch, batch_id, owner, BatchNotFound)
-        in_flight = session.exec(select(BatchLine.job_id).where(BatchLine.batch_id == batch_id,
-                                                                BatchLine.status == "queued")).all()
     with get_engine().begin() as connection:
         cancelled = connection.execute(update(BatchLine).where(col(BatchLine.batch_id) == batch_id,
                                                                col(BatchLine.status) == "pending")
                                        .values(status="cancelled", error="the batch was cancelled")).rowcount
         connection.execute(update(Batch).where(col(Batch.id) == batch.id, col(Batch.status) == "running")
                            .values(status="cancelled", failed=Batch.failed + cancelled, finished_at=utcnow()))
-    for job_id in filter(None, in_flight):
+    with Session(get_engine()) as session:
+        in_flight = session.exec(select(Job.id).where(Job.batch_id == batch_id,
+                                                      col(Job.status).in_(("queued", "running")))).all()
+    for job_id in in_flight:
         try:
             cancel_job(job_id, owner)
         except JobNotFound:
             pass  # deleted meanwhile: `_reconcile` records its line
     _reconcile(batch_id)  # the cancelled jobs' lines end now (a cancelled job's worker reports nothing)
     return get_batch(owner, batch_id)
+
+
+def may_start() -> ColumnElement[bool]:
+    """The condition a worker's claim of a job adds to its UPDATE: not a batch line, or one whose batch still
+    runs. Checked in the claim's own statement, so a cancel that committed first always wins."""
+    return or_(col(Job.batch_id).is_(None), col(Job.batch_id).in_(select(Batch.id).where(Batch.status == "running")))
+
+
+def stop_if_cancelled(job: Job) -> bool:
+    """A worker could not claim `job`: when its batch no longer runs, cancel it (it never started) and record its
+    line; True then. False when the claim failed for another reason (another worker has it)."""
+    if job.batch_id is None or _batch_running(job.batch_id):
+        return False
+    try:
+        cancel_job(job.id, job.owner)
+    except JobNotFound:
+        pass
+    _reconcile(job.batch_id)
+    return True
+
+
+def _batch_running(batch_id: str) -> bool:
+    with Session(get_engine()) as session:
+        return session.exec(select(Batch.status).where(Batch.id == batch_id)).first() == "running"
 
 
 def get_batch(owner: str, batch_id: str) -> BatchView:
@@ -306,10 +342,13 @@ def archive(owner: str, batch_id: str) -> Path:
 
 
 def _claim(line: BatchLine) -> bool:
+    """Take a pending line for queueing, only while its batch runs (one UPDATE: a cancel cannot slip between)."""
+    running = select(Batch.id).where(Batch.id == line.batch_id, Batch.status == "running")
     with get_engine().begin() as connection:
         return connection.execute(update(BatchLine).where(col(BatchLine.batch_id) == line.batch_id,
                                                           col(BatchLine.line) == line.line,
-                                                          col(BatchLine.status) == "pending")
+                                                          col(BatchLine.status) == "pending",
+                                                          col(BatchLine.batch_id).in_(running))
                                   .values(status="queued")).rowcount == 1
 
 
@@ -328,6 +367,8 @@ def _dispatch(batch: Batch, line: BatchLine) -> None:
     _set_line(line, "queued", job.id)
     if job.status in ("succeeded", "failed"):  # answered from the cache: no worker will report it (and `advance`,
         _finish_line(batch.id, job.id, job.status, job.error, job.duration_s)  # looping, queues the next line)
+    elif not _batch_running(batch.id):  # cancelled while this line was being queued: no worker starts its job
+        stop_if_cancelled(job)  # (`may_start`); cancelling it here frees its slot without waiting for one
 
 
 def _set_line(line: BatchLine, status: str, job_id: str | None) -> None:

@@ -117,7 +117,8 @@ def _claim(job_id: str, redelivered: bool) -> Job | dict:
 
     A job already `running` is taken over only from a redelivered message (its worker died); a fresh
     message for it is a second copy (a lost job sent again while its first message was being
-    delivered), and two workers never run one job: the claim is one conditional UPDATE on `attempts`."""
+    delivered), and two workers never run one job: the claim is one conditional UPDATE on `attempts`. A batch's
+    line starts only while its batch runs (`batches.may_start`, in the same UPDATE)."""
     with Session(get_engine(), expire_on_commit=False) as session:
         job = session.get(Job, job_id)
     if job is None:
@@ -135,8 +136,11 @@ def _claim(job_id: str, redelivered: bool) -> Job | dict:
                "chars_done": 0, "error": None}
     with get_engine().begin() as connection:
         won = connection.execute(update(Job).where(Job.id == job_id, Job.status == job.status,
-                                                   Job.attempts == job.attempts).values(**claimed)).rowcount == 1
+                                                   Job.attempts == job.attempts, batches.may_start())
+                                 .values(**claimed)).rowcount == 1
     if not won:
+        if batches.stop_if_cancelled(job):  # a line of a batch cancelled before it could start
+            return {"job_id": job.id, "status": "failed", "error": "the batch was cancelled"}
         return {"job_id": job.id, "status": "running", "duplicate": True}
     for name, value in claimed.items():
         setattr(job, name, value)

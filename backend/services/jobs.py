@@ -167,7 +167,7 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
     """
     chosen, version = validate_request(owner, text, voice, fmt, speed, instructions, engine)
     if key is None and batch_id is None:  # a Studio request: the user's own rate limit (a key has its own;
-        _broker_call(check_user_rate, owner)  # a batch's lines are one request, the upload)
+        check_studio_rate(owner)  # a batch's lines are one request, the upload: `batches.create_batch`)
     address = cache_key(owner, text, voice, fmt, speed, version, instructions,
                         chosen if voice.startswith(CLONED_PREFIX) else "")
     job = _new_job(owner, text, voice, chosen, fmt, speed, address, key_id=key.id if key else None,
@@ -221,6 +221,11 @@ def _new_job(owner: str, text: str, voice: str, engine: str, fmt: str, speed: fl
     return Job(id="job_" + secrets.token_hex(10), owner=owner, voice_id=voice, engine=engine, text=text,
                text_chars=len(text), format=fmt, speed=speed, cache_key=address, request_id=current_request_id(),
                **fields)
+
+
+def check_studio_rate(owner: str) -> None:
+    """Count one Studio generation (a request, or a batch upload) on the user's rate limit, or raise `TooFast`."""
+    _broker_call(check_user_rate, owner)
 
 
 def _admit(job: Job, holder: str, cap: int) -> None:

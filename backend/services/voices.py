@@ -8,6 +8,9 @@ rejection says what to fix; nothing is stored unless everything is valid.
 The Studio checks a dropped clip before the user names it: `stage_clip` keeps the
 checked upload in the owner's staging folder under a random token, and
 `create_from_staged` turns it into a voice (only that owner's token is found).
+A clip never named is deleted by the workers' sweep (`sweep_staged_clips`) after
+`LOCKN_STAGED_CLIP_MAX_AGE_S`, with files of uploads that never finished; an owner
+keeps at most `MAX_STAGED_PER_OWNER` staged clips, and `LOCKN_MAX_CLONED_VOICES` voices.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import io
 import os
 import re
 import secrets
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import redis
 import soundfile as sf
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
-from backend.core.db import get_engine
+from backend.core.db import get_engine, serialize_for
 from backend.core.models import ClonedVoice
 from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
@@ -56,11 +61,20 @@ FRAME_SECONDS = 0.02
 
 
 class VoiceRejected(ValueError):
-    """An upload that cannot become a voice; `status` is the HTTP status, `field` what to fix."""
+    """An upload that cannot become a voice; `status` is the HTTP status, `field` what to fix, `code` the API's
+    error code when it is not about the request's fields."""
 
-    def __init__(self, message: str, field: str, status: int = 422) -> None:
+    def __init__(self, message: str, field: str, status: int = 422, code: str | None = None) -> None:
         super().__init__(message)
-        self.field, self.status = field, status
+        self.field, self.status, self.code = field, status, code
+
+
+class TooManyVoices(VoiceRejected):
+    """The owner keeps `LOCKN_MAX_CLONED_VOICES` cloned voices already."""
+
+    def __init__(self, count: int, cap: int) -> None:
+        super().__init__(f"you have {count} cloned voices, the most one account may keep ({cap}); delete one to "
+                         "make room", "audio", status=409, code="voice_limit_reached")
 
 
 class VoiceNotFound(LookupError):
@@ -205,6 +219,8 @@ def create_cloned_voice(owner: str, name: str, transcript: str, data: bytes, lan
     if not 1 <= len(transcript) <= MAX_TRANSCRIPT_CHARS:
         raise VoiceRejected(f"transcript must be 1–{MAX_TRANSCRIPT_CHARS} characters: type what the clip says",
                             "transcript")
+    with Session(get_engine()) as session:
+        _check_voice_cap(session, owner)  # before decoding anything: a full library costs no CPU
     speech, rate = validate_clip(data)
     voice_id = CLONED_PREFIX + secrets.token_hex(8)
     path = reference_path(voice_id)
@@ -217,6 +233,8 @@ def create_cloned_voice(owner: str, name: str, transcript: str, data: bytes, lan
                       transcript=transcript, duration_s=round(len(speech) / rate, 2))
     try:
         with Session(get_engine(), expire_on_commit=False) as session:
+            serialize_for(session, "cloned_voices", owner)  # two clones racing for the last place: one gets it
+            _check_voice_cap(session, owner)
             session.add(row)
             session.add(audit_event(owner, "voice.cloned", voice_id, name))
             session.commit()
@@ -227,8 +245,19 @@ def create_cloned_voice(owner: str, name: str, transcript: str, data: bytes, lan
     return _cloned_entry(row, ())
 
 
+def _check_voice_cap(session: Session, owner: str) -> None:
+    cap = get_settings().max_cloned_voices
+    count = session.exec(select(func.count()).select_from(ClonedVoice).where(ClonedVoice.owner == owner)).one()
+    if count >= cap:
+        raise TooManyVoices(count, cap)
+
+
+def _cloned_root() -> Path:
+    return get_settings().data_dir / "voices" / "cloned"
+
+
 def reference_path(voice_id: str) -> Path:
-    return get_settings().data_dir / "voices" / "cloned" / f"{voice_id}.wav"
+    return _cloned_root() / f"{voice_id}.wav"
 
 
 def get_cloned_voice(owner: str, voice_id: str) -> ClonedVoice:
@@ -260,6 +289,8 @@ def reference_voice(owner: str, voice_id: str, sample_rate: int) -> ReferenceVoi
 # ----- staged clips (the Studio checks a clip before the user names it) ------------------------------------
 
 _TOKEN = re.compile(r"^[0-9a-f]{24}$")
+#: Staged clips one owner may have at once (several tabs); a new one replaces the oldest beyond this.
+MAX_STAGED_PER_OWNER = 4
 
 
 @dataclass(frozen=True)
@@ -271,11 +302,15 @@ class StagedClip:
     speech: np.ndarray
 
 
+def _staging_root() -> Path:
+    return get_settings().data_dir / "staging"
+
+
 def _staged_path(owner: str, token: str) -> Path:
     if not _TOKEN.match(token):
         raise VoiceRejected("Drop a 10–30 second recording first.", "audio")
     folder = hashlib.sha256(owner.encode()).hexdigest()[:24]
-    return get_settings().data_dir / "staging" / folder / f"{token}.clip"
+    return _staging_root() / folder / f"{token}.clip"
 
 
 def stage_clip(owner: str, data: bytes) -> StagedClip:
@@ -287,7 +322,39 @@ def stage_clip(owner: str, data: bytes) -> StagedClip:
     partial = path.with_name(path.name + ".part")
     partial.write_bytes(data)
     os.replace(partial, path)
+    for older in _by_age(path.parent.glob("*.clip"))[:-MAX_STAGED_PER_OWNER]:
+        older.unlink(missing_ok=True)
     return StagedClip(token, round(len(speech) / rate, 1), speech)
+
+
+def _by_age(paths: Iterable[Path]) -> list[Path]:
+    """`paths` oldest first (a file deleted meanwhile is left out)."""
+    dated = []
+    for path in paths:
+        try:
+            dated.append((path.stat().st_mtime, path))
+        except FileNotFoundError:
+            continue
+    return [path for _, path in sorted(dated)]
+
+
+def sweep_staged_clips(max_age_s: float | None = None) -> int:
+    """Delete staged clips nobody made into a voice, and files of uploads that never finished (`*.part`, left by a
+    process that died mid-write), older than `LOCKN_STAGED_CLIP_MAX_AGE_S`; how many were deleted.
+
+    Run by the workers' periodic sweep. A clip is as old as its file: the Studio's form for it has long gone."""
+    cutoff = time.time() - (get_settings().staged_clip_max_age_s if max_age_s is None else max_age_s)
+    leftovers = [*_staging_root().glob("*/*.clip"), *_staging_root().glob("*/*.part"),
+                 *_cloned_root().glob("*.part")]
+    deleted = 0
+    for path in leftovers:
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                deleted += 1
+        except FileNotFoundError:
+            continue  # made into a voice, or swept by another worker, meanwhile
+    return deleted
 
 
 def discard_staged(owner: str, token: str) -> None:
