@@ -57,8 +57,9 @@ def _start_heartbeat(sender, **_kwargs) -> None:  # type: ignore[no-untyped-def]
     global _heartbeat
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else [DEFAULT_QUEUE]
     # The QA worker loads no engine: announcing one would make /health believe an engine is up.
-    engines = engine_descriptions(get_settings().engine_names) if set(queues) - {QA_QUEUE} else []
-    info = WorkerInfo(hostname=getattr(sender, "hostname", socket.gethostname()), queues=queues, engines=engines)
+    engines, unavailable = engine_descriptions(get_settings().engine_names) if set(queues) - {QA_QUEUE} else ([], {})
+    info = WorkerInfo(hostname=getattr(sender, "hostname", socket.gethostname()), queues=queues, engines=engines,
+                      unavailable=unavailable)
     _heartbeat = HeartbeatThread(get_redis(), info)
     _heartbeat.start()
     StalledJobSweeper().start()

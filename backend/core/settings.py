@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     promote_command: str | None = Field(
         None, description="Shell command `promote` runs after tagging, with FROM, TO and RELEASE_TAG set.")
 
+    hf_endpoint: str | None = Field(None, validation_alias=AliasChoices("HF_ENDPOINT", "LOCKN_HF_ENDPOINT"),
+                                    description="Model hub `models pull` downloads from (a mirror); default the "
+                                    "Hugging Face Hub.")
+    hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("HF_TOKEN", "LOCKN_HF_TOKEN"),
+                                       description="Hub token for gated models (Fish Speech's); a read token.")
     auth0_domain: str | None = Field(None, validation_alias=AliasChoices("AUTH0_DOMAIN", "LOCKN_AUTH0_DOMAIN"))
     auth0_client_id: str | None = Field(None, validation_alias=AliasChoices("AUTH0_CLIENT_ID", "LOCKN_AUTH0_CLIENT_ID"))
     auth0_client_secret: SecretStr | None = Field(

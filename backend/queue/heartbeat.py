@@ -26,6 +26,8 @@ class WorkerInfo:
     hostname: str
     queues: list[str]
     engines: list[dict] = field(default_factory=list)
+    #: Engines this worker was told to run (LOCKN_ENGINES) but cannot, with the reason (e.g. "no weights: run …").
+    unavailable: dict[str, str] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     seen_at: float = field(default_factory=time.time)
 

@@ -18,6 +18,7 @@ from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
 from backend.queue import heartbeat
 from backend.queue.routing import queue_for
+from backend.services.voices import unavailable_engines
 
 Status = Literal["ok", "down"]
 
@@ -75,10 +76,13 @@ def check_workers() -> str:
 
 
 def check_engines() -> str:
-    engines = sorted({e["name"] for w in heartbeat.live_workers(get_redis()) for e in w.engines})
+    workers = heartbeat.live_workers(get_redis())
+    engines = sorted({e["name"] for w in workers for e in w.engines})
     missing = sorted(set(get_settings().engine_names) - set(engines))
     if missing:
-        raise RuntimeError(f"no live worker has the {', '.join(missing)} engine loaded")
+        reasons = unavailable_engines(workers)
+        raise RuntimeError("; ".join(f"{name}: {reasons.get(name, 'no live worker has this engine loaded')}"
+                                     for name in missing))
     return "engines loaded: " + ", ".join(engines)
 
 
@@ -133,8 +137,10 @@ def service_cards() -> list[dict[str, str]]:
         cards.append({"name": f"Queue {queue}", "status": "ok" if serving else "down",
                       "detail": ", ".join(serving) or "no worker is consuming this queue", "latency": ""})
     engines = {e["name"]: e for w in workers for e in w.engines}
-    for name in sorted(set(get_settings().engine_names) | set(engines)):
+    reasons = unavailable_engines(workers)
+    for name in sorted(set(get_settings().engine_names) | set(engines) | set(reasons)):
         engine = engines.get(name)
-        detail = f"{engine['device']} · {len(engine.get('voices', []))} voice(s)" if engine else "not loaded by any worker"
+        detail = (f"{engine['device']} · {len(engine.get('voices', []))} voice(s)" if engine
+                  else reasons.get(name, "not loaded by any worker"))
         cards.append({"name": f"Engine {name}", "status": "ok" if engine else "down", "detail": detail, "latency": ""})
     return cards
