@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from backend.core import db
 from backend.api import build_api
 from backend.core.redis_client import get_redis
+from backend.core.settings import get_settings
 from backend.queue import heartbeat
 
 ALL_CHECKS = {"database", "broker", "worker", "engine"}
@@ -65,6 +66,26 @@ def test_a_worker_without_the_configured_engine_is_not_healthy(client: TestClien
     response = client.get("/health")
     assert response.status_code == 503
     assert response.json()["checks"]["engine"]["message"] == "no live worker has the piper engine loaded"
+
+
+def test_an_engine_without_weights_says_which_command_fixes_it(client: TestClient, embedded_broker,
+                                                               monkeypatch) -> None:
+    """A GPU worker told to run qwen3 without weights says why in its heartbeat: /health and the dashboard's
+    card carry that sentence (the command to run), not a bare "not loaded"."""
+    from backend.services.health import service_cards
+
+    db.migrate()
+    monkeypatch.setenv("LOCKN_ENGINES", "piper,qwen3")
+    get_settings.cache_clear()
+    reason = "no weights: run `python -m backend.ops.cli models pull qwen3-custom` (or set LOCKN_QWEN_CHECKPOINT_DIR)"
+    publish_worker(engines=[{**PIPER, "device": "cpu"}])
+    heartbeat.publish(get_redis(), heartbeat.WorkerInfo(hostname="gpu@test", queues=["gpu"],
+                                                        unavailable={"qwen3": reason}))
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["checks"]["engine"]["message"] == f"qwen3: {reason}"
+    card = next(card for card in service_cards() if card["name"] == "Engine qwen3")
+    assert (card["status"], card["detail"]) == ("down", reason)
 
 
 def test_every_configured_queue_needs_a_worker(client: TestClient, embedded_broker, monkeypatch) -> None:

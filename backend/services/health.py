@@ -81,8 +81,8 @@ def check_engines() -> str:
     missing = sorted(set(get_settings().engine_names) - set(engines))
     if missing:
         reasons = unavailable_engines(workers)
-        raise RuntimeError("; ".join(f"{name}: {reasons.get(name, 'no live worker has this engine loaded')}"
-                                     for name in missing))
+        raise RuntimeError("; ".join(f"{name}: {reasons[name]}" if name in reasons
+                                     else f"no live worker has the {name} engine loaded" for name in missing))
     return "engines loaded: " + ", ".join(engines)
 
 
