@@ -71,9 +71,13 @@ def resolved_files(server: FakeHub) -> set[str]:
 
 
 def test_pull_lists_and_a_worker_speaks_with_it(hub: FakeHub, repo_folder: Path, isolated_settings: Path,
-                                                 embedded_broker, database) -> None:
-    """Before the pull a qwen3 worker says "no weights: run …" (status card, job refused); after it, with no
-    variable set, the same worker speaks a preset voice from the real queue."""
+                                                 embedded_broker, database, key_service) -> None:
+    """Before the pull a qwen3 worker says "no weights: run …" (status card, voice listing, job refused with a
+    503 that says so); after it, with no variable set, the same worker speaks a preset voice from the real queue."""
+    from fastapi.testclient import TestClient
+
+    from backend.api import build_api
+    from backend.services.keys import KeySpec
     from backend.ops.supervisor import Supervisor, worker_command
     from backend.services.errors import ServiceUnavailable
     from backend.services.health import service_cards
@@ -94,6 +98,13 @@ def test_pull_lists_and_a_worker_speaks_with_it(hub: FakeHub, repo_folder: Path,
         assert card["status"] == "down" and f"no weights: run `{command}`" in card["detail"]
         with pytest.raises(ServiceUnavailable, match=f"needs the qwen3 engine.*no weights: run `{command}`"):
             enqueue_synthesis(OWNER, "Hello there.", "qwen3-aiden", "wav")
+        api, key = TestClient(build_api()), key_service.create(OWNER, KeySpec("gpu", scopes=("tts:read", "tts:write")))[1]
+        listed = api.get("/api/voice/voices", headers={"Authorization": f"Bearer {key}"}).json()
+        assert listed["data"] == [] and listed["unavailable"][0]["engine"] == "qwen3"
+        assert f"no weights: run `{command}`" in listed["unavailable"][0]["reason"]
+        refused = api.post("/api/voice/jobs", headers={"Authorization": f"Bearer {key}"},
+                           json={"text": "Hello.", "voice": "qwen3-aiden"})
+        assert refused.status_code == 503 and command in refused.json()["error"]["message"], refused.json()
     finally:
         supervisor.stop_all()
 
