@@ -110,7 +110,7 @@ def test_pull_lists_and_a_worker_speaks_with_it(hub: FakeHub, repo_folder: Path,
 
     result = cli("models", "pull", "qwen3-custom")
     assert result.returncode == 0, result.stderr
-    folder = pulled(isolated_settings, "qwen3-custom")
+    folder = pulled(isolated_settings / "models", "qwen3-custom")
     assert folder is not None and (folder / READY_MARKER).is_file()
     wanted = sorted(p.relative_to(repo_folder).as_posix() for p in repo_folder.rglob("*")
                     if p.is_file() and p.name not in ("README.md", "flax_model.msgpack"))
@@ -151,7 +151,7 @@ def test_an_interrupted_pull_resumes(hub: FakeHub, repo_folder: Path, isolated_s
     finally:
         if process.poll() is None:
             process.kill()
-    assert pulled(isolated_settings, "qwen3-custom") is None
+    assert pulled(isolated_settings / "models", "qwen3-custom") is None
     assert "partial (run pull again to resume)" in cli("models", "list").stdout
     hub.stall = None
     hub.release()
@@ -161,7 +161,7 @@ def test_an_interrupted_pull_resumes(hub: FakeHub, repo_folder: Path, isolated_s
     resumed = [rng for method, path, rng in hub.requests if method == "GET" and path.endswith("/model.safetensors")
                and rng]
     assert resumed and int(resumed[-1].removeprefix("bytes=").rstrip("-")) >= 2**20, hub.requests
-    folder = pulled(isolated_settings, "qwen3-custom")
+    folder = pulled(isolated_settings / "models", "qwen3-custom")
     assert folder is not None
     assert (folder / "model.safetensors").read_bytes() == (repo_folder / "model.safetensors").read_bytes()
 
@@ -172,7 +172,7 @@ def test_a_gated_repo_asks_for_a_token(hub: FakeHub, isolated_settings: Path) ->
     assert result.returncode == 1
     assert f"{REPO} is gated: accept its terms at https://huggingface.co/{REPO}" in result.stderr
     assert "HF_TOKEN=<token>" in result.stderr and "Traceback" not in result.stderr
-    assert pulled(isolated_settings, "qwen3-custom") is None
+    assert pulled(isolated_settings / "models", "qwen3-custom") is None
 
     os.environ["HF_TOKEN"] = "hf_wrong"
     try:
@@ -183,7 +183,7 @@ def test_a_gated_repo_asks_for_a_token(hub: FakeHub, isolated_settings: Path) ->
         assert cli("models", "pull", "qwen3-custom").returncode == 0
     finally:
         os.environ.pop("HF_TOKEN", None)
-    assert pulled(isolated_settings, "qwen3-custom") is not None
+    assert pulled(isolated_settings / "models", "qwen3-custom") is not None
 
 
 def test_a_hub_that_goes_away_mid_file_leaves_no_model(hub: FakeHub, isolated_settings: Path) -> None:
@@ -193,7 +193,7 @@ def test_a_hub_that_goes_away_mid_file_leaves_no_model(hub: FakeHub, isolated_se
     result = cli("models", "pull", "qwen3-custom")
     assert result.returncode == 1, result.stdout
     assert "run again to resume" in result.stderr and "Traceback" not in result.stderr, result.stderr
-    assert pulled(isolated_settings, "qwen3-custom") is None
+    assert pulled(isolated_settings / "models", "qwen3-custom") is None
     assert not (isolated_settings / "models" / "qwen3-custom").exists()
     reset_caches()
     reason = build_engine("qwen3").unavailable_reason()
@@ -225,5 +225,5 @@ def test_remove_forgets_the_model(hub: FakeHub, isolated_settings: Path) -> None
     assert cli("models", "pull", "qwen3-custom").returncode == 0
     removed = cli("models", "remove", "qwen3-custom")
     assert removed.returncode == 0 and "removed" in removed.stdout
-    assert pulled(isolated_settings, "qwen3-custom") is None and not (isolated_settings / "models" / "qwen3-custom").exists()
+    assert pulled(isolated_settings / "models", "qwen3-custom") is None and not (isolated_settings / "models" / "qwen3-custom").exists()
     assert cli("models", "remove", "qwen3-custom").returncode == 1

@@ -24,7 +24,7 @@ def build_engine(name: str, settings: Settings | None = None) -> Engine:
     settings = settings or get_settings()
     cls = engine_class(name)
     if name == "fish":
-        folder = settings.fish_checkpoint_dir or pulled(settings.data_dir, "fish")
+        folder = settings.fish_checkpoint_dir or pulled(settings.models_path, "fish")
         return cls(folder, settings.fish_device, settings.fish_max_new_tokens)  # type: ignore[call-arg]
     if name == "qwen3":
         main, clone = qwen_checkpoints(settings)
@@ -36,7 +36,7 @@ def qwen_checkpoints(settings: Settings) -> tuple[Path | None, Path | None]:
     """(main, clone) Qwen3-TTS folders: the variables when set (they win), else what `models pull` left."""
     if settings.qwen_checkpoint_dir is not None:
         return settings.qwen_checkpoint_dir, settings.qwen_clone_checkpoint_dir
-    main, clone = qwen_folders(settings.data_dir)
+    main, clone = qwen_folders(settings.models_path)
     return main, settings.qwen_clone_checkpoint_dir or clone
 
 

@@ -2,11 +2,11 @@
 
 Shared by the `models` commands (`backend/ops/models.py` downloads), the worker (`workers/engine_loader.py` finds
 pulled folders when no `LOCKN_*_CHECKPOINT_DIR` is set), the engines (their "no weights" reason names the command
-that fixes it) and the status cards. It imports nothing from the rest of `backend/`: callers hand it the data
-directory, so an engine can read it without settings.
+that fixes it) and the status cards. It imports nothing from the rest of `backend/`: callers hand it the
+models folder (`LOCKN_MODELS_DIR`, default `<data dir>/models`), so an engine can read it without settings.
 
-A pulled model is the folder `<data dir>/models/<name>/` holding `READY_MARKER`, a JSON record of the revision and
-files. Downloads go to `<data dir>/models/.staging/<name>/` and the folder is renamed into place only once every
+A pulled model is the folder `<models folder>/<name>/` holding `READY_MARKER`, a JSON record of the revision and
+files. Downloads go to `<models folder>/.staging/<name>/` and the folder is renamed into place only once every
 file is there with its size and the engine's layout checks pass: a folder without the marker is never a model.
 """
 
@@ -67,13 +67,9 @@ CATALOG: dict[str, ModelSpec] = {spec.name: spec for spec in (
 )}
 
 
-def models_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "models"
-
-
-def model_dir(data_dir: Path, name: str) -> Path:
-    """Where the model `name` lies once pulled (whether or not it is there)."""
-    return models_dir(data_dir) / name
+def model_dir(root: Path, name: str) -> Path:
+    """Where the model `name` lies once pulled (whether or not it is there), under the models folder `root`."""
+    return Path(root) / name
 
 
 def read_marker(folder: Path) -> dict | None:
@@ -84,22 +80,22 @@ def read_marker(folder: Path) -> dict | None:
         return None
 
 
-def pulled(data_dir: Path, name: str) -> Path | None:
+def pulled(root: Path, name: str) -> Path | None:
     """The folder of model `name` when it was pulled completely, else None."""
-    folder = model_dir(data_dir, name)
+    folder = model_dir(root, name)
     return folder if read_marker(folder) is not None else None
 
 
-def first_pulled(data_dir: Path, names: tuple[str, ...]) -> Path | None:
+def first_pulled(root: Path, names: tuple[str, ...]) -> Path | None:
     """The first of `names` (in order of preference) that is pulled."""
-    return next((folder for name in names if (folder := pulled(data_dir, name)) is not None), None)
+    return next((folder for name in names if (folder := pulled(root, name)) is not None), None)
 
 
-def qwen_folders(data_dir: Path) -> tuple[Path | None, Path | None]:
+def qwen_folders(root: Path) -> tuple[Path | None, Path | None]:
     """(main, clone) checkpoint folders for Qwen3-TTS from what was pulled: a CustomVoice model (the larger
     first) for preset speakers with a Base one beside it for cloning, or a Base model alone."""
-    custom = first_pulled(data_dir, ("qwen3-custom", "qwen3-custom-0.6b"))
-    base = first_pulled(data_dir, ("qwen3-base", "qwen3-base-0.6b"))
+    custom = first_pulled(root, ("qwen3-custom", "qwen3-custom-0.6b"))
+    base = first_pulled(root, ("qwen3-base", "qwen3-base-0.6b"))
     return (custom, base) if custom is not None else (base, None)
 
 

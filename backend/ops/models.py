@@ -21,7 +21,7 @@ from pathlib import Path
 
 from backend.core.settings import Settings
 from backend.media.model_catalog import (
-    CATALOG, READY_MARKER, ModelSpec, model_dir, models_dir, pulled, read_marker,
+    CATALOG, READY_MARKER, ModelSpec, model_dir, pulled, read_marker,
 )
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -62,10 +62,10 @@ def add_model_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_model_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.models_command == "list":
-        print(format_listing(settings.data_dir))
+        print(format_listing(settings.models_path))
         return 0
     if args.models_command == "remove":
-        return 0 if remove_model(settings.data_dir, args.name) else EXIT_FAILED
+        return 0 if remove_model(settings.models_path, args.name) else EXIT_FAILED
     try:
         folder = pull_model(CATALOG[args.name], settings)
     except PullError as exc:
@@ -169,20 +169,20 @@ def _still_needed(plan: PullPlan, staging: Path) -> int:
 
 
 def pull_model(spec: ModelSpec, settings: Settings) -> Path:
-    """Download `spec` into `<data dir>/models/<name>`, checked and marked ready; returns the folder."""
+    """Download `spec` into `LOCKN_MODELS_DIR/<name>` (default `<data dir>/models`), checked and marked ready; returns the folder."""
     plan = plan_pull(spec, settings)
-    target = model_dir(settings.data_dir, spec.name)
+    target = model_dir(settings.models_path, spec.name)
     marker = read_marker(target)
     if marker is not None and marker.get("revision") == plan.commit:
         print(f"{spec.name} is already pulled at {plan.commit[:12]} ({human_size(marker.get('size', 0))})")
         return target
-    staging = models_dir(settings.data_dir) / STAGING / spec.name
+    staging = settings.models_path / STAGING / spec.name
     needed, free = _still_needed(plan, staging), _free_bytes(staging)
     print(f"{spec.name}: {spec.repo} @ {plan.commit[:12]}: {len(plan.files)} files, {human_size(plan.size)} on disk "
           f"once pulled; {human_size(needed)} to download into {target} ({human_size(free)} free)", flush=True)
     if needed + DISK_MARGIN_BYTES > free:
         raise PullError(f"the disk is short: {human_size(needed)} to download, {human_size(free)} free at "
-                        f"{_existing(staging)}; free some space or set LOCKN_DATA_DIR to a larger disk")
+                        f"{_existing(staging)}; free some space or set LOCKN_MODELS_DIR to a larger disk")
     staging.mkdir(parents=True, exist_ok=True)
     from huggingface_hub import constants, snapshot_download
 
@@ -244,13 +244,13 @@ def human_size(size: float) -> str:
     return f"{size:.1f} GB"
 
 
-def listing(data_dir: Path) -> list[dict]:
+def listing(root: Path) -> list[dict]:
     """One row per model this machine can pull: pulled (size, revision), partly downloaded, or not pulled."""
     rows = []
     for spec in CATALOG.values():
-        folder = pulled(data_dir, spec.name)
+        folder = pulled(root, spec.name)
         marker = read_marker(folder) if folder is not None else None
-        staging = models_dir(data_dir) / STAGING / spec.name
+        staging = root / STAGING / spec.name
         if marker is not None:
             state = "ready"
         elif staging.exists():
@@ -263,20 +263,20 @@ def listing(data_dir: Path) -> list[dict]:
     return rows
 
 
-def format_listing(data_dir: Path) -> str:
+def format_listing(root: Path) -> str:
     lines = [f"{'NAME':<18} {'ENGINE':<6} {'STATE':<36} {'SIZE':>9}  {'REVISION':<12}  REPOSITORY"]
-    for row in listing(data_dir):
+    for row in listing(root):
         size = human_size(row["size"]) if row["state"] == "ready" else ""
         lines.append(f"{row['name']:<18} {row['engine']:<6} {row['state']:<36} {size:>9}  {row['revision'][:12]:<12}"
                      f"  {row['repo']}")
-    lines.append(f"models live in {models_dir(data_dir)}; pull one with `python -m backend.ops.cli models pull NAME`")
+    lines.append(f"models live in {root}; pull one with `python -m backend.ops.cli models pull NAME`")
     return "\n".join(lines)
 
 
-def remove_model(data_dir: Path, name: str) -> bool:
+def remove_model(root: Path, name: str) -> bool:
     """Delete a pulled model and any unfinished download of it; False when there was nothing to delete."""
     found = False
-    for folder in (model_dir(data_dir, name), models_dir(data_dir) / STAGING / name):
+    for folder in (model_dir(root, name), root / STAGING / name):
         if folder.exists():
             trash = folder.with_name(f".{folder.name}.removing-{int(time.time())}")
             folder.replace(trash)  # gone from the engines' view at once, then deleted
