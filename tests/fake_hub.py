@@ -39,6 +39,7 @@ class FakeHub:
     vanish: tuple[str, int] | None = None
     requests: list[tuple[str, str, str]] = field(default_factory=list)
     sent: dict[str, int] = field(default_factory=dict)
+    port: int = 0
 
     def __post_init__(self) -> None:
         hub = self
@@ -57,7 +58,7 @@ class FakeHub:
             def do_HEAD(self) -> None:  # noqa: N802
                 hub._answer(self, body=False)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -147,3 +148,28 @@ class FakeHub:
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _main(argv: list[str]) -> int:  # pragma: no cover - the README's newcomer path, run by hand
+    """`python -m tests.fake_hub [PORT]`: serve a tiny random Qwen3-TTS CustomVoice checkpoint as the hub's
+    `Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice`, so `HF_ENDPOINT=http://127.0.0.1:PORT … models pull qwen3-custom`
+    can be tried on a machine that cannot reach the hub. Ctrl-C stops it."""
+    import tempfile
+
+    from backend.media.model_catalog import CATALOG
+    from tests.qwen_tiny import make_tiny_qwen_checkpoint
+
+    folder = make_tiny_qwen_checkpoint(Path(tempfile.mkdtemp(prefix="lockn-hub-")) / "repo", "custom_voice")
+    hub = FakeHub({CATALOG["qwen3-custom"].repo: folder}, port=int(argv[0]) if argv else 0)
+    print(f"serving a tiny {CATALOG['qwen3-custom'].repo} at {hub.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        hub.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(_main(sys.argv[1:]))
