@@ -88,6 +88,15 @@ def test_an_engine_without_weights_says_which_command_fixes_it(client: TestClien
     assert (card["status"], card["detail"]) == ("down", reason)
 
 
+def test_a_heartbeat_from_a_newer_worker_is_still_read(embedded_broker) -> None:
+    """A GPU host upgraded before the web tier announces fields this version does not know: it still counts."""
+    import json
+
+    get_redis().set(heartbeat.KEY_PREFIX + "gpu@new", json.dumps(
+        {"hostname": "gpu@new", "queues": ["gpu"], "engines": [], "unavailable": {}, "added_later": 1}), ex=9)
+    assert [w.hostname for w in heartbeat.live_workers(get_redis())] == ["gpu@new"]
+
+
 def test_every_configured_queue_needs_a_worker(client: TestClient, embedded_broker, monkeypatch) -> None:
     from tests.conftest import reset_caches
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import redis
 
@@ -47,7 +47,14 @@ def live_workers(client: redis.Redis) -> list[WorkerInfo]:
     """Every worker that published within the last `TTL_S` seconds."""
     keys = sorted(client.scan_iter(match=KEY_PREFIX + "*", count=100))
     values = client.mget(keys) if keys else []
-    return [WorkerInfo(**json.loads(value)) for value in values if value]
+    return [_worker_info(json.loads(value)) for value in values if value]
+
+
+def _worker_info(record: dict) -> WorkerInfo:
+    """A heartbeat as this version reads it: fields a newer worker adds are skipped, so a machine upgraded
+    before the web tier (a GPU host, say) is still seen."""
+    known = {f.name for f in fields(WorkerInfo)}
+    return WorkerInfo(**{key: value for key, value in record.items() if key in known})
 
 
 class HeartbeatThread(threading.Thread):
