@@ -40,6 +40,8 @@ class FakeHub:
     requests: list[tuple[str, str, str]] = field(default_factory=list)
     sent: dict[str, int] = field(default_factory=dict)
     port: int = 0
+    #: Listed beside the real files (a hostile or broken hub), never served.
+    extra_siblings: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         hub = self
@@ -99,7 +101,7 @@ class FakeHub:
         if repo not in self.repos:
             return self._error(handler, 401, "RepoNotFound")
         siblings = [{"rfilename": name, "size": p.stat().st_size, "blobId": _digest(p)[:40]}
-                    for name, p in self._files(repo).items()]
+                    for name, p in self._files(repo).items()] + self.extra_siblings
         payload = json.dumps({"id": repo, "modelId": repo, "sha": COMMIT, "private": False,
                               "gated": "manual" if self.gated_token else False, "siblings": siblings}).encode()
         handler.send_response(200)

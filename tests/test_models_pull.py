@@ -227,3 +227,12 @@ def test_remove_forgets_the_model(hub: FakeHub, isolated_settings: Path) -> None
     assert removed.returncode == 0 and "removed" in removed.stdout
     assert pulled(isolated_settings / "models", "qwen3-custom") is None and not (isolated_settings / "models" / "qwen3-custom").exists()
     assert cli("models", "remove", "qwen3-custom").returncode == 1
+
+
+def test_a_hub_listing_files_outside_the_repository_is_refused(hub: FakeHub, isolated_settings: Path) -> None:
+    """huggingface_hub joins listed names to the download folder as they are: `../` would write elsewhere."""
+    hub.extra_siblings = [{"rfilename": "../../escape.json", "size": 10}]
+    result = cli("models", "pull", "qwen3-custom")
+    assert result.returncode == 1 and "lists files outside the repository" in result.stderr, result.stderr
+    assert not any("/resolve/" in path for _, path, _ in hub.requests), "nothing was downloaded"
+    assert not (isolated_settings / "escape.json").exists() and pulled(isolated_settings / "models", "qwen3-custom") is None

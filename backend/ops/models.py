@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from backend.core.settings import Settings
 from backend.media.model_catalog import (
@@ -140,6 +140,10 @@ def plan_pull(spec: ModelSpec, settings: Settings) -> PullPlan:
     siblings = list(filter_repo_objects(info.siblings or [], allow_patterns=list(spec.allow_patterns),
                                         key=lambda sibling: sibling.rfilename))
     files = {sibling.rfilename: int(sibling.size or 0) for sibling in siblings}
+    escaping = [name for name in files if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts]
+    if escaping:  # huggingface_hub joins these to the folder as they are: never let a hub write outside it
+        raise PullError(f"the hub at {settings.hf_endpoint or HUB} lists files outside the repository for "
+                        f"{spec.repo} ({', '.join(sorted(escaping)[:3])}); refusing to download")
     missing = [name for name in spec.required_files if name not in files]
     if missing:
         raise PullError(f"{spec.repo}@{spec.revision} lacks {', '.join(missing)}, which the {spec.engine} engine "
