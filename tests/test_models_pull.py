@@ -166,7 +166,7 @@ def test_an_interrupted_pull_resumes(hub: FakeHub, repo_folder: Path, isolated_s
     assert (folder / "model.safetensors").read_bytes() == (repo_folder / "model.safetensors").read_bytes()
 
 
-def test_a_gated_repo_asks_for_a_token(hub: FakeHub, isolated_settings: Path) -> None:
+def test_a_gated_repo_asks_for_a_token(hub: FakeHub, isolated_settings: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hub.gated_token = "hf_right"
     result = cli("models", "pull", "qwen3-custom")
     assert result.returncode == 1
@@ -174,15 +174,12 @@ def test_a_gated_repo_asks_for_a_token(hub: FakeHub, isolated_settings: Path) ->
     assert "HF_TOKEN=<token>" in result.stderr and "Traceback" not in result.stderr
     assert pulled(isolated_settings / "models", "qwen3-custom") is None
 
-    os.environ["HF_TOKEN"] = "hf_wrong"
-    try:
-        refused = cli("models", "pull", "qwen3-custom")
-        assert refused.returncode == 1 and "refused the token in HF_TOKEN" in refused.stderr
-        assert "hf_wrong" not in refused.stderr + refused.stdout, "the token is never printed"
-        os.environ["HF_TOKEN"] = "hf_right"
-        assert cli("models", "pull", "qwen3-custom").returncode == 0
-    finally:
-        os.environ.pop("HF_TOKEN", None)
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    refused = cli("models", "pull", "qwen3-custom")
+    assert refused.returncode == 1 and "refused the token in HF_TOKEN" in refused.stderr
+    assert "hf_wrong" not in refused.stderr + refused.stdout, "the token is never printed"
+    monkeypatch.setenv("HF_TOKEN", "hf_right")
+    assert cli("models", "pull", "qwen3-custom").returncode == 0
     assert pulled(isolated_settings / "models", "qwen3-custom") is not None
 
 
