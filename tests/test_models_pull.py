@@ -138,19 +138,23 @@ def test_pull_lists_and_a_worker_speaks_with_it(hub: FakeHub, repo_folder: Path,
         supervisor.stop_all()
 
 
-def test_an_interrupted_pull_resumes(hub: FakeHub, repo_folder: Path, isolated_settings: Path) -> None:
-    """A pull killed mid-file (SIGKILL: nothing of ours runs) is no model; the next pull asks for the rest."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_an_interrupted_pull_resumes(hub: FakeHub, repo_folder: Path, isolated_settings: Path, stop: int) -> None:
+    """A pull stopped mid-file is no model, and the next pull asks for the rest. Ctrl-C ends it at once (not
+    after huggingface_hub's threads finish their files), saying how to go on; SIGKILL leaves no chance to clean."""
     hub.stall = ("model.safetensors", CUT_AT)
     process = subprocess.Popen([sys.executable, "-m", "backend.ops.cli", "models", "pull", "qwen3-custom"],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert hub.stalled.wait(120), "the pull never reached the middle of model.safetensors"
         time.sleep(0.5)  # the client writes what it received
-        process.send_signal(signal.SIGKILL)
-        process.wait(30)
+        process.send_signal(stop)
+        _, err = process.communicate(timeout=10)
     finally:
         if process.poll() is None:
             process.kill()
+    if stop == signal.SIGINT:
+        assert process.returncode == 130 and "stopped; run it again to resume" in err, err
     assert pulled(isolated_settings / "models", "qwen3-custom") is None
     assert "partial (run pull again to resume)" in cli("models", "list").stdout
     hub.stall = None

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -24,7 +26,7 @@ from backend.media.model_catalog import (
     CATALOG, READY_MARKER, ModelSpec, model_dir, pulled, read_marker,
 )
 
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 #: Where unfinished downloads wait (with huggingface_hub's resume state) until they are complete.
 STAGING = ".staging"
 #: Free space kept beyond the download itself (the marker, logs, the filesystem's own needs).
@@ -67,19 +69,42 @@ def run_model_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.models_command == "remove":
         return 0 if remove_model(settings.models_path, args.name) else EXIT_FAILED
     try:
-        folder = pull_model(CATALOG[args.name], settings)
+        folder = _interruptible(lambda: pull_model(CATALOG[args.name], settings))
     except PullError as exc:
         print(f"models pull {args.name}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print(f"\nmodels pull {args.name}: stopped; run it again to resume where it stopped", file=sys.stderr)
-        return 130
+        # huggingface_hub's download threads would finish their files (gigabytes) before the interpreter exits:
+        # leave now. What reached the disk stays in the staging folder for the next pull to resume from.
+        print(f"\nmodels pull {args.name}: stopped; run it again to resume where it stopped", file=sys.stderr,
+              flush=True)
+        sys.stdout.flush()
+        os._exit(EXIT_INTERRUPTED)
     print(f"{args.name} is ready in {folder}; a worker with LOCKN_ENGINES={CATALOG[args.name].engine} finds it "
           "with no variable set")
     return 0
 
 
 # ----- pull ----------------------------------------------------------------------------------------------------
+
+
+def _interruptible(call):  # type: ignore[no-untyped-def]
+    """`call()` in a thread of its own, so Ctrl-C reaches the main thread at once (it waits in short joins)."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller as it was raised
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="models-pull", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _hub_errors():  # type: ignore[no-untyped-def]
