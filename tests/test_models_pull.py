@@ -98,7 +98,8 @@ def test_pull_lists_and_a_worker_speaks_with_it(hub: FakeHub, repo_folder: Path,
         assert card["status"] == "down" and f"no weights: run `{command}`" in card["detail"]
         with pytest.raises(ServiceUnavailable, match=f"needs the qwen3 engine.*no weights: run `{command}`"):
             enqueue_synthesis(OWNER, "Hello there.", "qwen3-aiden", "wav")
-        api, key = TestClient(build_api()), key_service.create(OWNER, KeySpec("gpu", scopes=("tts:read", "tts:write")))[1]
+        api = TestClient(build_api())
+        key = key_service.create(OWNER, KeySpec("gpu", scopes=("tts:read", "tts:write")))[1]
         listed = api.get("/api/voice/voices", headers={"Authorization": f"Bearer {key}"}).json()
         assert listed["data"] == [] and listed["unavailable"][0]["engine"] == "qwen3"
         assert f"no weights: run `{command}`" in listed["unavailable"][0]["reason"]
@@ -226,7 +227,8 @@ def test_remove_forgets_the_model(hub: FakeHub, isolated_settings: Path) -> None
     assert cli("models", "pull", "qwen3-custom").returncode == 0
     removed = cli("models", "remove", "qwen3-custom")
     assert removed.returncode == 0 and "removed" in removed.stdout
-    assert pulled(isolated_settings / "models", "qwen3-custom") is None and not (isolated_settings / "models" / "qwen3-custom").exists()
+    assert pulled(isolated_settings / "models", "qwen3-custom") is None
+    assert not (isolated_settings / "models" / "qwen3-custom").exists()
     assert cli("models", "remove", "qwen3-custom").returncode == 1
 
 
@@ -236,4 +238,5 @@ def test_a_hub_listing_files_outside_the_repository_is_refused(hub: FakeHub, iso
     result = cli("models", "pull", "qwen3-custom")
     assert result.returncode == 1 and "lists files outside the repository" in result.stderr, result.stderr
     assert not any("/resolve/" in path for _, path, _ in hub.requests), "nothing was downloaded"
-    assert not (isolated_settings / "escape.json").exists() and pulled(isolated_settings / "models", "qwen3-custom") is None
+    assert not (isolated_settings / "escape.json").exists()
+    assert pulled(isolated_settings / "models", "qwen3-custom") is None

@@ -61,7 +61,8 @@ CATALOG: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("qwen3-base", "qwen3", "Qwen/Qwen3-TTS-12Hz-1.7B-Base", "main", _QWEN_FILES, _QWEN_REQUIRED,
               "base", "Qwen3-TTS 1.7B Base: cloned voices"),
     ModelSpec("qwen3-custom-0.6b", "qwen3", "Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice", "main", _QWEN_FILES,
-              _QWEN_REQUIRED, "custom_voice", "Qwen3-TTS 0.6B CustomVoice: the preset speakers, smaller (no instructions)"),
+              _QWEN_REQUIRED, "custom_voice",
+              "Qwen3-TTS 0.6B CustomVoice: the preset speakers, smaller (no instructions)"),
     ModelSpec("qwen3-base-0.6b", "qwen3", "Qwen/Qwen3-TTS-12Hz-0.6B-Base", "main", _QWEN_FILES, _QWEN_REQUIRED,
               "base", "Qwen3-TTS 0.6B Base: cloned voices, smaller"),
 )}

@@ -198,7 +198,8 @@ def _still_needed(plan: PullPlan, staging: Path) -> int:
 
 
 def pull_model(spec: ModelSpec, settings: Settings) -> Path:
-    """Download `spec` into `LOCKN_MODELS_DIR/<name>` (default `<data dir>/models`), checked and marked ready; returns the folder."""
+    """Download `spec` into `LOCKN_MODELS_DIR/<name>` (default `<data dir>/models`), checked and marked ready;
+    returns the folder."""
     plan = plan_pull(spec, settings)
     target = model_dir(settings.models_path, spec.name)
     marker = read_marker(target)
