@@ -16,6 +16,7 @@ help:
 	@echo "make run    start LockN on http://localhost:$${LOCKN_PORT:-3000} (Ctrl-C stops everything)"
 	@echo "make test   run the whole test suite (unit, integration, browser)"
 	@echo "make setup  install everything run needs (idempotent)"
+	@echo "make setup-gpu  add the GPU engines (CUDA torch for this driver, or CPU; Fish Speech, Qwen3-TTS)"
 	@echo "make dev    hot-reloading development server (two ports: frontend 3000, backend 8000)"
 	@echo "make prod-local  rehearse production here: proxy, 2 web replicas, 2 workers, PostgreSQL, Redis"
 	@echo "make qa LOCKN_BASE_URL=http://host:port   release smoke suite against a deployment, recorded"
@@ -93,6 +94,20 @@ setup-qwen: setup-fish $(VENV)/.installed-qwen
 $(VENV)/.installed-qwen: requirements-qwen.txt $(VENV)/.installed-fish
 	$(PIP) install --no-deps -r requirements-qwen.txt
 	touch $@
+
+# The GPU layer on top of `make setup`: torch built for this machine's NVIDIA driver (the CPU build where there is
+# none: backend/ops/torch_wheels.py chooses; TORCH_INDEX=<url> forces an index), then the Fish Speech and Qwen3-TTS
+# layers. Then `models pull NAME` fetches weights and `LOCKN_ENGINES=qwen3 make worker` speaks (README, "Add a GPU
+# worker").
+TORCH_INDEX ?=
+.PHONY: setup-gpu
+setup-gpu: setup $(VENV)/.installed-gpu
+
+$(VENV)/.installed-gpu: requirements-fish.txt requirements-qwen.txt $(VENV)/.installed
+	$(PIP) install $$($(PY) -m backend.ops.torch_wheels $(TORCH_INDEX))
+	$(PIP) install --no-deps -r requirements-fish.txt
+	$(PIP) install --no-deps -r requirements-qwen.txt
+	touch $(VENV)/.installed-fish $(VENV)/.installed-qwen $@
 
 # Release QA (README, "Release QA"): the smoke subset of qa/ against any running deployment, recorded in the
 # database; JUnit XML, HTML report and screenshots in qa/artifacts/. LOCKN_QA_KEY (a key with

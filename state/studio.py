@@ -121,7 +121,9 @@ class StudioState(AuthState):
             return
         try:
             entries = voice_library.list_voices(owner)
-            self.notice = ""
+            # An engine a worker cannot run (no weights yet) says so, instead of its voices silently missing.
+            self.notice = " ".join(f"{name} voices are unavailable: {reason}."
+                                   for name, reason in sorted(voice_library.unavailable_engines().items()))
         except ServiceUnavailable as exc:
             entries, self.notice = voice_library.cloned_voices(owner), str(exc)
         self.voices = [{"id": v.id, "name": v.name, "engine": " / ".join(v.engines) or v.engine, "language": v.language, "kind": v.kind,

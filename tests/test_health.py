@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from backend.core import db
 from backend.api import build_api
 from backend.core.redis_client import get_redis
+from backend.core.settings import get_settings
 from backend.queue import heartbeat
 
 ALL_CHECKS = {"database", "broker", "worker", "engine"}
@@ -89,6 +90,35 @@ def test_a_gpu_engine_warming_up_is_said_until_it_is_ready(client: TestClient, e
     assert client.get("/health").status_code == 200
     card = next(card for card in service_cards() if card["name"] == "Engine qwen3")
     assert card["status"] == "ok" and card["detail"] == "cuda · 1 voice(s)"
+
+
+def test_an_engine_without_weights_says_which_command_fixes_it(client: TestClient, embedded_broker,
+                                                               monkeypatch) -> None:
+    """A GPU worker told to run qwen3 without weights says why in its heartbeat: /health and the dashboard's
+    card carry that sentence (the command to run), not a bare "not loaded"."""
+    from backend.services.health import service_cards
+
+    db.migrate()
+    monkeypatch.setenv("LOCKN_ENGINES", "piper,qwen3")
+    get_settings.cache_clear()
+    reason = "no weights: run `python -m backend.ops.cli models pull qwen3-custom` (or set LOCKN_QWEN_CHECKPOINT_DIR)"
+    publish_worker(engines=[{**PIPER, "device": "cpu"}])
+    heartbeat.publish(get_redis(), heartbeat.WorkerInfo(hostname="gpu@test", queues=["gpu"],
+                                                        unavailable={"qwen3": reason}))
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["checks"]["engine"]["message"] == f"qwen3: {reason}"
+    card = next(card for card in service_cards() if card["name"] == "Engine qwen3")
+    assert (card["status"], card["detail"]) == ("down", reason)
+
+
+def test_a_heartbeat_from_a_newer_worker_is_still_read(embedded_broker) -> None:
+    """A GPU host upgraded before the web tier announces fields this version does not know: it still counts."""
+    import json
+
+    get_redis().set(heartbeat.KEY_PREFIX + "gpu@new", json.dumps(
+        {"hostname": "gpu@new", "queues": ["gpu"], "engines": [], "unavailable": {}, "added_later": 1}), ex=9)
+    assert [w.hostname for w in heartbeat.live_workers(get_redis())] == ["gpu@new"]
 
 
 def test_every_configured_queue_needs_a_worker(client: TestClient, embedded_broker, monkeypatch) -> None:

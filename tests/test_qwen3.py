@@ -156,7 +156,8 @@ def test_bad_input_fails_with_a_sentence(engine, checkpoints) -> None:
         list(engine.synthesize("Hello.", "qwen3-nobody"))
     custom_only = Qwen3Engine(checkpoints["custom_voice"], device="cpu")
     assert not custom_only.describe().supports_cloning
-    assert Qwen3Engine(None).unavailable_reason() == "LOCKN_QWEN_CHECKPOINT_DIR is not set"
+    assert Qwen3Engine(None).unavailable_reason() == (
+        "no weights: run `python -m backend.ops.cli models pull qwen3-custom` (or set LOCKN_QWEN_CHECKPOINT_DIR)")
     assert "lacks config.json" in (Qwen3Engine(checkpoints["base"].parent).unavailable_reason() or "")
 
 

@@ -59,11 +59,12 @@ def _start_heartbeat(sender, **_kwargs) -> None:  # type: ignore[no-untyped-def]
     global _heartbeat
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else [DEFAULT_QUEUE]
     # The QA worker loads no engine: announcing one would make /health believe an engine is up.
-    engines = engine_descriptions(get_settings().engine_names) if set(queues) - {QA_QUEUE} else []
+    engines, unavailable = engine_descriptions(get_settings().engine_names) if set(queues) - {QA_QUEUE} else ([], {})
     gpu = any(is_gpu_queue(queue) for queue in queues)
     for engine in engines if gpu else []:
         engine["warming"] = True  # until `_warm_up` has run its first step (status cards say "warming up")
-    info = WorkerInfo(hostname=getattr(sender, "hostname", socket.gethostname()), queues=queues, engines=engines)
+    info = WorkerInfo(hostname=getattr(sender, "hostname", socket.gethostname()), queues=queues, engines=engines,
+                      unavailable=unavailable)
     _heartbeat = HeartbeatThread(get_redis(), info)
     _heartbeat.start()
     if gpu:  # one process runs every job (threads): load and warm its engines now, not in the first job

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict
+from pathlib import Path
 
 from backend.core.settings import Settings, get_settings
 from backend.media.engine import Engine
+from backend.media.model_catalog import pulled, qwen_folders
 from backend.queue.routing import queue_for
 from workers.engines import engine_class
 
@@ -25,12 +27,22 @@ def build_engine(name: str, settings: Settings | None = None) -> Engine:
     settings = settings or get_settings()
     cls = engine_class(name)
     if name == "fish":
-        return cls(settings.fish_checkpoint_dir, settings.fish_device, settings.fish_max_new_tokens,  # type: ignore[call-arg]
+        folder = settings.fish_checkpoint_dir or pulled(settings.models_path, "fish")
+        return cls(folder, settings.fish_device, settings.fish_max_new_tokens,  # type: ignore[call-arg]
                    settings.fish_compile, settings.data_dir / "torch-compile")
     if name == "qwen3":
-        return cls(settings.qwen_checkpoint_dir, settings.qwen_clone_checkpoint_dir, settings.qwen_device,  # type: ignore[call-arg]
-                   settings.qwen_max_new_tokens, settings.gpu_max_streams)
+        main, clone = qwen_checkpoints(settings)
+        return cls(main, clone, settings.qwen_device, settings.qwen_max_new_tokens,  # type: ignore[call-arg]
+                   settings.gpu_max_streams)
     return cls(settings.data_dir / "voices" / "piper")  # type: ignore[call-arg]
+
+
+def qwen_checkpoints(settings: Settings) -> tuple[Path | None, Path | None]:
+    """(main, clone) Qwen3-TTS folders: the variables when set (they win), else what `models pull` left."""
+    if settings.qwen_checkpoint_dir is not None:
+        return settings.qwen_checkpoint_dir, settings.qwen_clone_checkpoint_dir
+    main, clone = qwen_folders(settings.models_path)
+    return main, settings.qwen_clone_checkpoint_dir or clone
 
 
 def load_engines(names: list[str] | None = None) -> dict[str, Engine]:
@@ -51,12 +63,15 @@ def load_engines(names: list[str] | None = None) -> dict[str, Engine]:
     return LOADED
 
 
-def engine_descriptions(names: list[str]) -> list[dict]:
-    """What the heartbeat says about each engine this worker can run: info and voices, without loading models."""
-    described = []
+def engine_descriptions(names: list[str]) -> tuple[list[dict], dict[str, str]]:
+    """What the heartbeat says about the engines this worker was told to run, without loading models: info and
+    voices of each it can run, and why each other one cannot (the status cards show that reason)."""
+    described, unavailable = [], {}
     for name in names:
         engine = build_engine(name)
-        if engine.unavailable_reason() is None:
-            described.append({**engine.describe().as_dict(), "queue": queue_for(name),
-                              "voices": [asdict(v) for v in engine.voices()]})
-    return described
+        if (reason := engine.unavailable_reason()) is not None:
+            unavailable[name] = reason
+            continue
+        described.append({**engine.describe().as_dict(), "queue": queue_for(name),
+                          "voices": [asdict(v) for v in engine.voices()]})
+    return described, unavailable

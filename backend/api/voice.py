@@ -94,10 +94,18 @@ def voice_out(entry: voice_library.VoiceEntry) -> VoiceOut:
     return VoiceOut(**vars(entry), sample_url=f"/api/voice/voices/{entry.id}/sample")
 
 
+class UnavailableEngineOut(BaseModel):
+    engine: str
+    reason: str = Field(description="Why a worker told to run this engine cannot (e.g. the command that pulls "
+                                    "its weights); its voices are not listed until it can")
+
+
 @router.get("/voices", summary="Built-in voices and your cloned voices")
-def list_voices(key: ReadKey) -> dict[str, list[VoiceOut]]:
+def list_voices(key: ReadKey) -> dict[str, list[VoiceOut] | list[UnavailableEngineOut]]:
     with voice_errors():
-        return {"data": [voice_out(v) for v in voice_library.list_voices(key.owner)]}
+        return {"data": [voice_out(v) for v in voice_library.list_voices(key.owner)],
+                "unavailable": [UnavailableEngineOut(engine=name, reason=reason)
+                                for name, reason in sorted(voice_library.unavailable_engines().items())]}
 
 
 @router.post("/voices", status_code=201, response_model=VoiceOut, summary="Clone a voice from a 10–30 s clip")

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, description="URL users reach LockN at; default http://localhost:<port>.")
     data_dir: Path = Field(PROJECT_ROOT / "data", description="Runtime files: SQLite database, audio, dev secrets.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under data_dir.")
+    models_dir: Path | None = Field(None, description="Where `models pull` puts engine weights and workers find them; "
+                                    "default data_dir/models (a GPU host may keep them on a local disk).")
     redis_url: str | None = Field(None, description="Redis for broker, rate limits, state; default embedded.")
     secret_key: SecretStr | None = Field(None, description="Signs session cookies; at least 32 characters.")
     key_pepper: SecretStr | None = Field(None, description="Server secret mixed into stored API key digests (HMAC).")
@@ -131,6 +133,11 @@ class Settings(BaseSettings):
     promote_command: str | None = Field(
         None, description="Shell command `promote` runs after tagging, with FROM, TO and RELEASE_TAG set.")
 
+    hf_endpoint: str | None = Field(None, validation_alias=AliasChoices("HF_ENDPOINT", "LOCKN_HF_ENDPOINT"),
+                                    description="Model hub `models pull` downloads from (a mirror); default the "
+                                    "Hugging Face Hub.")
+    hf_token: SecretStr | None = Field(None, validation_alias=AliasChoices("HF_TOKEN", "LOCKN_HF_TOKEN"),
+                                       description="Hub token for gated models (Fish Speech's); a read token.")
     auth0_domain: str | None = Field(None, validation_alias=AliasChoices("AUTH0_DOMAIN", "LOCKN_AUTH0_DOMAIN"))
     auth0_client_id: str | None = Field(None, validation_alias=AliasChoices("AUTH0_CLIENT_ID", "LOCKN_AUTH0_CLIENT_ID"))
     auth0_client_secret: SecretStr | None = Field(
@@ -138,11 +145,11 @@ class Settings(BaseSettings):
     )
     auth0_audience: str | None = Field(None, validation_alias=AliasChoices("AUTH0_AUDIENCE", "LOCKN_AUTH0_AUDIENCE"))
 
-    @field_validator("data_dir")
+    @field_validator("data_dir", "models_dir")
     @classmethod
-    def _relative_to_project(cls, value: Path) -> Path:
+    def _relative_to_project(cls, value: Path | None) -> Path | None:
         """A relative data directory is relative to the checkout, wherever the process was started from."""
-        return value if value.is_absolute() else PROJECT_ROOT / value
+        return value if value is None or value.is_absolute() else PROJECT_ROOT / value
 
     @property
     def base_url(self) -> str:
@@ -175,6 +182,10 @@ class Settings(BaseSettings):
     def redelivery_timeout_s(self) -> int:
         """Longer than the longest job (the time limit), so a slow job is never run twice by mistake."""
         return self.job_visibility_timeout_s or self.job_time_limit_s + 60
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
     @property
     def audio_dir(self) -> Path:

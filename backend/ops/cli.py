@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from backend.core.log_masking import install_key_masking
 from backend.core.settings import ProductionConfigError, Settings, get_settings
 from backend.ops.key_cli import add_key_commands
+from backend.ops.models import add_model_commands, run_model_command
 from backend.ops.qa_cli import QA_COMMANDS, add_qa_commands, beat_command, run_qa_command
 from backend.ops.run_lock import DataDirInUse, RunLock
 from backend.ops.supervisor import (
@@ -141,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rehearsal.add_argument("--workers", type=int, default=2)
     add_key_commands(commands)
     add_qa_commands(commands)
+    add_model_commands(commands)
     args = parser.parse_args(argv)
     # Everything this process tree writes (database, audio, clips, the broker's file) is the owner's alone.
     os.umask(0o077)
@@ -158,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         install_key_masking()
         migrate()
         return run_key_command(args)
+    if args.command == "models":
+        return run_model_command(args, settings)
     if args.command in QA_COMMANDS:
         install_key_masking()
         return run_qa_command(args)

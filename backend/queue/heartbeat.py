@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import redis
 
@@ -26,6 +26,8 @@ class WorkerInfo:
     hostname: str
     queues: list[str]
     engines: list[dict] = field(default_factory=list)
+    #: Engines this worker was told to run (LOCKN_ENGINES) but cannot, with the reason (e.g. "no weights: run …").
+    unavailable: dict[str, str] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     seen_at: float = field(default_factory=time.time)
 
@@ -45,7 +47,14 @@ def live_workers(client: redis.Redis) -> list[WorkerInfo]:
     """Every worker that published within the last `TTL_S` seconds."""
     keys = sorted(client.scan_iter(match=KEY_PREFIX + "*", count=100))
     values = client.mget(keys) if keys else []
-    return [WorkerInfo(**json.loads(value)) for value in values if value]
+    return [_worker_info(json.loads(value)) for value in values if value]
+
+
+def _worker_info(record: dict) -> WorkerInfo:
+    """A heartbeat as this version reads it: fields a newer worker adds are skipped, so a machine upgraded
+    before the web tier (a GPU host, say) is still seen."""
+    known = {f.name for f in fields(WorkerInfo)}
+    return WorkerInfo(**{key: value for key, value in record.items() if key in known})
 
 
 class HeartbeatThread(threading.Thread):

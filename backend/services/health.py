@@ -18,6 +18,7 @@ from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
 from backend.queue import heartbeat
 from backend.queue.routing import queue_for
+from backend.services.voices import unavailable_engines
 
 Status = Literal["ok", "down"]
 
@@ -85,10 +86,13 @@ def engine_readiness(workers: list[heartbeat.WorkerInfo]) -> dict[str, dict]:
 
 
 def check_engines() -> str:
-    engines = engine_readiness(heartbeat.live_workers(get_redis()))
+    workers = heartbeat.live_workers(get_redis())
+    engines = engine_readiness(workers)
     missing = sorted(set(get_settings().engine_names) - set(engines))
     if missing:
-        raise RuntimeError(f"no live worker has the {', '.join(missing)} engine loaded")
+        reasons = unavailable_engines(workers)
+        raise RuntimeError("; ".join(f"{name}: {reasons[name]}" if name in reasons
+                                     else f"no live worker has the {name} engine loaded" for name in missing))
     warming = sorted(name for name, engine in engines.items() if engine.get("warming"))
     if warming:
         raise RuntimeError(f"warming up: {', '.join(warming)} (loading the model and running its first step)")
@@ -146,9 +150,11 @@ def service_cards() -> list[dict[str, str]]:
         cards.append({"name": f"Queue {queue}", "status": "ok" if serving else "down",
                       "detail": ", ".join(serving) or "no worker is consuming this queue", "latency": ""})
     engines = engine_readiness(workers)
-    for name in sorted(set(get_settings().engine_names) | set(engines)):
+    reasons = unavailable_engines(workers)
+    for name in sorted(set(get_settings().engine_names) | set(engines) | set(reasons)):
         engine = engines.get(name)
-        detail = f"{engine['device']} · {len(engine.get('voices', []))} voice(s)" if engine else "not loaded by any worker"
+        detail = (f"{engine['device']} · {len(engine.get('voices', []))} voice(s)" if engine
+                  else reasons.get(name, "not loaded by any worker"))
         status = "down" if engine is None else "warming up" if engine.get("warming") else "ok"
         if status == "warming up":
             detail = f"{engine['device']} · loading the model and running its first step"

@@ -43,6 +43,7 @@ from backend.services.pagination import BadCursor, newest_first
 from backend.services.studio_usage import StudioQuotaReached, refund_studio_chars, reserve_studio_chars
 from backend.services.voices import (
     CLONED_PREFIX, VoiceNotFound, engine_for_clone, get_cloned_voice, live_engines, live_voices,
+    unavailable_voice_reason,
 )
 
 MAX_TEXT_CHARS = 4096
@@ -123,6 +124,8 @@ def validate_request(owner: str, text: str, voice: str, fmt: str, speed: float, 
             raise InvalidJobRequest(f"unknown voice {voice!r}; list voices at /api/voice/voices", "voice") from None
         return engine_for_clone(recorded, engine)
     served = live_voices()
+    if voice not in served and (reason := unavailable_voice_reason(voice)) is not None:
+        raise ServiceUnavailable(reason)  # a clear refusal now, never a job that waits for weights forever
     if not served:
         raise ServiceUnavailable("no synthesis worker is running; start one with `make worker`")
     if voice not in served:

@@ -121,6 +121,23 @@ def live_engines(workers: list[heartbeat.WorkerInfo] | None = None) -> dict[str,
             for engine in worker.engines}
 
 
+def unavailable_engines(workers: list[heartbeat.WorkerInfo] | None = None) -> dict[str, str]:
+    """Engine name → why a live worker told to run it cannot (its heartbeat says), for engines no live worker
+    runs: "no weights: run `… models pull …`" reaches the dashboard and the Studio from the worker's machine."""
+    workers = _live_workers() if workers is None else workers
+    running = {e["name"] for w in workers for e in w.engines}
+    return {name: reason for w in workers for name, reason in w.unavailable.items() if name not in running}
+
+
+def unavailable_voice_reason(voice: str, workers: list[heartbeat.WorkerInfo] | None = None) -> str | None:
+    """Why a built-in voice no worker serves cannot be spoken, when its engine is one a worker cannot run (its
+    id starts with the engine's name: `qwen3-aiden`, `fish-default`); None when nothing is known about it."""
+    for name, reason in unavailable_engines(workers).items():
+        if voice.startswith(name + "-"):
+            return f"voice {voice!r} needs the {name} engine, which no worker can run: {reason}"
+    return None
+
+
 def cloning_engines(workers: list[heartbeat.WorkerInfo] | None = None) -> dict[str, dict]:
     """The live engines that can speak a cloned voice (their heartbeat says `supports_cloning`)."""
     return {name: engine for name, engine in live_engines(workers).items() if engine.get("supports_cloning")}

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.media.engine import Engine, EngineInfo, ReferenceVoice, SynthesisOptions, VoiceInfo
+from backend.media.model_catalog import FISH_REQUIRED_FILES, no_weights_reason
 
 #: The built-in voice: Fish Speech without a reference speaks in a voice of its own choosing.
 DEFAULT_VOICE = VoiceInfo(id="fish-default", name="Fish Speech default (zero-shot, en)", engine="fish",
@@ -51,8 +52,8 @@ class FishSpeechEngine(Engine):
         if importlib.util.find_spec("fish_speech") is None:
             return "fish-speech is not installed (make setup-fish)"
         if self.checkpoint_dir is None:
-            return "LOCKN_FISH_CHECKPOINT_DIR is not set"
-        missing = [n for n in ("config.json", "model.pth", "tokenizer.tiktoken", "codec.pth")
+            return no_weights_reason(self.name, "LOCKN_FISH_CHECKPOINT_DIR")
+        missing = [n for n in FISH_REQUIRED_FILES
                    if not (Path(self.checkpoint_dir) / n).is_file()]
         return f"{self.checkpoint_dir} lacks {', '.join(missing)}" if missing else None
 

@@ -33,6 +33,7 @@ import numpy as np
 from backend.media.engine import (
     Engine, EngineInfo, ReferenceVoice, SynthesisError, SynthesisOptions, VoiceInfo,
 )
+from backend.media.model_catalog import QWEN_REQUIRED_FILES, no_weights_reason
 from workers.engines.qwen3_stream import Qwen3StreamDecoder, QwenRequest
 from workers.engines.stream_batcher import StreamBatcher
 
@@ -42,7 +43,7 @@ VOICE_PREFIX = "qwen3-"
 SPEAKER_LANGUAGES = {"vivian": "zh", "serena": "zh", "uncle_fu": "zh", "dylan": "zh", "eric": "zh",
                      "ryan": "en", "aiden": "en", "ono_anna": "ja", "sohee": "ko"}
 #: What every Qwen3-TTS 12 Hz folder holds (the text tokenizer's files vary by how it was saved).
-REQUIRED_FILES = ("config.json", "model.safetensors", "generation_config.json", "speech_tokenizer/config.json")
+REQUIRED_FILES = QWEN_REQUIRED_FILES
 #: The speech tokenizer's output rate; read from the loaded model once it is loaded.
 DEFAULT_SAMPLE_RATE = 24000
 
@@ -70,7 +71,7 @@ class Qwen3Engine(Engine):
         if importlib.util.find_spec("qwen_tts") is None:
             return "qwen-tts is not installed (make setup-qwen)"
         if not self.folders:
-            return "LOCKN_QWEN_CHECKPOINT_DIR is not set"
+            return no_weights_reason(self.name, "LOCKN_QWEN_CHECKPOINT_DIR")
         for folder in self.folders:
             missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
             if missing:

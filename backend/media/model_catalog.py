@@ -1,0 +1,106 @@
+"""The GPU engines' weights: which model-hub repository each pullable model comes from, and where a pulled one lies.
+
+Shared by the `models` commands (`backend/ops/models.py` downloads), the worker (`workers/engine_loader.py` finds
+pulled folders when no `LOCKN_*_CHECKPOINT_DIR` is set), the engines (their "no weights" reason names the command
+that fixes it) and the status cards. It imports nothing from the rest of `backend/`: callers hand it the
+models folder (`LOCKN_MODELS_DIR`, default `<data dir>/models`), so an engine can read it without settings.
+
+A pulled model is the folder `<models folder>/<name>/` holding `READY_MARKER`, a JSON record of the revision and
+files. Downloads go to `<models folder>/.staging/<name>/` and the folder is renamed into place only once every
+file is there with its size and the engine's layout checks pass: a folder without the marker is never a model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Written last into a finished download; its presence is what "pulled" means.
+READY_MARKER = "lockn-model.json"
+#: The command that pulls a model, as the user types it.
+PULL_COMMAND = "python -m backend.ops.cli models pull"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One pullable model: the repository and revision it is pinned to, what to fetch, what the engine needs."""
+
+    name: str
+    engine: str
+    repo: str
+    #: A commit id pins the exact weights; "main" follows the repository (see README, "Models").
+    revision: str
+    #: Only the files the engine loads (glob patterns over repository paths; `*` crosses `/`).
+    allow_patterns: tuple[str, ...]
+    #: Files the engine refuses to load without (checked after the download, before the model is marked ready).
+    required_files: tuple[str, ...]
+    #: For Qwen3-TTS: the `tts_model_type` its config.json must name ("custom_voice" or "base").
+    kind: str = ""
+    summary: str = ""
+
+
+#: What every Qwen3-TTS 12 Hz folder holds (the text tokenizer's files vary by how it was saved); the engine checks it.
+QWEN_REQUIRED_FILES = ("config.json", "model.safetensors", "generation_config.json", "speech_tokenizer/config.json")
+#: What a Fish Speech (OpenAudio S1) folder holds; the engine checks it (`codec_config.yaml` is optional).
+FISH_REQUIRED_FILES = ("config.json", "model.pth", "tokenizer.tiktoken", "codec.pth")
+
+_QWEN_FILES = ("*.json", "*.safetensors", "merges.txt", "vocab.txt", "*.tiktoken", "tokenizer.model")
+_QWEN_REQUIRED = (*QWEN_REQUIRED_FILES, "speech_tokenizer/model.safetensors")
+
+#: Every model `models pull` knows, by the name the user types. The first of an engine's names is the one its
+#: "no weights" message suggests.
+CATALOG: dict[str, ModelSpec] = {spec.name: spec for spec in (
+    ModelSpec("fish", "fish", "fishaudio/openaudio-s1-mini", "main",
+              ("config.json", "model.pth", "tokenizer.tiktoken", "special_tokens.json", "codec.pth",
+               "codec_config.yaml"),
+              (*FISH_REQUIRED_FILES, "special_tokens.json"),
+              summary="Fish Speech / OpenAudio S1-mini: zero-shot cloning (gated: accept its terms, set HF_TOKEN)"),
+    ModelSpec("qwen3-custom", "qwen3", "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice", "main", _QWEN_FILES, _QWEN_REQUIRED,
+              "custom_voice", "Qwen3-TTS 1.7B CustomVoice: nine preset speakers that follow instructions"),
+    ModelSpec("qwen3-base", "qwen3", "Qwen/Qwen3-TTS-12Hz-1.7B-Base", "main", _QWEN_FILES, _QWEN_REQUIRED,
+              "base", "Qwen3-TTS 1.7B Base: cloned voices"),
+    ModelSpec("qwen3-custom-0.6b", "qwen3", "Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice", "main", _QWEN_FILES,
+              _QWEN_REQUIRED, "custom_voice",
+              "Qwen3-TTS 0.6B CustomVoice: the preset speakers, smaller (no instructions)"),
+    ModelSpec("qwen3-base-0.6b", "qwen3", "Qwen/Qwen3-TTS-12Hz-0.6B-Base", "main", _QWEN_FILES, _QWEN_REQUIRED,
+              "base", "Qwen3-TTS 0.6B Base: cloned voices, smaller"),
+)}
+
+
+def model_dir(root: Path, name: str) -> Path:
+    """Where the model `name` lies once pulled (whether or not it is there), under the models folder `root`."""
+    return Path(root) / name
+
+
+def read_marker(folder: Path) -> dict | None:
+    """The ready record of a pulled model folder, or None when the folder is not a finished pull."""
+    try:
+        return json.loads((folder / READY_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def pulled(root: Path, name: str) -> Path | None:
+    """The folder of model `name` when it was pulled completely, else None."""
+    folder = model_dir(root, name)
+    return folder if read_marker(folder) is not None else None
+
+
+def first_pulled(root: Path, names: tuple[str, ...]) -> Path | None:
+    """The first of `names` (in order of preference) that is pulled."""
+    return next((folder for name in names if (folder := pulled(root, name)) is not None), None)
+
+
+def qwen_folders(root: Path) -> tuple[Path | None, Path | None]:
+    """(main, clone) checkpoint folders for Qwen3-TTS from what was pulled: a CustomVoice model (the larger
+    first) for preset speakers with a Base one beside it for cloning, or a Base model alone."""
+    custom = first_pulled(root, ("qwen3-custom", "qwen3-custom-0.6b"))
+    base = first_pulled(root, ("qwen3-base", "qwen3-base-0.6b"))
+    return (custom, base) if custom is not None else (base, None)
+
+
+def no_weights_reason(engine: str, variable: str) -> str:
+    """Why an engine without any checkpoint cannot run, with the exact command that fixes it."""
+    suggested = next(spec.name for spec in CATALOG.values() if spec.engine == engine)
+    return f"no weights: run `{PULL_COMMAND} {suggested}` (or set {variable})"
