@@ -25,6 +25,7 @@ from backend.core.redis_client import get_async_binary_redis
 from backend.core.settings import get_settings
 from backend.media.captions import Cue, sentence_cues
 from backend.media.codecs import StreamEncoder
+from backend.media.engine import NO_AUDIO_ERROR
 from backend.media.live_stream import StreamEvent, read_events
 from backend.services.errors import ServiceUnavailable
 from backend.services.jobs import FINISHED, JobStatus, job_status
@@ -39,7 +40,12 @@ _encoders = ThreadPoolExecutor(max_workers=ENCODE_THREADS, thread_name_prefix="l
 
 
 class JobFailed(RuntimeError):
-    """The worker gave up on the job; the message is the worker's, meant for people."""
+    """The worker gave up on the job; the message is the worker's, meant for people. `unspeakable`: the text gave
+    no audio at all (`NO_AUDIO_ERROR`), which is the request's doing, not a fault of the platform."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.unspeakable = message == NO_AUDIO_ERROR
 
 
 async def _events(job_id: str, until: tuple[str, ...] = ("done", "error"),
