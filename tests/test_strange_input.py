@@ -118,6 +118,16 @@ def test_a_webhook_url_with_a_line_break_or_a_broken_host_is_refused(key_service
     assert kept.status_code == 201 and kept.json()["url"] == "http://127.0.0.1:9/hook", "outer whitespace is trimmed"
 
 
+def test_an_id_with_a_nul_is_not_found_not_a_database_outage(key_service) -> None:
+    key = key_service.create(OWNER, KeySpec("reader", scopes=tuple(SCOPES)))[1]
+    client = TestClient(build_api(), raise_server_exceptions=False)
+    headers = {"Authorization": f"Bearer {key}"}
+    for path in ("/api/voice/jobs/job_%00/captions.srt", "/api/voice/batches/batch_%00", "/api/voice/jobs?cursor=%00",
+                 "/api/keys/key_%00"):
+        answer = client.get(path, headers=headers)
+        assert answer.status_code in (404, 422), (path, answer.status_code, answer.text[:300])
+
+
 # ----- through the worker ----------------------------------------------------------------------------------
 
 
@@ -167,6 +177,9 @@ def test_strange_texts_get_clear_answers_through_the_api(worker, key_service) ->
     assert openai.status_code == 400 and openai.json()["error"]["code"] == "empty_text", openai.text[:300]
     assert openai.json()["error"]["param"] == "input"
     assert _job_count() == before, "a refused text leaves no row"
+    for voice in ("cloned_\x00x", "en_US\x00"):  # a voice id with a NUL is no voice (PostgreSQL: was a 503)
+        unknown = client.post("/api/voice/jobs", headers=headers, json={"text": "Hi.", "voice": voice})
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "voice_not_found", unknown.text[:300]
     from backend.services.jobs import InvalidJobRequest, enqueue_synthesis
 
     with pytest.raises(InvalidJobRequest) as studio:  # the Studio's door: the same rule, the same code

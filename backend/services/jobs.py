@@ -118,8 +118,6 @@ def validate_request(owner: str, text: str, voice: str, fmt: str, speed: float, 
     if len(instructions) > MAX_INSTRUCTIONS_CHARS:
         raise InvalidJobRequest(f"instructions are {len(instructions)} characters; the limit is "
                                 f"{MAX_INSTRUCTIONS_CHARS}", "instructions")
-    if not voice.isprintable():  # no voice id holds a control or invisible character; say so before any lookup
-        raise InvalidJobRequest(f"unknown voice {voice!r}; list voices at /api/voice/voices", "voice")
     if voice.startswith(CLONED_PREFIX):
         try:
             recorded = get_cloned_voice(owner, voice).engine
