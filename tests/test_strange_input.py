@@ -83,6 +83,10 @@ def test_cue_text_never_reads_as_a_timing_line_or_a_separator() -> None:
               "words": [{"start": 0.0, "end": 1.0, "text": "-->"}]}
     assert "-->" not in json.dumps(to_json(stored)) and len(TIMING_LINE.findall(to_srt(stored))) == 1
     assert len(TIMING_LINE.findall(to_vtt(stored))) == 1
+    # a sentence that gave no audio has no cue, in every format alike (SRT's writer drops it, VTT's kept it)
+    silent = captions_document([("Hi.", 2205), ("\u2103", 0), ("Bye.", 2205)], 22050)
+    assert [c["text"] for c in to_json(silent)["sentences"]] == ["Hi.", "Bye."]
+    assert len(list(srt.parse(to_srt(silent)))) == len(list(webvtt.from_buffer(io.StringIO(to_vtt(silent))))) == 2
 
 
 def test_a_json_line_nested_200000_deep_is_refused_naming_it(key_service) -> None:

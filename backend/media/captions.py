@@ -72,21 +72,23 @@ def caption_segment(sentence: Cue) -> dict:
 
 
 def captions_document(spoken: list[tuple[str, int]], sample_rate: int) -> dict:
-    """What a job stores and `captions.json` answers."""
-    sentences = sentence_cues(spoken, sample_rate)
+    """What a job stores and `captions.json` answers. A sentence that gave no audio (a symbol the voice cannot
+    read) has no cue: it takes no time, and SRT's writer would drop it while VTT's kept it."""
+    sentences = sentence_cues([(text, samples) for text, samples in spoken if samples], sample_rate)
     return {"sentences_are": "exact", "words_are": "estimated",
             "sentences": [asdict(cue) for cue in sentences],
             "words": [asdict(word) for cue in sentences for word in word_cues(cue)]}
 
 
 def _sentences(document: dict) -> list[Cue]:
-    return [Cue(cue["start"], cue["end"], cue_text(cue["text"])) for cue in document["sentences"]]
+    return [Cue(**cue) for cue in to_json(document)["sentences"]]
 
 
 def to_json(document: dict) -> dict:
-    """The document as `captions.json` serves it: every sentence's and word's text by `cue_text`."""
-    return {**document, **{part: [{**cue, "text": cue_text(cue["text"])} for cue in document[part]]
-                           for part in ("sentences", "words")}}
+    """The document as every format serves it (a stored one may predate these rules): each sentence's and word's
+    text by `cue_text`, and no cue that takes no time."""
+    return {**document, **{part: [{**cue, "text": cue_text(cue["text"])} for cue in document[part]
+                                  if cue["end"] > cue["start"]] for part in ("sentences", "words")}}
 
 
 def to_srt(document: dict) -> str:
