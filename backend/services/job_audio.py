@@ -128,6 +128,22 @@ async def live_deltas(job_id: str, fmt: str) -> AsyncIterator[TimedDelta]:
     return _encode_stream(first, events, fmt)
 
 
+#: How much of a stored file one event carries.
+STORED_CHUNK_BYTES = 64 * 1024
+
+
+async def stored_deltas(job_id: str, owner: str) -> AsyncIterator[TimedDelta]:
+    """A job already answered (a cache hit) as deltas: its stored file in chunks. It has no live stream to follow
+    (no worker ever spoke it), and waiting for one would last until the job's time limit; so no sentence times."""
+    _, path = await finished_audio(job_id, owner)
+    return _chunks(await asyncio.to_thread(path.read_bytes))
+
+
+async def _chunks(data: bytes) -> AsyncIterator[TimedDelta]:
+    for at in range(0, len(data), STORED_CHUNK_BYTES):
+        yield TimedDelta(data[at:at + STORED_CHUNK_BYTES])
+
+
 async def _encode_stream(first: StreamEvent, rest: AsyncIterator[StreamEvent], fmt: str) -> AsyncIterator[TimedDelta]:
     loop = asyncio.get_running_loop()
     encoder: StreamEncoder | None = None
