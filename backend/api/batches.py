@@ -34,7 +34,7 @@ def batch_errors() -> Iterator[None]:
     except batches.BatchNotFound:
         raise ApiError(404, "batch_not_found", "No such batch among yours.") from None
     except batches.InvalidBatch as exc:
-        raise ApiError(422, "invalid_request", str(exc), param="body") from None
+        raise ApiError(422, exc.code, str(exc), param="body") from None
     except batches.BatchNotDone as exc:
         raise ApiError(409, "batch_not_done", str(exc)) from None
 

@@ -24,7 +24,7 @@ from backend.services.jobs import (
     MAX_TEXT_CHARS, SAMPLE_OWNER, CaptionsUnavailable, InvalidJobRequest, JobNotFound, JobStatus, cancel_job,
     enqueue_synthesis, job_captions, job_status, list_jobs, voice_sample_job,
 )
-from backend.media.captions import to_srt, to_vtt
+from backend.media.captions import to_json, to_srt, to_vtt
 from backend.services.keys import KeyRejected, VerifiedKey
 from backend.media.codecs import FORMATS, FormatName
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
@@ -53,7 +53,7 @@ def voice_errors(openai_statuses: bool = False) -> Iterator[None]:
         param = OPENAI_FIELDS.get(exc.field, exc.field) if openai_statuses else exc.field
         if exc.field == "voice":
             raise ApiError(404, "voice_not_found", str(exc), param=param) from None
-        raise ApiError(400 if openai_statuses else 422, "invalid_request", str(exc), param=param) from None
+        raise ApiError(400 if openai_statuses else 422, exc.code, str(exc), param=param) from None
     except voice_library.VoiceRejected as exc:
         raise ApiError(exc.status, exc.code or ("invalid_audio" if exc.field == "audio" else "invalid_request"),
                        str(exc), param=exc.field) from None
@@ -63,6 +63,9 @@ def voice_errors(openai_statuses: bool = False) -> Iterator[None]:
     except ServiceUnavailable as exc:
         raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "5"}) from None
     except JobFailed as exc:
+        if exc.unspeakable:
+            raise ApiError(400 if openai_statuses else 422, "unspeakable_text", str(exc),
+                           param=OPENAI_FIELDS["text"] if openai_statuses else "text") from None
         raise ApiError(500, "synthesis_failed", str(exc)) from None
     except KeyRejected as exc:  # the key's quota, checked again as its characters are reserved
         raise rejection(exc) from None
@@ -213,7 +216,7 @@ def job_captions_file(job_id: str, fmt: Literal["json", "srt", "vtt"], owner: Re
             document = job_captions(job_id, owner)
         except CaptionsUnavailable as exc:
             raise ApiError(409, "no_captions", str(exc)) from None
-    body = json.dumps(document) if fmt == "json" else to_srt(document) if fmt == "srt" else to_vtt(document)
+    body = json.dumps(to_json(document)) if fmt == "json" else to_srt(document) if fmt == "srt" else to_vtt(document)
     return Response(body, media_type=CAPTION_TYPES[fmt],
                     headers={"Content-Disposition": f'attachment; filename="{job_id}.{fmt}"'})
 

@@ -27,6 +27,11 @@ class SynthesisError(Exception):
     """A job that can never succeed as asked (unknown voice, empty text…): fail it, never retry it."""
 
 
+#: The error of a job whose text gave no audio at all (a script or symbols the voice cannot read). It is the
+#: text's doing, not the platform's: a client waiting for the audio gets a 4xx `unspeakable_text`, never a 500.
+NO_AUDIO_ERROR = "the voice produced no audio for this text: it may be in a script or language the voice cannot read"
+
+
 @dataclass(frozen=True)
 class VoiceInfo:
     id: str

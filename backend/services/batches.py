@@ -47,9 +47,15 @@ from backend.services.jobs import (
 )
 from backend.services.keys import get_key_service
 from backend.services.ownership import owned_row
+from backend.services.text_input import UnspeakableText, speakable_text
 
 MAX_LINES = 1000
 MAX_BATCH_BYTES = 2 * 2**20
+#: How deep a JSON line may nest. A line is one flat object (depth 1); the bound is checked before parsing,
+#: because Python's JSON parser recurses per level and a line nested thousands deep would exhaust its stack.
+MAX_JSON_DEPTH = 32
+#: What the nesting scan looks at: an escape (with the character it escapes), a quote, a bracket.
+_JSON_TOKENS = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
 #: A line's name in the archive: letters, digits, dot, dash, underscore (no paths).
 LINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 FINISHED_LINE = ("succeeded", "failed", "cancelled")
@@ -57,7 +63,12 @@ logger = logging.getLogger("lockn.batches")
 
 
 class InvalidBatch(ValueError):
-    """The file cannot be a batch; the message names the line and what is wrong with it."""
+    """The file cannot be a batch; the message names the line and what is wrong with it, `code` the kind of
+    refusal (the API's error code)."""
+
+    def __init__(self, message: str, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class BatchNotFound(LookupError):
@@ -150,6 +161,9 @@ def _json_lines(content: str) -> list[dict]:
     for number, text in enumerate(content.splitlines(), start=1):
         if not text.strip():
             continue
+        if _nesting_exceeds(text, MAX_JSON_DEPTH):
+            raise InvalidBatch(f"line {number} nests deeper than {MAX_JSON_DEPTH} levels of JSON; each line is one "
+                               'flat object like {"text": "…", "voice": "…"}')
         try:
             row = json.loads(text)
         except json.JSONDecodeError:
@@ -159,6 +173,24 @@ def _json_lines(content: str) -> list[dict]:
             raise InvalidBatch(f"line {number} is not a JSON object")
         rows.append(row)
     return rows
+
+
+def _nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether `text`'s brackets (outside strings) nest deeper than `limit`: one linear scan, stopped early."""
+    depth, in_string = 0, False
+    for token in _JSON_TOKENS.finditer(text):
+        mark = token.group()
+        if mark == '"':
+            in_string = not in_string
+        elif in_string or mark[0] == "\\":
+            continue
+        elif mark in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def _csv_rows(content: str) -> list[dict]:
@@ -177,6 +209,10 @@ def _line(number: int, row: dict) -> LineIn:
     fmt, name = row.get("format") or "wav", row.get("id") or f"line-{number:04d}"
     if not isinstance(text, str) or not text.strip():
         raise InvalidBatch(f"line {number}: `text` is missing or empty")
+    try:  # the same rule as every other request's text (`text_input`), so what is stored is what is spoken
+        text = speakable_text(text)
+    except UnspeakableText as exc:
+        raise InvalidBatch(f"line {number}: {exc}", exc.code) from None
     if len(text) > MAX_TEXT_CHARS:
         raise InvalidBatch(f"line {number}: `text` is {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}")
     if not isinstance(voice, str) or not voice.strip():

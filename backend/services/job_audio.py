@@ -25,6 +25,7 @@ from backend.core.redis_client import get_async_binary_redis
 from backend.core.settings import get_settings
 from backend.media.captions import Cue, sentence_cues
 from backend.media.codecs import StreamEncoder
+from backend.media.engine import NO_AUDIO_ERROR
 from backend.media.live_stream import StreamEvent, read_events
 from backend.services.errors import ServiceUnavailable
 from backend.services.jobs import FINISHED, JobStatus, job_status
@@ -39,7 +40,12 @@ _encoders = ThreadPoolExecutor(max_workers=ENCODE_THREADS, thread_name_prefix="l
 
 
 class JobFailed(RuntimeError):
-    """The worker gave up on the job; the message is the worker's, meant for people."""
+    """The worker gave up on the job; the message is the worker's, meant for people. `unspeakable`: the text gave
+    no audio at all (`NO_AUDIO_ERROR`), which is the request's doing, not a fault of the platform."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.unspeakable = message == NO_AUDIO_ERROR
 
 
 async def _events(job_id: str, until: tuple[str, ...] = ("done", "error"),
@@ -121,6 +127,22 @@ async def live_deltas(job_id: str, fmt: str) -> AsyncIterator[TimedDelta]:
     if first.kind == "error":
         raise JobFailed(first.message)
     return _encode_stream(first, events, fmt)
+
+
+#: How much of a stored file one event carries.
+STORED_CHUNK_BYTES = 64 * 1024
+
+
+async def stored_deltas(job_id: str, owner: str) -> AsyncIterator[TimedDelta]:
+    """A job already answered (a cache hit) as deltas: its stored file in chunks. It has no live stream to follow
+    (no worker ever spoke it), and waiting for one would last until the job's time limit; so no sentence times."""
+    _, path = await finished_audio(job_id, owner)
+    return _chunks(await asyncio.to_thread(path.read_bytes))
+
+
+async def _chunks(data: bytes) -> AsyncIterator[TimedDelta]:
+    for at in range(0, len(data), STORED_CHUNK_BYTES):
+        yield TimedDelta(data[at:at + STORED_CHUNK_BYTES])
 
 
 async def _encode_stream(first: StreamEvent, rest: AsyncIterator[StreamEvent], fmt: str) -> AsyncIterator[TimedDelta]:

@@ -30,7 +30,9 @@ from backend.core.settings import get_settings
 from backend.core.request_context import request_id_scope
 from backend.media.captions import captions_document
 from backend.media.codecs import FORMATS, encode, limit_peak
-from backend.media.engine import Engine, ReferenceVoice, SynthesisError, SynthesisOptions, split_sentences
+from backend.media.engine import (
+    NO_AUDIO_ERROR, Engine, ReferenceVoice, SynthesisError, SynthesisOptions, split_sentences,
+)
 from backend.media.live_publisher import live_publisher
 from backend.media.tempo import change_tempo
 from backend.media.live_stream import (
@@ -264,7 +266,7 @@ def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> tuple[np.nd
             progress.check(done)
     pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if pcm.size == 0:
-        raise SynthesisError("the engine produced no audio for this text")
+        raise SynthesisError(NO_AUDIO_ERROR)
     live_publisher.publish(publish_spoken, job.id)
     return pcm, spoken_sentences
 

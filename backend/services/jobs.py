@@ -40,6 +40,7 @@ from backend.services.errors import ServiceUnavailable
 from backend.services.job_reaper import is_stalled, reap_stalled_jobs
 from backend.services.keys import KeyRejected, VerifiedKey, get_key_service
 from backend.services.pagination import BadCursor, newest_first
+from backend.services.text_input import UnspeakableText, normalised_text, speakable_text
 from backend.services.studio_usage import StudioQuotaReached, refund_studio_chars, reserve_studio_chars
 from backend.services.voices import (
     CLONED_PREFIX, VoiceNotFound, engine_for_clone, get_cloned_voice, live_engines, live_voices,
@@ -55,11 +56,12 @@ CANCELLED_MESSAGE = "Cancelled."
 
 
 class InvalidJobRequest(ValueError):
-    """The request can never succeed as asked; `field` names what to fix."""
+    """The request can never succeed as asked; `field` names what to fix, `code` the kind of refusal (the
+    API's error code: `empty_text` for a text with nothing to speak, see `text_input`)."""
 
-    def __init__(self, message: str, field: str) -> None:
+    def __init__(self, message: str, field: str, code: str = "invalid_request") -> None:
         super().__init__(message)
-        self.field = field
+        self.field, self.code = field, code
 
 
 class JobNotFound(LookupError):
@@ -134,6 +136,14 @@ def validate_request(owner: str, text: str, voice: str, fmt: str, speed: float, 
     return speaker, live_engines()[speaker]["version"]
 
 
+def cleaned_text(text: str) -> str:
+    """`text` by the rule of `text_input`, or the `InvalidJobRequest` (code `empty_text`) that says why not."""
+    try:
+        return speakable_text(text)
+    except UnspeakableText as exc:
+        raise InvalidJobRequest(str(exc), "text", exc.code) from None
+
+
 def cache_key(owner: str, text: str, voice: str, fmt: str, speed: float, engine_version: str,
               instructions: str = "", engine: str = "") -> str:
     """The content address of a request: identical requests get identical audio.
@@ -167,7 +177,11 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
        and counted in its usage, and so are a cache hit's audio seconds (the worker counts the rest);
        without, on the Studio user's monthly quota (`StudioQuotaReached`; the job row is their usage record);
     3. the row is written and the message sent.
+    Before all of it, the text and instructions are cleaned by the one rule of `text_input` (a text with nothing
+    to speak is an `InvalidJobRequest` with code `empty_text`): what is counted, addressed and stored is the
+    cleaned text.
     """
+    text, instructions = cleaned_text(text), normalised_text(instructions)
     chosen, version = validate_request(owner, text, voice, fmt, speed, instructions, engine)
     if key is None and batch_id is None:  # a Studio request: the user's own rate limit (a key has its own;
         check_studio_rate(owner)  # a batch's lines are one request, the upload: `batches.create_batch`)

@@ -16,8 +16,11 @@ Row = TypeVar("Row")
 
 def owned_row(session: Session, model: type[Row], row_id: str, owner: str,
               missing: Callable[[str], Exception]) -> Row:
-    """The row of `model` with `row_id` if `owner` owns it; otherwise raise `missing(row_id)`."""
-    row: Any = session.get(model, row_id)
+    """The row of `model` with `row_id` if `owner` owns it; otherwise raise `missing(row_id)`.
+
+    An id with a control or invisible character (a `%00` in a URL) is no row's id: it is missing without asking
+    the database, which would refuse it (PostgreSQL takes no NUL) and be taken for an outage."""
+    row: Any = session.get(model, row_id) if row_id.isprintable() else None
     if row is None or row.owner != owner:
         raise missing(row_id)
     return row

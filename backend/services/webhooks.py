@@ -23,8 +23,10 @@ import json
 import logging
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 from cryptography.fernet import Fernet, InvalidToken
@@ -308,6 +310,18 @@ def _allow_loopback() -> bool:
 
 
 def _check_url(url: str) -> None:
+    """The URL read strictly, then its destination checked (`webhook_destinations`). Strictly: a URL is one token,
+    so any whitespace, control or invisible character inside it is refused (a `\\r\\n` would otherwise
+    smuggle a header line into the stored URL), and it must parse as a URL (port in range, brackets closed)."""
+    odd = next((at for at, char in enumerate(url) if char.isspace() or unicodedata.category(char)[0] == "C"), None)
+    if odd is not None:
+        raise InvalidWebhook(f"the URL holds U+{ord(url[odd]):04X} {unicodedata.name(url[odd], 'a control character')}"
+                             f" at character {odd + 1}; a URL has no whitespace or control characters "
+                             "(percent-encode them, such as %20 for a space)", "url")
+    try:
+        _ = urlsplit(url).port, httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise InvalidWebhook(f"the URL cannot be read: {exc}", "url") from None
     try:
         check_destination(url, _allow_loopback())
     except DestinationRefused as exc:
