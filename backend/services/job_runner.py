@@ -260,7 +260,8 @@ def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> tuple[np.nd
         finally:
             pieces.close()  # a cancelled job leaves its engine's batch at once
         spoken_sentences.append((sentence, samples))
-        live_publisher.publish(publish_sentence, job.id, sentence, samples)
+        if samples:  # a sentence that gave no audio has no place in it (and no cue, as in captions)
+            live_publisher.publish(publish_sentence, job.id, sentence, samples)
         done += len(sentence)
         if index < len(sentences) - 1:
             progress.check(done)
