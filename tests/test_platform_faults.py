@@ -73,8 +73,9 @@ def is_broker(cmd: list[str]) -> bool:
 
 
 def is_worker(cmd: list[str]) -> bool:
-    """The worker serving interactive requests (`make run` also starts one for batch lines)."""
-    return "celery" in cmd and "worker" in cmd and not any(part.endswith("-batch") for part in cmd)
+    """The worker serving interactive requests (`make run` also starts one for batch lines and one for webhooks)."""
+    return ("celery" in cmd and "worker" in cmd and "webhooks" not in cmd
+            and not any(part.endswith("-batch") for part in cmd))
 
 
 def is_batch_worker(cmd: list[str]) -> bool:

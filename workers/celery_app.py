@@ -20,7 +20,7 @@ from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
 from backend.queue.app import create_celery
 from backend.queue.heartbeat import HeartbeatThread, WorkerInfo
-from backend.queue.routing import DEFAULT_QUEUE, QA_QUEUE
+from backend.queue.routing import DEFAULT_QUEUE, QA_QUEUE, WEBHOOK_QUEUE
 from backend.services.job_runner import close_usage_recorder
 from workers.engine_loader import engine_descriptions, load_engines
 from workers.reaper import StalledJobSweeper
@@ -56,8 +56,8 @@ def _flush_usage(**_kwargs) -> None:  # type: ignore[no-untyped-def]
 def _start_heartbeat(sender, **_kwargs) -> None:  # type: ignore[no-untyped-def]
     global _heartbeat
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else [DEFAULT_QUEUE]
-    # The QA worker loads no engine: announcing one would make /health believe an engine is up.
-    engines = engine_descriptions(get_settings().engine_names) if set(queues) - {QA_QUEUE} else []
+    # The QA and webhook workers load no engine: announcing one would make /health believe an engine is up.
+    engines = engine_descriptions(get_settings().engine_names) if set(queues) - {QA_QUEUE, WEBHOOK_QUEUE} else []
     info = WorkerInfo(hostname=getattr(sender, "hostname", socket.gethostname()), queues=queues, engines=engines)
     _heartbeat = HeartbeatThread(get_redis(), info)
     _heartbeat.start()

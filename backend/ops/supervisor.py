@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.core.settings import PROJECT_ROOT, Settings
-from backend.queue.routing import queues_for
+from backend.queue.routing import WEBHOOK_QUEUE, queues_for
 
 STOP_GRACE_S = 10.0
 EMBEDDED_BROKER_AOF = "broker.aof"
@@ -45,11 +45,18 @@ def embedded_broker_command(settings: Settings) -> list[str]:
             "--logfile", str(settings.data_dir / EMBEDDED_BROKER_LOG)]
 
 
-def worker_command(queues: str = "cpu,cpu-batch", concurrency: int = 1, index: int = 0) -> list[str]:
+def worker_command(queues: str = "cpu,cpu-batch", concurrency: int = 1, index: int = 0,
+                   pool: str = "prefork") -> list[str]:
     """A Celery worker; `index` tells apart several workers started by one supervisor."""
     return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "--quiet", "worker", "--queues", queues,
-            "--concurrency", str(concurrency), "--loglevel", "WARNING",
+            "--concurrency", str(concurrency), "--pool", pool, "--loglevel", "WARNING",
             "--hostname", f"{queues.replace(',', '+')}@%h-{os.getpid()}-{index}"]
+
+
+def webhook_worker_command(settings: Settings, index: int = 0) -> list[str]:
+    """The webhook worker: the `webhooks` queue only, `LOCKN_WEBHOOK_CONCURRENCY` threads (a delivery mostly
+    waits on the network, and loads no engine), so a slow endpoint never holds a slot that speaks."""
+    return worker_command(WEBHOOK_QUEUE, settings.webhook_concurrency, index=index, pool="threads")
 
 
 def engine_queues(settings: Settings) -> str:
