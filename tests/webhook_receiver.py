@@ -96,7 +96,9 @@ class Trickler:
                         sent += 1
                     if self._stopped.wait(rng.uniform(*self.interval_s)) or self._hung_up(connection):
                         return
-                connection.sendall(b"\r\nContent-Length: 0\r\n\r\n")  # ends the header line in progress
+                # Complete what was begun (the status line, or the header line in progress), then end the headers.
+                rest = answer[sent:] if sent < len(answer) else b"\r\n" if (sent - len(answer)) % 40 else b""
+                connection.sendall(rest + b"Content-Length: 0\r\n\r\n")
                 time.sleep(0.2)
         except OSError:
             pass
@@ -106,7 +108,7 @@ class Trickler:
     @staticmethod
     def _header_byte(index: int) -> bytes:
         """Byte `index` of an endless run of `X-Slow: aaaa…` header lines."""
-        line = b"X-Slow: " + b"a" * 30 + b"\r\n"
+        line = b"X-Slow: " + b"a" * 30 + b"\r\n"  # 40 bytes
         return line[index % len(line):index % len(line) + 1]
 
     @staticmethod
