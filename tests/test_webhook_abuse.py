@@ -19,7 +19,8 @@ from backend.core.models import WebhookDelivery, utcnow
 from backend.services import webhooks
 from backend.services.webhook_destinations import DestinationRefused, check_destination
 from tests.conftest import reset_caches
-from tests.webhook_receiver import Receiver, Trickler
+from bench.trickler import Trickler
+from tests.webhook_receiver import Receiver
 
 OWNER, OTHER = "auth0|hostile-owner", "auth0|bystander"
 VOICE = "en_US-joe-medium"
