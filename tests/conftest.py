@@ -177,6 +177,16 @@ def webhook_worker(embedded_broker: str, database: str) -> Iterator["Supervisor"
         supervisor.stop_all()
 
 
+@pytest.fixture
+def receiver() -> Iterator["Receiver"]:  # noqa: F821
+    """A webhook receiver on loopback (`tests.webhook_receiver`), shut down after the test."""
+    from tests.webhook_receiver import Receiver
+
+    made = Receiver()
+    yield made
+    made.server.shutdown()
+
+
 def run_async(coroutine):  # type: ignore[no-untyped-def]
     """Run `coroutine` to its end in a thread of its own (Playwright may already run a loop in this one)."""
     import asyncio

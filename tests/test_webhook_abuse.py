@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -18,19 +18,12 @@ from backend.core.db import get_engine
 from backend.core.models import WebhookDelivery, utcnow
 from backend.services import webhooks
 from backend.services.webhook_destinations import DestinationRefused, check_destination
-from tests.conftest import reset_caches
 from bench.trickler import Trickler
+from tests.conftest import reset_caches
 from tests.webhook_receiver import Receiver
 
 OWNER, OTHER = "auth0|hostile-owner", "auth0|bystander"
 VOICE = "en_US-joe-medium"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    made = Receiver()
-    yield made
-    made.server.shutdown()
 
 
 def setting(monkeypatch: pytest.MonkeyPatch, **values: object) -> None:
@@ -43,6 +36,23 @@ def setting(monkeypatch: pytest.MonkeyPatch, **values: object) -> None:
 def delivery(delivery_id: str) -> webhooks.DeliveryView:
     owner_of = {d.id: d for owner in (OWNER, OTHER) for d in webhooks.list_deliveries(owner)}
     return owner_of[delivery_id]
+
+
+def race(count: int, action: Callable[[], str]) -> list[str]:
+    """Run `action` in `count` threads released at once; what each returned."""
+    barrier = threading.Barrier(count)
+    outcomes: list[str] = []
+
+    def run() -> None:
+        barrier.wait()
+        outcomes.append(action())
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
 
 
 def age(delivery_id: str, **values: object) -> None:
@@ -229,22 +239,14 @@ def test_only_a_failed_delivery_can_be_resent(monkeypatch, key_service, embedded
     with pytest.raises(webhooks.NotResendable, match="pending"):
         webhooks.resend(OWNER, pending.id)
     age(pending.id, status="failed")
-    outcomes: list[str] = []
-    barrier = threading.Barrier(2)
 
-    def race() -> None:
-        barrier.wait()
+    def resend() -> str:
         try:
-            outcomes.append(webhooks.resend(OWNER, pending.id).status)
+            return webhooks.resend(OWNER, pending.id).status
         except webhooks.NotResendable:
-            outcomes.append("refused")
+            return "refused"
 
-    threads = [threading.Thread(target=race) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(outcomes) == ["pending", "refused"]
+    assert sorted(race(2, resend)) == ["pending", "refused"]
 
 
 # ----- item 7: destinations and the endpoint cap -------------------------------------------------------------
@@ -300,29 +302,17 @@ def test_the_endpoint_cap_holds_against_concurrent_creates(key_service, embedded
     """Twenty creates at once make exactly ten endpoints; then, one slot free, two racing creates make one.
     (Before: each counted the endpoints, then inserted, so racing creates passed the cap.) SQLite and PostgreSQL."""
 
-    def race(count: int) -> list[str]:
-        barrier = threading.Barrier(count)
-        outcomes: list[str] = []
+    def create() -> str:
+        try:
+            webhooks.create_endpoint(OWNER, receiver.url, ["key.revoked"])
+            return "made"
+        except webhooks.InvalidWebhook as exc:
+            return str(exc)
 
-        def create() -> None:
-            barrier.wait()
-            try:
-                webhooks.create_endpoint(OWNER, receiver.url, ["key.revoked"])
-                outcomes.append("made")
-            except webhooks.InvalidWebhook as exc:
-                outcomes.append(str(exc))
-
-        threads = [threading.Thread(target=create) for _ in range(count)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return outcomes
-
-    outcomes = race(20)
+    outcomes = race(20, create)
     assert outcomes.count("made") == webhooks.MAX_ENDPOINTS == len(webhooks.list_endpoints(OWNER))
     assert all("the most there may be" in outcome for outcome in outcomes if outcome != "made")
     for _ in range(3):
         webhooks.delete_endpoint(OWNER, webhooks.list_endpoints(OWNER)[3].id)
-        assert race(2).count("made") == 1
+        assert race(2, create).count("made") == 1
         assert len(webhooks.list_endpoints(OWNER)) == webhooks.MAX_ENDPOINTS

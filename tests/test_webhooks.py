@@ -4,7 +4,6 @@ back-off, and the address check keeps deliveries off private networks in product
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -19,13 +18,6 @@ from tests.webhook_receiver import Receiver
 
 OWNER, OTHER = "auth0|webhook-owner", "auth0|someone-else"
 VOICE = "en_US-joe-medium"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    made = Receiver()
-    yield made
-    made.server.shutdown()
 
 
 @pytest.fixture
