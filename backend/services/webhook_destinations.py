@@ -18,6 +18,7 @@ could make a worker call the cloud metadata service, the database or an admin pa
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -29,9 +30,24 @@ MAX_URL_CHARS = 2000
 #: The well-known NAT64 prefix: its last 32 bits are the IPv4 address packets go to.
 NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 SHARED_NETWORK = ipaddress.ip_network("100.64.0.0/10")
-#: Lookups run here so a caller can stop waiting (`getaddrinfo` itself has no timeout); a lookup the resolver
-#: never answers keeps its thread only until the system resolver gives up, and never its caller.
-_resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lockn-dns")
+
+
+def _new_resolver() -> ThreadPoolExecutor:
+    """Lookups run in this pool so a caller can stop waiting (`getaddrinfo` itself has no timeout); a lookup the
+    resolver never answers keeps its thread only until the system resolver gives up, and never its caller."""
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="lockn-dns")
+
+
+_resolver = _new_resolver()
+
+
+def _renew_resolver_after_fork() -> None:
+    """A forked process (a Celery pool child) inherits the pool but none of its threads: it gets its own."""
+    global _resolver
+    _resolver = _new_resolver()
+
+
+os.register_at_fork(after_in_child=_renew_resolver_after_fork)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
