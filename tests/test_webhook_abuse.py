@@ -4,6 +4,7 @@ addresses that smuggle a private IPv4 inside IPv6. Real loopback servers, real w
 from __future__ import annotations
 
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -102,7 +103,7 @@ def test_another_owners_speech_finishes_while_a_trickling_endpoint_holds_deliver
         monkeypatch, worker, webhook_worker) -> None:
     """make run's topology (speech worker + webhook worker): with two deliveries stuck on a trickling endpoint,
     a bystander's job still runs at once (before: both deliveries held the only `cpu` slot until the endpoint
-    finished). Prints the job's time idle and under the trickle; asserts only the order of events."""
+    finished). Prints the job's time idle and under the trickle (medians of three); asserts only the order of events."""
     from backend.services.jobs import enqueue_synthesis, job_status
 
     setting(monkeypatch, webhook_timeout_s=20)  # the stuck deliveries outlive the job by far
@@ -117,7 +118,7 @@ def test_another_owners_speech_finishes_while_a_trickling_endpoint_holds_deliver
         return time.monotonic() - started
 
     speak("Warm the worker up first.")
-    idle = speak("The bystander speaks while nobody is abusing anything.")
+    idle = statistics.median(speak(f"The bystander speaks while nobody abuses anything, take {n}.") for n in range(3))
     trickler = Trickler(finish_after_s=25)
     try:
         endpoint, _ = webhooks.create_endpoint(OWNER, trickler.url, ["job.succeeded"])
@@ -125,11 +126,12 @@ def test_another_owners_speech_finishes_while_a_trickling_endpoint_holds_deliver
             webhooks.send_test(OWNER, endpoint.id)
         while len(trickler.opened) < 2:  # both deliveries are being trickled to
             time.sleep(0.05)
-        loaded = speak("The bystander speaks while a hostile endpoint trickles its answers.")
+        loaded = statistics.median(speak(f"The bystander speaks while an endpoint trickles, take {n}.")
+                                   for n in range(3))
         still_open = trickler.open_now
     finally:
         trickler.stop()
-    print(f"\nbystander's job: idle {idle:.2f} s, with a trickling webhook endpoint live {loaded:.2f} s "
+    print(f"\nbystander's job, median of 3: idle {idle:.2f} s, with a trickling webhook endpoint live {loaded:.2f} s "
           f"(x{loaded / idle:.2f})")
     assert still_open == 2, "the job finished while both deliveries were still held by the trickling endpoint"
 
