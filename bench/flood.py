@@ -10,10 +10,10 @@ flood was answered (only 200/429/503, no timeouts expected); the web process's r
 health p99 < 50 ms, voice list p99 < 100 ms, second key's speech p50 at most 2× idle, memory growth < 100 MB.
 
 Then the webhook-abuse phase: a third owner points eleven endpoints (one over the cap) at a trickling server (a
-real socket server sending a header byte every 2–4 s, `bench.trickler`), sends test events and resends as fast
-as it can and speaks short texts one request at a time (each success is ten more deliveries), while the second
-key keeps its pace again. Printed: the same figures against the same idle ones, how the abuse was answered, and how many
-deliveries the trickling server held at once. Same targets.
+real socket server sending a header byte every 2–4 s, `bench.trickler`), sends ten test events and ten resends
+a second (the limit is ten a minute) and speaks short texts one request at a time (each success is ten more
+deliveries), while the second key keeps its pace again. Printed: the same figures against the same idle ones,
+how the abuse was answered, and how many deliveries the trickling server held at once. Same targets.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ async def flood(http: httpx.AsyncClient, key: str, requests: int, bombs: int) ->
 
 async def webhook_abuse(http: httpx.AsyncClient, key: str, trickler: Trickler, seconds: float) -> Counter:
     """The hostile owner: endpoints up to the cap and one more at the trickling server, then for `seconds` test
-    events and resends as fast as answers come, and short speech requests one at a time (each success a
+    events and resends (ten of each a second, against a limit of ten a minute), and short speech requests one at a time (each success a
     `job.succeeded` to every endpoint). Returns how each kind of request was answered."""
     headers = {"Authorization": f"Bearer {key}"}
     made = await asyncio.gather(*(http.post("/api/webhooks", headers=headers, json={
@@ -111,7 +111,7 @@ async def webhook_abuse(http: httpx.AsyncClient, key: str, trickler: Trickler, s
             delivery = test.json()["id"] if test.status_code == 202 else "msg_unknown"
             again = await http.post(f"/api/webhooks/deliveries/{delivery}/resend", headers=headers)
             answers[f"resend {again.status_code}"] += 1
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)  # ~20 requests/s: far over the webhook limit; the request flood is phase one's
 
     async def speak() -> None:
         """Short texts, twice a second at most: the deliveries they cause are the point, not the speech."""
@@ -199,7 +199,7 @@ async def measure(base: str, flood_key: str, paced_key: str, hostile_key: str, a
     print(f"web resident memory: {rss_before / 2**20:.0f} MB → {rss_after / 2**20:.0f} MB "
           f"({(rss_after - rss_before) / 2**20:+.0f} MB; target < 100 MB)")
     print("\nwebhook abuse — a third owner: 11 endpoints at a trickling server (a header byte every 2–4 s), test "
-          "events and resends as fast as answered, short speech one request at a time; the second key keeps its pace")
+          "events and resends 10/s each, short speech one request at a time; the second key keeps its pace")
     print_figures(idle, abused, "abuse")
     print("abuse answered: " + ", ".join(f"{kind}: {count}" for kind, count in sorted(abuse.items())))
     print(f"trickling server: {len(trickler.opened)} delivery attempts, at most {held} held at once "
