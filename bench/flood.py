@@ -93,8 +93,8 @@ async def flood(http: httpx.AsyncClient, key: str, requests: int, bombs: int) ->
 
 async def webhook_abuse(http: httpx.AsyncClient, key: str, trickler: Trickler, seconds: float) -> Counter:
     """The hostile owner: endpoints up to the cap and one more at the trickling server, then for `seconds` test
-    events and resends (ten of each a second, against a limit of ten a minute), and short speech requests one at a time (each success a
-    `job.succeeded` to every endpoint). Returns how each kind of request was answered."""
+    events and resends (ten of each a second, against a limit of ten a minute), and short speech requests one at
+    a time (each success a `job.succeeded` to every endpoint). Returns how each kind of request was answered."""
     headers = {"Authorization": f"Bearer {key}"}
     made = await asyncio.gather(*(http.post("/api/webhooks", headers=headers, json={
         "url": f"{trickler.url}/{n}", "events": ["job.succeeded", "job.failed"]}) for n in range(11)))
