@@ -2,12 +2,18 @@
 
     python -m bench.flood [--requests 200] [--bombs 20] [--seconds 20] [--smoke]
 
-Loopback only, on a throwaway stack (`bench.stack`). One key sends `--requests` concurrent speech requests
-(unique texts, so the cache never answers) and `--bombs` decompression-bomb uploads (8 channels at 192 kHz) at
-once, while a second key keeps making paced requests. Printed: `/health/live` p99, the second key's voice-list
-p99 and speech p50, each idle and under the flood; how the flood was answered (only 200/429/503, no timeouts
-expected); the web process's resident memory growth. Targets: health p99 < 50 ms, voice list p99 < 100 ms,
-second key's speech p50 at most 2× idle, memory growth < 100 MB.
+Loopback only, on a throwaway stack (`bench.stack`, with `make run`'s webhook worker). One key sends
+`--requests` concurrent speech requests (unique texts, so the cache never answers) and `--bombs`
+decompression-bomb uploads (8 channels at 192 kHz) at once, while a second key keeps making paced requests.
+Printed: `/health/live` p99, the second key's voice-list p99 and speech p50, each idle and under the flood; how the
+flood was answered (only 200/429/503, no timeouts expected); the web process's resident memory growth. Targets:
+health p99 < 50 ms, voice list p99 < 100 ms, second key's speech p50 at most 2× idle, memory growth < 100 MB.
+
+Then the webhook-abuse phase: a third owner points eleven endpoints (one over the cap) at a trickling server (a
+real socket server sending a header byte every 2–4 s, `bench.trickler`), sends ten test events and ten resends
+a second (the limit is ten a minute) and speaks short texts one request at a time (each success is ten more
+deliveries), while the second key keeps its pace again. Printed: the same figures against the same idle ones,
+how the abuse was answered, and how many deliveries the trickling server held at once. Same targets.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import soundfile as sf
 
 from bench.soak import percentile
 from bench.stack import local_stack
+from bench.trickler import Trickler
 
 VOICE = "en_US-joe-medium"
 
@@ -84,6 +91,63 @@ async def flood(http: httpx.AsyncClient, key: str, requests: int, bombs: int) ->
     return Counter(status for _, status in answers)
 
 
+async def webhook_abuse(http: httpx.AsyncClient, key: str, trickler: Trickler, seconds: float) -> Counter:
+    """The hostile owner: endpoints up to the cap and one more at the trickling server, then for `seconds` test
+    events and resends (ten of each a second, against a limit of ten a minute), and short speech requests one at
+    a time (each success a `job.succeeded` to every endpoint). Returns how each kind of request was answered."""
+    headers = {"Authorization": f"Bearer {key}"}
+    made = await asyncio.gather(*(http.post("/api/webhooks", headers=headers, json={
+        "url": f"{trickler.url}/{n}", "events": ["job.succeeded", "job.failed"]}) for n in range(11)))
+    answers = Counter(f"create {r.status_code}" for r in made)
+    endpoints = [r.json()["id"] for r in made if r.status_code == 201]
+    until = time.monotonic() + seconds
+
+    async def pester() -> None:
+        sent = 0
+        while time.monotonic() < until:
+            sent += 1
+            test = await http.post(f"/api/webhooks/{endpoints[sent % len(endpoints)]}/test", headers=headers)
+            answers[f"test {test.status_code}"] += 1
+            delivery = test.json()["id"] if test.status_code == 202 else "msg_unknown"
+            again = await http.post(f"/api/webhooks/deliveries/{delivery}/resend", headers=headers)
+            answers[f"resend {again.status_code}"] += 1
+            await asyncio.sleep(0.1)  # ~20 requests/s: far over the webhook limit; the request flood is phase one's
+
+    async def speak() -> None:
+        """Short texts, twice a second at most: the deliveries they cause are the point, not the speech."""
+        spoken_count = 0
+        while time.monotonic() < until:
+            spoken_count += 1
+            spoken = await http.post("/v1/audio/speech", headers=headers, json={
+                "model": "tts-1", "voice": VOICE, "input": f"Hook {spoken_count}.", "response_format": "wav"})
+            answers[f"speech {spoken.status_code}"] += 1
+            await asyncio.sleep(0.5)
+
+    await asyncio.gather(pester(), speak())
+    return answers
+
+
+async def peak_open(trickler: Trickler, until: asyncio.Event) -> int:
+    """The most connections the trickling server held at once while `until` is unset."""
+    peak = 0
+    while not until.is_set():
+        peak = max(peak, trickler.open_now)
+        await asyncio.sleep(0.1)
+    return peak
+
+
+def print_figures(idle: dict[str, list[float]], loaded: dict[str, list[float]], column: str) -> None:
+    """Health, voice list and speech: idle, loaded and the target of each."""
+    print(f"{'':28}{'idle':>10}{column:>10}   target")
+    for kind, fraction, target in (("health", .99, "p99 < 50 ms"), ("voices", .99, "p99 < 100 ms"),
+                                   ("speech", .50, "p50 <= 2x idle")):
+        before, during = percentile(idle[kind], fraction), percentile(loaded[kind], fraction)
+        label = {"health": "/health/live p99", "voices": "second key, voice list p99",
+                 "speech": "second key, speech p50"}[kind]
+        print(f"{label:<28}{before * 1000:8.1f}ms{during * 1000:8.1f}ms   {target}"
+              + (f" (x{during / before:.2f})" if kind == "speech" and before else ""))
+
+
 def resident(process: psutil.Process) -> int:
     """Resident memory of the web server and every process it runs (Granian's workers)."""
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
@@ -102,7 +166,8 @@ def paced_samples(base: str, key: str, seconds: float) -> dict[str, list[float]]
     return asyncio.run(run())
 
 
-async def measure(base: str, flood_key: str, paced_key: str, args: argparse.Namespace, web: psutil.Process) -> None:
+async def measure(base: str, flood_key: str, paced_key: str, hostile_key: str, args: argparse.Namespace,
+                  web: psutil.Process) -> None:
     limits = httpx.Limits(max_connections=args.requests + args.bombs + 20)
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(max_workers=1) as second_client:
@@ -114,19 +179,31 @@ async def measure(base: str, flood_key: str, paced_key: str, args: argparse.Name
             statuses = await flood(http, flood_key, args.requests, args.bombs)
             loaded = await loaded_samples
         rss_after = resident(web)
+        trickler = Trickler()
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+                abused_samples = loop.run_in_executor(second_client, paced_samples, base, paced_key, args.seconds)
+                await asyncio.sleep(0.5)
+                done = asyncio.Event()
+                peak = asyncio.create_task(peak_open(trickler, done))
+                abuse = await webhook_abuse(http, hostile_key, trickler, args.seconds)
+                abused = await abused_samples
+                done.set()
+                held = await peak
+        finally:
+            trickler.stop()
     print(f"LockN flood — {psutil.cpu_count()} CPU(s): one key sends {args.requests} concurrent speech requests and "
           f"{args.bombs} bomb uploads; a second key keeps its pace")
-    print(f"{'':28}{'idle':>10}{'flood':>10}   target")
-    for kind, fraction, target in (("health", .99, "p99 < 50 ms"), ("voices", .99, "p99 < 100 ms"),
-                                   ("speech", .50, "p50 <= 2x idle")):
-        before, during = percentile(idle[kind], fraction), percentile(loaded[kind], fraction)
-        label = {"health": "/health/live p99", "voices": "second key, voice list p99",
-                 "speech": "second key, speech p50"}[kind]
-        print(f"{label:<28}{before * 1000:8.1f}ms{during * 1000:8.1f}ms   {target}"
-              + (f" (x{during / before:.2f})" if kind == "speech" and before else ""))
+    print_figures(idle, loaded, "flood")
     print("flood answered: " + ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items(), key=str)))
     print(f"web resident memory: {rss_before / 2**20:.0f} MB → {rss_after / 2**20:.0f} MB "
           f"({(rss_after - rss_before) / 2**20:+.0f} MB; target < 100 MB)")
+    print("\nwebhook abuse — a third owner: 11 endpoints at a trickling server (a header byte every 2–4 s), test "
+          "events and resends 10/s each, short speech one request at a time; the second key keeps its pace")
+    print_figures(idle, abused, "abuse")
+    print("abuse answered: " + ", ".join(f"{kind}: {count}" for kind, count in sorted(abuse.items())))
+    print(f"trickling server: {len(trickler.opened)} delivery attempts, at most {held} held at once "
+          "(by the webhook worker; the speech worker held none)")
 
 
 def main() -> None:
@@ -139,15 +216,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.requests, args.bombs, args.seconds = 8, 2, 3.0
-    with local_stack() as stack:
+    with local_stack(webhook_worker=True) as stack:
         from backend.core.settings import get_settings
         from backend.services.keys import KeySpec, RateLimit, build_key_service
 
         service = build_key_service(get_settings())
         paced = service.create("bench-paced", KeySpec("paced", rate_limit=RateLimit(100_000, 60)))[1]
+        hostile = service.create("bench-hostile", KeySpec("hostile", rate_limit=RateLimit(100_000, 60), scopes=(
+            "tts:read", "tts:write", "keys:read", "keys:write")))[1]
         service.close()
         web = psutil.Process(next(child.pid for name, child in stack.supervisor.children if name == "api"))
-        asyncio.run(measure(stack.base_url, stack.key, paced, args, web))
+        asyncio.run(measure(stack.base_url, stack.key, paced, hostile, args, web))
 
 
 if __name__ == "__main__":

@@ -24,13 +24,17 @@ class Stack:
 
 
 @contextmanager
-def local_stack(worker_concurrency: int = 1, rate_per_minute: int = 100_000) -> Iterator[Stack]:
-    """Everything on this machine in a temporary data directory; stopped and removed afterwards."""
+def local_stack(worker_concurrency: int = 1, rate_per_minute: int = 100_000,
+                webhook_worker: bool = False) -> Iterator[Stack]:
+    """Everything on this machine in a temporary data directory; stopped and removed afterwards. With
+    `webhook_worker`, also `make run`'s webhook worker (for benches that send webhooks)."""
     with tempfile.TemporaryDirectory() as data_dir:
         os.environ.update({"LOCKN_DATA_DIR": data_dir, "LOCKN_ENV": "test"})
         for name in ("LOCKN_DATABASE_URL", "LOCKN_REDIS_URL"):
             os.environ.pop(name, None)
-        from backend.ops.supervisor import Supervisor, embedded_broker_command, wait_for_socket, worker_command
+        from backend.ops.supervisor import (
+            Supervisor, embedded_broker_command, wait_for_socket, webhook_worker_command, worker_command,
+        )
         from backend.core.db import migrate
         from backend.services.keys import KeySpec, RateLimit, build_key_service
         from backend.core.settings import get_settings
@@ -45,6 +49,8 @@ def local_stack(worker_concurrency: int = 1, rate_per_minute: int = 100_000) -> 
         supervisor.start("broker", embedded_broker_command(get_settings()))
         wait_for_socket(get_settings().embedded_broker_socket)
         supervisor.start("worker", worker_command(concurrency=worker_concurrency), env=dict(os.environ))
+        if webhook_worker:
+            supervisor.start("webhook-worker", webhook_worker_command(get_settings()), env=dict(os.environ))
         port = 18500 + os.getpid() % 400
         supervisor.start("api", [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
                                  "--port", str(port), "--log-level", "warning", "--factory",

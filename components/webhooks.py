@@ -43,8 +43,9 @@ def delivery_line(delivery: rx.Var[dict[str, str]]) -> rx.Component:
                     size="1", color=rx.color("gray", 11)),
             rx.cond(delivery["error"] != "", rx.text(delivery["error"], size="1", color=rx.color("red", 11))),
             spacing="0", flex="1", min_width="0"),
-        rx.button("Resend", size="1", variant="soft", on_click=WebhookState.resend(delivery["id"]),
-                  data_testid="webhook-resend"),
+        rx.cond(delivery["status"] == "failed",  # only a failed delivery can be resent (services/webhooks.resend)
+                rx.button("Resend", size="1", variant="soft", on_click=WebhookState.resend(delivery["id"]),
+                          data_testid="webhook-resend")),
         gap="2", align="center", width="100%", padding="0.4rem 0", border_bottom=f"1px solid {rx.color('gray', 4)}",
         data_testid="webhook-delivery", data_status=delivery["status"],
     )

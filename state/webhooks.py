@@ -54,7 +54,8 @@ class WebhookState(DashboardState):
         self.webhook_error = ""
         try:
             action(owner)
-        except (webhooks.InvalidWebhook, webhooks.WebhookNotFound) as exc:
+        except (webhooks.InvalidWebhook, webhooks.WebhookNotFound, webhooks.SendingTooFast,
+                webhooks.NotResendable) as exc:
             self.webhook_error = str(exc) or "That endpoint or delivery is gone."
         self._refresh()
 

@@ -136,14 +136,14 @@ def key_service(database: str) -> Iterator["KeyService"]:  # noqa: F821
     service.close()
 
 
-def wait_for_worker_heartbeat(timeout_s: float = 60.0) -> None:
+def wait_for_worker_heartbeat(timeout_s: float = 60.0, queue: str | None = None) -> None:
     import time
 
     from backend.core.redis_client import get_redis
     from backend.queue import heartbeat
 
     deadline = time.monotonic() + timeout_s
-    while not heartbeat.live_workers(get_redis()):
+    while not [w for w in heartbeat.live_workers(get_redis()) if queue is None or queue in w.queues]:
         if time.monotonic() > deadline:
             raise AssertionError(f"no worker reported within {timeout_s} s")
         time.sleep(0.1)
@@ -161,6 +161,30 @@ def worker(embedded_broker: str, database: str) -> Iterator["Supervisor"]:  # no
         yield supervisor
     finally:
         supervisor.stop_all()
+
+
+@pytest.fixture
+def webhook_worker(embedded_broker: str, database: str) -> Iterator["Supervisor"]:  # noqa: F821
+    """The webhook worker `make run` starts (the `webhooks` queue, a thread pool), on this test's broker and DB."""
+    from backend.ops.supervisor import Supervisor, webhook_worker_command
+
+    supervisor = Supervisor()
+    supervisor.start("webhook-worker", webhook_worker_command(get_settings()), env=dict(os.environ))
+    try:
+        wait_for_worker_heartbeat(queue="webhooks")
+        yield supervisor
+    finally:
+        supervisor.stop_all()
+
+
+@pytest.fixture
+def receiver() -> Iterator["Receiver"]:  # noqa: F821
+    """A webhook receiver on loopback (`tests.webhook_receiver`), shut down after the test."""
+    from tests.webhook_receiver import Receiver
+
+    made = Receiver()
+    yield made
+    made.server.shutdown()
 
 
 def run_async(coroutine):  # type: ignore[no-untyped-def]

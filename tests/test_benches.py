@@ -22,7 +22,7 @@ BENCHES = {
     "bench.synthesis": "queue overhead",
     "bench.speech": "cache: miss",
     "bench.soak": "resident memory over time",
-    "bench.flood": "web resident memory",
+    "bench.flood": "trickling server",
     "bench.gpu": "GPU engines measured",
 }
 

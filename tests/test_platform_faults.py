@@ -73,12 +73,17 @@ def is_broker(cmd: list[str]) -> bool:
 
 
 def is_worker(cmd: list[str]) -> bool:
-    """The worker serving interactive requests (`make run` also starts one for batch lines)."""
-    return "celery" in cmd and "worker" in cmd and not any(part.endswith("-batch") for part in cmd)
+    """The worker serving interactive requests (`make run` also starts one for batch lines and one for webhooks)."""
+    return ("celery" in cmd and "worker" in cmd and "webhooks" not in cmd
+            and not any(part.endswith("-batch") for part in cmd))
 
 
 def is_batch_worker(cmd: list[str]) -> bool:
     return "celery" in cmd and "worker" in cmd and any(part.endswith("-batch") for part in cmd)
+
+
+def is_webhook_worker(cmd: list[str]) -> bool:
+    return "celery" in cmd and "worker" in cmd and "webhooks" in cmd
 
 
 def is_web(cmd: list[str]) -> bool:
@@ -167,6 +172,7 @@ def test_each_child_killed_during_traffic_recovers_and_every_accepted_job_succee
         "worker main process": lambda: platform.child(is_worker),
         "worker pool child": lambda: platform.child(is_worker, parent_matches=True),
         "batch worker": lambda: platform.child(is_batch_worker),
+        "webhook worker": lambda: platform.child(is_webhook_worker),
         "web": lambda: platform.child(is_web),
     }
     recovered: dict[str, float] = {}

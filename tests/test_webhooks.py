@@ -4,7 +4,6 @@ back-off, and the address check keeps deliveries off private networks in product
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -19,13 +18,6 @@ from tests.webhook_receiver import Receiver
 
 OWNER, OTHER = "auth0|webhook-owner", "auth0|someone-else"
 VOICE = "en_US-joe-medium"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    made = Receiver()
-    yield made
-    made.server.shutdown()
 
 
 @pytest.fixture
@@ -52,7 +44,7 @@ def wait_for_delivery(delivery_id: str, status: str, timeout_s: float = 30.0) ->
         time.sleep(0.1)
 
 
-def test_a_signed_job_succeeded_reaches_a_loopback_receiver(worker, receiver: Receiver) -> None:
+def test_a_signed_job_succeeded_reaches_a_loopback_receiver(worker, webhook_worker, receiver: Receiver) -> None:
     from backend.services.jobs import enqueue_synthesis
 
     endpoint, secret = webhooks.create_endpoint(OWNER, receiver.url, ["job.succeeded", "job.failed"])
@@ -72,7 +64,7 @@ def test_a_signed_job_succeeded_reaches_a_loopback_receiver(worker, receiver: Re
         Webhook("whsec_" + "A" * 32).verify(request["body"], request["headers"])
 
 
-def test_a_failing_receiver_is_retried_with_back_off(fast_retries: float, worker) -> None:
+def test_a_failing_receiver_is_retried_with_back_off(fast_retries: float, webhook_worker) -> None:
     failing = Receiver(statuses=[500, 503])
     try:
         endpoint, secret = webhooks.create_endpoint(OWNER, failing.url, ["job.failed"])
@@ -91,7 +83,7 @@ def test_a_failing_receiver_is_retried_with_back_off(fast_retries: float, worker
     assert gaps[0] >= fast_retries and gaps[1] >= 4 * fast_retries, gaps  # 0.3 s, then 1.2 s: exponential
 
 
-def test_a_delivery_that_keeps_failing_is_given_up_after_24_hours(fast_retries: float, worker) -> None:
+def test_a_delivery_that_keeps_failing_is_given_up_after_24_hours(fast_retries: float, webhook_worker) -> None:
     failing = Receiver(statuses=[500] * 10)
     try:
         endpoint, _ = webhooks.create_endpoint(OWNER, failing.url, ["key.revoked"])
@@ -113,7 +105,7 @@ def test_a_delivery_that_keeps_failing_is_given_up_after_24_hours(fast_retries: 
     assert resent.status == "pending"
 
 
-def test_redirects_are_not_followed(worker) -> None:
+def test_redirects_are_not_followed(webhook_worker) -> None:
     bouncing = Receiver(statuses=[302], redirect_to="http://169.254.169.254/latest/meta-data/")
     try:
         endpoint, _ = webhooks.create_endpoint(OWNER, bouncing.url, ["key.revoked"])

@@ -22,7 +22,7 @@ from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
 from backend.queue.app import create_celery
 from backend.queue.heartbeat import HeartbeatThread, WorkerInfo, publish
-from backend.queue.routing import DEFAULT_QUEUE, QA_QUEUE, is_gpu_queue
+from backend.queue.routing import DEFAULT_QUEUE, QA_QUEUE, WEBHOOK_QUEUE, is_gpu_queue
 from backend.services.job_runner import close_usage_recorder, usage_recorder
 from workers.engine_loader import engine_descriptions, load_engines
 from workers.reaper import StalledJobSweeper
@@ -58,8 +58,9 @@ def _flush_usage(**_kwargs) -> None:  # type: ignore[no-untyped-def]
 def _start_heartbeat(sender, **_kwargs) -> None:  # type: ignore[no-untyped-def]
     global _heartbeat
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values()) if sender else [DEFAULT_QUEUE]
-    # The QA worker loads no engine: announcing one would make /health believe an engine is up.
-    engines, unavailable = engine_descriptions(get_settings().engine_names) if set(queues) - {QA_QUEUE} else ([], {})
+    # The QA and webhook workers load no engine: announcing one would make /health believe an engine is up.
+    speaks = bool(set(queues) - {QA_QUEUE, WEBHOOK_QUEUE})
+    engines, unavailable = engine_descriptions(get_settings().engine_names) if speaks else ([], {})
     gpu = any(is_gpu_queue(queue) for queue in queues)
     for engine in engines if gpu else []:
         engine["warming"] = True  # until `_warm_up` has run its first step (status cards say "warming up")

@@ -15,13 +15,19 @@ from backend.services.webhooks import deliver
 from workers.celery_app import celery_app
 from workers.engine_loader import load_engines
 
+#: Longer than any delivery attempt may take (`LOCKN_WEBHOOK_TIMEOUT_S` is at most 30 s), far shorter than a job's.
+WEBHOOK_TASK_SOFT_LIMIT_S = 45
 #: Errors worth another try (the database blinked); anything else is the job's own fault and is final.
 TRANSIENT_ERRORS = (OperationalError, ConnectionError)
 
 
-@celery_app.task(name=WEBHOOK_TASK, ignore_result=True)
+@celery_app.task(name=WEBHOOK_TASK, ignore_result=True, soft_time_limit=WEBHOOK_TASK_SOFT_LIMIT_S,
+                 time_limit=WEBHOOK_TASK_SOFT_LIMIT_S + 15)
 def deliver_webhook(delivery_id: str) -> None:
-    """One attempt at one webhook delivery; the service schedules retries (the sweep sends them when due)."""
+    """One attempt at one webhook delivery; the service schedules retries (the sweep sends them when due).
+
+    The attempt keeps its own deadline (`LOCKN_WEBHOOK_TIMEOUT_S`); the time limits here only matter should a
+    prefork worker ever consume the `webhooks` queue, and `deliver` records their interruption as a failed try."""
     deliver(delivery_id)
 
 

@@ -45,6 +45,10 @@ def webhook_errors() -> Iterator[None]:
         raise ApiError(404, "webhook_not_found", "No such webhook endpoint or delivery.") from None
     except webhooks.InvalidWebhook as exc:
         raise ApiError(422, "invalid_request", str(exc), param=exc.field) from None
+    except webhooks.SendingTooFast as exc:
+        raise ApiError(429, "rate_limited", str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
+    except webhooks.NotResendable as exc:
+        raise ApiError(409, "not_resendable", str(exc)) from None
 
 
 @router.post("", status_code=201, response_model=EndpointWithSecretOut, summary="Add an endpoint")
@@ -96,7 +100,7 @@ def list_deliveries(principal: Reader, endpoint_id: str | None = None,
 
 
 @router.post("/deliveries/{delivery_id}/resend", status_code=202, response_model=DeliveryOut,
-             summary="Try a delivery again now")
+             summary="Try a failed delivery again now")
 def resend(delivery_id: str, principal: Writer) -> DeliveryOut:
     with webhook_errors():
         return DeliveryOut(**vars(webhooks.resend(principal.owner, delivery_id)))

@@ -212,9 +212,13 @@ class WebhookEndpoint(SQLModel, table=True):
     with a key derived from LOCKN_SECRET_KEY (it must be usable to sign, so it cannot be hashed like API keys)."""
 
     __tablename__ = "webhook_endpoints"
+    #: An owner's endpoints hold slots 0 … MAX_ENDPOINTS - 1: the cap is this index, not a count that two
+    #: concurrent creates could both read below it.
+    __table_args__ = (Index("ux_webhook_endpoints_owner_slot", "owner", "slot", unique=True),)
 
     id: str = Field(primary_key=True, max_length=40)
     owner: str = Field(index=True, max_length=255)
+    slot: int | None = Field(default=None)
     url: str = Field(max_length=2000)
     #: Event types it receives, comma-separated (`services/webhooks.EVENTS`).
     events: str = Field(max_length=500)

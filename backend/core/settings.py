@@ -90,7 +90,15 @@ class Settings(BaseSettings):
                                        "become a voice; older ones (and unfinished uploads) are swept by the workers.")
     webhook_retry_base_s: float = Field(5.0, gt=0, description="First webhook retry after this many seconds; "
                                                                 "each next one 4x later (at most 6 h), for 24 h.")
-    webhook_timeout_s: float = Field(5.0, gt=0, le=30, description="How long a webhook endpoint may take to answer.")
+    webhook_timeout_s: float = Field(5.0, gt=0, le=30, description="The whole of one webhook delivery attempt: DNS, "
+                                     "connect, send, and the answer's status and headers; then it is a failed try.")
+    webhook_dns_timeout_s: float = Field(2.0, gt=0, le=10, description="How long a webhook host's DNS lookup may "
+                                         "take (when an endpoint is added, and within each delivery attempt).")
+    webhook_concurrency: int = Field(8, ge=1, le=64, description="Deliveries the webhook worker (its own queue, "
+                                     "`webhooks`) sends at once; a slow endpoint holds one of these, never a "
+                                     "synthesis slot.")
+    webhook_sends_per_minute: int = Field(10, ge=1, le=10_000, description="Test events and resends (together) "
+                                          "one owner may ask for per minute; more answer 429 with Retry-After.")
     qwen_checkpoint_dir: Path | None = Field(
         None, description="Qwen3-TTS 12 Hz checkpoint: CustomVoice (preset speakers, instructions) or Base (cloning).")
     qwen_clone_checkpoint_dir: Path | None = Field(

@@ -3,10 +3,11 @@
 `run` is a small supervisor: it claims the data directory (`run_lock`: a second
 `make run` on it is refused, naming the pid and port of the first), applies
 migrations, builds the pages when their code changed since the last build, starts
-the embedded broker (when no `LOCKN_REDIS_URL` is set), a Celery worker and the web
-process (Reflex's production server with the built pages), each in its own process
-group, and on Ctrl-C (or SIGTERM) stops every one of them, so nothing is left behind;
-if it is killed outright, its children die with it (see `supervisor`).
+the embedded broker (when no `LOCKN_REDIS_URL` is set), the Celery workers (speech,
+batch lines, webhooks) and the web process (Reflex's production server with the built
+pages), each in its own process group, and on Ctrl-C (or SIGTERM) stops every one of
+them, so nothing is left behind; if it is killed outright, its children die with it
+(see `supervisor`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from backend.ops.models import add_model_commands, run_model_command
 from backend.ops.qa_cli import QA_COMMANDS, add_qa_commands, beat_command, run_qa_command
 from backend.ops.run_lock import DataDirInUse, RunLock
 from backend.ops.supervisor import (
-    Supervisor, embedded_broker_command, engine_queues, supervise, wait_for_socket, worker_command,
+    Supervisor, embedded_broker_command, engine_queues, supervise, wait_for_socket, webhook_worker_command,
+    worker_command,
 )
 from backend.ops.web_replica import build_frontend_if_changed, reflex_environment, web_command
 from backend.queue.routing import queues_for
@@ -99,6 +101,8 @@ def _run_locked(settings: Settings, with_worker: bool, lock: RunLock) -> int:
             supervisor.start("batch-worker", worker_command(queues_for(settings.engine_names, batch=True), index=1),
                              env={**os.environ, "LOCKN_WORKER_NICE": str(BATCH_WORKER_NICE)},
                              warm_stop_s=settings.worker_stop_grace_s)
+            supervisor.start("webhook-worker", webhook_worker_command(settings, index=2),
+                             warm_stop_s=settings.webhook_timeout_s + 5)
         if settings.qa_nightly_at:
             supervisor.start("qa-nightly", beat_command(settings))
         supervisor.start("web", web_command(settings.port), env=reflex_environment(settings))
@@ -133,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--queues", default=None,
                         help="comma-separated queues (default: those of LOCKN_ENGINES, e.g. gpu for fish)")
     worker.add_argument("--concurrency", type=int, default=1)
+    commands.add_parser("webhook-worker", help="run the webhook worker (the `webhooks` queue) in the foreground")
     web = commands.add_parser("web", help="serve one web replica (built frontend, API, websocket)")
     web.add_argument("--port", type=int, default=None, help="default: LOCKN_PORT")
     web.add_argument("--no-frontend", action="store_true", help="API and websocket only (a proxy serves pages)")
@@ -173,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "worker":
         os.execv(sys.executable, worker_command(args.queues or engine_queues(settings), args.concurrency))
+    if args.command == "webhook-worker":
+        os.execv(sys.executable, webhook_worker_command(settings))
     if args.command == "web":
         from backend.ops.web_replica import serve
 

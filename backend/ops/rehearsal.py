@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from backend.ops.supervisor import Supervisor, engine_queues, supervise, worker_command
+from backend.ops.supervisor import Supervisor, engine_queues, supervise, webhook_worker_command, worker_command
 from backend.core.settings import Settings
 from backend.ops.web_replica import build_frontend, replica_workers, web_command
 
@@ -45,11 +45,12 @@ def run_rehearsal(settings: Settings, replicas: int = 2, workers: int = 2) -> in
     def start(supervisor: Supervisor) -> None:
         for index in range(workers):
             supervisor.start(f"worker {index + 1}", worker_command(engine_queues(settings), index=index))
+        supervisor.start("webhook worker", webhook_worker_command(settings, index=workers))
         for port in ports:
             supervisor.start(f"web :{port}", web_command(port), env=web_env)
         supervisor.start("proxy", proxy_command(settings, ports))
         print(f"LockN rehearsal on {settings.base_url}: {replicas} web replicas ({', '.join(map(str, ports))}), "
-              f"{workers} workers, PostgreSQL and Redis  (Ctrl-C stops everything)", flush=True)
+              f"{workers} workers and a webhook worker, PostgreSQL and Redis  (Ctrl-C stops everything)", flush=True)
 
     return supervise(start)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend.core.settings import PROJECT_ROOT, Settings, get_settings
-from backend.queue.routing import is_gpu_queue, queues_for
+from backend.queue.routing import WEBHOOK_QUEUE, is_gpu_queue, queues_for
 
 STOP_GRACE_S = 10.0
 EMBEDDED_BROKER_AOF = "broker.aof"
@@ -53,17 +53,24 @@ def embedded_broker_command(settings: Settings) -> list[str]:
             "--logfile", str(settings.data_dir / EMBEDDED_BROKER_LOG)]
 
 
-def worker_command(queues: str = "cpu,cpu-batch", concurrency: int = 1, index: int = 0) -> list[str]:
+def worker_command(queues: str = "cpu,cpu-batch", concurrency: int = 1, index: int = 0,
+                   pool: str = "prefork") -> list[str]:
     """A Celery worker; `index` tells apart several workers started by one supervisor.
 
     A worker of GPU queues runs `LOCKN_GPU_MAX_STREAMS` jobs at once as threads of one process: one copy of
     each model, whose engine decodes all of them together (prefork would give each job a process and a copy of
     the model, taking turns on the GPU)."""
-    pool = ["--concurrency", str(concurrency)]
     if any(is_gpu_queue(queue) for queue in queues.split(",")):
-        pool = ["--pool", "threads", "--concurrency", str(max(concurrency, get_settings().gpu_max_streams))]
+        pool, concurrency = "threads", max(concurrency, get_settings().gpu_max_streams)
     return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "--quiet", "worker", "--queues", queues,
-            *pool, "--loglevel", "WARNING", "--hostname", f"{queues.replace(',', '+')}@%h-{os.getpid()}-{index}"]
+            "--concurrency", str(concurrency), "--pool", pool, "--loglevel", "WARNING",
+            "--hostname", f"{queues.replace(',', '+')}@%h-{os.getpid()}-{index}"]
+
+
+def webhook_worker_command(settings: Settings, index: int = 0) -> list[str]:
+    """The webhook worker: the `webhooks` queue only, `LOCKN_WEBHOOK_CONCURRENCY` threads (a delivery mostly
+    waits on the network, and loads no engine), so a slow endpoint never holds a slot that speaks."""
+    return worker_command(WEBHOOK_QUEUE, settings.webhook_concurrency, index=index, pool="threads")
 
 
 def engine_queues(settings: Settings) -> str:

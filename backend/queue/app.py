@@ -15,7 +15,7 @@ from celery import Celery
 from celery.schedules import crontab
 
 from backend.core.settings import Settings, get_settings
-from backend.queue.routing import DEFAULT_QUEUE, QA_QUEUE, QA_TASK
+from backend.queue.routing import DEFAULT_QUEUE, QA_QUEUE, QA_TASK, WEBHOOK_QUEUE, WEBHOOK_TASK
 
 
 def qa_beat_schedule(settings: Settings) -> dict[str, dict]:
@@ -59,7 +59,7 @@ def create_celery(settings: Settings | None = None, include: tuple[str, ...] = (
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
-        task_routes={QA_TASK: {"queue": QA_QUEUE}},
+        task_routes={QA_TASK: {"queue": QA_QUEUE}, WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE}},
         timezone="UTC",
         beat_schedule=qa_beat_schedule(settings),
     )

@@ -16,8 +16,11 @@ QA_QUEUE = "qa"
 SYNTHESIZE_TASK = "lockn.synthesize"
 PING_TASK = "lockn.ping"
 QA_TASK = "lockn.qa_regression"
-#: Webhook deliveries go to `cpu` (every deployment has a CPU worker); each attempt is bounded by a timeout.
 WEBHOOK_TASK = "lockn.deliver_webhook"
+#: Webhook deliveries wait in a queue of their own, consumed by a worker of their own (`make run` starts one, a
+#: thread pool of `LOCKN_WEBHOOK_CONCURRENCY`): an endpoint that answers slowly holds a delivery slot, never the
+#: slot that speaks, and the queues admission control measures hold speech jobs only.
+WEBHOOK_QUEUE = "webhooks"
 
 
 #: A batch's lines wait in their engine's queue with this suffix (`cpu-batch`, `gpu-batch`), so a worker can run

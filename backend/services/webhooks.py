@@ -2,31 +2,43 @@
 
 The rules, in one place for the API, the dashboard and the workers:
 - An endpoint is a public http(s) URL (`webhook_destinations`), a set of event types and a signing secret
-  (`whsec_…`, shown once when made or rotated, stored encrypted). At most `MAX_ENDPOINTS` per owner.
-- `emit` writes one delivery row per subscribed, enabled endpoint and hands each to a Celery task at once.
+  (`whsec_…`, shown once when made or rotated, stored encrypted). At most `MAX_ENDPOINTS` per owner, held as
+  numbered slots under a unique index, so concurrent creates cannot pass the cap between count and insert.
+- `emit` writes one delivery row per subscribed, enabled endpoint and hands each to a Celery task at once, on
+  the `webhooks` queue, which a worker of its own consumes: a slow endpoint never holds a synthesis slot, and
+  admission control (which measures the speech queues) never counts a delivery.
   Emitting never fails the action it reports: a broker that is down only delays the first attempt.
 - A delivery is one attempt at a time (`deliver`): signed (`webhook-id`, `webhook-timestamp`,
   `webhook-signature` headers, by the `standardwebhooks` package), POSTed to the checked address, redirects
-  not followed; a 2xx answer delivers it. Otherwise it is tried again with exponential back-off
-  (`retry_delay`) until `RETRY_WINDOW_S` (24 h) after the event, then marked failed. A destination refused by
-  the address check fails at once (trying again would not change the answer).
-- The workers' sweep (`workers/reaper.py`) sends the due retries (`send_due_deliveries`) and the `key.expiring`
-  events (`notify_expiring_keys`, once per key and endpoint, 7 days ahead). Every send claims its row first
-  with a conditional UPDATE, so two sweeps or a sweep and a task never deliver one attempt twice.
+  not followed; a 2xx answer delivers it. One attempt, DNS included, has `LOCKN_WEBHOOK_TIMEOUT_S` in all (an
+  endpoint trickling its answer a byte at a time gets no longer), and the answer's headers are bounded
+  (httpcore's 100 KB). Whatever else ends an attempt is a failed try: it is tried again with exponential
+  back-off (`retry_delay`) until `RETRY_WINDOW_S` (24 h) after the event, then marked failed. A destination
+  refused by the address check fails at once (trying again would not change the answer).
+- The workers' sweep (`workers/reaper.py`) sends the due retries (`send_due_deliveries`), gives up the ones
+  whose 24 hours passed without an attempt that could say so (a worker killed mid-attempt), and sends the
+  `key.expiring` events (`notify_expiring_keys`, once per key and endpoint, 7 days ahead). Every send claims
+  its row first with a conditional UPDATE, so two sweeps or a sweep and a task never deliver one attempt twice.
+- "Send test event" and "Resend" share one rate limit per owner (`LOCKN_WEBHOOK_SENDS_PER_MINUTE`), and only a
+  failed delivery can be resent (its 24 hours start again); a pending or delivered one answers 409.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import logging
+import math
 import secrets
+import ssl
 import time
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
+from functools import cache
 
 import httpx
 from cryptography.fernet import Fernet, InvalidToken
@@ -37,12 +49,14 @@ from standardwebhooks.webhooks import Webhook
 
 from backend.core.db import get_engine
 from backend.core.models import ApiKey, Job, WebhookDelivery, WebhookEndpoint, as_utc, utcnow
+from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
 from backend.queue.app import get_celery
-from backend.queue.routing import DEFAULT_QUEUE, WEBHOOK_TASK
+from backend.queue.routing import WEBHOOK_QUEUE, WEBHOOK_TASK
 from backend.services.audit import audit_event
 from backend.services.ownership import owned_row
-from backend.services.webhook_destinations import DestinationRefused, check_destination
+from backend.services.rate_limit import RedisRateLimiter
+from backend.services.webhook_destinations import Destination, DestinationRefused, UnresolvedHost, check_destination
 
 logger = logging.getLogger("lockn.webhooks")
 
@@ -68,6 +82,22 @@ class InvalidWebhook(ValueError):
     def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class SendingTooFast(Exception):
+    """The owner asked for more test events and resends than `LOCKN_WEBHOOK_SENDS_PER_MINUTE` allows."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+        super().__init__(f"You are sending test events and resends faster than allowed; try again in "
+                         f"{self.retry_after_s} s.")
+
+
+class NotResendable(Exception):
+    """Only a failed delivery can be resent: a pending one is still being tried, a delivered one arrived."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"Only a failed delivery can be resent; this one is {status}.")
 
 
 @dataclass(frozen=True)
@@ -108,20 +138,31 @@ class DeliveryView:
 
 
 def create_endpoint(owner: str, url: str, events: list[str]) -> tuple[EndpointView, str]:
-    """A new endpoint and its signing secret (returned this once)."""
+    """A new endpoint and its signing secret (returned this once).
+
+    The endpoint takes the owner's lowest free slot (0 … `MAX_ENDPOINTS` - 1); the unique index on
+    (owner, slot) makes two creates racing for one slot end with one row, and the loser looks again."""
     url, events = url.strip(), _checked_events(events)
     _check_url(url)
     secret = _new_secret()
-    row = WebhookEndpoint(id="wh_" + secrets.token_hex(8), owner=owner, url=url, events=",".join(events),
-                          secret_encrypted=_sealed(secret))
-    with Session(get_engine(), expire_on_commit=False) as session:
-        count = len(session.exec(select(WebhookEndpoint.id).where(WebhookEndpoint.owner == owner)).all())
-        if count >= MAX_ENDPOINTS:
-            raise InvalidWebhook(f"you have {count} webhook endpoints, the most there may be; delete one first", "url")
-        session.add(row)
-        session.add(audit_event(owner, "webhook.created", row.id, url))
-        session.commit()
-    return EndpointView.of(row), secret
+    for _ in range(MAX_ENDPOINTS + 1):  # each lost race means another create took a slot: bounded
+        with Session(get_engine(), expire_on_commit=False) as session:
+            taken = set(session.exec(select(WebhookEndpoint.slot).where(WebhookEndpoint.owner == owner)).all())
+            free = [slot for slot in range(MAX_ENDPOINTS) if slot not in taken]
+            if not free:
+                raise InvalidWebhook(f"you have {len(taken)} webhook endpoints, the most there may be; delete one "
+                                     "first", "url")
+            row = WebhookEndpoint(id="wh_" + secrets.token_hex(8), owner=owner, url=url, events=",".join(events),
+                                  secret_encrypted=_sealed(secret), slot=free[0])
+            session.add(row)
+            session.add(audit_event(owner, "webhook.created", row.id, url))
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                continue
+        return EndpointView.of(row), secret
+    raise InvalidWebhook("webhook endpoints are being added too fast to count; try again", "url")
 
 
 def list_endpoints(owner: str) -> list[EndpointView]:
@@ -164,7 +205,9 @@ def delete_endpoint(owner: str, endpoint_id: str) -> None:
 
 
 def send_test(owner: str, endpoint_id: str) -> DeliveryView:
-    """A `webhook.test` event to this endpoint only (also when it is subscribed to nothing else)."""
+    """A `webhook.test` event to this endpoint only (also when it is subscribed to nothing else); counts against
+    the owner's send rate (`SendingTooFast` beyond it)."""
+    check_send_rate(owner)
     with Session(get_engine()) as session:
         endpoint = owned_row(session, WebhookEndpoint, endpoint_id, owner, WebhookNotFound)
     delivery = _new_delivery(endpoint, TEST_EVENT, {"message": "A test event from LockN."}, None)
@@ -233,14 +276,32 @@ def list_deliveries(owner: str, endpoint_id: str | None = None, limit: int = DEL
 
 
 def resend(owner: str, delivery_id: str) -> DeliveryView:
-    """Try a delivery again now (a failed one too: its 24 hours start again)."""
-    with Session(get_engine(), expire_on_commit=False) as session:
+    """Try a failed delivery again now: its 24 hours start again. Counts against the owner's send rate.
+
+    `NotResendable` for a pending delivery (it is still being tried) or a delivered one (it arrived; resending
+    it would also restart its 24 hours). One conditional UPDATE decides, so two resends racing reopen it once."""
+    check_send_rate(owner)
+    with Session(get_engine()) as session:
         row = owned_row(session, WebhookDelivery, delivery_id, owner, WebhookNotFound)
-        row.status, row.created_at, row.next_attempt_at = "pending", utcnow(), utcnow() + timedelta(seconds=CLAIM_S)
-        session.add(row)
-        session.commit()
+    now = utcnow()
+    with get_engine().begin() as connection:
+        reopened = connection.execute(
+            update(WebhookDelivery).where(col(WebhookDelivery.id) == row.id, col(WebhookDelivery.status) == "failed")
+            .values(status="pending", created_at=now, next_attempt_at=now + timedelta(seconds=CLAIM_S))).rowcount
+    if reopened != 1:
+        raise NotResendable(row.status if row.status != "failed" else "being resent already")
     _send_task(row.id)
-    return DeliveryView.of(row)
+    with Session(get_engine()) as session:
+        return DeliveryView.of(session.get(WebhookDelivery, row.id))
+
+
+def check_send_rate(owner: str) -> None:
+    """Count one test event or resend against the owner's `LOCKN_WEBHOOK_SENDS_PER_MINUTE`, or raise
+    `SendingTooFast` (nothing is sent then): each one is an outbound request someone else's server receives.
+    Counted in the broker's Redis (the rate limiter's Redis store), so every web process shares one count."""
+    decision = RedisRateLimiter(get_redis()).hit(f"webhook-sends:{owner}", get_settings().webhook_sends_per_minute, 60)
+    if not decision.allowed:
+        raise SendingTooFast(decision.retry_after)
 
 
 def retry_delay(attempts: int) -> float:
@@ -262,10 +323,14 @@ def deliver(delivery_id: str) -> None:
     started = time.perf_counter()
     try:
         status = _post(endpoint, row)
+    except UnresolvedHost as exc:  # DNS may answer next time
+        _after_failure(row, None, str(exc), started)
+        return
     except DestinationRefused as exc:
         _finish(row, "failed", None, str(exc), None)
         return
-    except (httpx.HTTPError, InvalidToken) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever ends an attempt (timeout, protocol error, the task's time
+        # limit, a bug) is a failed try, scheduled or given up here; never a row left pending for the sweep to resend
         _after_failure(row, None, _describe(exc), started)
         return
     if 200 <= status < 300:
@@ -275,8 +340,10 @@ def deliver(delivery_id: str) -> None:
 
 
 def send_due_deliveries(now: datetime | None = None) -> int:
-    """Hand every pending delivery whose time has come to the queue (the sweep); how many."""
+    """Hand every pending delivery whose time has come to the queue (the sweep); how many. A due one whose 24
+    hours have passed is given up instead: its last attempt never finished (its worker was killed mid-way)."""
     now = now or utcnow()
+    give_up_expired(now)
     with Session(get_engine()) as session:
         due = session.exec(select(WebhookDelivery.id).where(WebhookDelivery.status == "pending",
                                                             col(WebhookDelivery.next_attempt_at) <= now)).all()
@@ -292,6 +359,19 @@ def send_due_deliveries(now: datetime | None = None) -> int:
             _send_task(delivery_id)
             sent += 1
     return sent
+
+
+def give_up_expired(now: datetime | None = None) -> int:
+    """Mark failed every pending delivery that is due and older than `RETRY_WINDOW_S`; how many. (One whose
+    attempt ends normally is given up by that attempt; this catches the attempts that never ended.)"""
+    now = now or utcnow()
+    with get_engine().begin() as connection:
+        return connection.execute(
+            update(WebhookDelivery).where(col(WebhookDelivery.status) == "pending",
+                                          col(WebhookDelivery.next_attempt_at) <= now,
+                                          col(WebhookDelivery.created_at) <= now - timedelta(seconds=RETRY_WINDOW_S))
+            .values(status="failed", next_attempt_at=None,
+                    error="given up after 24 hours; the last attempt did not finish")).rowcount
 
 
 # ----- inside --------------------------------------------------------------------------------------------
@@ -323,7 +403,7 @@ def _check_url(url: str) -> None:
     except (ValueError, httpx.InvalidURL) as exc:
         raise InvalidWebhook(f"the URL cannot be read: {exc}", "url") from None
     try:
-        check_destination(url, _allow_loopback())
+        check_destination(url, _allow_loopback(), get_settings().webhook_dns_timeout_s)
     except DestinationRefused as exc:
         raise InvalidWebhook(str(exc), "url") from None
 
@@ -371,7 +451,7 @@ def _record_and_send(deliveries: list[WebhookDelivery]) -> list[WebhookDelivery]
 
 
 def _send_task(delivery_id: str) -> None:
-    get_celery().send_task(WEBHOOK_TASK, args=[delivery_id], queue=DEFAULT_QUEUE)
+    get_celery().send_task(WEBHOOK_TASK, args=[delivery_id], queue=WEBHOOK_QUEUE)
 
 
 def _claim(row: WebhookDelivery) -> bool:
@@ -384,8 +464,12 @@ def _claim(row: WebhookDelivery) -> bool:
 
 def _post(endpoint: WebhookEndpoint, row: WebhookDelivery) -> int:
     """Sign and send one attempt to the address that was checked (see `webhook_destinations`); the answer's
-    status. The answer's body is never read: an endpoint cannot make a worker download anything."""
-    destination = check_destination(endpoint.url, _allow_loopback())
+    status. The whole attempt, DNS included, ends within `LOCKN_WEBHOOK_TIMEOUT_S` (`TimeoutError` otherwise).
+    The answer's body is never read: an endpoint cannot make a worker download anything."""
+    settings = get_settings()
+    deadline = time.monotonic() + settings.webhook_timeout_s
+    destination = check_destination(endpoint.url, _allow_loopback(),
+                                    min(settings.webhook_dns_timeout_s, settings.webhook_timeout_s))
     secret = _fernet().decrypt(endpoint.secret_encrypted.encode()).decode()
     body = json.dumps(row.payload, separators=(",", ":"))
     sent_at = utcnow()
@@ -393,11 +477,29 @@ def _post(endpoint: WebhookEndpoint, row: WebhookDelivery) -> int:
                "webhook-signature": Webhook(secret).sign(row.id, sent_at, body),
                "content-type": "application/json", "user-agent": "LockN-Webhooks/1",
                "host": httpx.URL(endpoint.url).netloc.decode()}
+    return asyncio.run(_send(destination, body, headers, deadline - time.monotonic()))
+
+
+async def _send(destination: Destination, body: str, headers: dict[str, str], budget_s: float) -> int:
+    """POST `body` and wait for the answer's status line and headers, all within `budget_s`.
+
+    httpx's timeouts bound each read, not the whole: an endpoint sending a header byte every few seconds would
+    never trip them. `asyncio.timeout` bounds the whole attempt and cancels it, connection and all. Response
+    headers are bounded by httpcore (h11 refuses more than 100 KB of them)."""
     extensions = {"sni_hostname": destination.host} if destination.url.startswith("https://") else {}
-    with httpx.Client(timeout=get_settings().webhook_timeout_s, follow_redirects=False) as client:
-        with client.stream("POST", destination.pinned_url, content=body, headers=headers,
-                           extensions=extensions) as response:
-            return response.status_code
+    async with asyncio.timeout(max(budget_s, 0.001)):
+        async with httpx.AsyncClient(timeout=max(budget_s, 0.001), follow_redirects=False,
+                                     verify=_tls_context()) as client:
+            async with client.stream("POST", destination.pinned_url, content=body, headers=headers,
+                                     extensions=extensions) as response:
+                return response.status_code
+
+
+@cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context (the system's trust store via certifi) for every attempt of this process: building one
+    reads the CA bundle, ~20 ms of CPU each time, which a busy webhook worker would take from synthesis."""
+    return httpx.create_ssl_context()
 
 
 def _after_failure(row: WebhookDelivery, status: int | None, error: str, started: float) -> None:
@@ -426,6 +528,8 @@ def _elapsed_ms(started: float) -> float:
 def _describe(exc: Exception) -> str:
     if isinstance(exc, InvalidToken):
         return "the endpoint's secret cannot be read (LOCKN_SECRET_KEY changed?): rotate the secret"
-    if isinstance(exc, httpx.TimeoutException):
-        return "the endpoint did not answer in time"
-    return f"could not reach the endpoint ({type(exc).__name__})"
+    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+        return f"the endpoint did not answer within {get_settings().webhook_timeout_s:g} s"
+    if isinstance(exc, httpx.HTTPError):
+        return f"could not reach the endpoint ({type(exc).__name__})"
+    return f"the attempt was cut off ({type(exc).__name__})"
