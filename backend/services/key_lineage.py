@@ -44,10 +44,14 @@ def lineage_of(row: ApiKey) -> str:
     return row.lineage_id or row.id
 
 
+def ancestry_of(row: ApiKey) -> str:
+    """The key's ancestry (a row from before lineages existed is a root: its own lineage alone)."""
+    return row.ancestry or f"{SEPARATOR}{lineage_of(row)}{SEPARATOR}"
+
+
 def chain_of(row: ApiKey) -> list[str]:
     """Every lineage whose budget the key draws from, its own first, then its creator's, up to the root."""
-    ids = [part for part in (row.ancestry or "").split(SEPARATOR) if part]
-    return list(reversed(ids)) if ids else [lineage_of(row)]
+    return list(reversed([part for part in ancestry_of(row).split(SEPARATOR) if part]))
 
 
 def ancestry_for(own_lineage: str, parent_ancestry: str | None) -> str:

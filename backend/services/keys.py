@@ -27,8 +27,8 @@ from backend.services import webhooks
 from backend.services.ownership import owned_row
 from backend.services.audit import audit_event
 from backend.services.key_cache import ALL, CachedKey, InvalidationBus, KeyCache
-from backend.services.key_lineage import (MAX_KEY_DEPTH, Budget, ancestry_for, budgets_of, depth, keys_drawing_from,
-                                          lineage_of, month_chars_of)
+from backend.services.key_lineage import (MAX_KEY_DEPTH, Budget, ancestry_for, ancestry_of, budgets_of, depth,
+                                          keys_drawing_from, lineage_of, month_chars_of)
 from backend.services.pagination import BadCursor, newest_first
 from backend.services.quota import QuotaExceeded, QuotaLedger
 from backend.core.key_format import KEY_ENVS, KeyEnv, digest_key, display_start, generate_key, parse_key
@@ -269,7 +269,7 @@ class KeyService:
         return CachedKey(row.id, row.owner, row.env, row.digest, frozenset(row.scopes), row.rate_limit_requests,
                          row.rate_limit_window_s, row.quota_chars, row.max_concurrent_jobs, as_utc(row.expires_at),
                          as_utc(row.revoked_at), used, (today.year, today.month), budgets,
-                         row.ancestry or f"/{lineage_of(row)}/")
+                         ancestry_of(row))
 
     def _quota_reached(self, entry: CachedKey, now: datetime) -> bool:
         """Whether any budget the key spends has used its month's quota: its counter when that has started;
@@ -309,7 +309,7 @@ class KeyService:
         return VerifiedKey(row.id, row.owner, row.env, frozenset(row.scopes), rate,
                            RateLimit(row.rate_limit_requests, row.rate_limit_window_s), row.quota_chars,
                            as_utc(row.expires_at), row.max_concurrent_jobs, budgets,
-                           row.ancestry or f"/{lineage_of(row)}/")
+                           ancestry_of(row))
 
     def reserve_chars(self, key: VerifiedKey, chars: int) -> None:
         """Reserve `chars` of every monthly quota the key spends (its lineage's, its creators') before its job
@@ -358,7 +358,7 @@ class KeyService:
         it), or, as `predecessor`'s successor, that key's lineage and ancestry (its counters go on)."""
         full, key_id = generate_key(spec.env), "key_" + secrets.token_hex(8)
         if predecessor is not None:
-            lineage, ancestry = lineage_of(predecessor), predecessor.ancestry or f"/{lineage_of(predecessor)}/"
+            lineage, ancestry = lineage_of(predecessor), ancestry_of(predecessor)
         else:
             lineage, ancestry = key_id, ancestry_for(key_id, parent_ancestry)
         return ApiKey(id=key_id, owner=owner, name=spec.name, env=spec.env,
