@@ -5,7 +5,7 @@
 1. `KeyService.verify` in-process: p50/p99 from the cache and from the database.
 2. The same server under load: an authenticated trivial route (`require_key()`,
    returning a constant) against the unauthenticated `/health/live`, both served
-   by one granian process; the latency ratio is the cost of authentication.
+   by one granian process, alternating (A B A B); the latency ratio is the cost of authentication.
 3. The authenticated route with the request log on and off (two servers, alternating
    A B A B): the ratio is what recording every request costs.
 """
@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: Alternating slices per comparison (each side gets `seconds / SLICES` per slice).
+SLICES = 4
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -106,12 +108,16 @@ def bench_server(seconds: float, clients: int) -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         load(base + "/bench/authenticated", {"Authorization": f"Bearer {key}"}, 1, clients)  # warm-up
-        results = {}
-        for name, path, headers in (("/health/live (no auth)", "/health/live", {}),
-                                    ("authenticated trivial", "/bench/authenticated",
-                                     {"Authorization": f"Bearer {key}"})):
-            samples = load(base + path, headers, seconds, clients)
-            results[name] = samples
+        routes = (("/health/live (no auth)", "/health/live", {}),
+                  ("authenticated trivial", "/bench/authenticated", {"Authorization": f"Bearer {key}"}))
+        results: dict[str, list[float]] = {name: [] for name, _, _ in routes}
+        # Alternating slices (A B A B), as for the request log below: the machine's speed drifts within seconds
+        # (other processes share its cores), and two back-to-back 5-second runs measured that drift as much as
+        # authentication (the ratio read 1.13-1.56 from one run to the next).
+        for _ in range(SLICES):
+            for name, path, headers in routes:
+                results[name] += load(base + path, headers, seconds / SLICES, clients)
+        for name, samples in results.items():
             print(f"{name:<24} {len(samples) / seconds:>7.0f} req/s  p50={percentile(samples, .5):.2f} ms  "
                   f"p99={percentile(samples, .99):.2f} ms  mean={statistics.fmean(samples):.2f} ms")
         plain, auth = results.values()
@@ -145,10 +151,10 @@ def bench_request_log(key: str, seconds: float, clients: int) -> None:
     try:
         for mode in ("on", "off"):
             load(f"http://127.0.0.1:{ports[mode]}/bench/authenticated", headers, 0.5, clients)  # warm-up
-        for _ in range(4):
+        for _ in range(SLICES):
             for mode in ("on", "off"):
                 samples[mode] += load(f"http://127.0.0.1:{ports[mode]}/bench/authenticated", headers,
-                                      seconds / 4, clients)
+                                      seconds / SLICES, clients)
     finally:
         for server in servers:
             server.terminate()

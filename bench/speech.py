@@ -33,6 +33,8 @@ from bench.stack import local_stack
 TEXT = ("LockN runs text to speech on your own hardware. This request is about two hundred characters "
         "long. The first sentence should reach the listener well before the last one is done, request number {n}.")
 VOICE = "en_US-joe-medium"
+#: Concurrent clients of the throughput figure.
+CLIENTS = 4
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -118,12 +120,22 @@ def run_clients(base: str, key: str, clients: int, requests: int, counter: itert
                     latencies.append(total)
                     first_bytes.append(first or total)
 
+    failures: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            client()
+        except BaseException as exc:  # a client that died would leave its requests out of the figures
+            failures.append(exc)
+
     started = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+    threads = [threading.Thread(target=guarded) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if failures:
+        raise SystemExit(f"{len(failures)} of {clients} clients failed, so no figure is printed: {failures[0]!r}")
     return {"p50": percentile(latencies, .5), "p95": percentile(latencies, .95),
             "ttfb": percentile(first_bytes, .5), "throughput": steady_throughput(finished, started)}
 
@@ -147,7 +159,7 @@ def bracketed(engine, base: str, key: str, requests: int,  # type: ignore[no-unt
               counter: itertools.count) -> tuple[dict[str, float], float]:
     """A 4-client batch between two halves of an engine batch: the stack's figures and the engine's throughput."""
     before = engine_only(engine, requests // 2, counter)
-    four = run_clients(base, key, 4, requests, counter)
+    four = run_clients(base, key, CLIENTS, requests, counter)
     after = engine_only(engine, requests // 2, counter)
     engine_seconds = 1 / before["throughput"] + 1 / after["throughput"]
     return four, 2 / engine_seconds  # the two halves' rates averaged over time (each half has as many requests)
@@ -167,7 +179,10 @@ def main() -> None:
     if args.smoke:
         args.rounds, args.requests = 1, 4
     engine = loaded_engine()
-    with local_stack(args.concurrency) as stack:
+    # The key may hold more jobs than there are clients: a job's slot is freed when its worker has stored the
+    # file, a moment after its client has the last byte and sends the next request (4 at the default cap of 4
+    # answered a client 429 now and then).
+    with local_stack(args.concurrency, max_concurrent_jobs=2 * CLIENTS) as stack:
         base, key = stack.base_url, stack.key
         counter = itertools.count(1000)
         run_clients(base, key, 1, 2, counter)  # warm-up

@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -25,9 +25,11 @@ class Stack:
 
 @contextmanager
 def local_stack(worker_concurrency: int = 1, rate_per_minute: int = 100_000,
-                webhook_worker: bool = False) -> Iterator[Stack]:
+                webhook_worker: bool = False, max_concurrent_jobs: int | None = None) -> Iterator[Stack]:
     """Everything on this machine in a temporary data directory; stopped and removed afterwards. With
-    `webhook_worker`, also `make run`'s webhook worker (for benches that send webhooks)."""
+    `webhook_worker`, also `make run`'s webhook worker (for benches that send webhooks).
+
+    `max_concurrent_jobs`: the key's cap (None: a key's default, which `bench.flood` floods against)."""
     with tempfile.TemporaryDirectory() as data_dir:
         os.environ.update({"LOCKN_DATA_DIR": data_dir, "LOCKN_ENV": "test"})
         for name in ("LOCKN_DATABASE_URL", "LOCKN_REDIS_URL"):
@@ -38,12 +40,15 @@ def local_stack(worker_concurrency: int = 1, rate_per_minute: int = 100_000,
         from backend.core.db import migrate
         from backend.services.keys import KeySpec, RateLimit, build_key_service
         from backend.core.settings import get_settings
-        from tests.conftest import reset_caches, wait_for_worker_heartbeat
+        from backend.ops.harness import reset_caches, wait_for_worker_heartbeat
 
         reset_caches()  # the caller may have read settings before the environment above was set
         migrate()
         service = build_key_service(get_settings())
-        key = service.create("bench", KeySpec("bench", rate_limit=RateLimit(rate_per_minute, 60)))[1]
+        spec = KeySpec("bench", rate_limit=RateLimit(rate_per_minute, 60))
+        if max_concurrent_jobs is not None:
+            spec = replace(spec, max_concurrent_jobs=max_concurrent_jobs)
+        key = service.create("bench", spec)[1]
         service.close()
         supervisor = Supervisor()
         supervisor.start("broker", embedded_broker_command(get_settings()))

@@ -47,7 +47,7 @@ def end_to_end(voice: str, runs: int) -> tuple[float, dict[str, float]]:
     from backend.core.settings import get_settings
     from backend.services.job_audio import finished_audio
     from backend.services.jobs import enqueue_synthesis
-    from tests.conftest import wait_for_worker_heartbeat
+    from backend.ops.harness import wait_for_worker_heartbeat
 
     migrate()
     supervisor = Supervisor()

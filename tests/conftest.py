@@ -19,28 +19,10 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="lockn
 
 from backend.core import db, redis_client  # noqa: E402
 from backend.core.settings import Settings, get_settings
+from backend.ops.harness import reset_caches, wait_for_worker_heartbeat  # noqa: F401  (tests import them from here)
 
 ISOLATED_VARIABLES = ("LOCKN_ENV", "LOCKN_DATABASE_URL", "LOCKN_REDIS_URL", "LOCKN_SECRET_KEY", "LOCKN_PUBLIC_URL",
                       "AUTH0_DOMAIN", "AUTH0_CLIENT_ID", "AUTH0_CLIENT_SECRET", "AUTH0_AUDIENCE", "LOCKN_PORT")
-
-
-def reset_caches() -> None:
-    """Forget settings, engines and Redis clients built from an earlier environment."""
-    from backend.services.keys import get_key_service
-    from backend.services.request_log import request_log_recorder
-    from backend.queue.app import _celery_for
-
-    if get_key_service.cache_info().currsize:
-        get_key_service().bus.stop()
-    get_key_service.cache_clear()
-    if request_log_recorder.cache_info().currsize:
-        request_log_recorder().close()  # into the database it was made for, before that one is forgotten
-    request_log_recorder.cache_clear()
-    get_settings.cache_clear()
-    _celery_for.cache_clear()
-    db.engine_for.cache_clear()
-    redis_client.client_for.cache_clear()
-    redis_client.binary_client_for.cache_clear()
 
 
 @pytest.fixture(autouse=True)
@@ -134,19 +116,6 @@ def key_service(database: str) -> Iterator["KeyService"]:  # noqa: F821
     service = get_key_service()
     yield service
     service.close()
-
-
-def wait_for_worker_heartbeat(timeout_s: float = 60.0, queue: str | None = None) -> None:
-    import time
-
-    from backend.core.redis_client import get_redis
-    from backend.queue import heartbeat
-
-    deadline = time.monotonic() + timeout_s
-    while not [w for w in heartbeat.live_workers(get_redis()) if queue is None or queue in w.queues]:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no worker reported within {timeout_s} s")
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -122,3 +122,19 @@ def test_a_studio_quota_holds_under_concurrent_tabs_and_usage_is_the_users(worke
     today = studio_daily_usage("auth0|quota", utcnow().date())
     assert [(day.requests, day.chars) for day in today] == [(5, 50)]
     assert jobs_recorded() == 6
+
+
+def test_v1_says_too_many_concurrent_requests_as_the_readme_does(worker, key_service) -> None:
+    """Issue 27, item 8: `/v1` answered the concurrency cap as `rate_limit_exceeded`, where the README (and
+    `/api`) say `too_many_concurrent_requests`. Still OpenAI's envelope and a 429 of type `requests`."""
+    key = key_service.create(ALICE, KeySpec("one at once", rate_limit=RateLimit(1000, 60), max_concurrent_jobs=1))[1]
+    client = TestClient(build_api())
+    busy = submit(client, key, f"{LONG} Busy.")
+    assert busy.status_code == 202, busy.text
+    refused = client.post("/v1/audio/speech", headers={"Authorization": f"Bearer {key}"},
+                          json={"model": "tts-1", "voice": VOICE, "input": "One too many.", "response_format": "wav"})
+    assert refused.status_code == 429 and refused.headers["Retry-After"], refused.text
+    error = refused.json()["error"]
+    assert (error["code"], error["type"]) == ("too_many_concurrent_requests", "requests"), error
+    assert set(error) == {"message", "type", "param", "code"}
+    client.post(f"/api/voice/jobs/{busy.json()['id']}/cancel", headers={"Authorization": f"Bearer {key}"})

@@ -57,3 +57,21 @@ def test_a_file_left_empty_by_a_killed_process_does_not_break_the_scrape(databas
         samples(TestClient(build_api()))
     finally:
         (metrics_dir() / "counter_999999.db").unlink()
+
+
+def test_invented_http_methods_share_one_label_and_routes_stay_templates(database) -> None:
+    """Issue 27, item 6: every made-up method (`X0001…`, kilobytes long) used to be a new series on every
+    replica. Now they all count as `other`, and a path with an id counts under its route's template."""
+    client = TestClient(build_api())
+    methods = [f"X{n:04d}" + "A" * 2000 for n in range(5)]
+    for method in methods:
+        client.request(method, "/api/voice/jobs/job_0123456789abcdef")
+        client.request(method, "/health/live")
+    client.get("/api/voice/jobs/job_0123456789abcdef")
+    seen = samples(client)
+    labels = [dict(labels) for name, labels in seen if name == "lockn_http_requests_total"]
+    assert {label["method"] for label in labels} <= {"GET", "POST", "DELETE", "other"}, \
+        sorted({label["method"][:12] for label in labels})
+    assert any(label["method"] == "other" for label in labels)
+    assert all("job_0123456789abcdef" not in label["route"] for label in labels), labels
+    assert any(label["route"] == "/api/voice/jobs/{job_id}" for label in labels), labels

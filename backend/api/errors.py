@@ -78,9 +78,11 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.param, self.headers = status, code, message, param, headers
 
 
-#: LockN's codes as OpenAI spells them on `/v1` (code, type), where OpenAI has its own.
+#: LockN's codes as OpenAI spells them on `/v1` (code, type), where OpenAI has its own. Too many jobs at once
+#: keeps LockN's code (OpenAI has none for it; its type is the rate limit's, `requests`): the fix differs from a
+#: rate limit's (wait for a job to finish, not for the window), and the README promises the code on every path.
 OPENAI_CODES = {"rate_limited": ("rate_limit_exceeded", "requests"),
-                "too_many_concurrent_requests": ("rate_limit_exceeded", "requests"),
+                "too_many_concurrent_requests": ("too_many_concurrent_requests", "requests"),
                 "quota_exceeded": ("insufficient_quota", "insufficient_quota")}
 
 

@@ -39,7 +39,8 @@ class CreateKeyIn(BaseModel):
     rate_limit: RateLimitIn = Field(default_factory=RateLimitIn)
     quota_chars: int | None = Field(None, ge=1, le=MAX_QUOTA_CHARS,
                                     description="Characters per calendar month (UTC); none = unlimited. A key "
-                                                "creating a key passes on its own quota and expiry when none is given.")
+                                                "creating a key passes on its own quota and expiry when none is given, and the new "
+                                                "key also spends the creating key's quota, rate limit and jobs at once.")
     expires_at: datetime | None = None
     max_concurrent_jobs: int = Field(DEFAULT_MAX_CONCURRENT_JOBS, ge=1, le=MAX_CONCURRENT_JOBS,
                                      description="Jobs of this key queued or running at once; more answer 429.")

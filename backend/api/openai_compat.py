@@ -22,7 +22,7 @@ from backend.api.errors import ApiError, OpenAIErrorEnvelope, error_responses
 from backend.api.voice import voice_errors
 from backend.core.request_context import current_facts
 from backend.services import openai_compat, voices as voice_library
-from backend.services.job_audio import TimedDelta, finished_audio, live_chunks, live_deltas, stored_deltas
+from backend.services.job_audio import TimedDelta, finished_audio, job_deltas, live_chunks
 from backend.services.jobs import MAX_TEXT_CHARS, enqueue_synthesis
 from backend.services.keys import KeyRejected, VerifiedKey, get_key_service
 from backend.media.captions import caption_segment
@@ -75,11 +75,9 @@ async def speech(body: SpeechIn, key: SpeechKey) -> Response:
                                       engine=openai_compat.MODEL_ENGINES.get(body.model))
         content_type = FORMATS[body.response_format].content_type
         headers = key.rate.headers()  # a response built here does not get the dependency's headers by itself
-        if body.stream_format == "sse":  # a cache hit has no live stream: its stored file is sent instead
-            deltas = await (live_deltas(job.id, body.response_format) if job.status != "succeeded"
-                            else stored_deltas(job.id, key.owner))
-            return StreamingResponse(sse_events(deltas, len(body.input)), media_type="text/event-stream",
-                                     headers=headers)
+        if body.stream_format == "sse":
+            return StreamingResponse(sse_events(await job_deltas(job, body.response_format), len(body.input)),
+                                     media_type="text/event-stream", headers=headers)
         if job.status != "succeeded" and body.response_format in STREAMABLE:
             return StreamingResponse(await live_chunks(job.id, body.response_format), media_type=content_type,
                                      headers=headers)

@@ -26,6 +26,10 @@ HEADER = "X-Request-Id"
 LOGGED_PREFIXES = ("/api/", "/v1/")
 #: What the HTTP metrics count: the API and health (not the pages' static files, one series per file).
 COUNTED_PREFIXES = ("/api/", "/v1/", "/health", "/metrics")
+#: HTTP's methods as metrics label them; any other method a client invents (`X0001…`, kilobytes long) is
+#: counted as `other`, so no request can add a series (a label value is a series on every replica, forever).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+OTHER_METHOD = "other"
 
 
 class RequestIds:
@@ -71,8 +75,13 @@ def _route(scope: Scope) -> str:
     return getattr(scope.get("route"), "path", None) or "unmatched"
 
 
+def metric_method(method: str) -> str:
+    """The method's metrics label: itself when HTTP defines it, else `OTHER_METHOD`."""
+    return method if method in KNOWN_METHODS else OTHER_METHOD
+
+
 def _count(scope: Scope, route: str, answered: dict) -> None:
-    HTTP_REQUESTS.labels(route, scope["method"], str(answered["status"])).inc()
+    HTTP_REQUESTS.labels(route, metric_method(scope["method"]), str(answered["status"])).inc()
     HTTP_LATENCY.labels(route).observe(answered["latency_ms"] / 1000)
 
 

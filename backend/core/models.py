@@ -54,6 +54,10 @@ class ApiKey(SQLModel, table=True):
     last_used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     rotated_from: str | None = Field(default=None, max_length=40)
+    #: Whose limits this key spends (`services/key_lineage.py`): the first key of its rotation chain.
+    lineage_id: str = Field(default="", max_length=40, sa_column_kwargs={"server_default": ""})
+    #: Every lineage whose budget it draws from, the root's first, its own last: `/key_a/key_b/`.
+    ancestry: str = Field(default="", max_length=400, sa_column_kwargs={"server_default": ""})
 
 
 class KeyUsage(SQLModel, table=True):

@@ -1,10 +1,11 @@
 """Admission control: a request that cannot be served soon is refused at once, with when to come back.
 
 Two gates, both checked before a job is recorded, both atomic across every web replica:
-- **Per holder** (an API key, or a signed-in Studio user): at most `cap` jobs queued or running at once.
-  Each holder's active jobs are a Redis sorted set, added to in one Lua check-and-add and removed from
-  when the job ends (`release`); an entry a crash never removed expires after the longest a job can
-  live, so a lost release never locks a holder out for good.
+- **Per holder** (an API key's lineage and each key that created it, or a signed-in Studio user): at most
+  `cap` jobs queued or running at once in each. Each holder's active jobs are a Redis sorted set; a job is
+  added to all of its holders' sets, or (one being full) to none, in one Lua check-and-add, which also notes
+  which sets hold it, so `release` needs only the job's id when it ends; an entry a crash never removed
+  expires after the longest a job can live, so a lost release never locks a holder out for good.
 - **Per queue**: at most `LOCKN_MAX_QUEUE_DEPTH` waiting messages; beyond it the platform is overloaded
   and says so (503) with a `Retry-After` from how fast the queue drained lately.
 """
@@ -25,15 +26,28 @@ from backend.core.settings import get_settings
 from backend.queue.inventory import queue_depth
 from backend.queue.routing import ENGINE_QUEUES, job_queues, queue_for
 from backend.services.job_reaper import stalled_after_s
-from backend.services.keys import RateLimit, get_key_service
+from backend.services.keys import RateLimit, VerifiedKey, get_key_service
 
-#: KEYS[1] the holder's set; ARGV now, expiry, cap, job id. 1 admitted, 0 refused.
+#: KEYS: the job's record, then each holder's set; ARGV: now, expiry, job id, then each holder's cap.
+#: 0 admitted (in every set, and the record names them), else the 1-based index of the first full holder.
 _ACQUIRE_LUA = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-redis.call('EXPIRE', KEYS[1], math.ceil(ARGV[2] - ARGV[1]) + 1)
-return 1
+local ttl = math.ceil(ARGV[2] - ARGV[1]) + 1
+for i = 2, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[1])
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[2 + i]) then return i - 1 end
+end
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3])
+  redis.call('EXPIRE', KEYS[i], ttl)
+  redis.call('RPUSH', KEYS[1], KEYS[i])
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+return 0
+"""
+#: KEYS[1]: the job's record; ARGV[1]: the job id. Removes the job from every set that holds it, once.
+_RELEASE_LUA = """
+for _, holder in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do redis.call('ZREM', holder, ARGV[1]) end
+redis.call('DEL', KEYS[1])
 """
 #: How far back the drain rate of a queue is measured, and the bounds of the Retry-After it gives.
 DRAIN_WINDOW_S = 300
@@ -41,10 +55,11 @@ RETRY_AFTER_BOUNDS_S = (1, 600)
 
 
 class TooManyConcurrent(Exception):
-    """The holder already has its cap of jobs queued or running."""
+    """The holder (or a key above it) already has its cap of jobs queued or running."""
 
-    def __init__(self, cap: int) -> None:
-        super().__init__(f"{cap} job(s) of yours are already queued or running, the most at once; "
+    def __init__(self, cap: int, inherited: bool = False) -> None:
+        whose = "of the key that created this key and the keys it created" if inherited else "of yours"
+        super().__init__(f"{cap} job(s) {whose} are already queued or running, the most at once; "
                          "retry when one has finished.")
         self.cap, self.retry_after_s = cap, 2
 
@@ -66,28 +81,41 @@ class Overloaded(Exception):
         self.retry_after_s = retry_after_s
 
 
-def holder_of(key_id: str | None, owner: str) -> str:
-    """Whose cap a job counts against: its API key's, or (from the Studio) its owner's."""
-    return f"key:{key_id}" if key_id else f"user:{owner}"
+def holders_of(key: VerifiedKey | None, owner: str) -> list[tuple[str, int]]:
+    """Whose caps a job counts against, with each cap: its key's lineage's and those of the keys that created
+    it, or (from the Studio) its owner's."""
+    if key is None:
+        return [(f"user:{owner}", get_settings().studio_max_concurrent_jobs)]
+    return [(f"key:{budget.lineage_id}", budget.max_concurrent_jobs) for budget in key.budgets] or \
+        [(f"key:{key.id}", key.max_concurrent_jobs)]
 
 
 def _active_set(holder: str) -> str:
     return f"lockn:active:{holder}"
 
 
-def acquire(holder: str, job_id: str, cap: int) -> None:
-    """Count `job_id` against `holder`'s cap, or raise `TooManyConcurrent` (nothing is counted then)."""
+def _job_record(job_id: str) -> str:
+    return f"lockn:active-job:{job_id}"
+
+
+def acquire(holders: list[tuple[str, int]], job_id: str) -> None:
+    """Count `job_id` against every (holder, cap), or raise `TooManyConcurrent` (nothing is counted then)."""
     now = time.time()
     expiry = now + stalled_after_s(get_settings())
     client = get_redis()
-    if not client.register_script(_ACQUIRE_LUA)(keys=[_active_set(holder)], args=[now, expiry, cap, job_id]):
-        raise TooManyConcurrent(cap)
+    full = client.register_script(_ACQUIRE_LUA)(
+        keys=[_job_record(job_id), *(_active_set(holder) for holder, _ in holders)],
+        args=[now, expiry, job_id, *(cap for _, cap in holders)])
+    if full:
+        raise TooManyConcurrent(holders[full - 1][1], inherited=full > 1)
 
 
-def release(holder: str, job_id: str) -> None:
-    """The job ended (or was never queued): it no longer counts. Best effort: an entry left expires."""
+def release(job_id: str) -> None:
+    """The job ended (or was never queued): it no longer counts anywhere. Idempotent. Best effort: an entry
+    left expires."""
     try:
-        get_redis().zrem(_active_set(holder), job_id)
+        client = get_redis()
+        client.register_script(_RELEASE_LUA)(keys=[_job_record(job_id)], args=[job_id])
     except redis.RedisError:
         pass
 

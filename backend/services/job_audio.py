@@ -21,6 +21,7 @@ from pathlib import Path
 
 import redis
 
+from backend.core.models import Job
 from backend.core.redis_client import get_async_binary_redis
 from backend.core.settings import get_settings
 from backend.media.captions import Cue, sentence_cues
@@ -129,20 +130,28 @@ async def live_deltas(job_id: str, fmt: str) -> AsyncIterator[TimedDelta]:
     return _encode_stream(first, events, fmt)
 
 
-#: How much of a stored file one event carries.
-STORED_CHUNK_BYTES = 64 * 1024
+#: Bytes of a stored file per delta: a job answered from the cache has no live stream, its file is sent in pieces.
+FILE_DELTA_BYTES = 32 * 1024
 
 
-async def stored_deltas(job_id: str, owner: str) -> AsyncIterator[TimedDelta]:
-    """A job already answered (a cache hit) as deltas: its stored file in chunks. It has no live stream to follow
-    (no worker ever spoke it), and waiting for one would last until the job's time limit; so no sentence times."""
-    _, path = await finished_audio(job_id, owner)
-    return _chunks(await asyncio.to_thread(path.read_bytes))
+async def stored_deltas(path: Path, captions: dict | None = None) -> AsyncIterator[TimedDelta]:
+    """A finished job's file as deltas (what SSE events carry), its sentences first when it has captions.
+
+    A cache hit is written `succeeded` and never queued, so no worker ever writes its live stream: waiting on
+    that stream (as `live_deltas` does) waited for the job's time limit with no header sent."""
+    sentences = tuple(Cue(**cue) for cue in (captions or {}).get("sentences", []))
+    if sentences:
+        yield TimedDelta(b"", sentences)
+    data = await asyncio.to_thread(path.read_bytes)
+    for start in range(0, len(data), FILE_DELTA_BYTES):
+        yield TimedDelta(data[start:start + FILE_DELTA_BYTES])
 
 
-async def _chunks(data: bytes) -> AsyncIterator[TimedDelta]:
-    for at in range(0, len(data), STORED_CHUNK_BYTES):
-        yield TimedDelta(data[at:at + STORED_CHUNK_BYTES])
+async def job_deltas(job: Job, fmt: str) -> AsyncIterator[TimedDelta]:
+    """A job just enqueued, as deltas: from its file when the cache answered it, else live as it is spoken."""
+    if job.status == "succeeded" and job.audio_path:
+        return stored_deltas(Path(job.audio_path), job.captions)
+    return await live_deltas(job.id, fmt)
 
 
 async def _encode_stream(first: StreamEvent, rest: AsyncIterator[StreamEvent], fmt: str) -> AsyncIterator[TimedDelta]:

@@ -39,7 +39,7 @@ from backend.media.live_stream import (
     publish_chunk, publish_end, publish_progress, publish_sentence, publish_spoken, reset_stream,
 )
 from backend.services import batches, webhooks
-from backend.services.admission import holder_of, release
+from backend.services.admission import release
 from backend.services.usage import UsageRecorder
 from backend.services.voices import CLONED_PREFIX, reference_voice
 
@@ -101,7 +101,7 @@ def _run_claimed(job: Job, engines: Mapping[str, Engine]) -> dict:
         path.unlink(missing_ok=True)  # cancelled in its last moments: no file without a row
         raise JobCancelled(job_id)
     end_live_audio(job_id)
-    release(holder_of(job.key_id, job.owner), job_id)
+    release(job_id)
     JOBS.labels(job.engine, "succeeded").inc()
     logger.info("job %s succeeded: %.1f s of %s audio in %.2f s", job_id, duration, job.engine, engine_time)
     if duration > 0:
@@ -289,7 +289,7 @@ def fail_job(job_id: str, message: str) -> None:
     with Session(get_engine()) as session:
         job = session.get(Job, job_id)
     if job is not None:
-        release(holder_of(job.key_id, job.owner), job_id)
+        release(job_id)
         JOBS.labels(job.engine, "failed").inc()
         with request_id_scope(job.request_id):
             logger.warning("job %s failed: %s", job_id, message[:500])

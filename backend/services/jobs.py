@@ -26,7 +26,6 @@ from backend.core.metrics import ADMISSION_REFUSALS
 from backend.core.models import Job, as_utc
 from backend.core.redis_client import get_binary_redis
 from backend.core.request_context import current_facts, current_request_id
-from backend.core.settings import get_settings
 from backend.media.codecs import FORMATS
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
 from backend.media.live_stream import publish_end
@@ -34,7 +33,7 @@ from backend.queue.app import get_celery
 from backend.queue.routing import SYNTHESIZE_TASK, queue_for
 from backend.services.ownership import owned_row
 from backend.services.admission import (
-    Overloaded, TooFast, TooManyConcurrent, acquire, check_queue_room, check_user_rate, holder_of, release,
+    Overloaded, TooFast, TooManyConcurrent, acquire, check_queue_room, check_user_rate, holders_of, release,
 )
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_reaper import is_stalled, reap_stalled_jobs
@@ -194,9 +193,8 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
         hit = None  # the same audio, but made without captions: make it again, with them
     with ExitStack() as undo:
         if hit is None:
-            holder = holder_of(job.key_id, owner)
-            _broker_call(_admit, job, holder, key.max_concurrent_jobs if key else get_settings().studio_max_concurrent_jobs)
-            undo.callback(release, holder, job.id)
+            _broker_call(_admit, job, holders_of(key, owner))
+            undo.callback(release, job.id)
         if key is not None:
             _broker_call(get_key_service().reserve_chars, key, len(text))
             undo.callback(_refund, get_key_service().refund_chars, key, len(text))
@@ -245,9 +243,9 @@ def check_studio_rate(owner: str) -> None:
     _broker_call(check_user_rate, owner)
 
 
-def _admit(job: Job, holder: str, cap: int) -> None:
+def _admit(job: Job, holders: list[tuple[str, int]]) -> None:
     check_queue_room(job.engine)
-    acquire(holder, job.id, cap)
+    acquire(holders, job.id)
 
 
 #: Admission's refusals, as the `lockn_admission_refusals` metric names their reasons.
@@ -363,8 +361,7 @@ def cancel_job(job_id: str, owner: str) -> None:
         job.status, job.error = "failed", CANCELLED_MESSAGE
         session.add(job)
         session.commit()
-        holder = holder_of(job.key_id, job.owner)
-    release(holder, job_id)
+    release(job_id)
     try:
         publish_end(get_binary_redis(), job_id, CANCELLED_MESSAGE)
     except redis.RedisError:
@@ -375,11 +372,11 @@ def delete_job(job_id: str, owner: str) -> None:
     """Forget a job; its audio file goes too unless a cached twin still points at it."""
     with Session(get_engine()) as session:
         job = owned_row(session, Job, job_id, owner, JobNotFound)
-        path, holder, active = job.audio_path, holder_of(job.key_id, job.owner), job.status not in FINISHED
+        path, active = job.audio_path, job.status not in FINISHED
         session.delete(job)
         session.commit()
         if active:
-            release(holder, job_id)
+            release(job_id)
         shared = path and session.exec(select(Job.id).where(Job.audio_path == path)).first()
     if path and not shared:
         Path(path).unlink(missing_ok=True)

@@ -18,6 +18,8 @@ from datetime import datetime
 import redis
 from cachetools import TTLCache
 
+from backend.services.key_lineage import Budget
+
 logger = logging.getLogger("lockn.keys")
 CHANNEL = "lockn:keys:invalidate"
 #: Published (or applied locally) to drop every cached key.
@@ -44,9 +46,12 @@ class CachedKey:
     max_concurrent_jobs: int
     expires_at: datetime | None
     revoked_at: datetime | None
-    #: Characters already used this month when the entry was loaded (flushed usage only).
+    #: Characters its lineage (and the keys it created) had used this month when the entry was loaded (flushed).
     month_chars: int
     month: tuple[int, int]
+    #: Every budget a request of the key spends, its own first (`services/key_lineage.py`).
+    budgets: tuple[Budget, ...] = ()
+    ancestry: str = ""
 
 
 class KeyCache:

@@ -27,6 +27,8 @@ from backend.services import webhooks
 from backend.services.ownership import owned_row
 from backend.services.audit import audit_event
 from backend.services.key_cache import ALL, CachedKey, InvalidationBus, KeyCache
+from backend.services.key_lineage import (MAX_KEY_DEPTH, Budget, ancestry_for, ancestry_of, budgets_of, depth,
+                                          keys_drawing_from, lineage_of, month_chars_of)
 from backend.services.pagination import BadCursor, newest_first
 from backend.services.quota import QuotaExceeded, QuotaLedger
 from backend.core.key_format import KEY_ENVS, KeyEnv, digest_key, display_start, generate_key, parse_key
@@ -162,6 +164,13 @@ class VerifiedKey:
     quota_chars: int | None = None
     expires_at: datetime | None = None
     max_concurrent_jobs: int = DEFAULT_MAX_CONCURRENT_JOBS
+    #: Every budget its requests spend, its own lineage's first, then its creators' (`key_lineage.py`).
+    budgets: tuple[Budget, ...] = ()
+    ancestry: str = ""
+
+    def quota_budgets(self) -> list[tuple[str, int]]:
+        """(lineage, quota) of each budget with a monthly quota: where the key's characters are reserved."""
+        return [(b.lineage_id, b.quota_chars) for b in self.budgets if b.quota_chars is not None]
 
 
 @dataclass(frozen=True)
@@ -225,9 +234,10 @@ class KeyService:
             raise KeyRejected("revoked")
         if entry.expires_at is not None and entry.expires_at <= now:
             raise KeyRejected("expired")
-        if entry.quota_chars is not None and self._month_chars(entry, now) >= entry.quota_chars:
+        if self._quota_reached(entry, now):
             raise KeyRejected("quota_exceeded")
-        rate = self.limiter.hit(entry.id, entry.rate_limit_requests, entry.rate_limit_window_s) if count else \
+        rate = self.limiter.hit_all([(b.lineage_id, b.rate_limit_requests, b.rate_limit_window_s)
+                                     for b in entry.budgets]) if count else \
             RateDecision(True, entry.rate_limit_requests, entry.rate_limit_requests, now.timestamp(), 0.0)
         if not rate.allowed:
             raise KeyRejected("rate_limited", headers=rate.headers())
@@ -239,7 +249,7 @@ class KeyService:
             self.usage.record(entry.id, requests=1)
         return VerifiedKey(entry.id, entry.owner, entry.env, entry.scopes, rate,
                            RateLimit(entry.rate_limit_requests, entry.rate_limit_window_s), entry.quota_chars,
-                           entry.expires_at, entry.max_concurrent_jobs)
+                           entry.expires_at, entry.max_concurrent_jobs, entry.budgets, entry.ancestry)
 
     def _lookup(self, digest: str) -> CachedKey | None:
         hit, entry = self.cache.get(digest)
@@ -253,30 +263,37 @@ class KeyService:
 
     def _cache_entry(self, session: Session, row: ApiKey) -> CachedKey:
         today = utcnow().date()
-        month_start = today.replace(day=1)
-        used = session.exec(select(func.coalesce(func.sum(KeyUsage.chars), 0))
-                            .where(KeyUsage.key_id == row.id, KeyUsage.day >= month_start)).one()
+        budgets = budgets_of(session, row)
+        used = month_chars_of(session, keys_drawing_from(session, budgets[0].lineage_id), today.replace(day=1)) \
+            if row.quota_chars is not None else 0
         return CachedKey(row.id, row.owner, row.env, row.digest, frozenset(row.scopes), row.rate_limit_requests,
                          row.rate_limit_window_s, row.quota_chars, row.max_concurrent_jobs, as_utc(row.expires_at),
-                         as_utc(row.revoked_at),
-                         int(used), (today.year, today.month))
+                         as_utc(row.revoked_at), used, (today.year, today.month), budgets,
+                         ancestry_of(row))
 
-    def _month_chars(self, entry: CachedKey, now: datetime) -> int:
-        """Characters used this month: the quota counter when it has started, else what usage knows."""
-        reserved = self.quota.used(entry.id, now)
-        if reserved is not None:
-            return reserved
+    def _quota_reached(self, entry: CachedKey, now: datetime) -> bool:
+        """Whether any budget the key spends has used its month's quota: its counter when that has started;
+        for the key's own lineage, else what usage knows (the reservation, which also starts them, decides)."""
+        limited = [b for b in entry.budgets if b.quota_chars is not None]
+        if not limited:
+            return False
+        counters = self.quota.used_all([b.lineage_id for b in limited], now)
         month = (now.year, now.month)
-        flushed = entry.month_chars if entry.month == month else 0
-        return flushed + self.usage.pending_chars(entry.id, month)
+        for budget, used in zip(limited, counters):
+            if used is None and budget.lineage_id == entry.budgets[0].lineage_id:
+                used = (entry.month_chars if entry.month == month else 0) + self.usage.pending_chars(entry.id, month)
+            if used is not None and used >= budget.quota_chars:
+                return True
+        return False
 
-    def _month_used(self, key_id: str) -> int:
-        """The month's characters from the database and this process's unflushed usage (a counter's start)."""
+    def _month_used(self, lineage_id: str) -> int:
+        """Characters the lineage and every key drawing from it used this month, from the database and this
+        process's unflushed usage: where the lineage's month counter starts."""
         now = utcnow()
         with Session(self.engine) as session:
-            flushed = session.exec(select(func.coalesce(func.sum(KeyUsage.chars), 0))
-                                   .where(KeyUsage.key_id == key_id, KeyUsage.day >= now.date().replace(day=1))).one()
-        return int(flushed) + self.usage.pending_chars(key_id, (now.year, now.month))
+            key_ids = keys_drawing_from(session, lineage_id)
+            flushed = month_chars_of(session, key_ids, now.date().replace(day=1))
+        return flushed + sum(self.usage.pending_chars(key_id, (now.year, now.month)) for key_id in key_ids)
 
     def acting_key(self, owner: str, key_id: str) -> VerifiedKey:
         """The key as it stands now, for work it asked for earlier and that runs later (a batch's next lines):
@@ -287,25 +304,32 @@ class KeyService:
         if status in ("revoked", "expired"):
             raise KeyRejected(status)
         rate = RateDecision(True, row.rate_limit_requests, row.rate_limit_requests, now.timestamp(), 0.0)
+        with Session(self.engine) as session:
+            budgets = budgets_of(session, row)
         return VerifiedKey(row.id, row.owner, row.env, frozenset(row.scopes), rate,
                            RateLimit(row.rate_limit_requests, row.rate_limit_window_s), row.quota_chars,
-                           as_utc(row.expires_at), row.max_concurrent_jobs)
+                           as_utc(row.expires_at), row.max_concurrent_jobs, budgets,
+                           ancestry_of(row))
 
     def reserve_chars(self, key: VerifiedKey, chars: int) -> None:
-        """Reserve `chars` of the key's monthly quota before its job is queued, atomically across every
-        process; `KeyRejected("quota_exceeded")` when they do not fit. Keys without a quota pass."""
-        if key.quota_chars is None:
+        """Reserve `chars` of every monthly quota the key spends (its lineage's, its creators') before its job
+        is queued, all or none, atomically across every process; `KeyRejected("quota_exceeded")` naming the
+        quota they do not fit in. Keys spending no quota pass."""
+        budgets = key.quota_budgets()
+        if not budgets:
             return
         try:
-            self.quota.reserve(key.id, chars, key.quota_chars, utcnow())
-        except QuotaExceeded:
+            self.quota.reserve_all(budgets, chars, utcnow())
+        except QuotaExceeded as exc:
+            whose = "the key's" if exc.index == 0 and budgets[0][0] == key.budgets[0].lineage_id else \
+                "the key that created this key's"
             raise KeyRejected("quota_exceeded", f"This request's {chars:,} characters do not fit in what is left of "
-                                                f"the key's monthly quota of {key.quota_chars:,}.") from None
+                                                f"{whose} monthly quota of {budgets[exc.index][1]:,}.") from None
 
     def refund_chars(self, key: VerifiedKey, chars: int) -> None:
         """Give back a reservation whose job was never queued."""
-        if key.quota_chars is not None:
-            self.quota.refund(key.id, chars, utcnow())
+        if budgets := key.quota_budgets():
+            self.quota.refund_all([lineage for lineage, _ in budgets], chars, utcnow())
 
     # ----- management (always scoped to an owner) ------------------------------------------------------
 
@@ -318,20 +342,31 @@ class KeyService:
         spec = self._validated(spec)
         if minted_by is not None:
             spec = self._within(spec, minted_by)
-        row, full = self._new_row(owner, spec)
+            if depth(minted_by.ancestry) >= MAX_KEY_DEPTH:
+                raise KeyForbidden(f"Keys created by keys may go {MAX_KEY_DEPTH} deep; create this one with a key "
+                                   "nearer the top, or signed in.", "exceeds_own_limits", "id")
+        row, full = self._new_row(owner, spec, parent_ancestry=minted_by.ancestry if minted_by else None)
         with Session(self.engine, expire_on_commit=False) as session:
             session.add(row)
             session.add(audit_event(owner, "key.created", row.id, f"{row.name} ({', '.join(row.scopes)})"))
             session.commit()
         return row, full
 
-    def _new_row(self, owner: str, spec: KeySpec, rotated_from: str | None = None) -> tuple[ApiKey, str]:
-        full = generate_key(spec.env)
-        return ApiKey(id="key_" + secrets.token_hex(8), owner=owner, name=spec.name, env=spec.env,
+    def _new_row(self, owner: str, spec: KeySpec, *, parent_ancestry: str | None = None,
+                 predecessor: ApiKey | None = None) -> tuple[ApiKey, str]:
+        """A new key's row: a lineage of its own under `parent_ancestry` (its creator's, when a key creates
+        it), or, as `predecessor`'s successor, that key's lineage and ancestry (its counters go on)."""
+        full, key_id = generate_key(spec.env), "key_" + secrets.token_hex(8)
+        if predecessor is not None:
+            lineage, ancestry = lineage_of(predecessor), ancestry_of(predecessor)
+        else:
+            lineage, ancestry = key_id, ancestry_for(key_id, parent_ancestry)
+        return ApiKey(id=key_id, owner=owner, name=spec.name, env=spec.env,
                       digest=digest_key(full, self._pepper), start=display_start(full), scopes=list(spec.scopes),
                       rate_limit_requests=spec.rate_limit.requests, rate_limit_window_s=spec.rate_limit.window_s,
                       quota_chars=spec.quota_chars, max_concurrent_jobs=spec.max_concurrent_jobs,
-                      expires_at=spec.expires_at, rotated_from=rotated_from), full
+                      expires_at=spec.expires_at, rotated_from=predecessor.id if predecessor else None,
+                      lineage_id=lineage, ancestry=ancestry), full
 
     @staticmethod
     def _within(spec: KeySpec, parent: VerifiedKey) -> KeySpec:
@@ -467,7 +502,7 @@ class KeyService:
             raise InvalidKeyRequest("a revoked or expired key cannot be rotated; create a new one", "id")
         spec = KeySpec(old.name, old.env, tuple(old.scopes), RateLimit(old.rate_limit_requests,
                        old.rate_limit_window_s), old.quota_chars, as_utc(old.expires_at), old.max_concurrent_jobs)
-        new, full = self._new_row(owner, spec, rotated_from=old.id)
+        new, full = self._new_row(owner, spec, predecessor=old)
         cutoff = now + timedelta(seconds=grace_seconds)
         try:
             with Session(self.engine, expire_on_commit=False) as session:
