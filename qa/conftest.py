@@ -121,25 +121,31 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         wait_until_live(url, process, log)
         WORKER.start(env)
+        WEBHOOK_WORKER.start(env)
         wait_until_healthy(url)
         yield url
     finally:
         WORKER.stop()
+        WEBHOOK_WORKER.stop()
         stop_process_group(process)
 
 
 class AppWorker:
-    """The app's Celery worker, run like `make worker`: tests may stop it and start it again."""
+    """One of the app's Celery workers, run like `make worker` (or, with `webhooks`, like `make run`'s webhook
+    worker, which alone sends webhook deliveries): tests may stop it and start it again."""
 
-    def __init__(self) -> None:
+    def __init__(self, webhooks: bool = False) -> None:
         self.process: subprocess.Popen | None = None
         self.env: dict[str, str] = {}
+        self.webhooks = webhooks
 
     def start(self, env: dict[str, str] | None = None) -> None:
-        from backend.ops.supervisor import worker_command
+        from backend.core.settings import Settings
+        from backend.ops.supervisor import webhook_worker_command, worker_command
 
         self.env = env or self.env
-        self.process = subprocess.Popen(worker_command(), cwd=PROJECT_ROOT, env=self.env, start_new_session=True,
+        command = webhook_worker_command(Settings(_env_file=None)) if self.webhooks else worker_command()
+        self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=self.env, start_new_session=True,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
@@ -149,6 +155,7 @@ class AppWorker:
 
 
 WORKER = AppWorker()
+WEBHOOK_WORKER = AppWorker(webhooks=True)
 
 
 @pytest.fixture
