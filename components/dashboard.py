@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from components.confirm import confirm_action
 from state.dashboard import GRACE_CHOICES, DashboardState
 
 STATUS_COLORS = {"active": "green", "in grace": "amber", "revoked": "red", "expired": "gray", "ok": "green", "down": "red",
@@ -87,18 +88,11 @@ def key_actions(key: rx.Var[dict[str, str]]) -> rx.Component:
                                        data_testid=f"rotate-{grace.replace(' ', '-')}")
                           for grace in GRACE_CHOICES]),
     )
-    revoke = rx.alert_dialog.root(
-        rx.alert_dialog.trigger(rx.button("Revoke", size="1", color_scheme="red", variant="soft",
-                                          data_testid="revoke")),
-        rx.alert_dialog.content(
-            rx.alert_dialog.title("Revoke this key?"),
-            rx.alert_dialog.description(f"Every request with it fails at once. This cannot be undone."),
-            rx.flex(rx.alert_dialog.cancel(rx.button("Cancel", variant="soft", color_scheme="gray")),
-                    rx.alert_dialog.action(rx.button("Revoke", color_scheme="red", data_testid="confirm-revoke",
-                                                     on_click=DashboardState.revoke_key(key["id"]))),
-                    spacing="3", justify="end", margin_top="1rem"),
-        ),
-    )
+    revoke = confirm_action(
+        "Revoke", "Revoke key “" + key["name"] + "” (" + key["start"] + ")?",
+        "Every request with it fails at once. This cannot be undone.", "Revoke",
+        DashboardState.revoke_key(key["id"]), trigger_testid="revoke", confirm_testid="confirm-revoke",
+        trigger_props={"variant": "soft"})
     # A key in its grace period was already replaced: it can still be revoked early, not rotated again.
     return rx.match(key["status"], ("active", rx.hstack(rotate, revoke, spacing="2")), ("in grace", revoke),
                     rx.fragment())

@@ -6,6 +6,7 @@ import reflex as rx
 
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS
 from backend.services.jobs import MAX_TEXT_CHARS
+from components.confirm import confirm_action
 from components.dashboard import panel
 from state.batch import BatchState
 from state.studio import STUDIO_FORMATS, StudioState
@@ -26,8 +27,11 @@ def voice_card(voice: rx.Var[dict[str, str]]) -> rx.Component:
             rx.hstack(
                 rx.button("Use", size="1", variant="soft", on_click=StudioState.set_voice(voice["id"])),
                 rx.cond(voice["kind"] == "cloned",
-                        rx.button("Delete", size="1", variant="ghost", color_scheme="red",
-                                  on_click=StudioState.delete_voice(voice["id"]))),
+                        confirm_action("Delete", "Delete the voice “" + voice["name"] + "”?",
+                                       "Its reference recording is deleted for good; generations already made with "
+                                       "it stay in History.", "Delete voice", StudioState.delete_voice(voice["id"]),
+                                       keep="Keep it", trigger_testid="delete-voice",
+                                       confirm_testid="confirm-delete-voice")),
                 spacing="2"),
             spacing="2", width="100%",
         ),
@@ -244,21 +248,10 @@ def clone_panel() -> rx.Component:
 
 
 def confirm_delete_generation(item: rx.Var[dict[str, str]]) -> rx.Component:
-    """Deleting a generation removes its audio for good: ask first, as key revocation and voice deletion do."""
-    return rx.alert_dialog.root(
-        rx.alert_dialog.trigger(rx.button("Delete", size="1", variant="ghost", color_scheme="red",
-                                          data_testid="delete-generation")),
-        rx.alert_dialog.content(
-            rx.alert_dialog.title("Delete this generation?"),
-            rx.alert_dialog.description("“" + item["snippet"] + "” and its audio are deleted for good."),
-            rx.flex(
-                rx.alert_dialog.cancel(rx.button("Keep it", variant="soft", color_scheme="gray")),
-                rx.alert_dialog.action(rx.button("Delete", color_scheme="red", data_testid="confirm-delete",
-                                                 on_click=StudioState.delete_generation(item["id"]))),
-                spacing="3", justify="end", margin_top="1rem",
-            ),
-        ),
-    )
+    """Deleting a generation removes its audio for good: ask first, naming it."""
+    return confirm_action("Delete", "Delete this generation?", "“" + item["snippet"] + "” and its audio are deleted "
+                          "for good.", "Delete", StudioState.delete_generation(item["id"]), keep="Keep it",
+                          trigger_testid="delete-generation", confirm_testid="confirm-delete")
 
 
 def history_row(item: rx.Var[dict[str, str]]) -> rx.Component:

@@ -240,11 +240,13 @@ def test_webhooks_panel_adds_tests_rotates_disables_and_deletes(open_page) -> No
         expect(panel.get_by_test_id("webhook-delivery")).to_contain_text("HTTP 200")
         save_screenshot(page, "dashboard-webhooks")
 
-        panel.get_by_test_id("webhook-rotate").click()
+        panel.get_by_test_id("webhook-rotate").click()  # asks first (qa/test_ask_first.py)
+        page.get_by_test_id("confirm-webhook-rotate").click()
         expect(secret).not_to_have_text(first_secret, timeout=20000)
         panel.get_by_test_id("webhook-toggle").click()
         expect(panel.get_by_test_id("webhook-endpoint")).to_contain_text("disabled")
         panel.get_by_test_id("webhook-delete").click()
+        page.get_by_test_id("confirm-webhook-delete").click()
         expect(panel.get_by_test_id("webhook-endpoint")).to_have_count(0)
         assert page.console_errors == []
     finally:
