@@ -93,6 +93,26 @@ def batch_tab() -> rx.Component:
     )
 
 
+READINESS = {"ready": ("Ready", "green", "circle_check"), "warming": ("Warming up", "amber", "loader"),
+             "down": ("No worker for this voice", "red", "circle_alert"), "checking": ("Checking…", "gray", "loader")}
+
+
+def readiness_banner() -> rx.Component:
+    """The Studio's header line: can the chosen voice be spoken now, and if not why (from the heartbeats,
+    refreshed every 3 s)."""
+    def line(status: str) -> rx.Component:
+        title, color, icon = READINESS[status]
+        return rx.callout(rx.text(rx.text.strong(title), rx.cond(StudioState.readiness_reason != "",
+                                                               " — " + StudioState.readiness_reason, "")),
+                          icon=icon, color_scheme=color, size="1", width="100%")
+
+    return rx.box(
+        rx.match(StudioState.readiness, *[(status, line(status)) for status in READINESS], line("checking")),
+        rx.moment(interval=3000, on_change=StudioState.check_readiness, display="none"),
+        width="100%", data_testid="studio-readiness", data_status=StudioState.readiness, role="status",
+    )
+
+
 def generate_panel() -> rx.Component:
     return panel(
         "Generate speech",
@@ -133,10 +153,14 @@ def single_tab() -> rx.Component:
         ),
         rx.hstack(
             rx.button(rx.cond(StudioState.generating, "Generating…", "Generate"), on_click=StudioState.generate,
-                      disabled=StudioState.generating | (StudioState.text.strip() == ""), data_testid="generate"),
+                      disabled=StudioState.generating | (StudioState.text.strip() == "")
+                      | (StudioState.readiness == "down"), data_testid="generate"),
+            rx.cond(StudioState.readiness == "down",
+                    rx.text("No worker for this voice: " + StudioState.readiness_reason, size="1",
+                            color=rx.color("red", 11), data_testid="generate-blocked")),
             rx.cond(StudioState.generating, rx.button("Cancel", variant="soft", color_scheme="gray",
                                                       on_click=StudioState.cancel, data_testid="cancel")),
-            spacing="3",
+            spacing="3", align="center", wrap="wrap",
         ),
         rx.cond(StudioState.generating | (StudioState.job_status == "succeeded"), rx.vstack(
             rx.progress(value=StudioState.progress.to(int), width="100%", data_testid="progress"),

@@ -19,6 +19,7 @@ from backend.services.admission import Overloaded, TooFast, TooManyConcurrent
 from backend.services.studio_usage import StudioQuotaReached
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_audio import follow_job
+from backend.services.readiness import voice_readiness
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS
 from backend.services.jobs import (
     CANCELLED_MESSAGE, MAX_TEXT_CHARS, CaptionsUnavailable, InvalidJobRequest, JobNotFound, cancel_job, delete_job,
@@ -59,6 +60,11 @@ class StudioState(AuthState):
     speed: float = 1.0
     #: How to speak, for voices that follow instructions (Qwen3-TTS presets); sent only to those.
     instructions: str = ""
+    #: Whether the chosen voice can be spoken now (`services/readiness.py`, from the workers' heartbeats):
+    #: "ready", "warming" or "down" ("checking" until asked), and why; asked on load, on a voice change and
+    #: every few seconds, so a stopped worker shows in the header and on Generate without a reload.
+    readiness: str = "checking"
+    readiness_reason: str = ""
     # the generation in flight (or the last one)
     job_id: str = ""
     job_status: str = ""
@@ -113,7 +119,23 @@ class StudioState(AuthState):
             return self._sign_in_redirect()
         self._refresh_voices()
         self._refresh_history()
+        self._check_readiness()
         return None
+
+    def _check_readiness(self) -> None:
+        found = voice_readiness(self.voice_id)
+        self.readiness, self.readiness_reason = found.status, found.reason
+
+    @rx.event
+    def check_readiness(self) -> None:
+        """Ask the heartbeats again. A worker going away keeps the chosen voice (the header says why it cannot be
+        spoken); one coming back (or any worker, while no voice is chosen) reloads the library."""
+        before = self.readiness
+        self._check_readiness()
+        back = self.readiness != "down" and before not in ("ready", "checking")
+        if (back or not self.voice_id) and self._owner() is not None:
+            self._refresh_voices()
+            self._check_readiness()
 
     def _refresh_voices(self) -> None:
         owner = self._owner()
@@ -167,6 +189,7 @@ class StudioState(AuthState):
     @rx.event
     def set_voice(self, value: str) -> None:
         self.voice_id = value
+        self._check_readiness()
 
     @rx.event
     def set_instructions(self, value: str) -> None:
@@ -199,6 +222,10 @@ class StudioState(AuthState):
                 return None
             self.error, self.audio_url, self.result_info, self.progress = "", "", "", 0.0
             self.captions_url, self.spoken_words = "", []
+            self._check_readiness()
+            if self.readiness == "down":  # say why now, rather than queue a job no worker will take
+                self.error = "No worker for this voice: " + self.readiness_reason
+                return None
             try:
                 job = enqueue_synthesis(owner, self.text, self.voice_id, self.fmt, self.speed, captions=True,
                                         instructions=self.instructions if self.voice_follows_instructions else "")
