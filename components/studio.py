@@ -16,6 +16,8 @@ AUDIO_TYPES = {"audio/wav": [".wav"], "audio/x-wav": [".wav"], "audio/mpeg": [".
 
 
 def voice_card(voice: rx.Var[dict[str, str]]) -> rx.Component:
+    """A voice of the library; the chosen one is outlined and its button says "Chosen" (aria-pressed)."""
+    chosen = StudioState.voice_id == voice["id"]
     return rx.card(
         rx.vstack(
             rx.hstack(rx.text(voice["name"], weight="bold", size="2"), rx.spacer(),
@@ -25,7 +27,9 @@ def voice_card(voice: rx.Var[dict[str, str]]) -> rx.Component:
             rx.el.audio(src=voice["sample_url"], controls=True, preload="none", style={"width": "100%",
                                                                                       "height": "32px"}),
             rx.hstack(
-                rx.button("Use", size="1", variant="soft", on_click=StudioState.set_voice(voice["id"])),
+                rx.button(rx.cond(chosen, "Chosen", "Use"), size="1", variant=rx.cond(chosen, "solid", "soft"),
+                          on_click=StudioState.set_voice(voice["id"]), aria_pressed=rx.cond(chosen, "true", "false"),
+                          aria_label="Use the voice " + voice["name"], data_testid="use-voice"),
                 rx.cond(voice["kind"] == "cloned",
                         confirm_action("Delete", "Delete the voice “" + voice["name"] + "”?",
                                        "Its reference recording is deleted for good; generations already made with "
@@ -36,6 +40,8 @@ def voice_card(voice: rx.Var[dict[str, str]]) -> rx.Component:
             spacing="2", width="100%",
         ),
         data_testid="voice-card", data_voice=voice["id"], data_kind=voice["kind"],
+        data_chosen=rx.cond(chosen, "true", "false"),
+        style={"outline": rx.cond(chosen, f"2px solid {rx.color('accent', 9)}", "none"), "outline_offset": "-1px"},
     )
 
 
@@ -69,12 +75,14 @@ def batch_tab() -> rx.Component:
                                                                   size="2"), align="center", spacing="2"),
             id="batch", accept=BATCH_TYPES, max_files=1, multiple=False,
             on_drop=BatchState.upload_batch(rx.upload_files(upload_id="batch")),
+            on_drop_rejected=BatchState.reject_file,
             border=f"2px dashed {rx.color('gray', 7)}", border_radius="10px", padding="1.25rem", width="100%",
             data_testid="batch-drop",
         ),
         rx.cond(BatchState.batch_error != "", rx.callout(BatchState.batch_error, color_scheme="red",
                                                          icon="triangle_alert", width="100%",
                                                          data_testid="batch-error")),
+        rx.cond(BatchState.preview.contains("lines"), batch_preview()),
         rx.cond(BatchState.batch_id != "", rx.vstack(
             rx.progress(value=BatchState.batch_percent, width="100%", data_testid="batch-progress"),
             rx.text(BatchState.batch_status + " · " + BatchState.batch_done.to_string() + " done, "
@@ -110,6 +118,28 @@ def readiness_banner() -> rx.Component:
         rx.match(StudioState.readiness, *[(status, line(status)) for status in READINESS], line("checking")),
         rx.moment(interval=3000, on_change=StudioState.check_readiness, display="none"),
         width="100%", data_testid="studio-readiness", data_status=StudioState.readiness, role="status",
+    )
+
+
+def batch_preview() -> rx.Component:
+    """What the dropped file would make, before anything starts: Start or Discard."""
+    preview = BatchState.preview
+
+    def fact(label: str, key: str) -> rx.Component:
+        return rx.data_list.item(rx.data_list.label(label),
+                                 rx.data_list.value(preview[key], data_testid=f"preview-{key}"))
+
+    return rx.card(
+        rx.vstack(
+            rx.text(rx.text.strong(preview["name"]), " is checked and ready to start:", size="2"),
+            rx.data_list.root(fact("Lines", "lines"), fact("Voices", "voices"), fact("Characters", "characters"),
+                              fact("Estimated speech", "speech"), size="1",
+                              orientation=rx.breakpoints(initial="vertical", sm="horizontal")),
+            rx.hstack(rx.button("Start batch", on_click=BatchState.start_batch, data_testid="batch-start"),
+                      rx.button("Discard", variant="soft", color_scheme="gray", on_click=BatchState.discard_preview,
+                                data_testid="batch-discard"), spacing="2"),
+            spacing="3", width="100%"),
+        width="100%", data_testid="batch-preview",
     )
 
 
@@ -164,8 +194,8 @@ def single_tab() -> rx.Component:
         ),
         rx.cond(StudioState.generating | (StudioState.job_status == "succeeded"), rx.vstack(
             rx.progress(value=StudioState.progress.to(int), width="100%", data_testid="progress"),
-            rx.text(StudioState.job_status + " · " + StudioState.progress.to_string() + " %", size="1",
-                    color=rx.color("gray", 11), data_testid="progress-label"),
+            rx.text(StudioState.progress_text, size="2", color=rx.color("gray", 11), data_testid="progress-label",
+                    data_status=StudioState.job_status, aria_live="polite"),
             width="100%", spacing="1")),
         rx.cond(StudioState.error != "", rx.callout(StudioState.error, color_scheme="red", icon="triangle_alert",
                                                     width="100%", data_testid="studio-error")),
@@ -283,7 +313,10 @@ def history_row(item: rx.Var[dict[str, str]]) -> rx.Component:
         rx.flex(
             rx.vstack(rx.text(item["snippet"], size="2"),
                       rx.text(item["voice"] + " · " + item["format"] + " · " + item["when"] + " · " + item["duration"],
-                              size="1", color=rx.color("gray", 11)), spacing="1", flex="1", min_width="0",
+                              size="1", color=rx.color("gray", 11)),
+                      rx.cond(item["error"] != "", rx.text("Failed: " + item["error"], size="1",
+                                                           color=rx.color("red", 11), data_testid="history-error")),
+                      spacing="1", flex="1", min_width="0",
                       width=rx.breakpoints(initial="100%", sm="auto")),
             rx.hstack(
                 rx.cond(item["url"] != "", rx.fragment(
@@ -291,14 +324,15 @@ def history_row(item: rx.Var[dict[str, str]]) -> rx.Component:
                               data_testid="replay"),
                     rx.link(rx.button("Download", size="1", variant="soft"), href=item["url"], download=True,
                             reload_document=True)),
-                    rx.badge(item["status"], variant="soft")),
+                    rx.badge(item["status"], variant="soft",
+                             color_scheme=rx.cond(item["status"] == "failed", "red", "gray"))),
                 confirm_delete_generation(item),
                 spacing="2"),
             direction=rx.breakpoints(initial="column", sm="row"), gap="3", align=rx.breakpoints(initial="start",
                                                                                                sm="center"),
             width="100%",
         ),
-        width="100%", data_testid="history-row",
+        width="100%", data_testid="history-row", data_status=item["status"],
     )
 
 

@@ -19,6 +19,7 @@ from backend.services.admission import Overloaded, TooFast, TooManyConcurrent
 from backend.services.studio_usage import StudioQuotaReached
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_audio import follow_job
+from backend.services.job_progress import progress_words
 from backend.services.readiness import voice_readiness
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS
 from backend.services.jobs import (
@@ -69,6 +70,8 @@ class StudioState(AuthState):
     job_id: str = ""
     job_status: str = ""
     progress: float = 0.0
+    #: The job's progress in words ("waiting for a worker", "speaking sentence 3 of 7"): `job_progress.py`.
+    progress_text: str = ""
     audio_url: str = ""
     #: Where the shown generation's captions are (`….srt`, `….vtt` appended); empty when it has none.
     captions_url: str = ""
@@ -165,6 +168,9 @@ class StudioState(AuthState):
                  "format": j.format.upper(), "when": j.created_at.strftime("%Y-%m-%d %H:%M"), "status": j.status,
                  "duration": f"{j.duration_s:.1f} s" if j.duration_s else "",
                  "url": f"/api/voice/jobs/{j.id}/audio" if j.status == "succeeded" else "",
+                 # A failed row says why (the worker's or the admission's message), as the Studio did when it ran.
+                 "error": (j.error or "no reason was recorded") if j.status == "failed" else "",
+                 "progress": progress_words(j.status, j.text, j.chars_done, j.error),
                  "captions": "yes" if j.captions and j.status == "succeeded" else ""} for j in jobs]
         self.history = (self.history if cursor else []) + rows
         self.history_cursor = next_cursor or ""
@@ -236,6 +242,7 @@ class StudioState(AuthState):
                 self.error = str(exc)  # names the README section when no cloning engine runs
                 return None
             self.job_id, self.job_status = job.id, job.status
+            self.progress_text = progress_words(job.status, self.text, 0)
         await self._follow(owner, job.id)
         return None
 
@@ -256,6 +263,7 @@ class StudioState(AuthState):
                     if self.job_id != job_id:
                         return
                     self.job_status, self.progress = status.status, status.progress
+                    self.progress_text = progress_words(status.status, status.text, status.chars_done, status.error)
                     if status.status == "succeeded":
                         self.audio_url = f"/api/voice/jobs/{job_id}/audio"
                         self.captions_url = f"/api/voice/jobs/{job_id}/captions" if status.captions else ""
@@ -276,6 +284,7 @@ class StudioState(AuthState):
         if self.job_id and self.generating:
             cancel_job(self.job_id, owner)
             self.job_status, self.error = "failed", CANCELLED_MESSAGE
+            self.progress_text = progress_words("failed", "", 0, CANCELLED_MESSAGE)
         return None
 
     @rx.event
@@ -288,6 +297,7 @@ class StudioState(AuthState):
         self.captions_url = f"/api/voice/jobs/{item['id']}/captions" if item["captions"] else ""
         self.spoken_words = self._words_of(item["id"], owner) if item["captions"] else []
         self.progress, self.result_info = 100.0, f"{item['duration']} of audio, from your history"
+        self.progress_text = item["progress"]
         if item["voice_id"] in {v["id"] for v in self.voices}:
             self.voice_id = item["voice_id"]
         self.fmt = item["format"].lower() if item["format"].lower() in STUDIO_FORMATS else self.fmt
