@@ -163,7 +163,16 @@ def create_key_dialog() -> rx.Component:
                         on_change=lambda checked: DashboardState.toggle_scope(scope, checked))),
                         columns=rx.breakpoints(initial="1", sm="2"), gap="2", width="100%"),
                     rx.text("Rate limit", size="2"),
-                    rx.input(name="rate_limit", default_value="60/minute", width="100%"),
+                    rx.input(name="rate_limit", id="key-rate", default_value="60/minute", width="100%",
+                             on_change=DashboardState.check_rate.debounce(150), data_testid="key-rate",
+                             aria_label="Rate limit", aria_describedby="key-rate-hint"),
+                    rx.text(DashboardState.rate_hint, id="key-rate-hint", size="1", data_testid="key-rate-hint",
+                            data_ok=rx.cond(DashboardState.rate_ok, "yes", "no"),
+                            color=rx.cond(DashboardState.rate_ok, rx.color("gray", 11), rx.color("red", 11))),
+                    rx.text("Concurrent jobs (" + DashboardState.concurrency_range + ")", size="2"),
+                    rx.input(name="concurrent", id="key-concurrent", type="number", min=1, max=100,
+                             aria_label="Concurrent jobs",
+                             default_value="4", width="100%", data_testid="key-concurrent"),
                     rx.text("Monthly character quota (optional)", size="2"),
                     rx.input(name="quota", type="number", min=1, placeholder="unlimited", width="100%"),
                     rx.text("Expires after days (optional)", size="2"),
@@ -171,7 +180,8 @@ def create_key_dialog() -> rx.Component:
                     rx.cond(DashboardState.error != "", rx.callout(DashboardState.error, color_scheme="red",
                                                                    icon="triangle_alert", width="100%")),
                     rx.flex(rx.dialog.close(rx.button("Cancel", variant="soft", color_scheme="gray", type="button")),
-                            rx.button("Create", type="submit", data_testid="submit-key"),
+                            rx.button("Create", type="submit", data_testid="submit-key",
+                                      disabled=~DashboardState.rate_ok),
                             spacing="3", justify="end", width="100%"),
                     spacing="2", width="100%",
                 ),
@@ -183,18 +193,22 @@ def create_key_dialog() -> rx.Component:
 
 
 def revealed_key_dialog() -> rx.Component:
+    """The key, shown once: Copy (which then says Copied), Done, a close button and Escape all close it."""
     return rx.dialog.root(
         rx.dialog.content(
-            rx.dialog.title("Your new API key"),
+            rx.flex(rx.dialog.title("Your new API key", margin="0"), rx.dialog.close(rx.icon_button(
+                        rx.icon("x", size=16), variant="ghost", color_scheme="gray", aria_label="Close",
+                        data_testid="close-key")), justify="between", align="center", margin_bottom="0.75rem"),
             rx.callout("Copy it now: you will not see this key again.", icon="info", color_scheme="amber"),
             rx.code(DashboardState.revealed_key, data_testid="revealed-key", word_break="break-all",
                     margin_y="1rem", display="block"),
-            rx.flex(rx.button(rx.icon("copy", size=16), "Copy", variant="soft",
-                              on_click=rx.set_clipboard(DashboardState.revealed_key)),
+            rx.flex(rx.button(rx.cond(DashboardState.copied, rx.icon("check", size=16), rx.icon("copy", size=16)),
+                              rx.cond(DashboardState.copied, "Copied", "Copy"), variant="soft",
+                              on_click=DashboardState.copy_key, data_testid="copy-key", aria_live="polite"),
                     rx.button("Done", on_click=DashboardState.dismiss_key, data_testid="dismiss-key"),
                     spacing="3", justify="end"),
         ),
-        open=DashboardState.revealed_key != "",
+        open=DashboardState.revealed_key != "", on_open_change=DashboardState.dismiss_key,
     )
 
 
