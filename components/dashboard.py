@@ -101,7 +101,7 @@ def key_actions(key: rx.Var[dict[str, str]]) -> rx.Component:
 def key_name(key: rx.Var[dict[str, str]]) -> rx.Component:
     """The key's name, what it replaced or was replaced by (two rows share a name after a rotation), its quota."""
     return rx.vstack(
-        rx.text(key["name"], weight="medium"),
+        rx.link(key["name"], href="/dashboard/keys/" + key["id"], weight="medium", data_testid="key-link"),
         rx.cond(key["lineage"] != "", rx.text(key["lineage"], size="1", color=rx.color("gray", 11))),
         rx.cond(key["quota"] != "", rx.vstack(
             rx.progress(value=key["quota_pct"].to(int), width="120px"),
@@ -142,7 +142,7 @@ def key_card(key: rx.Var[dict[str, str]]) -> rx.Component:
             key_actions(key),
             spacing="2", width="100%",
         ),
-        width="100%", data_testid="key-card", data_status=key["status"],
+        width="100%", data_testid="key-card", data_status=key["status"], data_key_id=key["id"],
     )
 
 
@@ -264,4 +264,34 @@ def keys_panel() -> rx.Component:
                                                        icon="triangle_alert", width="100%")),
         rx.cond(DashboardState.keys.length() > 0, key_table(), empty),
         revealed_key_dialog(),
+    )
+
+
+def section_nav(sections: list[tuple[str, str]], current: str) -> rx.Component:
+    """The dashboard's sections as links, each its own address (`/dashboard/<slug>`); the one shown is marked."""
+    return rx.flex(
+        *[rx.link(rx.button(title, size="1", tab_index=-1,
+                            **({"variant": "solid"} if slug == current else {"variant": "soft", "color_scheme": "gray"})),
+                  href=f"/dashboard/{slug}" if slug else "/dashboard", data_testid=f"section-{slug or 'all'}",
+                  **({"aria_current": "page"} if slug == current else {}))
+          for slug, title in sections],
+        gap="2", wrap="wrap", width="100%", role="navigation", aria_label="Dashboard sections",
+        data_testid="section-nav")
+
+
+def key_page_panel(key: rx.Var[dict[str, str]]) -> rx.Component:
+    """One key: what it is, its limits and its rotation line (what it replaced or what replaced it), its actions."""
+    def line(label: str, value: rx.Var[str], test_id: str = "") -> rx.Component:
+        return rx.text(rx.text.span(label + " ", color=rx.color("gray", 11)), value, size="2",
+                       data_testid=test_id or None)
+
+    return panel(
+        "Key " + key["name"],
+        rx.hstack(rx.code(key["start"]), status_badge(key["status"]), spacing="2", align="center"),
+        line("Environment", key["env"]), line("Scopes", key["scopes"]), line("Rate limit", key["rate"]),
+        line("Last used", key["last_used"]), line("Requests this month", key["month_requests"]),
+        rx.cond(key["quota"] != "", line("Quota", key["quota"])),
+        line("Rotation", rx.cond(key["lineage"] != "", key["lineage"], "never rotated"), "key-rotation"),
+        key_actions(key),
+        data_testid="key-page-panel",
     )
