@@ -175,10 +175,14 @@ def single_tab() -> rx.Component:
             ),
             rx.select(STUDIO_FORMATS, value=StudioState.fmt, on_change=StudioState.set_fmt,
                       data_testid="format-select"),
-            rx.hstack(rx.text("Speed", size="2"),
-                      rx.slider(default_value=[1.0], min=0.5, max=2.0, step=0.1, on_value_commit=StudioState.set_speed,
-                                width="120px"),
-                      rx.text(StudioState.speed.to_string() + "×", size="2"), align="center"),
+            # A native range input: named for screen readers ("Speed"), keyboard-driven, and always showing the
+            # state's speed (after a reload or a Replay too), like the label beside it.
+            rx.hstack(rx.el.label("Speed", html_for="studio-speed", style={"font_size": "var(--font-size-2)"}),
+                      rx.el.input(type="range", id="studio-speed", min=0.5, max=2.0, step=0.1,
+                                  value=StudioState.speed, on_change=StudioState.set_speed, width="120px",
+                                  data_testid="speed", style={"accent_color": rx.color("accent", 9)}),
+                      rx.text(StudioState.speed.to_string() + "×", size="2", data_testid="speed-label"),
+                      align="center"),
             spacing="3", wrap="wrap", align="center", width="100%",
         ),
         rx.hstack(

@@ -206,8 +206,13 @@ class StudioState(AuthState):
         self.fmt = value if value in FORMATS else "wav"
 
     @rx.event
-    def set_speed(self, value: list[float]) -> None:
-        self.speed = round(float(value[0]), 2)
+    def set_speed(self, value: str | float | list[float]) -> None:
+        """From the range input (a string) or a list of one value; kept within what jobs accept."""
+        try:
+            speed = float(value[0] if isinstance(value, list) else value)
+        except (TypeError, ValueError, IndexError):
+            return
+        self.speed = round(min(max(speed, 0.5), 2.0), 2)
 
     @rx.event
     def on_key(self, key: str, info: dict):  # type: ignore[no-untyped-def]
