@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from qa.conftest import VIEWPORTS, external_target, save_screenshot
-from qa.test_dashboard import reveal_new_key, sign_in
+from qa.test_dashboard import add_webhook, create_key, key_row_id, sign_in
 from qa.test_studio import drop, open_studio, piper_clip
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("dev_identity_provider")]
@@ -41,11 +41,8 @@ def test_key_and_webhook_actions_ask_and_name_their_object(open_page, viewport: 
         pytest.skip("the deployment under test cannot reach a receiver on this machine's loopback")
     page = open_page("/dashboard", viewport)
     sign_in(page, f"ask-{viewport}@example.test")
-    page.get_by_test_id("create-key").click()
-    page.get_by_placeholder("my app").fill("billing worker")
-    page.get_by_test_id("submit-key").click()
-    reveal_new_key(page)
-    row_id = "key-card" if viewport == "mobile" else "key-row"  # a card on a phone, a table row wider
+    create_key(page, "billing worker")
+    row_id = key_row_id(viewport)
     row = page.locator(f"[data-testid={row_id}][data-status=active]").first
     dialog = ask(page, row.get_by_test_id("revoke"))
     expect(dialog).to_contain_text("Revoke key “billing worker” (lk_live_")
@@ -55,12 +52,7 @@ def test_key_and_webhook_actions_ask_and_name_their_object(open_page, viewport: 
 
     receiver = Receiver()
     try:
-        panel = page.get_by_test_id("webhooks-panel")
-        panel.get_by_test_id("webhook-url").fill(receiver.url)
-        panel.get_by_test_id("webhook-add").click()
-        secret = panel.get_by_test_id("webhook-secret")
-        expect(secret).to_contain_text("whsec_", timeout=20000)
-        first_secret = secret.inner_text().strip()
+        panel, secret, first_secret = add_webhook(page, receiver.url)
 
         dialog = ask(page, panel.get_by_test_id("webhook-rotate"))
         expect(dialog).to_contain_text(f"Rotate the signing secret of {receiver.url}?")

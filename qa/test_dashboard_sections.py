@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from qa.conftest import VIEWPORTS, save_screenshot
-from qa.test_dashboard import reveal_new_key, sign_in
+from qa.test_dashboard import create_key, key_row_id, reveal_new_key, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("dev_identity_provider")]
 #: slug → a test id only that section shows (the account card has its sign-out button).
@@ -42,18 +42,13 @@ def test_each_section_has_its_own_address(open_page, viewport: str) -> None:
 def test_a_key_page_shows_that_keys_requests_and_rotation(open_page, base_url: str, viewport: str) -> None:
     page = open_page("/dashboard", viewport)
     sign_in(page, f"keypage-{viewport}@example.test")
-    keys = {}
-    for name in ("first", "second"):
-        page.get_by_test_id("create-key").click()
-        page.get_by_placeholder("my app").fill(name)
-        page.get_by_test_id("submit-key").click()
-        keys[name] = reveal_new_key(page)
+    keys = {name: create_key(page, name) for name in ("first", "second")}
     first = {"Authorization": f"Bearer {keys['first']}"}
     second = {"Authorization": f"Bearer {keys['second']}"}
     assert httpx.get(f"{base_url}/v1/models", headers=first, timeout=10).status_code == 200
     assert httpx.get(f"{base_url}/api/voice/jobs/job_nowhere", headers=second, timeout=10).status_code == 404
 
-    row_id = "key-card" if viewport == "mobile" else "key-row"
+    row_id = key_row_id(viewport)
     first_row = page.locator(f"[data-testid={row_id}]").filter(has_text="first")
     key_id = first_row.get_attribute("data-key-id")
     first_row.get_by_test_id("rotate").click()

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from qa.conftest import VIEWPORTS, save_screenshot
-from qa.test_dashboard import sign_in
+from qa.test_dashboard import key_row_id, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("dev_identity_provider")]
 
@@ -48,8 +48,7 @@ def test_create_dialog_checks_the_rate_and_the_revealed_key_closes_and_copies(op
     page.get_by_role("button", name="Close").click()
     expect(revealed).to_have_count(0)
     assert key not in page.content()
-    row_id = "key-card" if viewport == "mobile" else "key-row"
-    expect(page.get_by_test_id(row_id)).to_contain_text("120/30s · 2 at once")
+    expect(page.get_by_test_id(key_row_id(viewport))).to_contain_text("120/30s · 2 at once")
 
     page.get_by_test_id("create-key").click()  # Escape closes the revealed key too
     page.get_by_placeholder("my app").fill("second")
