@@ -118,14 +118,27 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process = subprocess.Popen([sys.executable, "-m", "backend.ops.cli", "run", "--no-worker"], cwd=PROJECT_ROOT,
                                    env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://localhost:{port}"
+    webhooks: subprocess.Popen | None = None
     try:
         wait_until_live(url, process, log)
         WORKER.start(env)
+        webhooks = start_webhook_worker(env)
         wait_until_healthy(url)
         yield url
     finally:
         WORKER.stop()
+        if webhooks is not None:
+            stop_process_group(webhooks, signal.SIGTERM)
         stop_process_group(process)
+
+
+def start_webhook_worker(env: dict[str, str]) -> subprocess.Popen:
+    """The webhook worker, as `make run` starts it beside the speech worker (deliveries have their own queue)."""
+    from backend.core.settings import get_settings
+    from backend.ops.supervisor import webhook_worker_command
+
+    return subprocess.Popen(webhook_worker_command(get_settings()), cwd=PROJECT_ROOT, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 class AppWorker:

@@ -42,3 +42,10 @@ def test_warming_engines_are_warming_until_one_is_ready() -> None:
 def test_a_clone_needs_a_cloning_engine() -> None:
     readiness = voice_readiness("voice_abc", [WorkerInfo("cpu@box", ["cpu"], engines=[PIPER])])
     assert readiness.status == "down" and "needs a cloning engine" in readiness.reason
+
+
+def test_a_webhook_worker_is_no_speech_worker() -> None:
+    """`make run` also starts a webhook worker (no engines): with only it alive, no worker is running speech."""
+    webhooks = WorkerInfo("webhooks@box", ["webhooks"])
+    assert voice_readiness(JOE, [webhooks]).reason.startswith("no worker is running")
+    assert speech_readiness([webhooks]).reason.startswith("no worker is running")

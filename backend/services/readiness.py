@@ -41,6 +41,11 @@ def _workers() -> list[heartbeat.WorkerInfo] | None:
         return None
 
 
+def _speakers(workers: list[heartbeat.WorkerInfo]) -> list[heartbeat.WorkerInfo]:
+    """The workers that speak or were told to (a webhook worker loads no engine and is no speech worker)."""
+    return [w for w in workers if w.engines or w.unavailable]
+
+
 def _of_engines(names: set[str], engines: dict[str, dict]) -> Readiness | None:
     """Ready when one of `names` is loaded and warm; warming when they are all still warming; None when absent."""
     present = {name: engines[name] for name in names if name in engines}
@@ -59,6 +64,7 @@ def speech_readiness(workers: list[heartbeat.WorkerInfo] | None = None) -> Readi
     workers = _workers() if workers is None else workers
     if workers is None:
         return Readiness("down", "the job queue is unreachable")
+    workers = _speakers(workers)
     engines = engine_readiness(workers)
     found = _of_engines(set(engines), engines)
     if found is not None:
@@ -75,6 +81,7 @@ def voice_readiness(voice: str, workers: list[heartbeat.WorkerInfo] | None = Non
     workers = _workers() if workers is None else workers
     if workers is None:
         return Readiness("down", "the job queue is unreachable")
+    workers = _speakers(workers)
     engines = engine_readiness(workers)
     if voice.startswith(CLONED_PREFIX):
         cloning = {name for name, engine in engines.items() if engine.get("supports_cloning")}
