@@ -162,10 +162,16 @@ def single_tab() -> rx.Component:
                      value=StudioState.text, on_change=StudioState.set_text, on_key_down=StudioState.on_key,
                      rows="5", width="100%", max_length=MAX_TEXT_CHARS, data_testid="studio-text"),
         rx.text(StudioState.char_count, size="1", color=rx.color("gray", 11), align="right", width="100%"),
-        rx.cond(StudioState.voice_follows_instructions,
-                 rx.input(placeholder="How to speak (optional): calm and warm, a little slower…",
-                          value=StudioState.instructions, on_change=StudioState.set_instructions,
-                          max_length=MAX_INSTRUCTIONS_CHARS, width="100%", data_testid="studio-instructions")),
+        # Always there, so people learn it exists; greyed, and saying why, for voices that don't follow it.
+        rx.vstack(
+            rx.input(placeholder="How to speak (optional): calm and warm, a little slower…",
+                     value=StudioState.instructions, on_change=StudioState.set_instructions,
+                     max_length=MAX_INSTRUCTIONS_CHARS, width="100%", aria_label="How to speak",
+                     disabled=~StudioState.voice_follows_instructions, data_testid="studio-instructions"),
+            rx.cond(~StudioState.voice_follows_instructions,
+                    rx.text("This voice doesn't follow instructions: Qwen3-TTS voices do (README, “Qwen3-TTS "
+                            "settings”).", size="1", color=rx.color("gray", 10), data_testid="instructions-hint")),
+            spacing="1", width="100%"),
         rx.flex(
             rx.select.root(
                 rx.select.trigger(aria_label="Voice", data_testid="voice-select"),

@@ -25,6 +25,8 @@ def test_progress_in_words_and_a_failed_row_says_why(open_page, viewport: str) -
     expect(chosen).to_have_attribute("data-voice", JOE)
     expect(chosen.get_by_test_id("use-voice")).to_have_text("Chosen")
     expect(chosen.get_by_test_id("use-voice")).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_test_id("studio-instructions")).to_be_disabled()  # shown, greyed, and saying why
+    expect(page.get_by_test_id("instructions-hint")).to_contain_text("This voice doesn't follow instructions")
 
     page.get_by_test_id("studio-text").fill(LONG_TEXT)
     page.get_by_test_id("generate").click()
