@@ -76,3 +76,23 @@ def test_batch_refuses_a_txt_and_previews_a_csv(open_page, viewport: str) -> Non
     expect(preview).to_have_count(0)
     expect(page.get_by_test_id("batch-label")).to_contain_text("completed · 3 done, 0 failed of 3", timeout=60000)
     assert page.console_errors == []
+
+
+def test_speed_control_and_label_agree_after_a_reload_and_replay_restores_the_speed(open_page) -> None:
+    page = open_studio(open_page, email="speed@example.test")
+    speed, label = page.get_by_test_id("speed"), page.get_by_test_id("speed-label")
+    speed.fill("1.5")
+    expect(label).to_have_text("1.5×")
+    page.get_by_test_id("studio-text").fill("Spoken a little faster.")
+    page.get_by_test_id("generate").click()
+    expect(page.get_by_test_id("history-row")).to_have_count(1, timeout=60000)
+    page.reload()
+    expect(page.get_by_test_id("studio")).to_be_visible(timeout=20000)
+    expect(label).to_have_text(re.compile(r"^[\d.]+×$"))
+    assert f"{float(speed.input_value()):g}×" == label.inner_text(), "the control and its label agree"
+    speed.fill("1")
+    expect(label).to_have_text("1×")
+    page.get_by_test_id("history-row").first.get_by_test_id("replay").click()
+    expect(label).to_have_text("1.5×")
+    expect(speed).to_have_value("1.5")
+    assert page.console_errors == []

@@ -43,6 +43,16 @@ def play_from_start(url: str) -> str:
 FISH_README = "README.md, section “Add a GPU worker”"
 
 
+def control_speed(value: str | float | list[float], current: float) -> float:
+    """A speed for the Studio's control (0.5–2×, two decimals) from what a control or a history row holds;
+    `current` when it is not a number."""
+    try:
+        speed = float(value[0] if isinstance(value, list) else value)
+    except (TypeError, ValueError, IndexError):
+        return current
+    return round(min(max(speed, 0.5), 2.0), 2)
+
+
 def waveform(pcm: np.ndarray, bars: int = WAVEFORM_BARS) -> list[int]:
     """Peak heights (0–100) of `bars` equal slices: a picture of the clip before it becomes a voice."""
     if pcm.size == 0:
@@ -170,7 +180,7 @@ class StudioState(AuthState):
                  "url": f"/api/voice/jobs/{j.id}/audio" if j.status == "succeeded" else "",
                  # A failed row says why (the worker's or the admission's message), as the Studio did when it ran.
                  "error": (j.error or "no reason was recorded") if j.status == "failed" else "",
-                 "progress": progress_words(j.status, j.text, j.chars_done, j.error),
+                 "progress": progress_words(j.status, j.text, j.chars_done, j.error), "speed": str(j.speed),
                  "captions": "yes" if j.captions and j.status == "succeeded" else ""} for j in jobs]
         self.history = (self.history if cursor else []) + rows
         self.history_cursor = next_cursor or ""
@@ -207,12 +217,8 @@ class StudioState(AuthState):
 
     @rx.event
     def set_speed(self, value: str | float | list[float]) -> None:
-        """From the range input (a string) or a list of one value; kept within what jobs accept."""
-        try:
-            speed = float(value[0] if isinstance(value, list) else value)
-        except (TypeError, ValueError, IndexError):
-            return
-        self.speed = round(min(max(speed, 0.5), 2.0), 2)
+        """From the range input (a string) or a list of one value; kept within the control's range."""
+        self.speed = control_speed(value, self.speed)
 
     @rx.event
     def on_key(self, key: str, info: dict):  # type: ignore[no-untyped-def]
@@ -303,6 +309,7 @@ class StudioState(AuthState):
         self.spoken_words = self._words_of(item["id"], owner) if item["captions"] else []
         self.progress, self.result_info = 100.0, f"{item['duration']} of audio, from your history"
         self.progress_text = item["progress"]
+        self.speed = control_speed(item.get("speed", ""), self.speed)  # Replay puts back how fast it was spoken
         if item["voice_id"] in {v["id"] for v in self.voices}:
             self.voice_id = item["voice_id"]
         self.fmt = item["format"].lower() if item["format"].lower() in STUDIO_FORMATS else self.fmt
