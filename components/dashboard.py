@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from components.confirm import confirm_action
 from state.dashboard import GRACE_CHOICES, DashboardState
 
 STATUS_COLORS = {"active": "green", "in grace": "amber", "revoked": "red", "expired": "gray", "ok": "green", "down": "red",
@@ -87,18 +88,11 @@ def key_actions(key: rx.Var[dict[str, str]]) -> rx.Component:
                                        data_testid=f"rotate-{grace.replace(' ', '-')}")
                           for grace in GRACE_CHOICES]),
     )
-    revoke = rx.alert_dialog.root(
-        rx.alert_dialog.trigger(rx.button("Revoke", size="1", color_scheme="red", variant="soft",
-                                          data_testid="revoke")),
-        rx.alert_dialog.content(
-            rx.alert_dialog.title("Revoke this key?"),
-            rx.alert_dialog.description(f"Every request with it fails at once. This cannot be undone."),
-            rx.flex(rx.alert_dialog.cancel(rx.button("Cancel", variant="soft", color_scheme="gray")),
-                    rx.alert_dialog.action(rx.button("Revoke", color_scheme="red", data_testid="confirm-revoke",
-                                                     on_click=DashboardState.revoke_key(key["id"]))),
-                    spacing="3", justify="end", margin_top="1rem"),
-        ),
-    )
+    revoke = confirm_action(
+        "Revoke", "Revoke key “" + key["name"] + "” (" + key["start"] + ")?",
+        "Every request with it fails at once. This cannot be undone.", "Revoke",
+        DashboardState.revoke_key(key["id"]), trigger_testid="revoke", confirm_testid="confirm-revoke",
+        trigger_props={"variant": "soft"})
     # A key in its grace period was already replaced: it can still be revoked early, not rotated again.
     return rx.match(key["status"], ("active", rx.hstack(rotate, revoke, spacing="2")), ("in grace", revoke),
                     rx.fragment())
@@ -107,7 +101,7 @@ def key_actions(key: rx.Var[dict[str, str]]) -> rx.Component:
 def key_name(key: rx.Var[dict[str, str]]) -> rx.Component:
     """The key's name, what it replaced or was replaced by (two rows share a name after a rotation), its quota."""
     return rx.vstack(
-        rx.text(key["name"], weight="medium"),
+        rx.link(key["name"], href="/dashboard/keys/" + key["id"], weight="medium", data_testid="key-link"),
         rx.cond(key["lineage"] != "", rx.text(key["lineage"], size="1", color=rx.color("gray", 11))),
         rx.cond(key["quota"] != "", rx.vstack(
             rx.progress(value=key["quota_pct"].to(int), width="120px"),
@@ -148,7 +142,7 @@ def key_card(key: rx.Var[dict[str, str]]) -> rx.Component:
             key_actions(key),
             spacing="2", width="100%",
         ),
-        width="100%", data_testid="key-card", data_status=key["status"],
+        width="100%", data_testid="key-card", data_status=key["status"], data_key_id=key["id"],
     )
 
 
@@ -169,7 +163,16 @@ def create_key_dialog() -> rx.Component:
                         on_change=lambda checked: DashboardState.toggle_scope(scope, checked))),
                         columns=rx.breakpoints(initial="1", sm="2"), gap="2", width="100%"),
                     rx.text("Rate limit", size="2"),
-                    rx.input(name="rate_limit", default_value="60/minute", width="100%"),
+                    rx.input(name="rate_limit", id="key-rate", default_value="60/minute", width="100%",
+                             on_change=DashboardState.check_rate.debounce(150), data_testid="key-rate",
+                             aria_label="Rate limit", aria_describedby="key-rate-hint"),
+                    rx.text(DashboardState.rate_hint, id="key-rate-hint", size="1", data_testid="key-rate-hint",
+                            data_ok=rx.cond(DashboardState.rate_ok, "yes", "no"),
+                            color=rx.cond(DashboardState.rate_ok, rx.color("gray", 11), rx.color("red", 11))),
+                    rx.text("Concurrent jobs (" + DashboardState.concurrency_range + ")", size="2"),
+                    rx.input(name="concurrent", id="key-concurrent", type="number", min=1, max=100,
+                             aria_label="Concurrent jobs",
+                             default_value="4", width="100%", data_testid="key-concurrent"),
                     rx.text("Monthly character quota (optional)", size="2"),
                     rx.input(name="quota", type="number", min=1, placeholder="unlimited", width="100%"),
                     rx.text("Expires after days (optional)", size="2"),
@@ -177,7 +180,8 @@ def create_key_dialog() -> rx.Component:
                     rx.cond(DashboardState.error != "", rx.callout(DashboardState.error, color_scheme="red",
                                                                    icon="triangle_alert", width="100%")),
                     rx.flex(rx.dialog.close(rx.button("Cancel", variant="soft", color_scheme="gray", type="button")),
-                            rx.button("Create", type="submit", data_testid="submit-key"),
+                            rx.button("Create", type="submit", data_testid="submit-key",
+                                      disabled=~DashboardState.rate_ok),
                             spacing="3", justify="end", width="100%"),
                     spacing="2", width="100%",
                 ),
@@ -189,18 +193,22 @@ def create_key_dialog() -> rx.Component:
 
 
 def revealed_key_dialog() -> rx.Component:
+    """The key, shown once: Copy (which then says Copied), Done, a close button and Escape all close it."""
     return rx.dialog.root(
         rx.dialog.content(
-            rx.dialog.title("Your new API key"),
+            rx.flex(rx.dialog.title("Your new API key", margin="0"), rx.dialog.close(rx.icon_button(
+                        rx.icon("x", size=16), variant="ghost", color_scheme="gray", aria_label="Close",
+                        data_testid="close-key")), justify="between", align="center", margin_bottom="0.75rem"),
             rx.callout("Copy it now: you will not see this key again.", icon="info", color_scheme="amber"),
             rx.code(DashboardState.revealed_key, data_testid="revealed-key", word_break="break-all",
                     margin_y="1rem", display="block"),
-            rx.flex(rx.button(rx.icon("copy", size=16), "Copy", variant="soft",
-                              on_click=rx.set_clipboard(DashboardState.revealed_key)),
+            rx.flex(rx.button(rx.cond(DashboardState.copied, rx.icon("check", size=16), rx.icon("copy", size=16)),
+                              rx.cond(DashboardState.copied, "Copied", "Copy"), variant="soft",
+                              on_click=DashboardState.copy_key, data_testid="copy-key", aria_live="polite"),
                     rx.button("Done", on_click=DashboardState.dismiss_key, data_testid="dismiss-key"),
                     spacing="3", justify="end"),
         ),
-        open=DashboardState.revealed_key != "",
+        open=DashboardState.revealed_key != "", on_open_change=DashboardState.dismiss_key,
     )
 
 
@@ -256,4 +264,34 @@ def keys_panel() -> rx.Component:
                                                        icon="triangle_alert", width="100%")),
         rx.cond(DashboardState.keys.length() > 0, key_table(), empty),
         revealed_key_dialog(),
+    )
+
+
+def section_nav(sections: list[tuple[str, str]], current: str) -> rx.Component:
+    """The dashboard's sections as links, each its own address (`/dashboard/<slug>`); the one shown is marked."""
+    return rx.flex(
+        *[rx.link(rx.button(title, size="1", tab_index=-1,
+                            **({"variant": "solid"} if slug == current else {"variant": "soft", "color_scheme": "gray"})),
+                  href=f"/dashboard/{slug}" if slug else "/dashboard", data_testid=f"section-{slug or 'all'}",
+                  **({"aria_current": "page"} if slug == current else {}))
+          for slug, title in sections],
+        gap="2", wrap="wrap", width="100%", role="navigation", aria_label="Dashboard sections",
+        data_testid="section-nav")
+
+
+def key_page_panel(key: rx.Var[dict[str, str]]) -> rx.Component:
+    """One key: what it is, its limits and its rotation line (what it replaced or what replaced it), its actions."""
+    def line(label: str, value: rx.Var[str], test_id: str = "") -> rx.Component:
+        return rx.text(rx.text.span(label + " ", color=rx.color("gray", 11)), value, size="2",
+                       data_testid=test_id or None)
+
+    return panel(
+        "Key " + key["name"],
+        rx.hstack(rx.code(key["start"]), status_badge(key["status"]), spacing="2", align="center"),
+        line("Environment", key["env"]), line("Scopes", key["scopes"]), line("Rate limit", key["rate"]),
+        line("Last used", key["last_used"]), line("Requests this month", key["month_requests"]),
+        rx.cond(key["quota"] != "", line("Quota", key["quota"])),
+        line("Rotation", rx.cond(key["lineage"] != "", key["lineage"], "never rotated"), "key-rotation"),
+        key_actions(key),
+        data_testid="key-page-panel",
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import reflex as rx
 
-STATUS_BADGES = {"live": ("Live", "green"), "soon": ("Coming soon", "gray"), "checking": ("Checking…", "gray")}
+STATUS_BADGES = {"live": ("Live", "green"), "warming": ("Warming up", "amber"), "down": ("Not running", "red"),
+                 "soon": ("Coming soon", "gray"), "checking": ("Checking…", "gray")}
 
 
 def status_badge(status: rx.Var[str]) -> rx.Component:
@@ -35,12 +36,19 @@ def feature_card(feature: rx.Var[dict[str, str]]) -> rx.Component:
             ),
             rx.heading(feature["title"], size="4", as_="h3"),
             rx.text(feature["description"], size="2", color=rx.color("gray", 11)),
+            # Why a built feature cannot work right now (no worker, warming up, no weights), from the heartbeats.
+            rx.cond(feature["detail"] != "", rx.text(feature["detail"], size="1", color=rx.color("amber", 11),
+                                                     data_testid="feature-detail")),
             spacing="3", align="start",
         ),
         data_testid="feature-card", data_feature=feature["key"], size="2", height="100%",
     )
 
 
-def feature_grid(features: rx.Var[list[dict[str, str]]]) -> rx.Component:
-    return rx.grid(rx.foreach(features, feature_card), columns=rx.breakpoints(initial="1", sm="2", md="3"),
-                   spacing="4", width="100%")
+def feature_grid(features: rx.Var[list[dict[str, str]]], refresh: rx.EventHandler) -> rx.Component:
+    """The cards, asking the server again every 4 s (`refresh`) so a stopped worker shows without a reload."""
+    return rx.fragment(
+        rx.grid(rx.foreach(features, feature_card), columns=rx.breakpoints(initial="1", sm="2", md="3"),
+                spacing="4", width="100%"),
+        rx.moment(interval=4000, on_change=refresh, display="none"),
+    )

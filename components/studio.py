@@ -6,6 +6,7 @@ import reflex as rx
 
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS
 from backend.services.jobs import MAX_TEXT_CHARS
+from components.confirm import confirm_action
 from components.dashboard import panel
 from state.batch import BatchState
 from state.studio import STUDIO_FORMATS, StudioState
@@ -15,6 +16,8 @@ AUDIO_TYPES = {"audio/wav": [".wav"], "audio/x-wav": [".wav"], "audio/mpeg": [".
 
 
 def voice_card(voice: rx.Var[dict[str, str]]) -> rx.Component:
+    """A voice of the library; the chosen one is outlined and its button says "Chosen" (aria-pressed)."""
+    chosen = StudioState.voice_id == voice["id"]
     return rx.card(
         rx.vstack(
             rx.hstack(rx.text(voice["name"], weight="bold", size="2"), rx.spacer(),
@@ -24,14 +27,21 @@ def voice_card(voice: rx.Var[dict[str, str]]) -> rx.Component:
             rx.el.audio(src=voice["sample_url"], controls=True, preload="none", style={"width": "100%",
                                                                                       "height": "32px"}),
             rx.hstack(
-                rx.button("Use", size="1", variant="soft", on_click=StudioState.set_voice(voice["id"])),
+                rx.button(rx.cond(chosen, "Chosen", "Use"), size="1", variant=rx.cond(chosen, "solid", "soft"),
+                          on_click=StudioState.set_voice(voice["id"]), aria_pressed=rx.cond(chosen, "true", "false"),
+                          aria_label="Use the voice " + voice["name"], data_testid="use-voice"),
                 rx.cond(voice["kind"] == "cloned",
-                        rx.button("Delete", size="1", variant="ghost", color_scheme="red",
-                                  on_click=StudioState.delete_voice(voice["id"]))),
+                        confirm_action("Delete", "Delete the voice “" + voice["name"] + "”?",
+                                       "Its reference recording is deleted for good; generations already made with "
+                                       "it stay in History.", "Delete voice", StudioState.delete_voice(voice["id"]),
+                                       keep="Keep it", trigger_testid="delete-voice",
+                                       confirm_testid="confirm-delete-voice")),
                 spacing="2"),
             spacing="2", width="100%",
         ),
         data_testid="voice-card", data_voice=voice["id"], data_kind=voice["kind"],
+        data_chosen=rx.cond(chosen, "true", "false"),
+        style={"outline": rx.cond(chosen, f"2px solid {rx.color('accent', 9)}", "none"), "outline_offset": "-1px"},
     )
 
 
@@ -65,12 +75,14 @@ def batch_tab() -> rx.Component:
                                                                   size="2"), align="center", spacing="2"),
             id="batch", accept=BATCH_TYPES, max_files=1, multiple=False,
             on_drop=BatchState.upload_batch(rx.upload_files(upload_id="batch")),
+            on_drop_rejected=BatchState.reject_file,
             border=f"2px dashed {rx.color('gray', 7)}", border_radius="10px", padding="1.25rem", width="100%",
             data_testid="batch-drop",
         ),
         rx.cond(BatchState.batch_error != "", rx.callout(BatchState.batch_error, color_scheme="red",
                                                          icon="triangle_alert", width="100%",
                                                          data_testid="batch-error")),
+        rx.cond(BatchState.preview.contains("lines"), batch_preview()),
         rx.cond(BatchState.batch_id != "", rx.vstack(
             rx.progress(value=BatchState.batch_percent, width="100%", data_testid="batch-progress"),
             rx.text(BatchState.batch_status + " · " + BatchState.batch_done.to_string() + " done, "
@@ -86,6 +98,48 @@ def batch_tab() -> rx.Component:
                 spacing="2"),
             width="100%", spacing="2")),
         width="100%", spacing="3", padding_top="0.75rem",
+    )
+
+
+READINESS = {"ready": ("Ready", "green", "circle_check"), "warming": ("Warming up", "amber", "loader"),
+             "down": ("No worker for this voice", "red", "circle_alert"), "checking": ("Checking…", "gray", "loader")}
+
+
+def readiness_banner() -> rx.Component:
+    """The Studio's header line: can the chosen voice be spoken now, and if not why (from the heartbeats,
+    refreshed every 3 s)."""
+    def line(status: str) -> rx.Component:
+        title, color, icon = READINESS[status]
+        return rx.callout(rx.text(rx.text.strong(title), rx.cond(StudioState.readiness_reason != "",
+                                                               " — " + StudioState.readiness_reason, "")),
+                          icon=icon, color_scheme=color, size="1", width="100%")
+
+    return rx.box(
+        rx.match(StudioState.readiness, *[(status, line(status)) for status in READINESS], line("checking")),
+        rx.moment(interval=3000, on_change=StudioState.check_readiness, display="none"),
+        width="100%", data_testid="studio-readiness", data_status=StudioState.readiness, role="status",
+    )
+
+
+def batch_preview() -> rx.Component:
+    """What the dropped file would make, before anything starts: Start or Discard."""
+    preview = BatchState.preview
+
+    def fact(label: str, key: str) -> rx.Component:
+        return rx.data_list.item(rx.data_list.label(label),
+                                 rx.data_list.value(preview[key], data_testid=f"preview-{key}"))
+
+    return rx.card(
+        rx.vstack(
+            rx.text(rx.text.strong(preview["name"]), " is checked and ready to start:", size="2"),
+            rx.data_list.root(fact("Lines", "lines"), fact("Voices", "voices"), fact("Characters", "characters"),
+                              fact("Estimated speech", "speech"), size="1",
+                              orientation=rx.breakpoints(initial="vertical", sm="horizontal")),
+            rx.hstack(rx.button("Start batch", on_click=BatchState.start_batch, data_testid="batch-start"),
+                      rx.button("Discard", variant="soft", color_scheme="gray", on_click=BatchState.discard_preview,
+                                data_testid="batch-discard"), spacing="2"),
+            spacing="3", width="100%"),
+        width="100%", data_testid="batch-preview",
     )
 
 
@@ -108,10 +162,16 @@ def single_tab() -> rx.Component:
                      value=StudioState.text, on_change=StudioState.set_text, on_key_down=StudioState.on_key,
                      rows="5", width="100%", max_length=MAX_TEXT_CHARS, data_testid="studio-text"),
         rx.text(StudioState.char_count, size="1", color=rx.color("gray", 11), align="right", width="100%"),
-        rx.cond(StudioState.voice_follows_instructions,
-                 rx.input(placeholder="How to speak (optional): calm and warm, a little slower…",
-                          value=StudioState.instructions, on_change=StudioState.set_instructions,
-                          max_length=MAX_INSTRUCTIONS_CHARS, width="100%", data_testid="studio-instructions")),
+        # Always there, so people learn it exists; greyed, and saying why, for voices that don't follow it.
+        rx.vstack(
+            rx.input(placeholder="How to speak (optional): calm and warm, a little slower…",
+                     value=StudioState.instructions, on_change=StudioState.set_instructions,
+                     max_length=MAX_INSTRUCTIONS_CHARS, width="100%", aria_label="How to speak",
+                     disabled=~StudioState.voice_follows_instructions, data_testid="studio-instructions"),
+            rx.cond(~StudioState.voice_follows_instructions,
+                    rx.text("This voice doesn't follow instructions: Qwen3-TTS voices do (README, “Qwen3-TTS "
+                            "settings”).", size="1", color=rx.color("gray", 10), data_testid="instructions-hint")),
+            spacing="1", width="100%"),
         rx.flex(
             rx.select.root(
                 rx.select.trigger(aria_label="Voice", data_testid="voice-select"),
@@ -121,23 +181,31 @@ def single_tab() -> rx.Component:
             ),
             rx.select(STUDIO_FORMATS, value=StudioState.fmt, on_change=StudioState.set_fmt,
                       data_testid="format-select"),
-            rx.hstack(rx.text("Speed", size="2"),
-                      rx.slider(default_value=[1.0], min=0.5, max=2.0, step=0.1, on_value_commit=StudioState.set_speed,
-                                width="120px"),
-                      rx.text(StudioState.speed.to_string() + "×", size="2"), align="center"),
+            # A native range input: named for screen readers ("Speed"), keyboard-driven, and always showing the
+            # state's speed (after a reload or a Replay too), like the label beside it.
+            rx.hstack(rx.el.label("Speed", html_for="studio-speed", style={"font_size": "var(--font-size-2)"}),
+                      rx.el.input(type="range", id="studio-speed", min=0.5, max=2.0, step=0.1,
+                                  value=StudioState.speed, on_change=StudioState.set_speed, width="120px",
+                                  data_testid="speed", style={"accent_color": rx.color("accent", 9)}),
+                      rx.text(StudioState.speed.to_string() + "×", size="2", data_testid="speed-label"),
+                      align="center"),
             spacing="3", wrap="wrap", align="center", width="100%",
         ),
         rx.hstack(
             rx.button(rx.cond(StudioState.generating, "Generating…", "Generate"), on_click=StudioState.generate,
-                      disabled=StudioState.generating | (StudioState.text.strip() == ""), data_testid="generate"),
+                      disabled=StudioState.generating | (StudioState.text.strip() == "")
+                      | (StudioState.readiness == "down"), data_testid="generate"),
+            rx.cond(StudioState.readiness == "down",
+                    rx.text("No worker for this voice: " + StudioState.readiness_reason, size="1",
+                            color=rx.color("red", 11), data_testid="generate-blocked")),
             rx.cond(StudioState.generating, rx.button("Cancel", variant="soft", color_scheme="gray",
                                                       on_click=StudioState.cancel, data_testid="cancel")),
-            spacing="3",
+            spacing="3", align="center", wrap="wrap",
         ),
         rx.cond(StudioState.generating | (StudioState.job_status == "succeeded"), rx.vstack(
             rx.progress(value=StudioState.progress.to(int), width="100%", data_testid="progress"),
-            rx.text(StudioState.job_status + " · " + StudioState.progress.to_string() + " %", size="1",
-                    color=rx.color("gray", 11), data_testid="progress-label"),
+            rx.text(StudioState.progress_text, size="2", color=rx.color("gray", 11), data_testid="progress-label",
+                    data_status=StudioState.job_status, aria_live="polite"),
             width="100%", spacing="1")),
         rx.cond(StudioState.error != "", rx.callout(StudioState.error, color_scheme="red", icon="triangle_alert",
                                                     width="100%", data_testid="studio-error")),
@@ -244,21 +312,10 @@ def clone_panel() -> rx.Component:
 
 
 def confirm_delete_generation(item: rx.Var[dict[str, str]]) -> rx.Component:
-    """Deleting a generation removes its audio for good: ask first, as key revocation and voice deletion do."""
-    return rx.alert_dialog.root(
-        rx.alert_dialog.trigger(rx.button("Delete", size="1", variant="ghost", color_scheme="red",
-                                          data_testid="delete-generation")),
-        rx.alert_dialog.content(
-            rx.alert_dialog.title("Delete this generation?"),
-            rx.alert_dialog.description("“" + item["snippet"] + "” and its audio are deleted for good."),
-            rx.flex(
-                rx.alert_dialog.cancel(rx.button("Keep it", variant="soft", color_scheme="gray")),
-                rx.alert_dialog.action(rx.button("Delete", color_scheme="red", data_testid="confirm-delete",
-                                                 on_click=StudioState.delete_generation(item["id"]))),
-                spacing="3", justify="end", margin_top="1rem",
-            ),
-        ),
-    )
+    """Deleting a generation removes its audio for good: ask first, naming it."""
+    return confirm_action("Delete", "Delete this generation?", "“" + item["snippet"] + "” and its audio are deleted "
+                          "for good.", "Delete", StudioState.delete_generation(item["id"]), keep="Keep it",
+                          trigger_testid="delete-generation", confirm_testid="confirm-delete")
 
 
 def history_row(item: rx.Var[dict[str, str]]) -> rx.Component:
@@ -266,7 +323,10 @@ def history_row(item: rx.Var[dict[str, str]]) -> rx.Component:
         rx.flex(
             rx.vstack(rx.text(item["snippet"], size="2"),
                       rx.text(item["voice"] + " · " + item["format"] + " · " + item["when"] + " · " + item["duration"],
-                              size="1", color=rx.color("gray", 11)), spacing="1", flex="1", min_width="0",
+                              size="1", color=rx.color("gray", 11)),
+                      rx.cond(item["error"] != "", rx.text("Failed: " + item["error"], size="1",
+                                                           color=rx.color("red", 11), data_testid="history-error")),
+                      spacing="1", flex="1", min_width="0",
                       width=rx.breakpoints(initial="100%", sm="auto")),
             rx.hstack(
                 rx.cond(item["url"] != "", rx.fragment(
@@ -274,14 +334,15 @@ def history_row(item: rx.Var[dict[str, str]]) -> rx.Component:
                               data_testid="replay"),
                     rx.link(rx.button("Download", size="1", variant="soft"), href=item["url"], download=True,
                             reload_document=True)),
-                    rx.badge(item["status"], variant="soft")),
+                    rx.badge(item["status"], variant="soft",
+                             color_scheme=rx.cond(item["status"] == "failed", "red", "gray"))),
                 confirm_delete_generation(item),
                 spacing="2"),
             direction=rx.breakpoints(initial="column", sm="row"), gap="3", align=rx.breakpoints(initial="start",
                                                                                                sm="center"),
             width="100%",
         ),
-        width="100%", data_testid="history-row",
+        width="100%", data_testid="history-row", data_status=item["status"],
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from components.confirm import confirm_action
 from components.dashboard import panel
 from state.webhooks import WebhookState
 
@@ -22,10 +23,16 @@ def endpoint_line(endpoint: rx.Var[dict[str, str]]) -> rx.Component:
             rx.button(rx.cond(enabled, "Disable", "Enable"), size="1", variant="soft", color_scheme="gray",
                       on_click=WebhookState.toggle_enabled(endpoint["id"], endpoint["enabled"]),
                       data_testid="webhook-toggle"),
-            rx.button("Rotate secret", size="1", variant="soft", color_scheme="gray",
-                      on_click=WebhookState.rotate_secret(endpoint["id"]), data_testid="webhook-rotate"),
-            rx.button("Delete", size="1", variant="ghost", color_scheme="red",
-                      on_click=WebhookState.delete_endpoint(endpoint["id"]), data_testid="webhook-delete"),
+            confirm_action("Rotate secret", "Rotate the signing secret of " + endpoint["url"] + "?",
+                           "The current secret stops at once: your receiver's signature checks reject every event "
+                           "until it has the new secret, shown here once.", "Rotate secret",
+                           WebhookState.rotate_secret(endpoint["id"]), trigger_testid="webhook-rotate",
+                           confirm_testid="confirm-webhook-rotate",
+                           trigger_props={"variant": "soft", "color_scheme": "gray"}),
+            confirm_action("Delete", "Delete the endpoint " + endpoint["url"] + "?",
+                           "It stops receiving events, and its delivery log goes with it. This cannot be undone.",
+                           "Delete endpoint", WebhookState.delete_endpoint(endpoint["id"]),
+                           trigger_testid="webhook-delete", confirm_testid="confirm-webhook-delete"),
             spacing="2", wrap="wrap"),
         direction=rx.breakpoints(initial="column", sm="row"), gap="2", width="100%", padding="0.5rem 0",
         border_bottom=f"1px solid {rx.color('gray', 4)}", data_testid="webhook-endpoint",

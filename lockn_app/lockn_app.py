@@ -18,11 +18,12 @@ from backend.core.request_context import install_request_ids
 from backend.services.features import RouteTable
 from backend.services.keys import get_key_service
 from backend.services.request_log import request_log_recorder
-from lockn_app.pages.dashboard import dashboard_page
+from lockn_app.pages.dashboard import SECTIONS, dashboard_page, dashboard_section_page, key_page
 from lockn_app.pages.landing import landing_page
 from lockn_app.pages.studio import studio_page
 from state.auth import AuthState
 from state.dashboard import DashboardState
+from state.key_page import KeyPageState
 from state.landing import LandingState
 from state.studio import StudioState
 
@@ -54,6 +55,11 @@ app.add_page(landing_page, route="/", title="LockN — self-hosted voice AI",
 app.add_page(studio_page, route="/studio", title="Voice Studio — LockN", on_load=StudioState.load)
 app.add_page(lambda: rx.fragment(), route="/voice", on_load=rx.redirect("/studio"))
 app.add_page(dashboard_page, route="/dashboard", title="Dashboard — LockN", on_load=DashboardState.load)
+for slug, (section, _) in SECTIONS.items():
+    app.add_page(dashboard_section_page(slug), route=f"/dashboard/{slug}", title=f"{section} · Dashboard — LockN",
+                 on_load=DashboardState.load)
+app.add_page(key_page, route="/dashboard/keys/[key_id]", title="API key · Dashboard — LockN",
+             on_load=KeyPageState.load_key)
 app.add_page(lambda: rx.fragment(), route="/portfolio", on_load=rx.redirect("/dashboard"))
 
 # What this process serves decides which features the landing page calls live.

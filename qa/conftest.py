@@ -118,34 +118,41 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process = subprocess.Popen([sys.executable, "-m", "backend.ops.cli", "run", "--no-worker"], cwd=PROJECT_ROOT,
                                    env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://localhost:{port}"
+    webhooks: subprocess.Popen | None = None
     try:
         wait_until_live(url, process, log)
         WORKER.start(env)
-        WEBHOOK_WORKER.start(env)
+        webhooks = start_webhook_worker(env)
         wait_until_healthy(url)
         yield url
     finally:
         WORKER.stop()
-        WEBHOOK_WORKER.stop()
+        if webhooks is not None:
+            stop_process_group(webhooks, signal.SIGTERM)
         stop_process_group(process)
 
 
-class AppWorker:
-    """One of the app's Celery workers, run like `make worker` (or, with `webhooks`, like `make run`'s webhook
-    worker, which alone sends webhook deliveries): tests may stop it and start it again."""
+def start_webhook_worker(env: dict[str, str]) -> subprocess.Popen:
+    """The webhook worker, as `make run` starts it beside the speech worker (deliveries have their own queue)."""
+    from backend.core.settings import get_settings
+    from backend.ops.supervisor import webhook_worker_command
 
-    def __init__(self, webhooks: bool = False) -> None:
+    return subprocess.Popen(webhook_worker_command(get_settings()), cwd=PROJECT_ROOT, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class AppWorker:
+    """The app's Celery worker, run like `make worker`: tests may stop it and start it again."""
+
+    def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
         self.env: dict[str, str] = {}
-        self.webhooks = webhooks
 
     def start(self, env: dict[str, str] | None = None) -> None:
-        from backend.core.settings import Settings
-        from backend.ops.supervisor import webhook_worker_command, worker_command
+        from backend.ops.supervisor import worker_command
 
         self.env = env or self.env
-        command = webhook_worker_command(Settings(_env_file=None)) if self.webhooks else worker_command()
-        self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=self.env, start_new_session=True,
+        self.process = subprocess.Popen(worker_command(), cwd=PROJECT_ROOT, env=self.env, start_new_session=True,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
@@ -155,7 +162,6 @@ class AppWorker:
 
 
 WORKER = AppWorker()
-WEBHOOK_WORKER = AppWorker(webhooks=True)
 
 
 @pytest.fixture

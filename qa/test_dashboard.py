@@ -33,6 +33,29 @@ def reveal_new_key(page: Page) -> str:
     return key
 
 
+def create_key(page: Page, name: str) -> str:
+    """Create a key named `name` through the dialog (defaults otherwise); the full key, its dialog closed."""
+    page.get_by_test_id("create-key").click()
+    page.get_by_placeholder("my app").fill(name)
+    page.get_by_test_id("submit-key").click()
+    return reveal_new_key(page)
+
+
+def key_row_id(viewport: str) -> str:
+    """The test id of a key's row: a card on a phone, a table row wider."""
+    return "key-card" if viewport == "mobile" else "key-row"
+
+
+def add_webhook(page: Page, url: str):  # type: ignore[no-untyped-def]
+    """Add an endpoint for `url` in the webhooks panel: (the panel, the shown secret's locator, the secret)."""
+    panel = page.get_by_test_id("webhooks-panel")
+    panel.get_by_test_id("webhook-url").fill(url)
+    panel.get_by_test_id("webhook-add").click()
+    secret = panel.get_by_test_id("webhook-secret")
+    expect(secret).to_contain_text("whsec_", timeout=20000)
+    return panel, secret, secret.inner_text().strip()
+
+
 def whoami(base_url: str, key: str) -> int:
     return httpx.get(f"{base_url}/api/keys/self", headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code
 
@@ -136,10 +159,7 @@ def test_sign_out_in_one_tab_signs_out_the_other(browser, base_url: str) -> None
 def test_dashboard_screenshots(open_page, viewport: str) -> None:
     page = open_page("/dashboard", viewport)
     sign_in(page, f"{viewport}@example.test")
-    page.get_by_test_id("create-key").click()
-    page.get_by_placeholder("my app").fill("screenshot key")
-    page.get_by_test_id("submit-key").click()
-    reveal_new_key(page)
+    create_key(page, "screenshot key")
     expect(page.locator("[data-testid=service-card][data-status=down]")).to_have_count(0, timeout=15000)
     assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
     save_screenshot(page, f"dashboard-{viewport}")
@@ -225,12 +245,7 @@ def test_webhooks_panel_adds_tests_rotates_disables_and_deletes(open_page) -> No
     try:
         page = open_page("/dashboard")
         sign_in(page, "hooks@example.test")
-        panel = page.get_by_test_id("webhooks-panel")
-        panel.get_by_test_id("webhook-url").fill(receiver.url)
-        panel.get_by_test_id("webhook-add").click()
-        secret = panel.get_by_test_id("webhook-secret")
-        expect(secret).to_contain_text("whsec_", timeout=20000)
-        first_secret = secret.inner_text().strip()
+        panel, secret, first_secret = add_webhook(page, receiver.url)
         expect(panel.get_by_test_id("webhook-endpoint")).to_have_count(1)
         panel.get_by_test_id("webhook-test").click()
         (request,) = receiver.wait_for(1)
@@ -240,11 +255,13 @@ def test_webhooks_panel_adds_tests_rotates_disables_and_deletes(open_page) -> No
         expect(panel.get_by_test_id("webhook-delivery")).to_contain_text("HTTP 200")
         save_screenshot(page, "dashboard-webhooks")
 
-        panel.get_by_test_id("webhook-rotate").click()
+        panel.get_by_test_id("webhook-rotate").click()  # asks first (qa/test_ask_first.py)
+        page.get_by_test_id("confirm-webhook-rotate").click()
         expect(secret).not_to_have_text(first_secret, timeout=20000)
         panel.get_by_test_id("webhook-toggle").click()
         expect(panel.get_by_test_id("webhook-endpoint")).to_contain_text("disabled")
         panel.get_by_test_id("webhook-delete").click()
+        page.get_by_test_id("confirm-webhook-delete").click()
         expect(panel.get_by_test_id("webhook-endpoint")).to_have_count(0)
         assert page.console_errors == []
     finally:

@@ -79,7 +79,7 @@ def assert_words_follow_the_player(page: Page) -> None:
 def test_generate_wav_and_mp3_with_progress_player_and_download(open_page) -> None:
     page = open_studio(open_page)
     labels = generate(page, LONG_TEXT, "wav")
-    assert any(re.search(r"running · ([1-9]\d?(\.\d)?) %", label) for label in labels), labels
+    assert any(re.fullmatch(r"speaking sentence ([2-9]|1[0-5]) of 15", label) for label in labels), labels
     assert audio_duration(page) > 20
     download = page.request.get(page.get_by_test_id("download").get_attribute("href"))
     assert download.status == 200 and download.headers["content-type"] == "audio/wav"
@@ -103,7 +103,7 @@ def test_generate_wav_and_mp3_with_progress_player_and_download(open_page) -> No
     page.wait_for_function("() => { const a = document.querySelector('audio[data-testid=player]');"
                            " return a && !a.paused && a.currentTime > 0; }", timeout=15000)  # Replay plays
     assert_words_follow_the_player(page)
-    expect(page.get_by_test_id("progress-label")).to_have_text("succeeded · 100 %")
+    expect(page.get_by_test_id("progress-label")).to_have_text("done: 15 sentences spoken")
     expect(page.get_by_test_id("voice-select")).to_have_text("Joe (Piper, en-US, medium)")  # names, not ids
     assert audio_duration(page) > 20
 
@@ -193,6 +193,8 @@ def test_batch_tab_runs_a_file_and_downloads_its_zip(open_page) -> None:
     lines = "id,text,voice,format\nwelcome,Welcome to the batch.,en_US-joe-medium,mp3\n,Line two.,en_US-joe-medium,\n" \
             ",Line three.,en_US-joe-medium,wav\n"
     drop(page, "lines.csv", lines.encode(), "text/csv", zone="batch-drop")
+    expect(page.get_by_test_id("preview-lines")).to_have_text("3", timeout=20000)  # previewed; nothing started
+    page.get_by_test_id("batch-start").click()
     expect(page.get_by_test_id("batch-label")).to_contain_text("completed · 3 done, 0 failed of 3", timeout=60000)
     archive = page.request.get(page.get_by_test_id("batch-download").get_attribute("href"))
     assert archive.status == 200 and archive.headers["content-type"] == "application/zip"

@@ -23,6 +23,10 @@ class BatchState(AuthState):
     batch_failed: int = 0
     batch_error: str = ""
     batch_captions: bool = False
+    #: What a dropped file would make (lines, voices, characters, about how long), shown before it starts;
+    #: empty when nothing waits. The file itself waits server-side only (`_pending`), never in the page.
+    preview: dict[str, str] = {}
+    _pending: bytes = b""
 
     @rx.var
     def batch_percent(self) -> int:
@@ -37,21 +41,56 @@ class BatchState(AuthState):
         self.batch_captions = bool(value)
 
     @rx.event
+    def reject_file(self, rejections: list[dict]) -> None:
+        """A file the drop zone does not take (a .txt, a picture): refused in words, as the clone zone does."""
+        dropped = rejections[0].get("file") if rejections and isinstance(rejections[0], dict) else None
+        name = str(dropped.get("path") or dropped.get("name") or "") if isinstance(dropped, dict) else ""
+        self.preview, self._pending = {}, b""
+        self.batch_error = (f"{name or 'That file'} is not a batch file: drop a .csv (with a header row: text, voice, "
+                            "format, id) or a .jsonl file of lines.")
+
+    @rx.event
     async def upload_batch(self, files: list[rx.UploadFile]):  # type: ignore[no-untyped-def]
-        """Check the file (every line, every voice) and start it; a bad line is named, nothing starts. The upload
-        counts on the Studio's rate limit like one generation."""
+        """Check the file (every line, every voice) and preview it: nothing starts until Start is pressed; a bad
+        line is named."""
         owner = self._owner()
         if owner is None:
             return self._sign_in_redirect()
         if not files:
-            return None
+            return None  # a refused drop also sends an empty upload: keep reject_file's words
         data = await files[0].read()
-        self.batch_error = ""
+        self.batch_error, self.preview, self._pending = "", {}, b""
         try:
-            view = await asyncio.to_thread(batches.create_batch, owner, data, None, self.batch_captions)
+            found = await asyncio.to_thread(batches.preview_batch, owner, data)
+        except (batches.InvalidBatch, ServiceUnavailable) as exc:
+            self.batch_error = str(exc)
+            return None
+        minutes, seconds = divmod(round(found.speech_seconds), 60)
+        self.preview = {"name": files[0].name or "the file", "lines": f"{found.lines:,}",
+                        "voices": ", ".join(found.voices), "characters": f"{found.characters:,}",
+                        "speech": f"about {minutes} min {seconds} s" if minutes else f"about {seconds} s"}
+        self._pending = data
+        return None
+
+    @rx.event
+    def discard_preview(self) -> None:
+        self.preview, self._pending = {}, b""
+
+    @rx.event
+    async def start_batch(self):  # type: ignore[no-untyped-def]
+        """Start the previewed file (checked again: a voice may have gone since). The upload counts on the
+        Studio's rate limit like one generation."""
+        owner = self._owner()
+        if owner is None:
+            return self._sign_in_redirect()
+        if not self._pending:
+            return None
+        try:
+            view = await asyncio.to_thread(batches.create_batch, owner, self._pending, None, self.batch_captions)
         except (batches.InvalidBatch, TooFast, ServiceUnavailable) as exc:
             self.batch_error = str(exc)
             return None
+        self.preview, self._pending, self.batch_error = {}, b"", ""
         self._show(view)
         return BatchState.follow_batch
 

@@ -15,7 +15,8 @@ from backend.core.models import ApiKey, QaRun, as_utc, utcnow
 from backend.services import qa_runs
 from backend.services.health import service_cards
 from backend.services.keys import (
-    SCOPES, InvalidKeyRequest, KeyNotFound, KeySpec, KeyStatus, RateLimit, get_key_service,
+    DEFAULT_MAX_CONCURRENT_JOBS, MAX_CONCURRENT_JOBS, SCOPES, InvalidKeyRequest, KeyNotFound, KeySpec, KeyStatus,
+    RateLimit, get_key_service,
 )
 from backend.services.studio_usage import STUDIO_SERIES, studio_series
 from state.auth import AuthState
@@ -62,6 +63,17 @@ def key_row(row: ApiKey, status: KeyStatus, month_requests: int, month_chars: in
             "month_requests": f"{month_requests:,}", "status": status.replace("_", " "), "quota": quota, "quota_pct": quota_pct}
 
 
+def rate_in_words(text: str) -> tuple[bool, str]:
+    """(whether it parses, what it means or what is wrong): the create dialog says it as the limit is typed."""
+    try:
+        limit = RateLimit.parse(text or "")
+    except InvalidKeyRequest as exc:
+        return False, str(exc)
+    windows = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
+    per = f"a {windows[limit.window_s]}" if limit.window_s in windows else f"every {limit.window_s:,} s"
+    return True, f"{limit.requests:,} request{'s' if limit.requests != 1 else ''} {per}"
+
+
 def qa_run_card(run: QaRun | None) -> dict[str, str]:
     """The last QA run as the status panel shows it (empty when none was recorded)."""
     if run is None:
@@ -86,6 +98,11 @@ class DashboardState(AuthState):
     revealed_key: str = ""
     create_open: bool = False
     form_scopes: list[str] = ["tts:read", "tts:write"]
+    #: The create dialog's rate limit as typed, read back in words (or what is wrong with it).
+    rate_ok: bool = True
+    rate_hint: str = rate_in_words("60/minute")[1]
+    #: Whether the revealed key was copied (the Copy button says "Copied").
+    copied: bool = False
     _usage_by_key: dict[str, list[dict]] = {}
 
     @rx.var
@@ -163,10 +180,24 @@ class DashboardState(AuthState):
         self._refresh_status()
         return None
 
+    @rx.var
+    def concurrency_range(self) -> str:
+        return f"1–{MAX_CONCURRENT_JOBS}, default {DEFAULT_MAX_CONCURRENT_JOBS}"
+
     @rx.event
     def set_create_open(self, value: bool) -> None:
         self.create_open = value
         self.error = ""
+        self.rate_ok, self.rate_hint = rate_in_words("60/minute")
+
+    @rx.event
+    def check_rate(self, text: str) -> None:
+        self.rate_ok, self.rate_hint = rate_in_words(text)
+
+    @rx.event
+    def copy_key(self):  # type: ignore[no-untyped-def]
+        self.copied = True
+        return rx.set_clipboard(self.revealed_key)
 
     @rx.event
     def toggle_scope(self, scope: str, checked: bool) -> None:
@@ -180,13 +211,16 @@ class DashboardState(AuthState):
             return self._sign_in_redirect()
         try:
             quota = int(form["quota"]) if str(form.get("quota", "")).strip() else None
+            concurrent = int(form["concurrent"]) if str(form.get("concurrent", "")).strip() else \
+                DEFAULT_MAX_CONCURRENT_JOBS
             days = int(form["expires_days"]) if str(form.get("expires_days", "")).strip() else None
             spec = KeySpec(str(form.get("name", "")), str(form.get("env", "live")), tuple(self.form_scopes),  # type: ignore[arg-type]
                            RateLimit.parse(str(form.get("rate_limit") or "60/minute")), quota,
-                           utcnow() + timedelta(days=days) if days else None)
+                           utcnow() + timedelta(days=days) if days else None, concurrent)
             _, full = get_key_service().create(owner, spec)
         except (InvalidKeyRequest, ValueError) as exc:
-            self.error = str(exc) if isinstance(exc, InvalidKeyRequest) else "quota and expiry must be whole numbers"
+            self.error = str(exc) if isinstance(exc, InvalidKeyRequest) else \
+                "quota, expiry and concurrent jobs must be whole numbers"
             return None
         self.create_open, self.error, self.revealed_key = False, "", full
         self._refresh_keys()
@@ -219,5 +253,6 @@ class DashboardState(AuthState):
         return None
 
     @rx.event
-    def dismiss_key(self) -> None:
-        self.revealed_key = ""
+    def dismiss_key(self, _open: object = None) -> None:
+        """The revealed key's dialog closed (Done, its close button or Escape): the key is gone from the page."""
+        self.revealed_key, self.copied = "", False

@@ -9,12 +9,14 @@ from backend.services.features import FEATURES, feature_statuses
 
 def _placeholder_cards() -> list[dict[str, str]]:
     """What the page shows before the server has answered: every card, status still being checked."""
-    return [{"key": f.key, "title": f.title, "description": f.description, "icon": f.icon, "status": "checking"}
+    return [{"key": f.key, "title": f.title, "description": f.description, "icon": f.icon, "status": "checking",
+             "detail": ""}
             for f in FEATURES]
 
 
 class LandingState(rx.State):
-    """Feature cards with their live/coming-soon status, refreshed each time the page loads."""
+    """Feature cards with their status (live, warming up, not running, coming soon), refreshed on load and every
+    few seconds after."""
 
     features: list[dict[str, str]] = _placeholder_cards()
 

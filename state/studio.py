@@ -19,6 +19,8 @@ from backend.services.admission import Overloaded, TooFast, TooManyConcurrent
 from backend.services.studio_usage import StudioQuotaReached
 from backend.services.errors import ServiceUnavailable
 from backend.services.job_audio import follow_job
+from backend.services.job_progress import progress_words
+from backend.services.readiness import voice_readiness
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS
 from backend.services.jobs import (
     CANCELLED_MESSAGE, MAX_TEXT_CHARS, CaptionsUnavailable, InvalidJobRequest, JobNotFound, cancel_job, delete_job,
@@ -41,6 +43,16 @@ def play_from_start(url: str) -> str:
 FISH_README = "README.md, section “Add a GPU worker”"
 
 
+def control_speed(value: str | float | list[float], current: float) -> float:
+    """A speed for the Studio's control (0.5–2×, two decimals) from what a control or a history row holds;
+    `current` when it is not a number."""
+    try:
+        speed = float(value[0] if isinstance(value, list) else value)
+    except (TypeError, ValueError, IndexError):
+        return current
+    return round(min(max(speed, 0.5), 2.0), 2)
+
+
 def waveform(pcm: np.ndarray, bars: int = WAVEFORM_BARS) -> list[int]:
     """Peak heights (0–100) of `bars` equal slices: a picture of the clip before it becomes a voice."""
     if pcm.size == 0:
@@ -59,10 +71,17 @@ class StudioState(AuthState):
     speed: float = 1.0
     #: How to speak, for voices that follow instructions (Qwen3-TTS presets); sent only to those.
     instructions: str = ""
+    #: Whether the chosen voice can be spoken now (`services/readiness.py`, from the workers' heartbeats):
+    #: "ready", "warming" or "down" ("checking" until asked), and why; asked on load, on a voice change and
+    #: every few seconds, so a stopped worker shows in the header and on Generate without a reload.
+    readiness: str = "checking"
+    readiness_reason: str = ""
     # the generation in flight (or the last one)
     job_id: str = ""
     job_status: str = ""
     progress: float = 0.0
+    #: The job's progress in words ("waiting for a worker", "speaking sentence 3 of 7"): `job_progress.py`.
+    progress_text: str = ""
     audio_url: str = ""
     #: Where the shown generation's captions are (`….srt`, `….vtt` appended); empty when it has none.
     captions_url: str = ""
@@ -113,7 +132,23 @@ class StudioState(AuthState):
             return self._sign_in_redirect()
         self._refresh_voices()
         self._refresh_history()
+        self._check_readiness()
         return None
+
+    def _check_readiness(self) -> None:
+        found = voice_readiness(self.voice_id)
+        self.readiness, self.readiness_reason = found.status, found.reason
+
+    @rx.event
+    def check_readiness(self) -> None:
+        """Ask the heartbeats again. A worker going away keeps the chosen voice (the header says why it cannot be
+        spoken); one coming back (or any worker, while no voice is chosen) reloads the library."""
+        before = self.readiness
+        self._check_readiness()
+        back = self.readiness != "down" and before not in ("ready", "checking")
+        if (back or not self.voice_id) and self._owner() is not None:
+            self._refresh_voices()
+            self._check_readiness()
 
     def _refresh_voices(self) -> None:
         owner = self._owner()
@@ -143,6 +178,9 @@ class StudioState(AuthState):
                  "format": j.format.upper(), "when": j.created_at.strftime("%Y-%m-%d %H:%M"), "status": j.status,
                  "duration": f"{j.duration_s:.1f} s" if j.duration_s else "",
                  "url": f"/api/voice/jobs/{j.id}/audio" if j.status == "succeeded" else "",
+                 # A failed row says why (the worker's or the admission's message), as the Studio did when it ran.
+                 "error": (j.error or "no reason was recorded") if j.status == "failed" else "",
+                 "progress": progress_words(j.status, j.text, j.chars_done, j.error), "speed": str(j.speed),
                  "captions": "yes" if j.captions and j.status == "succeeded" else ""} for j in jobs]
         self.history = (self.history if cursor else []) + rows
         self.history_cursor = next_cursor or ""
@@ -167,6 +205,7 @@ class StudioState(AuthState):
     @rx.event
     def set_voice(self, value: str) -> None:
         self.voice_id = value
+        self._check_readiness()
 
     @rx.event
     def set_instructions(self, value: str) -> None:
@@ -177,8 +216,9 @@ class StudioState(AuthState):
         self.fmt = value if value in FORMATS else "wav"
 
     @rx.event
-    def set_speed(self, value: list[float]) -> None:
-        self.speed = round(float(value[0]), 2)
+    def set_speed(self, value: str | float | list[float]) -> None:
+        """From the range input (a string) or a list of one value; kept within the control's range."""
+        self.speed = control_speed(value, self.speed)
 
     @rx.event
     def on_key(self, key: str, info: dict):  # type: ignore[no-untyped-def]
@@ -199,6 +239,10 @@ class StudioState(AuthState):
                 return None
             self.error, self.audio_url, self.result_info, self.progress = "", "", "", 0.0
             self.captions_url, self.spoken_words = "", []
+            self._check_readiness()
+            if self.readiness == "down":  # say why now, rather than queue a job no worker will take
+                self.error = "No worker for this voice: " + self.readiness_reason
+                return None
             try:
                 job = enqueue_synthesis(owner, self.text, self.voice_id, self.fmt, self.speed, captions=True,
                                         instructions=self.instructions if self.voice_follows_instructions else "")
@@ -209,6 +253,7 @@ class StudioState(AuthState):
                 self.error = str(exc)  # names the README section when no cloning engine runs
                 return None
             self.job_id, self.job_status = job.id, job.status
+            self.progress_text = progress_words(job.status, self.text, 0)
         await self._follow(owner, job.id)
         return None
 
@@ -229,6 +274,7 @@ class StudioState(AuthState):
                     if self.job_id != job_id:
                         return
                     self.job_status, self.progress = status.status, status.progress
+                    self.progress_text = progress_words(status.status, status.text, status.chars_done, status.error)
                     if status.status == "succeeded":
                         self.audio_url = f"/api/voice/jobs/{job_id}/audio"
                         self.captions_url = f"/api/voice/jobs/{job_id}/captions" if status.captions else ""
@@ -249,6 +295,7 @@ class StudioState(AuthState):
         if self.job_id and self.generating:
             cancel_job(self.job_id, owner)
             self.job_status, self.error = "failed", CANCELLED_MESSAGE
+            self.progress_text = progress_words("failed", "", 0, CANCELLED_MESSAGE)
         return None
 
     @rx.event
@@ -261,6 +308,8 @@ class StudioState(AuthState):
         self.captions_url = f"/api/voice/jobs/{item['id']}/captions" if item["captions"] else ""
         self.spoken_words = self._words_of(item["id"], owner) if item["captions"] else []
         self.progress, self.result_info = 100.0, f"{item['duration']} of audio, from your history"
+        self.progress_text = item["progress"]
+        self.speed = control_speed(item.get("speed", ""), self.speed)  # Replay puts back how fast it was spoken
         if item["voice_id"] in {v["id"] for v in self.voices}:
             self.voice_id = item["voice_id"]
         self.fmt = item["format"].lower() if item["format"].lower() in STUDIO_FORMATS else self.fmt

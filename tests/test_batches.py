@@ -230,3 +230,14 @@ def test_a_line_being_queued_when_the_batch_is_cancelled_never_starts(worker, mo
     assert (second.status, second.started_at) == ("failed", None), "the line queued after the cancel started"
     view = batches.get_batch(OWNER, batch.id)
     assert (view.status, view.done, view.failed) == ("cancelled", 0, 4)
+
+
+def test_a_preview_checks_like_create_and_writes_nothing(worker) -> None:
+    """The Studio previews a file before it starts: same checks (a bad voice names its line), its figures, no rows."""
+    data = jsonl([{"text": "Hello there.", "voice": VOICE}, {"text": "A second line to speak.", "voice": VOICE}])
+    preview = batches.preview_batch(OWNER, data)
+    assert (preview.lines, preview.voices, preview.characters) == (2, (VOICE,), 35)
+    assert preview.speech_seconds == round(35 / batches.SPEECH_CHARS_PER_S, 1)
+    with pytest.raises(InvalidBatch, match="line 2"):
+        batches.preview_batch(OWNER, jsonl([{"text": "Fine.", "voice": VOICE}, {"text": "No.", "voice": "nobody"}]))
+    assert batches.list_batches(OWNER) == []

@@ -130,11 +130,8 @@ def parse_batch(data: bytes) -> list[LineIn]:
     return lines
 
 
-def create_batch(owner: str, data: bytes, key_id: str | None = None, captions: bool = False) -> BatchView:
-    """Check the file and every voice in it, write the batch and its lines, and queue its first lines.
-
-    Without a key (the Studio's Batch tab) the upload is one generation on the user's Studio rate limit
-    (`TooFast`), as its lines are not counted one by one; a key's upload is already counted by the key's limit."""
+def checked_lines(owner: str, data: bytes) -> list[LineIn]:
+    """The file's lines with every voice and format checked for `owner`; `InvalidBatch` names the first bad line."""
     lines = parse_batch(data)
     for voice, fmt in sorted({(line.voice, line.format) for line in lines}):
         try:
@@ -142,6 +139,38 @@ def create_batch(owner: str, data: bytes, key_id: str | None = None, captions: b
         except InvalidJobRequest as exc:
             number = next(i for i, line in enumerate(lines, start=1) if (line.voice, line.format) == (voice, fmt))
             raise InvalidBatch(f"line {number}: {exc}") from None
+    return lines
+
+
+@dataclass(frozen=True)
+class BatchPreview:
+    """What a file would make, shown before it starts: its lines, voices, characters and about how long the
+    speech will be (at `SPEECH_CHARS_PER_S`; the real length depends on the voice and the speed)."""
+
+    lines: int
+    voices: tuple[str, ...]
+    characters: int
+    speech_seconds: float
+
+
+#: Characters a voice speaks in a second at speed 1 (about 150 words a minute): what the preview estimates by.
+SPEECH_CHARS_PER_S = 15.0
+
+
+def preview_batch(owner: str, data: bytes) -> BatchPreview:
+    """The checks `create_batch` makes (a bad line is named), and what the file would make; nothing is written."""
+    lines = checked_lines(owner, data)
+    characters = sum(len(line.text) for line in lines)
+    return BatchPreview(len(lines), tuple(sorted({line.voice for line in lines})), characters,
+                        round(characters / SPEECH_CHARS_PER_S, 1))
+
+
+def create_batch(owner: str, data: bytes, key_id: str | None = None, captions: bool = False) -> BatchView:
+    """Check the file and every voice in it, write the batch and its lines, and queue its first lines.
+
+    Without a key (the Studio's Batch tab) the upload is one generation on the user's Studio rate limit
+    (`TooFast`), as its lines are not counted one by one; a key's upload is already counted by the key's limit."""
+    lines = checked_lines(owner, data)
     if key_id is None:
         check_studio_rate(owner)
     batch = Batch(id="batch_" + secrets.token_hex(8), owner=owner, key_id=key_id, total=len(lines),

@@ -14,6 +14,7 @@ import redis
 
 from backend.core.redis_client import get_redis
 from backend.queue import heartbeat
+from backend.services.readiness import speech_readiness
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class Feature:
     routes: tuple[str, ...]
     #: An extra runtime condition on the live workers, e.g. "a GPU worker is up".
     needs: Callable[[list[heartbeat.WorkerInfo]], bool] | None = field(default=None, compare=False)
+    #: Whether it speaks: then its routes alone do not make it live, a warm engine on a live worker does
+    #: (`readiness.speech_readiness`); without one the card says why (no worker, warming up, no weights).
+    speaks: bool = False
 
 
 def _has_cloning_engine(workers: list[heartbeat.WorkerInfo]) -> bool:
@@ -38,11 +42,11 @@ def _has_gpu_worker(workers: list[heartbeat.WorkerInfo]) -> bool:
 
 FEATURES: tuple[Feature, ...] = (
     Feature("studio", "Voice Studio", "Type, pick a voice, hear it, download it: WAV, MP3, FLAC or Opus.",
-            "audio-lines", ("/studio", "/api/voice/jobs")),
+            "audio-lines", ("/studio", "/api/voice/jobs"), speaks=True),
     Feature("keys", "API keys", "Scoped keys with per-key rate limits, usage and instant revocation.",
             "key-round", ("/dashboard", "/api/keys")),
     Feature("openai", "OpenAI-compatible API", "Point the OpenAI SDK or Open WebUI at /v1 and it just works.",
-            "plug", ("/v1/audio/speech", "/v1/models")),
+            "plug", ("/v1/audio/speech", "/v1/models"), speaks=True),
     Feature("cloning", "Voice cloning", "Clone a voice zero-shot from a 10–30 second reference clip.",
             "mic", ("/api/voice/voices",), needs=_has_cloning_engine),
     Feature("gpu_queue", "GPU worker queue", "Add GPU machines as Celery workers; the web tier never changes.",
@@ -70,14 +74,19 @@ def _live_workers() -> list[heartbeat.WorkerInfo]:
 
 def feature_statuses(served: set[str] | None = None,
                      workers: list[heartbeat.WorkerInfo] | None = None) -> list[dict[str, str]]:
-    """Each feature with `status` = `live` or `soon`, ready for the landing page's cards."""
+    """Each feature with `status` = `live`, `warming`, `down` (it is built but cannot work now; `detail` says
+    why) or `soon`, ready for the landing page's cards."""
     served = RouteTable.paths if served is None else served
-    workers = _live_workers() if workers is None and any(f.needs for f in FEATURES) else (workers or [])
+    workers = _live_workers() if workers is None else workers
+    speech = speech_readiness(workers)
     cards = []
     for feature in FEATURES:
-        live = all(route in served for route in feature.routes)
+        live, detail = all(route in served for route in feature.routes), ""
         if live and feature.needs is not None:
             live = feature.needs(workers)
+        status = "live" if live else "soon"
+        if live and feature.speaks and speech.status != "ready":
+            status, detail = ("warming" if speech.status == "warming" else "down"), speech.reason
         cards.append({"key": feature.key, "title": feature.title, "description": feature.description,
-                      "icon": feature.icon, "status": "live" if live else "soon"})
+                      "icon": feature.icon, "status": status, "detail": detail})
     return cards

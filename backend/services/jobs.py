@@ -92,13 +92,15 @@ class JobStatus:
     captions: bool = False
     #: The spoken-style direction the request gave ("" for none).
     instructions: str = ""
+    #: The speed it was asked for (the Studio's Replay puts it back on the control).
+    speed: float = 1.0
 
     @classmethod
     def of(cls, job: Job) -> JobStatus:
         return cls(job.id, job.status, job.progress, job.chars_done, job.text_chars, job.voice_id, job.engine,
                    job.format, job.error, job.duration_s, job.engine_time_s, as_utc(job.created_at),
                    as_utc(job.started_at), as_utc(job.finished_at), job.audio_path, job.text, job.captions_requested,
-                   job.instructions)
+                   job.instructions, job.speed)
 
 
 def validate_request(owner: str, text: str, voice: str, fmt: str, speed: float, instructions: str = "",

@@ -25,7 +25,7 @@ def landing_page() -> rx.Component:
     return page_frame(
         hero(),
         section("What LockN does", "Everything below is checked against the running platform.",
-                feature_grid(LandingState.features), id="features"),
+                feature_grid(LandingState.features, LandingState.load_features), id="features"),
         section("Call it like OpenAI", "Create a key in the dashboard, then:",
                 code_example(get_settings().base_url), id="api"),
     )
