@@ -49,7 +49,7 @@ def _descendants_script(pid_file, watchdog: bool) -> str:
     plain child."""
     return ("import time\n"
             "from backend.ops.supervisor import Supervisor\n"
-            f"supervisor = Supervisor(watchdog={watchdog})\n"
+            f"supervisor = Supervisor(watchdog={watchdog}, die_with_parent=True)\n"
             f"stubborn = supervisor.start('stubborn', ['bash', '-c', \"trap '' TERM; sleep 300 & echo $! > {pid_file}; "
             "while :; do sleep 0.2; done\"])\n"
             "quick = supervisor.start('quick', ['sleep', '300'])\n"

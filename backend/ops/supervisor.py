@@ -123,9 +123,15 @@ class Supervisor:
     """Starts child processes in their own process groups, restarts them, and stops all of them together.
 
     `keep_fds` are handed to every child (the run lock: held as long as any process of the tree lives).
-    `watchdog`: a watchdog process stops every group if this process dies without stopping them."""
+    `watchdog`: a watchdog process stops every group if this process dies without stopping them.
+    `die_with_parent`: each child also gets the parent-death signal. Only for `make run`'s own supervisor: it
+    needs a `preexec_fn`, which runs Python in the child between fork and exec and makes every fork run the
+    interpreter's at-fork hooks (logging's module lock among them). The subprocess documentation calls that
+    unsafe in a process with threads, and a test process (dozens of threads) once hung in logging's lock after
+    such forks; tests and benches that start a worker leave it off (their children are stopped explicitly)."""
 
-    def __init__(self, keep_fds: Sequence[int] = (), watchdog: bool = False) -> None:
+    def __init__(self, keep_fds: Sequence[int] = (), watchdog: bool = False, die_with_parent: bool = False) -> None:
+        self.die_with_parent = die_with_parent
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.specs: dict[str, ChildSpec] = {}
         self.keep_fds = tuple(keep_fds)
@@ -175,7 +181,8 @@ class Supervisor:
         if spec.before_start is not None:
             spec.before_start()
         process = subprocess.Popen(spec.command, cwd=PROJECT_ROOT, env=spec.env, start_new_session=True,
-                                   pass_fds=self.keep_fds, preexec_fn=_die_with_parent())
+                                   pass_fds=self.keep_fds,
+                                   preexec_fn=_die_with_parent() if self.die_with_parent else None)
         self._tell_watchdog(f"+{process.pid}")  # its own session: the group id is its pid
         if spec.after_start is not None:
             spec.after_start()
@@ -250,7 +257,7 @@ def supervise(start: Callable[[Supervisor], None], on_restart: Callable[[str], N
     them all. A child that crashes `MAX_CRASHES` times within `CRASH_WINDOW_S` is broken, not unlucky: then
     everything stops, with its exit code. `on_restart(name)` runs before a child starts again. A watchdog
     stops every child if this process is killed; `keep_fds` go to every child (see `Supervisor`)."""
-    supervisor = Supervisor(keep_fds, watchdog=True)
+    supervisor = Supervisor(keep_fds, watchdog=True, die_with_parent=True)
 
     def _stop(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
