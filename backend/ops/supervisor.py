@@ -2,9 +2,10 @@
 
 Each child runs in its own process group; on Ctrl-C (or SIGTERM) every group is
 stopped, newest first, so nothing is left behind. When the supervisor itself dies
-(SIGKILL, the OOM killer), its children die with it: each direct child gets a
-parent-death signal (Linux `PR_SET_PDEATHSIG`), and `supervise` also starts a
-watchdog (`backend.ops.watchdog`) that stops every group, grandchildren included.
+(SIGKILL, the OOM killer), its children die with it: `supervise` starts a watchdog
+(`backend.ops.watchdog`) that stops every group, grandchildren included (a
+`Supervisor(die_with_parent=True)` can also give each direct child Linux's
+parent-death signal; see the class for why `supervise` does not).
 Also the command lines of the children it starts: the embedded broker and a Celery worker.
 """
 
@@ -124,11 +125,10 @@ class Supervisor:
 
     `keep_fds` are handed to every child (the run lock: held as long as any process of the tree lives).
     `watchdog`: a watchdog process stops every group if this process dies without stopping them.
-    `die_with_parent`: each child also gets the parent-death signal. Only for `make run`'s own supervisor: it
-    needs a `preexec_fn`, which runs Python in the child between fork and exec and makes every fork run the
-    interpreter's at-fork hooks (logging's module lock among them). The subprocess documentation calls that
-    unsafe in a process with threads, and a test process (dozens of threads) once hung in logging's lock after
-    such forks; tests and benches that start a worker leave it off (their children are stopped explicitly)."""
+    `die_with_parent`: each child also gets the parent-death signal (Linux). Off by default: it needs a
+    `preexec_fn`, which runs Python in the child between fork and exec and makes every fork run the interpreter's
+    at-fork hooks (logging's module lock among them); the subprocess documentation calls that unsafe in a process
+    with threads or signal handlers, and `supervise` relies on the watchdog instead."""
 
     def __init__(self, keep_fds: Sequence[int] = (), watchdog: bool = False, die_with_parent: bool = False) -> None:
         self.die_with_parent = die_with_parent
@@ -153,7 +153,7 @@ class Supervisor:
             return
         try:
             os.write(self._watchdog_pipe, f"{line}\n".encode())  # one short write: atomic on a pipe
-        except OSError:  # the watchdog is gone; the children's parent-death signal still holds
+        except OSError:  # the watchdog is gone (killed on its own): nothing to tell it
             pass
 
     def close_watchdog(self) -> None:
@@ -257,7 +257,10 @@ def supervise(start: Callable[[Supervisor], None], on_restart: Callable[[str], N
     them all. A child that crashes `MAX_CRASHES` times within `CRASH_WINDOW_S` is broken, not unlucky: then
     everything stops, with its exit code. `on_restart(name)` runs before a child starts again. A watchdog
     stops every child if this process is killed; `keep_fds` go to every child (see `Supervisor`)."""
-    supervisor = Supervisor(keep_fds, watchdog=True, die_with_parent=True)
+    # The watchdog alone takes the tree down with the supervisor: the parent-death signal needs a `preexec_fn`,
+    # whose fork runs the interpreter's at-fork hooks, and a stop signal (whose handler below raises) landing in
+    # logging's after-fork hook left logging's lock held forever (seen: a test process hung after this test).
+    supervisor = Supervisor(keep_fds, watchdog=True)
 
     def _stop(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
