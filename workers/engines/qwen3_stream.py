@@ -177,22 +177,23 @@ class Qwen3StreamDecoder:
         torch = self.torch
         with torch.inference_mode():
             self._align(list(streams))
-            frames = self._complete_frames(streams)
+            frames, token_hidden = self._complete_frames(streams)
             results = []
             for row, stream in enumerate(streams):
                 stream.frames.append(frames[row])
             finished = [stream.token == self.eos or len(stream.frames) >= stream.max_frames for stream in streams]
             # A stream whose frame ended it draws no more: the talker reads the next frame for the others only
             # (it would be thrown away), but keeping the batch's shape costs less than reshaping it mid-step.
-            self._advance(streams, frames)
+            self._advance(streams, frames, token_hidden)
             for stream, done in zip(streams, finished):
                 if stream.token == self.eos and not done:
                     done = True
                 results.append((self._audio(stream, done), done))
         return results
 
-    def _complete_frames(self, streams: Sequence[QwenStream]) -> Any:
-        """The code predictor fills codebooks 1…15 of every stream's current frame at once → [B, Q]."""
+    def _complete_frames(self, streams: Sequence[QwenStream]) -> tuple[Any, Any]:
+        """The code predictor fills codebooks 1…15 of every stream's current frame at once → frames [B, Q], and
+        the codebook-0 embeddings it started from (the talker reads them again)."""
         torch, sampling = self.torch, self.sampling
         tokens = torch.tensor([[s.token] for s in streams], dtype=torch.long, device=self.device)
         token_hidden = self.talker.get_input_embeddings()(tokens)
@@ -201,14 +202,13 @@ class Qwen3StreamDecoder:
             inputs_embeds=torch.cat((past_hidden, token_hidden), dim=1), max_new_tokens=self.groups - 1,
             do_sample=sampling.subtalker_dosample, top_p=sampling.subtalker_top_p, top_k=sampling.subtalker_top_k,
             temperature=sampling.subtalker_temperature, output_hidden_states=True, return_dict_in_generate=True)
-        self._token_hidden = token_hidden
-        return torch.cat((tokens, predicted.sequences), dim=-1)
+        return torch.cat((tokens, predicted.sequences), dim=-1), token_hidden
 
-    def _advance(self, streams: Sequence[QwenStream], frames: Any) -> None:
+    def _advance(self, streams: Sequence[QwenStream], frames: Any, token_hidden: Any) -> None:
         """Each stream's finished frame (plus its next text embedding) through the talker; draw the next tokens."""
         torch = self.torch
         embeddings = self.talker.code_predictor.get_input_embeddings()
-        inputs = self._token_hidden + sum(embeddings[i](frames[:, i + 1:i + 2]) for i in range(self.groups - 1))
+        inputs = token_hidden + sum(embeddings[i](frames[:, i + 1:i + 2]) for i in range(self.groups - 1))
         text = [s.trailing[:, len(s.frames) - 1] if len(s.frames) - 1 < s.trailing.shape[1] else s.pad_embed[:, 0]
                 for s in streams]
         inputs = inputs + torch.cat(text, dim=0).unsqueeze(1)
