@@ -218,7 +218,7 @@ def main() -> None:
         args.requests, args.bombs, args.seconds = 8, 2, 3.0
     with local_stack(webhook_worker=True) as stack:
         from backend.core.settings import get_settings
-        from backend.services.keys import KeySpec, RateLimit, build_key_service
+        from backend.services.keys.service import KeySpec, RateLimit, build_key_service
 
         service = build_key_service(get_settings())
         paced = service.create("bench-paced", KeySpec("paced", rate_limit=RateLimit(100_000, 60)))[1]

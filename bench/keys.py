@@ -36,7 +36,7 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 def bench_verify(iterations: int) -> None:
     from backend.core.db import migrate
-    from backend.services.keys import KeySpec, RateLimit, build_key_service
+    from backend.services.keys.service import KeySpec, RateLimit, build_key_service
     from backend.core.settings import get_settings
 
     migrate()
@@ -97,7 +97,7 @@ def load(url: str, headers: dict[str, str], seconds: float, clients: int) -> lis
 
 
 def bench_server(seconds: float, clients: int) -> None:
-    from backend.services.keys import KeySpec, RateLimit, build_key_service
+    from backend.services.keys.service import KeySpec, RateLimit, build_key_service
     from backend.core.settings import get_settings
 
     service = build_key_service(get_settings())

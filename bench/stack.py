@@ -38,7 +38,7 @@ def local_stack(worker_concurrency: int = 1, rate_per_minute: int = 100_000,
             Supervisor, embedded_broker_command, wait_for_socket, webhook_worker_command, worker_command,
         )
         from backend.core.db import migrate
-        from backend.services.keys import KeySpec, RateLimit, build_key_service
+        from backend.services.keys.service import KeySpec, RateLimit, build_key_service
         from backend.core.settings import get_settings
         from backend.ops.harness import reset_caches, wait_for_worker_heartbeat
 

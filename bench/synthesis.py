@@ -45,8 +45,8 @@ def end_to_end(voice: str, runs: int) -> tuple[float, dict[str, float]]:
     from backend.ops.supervisor import Supervisor, embedded_broker_command, wait_for_socket, worker_command
     from backend.core.db import migrate
     from backend.core.settings import get_settings
-    from backend.services.job_audio import finished_audio
-    from backend.services.jobs import enqueue_synthesis
+    from backend.services.jobs.audio import finished_audio
+    from backend.services.jobs.service import enqueue_synthesis
     from backend.ops.harness import wait_for_worker_heartbeat
 
     migrate()

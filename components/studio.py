@@ -5,7 +5,7 @@ from __future__ import annotations
 import reflex as rx
 
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS
-from backend.services.jobs import MAX_TEXT_CHARS
+from backend.services.jobs.service import MAX_TEXT_CHARS
 from components.confirm import confirm_action
 from components.dashboard import panel
 from state.batch import BatchState

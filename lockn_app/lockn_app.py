@@ -15,9 +15,9 @@ from backend.core.settings import get_settings
 from backend.core.log_masking import install_key_masking
 from backend.core.log_setup import configure_logging
 from backend.core.request_context import install_request_ids
-from backend.services.features import RouteTable
-from backend.services.keys import get_key_service
-from backend.services.request_log import request_log_recorder
+from backend.services.status.features import RouteTable
+from backend.services.keys.service import get_key_service
+from backend.services.accounts.request_log import request_log_recorder
 from lockn_app.pages.dashboard import SECTIONS, dashboard_page, dashboard_section_page, key_page
 from lockn_app.pages.landing import landing_page
 from lockn_app.pages.studio import studio_page

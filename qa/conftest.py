@@ -194,7 +194,7 @@ def app_settings(base_url: str) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def nightly_run(app_settings: Path) -> "QaRun":  # noqa: F821
     """The nightly regression task, called for real in this process against the running app: its recorded run."""
-    from backend.services import qa_runs
+    from backend.services.status import qa_runs
     from workers.tasks import qa_regression
 
     result = qa_regression.apply().get()

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from backend.services.sessions import COOKIE_NAME
+from backend.services.accounts.sessions import COOKIE_NAME
 
 pytestmark = pytest.mark.usefixtures("dev_identity_provider")
 

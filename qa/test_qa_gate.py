@@ -6,8 +6,8 @@ in qa/test_dashboard.py; the gate's other rules (promote, parsing, schedule) in 
 from __future__ import annotations
 
 from backend.ops.qa_gate import NIGHTLY_KEY_OWNER, describe_run
-from backend.services import qa_runs
-from backend.services.keys import build_key_service
+from backend.services.status import qa_runs
+from backend.services.keys.service import build_key_service
 from backend.core.settings import get_settings
 
 #: The smoke tests that must have run (not skipped) against a local app with the development provider.

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import reflex as rx
 
 from backend.core.models import LoginSession
-from backend.services import sessions
+from backend.services.accounts import sessions
 
 
 class AuthState(rx.State):

@@ -6,9 +6,9 @@ import asyncio
 
 import reflex as rx
 
-from backend.services import batches
-from backend.services.admission import TooFast
-from backend.services.errors import ServiceUnavailable
+from backend.services.jobs import batches
+from backend.services.jobs.admission import TooFast
+from backend.services.common.errors import ServiceUnavailable
 from state.auth import AuthState
 
 #: How often the tab re-reads a running batch's progress.

@@ -12,13 +12,13 @@ from datetime import timedelta
 import reflex as rx
 
 from backend.core.models import ApiKey, QaRun, as_utc, utcnow
-from backend.services import qa_runs
-from backend.services.health import service_cards
-from backend.services.keys import (
+from backend.services.status import qa_runs
+from backend.services.status.health import service_cards
+from backend.services.keys.service import (
     DEFAULT_MAX_CONCURRENT_JOBS, MAX_CONCURRENT_JOBS, SCOPES, InvalidKeyRequest, KeyNotFound, KeySpec, KeyStatus,
     RateLimit, get_key_service,
 )
-from backend.services.studio_usage import STUDIO_SERIES, studio_series
+from backend.services.keys.studio_usage import STUDIO_SERIES, studio_series
 from state.auth import AuthState
 
 USAGE_DAYS = 30

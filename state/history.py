@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 import reflex as rx
 
 from backend.core.models import AuditEvent, RequestLog, as_utc, utcnow
-from backend.services.audit import ACTIONS, owner_activity
-from backend.services.request_log import STATUS_CLASSES, InvalidLogQuery, LogFilter, owner_log, owner_routes
+from backend.services.accounts.audit import ACTIONS, owner_activity
+from backend.services.accounts.request_log import STATUS_CLASSES, InvalidLogQuery, LogFilter, owner_log, owner_routes
 from state.dashboard import DashboardState
 
 LOG_PAGE = 20

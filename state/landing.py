@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from backend.services.features import FEATURES, feature_statuses
+from backend.services.status.features import FEATURES, feature_statuses
 
 
 def _placeholder_cards() -> list[dict[str, str]]:

@@ -1,6 +1,6 @@
 """State of the Voice Studio: the voice library, generating speech, cloning a voice, history.
 
-Handlers call the same services as the API (`backend/services/jobs.py`, `voices.py`,
+Handlers call the same services as the API (`backend/services/jobs/service.py`, `voices.py`,
 `job_audio.py`), never the app's own HTTP API. Generation runs as a background event that
 follows the job as its worker reports it (`follow_job`, the API's own mechanism), so the page
 never freezes; every private action re-checks the session first.
@@ -14,15 +14,15 @@ import numpy as np
 import reflex as rx
 
 from backend.media.codecs import FORMATS
-from backend.services import voices as voice_library
-from backend.services.admission import Overloaded, TooFast, TooManyConcurrent
-from backend.services.studio_usage import StudioQuotaReached
-from backend.services.errors import ServiceUnavailable
-from backend.services.job_audio import follow_job
-from backend.services.job_progress import progress_words
-from backend.services.readiness import voice_readiness
+from backend.services.voices import service as voice_library
+from backend.services.jobs.admission import Overloaded, TooFast, TooManyConcurrent
+from backend.services.keys.studio_usage import StudioQuotaReached
+from backend.services.common.errors import ServiceUnavailable
+from backend.services.jobs.audio import follow_job
+from backend.services.jobs.progress import progress_words
+from backend.services.status.readiness import voice_readiness
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS
-from backend.services.jobs import (
+from backend.services.jobs.service import (
     CANCELLED_MESSAGE, MAX_TEXT_CHARS, CaptionsUnavailable, InvalidJobRequest, JobNotFound, cancel_job, delete_job,
     enqueue_synthesis, job_captions, list_jobs,
 )

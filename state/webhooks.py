@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from backend.services import webhooks
+from backend.services.webhooks import service as webhooks
 from state.dashboard import DashboardState
 
 

@@ -111,7 +111,7 @@ def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 @pytest.fixture
 def key_service(database: str) -> Iterator["KeyService"]:  # noqa: F821
     """The app's key service (the one routes use), built for this test's settings, closed after it."""
-    from backend.services.keys import get_key_service
+    from backend.services.keys.service import get_key_service
 
     service = get_key_service()
     yield service

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from backend.media.engine import Engine, ReferenceVoice, SynthesisOptions
-from backend.services.job_runner import sentence_audio
+from backend.services.jobs.runner import sentence_audio
 
 
 def durations_at(engine: Engine, sentence: str, voice: str | ReferenceVoice,

@@ -12,7 +12,7 @@ from backend.api import build_api
 from backend.core.db import get_engine
 from backend.core.models import Job
 from backend.core.settings import get_settings
-from backend.services.keys import KeySpec, RateLimit
+from backend.services.keys.service import KeySpec, RateLimit
 
 ALICE = "auth0|alice"
 VOICE = "en_US-joe-medium"
@@ -76,8 +76,8 @@ def test_a_studio_user_has_a_rate_limit_and_a_concurrent_cap(worker, key_service
     """Twelve tabs of one user no longer queue twelve jobs (issue 16, finding 6)."""
     import pytest
 
-    from backend.services.admission import TooFast, TooManyConcurrent
-    from backend.services.jobs import cancel_job, enqueue_synthesis
+    from backend.services.jobs.admission import TooFast, TooManyConcurrent
+    from backend.services.jobs.service import cancel_job, enqueue_synthesis
 
     monkeypatch.setenv("LOCKN_STUDIO_RATE_LIMIT", "3/minute")
     monkeypatch.setenv("LOCKN_STUDIO_MAX_CONCURRENT_JOBS", "1")
@@ -97,8 +97,8 @@ def test_a_studio_quota_holds_under_concurrent_tabs_and_usage_is_the_users(worke
     The generations are the user's usage (the dashboard's "Studio" series), another user's are not."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from backend.services.jobs import enqueue_synthesis
-    from backend.services.studio_usage import StudioQuotaReached, studio_daily_usage, studio_month_chars
+    from backend.services.jobs.service import enqueue_synthesis
+    from backend.services.keys.studio_usage import StudioQuotaReached, studio_daily_usage, studio_month_chars
     from backend.core.models import utcnow
 
     monkeypatch.setenv("LOCKN_STUDIO_QUOTA_CHARS", "50")

@@ -11,9 +11,10 @@ from fastapi.testclient import TestClient
 
 from backend.api import build_api
 from backend.core.request_context import RequestFacts, facts_scope
-from backend.services import sessions, voices
-from backend.services.audit import actor_scope, owner_activity
-from backend.services.keys import KeySpec
+from backend.services.accounts import sessions
+from backend.services.voices import service as voices
+from backend.services.accounts.audit import actor_scope, owner_activity
+from backend.services.keys.service import KeySpec
 
 ALICE, BOB = "auth0|alice", "auth0|bob"
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.services import batches
-from backend.services.batches import InvalidBatch, parse_batch
+from backend.services.jobs import batches
+from backend.services.jobs.batches import InvalidBatch, parse_batch
 
 OWNER = "auth0|batcher"
 VOICE = "en_US-joe-medium"
@@ -80,8 +80,8 @@ def interactive_latency(label: str, count: int = 8) -> list[float]:
     """Seconds from enqueue to `succeeded` of `count` short interactive requests, one after another."""
     import asyncio
 
-    from backend.services.job_audio import finished_audio
-    from backend.services.jobs import enqueue_synthesis
+    from backend.services.jobs.audio import finished_audio
+    from backend.services.jobs.service import enqueue_synthesis
 
     seconds = []
     for n in range(count):
@@ -145,7 +145,7 @@ def test_cancel_stops_the_rest_and_keeps_what_was_spoken(worker) -> None:
 
 def test_batches_api(worker, key_service) -> None:
     from backend.api import build_api
-    from backend.services.keys import KeySpec
+    from backend.services.keys.service import KeySpec
 
     writer = key_service.create(OWNER, KeySpec("batch", scopes=("tts:read", "tts:write")))[1]
     reader = key_service.create(OWNER, KeySpec("reader", scopes=("tts:read",)))[1]
@@ -179,7 +179,7 @@ def test_batches_api(worker, key_service) -> None:
 
 def test_a_studio_batch_upload_counts_on_the_studio_rate_limit(worker, monkeypatch: pytest.MonkeyPatch) -> None:
     """The Studio's Batch tab (no key) starts at most LOCKN_STUDIO_RATE_LIMIT uploads per window, like generations."""
-    from backend.services.admission import TooFast
+    from backend.services.jobs.admission import TooFast
     from tests.conftest import reset_caches
 
     monkeypatch.setenv("LOCKN_STUDIO_RATE_LIMIT", "2/minute")

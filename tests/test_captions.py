@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from backend.api import build_api
 from backend.media.captions import captions_document, word_cues, Cue
-from backend.services.keys import KeySpec
+from backend.services.keys.service import KeySpec
 
 TEXT = ("Captions make speech easy to follow. Each sentence gets its own cue! "
         "Words are timed within their sentence, by their share of its letters.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.services.keys import RateLimit
+from backend.services.keys.service import RateLimit
 from state.dashboard import key_lineage, whole_number_ticks
 
 

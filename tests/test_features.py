@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.services.features import FEATURES, RouteTable, feature_statuses
+from backend.services.status.features import FEATURES, RouteTable, feature_statuses
 from backend.queue.heartbeat import WorkerInfo
 
 ALL_ROUTES = {route for feature in FEATURES for route in feature.routes}

@@ -129,8 +129,8 @@ def test_cloned_voice_job_runs_on_a_fish_worker(fish_settings, embedded_broker, 
     import soundfile as sf
 
     from backend.ops.supervisor import Supervisor, worker_command
-    from backend.services.jobs import enqueue_synthesis, job_status
-    from backend.services.voices import create_cloned_voice
+    from backend.services.jobs.service import enqueue_synthesis, job_status
+    from backend.services.voices.service import create_cloned_voice
     from tests.conftest import wait_for_worker_heartbeat
     from backend.media.codecs import decode
 

@@ -71,7 +71,7 @@ def test_a_worker_without_the_configured_engine_is_not_healthy(client: TestClien
 def test_a_gpu_engine_warming_up_is_said_until_it_is_ready(client: TestClient, embedded_broker, monkeypatch) -> None:
     """A GPU worker announces its engines `warming` until its first decoding step has run: /health and the
     status cards say "warming up"; once one worker has it ready, it is ok."""
-    from backend.services.health import service_cards
+    from backend.services.status.health import service_cards
     from tests.conftest import reset_caches
 
     monkeypatch.setenv("LOCKN_ENGINES", "qwen3")
@@ -96,7 +96,7 @@ def test_an_engine_without_weights_says_which_command_fixes_it(client: TestClien
                                                                monkeypatch) -> None:
     """A GPU worker told to run qwen3 without weights says why in its heartbeat: /health and the dashboard's
     card carry that sentence (the command to run), not a bare "not loaded"."""
-    from backend.services.health import service_cards
+    from backend.services.status.health import service_cards
 
     db.migrate()
     monkeypatch.setenv("LOCKN_ENGINES", "piper,qwen3")

@@ -35,7 +35,7 @@ from backend.core.db import get_engine
 from backend.core.models import Batch, BatchLine, Job
 from backend.core.settings import get_settings
 from backend.media.codecs import FORMATS
-from backend.services.keys import SCOPES, KeySpec, RateLimit
+from backend.services.keys.service import SCOPES, KeySpec, RateLimit
 
 MAX_EXAMPLES = int(os.environ.get("LOCKN_FUZZ_EXAMPLES", "50"))
 VOICE = "en_US-joe-medium"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backend.media.engine import split_sentences
-from backend.services.job_progress import progress_words, sentence_position
+from backend.services.jobs.progress import progress_words, sentence_position
 
 TEXT = "One is here. Two follows it! Is this three? And four."
 

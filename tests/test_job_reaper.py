@@ -8,8 +8,8 @@ from sqlmodel import Session
 
 from backend.core.db import get_engine
 from backend.core.models import Job, utcnow
-from backend.services.job_reaper import STALLED_MESSAGE, reap_stalled_jobs, stalled_after_s
-from backend.services.jobs import job_status
+from backend.services.jobs.reaper import STALLED_MESSAGE, reap_stalled_jobs, stalled_after_s
+from backend.services.jobs.service import job_status
 from backend.core.settings import get_settings
 
 OWNER = "auth0|reaper"

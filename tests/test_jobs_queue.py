@@ -15,7 +15,7 @@ from sqlmodel import Session, func, select
 from backend.core.db import get_engine
 from backend.core.models import Job
 from backend.core.settings import get_settings
-from backend.services.jobs import (
+from backend.services.jobs.service import (
     CANCELLED_MESSAGE, MAX_TEXT_CHARS, InvalidJobRequest, ServiceUnavailable, cancel_job, enqueue_synthesis,
     job_status, send_job,
 )
@@ -70,7 +70,7 @@ def test_job_reaches_succeeded_with_progress_in_order(worker) -> None:
 
 def test_following_a_job_sees_its_progress_as_the_worker_reports_it(worker) -> None:
     """`follow_job` (the Studio's mechanism and the API's) reports running, rising progress, then the result."""
-    from backend.services.job_audio import follow_job
+    from backend.services.jobs.audio import follow_job
 
     job = enqueue_synthesis(OWNER, LONG_TEXT, VOICE, "wav")
 
@@ -85,7 +85,7 @@ def test_following_a_job_sees_its_progress_as_the_worker_reports_it(worker) -> N
 
 def test_a_job_cancelled_in_the_queue_ends_its_followers_at_once(worker) -> None:
     """No worker will ever speak of a job cancelled while it waited: the cancel itself tells its followers."""
-    from backend.services.job_audio import JobFailed, finished_audio
+    from backend.services.jobs.audio import JobFailed, finished_audio
 
     busy = enqueue_synthesis(OWNER, LONG_TEXT * 2, VOICE, "wav")  # holds the only worker slot
     waiting = enqueue_synthesis(OWNER, "I will never be spoken.", VOICE, "wav")
@@ -119,7 +119,7 @@ def test_a_running_job_cancelled_stops_between_sentences(worker) -> None:
 def test_a_cancel_that_lands_as_the_job_finishes_wins_and_leaves_no_file(embedded_broker, database,
                                                                         monkeypatch) -> None:
     """Cancelled after its last sentence, while its file is written: the row stays cancelled, the file goes."""
-    from backend.services import job_runner
+    from backend.services.jobs import runner as job_runner
     from workers.engine_loader import load_engines
 
     job = Job(id="job_" + secrets.token_hex(10), owner=OWNER, voice_id=VOICE, engine="piper",
@@ -229,7 +229,7 @@ def test_no_worker_means_503_not_a_queued_job(embedded_broker, database) -> None
 
 
 def test_another_owners_job_is_not_found(worker) -> None:
-    from backend.services.jobs import JobNotFound
+    from backend.services.jobs.service import JobNotFound
 
     job = enqueue_synthesis(OWNER, "mine", VOICE)
     with pytest.raises(JobNotFound):

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from backend.services.keys import build_key_service
+from backend.services.keys.service import build_key_service
 from backend.core.settings import PROJECT_ROOT, get_settings
 
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from backend.services.keys import KeyForbidden, KeyRejected, KeySpec, RateLimit, VerifiedKey
+from backend.services.keys.service import KeyForbidden, KeyRejected, KeySpec, RateLimit, VerifiedKey
 
 ALICE = "auth0|lineage"
 ADMIN = ("tts:read", "tts:write", "keys:read", "keys:write")
@@ -102,7 +102,7 @@ def test_rate_limits_are_shared_by_a_lineage_and_drawn_from_the_parent(key_servi
 def test_the_redis_limiter_counts_a_request_in_every_window_or_in_none(redis_url) -> None:
     import redis
 
-    from backend.services.rate_limit import RedisRateLimiter
+    from backend.services.keys.rate_limit import RedisRateLimiter
 
     limiter = RedisRateLimiter(redis.Redis.from_url(redis_url, decode_responses=True))
     buckets = [[(f"child{n}", 10, 60), ("parent", 5, 60)] for n in range(4)]
@@ -117,7 +117,7 @@ def test_the_redis_limiter_counts_a_request_in_every_window_or_in_none(redis_url
 
 
 def test_jobs_at_once_are_shared_by_a_lineage_and_drawn_from_the_parent(embedded_broker, key_service) -> None:
-    from backend.services.admission import TooManyConcurrent, acquire, holders_of, release
+    from backend.services.jobs.admission import TooManyConcurrent, acquire, holders_of, release
 
     parent, children = family(key_service, KeySpec("two at once", scopes=ADMIN, max_concurrent_jobs=2), 4)
 
@@ -146,7 +146,7 @@ def test_jobs_at_once_are_shared_by_a_lineage_and_drawn_from_the_parent(embedded
 
 
 def test_keys_made_by_keys_go_only_so_deep(key_service) -> None:
-    from backend.services.key_lineage import MAX_KEY_DEPTH
+    from backend.services.keys.lineage import MAX_KEY_DEPTH
 
     key = verified(key_service, key_service.create(ALICE, KeySpec("top", scopes=ADMIN))[1])
     for level in range(MAX_KEY_DEPTH - 1):

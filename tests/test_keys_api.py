@@ -12,7 +12,7 @@ from joserfc.jwk import KeySet, OctKey, RSAKey
 
 from backend.api import build_api
 from backend.auth import tokens
-from backend.services.keys import KeySpec, RateLimit
+from backend.services.keys.service import KeySpec, RateLimit
 
 ALICE, BOB = "auth0|alice", "auth0|bob"
 ISSUER, AUDIENCE = "https://tenant.example.test/", "https://lockn.example.test/api"
@@ -219,7 +219,7 @@ def test_each_key_has_one_successor(client: TestClient, key_service) -> None:
 def test_two_rotations_racing_leave_one_successor(key_service) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from backend.services.keys import InvalidKeyRequest
+    from backend.services.keys.service import InvalidKeyRequest
 
     target, _ = key_service.create(ALICE, KeySpec("raced"))
 
@@ -247,7 +247,7 @@ def test_a_sessions_access_token_stops_working_when_the_session_ends(client: Tes
 
     from backend.core.db import get_engine
     from backend.core.models import LoginSession
-    from backend.services import sessions
+    from backend.services.accounts import sessions
 
     token = access_token(signing_key)
     row = sessions.start_session({"sub": ALICE, "email": "alice@example.test"}, token, "an id token")

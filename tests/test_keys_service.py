@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from backend.core.models import ApiKey, KeyUsage, utcnow
-from backend.services.keys import (
+from backend.services.keys.service import (
     VERIFICATION_ORDER, InvalidKeyRequest, KeyNotFound, KeyRejected, KeyService, KeySpec, RateLimit,
     build_key_service,
 )
@@ -253,7 +253,7 @@ def test_revocation_reaches_another_process_within_a_second(key_service: KeyServ
 
 
 def test_a_flood_of_forged_keys_cannot_grow_the_cache_or_push_out_real_keys(key_service: KeyService) -> None:
-    from backend.services.key_cache import KeyCache
+    from backend.services.keys.cache import KeyCache
 
     key_service.cache = KeyCache(max_misses=100)
     row, real = key_service.create(ALICE, KeySpec("real"))

@@ -6,7 +6,7 @@ import pytest
 
 from backend.auth.dev_provider import DevProvider, DevProviderForbidden
 from backend.auth.oidc import safe_next
-from backend.services import sessions
+from backend.services.accounts import sessions
 from backend.core.settings import ProductionConfigError, Settings
 
 

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backend.api import build_api
 from backend.core.settings import get_settings
-from backend.services.keys import KeySpec
+from backend.services.keys.service import KeySpec
 
 
 def samples(client: TestClient, **headers: str) -> dict[tuple[str, tuple], float]:

@@ -77,11 +77,11 @@ def test_pull_lists_and_a_worker_speaks_with_it(hub: FakeHub, repo_folder: Path,
     from fastapi.testclient import TestClient
 
     from backend.api import build_api
-    from backend.services.keys import KeySpec
+    from backend.services.keys.service import KeySpec
     from backend.ops.supervisor import Supervisor, worker_command
-    from backend.services.errors import ServiceUnavailable
-    from backend.services.health import service_cards
-    from backend.services.jobs import enqueue_synthesis
+    from backend.services.common.errors import ServiceUnavailable
+    from backend.services.status.health import service_cards
+    from backend.services.jobs.service import enqueue_synthesis
     from tests.conftest import wait_for_worker_heartbeat
     from tests.test_qwen3 import MAX_NEW_TOKENS, wait_for_job
 

@@ -16,7 +16,7 @@ from sqlmodel import Session, func, select
 from backend.api import build_api
 from backend.core.db import get_engine
 from backend.core.models import Job
-from backend.services.keys import KeySpec, RateLimit
+from backend.services.keys.service import KeySpec, RateLimit
 from tests.conftest import run_async
 
 CLIENTS = 48  # more than the thread pool's 40 (and within a key's most concurrent jobs, 100)

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.api import build_api
-from backend.services.keys import KeySpec
+from backend.services.keys.service import KeySpec
 from backend.media.codecs import decode
 
 #: The base URL as a person types it into Open WebUI: with or without a trailing slash (then it asks for

@@ -22,8 +22,8 @@ from pydantic import ValidationError
 
 from backend.ops import qa_gate
 from backend.core.models import utcnow
-from backend.services import qa_runs
-from backend.services.qa_runs import QaCounts
+from backend.services.status import qa_runs
+from backend.services.status.qa_runs import QaCounts
 from backend.core.settings import PROJECT_ROOT, Settings, get_settings
 
 SOURCE = "http://staging.example.test:3000"
@@ -287,8 +287,8 @@ def test_beat_refuses_to_start_when_nightly_qa_is_off(capsys: pytest.CaptureFixt
 
 def test_report_route_for_a_signed_in_user_or_a_key_with_keys_read(key_service, isolated_settings: Path) -> None:
     from backend.api import build_api
-    from backend.services import sessions
-    from backend.services.keys import KeySpec
+    from backend.services.accounts import sessions
+    from backend.services.keys.service import KeySpec
 
     report = isolated_settings / "qa-reports" / "run.html"
     report.parent.mkdir(parents=True)

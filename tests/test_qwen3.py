@@ -195,7 +195,7 @@ def qwen_worker(checkpoints: dict[str, Path], embedded_broker, database, monkeyp
 
 
 def wait_for_job(job_id: str, owner: str = OWNER):  # type: ignore[no-untyped-def]
-    from backend.services.jobs import job_status
+    from backend.services.jobs.service import job_status
 
     deadline = time.monotonic() + 120
     while (status := job_status(job_id, owner)).status not in ("succeeded", "failed"):
@@ -208,8 +208,8 @@ def test_jobs_on_a_qwen3_worker(qwen_worker) -> None:
     """A preset voice with an instruction (three sentences, three caption cues), and a clone made for Fish Speech
     spoken by Qwen3-TTS, reach `succeeded` on a worker with LOCKN_ENGINES=qwen3."""
     from backend.media.codecs import decode
-    from backend.services.jobs import enqueue_synthesis, job_captions
-    from backend.services.voices import create_cloned_voice, list_voices
+    from backend.services.jobs.service import enqueue_synthesis, job_captions
+    from backend.services.voices.service import create_cloned_voice, list_voices
 
     job = enqueue_synthesis(OWNER, "First sentence. Second one! Third?", "qwen3-aiden", "wav", captions=True,
                             instructions="Cheerful, a little faster.")
@@ -235,7 +235,7 @@ def test_a_job_the_engine_refuses_fails_once_and_is_not_retried(qwen_worker) -> 
 
     from backend.core.db import get_engine
     from backend.core.models import Job
-    from backend.services.jobs import send_job
+    from backend.services.jobs.service import send_job
 
     with Session(get_engine(), expire_on_commit=False) as session:
         broken = Job(id="job_qwenbroken000000", owner=OWNER, voice_id="qwen3-nobody", engine="qwen3",
@@ -257,7 +257,7 @@ def test_speech_api_with_qwen3(qwen_worker, key_service) -> None:
     from fastapi.testclient import TestClient
 
     from backend.api import build_api
-    from backend.services.keys import KeySpec, RateLimit
+    from backend.services.keys.service import KeySpec, RateLimit
 
     key = key_service.create(OWNER, KeySpec("qwen", scopes=("tts:read", "tts:write"),
                                             rate_limit=RateLimit(1000, 60)))[1]

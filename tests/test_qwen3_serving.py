@@ -237,7 +237,7 @@ def test_a_gpu_worker_runs_four_jobs_at_once(checkpoint: Path, embedded_broker, 
     from backend.core.db import get_engine
     from backend.core.models import Job
     from backend.ops.supervisor import Supervisor, worker_command
-    from backend.services.jobs import enqueue_synthesis, job_status
+    from backend.services.jobs.service import enqueue_synthesis, job_status
     from tests.conftest import wait_for_worker_heartbeat
 
     monkeypatch.setenv("LOCKN_QWEN_CHECKPOINT_DIR", str(checkpoint))

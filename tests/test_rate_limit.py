@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from backend.services.rate_limit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
+from backend.services.keys.rate_limit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
 
 CLIENTS, HITS_EACH, LIMIT = 50, 4, 37
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backend.queue.heartbeat import WorkerInfo
-from backend.services.readiness import speech_readiness, voice_readiness
+from backend.services.status.readiness import speech_readiness, voice_readiness
 
 JOE = "en_US-joe-medium"
 PIPER = {"name": "piper", "device": "cpu", "voices": [{"id": JOE, "name": "Joe"}]}

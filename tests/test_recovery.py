@@ -17,8 +17,8 @@ from backend.core.settings import get_settings
 from backend.ops import supervisor as supervision
 from backend.ops.supervisor import Supervisor, embedded_broker_command, wait_for_socket, worker_command
 from backend.queue.inventory import held_task_ids
-from backend.services.job_recovery import requeue_lost_jobs
-from backend.services.jobs import enqueue_synthesis, job_status
+from backend.services.jobs.recovery import requeue_lost_jobs
+from backend.services.jobs.service import enqueue_synthesis, job_status
 from tests.conftest import wait_for_worker_heartbeat
 
 OWNER = "auth0|alice"
@@ -138,7 +138,7 @@ def test_after_a_crash_a_job_delivered_but_not_started_is_sent_again(embedded_br
 
     from backend.core.db import get_engine
     from backend.core.models import Job
-    from backend.services.jobs import send_job
+    from backend.services.jobs.service import send_job
 
     job = Job(id="job_delivered_not_started", owner=OWNER, voice_id=VOICE, engine="piper", text="Hello.",
               text_chars=6, format="wav")

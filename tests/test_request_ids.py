@@ -15,7 +15,7 @@ from backend.core.db import get_engine
 from backend.core.models import Job
 from backend.core.request_context import install_request_ids
 from backend.core.settings import get_settings
-from backend.services.keys import KeySpec
+from backend.services.keys.service import KeySpec
 
 OURS = re.compile(r"req_[0-9a-f]{20}")
 

@@ -12,8 +12,8 @@ from sqlmodel import Session, func, select
 from backend.api import build_api
 from backend.core.db import get_engine
 from backend.core.models import RequestLog, utcnow
-from backend.services.keys import KeySpec
-from backend.services.request_log import client_network, prune_request_log, request_log_recorder
+from backend.services.keys.service import KeySpec
+from backend.services.accounts.request_log import client_network, prune_request_log, request_log_recorder
 
 ALICE, BOB = "auth0|alice", "auth0|bob"
 READ_ALL = ("tts:read", "keys:read")

@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from backend.api import build_api
-from backend.services.keys import SCOPES, KeySpec, RateLimit
+from backend.services.keys.service import SCOPES, KeySpec, RateLimit
 
 MAX_EXAMPLES = 40
 

@@ -17,7 +17,7 @@ from backend.api import build_api
 from backend.core.db import get_engine
 from backend.core.models import Job
 from backend.media.codecs import FORMATS, STREAMABLE
-from backend.services.keys import KeySpec, RateLimit
+from backend.services.keys.service import KeySpec, RateLimit
 
 VOICE = "en_US-joe-medium"
 #: How long one answer may take here (a short sentence; a hang used to last the job's time limit + 30 s).

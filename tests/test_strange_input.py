@@ -1,5 +1,5 @@
 """Issue 28: every strange text gets a clear answer, never a 500. One test per row of the issue's table, through
-the real app, database, queue and Piper worker, plus the text rule itself (`backend/services/text_input.py`).
+the real app, database, queue and Piper worker, plus the text rule itself (`backend/services/jobs/text_input.py`).
 
 Each route test ran against the code before the fix and failed there: NUL and zero-width texts answered 500,
 `captions.vtt` of a text with `-->` answered 500 and its SRT carried a forged timing line, a JSON line nested
@@ -25,7 +25,7 @@ from sqlmodel import Session, func, select
 from backend.api import build_api
 from backend.core.db import get_engine
 from backend.core.models import Batch, BatchLine, Job, WebhookEndpoint
-from backend.services.keys import SCOPES, KeySpec, RateLimit
+from backend.services.keys.service import SCOPES, KeySpec, RateLimit
 
 OWNER = "auth0|strange"
 VOICE = "en_US-joe-medium"
@@ -47,7 +47,7 @@ FORGERY = "Look --> here.\n\n7\n00:00:01,000 --> 00:00:09,000\nInjected cue."
     ("zero\u200bwidth inside", "zero\u200bwidth inside"),  # invisible characters between letters stay (ZWJ, ZWNJ)
 ])
 def test_text_is_cleaned_by_one_stated_rule(raw: str, cleaned: str) -> None:
-    from backend.services.text_input import speakable_text
+    from backend.services.jobs.text_input import speakable_text
 
     assert speakable_text(raw) == cleaned
 
@@ -61,7 +61,7 @@ def test_text_is_cleaned_by_one_stated_rule(raw: str, cleaned: str) -> None:
     ("\u0301\u0301", "only combining marks"),
 ])
 def test_text_with_nothing_speakable_is_refused_saying_why(raw: str, words: str) -> None:
-    from backend.services.text_input import UnspeakableText, speakable_text
+    from backend.services.jobs.text_input import UnspeakableText, speakable_text
 
     with pytest.raises(UnspeakableText, match=re.escape(words)) as refused:
         speakable_text(raw)
@@ -100,7 +100,7 @@ def test_a_json_line_nested_200000_deep_is_refused_naming_it(key_service) -> Non
     assert "line 2 nests deeper than" in refused.json()["error"]["message"]
     nested_in_a_string = b'{"text": "[[[[{{{{ \\" ]]] said the robot", "voice": "v"}\n'
     assert refused.status_code == 422 and _batch_rows() == (0, 0)
-    from backend.services.batches import parse_batch
+    from backend.services.jobs.batches import parse_batch
 
     assert parse_batch(nested_in_a_string)[0].text == '[[[[{{{{ " ]]] said the robot'
 
@@ -185,7 +185,7 @@ def test_strange_texts_get_clear_answers_through_the_api(worker, key_service) ->
     for voice in ("cloned_\x00x", "en_US\x00"):  # a voice id with a NUL is no voice (PostgreSQL: was a 503)
         unknown = client.post("/api/voice/jobs", headers=headers, json={"text": "Hi.", "voice": voice})
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "voice_not_found", unknown.text[:300]
-    from backend.services.jobs import InvalidJobRequest, enqueue_synthesis
+    from backend.services.jobs.service import InvalidJobRequest, enqueue_synthesis
 
     with pytest.raises(InvalidJobRequest) as studio:  # the Studio's door: the same rule, the same code
         enqueue_synthesis(OWNER, "\u200b", VOICE)

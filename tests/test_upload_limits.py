@@ -12,8 +12,8 @@ from backend.api import build_api
 from backend.api.body_limit import DEFAULT_LIMIT_BYTES, DEFAULT_MESSAGE
 from backend.core.db import get_engine
 from backend.core.models import ClonedVoice
-from backend.services.keys import KeySpec
-from backend.services.voices import MAX_UPLOAD_BYTES
+from backend.services.keys.service import KeySpec
+from backend.services.voices.service import MAX_UPLOAD_BYTES
 
 CHUNK = 1024 * 1024
 
@@ -100,7 +100,7 @@ def hour_of_silence(fmt: str, rate: int = 16000) -> bytes:
 
 
 def test_decompression_bombs_are_refused_unread(database, key_service) -> None:
-    from backend.services.voices import VoiceRejected, validate_clip
+    from backend.services.voices.service import VoiceRejected, validate_clip
     from backend.media.codecs import AudioTooLong, _decode_with_pyav
 
     for fmt in ("FLAC", "OGG"):
@@ -150,7 +150,7 @@ def test_a_bomb_of_many_channels_at_a_high_rate_is_refused_from_its_header(datab
     import numpy as np
     import soundfile
 
-    from backend.services.voices import VoiceRejected, validate_clip
+    from backend.services.voices.service import VoiceRejected, validate_clip
 
     buffer = io.BytesIO()
     with soundfile.SoundFile(buffer, "w", samplerate=192_000, channels=8, format="FLAC") as out:

@@ -18,8 +18,8 @@ from sqlmodel import Session, func, select
 from backend.api import build_api
 from backend.core.db import get_engine
 from backend.core.models import Job
-from backend.services.keys import KeySpec, RateLimit
-from backend.services.openai_compat import OPENAI_VOICES, voice_map
+from backend.services.keys.service import KeySpec, RateLimit
+from backend.services.voices.openai_compat import OPENAI_VOICES, voice_map
 from backend.media.codecs import decode
 
 ALICE, BOB = "auth0|alice", "auth0|bob"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backend.core.settings import get_settings
-from backend.services import voices
+from backend.services.voices import service as voices
 from tests.test_voice_api import clip
 
 ALICE, BOB = "auth0|alice", "auth0|bob"
@@ -60,7 +60,7 @@ def test_cloned_voices_stop_at_the_owners_cap_with_a_clear_409(key_service, monk
     from fastapi.testclient import TestClient
 
     from backend.api import build_api
-    from backend.services.keys import KeySpec, RateLimit
+    from backend.services.keys.service import KeySpec, RateLimit
     from tests.conftest import reset_caches
 
     monkeypatch.setenv("LOCKN_MAX_CLONED_VOICES", "2")

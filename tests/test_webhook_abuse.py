@@ -17,8 +17,8 @@ from sqlalchemy import update
 
 from backend.core.db import get_engine
 from backend.core.models import WebhookDelivery, utcnow
-from backend.services import webhooks
-from backend.services.webhook_destinations import DestinationRefused, check_destination
+from backend.services.webhooks import service as webhooks
+from backend.services.webhooks.destinations import DestinationRefused, check_destination
 from bench.trickler import Trickler
 from tests.conftest import reset_caches
 from tests.webhook_receiver import Receiver
@@ -104,7 +104,7 @@ def test_another_owners_speech_finishes_while_a_trickling_endpoint_holds_deliver
     """make run's topology (speech worker + webhook worker): with two deliveries stuck on a trickling endpoint,
     a bystander's job still runs at once (before: both deliveries held the only `cpu` slot until the endpoint
     finished). Prints the job's time idle and under the trickle (medians of three); asserts only the order of events."""
-    from backend.services.jobs import enqueue_synthesis, job_status
+    from backend.services.jobs.service import enqueue_synthesis, job_status
 
     setting(monkeypatch, webhook_timeout_s=20)  # the stuck deliveries outlive the job by far
 
@@ -183,7 +183,7 @@ def test_test_events_do_not_fill_the_queue_admission_measures(monkeypatch, key_s
     finds room (before: they waited on `cpu`, counted against LOCKN_MAX_QUEUE_DEPTH, and speech answered 503)."""
     from backend.queue.inventory import queue_depth
     from backend.core.redis_client import get_redis
-    from backend.services.admission import check_queue_room
+    from backend.services.jobs.admission import check_queue_room
 
     setting(monkeypatch, max_queue_depth=3, webhook_sends_per_minute=100)
     endpoint, _ = webhooks.create_endpoint(OWNER, receiver.url, ["key.revoked"])
@@ -196,7 +196,7 @@ def test_test_events_do_not_fill_the_queue_admission_measures(monkeypatch, key_s
 def test_test_events_and_resends_share_a_rate_limit_per_owner(monkeypatch, key_service, embedded_broker,
                                                               receiver: Receiver) -> None:
     from backend.api import build_api
-    from backend.services.keys import KeySpec
+    from backend.services.keys.service import KeySpec
 
     setting(monkeypatch, webhook_sends_per_minute=3)
     key = key_service.create(OWNER, KeySpec("admin", scopes=("keys:read", "keys:write")))[1]
@@ -223,7 +223,7 @@ def test_only_a_failed_delivery_can_be_resent(monkeypatch, key_service, embedded
     """Resending a delivered (or still pending) event is refused and keeps its 24-hour window (before: it was sent
     again and its window restarted); two resends racing reopen a failed one once."""
     from backend.api import build_api
-    from backend.services.keys import KeySpec
+    from backend.services.keys.service import KeySpec
 
     setting(monkeypatch, webhook_sends_per_minute=100)
     key = key_service.create(OWNER, KeySpec("admin", scopes=("keys:read", "keys:write")))[1]

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook
 
 from backend.core.models import utcnow
-from backend.services import webhooks
-from backend.services.webhook_destinations import DestinationRefused, check_destination
+from backend.services.webhooks import service as webhooks
+from backend.services.webhooks.destinations import DestinationRefused, check_destination
 from tests.conftest import reset_caches
 from tests.webhook_receiver import Receiver
 
@@ -45,7 +45,7 @@ def wait_for_delivery(delivery_id: str, status: str, timeout_s: float = 30.0) ->
 
 
 def test_a_signed_job_succeeded_reaches_a_loopback_receiver(worker, webhook_worker, receiver: Receiver) -> None:
-    from backend.services.jobs import enqueue_synthesis
+    from backend.services.jobs.service import enqueue_synthesis
 
     endpoint, secret = webhooks.create_endpoint(OWNER, receiver.url, ["job.succeeded", "job.failed"])
     assert secret.startswith("whsec_") and endpoint.events == ["job.succeeded", "job.failed"]
@@ -145,7 +145,7 @@ def test_production_settings_refuse_a_loopback_endpoint(monkeypatch: pytest.Monk
 
 def test_key_events(key_service, embedded_broker, receiver: Receiver) -> None:
     """`key.revoked` when a key is revoked (once), `key.expiring` once per key, 7 days ahead."""
-    from backend.services.keys import KeySpec
+    from backend.services.keys.service import KeySpec
 
     _, secret = webhooks.create_endpoint(OWNER, receiver.url, ["key.revoked", "key.expiring"])
     soon = key_service.create(OWNER, KeySpec("soon", expires_at=utcnow() + timedelta(days=3)))[0]
@@ -165,7 +165,7 @@ def test_key_events(key_service, embedded_broker, receiver: Receiver) -> None:
 
 def test_webhooks_api_scopes_and_owners(key_service, embedded_broker, receiver: Receiver) -> None:
     from backend.api import build_api
-    from backend.services.keys import KeySpec
+    from backend.services.keys.service import KeySpec
 
     writer = key_service.create(OWNER, KeySpec("admin", scopes=("keys:read", "keys:write")))[1]
     reader = key_service.create(OWNER, KeySpec("reader", scopes=("keys:read",)))[1]

@@ -23,7 +23,7 @@ from backend.core.settings import get_settings
 from backend.queue.app import create_celery
 from backend.queue.heartbeat import HeartbeatThread, WorkerInfo, publish
 from backend.queue.routing import DEFAULT_QUEUE, QA_QUEUE, WEBHOOK_QUEUE, is_gpu_queue
-from backend.services.job_runner import close_usage_recorder, usage_recorder
+from backend.services.jobs.runner import close_usage_recorder, usage_recorder
 from workers.engine_loader import engine_descriptions, load_engines
 from workers.reaper import StalledJobSweeper
 

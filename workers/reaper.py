@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 import threading
 
-from backend.services.job_reaper import SWEEP_INTERVAL_S, reap_stalled_jobs
-from backend.services.job_recovery import requeue_lost_jobs
-from backend.services.batches import advance_all
-from backend.services.request_log import prune_request_log
-from backend.services.voices import sweep_staged_clips
-from backend.services.webhooks import notify_expiring_keys, send_due_deliveries
+from backend.services.jobs.reaper import SWEEP_INTERVAL_S, reap_stalled_jobs
+from backend.services.jobs.recovery import requeue_lost_jobs
+from backend.services.jobs.batches import advance_all
+from backend.services.accounts.request_log import prune_request_log
+from backend.services.voices.service import sweep_staged_clips
+from backend.services.webhooks.service import notify_expiring_keys, send_due_deliveries
 
 logger = logging.getLogger("lockn.worker")
 

@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that give `backend.services.job_runner` Celery's retries, time limits and redelivery."""
+"""Celery tasks: thin wrappers that give `backend.services.jobs.runner` Celery's retries, time limits and redelivery."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from sqlalchemy.exc import OperationalError
 
 from backend.media.engine import SynthesisError
 from backend.queue.routing import PING_TASK, QA_TASK, SYNTHESIZE_TASK, WEBHOOK_TASK
-from backend.services.job_runner import JobCancelled, end_live_audio, fail_job, run_job
-from backend.services.jobs import CANCELLED_MESSAGE
-from backend.services.webhooks import deliver
+from backend.services.jobs.runner import JobCancelled, end_live_audio, fail_job, run_job
+from backend.services.jobs.service import CANCELLED_MESSAGE
+from backend.services.webhooks.service import deliver
 from workers.celery_app import celery_app
 from workers.engine_loader import load_engines
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from backend.api.auth import Principal, require_principal
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.core.models import as_utc
-from backend.services.audit import InvalidAuditQuery, owner_activity
+from backend.services.accounts.audit import InvalidAuditQuery, owner_activity
 
 router = APIRouter(prefix="/api/audit", tags=["audit"], responses=error_responses(ApiErrorEnvelope))
 

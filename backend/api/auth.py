@@ -16,8 +16,8 @@ from backend.api.errors import ApiError
 from backend.auth.tokens import InvalidToken, get_token_verifier
 from backend.core.metrics import KEY_VERIFICATIONS
 from backend.core.request_context import current_facts
-from backend.services import sessions
-from backend.services.keys import SCOPES, KeyRejected, VerifiedKey, get_key_service
+from backend.services.accounts import sessions
+from backend.services.keys.service import SCOPES, KeyRejected, VerifiedKey, get_key_service
 
 KEY_PREFIX = "lk_"
 

@@ -1,5 +1,5 @@
 """`/api/voice/batches`: send a file of lines (JSON lines or CSV), follow its progress, cancel it, download its
-zip. The rules live in `backend/services/batches.py`."""
+zip. The rules live in `backend/services/jobs/batches.py`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from fastapi.responses import FileResponse
 from backend.api.auth import require_key, require_reader
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.api.view_models import model_of
-from backend.services import batches
-from backend.services.keys import VerifiedKey
+from backend.services.jobs import batches
+from backend.services.keys.service import VerifiedKey
 
 router = APIRouter(prefix="/api/voice/batches", tags=["batches"], responses=error_responses(ApiErrorEnvelope))
 ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]

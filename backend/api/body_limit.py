@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.api.errors import ApiError, error_response
-from backend.services.batches import MAX_BATCH_BYTES, MAX_LINES
-from backend.services.voices import MAX_UPLOAD_BYTES
+from backend.services.jobs.batches import MAX_BATCH_BYTES, MAX_LINES
+from backend.services.voices.service import MAX_UPLOAD_BYTES
 
 #: 4,096 characters of text, up to 4 bytes each in UTF-8, and the rest of a JSON request.
 DEFAULT_LIMIT_BYTES = 64 * 1024

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from backend.services.health import health_report
+from backend.services.status.health import health_report
 
 router = APIRouter(tags=["health"])
 

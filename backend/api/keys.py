@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, field_validator
 from backend.api.auth import Principal, require_principal
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.core.models import ApiKey, as_utc
-from backend.services.keys import (
+from backend.services.keys.service import (
     DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_SCOPES, MAX_CONCURRENT_JOBS, MAX_GRACE_SECONDS, MAX_PAGE_SIZE, MAX_QUOTA_CHARS, MAX_USAGE_DAYS, SCOPES, InvalidKeyRequest,
     KeyForbidden, KeyNotFound, KeySpec, KeyStatus, RateLimit, get_key_service,
 )

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from backend.api.auth import Principal, require_principal
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.core.models import as_utc
-from backend.services.request_log import InvalidLogQuery, LogFilter, owner_log
+from backend.services.accounts.request_log import InvalidLogQuery, LogFilter, owner_log
 
 router = APIRouter(prefix="/api/logs", tags=["logs"], responses=error_responses(ApiErrorEnvelope))
 ReadLogs = Annotated[Principal, Depends(require_principal("keys:read"))]

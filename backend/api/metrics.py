@@ -16,7 +16,7 @@ from backend.api.auth import bearer_token
 from backend.api.errors import ApiError
 from backend.core.metrics import exposition
 from backend.core.settings import get_settings
-from backend.services.admission import queue_depths
+from backend.services.jobs.admission import queue_depths
 
 router = APIRouter(include_in_schema=False)
 

@@ -21,10 +21,11 @@ from backend.api.auth import bearer_token, require_key
 from backend.api.errors import ApiError, OpenAIErrorEnvelope, error_responses
 from backend.api.voice import voice_errors
 from backend.core.request_context import current_facts
-from backend.services import openai_compat, voices as voice_library
-from backend.services.job_audio import TimedDelta, finished_audio, job_deltas, live_chunks
-from backend.services.jobs import MAX_TEXT_CHARS, enqueue_synthesis
-from backend.services.keys import KeyRejected, VerifiedKey, get_key_service
+from backend.services.voices import openai_compat
+from backend.services.voices import service as voice_library
+from backend.services.jobs.audio import TimedDelta, finished_audio, job_deltas, live_chunks
+from backend.services.jobs.service import MAX_TEXT_CHARS, enqueue_synthesis
+from backend.services.keys.service import KeyRejected, VerifiedKey, get_key_service
 from backend.media.captions import caption_segment
 from backend.media.codecs import FORMATS, STREAMABLE, FormatName
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
@@ -61,7 +62,7 @@ def models(_key: ReadKey) -> dict:
 @router.post("/audio/speech", summary="Text to speech (OpenAI schema)",
              responses={200: {"content": {f.content_type: {} for f in FORMATS.values()}}})
 async def speech(body: SpeechIn, key: SpeechKey) -> Response:
-    """Asynchronous end to end: waiting for the worker holds no thread (see `backend/services/job_audio.py`)."""
+    """Asynchronous end to end: waiting for the worker holds no thread (see `backend/services/jobs/audio.py`)."""
     if body.model not in openai_compat.MODELS:
         raise ApiError(404, "model_not_found", f"The model {body.model!r} does not exist; see /v1/models.",
                        param="model")

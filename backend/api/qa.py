@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from backend.api.auth import require_reader
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
-from backend.services import qa_runs
+from backend.services.status import qa_runs
 
 router = APIRouter(prefix="/api/qa", tags=["qa"], responses=error_responses(ApiErrorEnvelope))
 Reader = Annotated[str, Depends(require_reader("keys:read"))]

@@ -20,7 +20,7 @@ from backend.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from backend.core.models import utcnow
 from backend.core.request_context import RequestFacts, accepted_or_new, facts_scope, request_id_scope
 from backend.core.settings import get_settings
-from backend.services.request_log import request_log_recorder
+from backend.services.accounts.request_log import request_log_recorder
 
 HEADER = "X-Request-Id"
 LOGGED_PREFIXES = ("/api/", "/v1/")

@@ -15,17 +15,17 @@ from pydantic import BaseModel, Field
 from backend.api.auth import rejection, require_key, require_reader
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.api.view_models import model_of
-from backend.services import voices as voice_library
-from backend.services.admission import Overloaded, TooFast, TooManyConcurrent
-from backend.services.studio_usage import StudioQuotaReached
-from backend.services.errors import ServiceUnavailable
-from backend.services.job_audio import JobFailed, finished_audio
-from backend.services.jobs import (
+from backend.services.voices import service as voice_library
+from backend.services.jobs.admission import Overloaded, TooFast, TooManyConcurrent
+from backend.services.keys.studio_usage import StudioQuotaReached
+from backend.services.common.errors import ServiceUnavailable
+from backend.services.jobs.audio import JobFailed, finished_audio
+from backend.services.jobs.service import (
     MAX_TEXT_CHARS, SAMPLE_OWNER, CaptionsUnavailable, InvalidJobRequest, JobNotFound, JobStatus, cancel_job,
     enqueue_synthesis, job_captions, job_status, list_jobs, voice_sample_job,
 )
 from backend.media.captions import to_json, to_srt, to_vtt
-from backend.services.keys import KeyRejected, VerifiedKey
+from backend.services.keys.service import KeyRejected, VerifiedKey
 from backend.media.codecs import FORMATS, FormatName
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
 

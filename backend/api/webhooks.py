@@ -1,6 +1,6 @@
 """`/api/webhooks`: your endpoints (add, list, test, disable, enable, rotate the secret, delete) and their
 delivery log with resend. Management is account administration: `keys:write` to change, `keys:read` to read
-(or a signed-in session). The rules live in `backend/services/webhooks.py`."""
+(or a signed-in session). The rules live in `backend/services/webhooks/service.py`."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 from backend.api.auth import Principal, require_principal
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.api.view_models import model_of
-from backend.services import webhooks
-from backend.services.webhook_destinations import MAX_URL_CHARS
+from backend.services.webhooks import service as webhooks
+from backend.services.webhooks.destinations import MAX_URL_CHARS
 
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"], responses=error_responses(ApiErrorEnvelope))
 Reader = Annotated[Principal, Depends(require_principal("keys:read"))]

@@ -28,7 +28,7 @@ from joserfc.errors import JoseError
 from starlette.middleware.sessions import SessionMiddleware
 
 from backend.auth.tokens import InvalidToken, get_token_verifier
-from backend.services import sessions
+from backend.services.accounts import sessions
 from backend.core.settings import Settings
 
 DEFAULT_NEXT = "/dashboard"

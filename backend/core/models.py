@@ -150,7 +150,7 @@ class QaRun(SQLModel, table=True):
     __tablename__ = "qa_runs"
 
     id: str = Field(primary_key=True, max_length=40)
-    #: The deployment's base URL, without a trailing slash (see `backend.services.qa_runs.normalise_target`).
+    #: The deployment's base URL, without a trailing slash (see `backend.services.status.qa_runs.normalise_target`).
     target: str = Field(index=True, max_length=500)
     trigger: str = Field(max_length=16)
     started_at: datetime = Field(sa_type=DateTime(timezone=True))

@@ -1,7 +1,7 @@
 """The engine contract: (text, voice, options) → PCM chunks, and how an engine describes itself.
 
 Engines (`workers/engines/*`) implement `Engine`; the job runner
-(`backend/services/job_runner.py`) drives any `Engine` it is handed. Engines know
+(`backend/services/jobs/runner.py`) drives any `Engine` it is handed. Engines know
 nothing of Celery, HTTP or the database, and read no global settings: they are
 built with their configuration (see `workers/engine_loader.py`).
 """

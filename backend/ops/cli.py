@@ -118,7 +118,7 @@ def recover_jobs(after_crash: bool, batch: bool | None = None) -> None:
     the broker does not hold, however new (a job row is written before its message; a copy sent twice
     is harmless, since a worker claims a job only from `queued`). `batch`: only batch lines' jobs (True), only
     the others (False), or both (None)."""
-    from backend.services.job_recovery import requeue_lost_jobs
+    from backend.services.jobs.recovery import requeue_lost_jobs
 
     try:
         if count := requeue_lost_jobs(after_crash=after_crash, lost_after_s=0, batch=batch):

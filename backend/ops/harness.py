@@ -18,8 +18,8 @@ from backend.queue import heartbeat
 def reset_caches() -> None:
     """Forget settings, engines and Redis clients built from an earlier environment."""
     from backend.queue.app import _celery_for
-    from backend.services.keys import get_key_service
-    from backend.services.request_log import request_log_recorder
+    from backend.services.keys.service import get_key_service
+    from backend.services.accounts.request_log import request_log_recorder
 
     if get_key_service.cache_info().currsize:
         get_key_service().bus.stop()

@@ -13,8 +13,8 @@ import sys
 from datetime import timedelta
 
 from backend.core.models import ApiKey, utcnow
-from backend.services.audit import actor_scope
-from backend.services.keys import (
+from backend.services.accounts.audit import actor_scope
+from backend.services.keys.service import (
     DEFAULT_MAX_CONCURRENT_JOBS, SCOPES, InvalidKeyRequest, KeyNotFound, KeyService, KeySpec, KeyStatus, RateLimit, get_key_service,
 )
 

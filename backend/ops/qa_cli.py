@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from backend.ops.qa_gate import DEFAULT_ARTIFACTS, PromotionRefused, QaGateError, describe_run, promote, run_smoke_suite
-from backend.services.qa_runs import TRIGGERS, InvalidQaRun, normalise_target
+from backend.services.status.qa_runs import TRIGGERS, InvalidQaRun, normalise_target
 from backend.core.settings import PROJECT_ROOT, Settings, get_settings
 
 QA_COMMANDS = ("qa", "promote", "beat")

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import IO
 
 from backend.core.models import QaRun, as_utc, utcnow
-from backend.services import qa_runs
+from backend.services.status import qa_runs
 from backend.core.key_format import mask_keys
-from backend.services.qa_runs import QaCounts
+from backend.services.status.qa_runs import QaCounts
 from backend.core.settings import PROJECT_ROOT, get_settings
 
 #: Where `make qa` leaves its JUnit XML, HTML report, screenshots and log (git-ignored).
@@ -168,7 +168,7 @@ def run_smoke_suite(base_url: str, trigger: str, api_key: str | None = None, art
 @contextmanager
 def temporary_qa_key() -> Iterator[str]:
     """A key for this deployment's own API checks, valid for one hour and revoked as soon as the run ends."""
-    from backend.services.keys import KeySpec, RateLimit, build_key_service
+    from backend.services.keys.service import KeySpec, RateLimit, build_key_service
 
     service = build_key_service(get_settings())
     try:

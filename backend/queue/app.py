@@ -52,7 +52,7 @@ def create_celery(settings: Settings | None = None, include: tuple[str, ...] = (
         result_expires=24 * 3600,
         broker_connection_retry_on_startup=True,
         # A running job survives a broker blip: it finishes and is stored; its redelivered message then
-        # finds it `succeeded` and returns at once (see backend.services.job_runner.run_job).
+        # finds it `succeeded` and returns at once (see backend.services.jobs.runner.run_job).
         worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_timeout=2,
         worker_hijack_root_logger=False,

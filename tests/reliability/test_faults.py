@@ -14,8 +14,8 @@ import httpx
 import pytest
 import soundfile
 
-from backend.services.job_reaper import STALLED_MESSAGE
-from backend.services.sessions import COOKIE_NAME
+from backend.services.jobs.reaper import STALLED_MESSAGE
+from backend.services.accounts.sessions import COOKIE_NAME
 from qa.test_login import sign_in
 from tests.reliability.conftest import Cluster, answers, wait_until
 

@@ -38,10 +38,11 @@ from backend.media.tempo import change_tempo
 from backend.media.live_stream import (
     publish_chunk, publish_end, publish_progress, publish_sentence, publish_spoken, reset_stream,
 )
-from backend.services import batches, webhooks
-from backend.services.admission import release
-from backend.services.usage import UsageRecorder
-from backend.services.voices import CLONED_PREFIX, reference_voice
+from backend.services.jobs import batches
+from backend.services.webhooks import service as webhooks
+from backend.services.jobs.admission import release
+from backend.services.keys.usage import UsageRecorder
+from backend.services.voices.service import CLONED_PREFIX, reference_voice
 
 logger = logging.getLogger("lockn.jobs")
 #: A job whose worker died this many times (its message redelivered each time) is failed, not retried.

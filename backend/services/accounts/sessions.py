@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 from backend.core.db import get_engine
 from backend.core.models import LoginSession, User, as_utc, utcnow
 from backend.core.settings import get_settings
-from backend.services.audit import audit_event
+from backend.services.accounts.audit import audit_event
 
 COOKIE_NAME = "lockn_session"
 

@@ -24,8 +24,8 @@ from backend.core.db import get_engine
 from backend.core.models import RequestLog, utcnow
 from backend.core.request_context import client_network  # noqa: F401 - part of this module's API
 from backend.core.settings import get_settings
-from backend.services.batching import PeriodicFlush
-from backend.services.pagination import BadCursor, Page, newest_first
+from backend.services.common.periodic_flush import PeriodicFlush
+from backend.services.common.pagination import BadCursor, Page, newest_first
 
 logger = logging.getLogger("lockn.request_log")
 FLUSH_INTERVAL_S = 2.0

@@ -25,8 +25,8 @@ from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
 from backend.queue.inventory import queue_depth
 from backend.queue.routing import ENGINE_QUEUES, job_queues, queue_for
-from backend.services.job_reaper import stalled_after_s
-from backend.services.keys import RateLimit, VerifiedKey, get_key_service
+from backend.services.jobs.reaper import stalled_after_s
+from backend.services.keys.service import RateLimit, VerifiedKey, get_key_service
 
 #: KEYS: the job's record, then each holder's set; ARGV: now, expiry, job id, then each holder's cap.
 #: 0 admitted (in every set, and the record names them), else the 1-based index of the first full holder.

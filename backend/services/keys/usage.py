@@ -20,7 +20,7 @@ from sqlalchemy import Engine, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from backend.core.models import ApiKey, KeyUsage, utcnow
-from backend.services.batching import PeriodicFlush
+from backend.services.common.periodic_flush import PeriodicFlush
 
 logger = logging.getLogger("lockn.usage")
 FLUSH_INTERVAL_S = 5.0

@@ -18,7 +18,7 @@ from datetime import datetime
 import redis
 from cachetools import TTLCache
 
-from backend.services.key_lineage import Budget
+from backend.services.keys.lineage import Budget
 
 logger = logging.getLogger("lockn.keys")
 CHANNEL = "lockn:keys:invalidate"

@@ -15,8 +15,8 @@ import redis
 
 from backend.core.redis_client import get_redis
 from backend.queue import heartbeat
-from backend.services.health import engine_readiness
-from backend.services.voices import CLONED_PREFIX, NO_CLONING_ENGINE, unavailable_engines, unavailable_voice_reason
+from backend.services.status.health import engine_readiness
+from backend.services.voices.service import CLONED_PREFIX, NO_CLONING_ENGINE, unavailable_engines, unavailable_voice_reason
 
 Status = Literal["ready", "warming", "down"]
 NO_WORKER = "no worker is running: start one with `make run` or `make worker`"

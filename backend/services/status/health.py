@@ -18,7 +18,7 @@ from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
 from backend.queue import heartbeat
 from backend.queue.routing import queue_for
-from backend.services.voices import unavailable_engines
+from backend.services.voices.service import unavailable_engines
 
 Status = Literal["ok", "down"]
 

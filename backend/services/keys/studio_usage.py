@@ -18,8 +18,8 @@ from backend.core.db import get_engine
 from backend.core.models import Job, as_utc, utcnow
 from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
-from backend.services.quota import QuotaExceeded, QuotaLedger
-from backend.services.usage import daily_series
+from backend.services.keys.quota import QuotaExceeded, QuotaLedger
+from backend.services.keys.usage import daily_series
 
 #: How the Studio appears among the keys in usage charts.
 STUDIO_SERIES = "studio"

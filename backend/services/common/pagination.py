@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlmodel import Session, SQLModel, col, select
 
-from backend.services.ownership import owned_row
+from backend.services.common.ownership import owned_row
 
 Row = TypeVar("Row", bound=SQLModel)
 

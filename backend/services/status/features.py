@@ -14,7 +14,7 @@ import redis
 
 from backend.core.redis_client import get_redis
 from backend.queue import heartbeat
-from backend.services.readiness import speech_readiness
+from backend.services.status.readiness import speech_readiness
 
 
 @dataclass(frozen=True)

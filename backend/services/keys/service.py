@@ -23,17 +23,17 @@ from sqlmodel import Session, col, select
 from backend.core.db import get_engine
 from backend.core.models import ApiKey, KeyUsage, as_utc, utcnow
 from backend.core.redis_client import client_for
-from backend.services import webhooks
-from backend.services.ownership import owned_row
-from backend.services.audit import audit_event
-from backend.services.key_cache import ALL, CachedKey, InvalidationBus, KeyCache
-from backend.services.key_lineage import (MAX_KEY_DEPTH, Budget, ancestry_for, ancestry_of, budgets_of, depth,
+from backend.services.webhooks import service as webhooks
+from backend.services.common.ownership import owned_row
+from backend.services.accounts.audit import audit_event
+from backend.services.keys.cache import ALL, CachedKey, InvalidationBus, KeyCache
+from backend.services.keys.lineage import (MAX_KEY_DEPTH, Budget, ancestry_for, ancestry_of, budgets_of, depth,
                                           keys_drawing_from, lineage_of, month_chars_of)
-from backend.services.pagination import BadCursor, newest_first
-from backend.services.quota import QuotaExceeded, QuotaLedger
+from backend.services.common.pagination import BadCursor, newest_first
+from backend.services.keys.quota import QuotaExceeded, QuotaLedger
 from backend.core.key_format import KEY_ENVS, KeyEnv, digest_key, display_start, generate_key, parse_key
-from backend.services.rate_limit import InProcessRateLimiter, RateDecision, RateLimiter, RedisRateLimiter
-from backend.services.usage import UsageRecorder, daily_series
+from backend.services.keys.rate_limit import InProcessRateLimiter, RateDecision, RateLimiter, RedisRateLimiter
+from backend.services.keys.usage import UsageRecorder, daily_series
 from backend.core.settings import Settings, get_settings
 
 #: Every scope a key can hold, with what it allows (shown in the API docs and the dashboard).

@@ -31,17 +31,17 @@ from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
 from backend.media.live_stream import publish_end
 from backend.queue.app import get_celery
 from backend.queue.routing import SYNTHESIZE_TASK, queue_for
-from backend.services.ownership import owned_row
-from backend.services.admission import (
+from backend.services.common.ownership import owned_row
+from backend.services.jobs.admission import (
     Overloaded, TooFast, TooManyConcurrent, acquire, check_queue_room, check_user_rate, holders_of, release,
 )
-from backend.services.errors import ServiceUnavailable
-from backend.services.job_reaper import is_stalled, reap_stalled_jobs
-from backend.services.keys import KeyRejected, VerifiedKey, get_key_service
-from backend.services.pagination import BadCursor, newest_first
-from backend.services.text_input import UnspeakableText, normalised_text, speakable_text
-from backend.services.studio_usage import StudioQuotaReached, refund_studio_chars, reserve_studio_chars
-from backend.services.voices import (
+from backend.services.common.errors import ServiceUnavailable
+from backend.services.jobs.reaper import is_stalled, reap_stalled_jobs
+from backend.services.keys.service import KeyRejected, VerifiedKey, get_key_service
+from backend.services.common.pagination import BadCursor, newest_first
+from backend.services.jobs.text_input import UnspeakableText, normalised_text, speakable_text
+from backend.services.keys.studio_usage import StudioQuotaReached, refund_studio_chars, reserve_studio_chars
+from backend.services.voices.service import (
     CLONED_PREFIX, VoiceNotFound, engine_for_clone, get_cloned_voice, live_engines, live_voices,
     unavailable_voice_reason,
 )

@@ -38,9 +38,9 @@ from backend.core.settings import get_settings
 from backend.media.codecs import AudioDecodeError, AudioTooLong, decode, normalize_loudness
 from backend.media.engine import ReferenceVoice, SynthesisError
 from backend.queue import heartbeat
-from backend.services.ownership import owned_row
-from backend.services.audit import audit_event
-from backend.services.errors import ServiceUnavailable
+from backend.services.common.ownership import owned_row
+from backend.services.accounts.audit import audit_event
+from backend.services.common.errors import ServiceUnavailable
 
 #: Ids of cloned voices start with this; built-in voice ids are the engines' own names.
 CLONED_PREFIX = "voice_"

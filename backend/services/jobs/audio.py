@@ -28,8 +28,8 @@ from backend.media.captions import Cue, sentence_cues
 from backend.media.codecs import StreamEncoder
 from backend.media.engine import NO_AUDIO_ERROR
 from backend.media.live_stream import StreamEvent, read_events
-from backend.services.errors import ServiceUnavailable
-from backend.services.jobs import FINISHED, JobStatus, job_status
+from backend.services.common.errors import ServiceUnavailable
+from backend.services.jobs.service import FINISHED, JobStatus, job_status
 
 #: How often a follower re-reads the job row while the stream is silent: a job cancelled or reaped
 #: while it waited in the queue has no worker to say so, and a broker restart loses the stream.

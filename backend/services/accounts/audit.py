@@ -18,7 +18,7 @@ from sqlmodel import Session
 from backend.core.db import get_engine
 from backend.core.models import AuditEvent
 from backend.core.request_context import current_facts, current_request_id
-from backend.services.pagination import BadCursor, Page, newest_first
+from backend.services.common.pagination import BadCursor, Page, newest_first
 
 #: Every action the trail records, and how the dashboard says it.
 ACTIONS = {

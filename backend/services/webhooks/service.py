@@ -53,10 +53,10 @@ from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
 from backend.queue.app import get_celery
 from backend.queue.routing import WEBHOOK_QUEUE, WEBHOOK_TASK
-from backend.services.audit import audit_event
-from backend.services.ownership import owned_row
-from backend.services.rate_limit import RedisRateLimiter
-from backend.services.webhook_destinations import Destination, DestinationRefused, UnresolvedHost, check_destination
+from backend.services.accounts.audit import audit_event
+from backend.services.common.ownership import owned_row
+from backend.services.keys.rate_limit import RedisRateLimiter
+from backend.services.webhooks.destinations import Destination, DestinationRefused, UnresolvedHost, check_destination
 
 logger = logging.getLogger("lockn.webhooks")
 

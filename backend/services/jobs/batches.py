@@ -39,15 +39,15 @@ from backend.core.models import Batch, BatchLine, Job, as_utc, utcnow
 from backend.core.settings import get_settings
 from backend.media.captions import to_srt
 from backend.media.codecs import FORMATS
-from backend.services import webhooks
-from backend.services.admission import Overloaded, TooManyConcurrent
-from backend.services.errors import ServiceUnavailable
-from backend.services.jobs import (
+from backend.services.webhooks import service as webhooks
+from backend.services.jobs.admission import Overloaded, TooManyConcurrent
+from backend.services.common.errors import ServiceUnavailable
+from backend.services.jobs.service import (
     MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, cancel_job, check_studio_rate, enqueue_synthesis, validate_request,
 )
-from backend.services.keys import get_key_service
-from backend.services.ownership import owned_row
-from backend.services.text_input import UnspeakableText, speakable_text
+from backend.services.keys.service import get_key_service
+from backend.services.common.ownership import owned_row
+from backend.services.jobs.text_input import UnspeakableText, speakable_text
 
 MAX_LINES = 1000
 MAX_BATCH_BYTES = 2 * 2**20

@@ -1,0 +1,1 @@
+"""Who did what: sign-in sessions, the audit trail and the request log."""

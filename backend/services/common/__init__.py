@@ -1,0 +1,1 @@
+"""Small pieces every service shares: failures, the owner-scoped lookup, pagination, a buffer's flusher."""

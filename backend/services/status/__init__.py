@@ -1,0 +1,1 @@
+"""Is LockN up: health, readiness for speech, which features are live, QA runs."""

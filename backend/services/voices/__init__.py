@@ -1,0 +1,1 @@
+"""The voice library (built-in and cloned voices) and what OpenAI's names mean in LockN."""

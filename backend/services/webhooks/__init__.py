@@ -1,0 +1,1 @@
+"""Webhooks: endpoints, signed deliveries and where a delivery may be sent."""
