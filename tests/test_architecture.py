@@ -5,7 +5,10 @@ The rules are those of `../shared/ARCHITECTURE.md` ("The shape"):
 - an engine (`workers/engines/`) imports nothing from `backend/` but the engine contract and media helpers;
 - the doors (`state/`, `backend/api/`) reach the database only through services, never with a session of their own;
 - the rooms of `backend/` are layered: the core imports no other room, media and the queue only the core, …;
-- no two top-level packages, and no two rooms of `backend/`, import each other (directly or round a circle).
+- no two top-level packages, and no two rooms of `backend/`, import each other (directly or round a circle);
+- only entry points import `backend/ops` (the operations tools are run, never imported by the product);
+- nothing a worker runs reaches the web tier's admission or enqueue rules (a finished job's side effects, a batch's
+  next line included, go through the job lifecycle and the queue).
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ BACKEND_ROOMS: dict[str, set[str]] = {
     "api": {"core", "media", "services", "auth"},
     "ops": {"core", "media", "queue", "services", "api", "auth"},
 }
+#: The modules a worker process runs: the Celery door, its sweeps and engines, and the job runner and lifecycle.
+WORKER_SIDE = ("workers", "backend.services.jobs.runner", "backend.services.jobs.lifecycle")
+#: The web tier's rules for letting a request in: admission control and `enqueue_synthesis`.
+WEB_ADMISSION = ("backend.services.jobs.admission", "backend.services.jobs.service")
 #: Modules whose session or engine a door must not use itself.
 DATABASE_MODULES = ("sqlmodel", "sqlalchemy.orm", "backend.core.db")
 
@@ -113,7 +120,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 def test_the_graph_is_read() -> None:
     """A guard for the guards: the walk finds the files and the lazy imports inside functions."""
     assert "backend.services.jobs.service" in GRAPH and "workers.tasks" in GRAPH and "state.studio" in GRAPH
-    assert "backend.ops.qa_gate" in GRAPH["workers.tasks"], "the nightly task's lazy import is seen"
+    assert "backend.ops.rehearsal" in GRAPH["backend.ops.cli"], "a lazy import inside a function is seen"
 
 
 def test_backend_never_imports_workers() -> None:
@@ -163,6 +170,36 @@ def test_no_circles_between_modules() -> None:
         # `from package import submodule` names the package too; the arrow that matters goes to the submodule.
         edges[module] = {t for t in targets if not any(other.startswith(t + ".") for other in targets)}
     assert find_cycle(edges) is None
+
+
+def test_only_entry_points_import_ops() -> None:
+    """`backend/ops` (CLI, supervisor, QA gate, rehearsal) is started as a command, never imported by the product:
+    a worker's nightly QA task runs `python -m backend.ops.cli qa-nightly` as a child process."""
+    wrong = sorted(arrow for top in PACKAGES if top != "backend" for arrow in arrows(top, "backend.ops"))
+    wrong += [arrow for arrow in arrows("backend", "backend.ops") if not within(arrow.split(" -> ")[0], "backend.ops")]
+    assert wrong == []
+
+
+def reachable(start: str) -> set[str]:
+    """Every project module `start` imports, directly or through others (lazy imports included)."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for imported in GRAPH.get(todo.pop(), ()):
+            if imported in GRAPH and imported not in seen:
+                seen.add(imported)
+                todo.append(imported)
+    return seen
+
+
+def test_workers_never_reach_admission_or_enqueue() -> None:
+    """A worker never runs the web tier's admission checks: what follows a job's end (usage, webhooks, a batch's next
+    line) is the job lifecycle's, and a next batch line is sent through the queue like any job."""
+    worker_modules = [module for module in GRAPH if any(within(module, side) for side in WORKER_SIDE)]
+    assert worker_modules, "the worker side is found"
+    wrong = sorted(f"{module} reaches {target}" for module in worker_modules for target in reachable(module)
+                   if any(within(target, rule) for rule in WEB_ADMISSION))
+    assert wrong == []
 
 
 def test_find_cycle_finds_one() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -11,6 +13,7 @@ from backend.media.engine import SynthesisError
 from backend.queue.routing import PING_TASK, QA_TASK, SYNTHESIZE_TASK, WEBHOOK_TASK
 from backend.services.jobs.runner import JobCancelled, end_live_audio, fail_job, run_job
 from backend.services.jobs.service import CANCELLED_MESSAGE
+from backend.services.status import qa_runs
 from backend.services.webhooks.service import deliver
 from workers.celery_app import celery_app
 from workers.engine_loader import load_engines
@@ -77,10 +80,15 @@ def qa_regression() -> dict[str, object]:
     """Nightly regression (Celery beat, `LOCKN_QA_NIGHTLY_AT`): the smoke suite against this deployment,
     recorded with trigger `nightly`. Routed to the `qa` queue (see backend.queue.routing.QA_QUEUE).
 
+    The run is the operations command `python -m backend.ops.cli qa-nightly`, in a child process: only entry
+    points import `backend.ops`, and the task only starts it and reads the run it recorded.
     Acknowledged on receipt: a run can outlast the broker's redelivery timeout, and a second copy of it
     would only record the same night twice; a run lost with its worker is simply the next night's."""
-    from backend.ops.qa_gate import run_nightly
-
-    run = run_nightly()
+    before = qa_runs.last_run()
+    subprocess.run([sys.executable, "-m", "backend.ops.cli", "qa-nightly"], check=False,
+                   timeout=QA_TASK_TIME_LIMIT_S - 60)
+    run = qa_runs.last_run()
+    if run is None or (before is not None and run.id == before.id):
+        raise RuntimeError("the nightly QA run recorded nothing; its output is in the qa worker's log")
     return {"id": run.id, "target": run.target, "passed": run.passed, "passed_count": run.passed_count,
             "failed_count": run.failed_count, "skipped_count": run.skipped_count}

@@ -1,4 +1,4 @@
-"""`python -m backend.ops.cli qa | promote | beat`: the release gate from a shell (`make qa`, `make promote`).
+"""`python -m backend.ops.cli qa | promote | beat | qa-nightly`: the release gate from a shell (`make qa`, `make promote`).
 
 Exit codes: 0 passed / promoted; 1 the suite failed or promotion was refused; 2 bad input or a
 set-up problem (one sentence on stderr says which).
@@ -11,11 +11,13 @@ import os
 import sys
 from pathlib import Path
 
-from backend.ops.qa_gate import DEFAULT_ARTIFACTS, PromotionRefused, QaGateError, describe_run, promote, run_smoke_suite
+from backend.ops.qa_gate import (
+    DEFAULT_ARTIFACTS, PromotionRefused, QaGateError, describe_run, promote, run_nightly, run_smoke_suite,
+)
 from backend.services.status.qa_runs import TRIGGERS, InvalidQaRun, normalise_target
 from backend.core.settings import PROJECT_ROOT, Settings, get_settings
 
-QA_COMMANDS = ("qa", "promote", "beat")
+QA_COMMANDS = ("qa", "promote", "beat", "qa-nightly")
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 
@@ -32,6 +34,8 @@ def add_qa_commands(commands: argparse._SubParsersAction) -> None:
     promote_parser.add_argument("--repo", type=Path, default=PROJECT_ROOT, help="git repository to tag")
     commands.add_parser("beat", help="nightly QA: a worker for the qa queue with the beat scheduler "
                                      "(needs LOCKN_QA_NIGHTLY_AT)")
+    commands.add_parser("qa-nightly", help="the nightly regression once: the smoke suite against this deployment, "
+                                           "recorded as `nightly` (what the qa worker's nightly task runs)")
 
 
 def beat_command(settings: Settings) -> list[str]:
@@ -70,6 +74,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from backend.core.db import migrate
 
     migrate()
+    if args.command == "qa-nightly":
+        run = run_nightly()
+        print(describe_run(run))
+        return 0 if run.passed else EXIT_FAILED
     if args.command == "promote":
         tag = promote(args.source, args.target, repo=args.repo)
         print(f"promoted {normalise_target(args.source)} to {args.target}: tagged {tag}")
