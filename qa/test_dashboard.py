@@ -56,6 +56,12 @@ def add_webhook(page: Page, url: str):  # type: ignore[no-untyped-def]
     return panel, secret, secret.inner_text().strip()
 
 
+def choose(page: Page, combobox: str, option: str) -> None:
+    """Pick `option` in the select labelled `combobox`, as a person does: open it, click the option."""
+    page.get_by_role("combobox", name=combobox).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
 def whoami(base_url: str, key: str) -> int:
     return httpx.get(f"{base_url}/api/keys/self", headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code
 
@@ -204,23 +210,17 @@ def test_requests_panel_filters_and_opens_a_row(open_page, base_url: str) -> Non
     rows = page.get_by_test_id("log-row")
     expect(rows).to_have_count(2, timeout=20000)
     expect(rows.first).to_contain_text("GET /api/voice/jobs/{job_id}")
-    page.get_by_role("combobox", name="Status").click()
-    page.get_by_role("option", name="4xx", exact=True).click()
+    choose(page, "Status", "4xx")
     expect(rows).to_have_count(1)
-    page.get_by_role("combobox", name="Route").click()
-    page.get_by_role("option", name="/v1/models", exact=True).click()
+    choose(page, "Route", "/v1/models")
     expect(rows).to_have_count(0)  # 4xx and /v1/models: none
-    page.get_by_role("combobox", name="Status").click()
-    page.get_by_role("option", name="all", exact=True).click()
+    choose(page, "Status", "all")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("GET /v1/models")
-    page.get_by_role("combobox", name="Time").click()
-    page.get_by_role("option", name="last hour", exact=True).click()
+    choose(page, "Time", "last hour")
     expect(rows).to_have_count(1)
-    page.get_by_role("combobox", name="Route").click()
-    page.get_by_role("option", name="all routes", exact=True).click()
-    page.get_by_role("combobox", name="Status").click()
-    page.get_by_role("option", name="4xx", exact=True).click()
+    choose(page, "Route", "all routes")
+    choose(page, "Status", "4xx")
     expect(rows).to_have_count(1)
     rows.first.click()
     detail = page.get_by_test_id("log-detail")

@@ -8,6 +8,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -42,18 +43,13 @@ def delivery(delivery_id: str) -> webhooks.DeliveryView:
 def race(count: int, action: Callable[[], str]) -> list[str]:
     """Run `action` in `count` threads released at once; what each returned."""
     barrier = threading.Barrier(count)
-    outcomes: list[str] = []
 
-    def run() -> None:
+    def run(_: int) -> str:
         barrier.wait()
-        outcomes.append(action())
+        return action()
 
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return outcomes
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(run, range(count)))
 
 
 def age(delivery_id: str, **values: object) -> None:
