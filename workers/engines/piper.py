@@ -78,7 +78,9 @@ class PiperEngine(Engine):
     def sample_rate(self, voice: str) -> int:
         """The rate the voice's own config gives: Piper voices differ (16000 Hz for x_low models, 22050 for most)."""
         model = self._voices.get(voice)
-        return int(model.config.sample_rate) if model is not None else super().sample_rate(voice)  # type: ignore[attr-defined]
+        if model is None:
+            return super().sample_rate(voice)
+        return int(model.config.sample_rate)  # type: ignore[attr-defined]
 
     def voices(self) -> list[VoiceInfo]:
         return list(self._infos.values()) or [describe_voice(m) for m in installed_voice_models(self.voice_dir)]
