@@ -26,7 +26,7 @@ def engine_only(name: str, voice: str, runs: int) -> tuple[float, float]:
 
     engine = build_engine(name)
     engine.load()
-    rate = engine.describe().sample_rate
+    rate = engine.sample_rate(voice)
     times, audio = [], 0.0
     for _ in range(runs + 1):
         started = time.perf_counter()

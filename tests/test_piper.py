@@ -84,3 +84,41 @@ def test_speed_scales_duration_as_on_every_engine(engine: PiperEngine) -> None:
     from tests.speed_check import assert_speed_scales_duration
 
     assert_speed_scales_duration(engine, TEXT, VOICE)
+
+
+def test_each_voice_is_stored_at_its_own_sample_rate(embedded_broker, database, isolated_settings) -> None:
+    """Two Piper voices of different rates (as x_low voices are 16 kHz, medium ones 22.05 kHz): each job's WAV
+    header carries its own voice's rate, never the first voice's."""
+    import json
+    import secrets
+
+    import soundfile as sf
+    from sqlmodel import Session
+
+    from backend.core.db import get_engine
+    from backend.core.models import Job
+    from backend.services.jobs.runner import run_job
+
+    bundled = installed_voice_models()[0]
+    folder = isolated_settings / "voices" / "piper"
+    folder.mkdir(parents=True)
+    shutil.copy(bundled, folder / "en_US-slow-x_low.onnx")
+    config = json.loads(bundled.with_suffix(".onnx.json").read_text())
+    config["audio"]["sample_rate"] = 16000
+    (folder / "en_US-slow-x_low.onnx.json").write_text(json.dumps(config))
+    engine = build_engine("piper")
+    engine.load()
+    assert (engine.sample_rate(VOICE), engine.sample_rate("en_US-slow-x_low")) == (22050, 16000)
+    for voice, rate in ((VOICE, 22050), ("en_US-slow-x_low", 16000)):
+        job = Job(id="job_" + secrets.token_hex(10), owner="auth0|alice", voice_id=voice, engine="piper",
+                  text="Each voice has its rate.", text_chars=24, format="wav")
+        with Session(get_engine(), expire_on_commit=False) as session:
+            session.add(job)
+            session.commit()
+        run_job(job.id, {"piper": engine})
+        with Session(get_engine()) as session:
+            stored = session.get(Job, job.id)
+        assert stored is not None and stored.status == "succeeded" and stored.audio_path
+        info = sf.info(stored.audio_path)
+        assert info.samplerate == rate, voice
+        assert abs(info.duration - stored.duration_s) < 0.01, "the row's duration counts samples at the same rate"

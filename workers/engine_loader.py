@@ -1,20 +1,20 @@
 """Engines built from settings and loaded once per worker process.
 
-The only place that reads engine settings: each engine is handed its configuration
-when built, so an engine can be built the same way in a test, a bench or a worker.
+Each engine is built as its registry entry (`backend/queue/engines.py`) says: its class, imported only here,
+handed the arguments the entry reads from settings, so an engine can be built the same way in a test, a bench
+or a worker, and nothing here names an engine.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 from dataclasses import asdict
-from pathlib import Path
 
 from backend.core.settings import Settings, get_settings
 from backend.media.engine import Engine
-from backend.media.model_catalog import pulled, qwen_folders
+from backend.queue.engines import engine_spec
 from backend.queue.routing import queue_for
-from workers.engines import engine_class
 
 #: Engines loaded in this worker process (by `load_engines`, once per process).
 LOADED: dict[str, Engine] = {}
@@ -22,27 +22,20 @@ LOADED: dict[str, Engine] = {}
 _LOADING = threading.Lock()
 
 
+def engine_class(name: str) -> type[Engine]:
+    """The class its registry entry names for engine `name`, imported only now: a CPU worker never imports torch."""
+    path = engine_spec(name).engine_class
+    module, _, attribute = path.partition(":")
+    cls = getattr(importlib.import_module(module), attribute)
+    if not (isinstance(cls, type) and issubclass(cls, Engine)):
+        raise TypeError(f"{path} (the class of engine {name!r}) is not an Engine")
+    return cls
+
+
 def build_engine(name: str, settings: Settings | None = None) -> Engine:
-    """An engine named `name`, configured from `settings` (not loaded yet)."""
+    """An engine named `name`, configured from `settings` as its registry entry says (not loaded yet)."""
     settings = settings or get_settings()
-    cls = engine_class(name)
-    if name == "fish":
-        folder = settings.fish_checkpoint_dir or pulled(settings.models_path, "fish")
-        return cls(folder, settings.fish_device, settings.fish_max_new_tokens,  # type: ignore[call-arg]
-                   settings.fish_compile, settings.data_dir / "torch-compile")
-    if name == "qwen3":
-        main, clone = qwen_checkpoints(settings)
-        return cls(main, clone, settings.qwen_device, settings.qwen_max_new_tokens,  # type: ignore[call-arg]
-                   settings.gpu_max_streams)
-    return cls(settings.data_dir / "voices" / "piper")  # type: ignore[call-arg]
-
-
-def qwen_checkpoints(settings: Settings) -> tuple[Path | None, Path | None]:
-    """(main, clone) Qwen3-TTS folders: the variables when set (they win), else what `models pull` left."""
-    if settings.qwen_checkpoint_dir is not None:
-        return settings.qwen_checkpoint_dir, settings.qwen_clone_checkpoint_dir
-    main, clone = qwen_folders(settings.models_path)
-    return main, settings.qwen_clone_checkpoint_dir or clone
+    return engine_class(name)(**engine_spec(name).options(settings))
 
 
 def load_engines(names: list[str] | None = None) -> dict[str, Engine]:

@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="Redis for broker, rate limits, state; default embedded.")
     secret_key: SecretStr | None = Field(None, description="Signs session cookies; at least 32 characters.")
     key_pepper: SecretStr | None = Field(None, description="Server secret mixed into stored API key digests (HMAC).")
-    engines: str = Field("piper", description="Comma-separated engines a worker loads: piper, fish, qwen3.")
+    engines: str = Field("piper", description="Comma-separated engines a worker loads, by the names of the engine "
+                                              "registry (backend/queue/engines.py).")
     fish_checkpoint_dir: Path | None = Field(None, description="Fish Speech checkpoints (text2semantic + codec).")
     fish_device: str = Field("auto", description="Fish Speech device: auto (cuda when present), cuda, cpu.")
     fish_max_new_tokens: int = Field(1024, ge=1, description="Upper bound of semantic tokens per sentence.")

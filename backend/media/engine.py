@@ -94,6 +94,12 @@ class Engine(ABC):
     @abstractmethod
     def voices(self) -> list[VoiceInfo]: ...
 
+    def sample_rate(self, voice: str) -> int:
+        """The rate of the audio `synthesize` yields for the voice with id `voice`. Engines whose voices differ
+        (each Piper voice has its own) answer per voice; the others, and any id they do not know (a cloned
+        voice's), answer `describe().sample_rate`."""
+        return self.describe().sample_rate
+
     def warm_up(self) -> None:
         """Speak one short sentence with the first voice, so a worker's first job does not pay for what a first
         call costs (CUDA kernels chosen, compiled decoding built). A GPU worker runs this before it says ready."""
@@ -105,7 +111,7 @@ class Engine(ABC):
     @abstractmethod
     def synthesize(self, text: str, voice: str | ReferenceVoice,
                    options: SynthesisOptions = SynthesisOptions()) -> Iterator[np.ndarray]:
-        """Yield float32 mono PCM chunks at `describe().sample_rate`, roughly one per sentence."""
+        """Yield float32 mono PCM chunks at the voice's `sample_rate`, roughly one per sentence."""
 
 
 def split_sentences(text: str) -> list[str]:

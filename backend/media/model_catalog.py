@@ -1,8 +1,8 @@
 """The GPU engines' weights: which model-hub repository each pullable model comes from, and where a pulled one lies.
 
-Shared by the `models` commands (`backend/ops/models.py` downloads), the worker (`workers/engine_loader.py` finds
-pulled folders when no `LOCKN_*_CHECKPOINT_DIR` is set), the engines (their "no weights" reason names the command
-that fixes it) and the status cards. It imports nothing from the rest of `backend/`: callers hand it the
+Shared by the `models` commands (`backend/ops/models.py` downloads), the engines (handed the models folder, they
+find pulled folders when no `LOCKN_*_CHECKPOINT_DIR` is set; their "no weights" reason names the command that
+fixes it) and the status cards. It imports nothing from the rest of `backend/`: callers hand it the
 models folder (`LOCKN_MODELS_DIR`, default `<data dir>/models`), so an engine can read it without settings.
 
 A pulled model is the folder `<models folder>/<name>/` holding `READY_MARKER`, a JSON record of the revision and
@@ -98,6 +98,15 @@ def qwen_folders(root: Path) -> tuple[Path | None, Path | None]:
     custom = first_pulled(root, ("qwen3-custom", "qwen3-custom-0.6b"))
     base = first_pulled(root, ("qwen3-base", "qwen3-base-0.6b"))
     return (custom, base) if custom is not None else (base, None)
+
+
+def qwen_checkpoints(main: Path | None, clone: Path | None, root: Path) -> tuple[Path | None, Path | None]:
+    """(main, clone) Qwen3-TTS folders: those set (`LOCKN_QWEN_CHECKPOINT_DIR`, `…_CLONE_…`) win, the rest come
+    from what `models pull` left under the models folder `root`; a main folder set takes no pulled clone."""
+    if main is not None:
+        return main, clone
+    pulled_main, pulled_clone = qwen_folders(root)
+    return pulled_main, clone or pulled_clone
 
 
 def no_weights_reason(engine: str, variable: str) -> str:

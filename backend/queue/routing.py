@@ -6,8 +6,11 @@ imports torch); workers consume the queues of the engines they load.
 
 from __future__ import annotations
 
-#: Which queue runs which engine: GPU machines consume `gpu`, every machine can consume `cpu`.
-ENGINE_QUEUES = {"piper": "cpu", "fish": "gpu", "qwen3": "gpu"}
+from backend.queue.engines import ENGINES
+
+#: Which queue runs which engine (each engine's registry entry says): GPU machines consume `gpu`, every machine
+#: can consume `cpu`.
+ENGINE_QUEUES = {name: spec.queue for name, spec in ENGINES.items()}
 DEFAULT_QUEUE = "cpu"
 #: The nightly QA run's own queue, consumed only by `backend.ops.cli beat`: the suite it runs sends synthesis
 #: jobs to `cpu`, which a QA task occupying the only `cpu` slot would never see done.

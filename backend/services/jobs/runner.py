@@ -86,7 +86,7 @@ def _run_claimed(job: Job, engines: Mapping[str, Engine]) -> dict:
     engine = engines.get(job.engine)
     if engine is None:
         raise SynthesisError(f"this worker has no {job.engine} engine loaded")
-    rate = engine.describe().sample_rate
+    rate = engine.sample_rate(job.voice_id)
     voice = reference_voice(job.owner, job.voice_id, rate) if job.voice_id.startswith(CLONED_PREFIX) \
         else job.voice_id
     started = time.perf_counter()
@@ -237,7 +237,7 @@ def _speak(job: Job, engine: Engine, voice: str | ReferenceVoice) -> tuple[np.nd
     at between pieces, never after the last one: the `succeeded` row follows at once."""
     started = time.perf_counter()
     sentences = split_sentences(job.text) or [job.text]
-    rate = engine.describe().sample_rate
+    rate = engine.sample_rate(job.voice_id)
     options = SynthesisOptions(speed=job.speed, instructions=job.instructions)
     chunks: list[np.ndarray] = []
     spoken_sentences: list[tuple[str, int]] = []

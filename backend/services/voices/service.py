@@ -38,6 +38,7 @@ from backend.core.settings import get_settings
 from backend.media.codecs import AudioDecodeError, AudioTooLong, decode, normalize_loudness
 from backend.media.engine import ReferenceVoice, SynthesisError
 from backend.queue import heartbeat
+from backend.queue.engines import ENGINES
 from backend.services.common.ownership import owned_row
 from backend.services.accounts.audit import audit_event
 from backend.services.common.errors import ServiceUnavailable
@@ -50,8 +51,9 @@ MIN_SECONDS, MAX_SECONDS = 10.0, 30.0
 MAX_DECODED_SECONDS = 120.0
 MAX_TRANSCRIPT_CHARS = 500
 MAX_NAME_CHARS = 80
-#: The engine a new cloned voice is recorded with; any live cloning engine can speak it (`engine_for_clone`).
-CLONING_ENGINE = "fish"
+#: The engine a new cloned voice is recorded with (the registry's first that clones); any live cloning engine can
+#: speak it (`engine_for_clone`).
+CLONING_ENGINE = next(name for name, spec in ENGINES.items() if spec.clones)
 #: Why a cloned voice cannot be spoken right now.
 NO_CLONING_ENGINE = ("speaking with a cloned voice needs a cloning engine (Fish Speech, or Qwen3-TTS with a Base "
                      "checkpoint), and none is running (README: \"Add a GPU worker\")")
