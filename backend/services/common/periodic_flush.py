@@ -40,6 +40,11 @@ class PeriodicFlush:
             except Exception:  # noqa: BLE001 - the recorder logged it; the loop must survive a database outage
                 pass
 
+    def abandon(self) -> None:
+        """Stop without a last flush, and forget the exit hook (a forked child's copy of its parent's flusher)."""
+        atexit.unregister(self.close)
+        self._stopped.set()
+
     def close(self) -> None:
         """Stop the thread and write what is left (clean shutdown)."""
         atexit.unregister(self.close)
