@@ -41,9 +41,9 @@ class PeriodicFlush:
                 pass
 
     def abandon(self) -> None:
-        """Stop without a last flush, and forget the exit hook (a forked child's copy of its parent's flusher)."""
+        """Forget the exit hook: a forked child's copy of its parent's flusher (whose thread did not follow it
+        into the child) must never flush at the child's exit."""
         atexit.unregister(self.close)
-        self._stopped.set()
 
     def close(self) -> None:
         """Stop the thread and write what is left (clean shutdown)."""

@@ -162,7 +162,7 @@ def _dispatch(batch: Batch, line: BatchLine) -> None:
     except ServiceUnavailable:  # no worker speaks the voice now: the next line's end or the sweep retries
         _set_line(line, "pending", None)
         return
-    except Exception as exc:  # noqa: BLE001 - the voice was deleted, the key revoked…: the line fails, the batch goes on
+    except Exception as exc:  # noqa: BLE001 - voice deleted, key revoked…: the line fails, the batch goes on
         _record_failed_line(batch.id, line, str(exc) or type(exc).__name__)
         return
     _set_line(line, "queued", job.id)
@@ -186,8 +186,7 @@ def _line_job(batch: Batch, line: BatchLine) -> Job:
     address = request_address(batch.owner, line.text, line.voice, line.format, 1.0, engine, version)
     job = new_job(batch.owner, line.text, line.voice, engine, line.format, 1.0, address, key_id=batch.key_id,
                   captions_requested=batch.captions, batch_id=batch.id)
-    hit = cached_job(address, batch.owner)
-    write_job(job, hit if hit is None or not batch.captions or hit.captions is not None else None)
+    write_job(job, cached_job(address, batch.owner, batch.captions))
     return job
 
 

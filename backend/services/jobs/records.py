@@ -117,11 +117,15 @@ def request_address(owner: str, text: str, voice: str, fmt: str, speed: float, e
                      engine if voice.startswith(CLONED_PREFIX) else "")
 
 
-def cached_job(key: str, owner: str) -> Job | None:
+def cached_job(key: str, owner: str, captions: bool = False) -> Job | None:
+    """The owner's newest succeeded job at this address whose audio is still there (and, when `captions` are
+    asked for, made with them: the same audio made without is made again, with them)."""
     with Session(get_engine()) as session:
         done = session.exec(select(Job).where(Job.cache_key == key, Job.owner == owner, Job.status == "succeeded")
                             .order_by(col(Job.created_at).desc())).first()
-    return done if done is not None and done.audio_path and Path(done.audio_path).exists() else None
+    if done is None or not done.audio_path or not Path(done.audio_path).exists():
+        return None
+    return None if captions and done.captions is None else done
 
 
 def new_job(owner: str, text: str, voice: str, engine: str, fmt: str, speed: float, address: str,

@@ -3,8 +3,8 @@
 The worker's task (`workers/tasks.py`) hands this service the job id and the engines
 its process has loaded; this module speaks and stores (progress, cancellation between sentences, the file),
 and moves the job from state to state only through `lifecycle` (claiming it, succeeding, failing: each with
-what follows it — usage, webhooks, a batch's next line). Progress is real: text is spoken sentence by sentence and the job row records
-the share of characters done after each one. The audio file is written to a
+what follows it — usage, webhooks, a batch's next line). Progress is real: text is spoken sentence by
+sentence and the job row records the share of characters done after each one. The audio file is written to a
 temporary name and renamed, so a crash never leaves a half-written file behind
 a `succeeded` row. A job that already succeeded is not run again when its
 message is redelivered.

@@ -30,7 +30,8 @@ from backend.services.jobs.admission import (
 from backend.services.jobs.reaper import is_stalled, reap_stalled_jobs
 from backend.services.jobs.records import (  # noqa: F401 - the web tier's doors import these from here too
     CANCELLED_MESSAGE, FINISHED, MAX_TEXT_CHARS, QUEUE_UNREACHABLE, InvalidJobRequest, JobNotFound, cache_key,
-    cached_job, cancel_job, cleaned_text, new_job, request_address, send_job, send_written_job, validate_request, write_job,
+    cached_job, cancel_job, cleaned_text, new_job, request_address, send_job, send_written_job, validate_request,
+    write_job,
 )
 from backend.services.jobs.text_input import normalised_text
 from backend.services.keys.service import KeyRejected, VerifiedKey, get_key_service
@@ -74,7 +75,7 @@ class JobStatus:
 
 def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed: float = 1.0,
                       key: VerifiedKey | None = None, captions: bool = False, instructions: str = "",
-                      engine: str | None = None, batch_id: str | None = None) -> Job:
+                      engine: str | None = None) -> Job:
     """Record a job and hand it to the queue of the voice's engine, or answer at once from the cache.
 
     A cache hit is a new job row, already `succeeded`, pointing at the earlier audio (so history and
@@ -92,14 +93,12 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
     """
     text, instructions = cleaned_text(text), normalised_text(instructions)
     chosen, version = validate_request(owner, text, voice, fmt, speed, instructions, engine)
-    if key is None and batch_id is None:  # a Studio request: the user's own rate limit (a key has its own;
-        check_studio_rate(owner)  # a batch's lines are one request, the upload: `batches.create_batch`)
+    if key is None:  # a Studio request: the user's own rate limit (a key has its own)
+        check_studio_rate(owner)
     address = request_address(owner, text, voice, fmt, speed, chosen, version, instructions)
     job = new_job(owner, text, voice, chosen, fmt, speed, address, key_id=key.id if key else None,
-                   captions_requested=captions, instructions=instructions, batch_id=batch_id)
-    hit = cached_job(address, owner)
-    if captions and hit is not None and hit.captions is None:
-        hit = None  # the same audio, but made without captions: make it again, with them
+                   captions_requested=captions, instructions=instructions)
+    hit = cached_job(address, owner, captions)
     with ExitStack() as undo:
         if hit is None:
             _broker_call(_admit, job, holders_of(key, owner))

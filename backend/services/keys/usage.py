@@ -103,10 +103,11 @@ class UsageRecorder:
                 connection.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
 
     def disown(self) -> None:
-        """Drop the buffer without writing it and never flush again (a forked child's copy of its parent's
-        recorder: the parent writes those counts)."""
-        with self._lock:
-            self._pending = _Pending()
+        """Drop the buffer without writing it and never flush at exit: a forked child's copy of its parent's
+        recorder (the parent writes those counts). Runs right after a fork, where another thread of the parent
+        may have held the lock: the lock is replaced, never taken."""
+        self._lock = threading.Lock()
+        self._pending = _Pending()
         self._flusher.abandon()
 
     def close(self) -> None:
@@ -122,7 +123,8 @@ def _upsert(connection: Connection, key_id: str, day: date, counts: UsageCounts)
                                      audio_seconds=counts.audio_seconds, errors=counts.errors)
     connection.execute(statement.on_conflict_do_update(
         index_elements=["key_id", "day"],
-        set_={name: table.c[name] + statement.excluded[name] for name in ("requests", "chars", "audio_seconds", "errors")}))
+        set_={name: table.c[name] + statement.excluded[name]
+              for name in ("requests", "chars", "audio_seconds", "errors")}))
 
 
 def add_usage(connection: Connection, key_id: str, *, chars: int = 0, audio_seconds: float = 0.0) -> None:
