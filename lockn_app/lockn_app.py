@@ -18,6 +18,7 @@ from backend.core.request_context import install_request_ids
 from backend.services.status.features import RouteTable
 from backend.services.keys.service import get_key_service
 from backend.services.accounts.request_log import request_log_recorder
+from backend.services.keys.usage import close_process_usage
 from lockn_app.pages.dashboard import SECTIONS, dashboard_page, dashboard_section_page, key_page
 from lockn_app.pages.landing import landing_page
 from lockn_app.pages.studio import studio_page
@@ -73,6 +74,7 @@ async def flush_usage_on_shutdown() -> AsyncIterator[None]:
     """Buffered key usage and request log rows are written when the server stops cleanly (and every few seconds)."""
     yield
     if get_key_service.cache_info().currsize:
-        get_key_service().close()
+        get_key_service().bus.stop()
+    close_process_usage()
     if request_log_recorder.cache_info().currsize:
         request_log_recorder().close()

@@ -9,6 +9,7 @@ import reflex as rx
 from backend.services.jobs import batches
 from backend.services.jobs.admission import TooFast
 from backend.services.common.errors import ServiceUnavailable
+from backend.services.keys.studio_usage import StudioQuotaReached
 from state.auth import AuthState
 
 #: How often the tab re-reads a running batch's progress.
@@ -87,7 +88,7 @@ class BatchState(AuthState):
             return None
         try:
             view = await asyncio.to_thread(batches.create_batch, owner, self._pending, None, self.batch_captions)
-        except (batches.InvalidBatch, TooFast, ServiceUnavailable) as exc:
+        except (batches.InvalidBatch, TooFast, StudioQuotaReached, ServiceUnavailable) as exc:
             self.batch_error = str(exc)
             return None
         self.preview, self._pending, self.batch_error = {}, b"", ""

@@ -146,7 +146,7 @@ class DashboardState(AuthState):
         if owner is None:
             return False
         service = get_key_service()
-        service.usage.flush()  # the dashboard shows usage up to this moment
+        service.flush_usage()  # the dashboard shows usage up to this moment
         overview = service.overview(owner, USAGE_DAYS)
         starts = {key.id: key.start + "…" for key in overview.keys}
         successors = {key.rotated_from: key.id for key in overview.keys if key.rotated_from}

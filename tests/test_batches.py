@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.services.jobs import batches
+from backend.services.jobs import batch_lines, batches
 from backend.services.jobs.batches import InvalidBatch, parse_batch
 
 OWNER = "auth0|batcher"
@@ -203,16 +203,16 @@ def test_a_line_being_queued_when_the_batch_is_cancelled_never_starts(worker, mo
 
     monkeypatch.setenv("LOCKN_BATCH_SLOTS", "2")
     reset_caches()
-    real_enqueue = batches.enqueue_synthesis
+    real_line_job = batch_lines._line_job
     calls = []
 
-    def cancel_then_enqueue(owner, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(kwargs["batch_id"])
-        if len(calls) == 2:  # line 2 is claimed; its job is about to be queued
-            batches.cancel_batch(owner, kwargs["batch_id"])
-        return real_enqueue(owner, *args, **kwargs)
+    def cancel_then_write(batch, line):  # type: ignore[no-untyped-def]
+        calls.append(batch.id)
+        if len(calls) == 2:  # line 2 is claimed; its job is about to be written and sent
+            batches.cancel_batch(batch.owner, batch.id)
+        return real_line_job(batch, line)
 
-    monkeypatch.setattr(batches, "enqueue_synthesis", cancel_then_enqueue)
+    monkeypatch.setattr(batch_lines, "_line_job", cancel_then_write)
     lines = [{"text": f"Line {n} of a batch cancelled at the worst moment.", "voice": VOICE} for n in range(4)]
     batch = batches.create_batch(OWNER, jsonl(lines))
     assert len(calls) == 2 and batches.get_batch(OWNER, batch.id).status == "cancelled"

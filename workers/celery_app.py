@@ -23,7 +23,7 @@ from backend.core.settings import get_settings
 from backend.queue.app import create_celery
 from backend.queue.heartbeat import HeartbeatThread, WorkerInfo, publish
 from backend.queue.routing import DEFAULT_QUEUE, QA_QUEUE, WEBHOOK_QUEUE, is_gpu_queue
-from backend.services.jobs.runner import close_usage_recorder, usage_recorder
+from backend.services.keys.usage import close_process_usage
 from workers.engine_loader import engine_descriptions, load_engines
 from workers.reaper import StalledJobSweeper
 
@@ -50,8 +50,9 @@ def _load_engines(**_kwargs) -> None:  # type: ignore[no-untyped-def]
 
 @worker_process_shutdown.connect
 def _flush_usage(**_kwargs) -> None:  # type: ignore[no-untyped-def]
-    """Pool processes exit without running atexit handlers: write buffered usage explicitly."""
-    close_usage_recorder()
+    """Pool processes exit without running atexit handlers: write what this process buffered explicitly (a job's
+    own usage is not buffered: `lifecycle` writes it with the job's end)."""
+    close_process_usage()
 
 
 @worker_ready.connect
@@ -70,7 +71,6 @@ def _start_heartbeat(sender, **_kwargs) -> None:  # type: ignore[no-untyped-def]
     _heartbeat.start()
     if gpu:  # one process runs every job (threads): load and warm its engines now, not in the first job
         threading.Thread(target=_warm_up, args=(info,), name="lockn-warm-up", daemon=True).start()
-        usage_recorder()  # made once, before job threads could race to make two
     StalledJobSweeper().start()
     if port := get_settings().worker_metrics_port:  # a worker machine's own /metrics, for Prometheus to scrape
         serve_metrics(port)
@@ -95,4 +95,4 @@ def _warm_up(info: WorkerInfo) -> None:
 def _stop_heartbeat(**_kwargs) -> None:  # type: ignore[no-untyped-def]
     if _heartbeat is not None:
         _heartbeat.stop()
-    close_usage_recorder()  # a GPU worker's jobs ran in this process (threads): write their buffered usage
+    close_process_usage()  # what this process (a GPU worker's job threads, its sweep) buffered

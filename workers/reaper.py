@@ -10,7 +10,7 @@ import threading
 
 from backend.services.jobs.reaper import SWEEP_INTERVAL_S, reap_stalled_jobs
 from backend.services.jobs.recovery import requeue_lost_jobs
-from backend.services.jobs.batches import advance_all
+from backend.services.jobs.batch_lines import advance_all
 from backend.services.accounts.request_log import prune_request_log
 from backend.services.voices.service import sweep_staged_clips
 from backend.services.webhooks.service import notify_expiring_keys, send_due_deliveries

@@ -9,10 +9,9 @@ import time
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
-from backend.media.engine import SynthesisError
 from backend.queue.routing import PING_TASK, QA_TASK, SYNTHESIZE_TASK, WEBHOOK_TASK
-from backend.services.jobs.runner import JobCancelled, end_live_audio, fail_job, run_job
-from backend.services.jobs.service import CANCELLED_MESSAGE
+from backend.services.jobs import lifecycle
+from backend.services.jobs.runner import JobCancelled, SynthesisError, run_job
 from backend.services.status import qa_runs
 from backend.services.webhooks.service import deliver
 from workers.celery_app import celery_app
@@ -52,20 +51,20 @@ def synthesize(self, job_id: str) -> dict:  # type: ignore[no-untyped-def]
         redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
         return run_job(job_id, load_engines(), redelivered)
     except JobCancelled:
-        end_live_audio(job_id, CANCELLED_MESSAGE)
+        lifecycle.cancelled(job_id)
         return {"job_id": job_id, "status": "failed", "error": "cancelled"}
     except SynthesisError as exc:
-        fail_job(job_id, str(exc))
+        lifecycle.fail(job_id, str(exc))
         return {"job_id": job_id, "status": "failed", "error": str(exc)}
     except SoftTimeLimitExceeded:
-        fail_job(job_id, "the job took longer than the time limit and was stopped")
+        lifecycle.fail(job_id, "the job took longer than the time limit and was stopped")
         return {"job_id": job_id, "status": "failed", "error": "time limit"}
     except TRANSIENT_ERRORS:
         if self.request.retries >= self.max_retries:
-            fail_job(job_id, "the worker could not reach the database; please try again")
+            lifecycle.fail(job_id, "the worker could not reach the database; please try again")
         raise
     except Exception as exc:  # noqa: BLE001 - an engine bug must not leave the job "running" forever
-        fail_job(job_id, f"synthesis failed: {type(exc).__name__}")
+        lifecycle.fail(job_id, f"synthesis failed: {type(exc).__name__}")
         raise
 
 

@@ -67,7 +67,7 @@ def note_caller(owner: str, key_id: str | None = None) -> None:
 def _record_error(key: VerifiedKey | None) -> None:
     """A keyed request whose handler failed counts as an error in the key's usage."""
     if key is not None:
-        get_key_service().usage.record(key.id, errors=1)
+        get_key_service().record_usage(key.id, errors=1)
 
 
 def require_key(*scopes: str) -> Callable[..., AsyncIterator[VerifiedKey]]:

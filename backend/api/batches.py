@@ -10,11 +10,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
-from backend.api.auth import require_key, require_reader
+from backend.api.auth import rejection, require_key, require_reader
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.api.view_models import model_of
 from backend.services.jobs import batches
-from backend.services.keys.service import VerifiedKey
+from backend.services.keys.service import KeyRejected, VerifiedKey
 
 router = APIRouter(prefix="/api/voice/batches", tags=["batches"], responses=error_responses(ApiErrorEnvelope))
 ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
@@ -37,6 +37,8 @@ def batch_errors() -> Iterator[None]:
         raise ApiError(422, exc.code, str(exc), param="body") from None
     except batches.BatchNotDone as exc:
         raise ApiError(409, "batch_not_done", str(exc)) from None
+    except KeyRejected as exc:  # the batch's characters do not fit in what is left of the key's monthly quota
+        raise rejection(exc) from None
 
 
 @router.post("", status_code=202, response_model=BatchOut,

@@ -21,9 +21,12 @@ def reset_caches() -> None:
     from backend.services.keys.service import get_key_service
     from backend.services.accounts.request_log import request_log_recorder
 
+    from backend.services.keys.usage import close_process_usage
+
     if get_key_service.cache_info().currsize:
         get_key_service().bus.stop()
     get_key_service.cache_clear()
+    close_process_usage()  # into the database it was made for, before that one is forgotten
     if request_log_recorder.cache_info().currsize:
         request_log_recorder().close()  # into the database it was made for, before that one is forgotten
     request_log_recorder.cache_clear()

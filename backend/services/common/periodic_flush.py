@@ -40,6 +40,11 @@ class PeriodicFlush:
             except Exception:  # noqa: BLE001 - the recorder logged it; the loop must survive a database outage
                 pass
 
+    def abandon(self) -> None:
+        """Forget the exit hook: a forked child's copy of its parent's flusher (whose thread did not follow it
+        into the child) must never flush at the child's exit."""
+        atexit.unregister(self.close)
+
     def close(self) -> None:
         """Stop the thread and write what is left (clean shutdown)."""
         atexit.unregister(self.close)

@@ -4,7 +4,7 @@ Two gates, both checked before a job is recorded, both atomic across every web r
 - **Per holder** (an API key's lineage and each key that created it, or a signed-in Studio user): at most
   `cap` jobs queued or running at once in each. Each holder's active jobs are a Redis sorted set; a job is
   added to all of its holders' sets, or (one being full) to none, in one Lua check-and-add, which also notes
-  which sets hold it, so `release` needs only the job's id when it ends; an entry a crash never removed
+  which sets hold it, so `release` (`slots.py`) needs only the job's id when it ends; an entry a crash never removed
   expires after the longest a job can live, so a lost release never locks a holder out for good.
 - **Per queue**: at most `LOCKN_MAX_QUEUE_DEPTH` waiting messages; beyond it the platform is overloaded
   and says so (503) with a `Retry-After` from how fast the queue drained lately.
@@ -26,6 +26,7 @@ from backend.core.settings import get_settings
 from backend.queue.inventory import queue_depth
 from backend.queue.routing import ENGINE_QUEUES, job_queues, queue_for
 from backend.services.jobs.reaper import stalled_after_s
+from backend.services.jobs.slots import active_set, job_record, release  # noqa: F401 - release: its door here too
 from backend.services.keys.service import RateLimit, VerifiedKey, get_key_service
 
 #: KEYS: the job's record, then each holder's set; ARGV: now, expiry, job id, then each holder's cap.
@@ -43,11 +44,6 @@ for i = 2, #KEYS do
 end
 redis.call('EXPIRE', KEYS[1], ttl)
 return 0
-"""
-#: KEYS[1]: the job's record; ARGV[1]: the job id. Removes the job from every set that holds it, once.
-_RELEASE_LUA = """
-for _, holder in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do redis.call('ZREM', holder, ARGV[1]) end
-redis.call('DEL', KEYS[1])
 """
 #: How far back the drain rate of a queue is measured, and the bounds of the Retry-After it gives.
 DRAIN_WINDOW_S = 300
@@ -90,34 +86,16 @@ def holders_of(key: VerifiedKey | None, owner: str) -> list[tuple[str, int]]:
         [(f"key:{key.id}", key.max_concurrent_jobs)]
 
 
-def _active_set(holder: str) -> str:
-    return f"lockn:active:{holder}"
-
-
-def _job_record(job_id: str) -> str:
-    return f"lockn:active-job:{job_id}"
-
-
 def acquire(holders: list[tuple[str, int]], job_id: str) -> None:
     """Count `job_id` against every (holder, cap), or raise `TooManyConcurrent` (nothing is counted then)."""
     now = time.time()
     expiry = now + stalled_after_s(get_settings())
     client = get_redis()
     full = client.register_script(_ACQUIRE_LUA)(
-        keys=[_job_record(job_id), *(_active_set(holder) for holder, _ in holders)],
+        keys=[job_record(job_id), *(active_set(holder) for holder, _ in holders)],
         args=[now, expiry, job_id, *(cap for _, cap in holders)])
     if full:
         raise TooManyConcurrent(holders[full - 1][1], inherited=full > 1)
-
-
-def release(job_id: str) -> None:
-    """The job ended (or was never queued): it no longer counts anywhere. Idempotent. Best effort: an entry
-    left expires."""
-    try:
-        client = get_redis()
-        client.register_script(_RELEASE_LUA)(keys=[_job_record(job_id)], args=[job_id])
-    except redis.RedisError:
-        pass
 
 
 def check_user_rate(owner: str) -> None:

@@ -3,16 +3,16 @@
 - `create_batch` parses JSON lines or CSV (`text`, `voice`, `format`, optional `id`), checks every line before
   anything is written (a bad line refuses the whole file, naming the line), writes the batch and its lines, and
   starts it.
-- A batch never holds more than `LOCKN_BATCH_SLOTS` jobs in the queue or running at once (`advance`): the rest
-  of the workers' slots stay free for interactive requests, which therefore never wait behind a batch's
-  thousand lines, only, at worst, behind that many of its jobs. Each line is an ordinary job
-  (`enqueue_synthesis`): the key's (or Studio user's) quota, usage and concurrency count it as any job.
-- When a line's job ends, the job runner calls `line_finished`, which records it and queues the next line;
-  the workers' sweep calls `advance_all` so a batch stalled by a broker outage carries on.
+- The batch is admitted here, once, as one request: its upload on the rate limit (a key's by the key's own,
+  the Studio's by `check_studio_rate`) and all its characters reserved on the key's (or Studio user's) monthly
+  quota, all or nothing: a batch that does not fit is refused (`KeyRejected` / `StudioQuotaReached`) and nothing
+  is written. Its lines are then sent as ordinary jobs, a few at a time, by `batch_lines` (the worker sends the
+  next line when one ends, through the queue like any job); a line's usage is counted when it ends.
 - Cancel marks the batch and its pending lines cancelled, then cancels every job of the batch not yet ended. No
   line starts after that: a line is claimed only while its batch runs, and a worker starts a batch job only in
   the same UPDATE that sees its batch running (`may_start`), so a line being queued at the moment of the cancel
-  is refused by the worker (`stop_if_cancelled`) or cancelled by whoever queued it. When every line has ended the batch
+  is refused by the worker (`stop_if_cancelled`) or cancelled by whoever queued it; the characters reserved for the
+  lines that never started are given back. When every line has ended the batch
   is `completed` (the `batch.completed` webhook) and `archive` writes its zip once: one audio file per
   succeeded line named by its id, captions (SRT) when asked, and `manifest.json` (line, id, status, duration,
   error).
@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import re
 import secrets
 import zipfile
@@ -31,7 +30,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, func, or_, update
+from contextlib import ExitStack
+
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from backend.core.db import get_engine
@@ -39,15 +40,14 @@ from backend.core.models import Batch, BatchLine, Job, as_utc, utcnow
 from backend.core.settings import get_settings
 from backend.media.captions import to_srt
 from backend.media.codecs import FORMATS
-from backend.services.webhooks import service as webhooks
-from backend.services.jobs.admission import Overloaded, TooManyConcurrent
-from backend.services.common.errors import ServiceUnavailable
-from backend.services.jobs.service import (
-    MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, cancel_job, check_studio_rate, enqueue_synthesis, validate_request,
-)
-from backend.services.keys.service import get_key_service
 from backend.services.common.ownership import owned_row
+from backend.services.jobs.batch_lines import advance, reconcile
+from backend.services.jobs.service import (
+    MAX_TEXT_CHARS, InvalidJobRequest, JobNotFound, cancel_job, check_studio_rate, refund_quota, reserve_quota,
+    validate_request,
+)
 from backend.services.jobs.text_input import UnspeakableText, speakable_text
+from backend.services.keys.service import KeyRejected, VerifiedKey, get_key_service
 
 MAX_LINES = 1000
 MAX_BATCH_BYTES = 2 * 2**20
@@ -58,8 +58,6 @@ MAX_JSON_DEPTH = 32
 _JSON_TOKENS = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
 #: A line's name in the archive: letters, digits, dot, dash, underscore (no paths).
 LINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-FINISHED_LINE = ("succeeded", "failed", "cancelled")
-logger = logging.getLogger("lockn.batches")
 
 
 class InvalidBatch(ValueError):
@@ -166,23 +164,33 @@ def preview_batch(owner: str, data: bytes) -> BatchPreview:
 
 
 def create_batch(owner: str, data: bytes, key_id: str | None = None, captions: bool = False) -> BatchView:
-    """Check the file and every voice in it, write the batch and its lines, and queue its first lines.
+    """Check the file and every voice in it, admit it, write the batch and its lines, and send its first lines.
 
     Without a key (the Studio's Batch tab) the upload is one generation on the user's Studio rate limit
-    (`TooFast`), as its lines are not counted one by one; a key's upload is already counted by the key's limit."""
+    (`TooFast`), as its lines are not counted one by one; a key's upload is already counted by the key's limit.
+    All its characters are reserved on the monthly quota before anything is written (see the module's notes)."""
     lines = checked_lines(owner, data)
     if key_id is None:
         check_studio_rate(owner)
+    key = _batch_key(owner, key_id)
     batch = Batch(id="batch_" + secrets.token_hex(8), owner=owner, key_id=key_id, total=len(lines),
                   captions=captions)
-    with Session(get_engine(), expire_on_commit=False) as session:
-        session.add(batch)
-        session.add_all([BatchLine(batch_id=batch.id, line=number, name=line.name, text=line.text,
-                                   voice=line.voice, format=line.format)
-                         for number, line in enumerate(lines, start=1)])
-        session.commit()
+    with ExitStack() as undo:
+        reserve_quota(undo, owner, key, sum(len(line.text) for line in lines))
+        with Session(get_engine(), expire_on_commit=False) as session:
+            session.add(batch)
+            session.add_all([BatchLine(batch_id=batch.id, line=number, name=line.name, text=line.text,
+                                       voice=line.voice, format=line.format)
+                             for number, line in enumerate(lines, start=1)])
+            session.commit()
+        undo.pop_all()  # written: the reservation is the batch's
     advance(batch.id)
     return get_batch(owner, batch.id)
+
+
+def _batch_key(owner: str, key_id: str | None) -> VerifiedKey | None:
+    """The key a batch spends, as it stands now (`KeyRejected` once revoked or expired); None for the Studio."""
+    return get_key_service().acting_key(owner, key_id) if key_id is not None else None
 
 
 def _json_lines(content: str) -> list[dict]:
@@ -253,89 +261,22 @@ def _line(number: int, row: dict) -> LineIn:
     return LineIn(text, voice.strip(), fmt, name)
 
 
-# ----- running it ------------------------------------------------------------------------------------------
-
-
-def advance(batch_id: str) -> None:
-    """Queue the batch's next lines while fewer than `LOCKN_BATCH_SLOTS` of its jobs are in flight."""
-    slots = get_settings().batch_slots
-    _reconcile(batch_id)
-    while True:
-        with Session(get_engine()) as session:
-            batch = session.get(Batch, batch_id)
-            if batch is None or batch.status != "running":
-                return
-            in_flight = session.exec(select(func.count()).select_from(BatchLine).where(
-                BatchLine.batch_id == batch_id, BatchLine.status == "queued")).one()
-            line = session.exec(select(BatchLine).where(BatchLine.batch_id == batch_id, BatchLine.status == "pending")
-                                .order_by(col(BatchLine.line)).limit(1)).first()
-        if line is None:
-            _complete_if_done(batch_id)
-            return
-        if in_flight >= slots or not _claim(line):
-            return
-        _dispatch(batch, line)
-
-
-def line_finished(job: Job) -> None:
-    """A batch job ended (the job runner calls this): record the line, queue the next one."""
-    if job.batch_id is None:
-        return
-    try:
-        _finish_line(job.batch_id, job.id, job.status, job.error, job.duration_s)
-        advance(job.batch_id)
-    except Exception:  # noqa: BLE001 - the job itself is done and stays so; the sweep's `advance_all` catches up
-        logger.exception("batch %s: could not record line of job %s", job.batch_id, job.id)
-
-
-def _finish_line(batch_id: str, job_id: str, status: str, error: str | None, duration_s: float | None) -> None:
-    """Record a line's end once (the line must still be `queued` with this job) and count it on the batch."""
-    status = "succeeded" if status == "succeeded" else "failed"
-    with get_engine().begin() as connection:
-        changed = connection.execute(update(BatchLine).where(col(BatchLine.batch_id) == batch_id,
-                                                             col(BatchLine.job_id) == job_id,
-                                                             col(BatchLine.status) == "queued")
-                                     .values(status=status, error=error, duration_s=duration_s)).rowcount
-        if changed:
-            counter = Batch.done if status == "succeeded" else Batch.failed
-            connection.execute(update(Batch).where(col(Batch.id) == batch_id).values({counter: counter + 1}))
-
-
-def _reconcile(batch_id: str) -> None:
-    """Lines whose job ended without the runner saying so (cancelled by its owner, failed by the reaper,
-    deleted) are recorded now, so they do not hold the batch's slots."""
-    with Session(get_engine()) as session:
-        queued = session.exec(select(BatchLine.job_id, Job.status, Job.error, Job.duration_s)
-                              .join(Job, col(Job.id) == col(BatchLine.job_id), isouter=True)
-                              .where(BatchLine.batch_id == batch_id, BatchLine.status == "queued",
-                                     col(BatchLine.job_id).is_not(None))).all()
-    for job_id, status, error, duration_s in queued:
-        if status is None or status in ("succeeded", "failed"):
-            _finish_line(batch_id, job_id, status or "failed", error or ("the job was deleted" if status is None
-                                                                         else None), duration_s)
-
-
-def advance_all() -> None:
-    """Carry on every running batch (the workers' sweep: a line the broker lost, a line queued meanwhile)."""
-    with Session(get_engine()) as session:
-        running = session.exec(select(Batch.id).where(Batch.status == "running")).all()
-    for batch_id in running:
-        advance(batch_id)
-
-
 def cancel_batch(owner: str, batch_id: str) -> BatchView:
-    """Stop a batch: its pending lines are cancelled, its jobs in flight cancelled; what succeeded stays.
+    """Stop a batch: its pending lines are cancelled (their reserved characters given back), its jobs in flight
+    cancelled; what succeeded stays.
 
     The batch is marked first and its jobs are read after, from the jobs table (a job row is written before its
     message is sent): a job this read misses was written after the mark, and no worker starts it (`may_start`)."""
     with Session(get_engine()) as session:
         batch = owned_row(session, Batch, batch_id, owner, BatchNotFound)
     with get_engine().begin() as connection:
-        cancelled = connection.execute(update(BatchLine).where(col(BatchLine.batch_id) == batch_id,
-                                                               col(BatchLine.status) == "pending")
-                                       .values(status="cancelled", error="the batch was cancelled")).rowcount
+        never_started = connection.execute(update(BatchLine).where(col(BatchLine.batch_id) == batch_id,
+                                                                   col(BatchLine.status) == "pending")
+                                           .values(status="cancelled", error="the batch was cancelled")
+                                           .returning(col(BatchLine.text))).all()
         connection.execute(update(Batch).where(col(Batch.id) == batch.id, col(Batch.status) == "running")
-                           .values(status="cancelled", failed=Batch.failed + cancelled, finished_at=utcnow()))
+                           .values(status="cancelled", failed=Batch.failed + len(never_started), finished_at=utcnow()))
+    _give_back(batch, sum(len(text) for (text,) in never_started))
     with Session(get_engine()) as session:
         in_flight = session.exec(select(Job.id).where(Job.batch_id == batch_id,
                                                       col(Job.status).in_(("queued", "running")))).all()
@@ -343,33 +284,21 @@ def cancel_batch(owner: str, batch_id: str) -> BatchView:
         try:
             cancel_job(job_id, owner)
         except JobNotFound:
-            pass  # deleted meanwhile: `_reconcile` records its line
-    _reconcile(batch_id)  # the cancelled jobs' lines end now (a cancelled job's worker reports nothing)
+            pass  # deleted meanwhile: `reconcile` records its line
+    reconcile(batch_id)  # the cancelled jobs' lines end now (a cancelled job's worker reports nothing)
     return get_batch(owner, batch_id)
 
 
-def may_start() -> ColumnElement[bool]:
-    """The condition a worker's claim of a job adds to its UPDATE: not a batch line, or one whose batch still
-    runs. Checked in the claim's own statement, so a cancel that committed first always wins."""
-    return or_(col(Job.batch_id).is_(None), col(Job.batch_id).in_(select(Batch.id).where(Batch.status == "running")))
-
-
-def stop_if_cancelled(job: Job) -> bool:
-    """A worker could not claim `job`: when its batch no longer runs, cancel it (it never started) and record its
-    line; True then. False when the claim failed for another reason (another worker has it)."""
-    if job.batch_id is None or _batch_running(job.batch_id):
-        return False
+def _give_back(batch: Batch, chars: int) -> None:
+    """Refund the characters of lines that will never run, to the month they were reserved in (a counter of a past
+    month is gone; nothing to give back there). A key revoked since keeps them: it spends nothing more anyway."""
+    if not chars or as_utc(batch.created_at).strftime("%Y-%m") != utcnow().strftime("%Y-%m"):
+        return
     try:
-        cancel_job(job.id, job.owner)
-    except JobNotFound:
-        pass
-    _reconcile(job.batch_id)
-    return True
-
-
-def _batch_running(batch_id: str) -> bool:
-    with Session(get_engine()) as session:
-        return session.exec(select(Batch.status).where(Batch.id == batch_id)).first() == "running"
+        key = _batch_key(batch.owner, batch.key_id)
+    except KeyRejected:
+        return
+    refund_quota(batch.owner, key, chars)
 
 
 def get_batch(owner: str, batch_id: str) -> BatchView:
@@ -404,70 +333,6 @@ def archive(owner: str, batch_id: str) -> Path:
 
 
 # ----- inside --------------------------------------------------------------------------------------------
-
-
-def _claim(line: BatchLine) -> bool:
-    """Take a pending line for queueing, only while its batch runs (one UPDATE: a cancel cannot slip between)."""
-    running = select(Batch.id).where(Batch.id == line.batch_id, Batch.status == "running")
-    with get_engine().begin() as connection:
-        return connection.execute(update(BatchLine).where(col(BatchLine.batch_id) == line.batch_id,
-                                                          col(BatchLine.line) == line.line,
-                                                          col(BatchLine.status) == "pending",
-                                                          col(BatchLine.batch_id).in_(running))
-                                  .values(status="queued")).rowcount == 1
-
-
-def _dispatch(batch: Batch, line: BatchLine) -> None:
-    """Queue one claimed line as an ordinary job; a line that cannot be queued fails with the reason."""
-    try:
-        key = get_key_service().acting_key(batch.owner, batch.key_id) if batch.key_id else None
-        job = enqueue_synthesis(batch.owner, line.text, line.voice, line.format, key=key, captions=batch.captions,
-                                batch_id=batch.id)
-    except (ServiceUnavailable, Overloaded, TooManyConcurrent):
-        _set_line(line, "pending", None)  # no room now (or no broker): the next line's end or the sweep retries
-        return
-    except Exception as exc:  # noqa: BLE001 - invalid, over quota, key revoked…: the line fails, the batch goes on
-        _record_failed_line(batch.id, line, str(exc) or type(exc).__name__)
-        return
-    _set_line(line, "queued", job.id)
-    if job.status in ("succeeded", "failed"):  # answered from the cache: no worker will report it (and `advance`,
-        _finish_line(batch.id, job.id, job.status, job.error, job.duration_s)  # looping, queues the next line)
-    elif not _batch_running(batch.id):  # cancelled while this line was being queued: no worker starts its job
-        stop_if_cancelled(job)  # (`may_start`); cancelling it here frees its slot without waiting for one
-
-
-def _set_line(line: BatchLine, status: str, job_id: str | None) -> None:
-    with get_engine().begin() as connection:
-        connection.execute(update(BatchLine).where(col(BatchLine.batch_id) == line.batch_id,
-                                                   col(BatchLine.line) == line.line)
-                           .values(status=status, job_id=job_id))
-
-
-def _record_failed_line(batch_id: str, line: BatchLine, error: str) -> None:
-    with get_engine().begin() as connection:
-        connection.execute(update(BatchLine).where(col(BatchLine.batch_id) == batch_id, col(BatchLine.line) == line.line)
-                           .values(status="failed", error=error[:500]))
-        connection.execute(update(Batch).where(col(Batch.id) == batch_id).values(failed=Batch.failed + 1))
-
-
-def _complete_if_done(batch_id: str) -> None:
-    """Mark a running batch whose every line has ended `completed` (once) and tell its owner's webhooks."""
-    with Session(get_engine()) as session:
-        unfinished = session.exec(select(func.count()).select_from(BatchLine).where(
-            BatchLine.batch_id == batch_id, col(BatchLine.status).not_in(FINISHED_LINE))).one()
-    if unfinished:
-        return
-    with get_engine().begin() as connection:
-        completed = connection.execute(update(Batch).where(col(Batch.id) == batch_id, col(Batch.status) == "running")
-                                       .values(status="completed", finished_at=utcnow())).rowcount == 1
-    if completed:
-        with Session(get_engine()) as session:
-            batch = session.get(Batch, batch_id)
-        if batch is not None:
-            base = get_settings().base_url
-            webhooks.emit(batch.owner, "batch.completed", {
-                "batch_id": batch.id, "total": batch.total, "done": batch.done, "failed": batch.failed,
-                "archive_url": f"{base}/api/voice/batches/{batch.id}/archive.zip"})
 
 
 def _lines_with_jobs(batch_id: str) -> list[tuple[BatchLine, Job | None]]:

@@ -21,7 +21,7 @@ from backend.core.models import Job, utcnow
 from backend.core.redis_client import get_redis
 from backend.queue.inventory import forget_unacked, held_task_ids
 from backend.queue.routing import job_queues
-from backend.services.jobs.service import send_job
+from backend.services.jobs.records import send_job
 
 #: A queued job whose message the broker has not held for this long is lost (not merely being sent).
 LOST_AFTER_S = 60.0

@@ -1,9 +1,10 @@
 """Running one synthesis job inside a worker: engine → PCM → encoded file → job row.
 
 The worker's task (`workers/tasks.py`) hands this service the job id and the engines
-its process has loaded; everything else (claiming, progress, cancellation, storing,
-failing, usage) is decided here. Progress is real: text is spoken sentence by sentence and the job row records
-the share of characters done after each one. The audio file is written to a
+its process has loaded; this module speaks and stores (progress, cancellation between sentences, the file),
+and moves the job from state to state only through `lifecycle` (claiming it, succeeding, failing: each with
+what follows it — usage, webhooks, a batch's next line). Progress is real: text is spoken sentence by
+sentence and the job row records the share of characters done after each one. The audio file is written to a
 temporary name and renamed, so a crash never leaves a half-written file behind
 a `succeeded` row. A job that already succeeded is not run again when its
 message is redelivered.
@@ -12,20 +13,17 @@ message is redelivered.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from backend.core.db import get_engine
-from backend.core.metrics import FIRST_AUDIO, JOBS, QUEUE_WAIT, REALTIME_FACTOR
-from backend.core.models import Job, as_utc, utcnow
+from backend.core.metrics import FIRST_AUDIO
+from backend.core.models import Job
 from backend.core.settings import get_settings
 from backend.core.request_context import request_id_scope
 from backend.media.captions import captions_document
@@ -35,18 +33,14 @@ from backend.media.engine import (
 )
 from backend.media.live_publisher import live_publisher
 from backend.media.tempo import change_tempo
-from backend.media.live_stream import (
-    publish_chunk, publish_end, publish_progress, publish_sentence, publish_spoken, reset_stream,
-)
-from backend.services.jobs import batches
-from backend.services.webhooks import service as webhooks
-from backend.services.jobs.admission import release
-from backend.services.keys.usage import UsageRecorder
+from backend.media.live_stream import publish_chunk, publish_progress, publish_sentence, publish_spoken, reset_stream
+from backend.services.jobs import lifecycle
+from backend.services.jobs.lifecycle import JobCancelled
+from backend.services.jobs.records import update_job
 from backend.services.voices.service import CLONED_PREFIX, reference_voice
 
-logger = logging.getLogger("lockn.jobs")
-#: A job whose worker died this many times (its message redelivered each time) is failed, not retried.
-MAX_ATTEMPTS = 3
+#: What the worker's task catches: a job that cannot be spoken (failed for good) and a job its owner cancelled.
+__all__ = ["JobCancelled", "SynthesisError", "run_job", "sentence_audio", "sentence_pieces", "yield_to_interactive"]
 #: Minimum seconds between two progress writes, so long texts do not hammer the database.
 PROGRESS_INTERVAL_S = 0.5
 #: How often a batch line waiting for interactive jobs to end looks again, and for how long it waits at most.
@@ -54,24 +48,12 @@ BATCH_YIELD_POLL_S = 0.05
 BATCH_YIELD_MAX_S = 30.0
 
 
-@lru_cache(maxsize=1)
-def usage_recorder() -> UsageRecorder:
-    """Audio seconds are known only here; they reach the key's usage through the same batched recorder."""
-    return UsageRecorder(get_engine())
-
-
-def close_usage_recorder() -> None:
-    """Write buffered usage now (a worker's pool process exits without running atexit handlers)."""
-    if usage_recorder.cache_info().currsize:
-        usage_recorder().close()
-
-
 def run_job(job_id: str, engines: Mapping[str, Engine], redelivered: bool = False) -> dict:
     """Run the job with one of `engines` (by the job's engine name) to `succeeded`, or raise.
 
     Progress is recorded on the job row as sentences are spoken. `redelivered`: the broker handed
     this message out before (its worker died), so a `running` job is taken over."""
-    job = _claim(job_id, redelivered)
+    job = lifecycle.start(job_id, redelivered)
     if not isinstance(job, Job):
         return job  # nothing to run: why, for the task's result
     with request_id_scope(job.request_id):  # what is logged about the job carries the id of its request
@@ -95,76 +77,14 @@ def _run_claimed(job: Job, engines: Mapping[str, Engine]) -> dict:
     path = _store(job, encode(pcm, rate, job.format))
     duration = round(len(pcm) / rate, 3)
     captions = captions_document(spoken, rate) if job.captions_requested else None
-    if not _update_job(job_id, only_while_running=True, status="succeeded", progress=100.0,
-                       chars_done=job.text_chars, audio_path=str(path), audio_bytes=path.stat().st_size,
-                       duration_s=duration, engine_time_s=round(engine_time, 3), finished_at=utcnow(),
-                       captions=captions):
+    try:
+        lifecycle.succeed(job, progress=100.0, chars_done=job.text_chars, audio_path=str(path),
+                          audio_bytes=path.stat().st_size, duration_s=duration, engine_time_s=round(engine_time, 3),
+                          captions=captions)
+    except JobCancelled:
         path.unlink(missing_ok=True)  # cancelled in its last moments: no file without a row
-        raise JobCancelled(job_id)
-    end_live_audio(job_id)
-    release(job_id)
-    JOBS.labels(job.engine, "succeeded").inc()
-    logger.info("job %s succeeded: %.1f s of %s audio in %.2f s", job_id, duration, job.engine, engine_time)
-    if duration > 0:
-        REALTIME_FACTOR.labels(job.engine).observe(engine_time / duration)
-    if job.key_id:
-        usage_recorder().record(job.key_id, audio_seconds=duration)
-    job.status, job.duration_s = "succeeded", duration
-    webhooks.job_event(job)
-    batches.line_finished(job)
+        raise
     return {"job_id": job.id, "status": "succeeded", "duration_s": duration}
-
-
-def _claim(job_id: str, redelivered: bool) -> Job | dict:
-    """Mark the job `running`, or say why there is nothing to run.
-
-    A job already `running` is taken over only from a redelivered message (its worker died); a fresh
-    message for it is a second copy (a lost job sent again while its first message was being
-    delivered), and two workers never run one job: the claim is one conditional UPDATE on `attempts`. A batch's
-    line starts only while its batch runs (`batches.may_start`, in the same UPDATE)."""
-    with Session(get_engine(), expire_on_commit=False) as session:
-        job = session.get(Job, job_id)
-    if job is None:
-        raise SynthesisError(f"job {job_id} does not exist")
-    if job.status == "succeeded":
-        return {"job_id": job.id, "status": "succeeded", "redelivered": True}
-    if job.status == "failed":  # cancelled while it waited in the queue, or reaped
-        return {"job_id": job.id, "status": "failed", "error": job.error}
-    if job.status == "running" and not redelivered:
-        return {"job_id": job.id, "status": "running", "duplicate": True}
-    if job.attempts >= MAX_ATTEMPTS:  # it took its worker down every time: stop handing it out
-        raise SynthesisError(f"this job stopped its worker {job.attempts} times and was given up; "
-                             "try a shorter text or another voice")
-    claimed = {"status": "running", "started_at": utcnow(), "attempts": job.attempts + 1, "progress": 0.0,
-               "chars_done": 0, "error": None}
-    with get_engine().begin() as connection:
-        won = connection.execute(update(Job).where(Job.id == job_id, Job.status == job.status,
-                                                   Job.attempts == job.attempts, batches.may_start())
-                                 .values(**claimed)).rowcount == 1
-    if not won:
-        if batches.stop_if_cancelled(job):  # a line of a batch cancelled before it could start
-            return {"job_id": job.id, "status": "failed", "error": "the batch was cancelled"}
-        return {"job_id": job.id, "status": "running", "duplicate": True}
-    for name, value in claimed.items():
-        setattr(job, name, value)
-    QUEUE_WAIT.labels(job.engine).observe(max(0.0, (job.started_at - as_utc(job.created_at)).total_seconds()))
-    return job
-
-
-def _update_job(job_id: str, *, only_while_running: bool = False, **fields: object) -> bool:
-    """Write `fields` to the job's row in one UPDATE; False when no row matched.
-
-    With `only_while_running` the condition is part of the UPDATE, so recording progress also answers
-    "is the job still wanted?" (cancelled, reaped or deleted jobs are not `running`) without a query of
-    its own, and a cancel that lands last is never overwritten."""
-    condition = [Job.status == "running"] if only_while_running else []
-    with get_engine().begin() as connection:
-        result = connection.execute(update(Job).where(Job.id == job_id, *condition).values(**fields))
-    return result.rowcount == 1
-
-
-class JobCancelled(Exception):
-    """The owner cancelled the job: stop, leave the row as the owner left it."""
 
 
 def yield_to_interactive(max_wait_s: float = BATCH_YIELD_MAX_S) -> None:
@@ -224,7 +144,7 @@ class _Progress:
             raise SynthesisError("the job took longer than the time limit and was stopped")
         progress = min(round(100.0 * chars_done / max(self.job.text_chars, 1), 1), 99.0)
         chars_done = min(chars_done, self.job.text_chars)
-        if not _update_job(self.job.id, only_while_running=True, progress=progress, chars_done=chars_done):
+        if not update_job(self.job.id, only_while_running=True, progress=progress, chars_done=chars_done):
             raise JobCancelled(self.job.id)
         live_publisher.publish(publish_progress, self.job.id, progress, chars_done)
         self.last_write = time.monotonic()
@@ -281,25 +201,3 @@ def _store(job: Job, data: bytes) -> Path:
     partial.write_bytes(data)
     os.replace(partial, final)
     return final
-
-
-def fail_job(job_id: str, message: str) -> None:
-    """Mark the job failed with a message a person can act on (and tell streaming readers)."""
-    _update_job(job_id, status="failed", error=message[:500], finished_at=utcnow())  # no row if deleted meanwhile
-    end_live_audio(job_id, message[:500])
-    with Session(get_engine()) as session:
-        job = session.get(Job, job_id)
-    if job is not None:
-        release(job_id)
-        JOBS.labels(job.engine, "failed").inc()
-        with request_id_scope(job.request_id):
-            logger.warning("job %s failed: %s", job_id, message[:500])
-        webhooks.job_event(job)
-        batches.line_finished(job)
-
-
-def end_live_audio(job_id: str, error: str | None = None) -> None:
-    """Close the job's live stream (`done`, or `error` with a message) and wait until it is sent, so a
-    client streaming the job stops at once rather than waiting out its timeout."""
-    live_publisher.publish(publish_end, job_id, error)
-    live_publisher.flush()

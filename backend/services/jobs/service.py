@@ -8,64 +8,34 @@ Bad input is refused here, before anything is written or queued.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Literal
 
 import redis
-from kombu.exceptions import OperationalError as BrokerError
 from sqlmodel import Session, col, select
 
 from backend.core.db import get_engine
 from backend.core.metrics import ADMISSION_REFUSALS
 from backend.core.models import Job, as_utc
-from backend.core.redis_client import get_binary_redis
-from backend.core.request_context import current_facts, current_request_id
-from backend.media.codecs import FORMATS
-from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
-from backend.media.live_stream import publish_end
-from backend.queue.app import get_celery
-from backend.queue.routing import SYNTHESIZE_TASK, queue_for
+from backend.core.request_context import current_facts
+from backend.services.common.errors import ServiceUnavailable
 from backend.services.common.ownership import owned_row
+from backend.services.common.pagination import BadCursor, newest_first
 from backend.services.jobs.admission import (
     Overloaded, TooFast, TooManyConcurrent, acquire, check_queue_room, check_user_rate, holders_of, release,
 )
-from backend.services.common.errors import ServiceUnavailable
 from backend.services.jobs.reaper import is_stalled, reap_stalled_jobs
-from backend.services.keys.service import KeyRejected, VerifiedKey, get_key_service
-from backend.services.common.pagination import BadCursor, newest_first
-from backend.services.jobs.text_input import UnspeakableText, normalised_text, speakable_text
-from backend.services.keys.studio_usage import StudioQuotaReached, refund_studio_chars, reserve_studio_chars
-from backend.services.voices.service import (
-    CLONED_PREFIX, VoiceNotFound, engine_for_clone, get_cloned_voice, live_engines, live_voices,
-    unavailable_voice_reason,
+from backend.services.jobs.records import (  # noqa: F401 - the web tier's doors import these from here too
+    CANCELLED_MESSAGE, FINISHED, MAX_TEXT_CHARS, QUEUE_UNREACHABLE, InvalidJobRequest, JobNotFound, cache_key,
+    cached_job, cancel_job, cleaned_text, new_job, request_address, send_job, send_written_job, validate_request,
+    write_job,
 )
-
-MAX_TEXT_CHARS = 4096
-#: The states a job never leaves.
-FINISHED = ("succeeded", "failed")
-QUEUE_UNREACHABLE = "the job queue is unreachable; nothing was queued, try again in a moment"
-#: The error of a job its owner cancelled.
-CANCELLED_MESSAGE = "Cancelled."
-
-
-class InvalidJobRequest(ValueError):
-    """The request can never succeed as asked; `field` names what to fix, `code` the kind of refusal (the
-    API's error code: `empty_text` for a text with nothing to speak, see `text_input`)."""
-
-    def __init__(self, message: str, field: str, code: str = "invalid_request") -> None:
-        super().__init__(message)
-        self.field, self.code = field, code
-
-
-class JobNotFound(LookupError):
-    """No job with that id belongs to this owner."""
-
+from backend.services.jobs.text_input import normalised_text
+from backend.services.keys.service import KeyRejected, VerifiedKey, get_key_service
+from backend.services.keys.studio_usage import StudioQuotaReached, refund_studio_chars, reserve_studio_chars
 
 JobState = Literal["queued", "running", "succeeded", "failed"]
 
@@ -103,70 +73,9 @@ class JobStatus:
                    job.instructions, job.speed)
 
 
-def validate_request(owner: str, text: str, voice: str, fmt: str, speed: float, instructions: str = "",
-                     engine: str | None = None) -> tuple[str, str]:
-    """Check the request against the rules and the live workers; returns (engine, engine version).
-
-    `engine` is a preference that only a cloned voice can honour (any cloning engine speaks it); a built-in
-    voice belongs to one engine."""
-    if not text or not text.strip():
-        raise InvalidJobRequest("text is empty: give 1–4096 characters to speak", "text")
-    if len(text) > MAX_TEXT_CHARS:
-        raise InvalidJobRequest(f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}", "text")
-    if fmt not in FORMATS:
-        raise InvalidJobRequest(f"format {fmt!r} is not supported; choose {', '.join(FORMATS)}", "format")
-    if not MIN_SPEED <= speed <= MAX_SPEED:
-        raise InvalidJobRequest(f"speed must be between {MIN_SPEED} and {MAX_SPEED}", "speed")
-    if len(instructions) > MAX_INSTRUCTIONS_CHARS:
-        raise InvalidJobRequest(f"instructions are {len(instructions)} characters; the limit is "
-                                f"{MAX_INSTRUCTIONS_CHARS}", "instructions")
-    if voice.startswith(CLONED_PREFIX):
-        try:
-            recorded = get_cloned_voice(owner, voice).engine
-        except VoiceNotFound:
-            raise InvalidJobRequest(f"unknown voice {voice!r}; list voices at /api/voice/voices", "voice") from None
-        return engine_for_clone(recorded, engine)
-    served = live_voices()
-    if voice not in served and (reason := unavailable_voice_reason(voice)) is not None:
-        raise ServiceUnavailable(reason)  # a clear refusal now, never a job that waits for weights forever
-    if not served:
-        raise ServiceUnavailable("no synthesis worker is running; start one with `make worker`")
-    if voice not in served:
-        raise InvalidJobRequest(f"unknown voice {voice!r}; list voices at /api/voice/voices", "voice")
-    speaker = served[voice][0]
-    return speaker, live_engines()[speaker]["version"]
-
-
-def cleaned_text(text: str) -> str:
-    """`text` by the rule of `text_input`, or the `InvalidJobRequest` (code `empty_text`) that says why not."""
-    try:
-        return speakable_text(text)
-    except UnspeakableText as exc:
-        raise InvalidJobRequest(str(exc), "text", exc.code) from None
-
-
-def cache_key(owner: str, text: str, voice: str, fmt: str, speed: float, engine_version: str,
-              instructions: str = "", engine: str = "") -> str:
-    """The content address of a request: identical requests get identical audio.
-
-    Instructions and the engine join the address only when given, so the addresses of plain requests
-    (and the audio they point at) stay as they were before either existed."""
-    parts = [owner, text, voice, fmt, f"{speed:.3f}", engine_version]
-    if instructions or engine:
-        parts += [instructions, engine]
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
-
-
-def _cached_job(key: str, owner: str) -> Job | None:
-    with Session(get_engine()) as session:
-        done = session.exec(select(Job).where(Job.cache_key == key, Job.owner == owner, Job.status == "succeeded")
-                            .order_by(col(Job.created_at).desc())).first()
-    return done if done is not None and done.audio_path and Path(done.audio_path).exists() else None
-
-
 def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed: float = 1.0,
                       key: VerifiedKey | None = None, captions: bool = False, instructions: str = "",
-                      engine: str | None = None, batch_id: str | None = None) -> Job:
+                      engine: str | None = None) -> Job:
     """Record a job and hand it to the queue of the voice's engine, or answer at once from the cache.
 
     A cache hit is a new job row, already `succeeded`, pointing at the earlier audio (so history and
@@ -184,25 +93,17 @@ def enqueue_synthesis(owner: str, text: str, voice: str, fmt: str = "wav", speed
     """
     text, instructions = cleaned_text(text), normalised_text(instructions)
     chosen, version = validate_request(owner, text, voice, fmt, speed, instructions, engine)
-    if key is None and batch_id is None:  # a Studio request: the user's own rate limit (a key has its own;
-        check_studio_rate(owner)  # a batch's lines are one request, the upload: `batches.create_batch`)
-    address = cache_key(owner, text, voice, fmt, speed, version, instructions,
-                        chosen if voice.startswith(CLONED_PREFIX) else "")
-    job = _new_job(owner, text, voice, chosen, fmt, speed, address, key_id=key.id if key else None,
-                   captions_requested=captions, instructions=instructions, batch_id=batch_id)
-    hit = _cached_job(address, owner)
-    if captions and hit is not None and hit.captions is None:
-        hit = None  # the same audio, but made without captions: make it again, with them
+    if key is None:  # a Studio request: the user's own rate limit (a key has its own)
+        check_studio_rate(owner)
+    address = request_address(owner, text, voice, fmt, speed, chosen, version, instructions)
+    job = new_job(owner, text, voice, chosen, fmt, speed, address, key_id=key.id if key else None,
+                   captions_requested=captions, instructions=instructions)
+    hit = cached_job(address, owner, captions)
     with ExitStack() as undo:
         if hit is None:
             _broker_call(_admit, job, holders_of(key, owner))
             undo.callback(release, job.id)
-        if key is not None:
-            _broker_call(get_key_service().reserve_chars, key, len(text))
-            undo.callback(_refund, get_key_service().refund_chars, key, len(text))
-        else:
-            _broker_call(reserve_studio_chars, owner, len(text))
-            undo.callback(_refund, refund_studio_chars, owner, len(text))
+        reserve_quota(undo, owner, key, len(text))
         _record_and_send(job, hit)
         undo.pop_all()  # queued (or answered): keep the slot and the reservation
     if (facts := current_facts()) is not None:  # for the request log
@@ -223,21 +124,13 @@ def voice_sample_job(voice: str) -> Job:
     Two first plays at once may both queue one; either answers, and later plays find the newest."""
     engine, version = validate_request(SAMPLE_OWNER, SAMPLE_TEXT, voice, "mp3", 1.0)
     address = cache_key(SAMPLE_OWNER, SAMPLE_TEXT, voice, "mp3", 1.0, version)
-    made = _cached_job(address, SAMPLE_OWNER)
+    made = cached_job(address, SAMPLE_OWNER)
     if made is not None:
         return made
-    job = _new_job(SAMPLE_OWNER, SAMPLE_TEXT, voice, engine, "mp3", 1.0, address)
+    job = new_job(SAMPLE_OWNER, SAMPLE_TEXT, voice, engine, "mp3", 1.0, address)
     _broker_call(check_queue_room, engine)
     _record_and_send(job, None)
     return job
-
-
-def _new_job(owner: str, text: str, voice: str, engine: str, fmt: str, speed: float, address: str,
-             **fields: object) -> Job:
-    """A job row for a request (not yet written), carrying the id of the request that asked for it."""
-    return Job(id="job_" + secrets.token_hex(10), owner=owner, voice_id=voice, engine=engine, text=text,
-               text_chars=len(text), format=fmt, speed=speed, cache_key=address, request_id=current_request_id(),
-               **fields)
 
 
 def check_studio_rate(owner: str) -> None:
@@ -268,6 +161,29 @@ def _broker_call(function: Callable[..., None], *args: object) -> None:
         raise
 
 
+def reserve_quota(undo: ExitStack, owner: str, key: VerifiedKey | None, chars: int) -> None:
+    """Reserve `chars` on the key's monthly quota (`KeyRejected`), or without a key on the Studio user's
+    (`StudioQuotaReached`), and have `undo` give them back should what they were for not happen."""
+    _broker_call(_reserve, owner, key, chars)
+    undo.callback(refund_quota, owner, key, chars)
+
+
+def _reserve(owner: str, key: VerifiedKey | None, chars: int) -> None:
+    if key is not None:
+        get_key_service().reserve_chars(key, chars)
+    else:
+        reserve_studio_chars(owner, chars)
+
+
+def refund_quota(owner: str, key: VerifiedKey | None, chars: int) -> None:
+    """Give back characters `reserve_quota` took for work that never ran (best effort: with the broker down the
+    reservation stays, erring on the quota's side)."""
+    if key is not None:
+        _refund(get_key_service().refund_chars, key, chars)
+    else:
+        _refund(refund_studio_chars, owner, chars)
+
+
 def _refund(refund: Callable[..., None], *args: object) -> None:
     try:
         refund(*args)
@@ -276,25 +192,9 @@ def _refund(refund: Callable[..., None], *args: object) -> None:
 
 
 def _record_and_send(job: Job, hit: Job | None) -> None:
-    if hit is not None:
-        job.status, job.progress, job.chars_done = "succeeded", 100.0, hit.text_chars
-        job.audio_path, job.audio_bytes, job.duration_s, job.engine_time_s = \
-            hit.audio_path, hit.audio_bytes, hit.duration_s, 0.0
-        job.captions = hit.captions if job.captions_requested else None
-        job.started_at = job.finished_at = job.created_at
-    with Session(get_engine(), expire_on_commit=False) as session:
-        session.add(job)
-        session.commit()
-    if job.status == "succeeded":
-        _record_usage(job)
-        return
-    try:
-        send_job(job)
-    except (BrokerError, redis.RedisError, OSError) as exc:
-        with Session(get_engine()) as session:
-            session.delete(session.get(Job, job.id))
-            session.commit()
-        raise ServiceUnavailable(QUEUE_UNREACHABLE) from exc
+    write_job(job, hit)
+    if job.status != "succeeded":
+        send_written_job(job)
     _record_usage(job)
 
 
@@ -302,7 +202,7 @@ def _record_usage(job: Job) -> None:
     if job.key_id is None:
         return
     audio_seconds = (job.duration_s or 0.0) if job.status == "succeeded" else 0.0
-    get_key_service().usage.record(job.key_id, chars=job.text_chars, audio_seconds=audio_seconds)
+    get_key_service().record_usage(job.key_id, chars=job.text_chars, audio_seconds=audio_seconds)
 
 
 def _owned_job(job_id: str, owner: str) -> Job:
@@ -326,11 +226,6 @@ def job_captions(job_id: str, owner: str) -> dict:
     return job.captions
 
 
-def send_job(job: Job) -> None:
-    get_celery().send_task(SYNTHESIZE_TASK, args=[job.id], queue=queue_for(job.engine, batch=job.batch_id is not None),
-                           task_id=job.id)
-
-
 def job_status(job_id: str, owner: str) -> JobStatus:
     """The job's state as stored by its worker; another owner's job is indistinguishable from none."""
     job = _owned_job(job_id, owner)
@@ -349,25 +244,6 @@ def list_jobs(owner: str, limit: int = 20, cursor: str | None = None) -> tuple[l
         except BadCursor:
             raise InvalidJobRequest("cursor is not a job of yours", "cursor") from None
     return [JobStatus.of(job) for job in page.items], page.next_cursor
-
-
-def cancel_job(job_id: str, owner: str) -> None:
-    """Stop a queued or running job: the worker sees it at its next progress write (0.5 s apart) and stops.
-
-    Whoever follows the job hears of it at once (its live stream ends with the cancel message), also
-    when it was still waiting in the queue and no worker will ever say so."""
-    with Session(get_engine()) as session:
-        job = owned_row(session, Job, job_id, owner, JobNotFound)
-        if job.status in FINISHED:
-            return
-        job.status, job.error = "failed", CANCELLED_MESSAGE
-        session.add(job)
-        session.commit()
-    release(job_id)
-    try:
-        publish_end(get_binary_redis(), job_id, CANCELLED_MESSAGE)
-    except redis.RedisError:
-        pass  # followers re-read the row within a few seconds (job_audio.RECHECK_S)
 
 
 def delete_job(job_id: str, owner: str) -> None:

@@ -33,7 +33,7 @@ from backend.services.common.pagination import BadCursor, newest_first
 from backend.services.keys.quota import QuotaExceeded, QuotaLedger
 from backend.core.key_format import KEY_ENVS, KeyEnv, digest_key, display_start, generate_key, parse_key
 from backend.services.keys.rate_limit import InProcessRateLimiter, RateDecision, RateLimiter, RedisRateLimiter
-from backend.services.keys.usage import UsageRecorder, daily_series
+from backend.services.keys.usage import UsageRecorder, close_process_usage, daily_series, process_usage
 from backend.core.settings import Settings, get_settings
 
 #: Every scope a key can hold, with what it allows (shown in the API docs and the dashboard).
@@ -207,13 +207,29 @@ def key_status(row: ApiKey, replaced: bool, now: datetime | None = None) -> KeyS
 class KeyService:
     """Owns every rule about keys. Routers, the CLI and Reflex state call this, nothing else."""
 
-    def __init__(self, engine: Engine, pepper: str | None, limiter: RateLimiter, usage: UsageRecorder,
+    def __init__(self, engine: Engine, pepper: str | None, limiter: RateLimiter, usage: UsageRecorder | None = None,
                  bus_client: str | None = None) -> None:
-        self.engine, self._pepper, self.limiter, self.usage = engine, pepper, limiter, usage
+        """`usage`: a recorder of its own (writing to `engine`); by default the process's one (`process_usage`),
+        so every door of a process (verification, errors, jobs, the dashboard) buffers into one place."""
+        self.engine, self._pepper, self.limiter, self._usage = engine, pepper, limiter, usage
         self.cache = KeyCache()
         self.bus = InvalidationBus(lambda: client_for(bus_client) if bus_client else None, self.cache.invalidate)
         self.bus.start()
         self.quota = QuotaLedger(lambda: client_for(bus_client) if bus_client else None, self._month_used)
+
+    @property
+    def usage(self) -> UsageRecorder:
+        """Where this process's key usage is buffered (looked up on each use: a forked child has its own)."""
+        return self._usage if self._usage is not None else process_usage()
+
+    def record_usage(self, key_id: str, *, requests: int = 0, chars: int = 0, audio_seconds: float = 0.0,
+                     errors: int = 0) -> None:
+        """Count a request's usage on the key (buffered; written within seconds and at every exit)."""
+        self.usage.record(key_id, requests=requests, chars=chars, audio_seconds=audio_seconds, errors=errors)
+
+    def flush_usage(self) -> None:
+        """Write buffered usage now (a view that shows usage up to this moment)."""
+        self.usage.flush()
 
     # ----- verification ------------------------------------------------------------------------------
 
@@ -246,7 +262,7 @@ class KeyService:
             raise KeyRejected("insufficient_scope", f"The API key lacks the scope {', '.join(missing)}.",
                               headers=rate.headers())
         if count:
-            self.usage.record(entry.id, requests=1)
+            self.record_usage(entry.id, requests=1)
         return VerifiedKey(entry.id, entry.owner, entry.env, entry.scopes, rate,
                            RateLimit(entry.rate_limit_requests, entry.rate_limit_window_s), entry.quota_chars,
                            entry.expires_at, entry.max_concurrent_jobs, entry.budgets, entry.ancestry)
@@ -547,7 +563,10 @@ class KeyService:
     def close(self) -> None:
         """Write buffered usage and stop background threads (clean shutdown)."""
         self.bus.stop()
-        self.usage.close()
+        if self._usage is not None:
+            self._usage.close()
+        else:
+            close_process_usage()
 
 
 def build_key_service(settings: Settings, engine: Engine | None = None) -> KeyService:
@@ -556,7 +575,8 @@ def build_key_service(settings: Settings, engine: Engine | None = None) -> KeySe
     limiter: RateLimiter = RedisRateLimiter(client_for(settings.redis_url)) if settings.redis_url \
         else InProcessRateLimiter()
     pepper = settings.key_pepper.get_secret_value() if settings.key_pepper else None
-    return KeyService(engine, pepper, limiter, UsageRecorder(engine), bus_client=settings.broker_url)
+    usage = UsageRecorder(engine) if engine is not get_engine() else None  # another database: its own recorder
+    return KeyService(engine, pepper, limiter, usage, bus_client=settings.broker_url)
 
 
 @lru_cache(maxsize=1)

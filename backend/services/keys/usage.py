@@ -5,20 +5,27 @@ trip on the hot path. A background thread flushes every `FLUSH_INTERVAL_S`
 seconds with one upsert per (key, day); `flush()` also runs at a clean shutdown
 (atexit and the app's shutdown hook), so nothing recorded is lost. A flush
 that fails (database down) puts its counts back and is retried.
+
+A process has one recorder (`process_usage`, which the key service uses); a forked child (a Celery pool process)
+makes its own rather than sharing its parent's buffer and flush thread, and every exit closes it
+(`close_process_usage`). What a worker learns at a job's end is not buffered at all: `add_usage` writes it in the
+transaction that ends the job, so a worker killed a moment later has lost nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Connection, Engine, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from backend.core.db import get_engine
 from backend.core.models import ApiKey, KeyUsage, utcnow
 from backend.services.common.periodic_flush import PeriodicFlush
 
@@ -89,22 +96,76 @@ class UsageRecorder:
         return len(batch.counts)
 
     def _write(self, batch: _Pending) -> None:
-        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
-        table = KeyUsage.__table__
         with self._engine.begin() as connection:
-            for (key_id, day), c in batch.counts.items():
-                statement = insert(table).values(key_id=key_id, day=day, requests=c.requests, chars=c.chars,
-                                                 audio_seconds=c.audio_seconds, errors=c.errors)
-                connection.execute(statement.on_conflict_do_update(
-                    index_elements=["key_id", "day"],
-                    set_={name: table.c[name] + statement.excluded[name]
-                          for name in ("requests", "chars", "audio_seconds", "errors")}))
+            for (key_id, day), counts in batch.counts.items():
+                _upsert(connection, key_id, day, counts)
             for key_id, when in batch.last_used.items():
                 connection.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+
+    def disown(self) -> None:
+        """Drop the buffer without writing it and never flush at exit: a forked child's copy of its parent's
+        recorder (the parent writes those counts). Runs right after a fork, where another thread of the parent
+        may have held the lock: the lock is replaced, never taken."""
+        self._lock = threading.Lock()
+        self._pending = _Pending()
+        self._flusher.abandon()
 
     def close(self) -> None:
         """Stop the flusher and write what is left (clean shutdown)."""
         self._flusher.close()
+
+
+def _upsert(connection: Connection, key_id: str, day: date, counts: UsageCounts) -> None:
+    """Add `counts` to the key's row of `day` (created at zero when missing), in one statement."""
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    table = KeyUsage.__table__
+    statement = insert(table).values(key_id=key_id, day=day, requests=counts.requests, chars=counts.chars,
+                                     audio_seconds=counts.audio_seconds, errors=counts.errors)
+    connection.execute(statement.on_conflict_do_update(
+        index_elements=["key_id", "day"],
+        set_={name: table.c[name] + statement.excluded[name]
+              for name in ("requests", "chars", "audio_seconds", "errors")}))
+
+
+def add_usage(connection: Connection, key_id: str, *, chars: int = 0, audio_seconds: float = 0.0) -> None:
+    """Write a finished job's usage now, inside the caller's transaction (the one that records the job's end):
+    usage known only when a job ends is in the database exactly when its end is, and never twice."""
+    if chars or audio_seconds:
+        _upsert(connection, key_id, utcnow().date(), UsageCounts(chars=chars, audio_seconds=audio_seconds))
+
+
+_process_lock = threading.Lock()
+_process_recorder: UsageRecorder | None = None
+
+
+def process_usage() -> UsageRecorder:
+    """This process's one recorder (writing to the configured database), made on first use."""
+    global _process_recorder
+    with _process_lock:
+        if _process_recorder is None:
+            _process_recorder = UsageRecorder(get_engine())
+        return _process_recorder
+
+
+def close_process_usage() -> None:
+    """Write what this process buffered and forget its recorder (every exit; a test's change of database)."""
+    global _process_recorder
+    with _process_lock:
+        recorder, _process_recorder = _process_recorder, None
+    if recorder is not None:
+        recorder.close()
+
+
+def _forget_in_child() -> None:
+    """A forked child must not share its parent's buffer (the parent writes those counts) or its flush thread
+    (not running in the child): it starts with none and makes its own."""
+    global _process_lock, _process_recorder
+    if _process_recorder is not None:
+        _process_recorder.disown()
+    _process_lock, _process_recorder = threading.Lock(), None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 class DayOfUsage(Protocol):
