@@ -8,18 +8,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
-from backend.api.auth import require_key, require_reader
+from backend.api.deps import Reader, ReadKey, WriteKey
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.api.view_models import model_of
 from backend.services.jobs import batches
-from backend.services.keys.service import VerifiedKey
 
 router = APIRouter(prefix="/api/voice/batches", tags=["batches"], responses=error_responses(ApiErrorEnvelope))
-ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
-WriteKey = Annotated[VerifiedKey, Depends(require_key("tts:write"))]
-Reader = Annotated[str, Depends(require_reader("tts:read"))]
 BatchOut = model_of("BatchOut", batches.BatchView, archive_url=(str, ...))
 
 

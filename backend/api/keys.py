@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, field_validator
 
-from backend.api.auth import Principal, require_principal
+from backend.api.deps import Caller, ReadKeys, WriteKeys
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.core.models import ApiKey, as_utc
 from backend.services.keys.service import (
@@ -128,10 +128,6 @@ def service_errors(key_id: str | None = None) -> Iterator[None]:
         raise ApiError(422, "invalid_request", str(exc), param=exc.field) from None
 
 
-ReadKeys = Annotated[Principal, Depends(require_principal("keys:read"))]
-WriteKeys = Annotated[Principal, Depends(require_principal("keys:write"))]
-
-
 @router.post("", status_code=201, response_model=CreatedKeyOut, summary="Create a key (the full key is shown once)")
 def create_key(body: CreateKeyIn, principal: WriteKeys) -> CreatedKeyOut:
     spec = KeySpec(body.name, body.env, tuple(body.scopes), RateLimit(body.rate_limit.requests,
@@ -151,7 +147,7 @@ def list_keys(principal: ReadKeys, limit: Annotated[int, Query(ge=1, le=MAX_PAGE
 
 
 @router.get("/self", response_model=KeyOut, summary="The calling key's own metadata (whoami)")
-def key_self(principal: Annotated[Principal, Depends(require_principal())]) -> KeyOut:
+def key_self(principal: Caller) -> KeyOut:
     if principal.key is None:
         raise ApiError(400, "bad_request", "/api/keys/self describes the API key you call with; "
                                            "you are signed in without one.")

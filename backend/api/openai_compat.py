@@ -11,13 +11,14 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from backend.api.auth import bearer_token, require_key
+from backend.api.auth import bearer_token
+from backend.api.deps import ReadKey, WriteKey
 from backend.api.errors import ApiError, OpenAIErrorEnvelope, error_responses
 from backend.api.voice import voice_errors
 from backend.core.request_context import current_facts
@@ -25,14 +26,12 @@ from backend.services.voices import openai_compat
 from backend.services.voices import service as voice_library
 from backend.services.jobs.audio import TimedDelta, finished_audio, job_deltas, live_chunks
 from backend.services.jobs.service import MAX_TEXT_CHARS, enqueue_synthesis
-from backend.services.keys.service import KeyRejected, VerifiedKey, get_key_service
+from backend.services.keys.service import KeyRejected, get_key_service
 from backend.media.captions import caption_segment
 from backend.media.codecs import FORMATS, STREAMABLE, FormatName
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=error_responses(OpenAIErrorEnvelope))
-SpeechKey = Annotated[VerifiedKey, Depends(require_key("tts:write"))]
-ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
 
 
 class SpeechIn(BaseModel):
@@ -61,7 +60,7 @@ def models(_key: ReadKey) -> dict:
 
 @router.post("/audio/speech", summary="Text to speech (OpenAI schema)",
              responses={200: {"content": {f.content_type: {} for f in FORMATS.values()}}})
-async def speech(body: SpeechIn, key: SpeechKey) -> Response:
+async def speech(body: SpeechIn, key: WriteKey) -> Response:
     """Asynchronous end to end: waiting for the worker holds no thread (see `backend/services/jobs/audio.py`)."""
     if body.model not in openai_compat.MODELS:
         raise ApiError(404, "model_not_found", f"The model {body.model!r} does not exist; see /v1/models.",

@@ -9,10 +9,11 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
-from backend.api.auth import rejection, require_key, require_reader
+from backend.api.auth import rejection
+from backend.api.deps import Reader, ReadKey, WriteKey
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.api.view_models import model_of
 from backend.services.voices import service as voice_library
@@ -25,15 +26,11 @@ from backend.services.jobs.service import (
     enqueue_synthesis, job_captions, job_status, list_jobs, voice_sample_job,
 )
 from backend.media.captions import to_json, to_srt, to_vtt
-from backend.services.keys.service import KeyRejected, VerifiedKey
+from backend.services.keys.service import KeyRejected
 from backend.media.codecs import FORMATS, FormatName
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
 
 router = APIRouter(prefix="/api/voice", tags=["voice"], responses=error_responses(ApiErrorEnvelope))
-ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
-WriteKey = Annotated[VerifiedKey, Depends(require_key("tts:write"))]
-#: Key or signed-in browser, for what an `<audio>` element or a download link loads.
-Reader = Annotated[str, Depends(require_reader("tts:read"))]
 
 
 #: The service's field names as OpenAI's speech request names them.
