@@ -17,7 +17,6 @@ from urllib.parse import quote
 
 import reflex as rx
 
-from backend.core.models import LoginSession
 from backend.services.accounts import sessions
 
 
@@ -28,7 +27,7 @@ class AuthState(rx.State):
     user_email: str = ""
     user_picture: str = ""
 
-    def _login_session(self) -> LoginSession | None:
+    def _login_session(self) -> sessions.LoginSession | None:
         cookie = SimpleCookie()
         try:
             cookie.load(self.router.headers.cookie or "")

@@ -11,12 +11,12 @@ from datetime import timedelta
 
 import reflex as rx
 
-from backend.core.models import ApiKey, QaRun, as_utc, utcnow
+from backend.core.clock import as_utc, utcnow
 from backend.services.status import qa_runs
 from backend.services.status.health import service_cards
 from backend.services.keys.service import (
-    DEFAULT_MAX_CONCURRENT_JOBS, MAX_CONCURRENT_JOBS, SCOPES, InvalidKeyRequest, KeyNotFound, KeySpec, KeyStatus,
-    RateLimit, get_key_service,
+    DEFAULT_MAX_CONCURRENT_JOBS, MAX_CONCURRENT_JOBS, SCOPES, ApiKey, InvalidKeyRequest, KeyNotFound, KeySpec,
+    KeyStatus, RateLimit, get_key_service,
 )
 from backend.services.keys.studio_usage import STUDIO_SERIES, studio_series
 from state.auth import AuthState, private_page, signed_in
@@ -74,7 +74,7 @@ def rate_in_words(text: str) -> tuple[bool, str]:
     return True, f"{limit.requests:,} request{'s' if limit.requests != 1 else ''} {per}"
 
 
-def qa_run_card(run: QaRun | None) -> dict[str, str]:
+def qa_run_card(run: qa_runs.QaRun | None) -> dict[str, str]:
     """The last QA run as the status panel shows it (empty when none was recorded)."""
     if run is None:
         return {}

@@ -6,9 +6,11 @@ from datetime import datetime, timedelta
 
 import reflex as rx
 
-from backend.core.models import AuditEvent, RequestLog, as_utc, utcnow
-from backend.services.accounts.audit import ACTIONS, owner_activity
-from backend.services.accounts.request_log import STATUS_CLASSES, InvalidLogQuery, LogFilter, owner_log, owner_routes
+from backend.core.clock import as_utc, utcnow
+from backend.services.accounts.audit import ACTIONS, AuditEvent, owner_activity
+from backend.services.accounts.request_log import (
+    STATUS_CLASSES, InvalidLogQuery, LogFilter, RequestLog, owner_log, owner_routes,
+)
 from state.auth import signed_in
 from state.dashboard import DashboardState
 

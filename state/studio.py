@@ -13,7 +13,6 @@ import contextlib
 import numpy as np
 import reflex as rx
 
-from backend.media.codecs import FORMATS
 from backend.services.voices import service as voice_library
 from backend.services.jobs.admission import Overloaded, TooFast, TooManyConcurrent
 from backend.services.keys.studio_usage import StudioQuotaReached
@@ -21,7 +20,7 @@ from backend.services.common.errors import ServiceUnavailable
 from backend.services.jobs.audio import follow_job
 from backend.services.jobs.progress import progress_words
 from backend.services.status.readiness import voice_readiness
-from backend.media.engine import MAX_INSTRUCTIONS_CHARS
+from backend.services.jobs.request_rules import FORMATS, MAX_INSTRUCTIONS_CHARS
 from backend.services.jobs.service import (
     CANCELLED_MESSAGE, MAX_TEXT_CHARS, CaptionsUnavailable, InvalidJobRequest, JobNotFound, cancel_job, delete_job,
     enqueue_synthesis, job_captions, list_jobs,

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
 from backend.api.deps import AccountReader
-from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
+from backend.api.errors import ApiErrorEnvelope, error_responses
 from backend.services.status import qa_runs
 
 router = APIRouter(prefix="/api/qa", tags=["qa"], responses=error_responses(ApiErrorEnvelope))
@@ -38,9 +38,6 @@ def sandboxed(report: str) -> str:
                              "content": {"text/html": {"schema": {"type": "string"}}}}})
 def run_report(run_id: str, _reader: AccountReader) -> HTMLResponse:
     """The report as the suite wrote it (keys masked), from the data directory, sandboxed."""
-    try:
-        path = qa_runs.report_file(run_id)
-    except qa_runs.QaRunNotFound:
-        raise ApiError(404, "not_found", f"No QA report for run {run_id!r}.") from None
+    path = qa_runs.report_file(run_id)
     return HTMLResponse(sandboxed(path.read_text(encoding="utf-8", errors="replace")),
                         headers={"Cache-Control": "no-store", "Content-Security-Policy": REPORT_POLICY})

@@ -4,15 +4,13 @@ delivery log with resend. Management is account administration: `keys:write` to 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from backend.api.deps import ReadKeys, WriteKeys
-from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
+from backend.api.errors import ApiErrorEnvelope, error_responses
 from backend.api.view_models import model_of
 from backend.services.webhooks import service as webhooks
 from backend.services.webhooks.destinations import MAX_URL_CHARS
@@ -35,24 +33,9 @@ class SecretOut(BaseModel):
     secret: str
 
 
-@contextmanager
-def webhook_errors() -> Iterator[None]:
-    try:
-        yield
-    except webhooks.WebhookNotFound:
-        raise ApiError(404, "webhook_not_found", "No such webhook endpoint or delivery.") from None
-    except webhooks.InvalidWebhook as exc:
-        raise ApiError(422, "invalid_request", str(exc), param=exc.field) from None
-    except webhooks.SendingTooFast as exc:
-        raise ApiError(429, "rate_limited", str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
-    except webhooks.NotResendable as exc:
-        raise ApiError(409, "not_resendable", str(exc)) from None
-
-
 @router.post("", status_code=201, response_model=EndpointWithSecretOut, summary="Add an endpoint")
 def create_endpoint(body: EndpointIn, principal: WriteKeys) -> EndpointWithSecretOut:
-    with webhook_errors():
-        endpoint, secret = webhooks.create_endpoint(principal.owner, body.url, body.events)
+    endpoint, secret = webhooks.create_endpoint(principal.owner, body.url, body.events)
     return EndpointWithSecretOut(**vars(endpoint), secret=secret)
 
 
@@ -63,32 +46,27 @@ def list_endpoints(principal: ReadKeys) -> dict[str, list[EndpointOut]]:  # type
 
 @router.post("/{endpoint_id}/test", status_code=202, response_model=DeliveryOut, summary="Send a test event")
 def send_test(endpoint_id: str, principal: WriteKeys) -> DeliveryOut:
-    with webhook_errors():
-        return DeliveryOut(**vars(webhooks.send_test(principal.owner, endpoint_id)))
+    return DeliveryOut(**vars(webhooks.send_test(principal.owner, endpoint_id)))
 
 
 @router.post("/{endpoint_id}/disable", response_model=EndpointOut, summary="Stop sending to an endpoint")
 def disable(endpoint_id: str, principal: WriteKeys) -> EndpointOut:
-    with webhook_errors():
-        return EndpointOut(**vars(webhooks.set_enabled(principal.owner, endpoint_id, False)))
+    return EndpointOut(**vars(webhooks.set_enabled(principal.owner, endpoint_id, False)))
 
 
 @router.post("/{endpoint_id}/enable", response_model=EndpointOut, summary="Send to an endpoint again")
 def enable(endpoint_id: str, principal: WriteKeys) -> EndpointOut:
-    with webhook_errors():
-        return EndpointOut(**vars(webhooks.set_enabled(principal.owner, endpoint_id, True)))
+    return EndpointOut(**vars(webhooks.set_enabled(principal.owner, endpoint_id, True)))
 
 
 @router.post("/{endpoint_id}/rotate-secret", response_model=SecretOut, summary="A new signing secret")
 def rotate_secret(endpoint_id: str, principal: WriteKeys) -> SecretOut:
-    with webhook_errors():
-        return SecretOut(secret=webhooks.rotate_secret(principal.owner, endpoint_id))
+    return SecretOut(secret=webhooks.rotate_secret(principal.owner, endpoint_id))
 
 
 @router.delete("/{endpoint_id}", status_code=204, summary="Delete an endpoint and its delivery log")
 def delete_endpoint(endpoint_id: str, principal: WriteKeys) -> None:
-    with webhook_errors():
-        webhooks.delete_endpoint(principal.owner, endpoint_id)
+    webhooks.delete_endpoint(principal.owner, endpoint_id)
 
 
 @router.get("/deliveries", summary="The delivery log, newest first")
@@ -100,5 +78,4 @@ def list_deliveries(principal: ReadKeys, endpoint_id: str | None = None,
 @router.post("/deliveries/{delivery_id}/resend", status_code=202, response_model=DeliveryOut,
              summary="Try a failed delivery again now")
 def resend(delivery_id: str, principal: WriteKeys) -> DeliveryOut:
-    with webhook_errors():
-        return DeliveryOut(**vars(webhooks.resend(principal.owner, delivery_id)))
+    return DeliveryOut(**vars(webhooks.resend(principal.owner, delivery_id)))

@@ -9,6 +9,7 @@ Bad input is refused here, before anything is written or queued.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -26,6 +27,7 @@ from backend.core.metrics import ADMISSION_REFUSALS
 from backend.core.models import Job, as_utc
 from backend.core.redis_client import get_binary_redis
 from backend.core.request_context import current_facts, current_request_id
+from backend.media.captions import to_json, to_srt, to_vtt
 from backend.media.codecs import FORMATS
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
 from backend.media.live_stream import publish_end
@@ -324,6 +326,15 @@ def job_captions(job_id: str, owner: str) -> dict:
     if job.captions is None:
         raise CaptionsUnavailable(f"this job is {job.status}: captions come with its audio")
     return job.captions
+
+
+CaptionFormat = Literal["json", "srt", "vtt"]
+
+
+def captions_file(job_id: str, owner: str, fmt: CaptionFormat) -> str:
+    """One of the owner's job's captions as a file: JSON (sentences and words), SRT or VTT."""
+    document = job_captions(job_id, owner)
+    return json.dumps(to_json(document)) if fmt == "json" else to_srt(document) if fmt == "srt" else to_vtt(document)
 
 
 def send_job(job: Job) -> None:
