@@ -10,7 +10,7 @@ from backend.services.jobs import batches
 from backend.services.jobs.admission import TooFast
 from backend.services.common.errors import ServiceUnavailable
 from backend.services.keys.studio_usage import StudioQuotaReached
-from state.auth import AuthState
+from state.auth import AuthState, signed_in
 
 #: How often the tab re-reads a running batch's progress.
 POLL_S = 1.0
@@ -51,12 +51,10 @@ class BatchState(AuthState):
                             "format, id) or a .jsonl file of lines.")
 
     @rx.event
-    async def upload_batch(self, files: list[rx.UploadFile]):  # type: ignore[no-untyped-def]
+    @signed_in
+    async def upload_batch(self, owner: str, files: list[rx.UploadFile]):  # type: ignore[no-untyped-def]
         """Check the file (every line, every voice) and preview it: nothing starts until Start is pressed; a bad
         line is named."""
-        owner = self._owner()
-        if owner is None:
-            return self._sign_in_redirect()
         if not files:
             return None  # a refused drop also sends an empty upload: keep reject_file's words
         data = await files[0].read()
@@ -78,12 +76,10 @@ class BatchState(AuthState):
         self.preview, self._pending = {}, b""
 
     @rx.event
-    async def start_batch(self):  # type: ignore[no-untyped-def]
+    @signed_in
+    async def start_batch(self, owner: str):  # type: ignore[no-untyped-def]
         """Start the previewed file (checked again: a voice may have gone since). The upload counts on the
         Studio's rate limit like one generation."""
-        owner = self._owner()
-        if owner is None:
-            return self._sign_in_redirect()
         if not self._pending:
             return None
         try:
@@ -113,10 +109,8 @@ class BatchState(AuthState):
             await asyncio.sleep(POLL_S)
 
     @rx.event
-    def cancel_batch(self):  # type: ignore[no-untyped-def]
-        owner = self._owner()
-        if owner is None:
-            return self._sign_in_redirect()
+    @signed_in
+    def cancel_batch(self, owner: str):  # type: ignore[no-untyped-def]
         if self.batch_id:
             self._show(batches.cancel_batch(owner, self.batch_id))
         return None

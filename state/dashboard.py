@@ -11,15 +11,15 @@ from datetime import timedelta
 
 import reflex as rx
 
-from backend.core.models import ApiKey, QaRun, as_utc, utcnow
+from backend.core.clock import as_utc, utcnow
 from backend.services.status import qa_runs
 from backend.services.status.health import service_cards
 from backend.services.keys.service import (
-    DEFAULT_MAX_CONCURRENT_JOBS, MAX_CONCURRENT_JOBS, SCOPES, InvalidKeyRequest, KeyNotFound, KeySpec, KeyStatus,
-    RateLimit, get_key_service,
+    DEFAULT_MAX_CONCURRENT_JOBS, MAX_CONCURRENT_JOBS, SCOPES, ApiKey, InvalidKeyRequest, KeyNotFound, KeySpec,
+    KeyStatus, RateLimit, get_key_service,
 )
 from backend.services.keys.studio_usage import STUDIO_SERIES, studio_series
-from state.auth import AuthState
+from state.auth import AuthState, private_page, signed_in
 
 USAGE_DAYS = 30
 GRACE_CHOICES = {"now": 0, "1 hour": 3600, "24 hours": 86400}
@@ -74,7 +74,7 @@ def rate_in_words(text: str) -> tuple[bool, str]:
     return True, f"{limit.requests:,} request{'s' if limit.requests != 1 else ''} {per}"
 
 
-def qa_run_card(run: QaRun | None) -> dict[str, str]:
+def qa_run_card(run: qa_runs.QaRun | None) -> dict[str, str]:
     """The last QA run as the status panel shows it (empty when none was recorded)."""
     if run is None:
         return {}
@@ -130,21 +130,19 @@ class DashboardState(AuthState):
     @rx.event
     def load(self):  # type: ignore[no-untyped-def]
         """on_load: profile (or sign-in), then keys, usage and status."""
-        self.revealed_key = ""  # shown once: a reload of the page never shows it again
-        if not self._load_profile():
-            return self._sign_in_redirect()
-        self._refresh_keys()
+        self.revealed_key = ""  # shown once: a reload of the page never shows it again, signed in or not
+        return self._open()
+
+    @private_page
+    def _open(self, owner: str) -> None:
+        self._refresh_keys(owner)
         self._refresh_status()
-        return None
 
     def _refresh_status(self) -> None:
         self.services = service_cards()
         self.qa_run = qa_run_card(qa_runs.last_run())
 
-    def _refresh_keys(self) -> bool:
-        owner = self._owner()
-        if owner is None:
-            return False
+    def _refresh_keys(self, owner: str) -> None:
         service = get_key_service()
         service.flush_usage()  # the dashboard shows usage up to this moment
         overview = service.overview(owner, USAGE_DAYS)
@@ -155,7 +153,6 @@ class DashboardState(AuthState):
                      for key in overview.keys]
         self._usage_by_key = {**overview.series, STUDIO_SERIES: studio_series(owner, USAGE_DAYS)}
         self._set_usage()
-        return True
 
     def _set_usage(self) -> None:
         chosen = self._usage_by_key.values() if self.chart_key == "all" else \
@@ -174,9 +171,8 @@ class DashboardState(AuthState):
         self._set_usage()
 
     @rx.event
-    def refresh_status(self, _value: object = None):  # type: ignore[no-untyped-def]
-        if self._owner() is None:
-            return self._sign_in_redirect()
+    @signed_in
+    def refresh_status(self, owner: str, _value: object = None):  # type: ignore[no-untyped-def]
         self._refresh_status()
         return None
 
@@ -205,10 +201,8 @@ class DashboardState(AuthState):
         self.form_scopes = scopes + [scope] if checked else scopes
 
     @rx.event
-    def create_key(self, form: dict):  # type: ignore[no-untyped-def]
-        owner = self._owner()
-        if owner is None:
-            return self._sign_in_redirect()
+    @signed_in
+    def create_key(self, owner: str, form: dict):  # type: ignore[no-untyped-def]
         try:
             quota = int(form["quota"]) if str(form.get("quota", "")).strip() else None
             concurrent = int(form["concurrent"]) if str(form.get("concurrent", "")).strip() else \
@@ -223,33 +217,29 @@ class DashboardState(AuthState):
                 "quota, expiry and concurrent jobs must be whole numbers"
             return None
         self.create_open, self.error, self.revealed_key = False, "", full
-        self._refresh_keys()
+        self._refresh_keys(owner)
         return None
 
     @rx.event
-    def rotate_key(self, key_id: str, grace: str):  # type: ignore[no-untyped-def]
-        owner = self._owner()
-        if owner is None:
-            return self._sign_in_redirect()
+    @signed_in
+    def rotate_key(self, owner: str, key_id: str, grace: str):  # type: ignore[no-untyped-def]
         try:
             _, full = get_key_service().rotate(owner, key_id, GRACE_CHOICES.get(grace, 0))
         except (InvalidKeyRequest, KeyNotFound) as exc:
             self.error = str(exc) if isinstance(exc, InvalidKeyRequest) else "that key no longer exists"
             return None
         self.error, self.revealed_key = "", full
-        self._refresh_keys()
+        self._refresh_keys(owner)
         return None
 
     @rx.event
-    def revoke_key(self, key_id: str):  # type: ignore[no-untyped-def]
-        owner = self._owner()
-        if owner is None:
-            return self._sign_in_redirect()
+    @signed_in
+    def revoke_key(self, owner: str, key_id: str):  # type: ignore[no-untyped-def]
         try:
             get_key_service().revoke(owner, key_id)
         except KeyNotFound:
             self.error = "that key no longer exists"
-        self._refresh_keys()
+        self._refresh_keys(owner)
         return None
 
     @rx.event

@@ -6,9 +6,12 @@ from datetime import datetime, timedelta
 
 import reflex as rx
 
-from backend.core.models import AuditEvent, RequestLog, as_utc, utcnow
-from backend.services.accounts.audit import ACTIONS, owner_activity
-from backend.services.accounts.request_log import STATUS_CLASSES, InvalidLogQuery, LogFilter, owner_log, owner_routes
+from backend.core.clock import as_utc, utcnow
+from backend.services.accounts.audit import ACTIONS, AuditEvent, owner_activity
+from backend.services.accounts.request_log import (
+    STATUS_CLASSES, InvalidLogQuery, LogFilter, RequestLog, owner_log, owner_routes,
+)
+from state.auth import signed_in
 from state.dashboard import DashboardState
 
 LOG_PAGE = 20
@@ -84,9 +87,8 @@ class RequestLogState(DashboardState):
         self.log_cursor, self.log_error = page.next_cursor or "", ""
 
     @rx.event
-    def load_logs(self):  # type: ignore[no-untyped-def]
-        if self._owner() is None:
-            return self._sign_in_redirect()
+    @signed_in
+    def load_logs(self, owner: str):  # type: ignore[no-untyped-def]
         self._load()
         return None
 
@@ -153,9 +155,8 @@ class ActivityState(DashboardState):
         self.activity_cursor = page.next_cursor or ""
 
     @rx.event
-    def load_activity(self):  # type: ignore[no-untyped-def]
-        if self._owner() is None:
-            return self._sign_in_redirect()
+    @signed_in
+    def load_activity(self, owner: str):  # type: ignore[no-untyped-def]
         self._load()
         return None
 

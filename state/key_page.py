@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import reflex as rx
 
+from state.auth import private_page
 from state.history import RequestLogState
 
 
@@ -17,11 +18,9 @@ class KeyPageState(RequestLogState):
     key_missing: bool = False
 
     @rx.event
-    def load_key(self):  # type: ignore[no-untyped-def]
-        if not self._load_profile():
-            return self._sign_in_redirect()
-        if not self._refresh_keys():
-            return self._sign_in_redirect()
+    @private_page
+    def load_key(self, owner: str):  # type: ignore[no-untyped-def]
+        self._refresh_keys(owner)
         key_id = str(self.router.url.path).rstrip("/").rsplit("/", 1)[-1]
         self.key = next((k for k in self.keys if k["id"] == key_id), {})
         self.key_missing = not self.key

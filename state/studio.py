@@ -13,7 +13,6 @@ import contextlib
 import numpy as np
 import reflex as rx
 
-from backend.media.codecs import FORMATS
 from backend.services.voices import service as voice_library
 from backend.services.jobs.admission import Overloaded, TooFast, TooManyConcurrent
 from backend.services.keys.studio_usage import StudioQuotaReached
@@ -21,12 +20,12 @@ from backend.services.common.errors import ServiceUnavailable
 from backend.services.jobs.audio import follow_job
 from backend.services.jobs.progress import progress_words
 from backend.services.status.readiness import voice_readiness
-from backend.media.engine import MAX_INSTRUCTIONS_CHARS
+from backend.services.jobs.request_rules import FORMATS, MAX_INSTRUCTIONS_CHARS
 from backend.services.jobs.service import (
     CANCELLED_MESSAGE, MAX_TEXT_CHARS, CaptionsUnavailable, InvalidJobRequest, JobNotFound, cancel_job, delete_job,
     enqueue_synthesis, job_captions, list_jobs,
 )
-from state.auth import AuthState
+from state.auth import AuthState, private_page, signed_in
 
 STUDIO_FORMATS = ["wav", "mp3", "flac", "opus"]
 HISTORY_PAGE = 10
@@ -127,9 +126,8 @@ class StudioState(AuthState):
     # ----- loading ---------------------------------------------------------------------------------
 
     @rx.event
-    def load(self):  # type: ignore[no-untyped-def]
-        if not self._load_profile():
-            return self._sign_in_redirect()
+    @private_page
+    def load(self, owner: str):  # type: ignore[no-untyped-def]
         self._refresh_voices()
         self._refresh_history()
         self._check_readiness()
@@ -186,9 +184,8 @@ class StudioState(AuthState):
         self.history_cursor = next_cursor or ""
 
     @rx.event
-    def more_history(self):  # type: ignore[no-untyped-def]
-        if self._owner() is None:
-            return self._sign_in_redirect()
+    @signed_in
+    def more_history(self, owner: str):  # type: ignore[no-untyped-def]
         self._refresh_history(self.history_cursor or None)
         return None
 
@@ -288,10 +285,8 @@ class StudioState(AuthState):
                         return
 
     @rx.event
-    def cancel(self):  # type: ignore[no-untyped-def]
-        owner = self._owner()
-        if owner is None:
-            return self._sign_in_redirect()
+    @signed_in
+    def cancel(self, owner: str):  # type: ignore[no-untyped-def]
         if self.job_id and self.generating:
             cancel_job(self.job_id, owner)
             self.job_status, self.error = "failed", CANCELLED_MESSAGE
@@ -299,11 +294,9 @@ class StudioState(AuthState):
         return None
 
     @rx.event
-    def replay(self, item: dict[str, str]):  # type: ignore[no-untyped-def]
+    @signed_in
+    def replay(self, owner: str, item: dict[str, str]):  # type: ignore[no-untyped-def]
         """Put a past generation back in the player, with its voice and format chosen again, and play it."""
-        owner = self._owner()
-        if owner is None:
-            return self._sign_in_redirect()
         self.job_id, self.job_status, self.audio_url, self.error = item["id"], "succeeded", item["url"], ""
         self.captions_url = f"/api/voice/jobs/{item['id']}/captions" if item["captions"] else ""
         self.spoken_words = self._words_of(item["id"], owner) if item["captions"] else []
@@ -316,10 +309,8 @@ class StudioState(AuthState):
         return rx.call_script(play_from_start(item["url"]))
 
     @rx.event
-    def delete_generation(self, job_id: str):  # type: ignore[no-untyped-def]
-        owner = self._owner()
-        if owner is None:
-            return self._sign_in_redirect()
+    @signed_in
+    def delete_generation(self, owner: str, job_id: str):  # type: ignore[no-untyped-def]
         try:
             delete_job(job_id, owner)
         except JobNotFound:
@@ -332,11 +323,9 @@ class StudioState(AuthState):
     # ----- cloning ----------------------------------------------------------------------------------
 
     @rx.event
-    async def stage_clip(self, files: list[rx.UploadFile]):  # type: ignore[no-untyped-def]
+    @signed_in
+    async def stage_clip(self, owner: str, files: list[rx.UploadFile]):  # type: ignore[no-untyped-def]
         """The dropped clip is checked at once; its duration and waveform show before it becomes a voice."""
-        owner = self._owner()
-        if owner is None:
-            return self._sign_in_redirect()
         if not files:
             # The dropzone calls this for a refused drop too, with no files, over HTTP, while `reject_files`
             # arrives over the websocket: touching nothing here keeps its message whichever lands first.
@@ -363,10 +352,8 @@ class StudioState(AuthState):
         self.clone_error = "That file is not audio we can use: choose a WAV, MP3, FLAC or OGG recording."
 
     @rx.event
-    def create_voice(self, form: dict):  # type: ignore[no-untyped-def]
-        owner = self._owner()
-        if owner is None:
-            return self._sign_in_redirect()
+    @signed_in
+    def create_voice(self, owner: str, form: dict):  # type: ignore[no-untyped-def]
         self.clone_error = self.clone_notice = ""
         try:
             entry = voice_library.create_from_staged(owner, self._staged_clip, str(form.get("name", "")),
@@ -388,10 +375,8 @@ class StudioState(AuthState):
             return False
 
     @rx.event
-    def delete_voice(self, voice_id: str):  # type: ignore[no-untyped-def]
-        owner = self._owner()
-        if owner is None:
-            return self._sign_in_redirect()
+    @signed_in
+    def delete_voice(self, owner: str, voice_id: str):  # type: ignore[no-untyped-def]
         try:
             voice_library.delete_cloned_voice(owner, voice_id)
         except voice_library.VoiceNotFound:

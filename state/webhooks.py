@@ -6,6 +6,7 @@ from __future__ import annotations
 import reflex as rx
 
 from backend.services.webhooks import service as webhooks
+from state.auth import signed_in
 from state.dashboard import DashboardState
 
 
@@ -60,9 +61,8 @@ class WebhookState(DashboardState):
         self._refresh()
 
     @rx.event
-    def load_webhooks(self):  # type: ignore[no-untyped-def]
-        if self._owner() is None:
-            return self._sign_in_redirect()
+    @signed_in
+    def load_webhooks(self, owner: str):  # type: ignore[no-untyped-def]
         self._refresh()
         return None
 

@@ -4,6 +4,7 @@ The rules are those of `../shared/ARCHITECTURE.md` ("The shape"):
 - nothing in `backend/` imports `workers/` (what web and workers share lives in `backend/`);
 - an engine (`workers/engines/`) imports nothing from `backend/` but the engine contract and media helpers;
 - the doors (`state/`, `backend/api/`) reach the database only through services, never with a session of their own;
+- the doors import no database model and no media module: what they show or check comes from a service;
 - the rooms of `backend/` are layered: the core imports no other room, media and the queue only the core, …;
 - no two top-level packages, and no two rooms of `backend/`, import each other (directly or round a circle);
 - only entry points import `backend/ops` (the operations tools are run, never imported by the product);
@@ -30,7 +31,7 @@ BACKEND_ROOMS: dict[str, set[str]] = {
     "queue": {"core"},
     "services": {"core", "media", "queue"},
     "auth": {"core", "services"},
-    "api": {"core", "media", "services", "auth"},
+    "api": {"core", "services", "auth"},
     "ops": {"core", "media", "queue", "services", "api", "auth"},
 }
 #: The modules a worker process runs: the Celery door, its sweeps and engines, and the job runner and lifecycle.
@@ -39,6 +40,9 @@ WORKER_SIDE = ("workers", "backend.services.jobs.runner", "backend.services.jobs
 WEB_ADMISSION = ("backend.services.jobs.admission", "backend.services.jobs.service")
 #: Modules whose session or engine a door must not use itself.
 DATABASE_MODULES = ("sqlmodel", "sqlalchemy.orm", "backend.core.db")
+#: Modules behind the services a door must not import: the rows (a service hands them out) and the media room
+#: (formats, limits and captions reach a door through the service that applies them).
+SERVICE_ONLY_MODULES = ("backend.core.models", "backend.media")
 
 
 def module_name(path: Path) -> str:
@@ -136,6 +140,11 @@ def test_engines_import_only_the_engine_contract_from_backend() -> None:
 @pytest.mark.parametrize("door", ["state", "backend.api"])
 def test_doors_reach_the_database_only_through_services(door: str) -> None:
     assert [arrow for target in DATABASE_MODULES for arrow in arrows(door, target)] == []
+
+
+@pytest.mark.parametrize("door", ["state", "backend.api"])
+def test_doors_reach_models_and_media_only_through_services(door: str) -> None:
+    assert [arrow for target in SERVICE_ONLY_MODULES for arrow in arrows(door, target)] == []
 
 
 def test_backend_rooms_are_layered() -> None:

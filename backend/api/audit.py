@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from backend.api.auth import Principal, require_principal
-from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
-from backend.core.models import as_utc
-from backend.services.accounts.audit import InvalidAuditQuery, owner_activity
+from backend.api.deps import ReadKeys
+from backend.api.errors import ApiErrorEnvelope, error_responses
+from backend.core.clock import as_utc
+from backend.services.accounts.audit import owner_activity
 
 router = APIRouter(prefix="/api/audit", tags=["audit"], responses=error_responses(ApiErrorEnvelope))
 
@@ -33,11 +33,8 @@ class AuditListOut(BaseModel):
 
 
 @router.get("", response_model=AuditListOut, summary="Your account's audit trail, newest first")
-def list_audit(principal: Annotated[Principal, Depends(require_principal("keys:read"))],
+def list_audit(principal: ReadKeys,
                limit: Annotated[int, Query(ge=1, le=200)] = 50, cursor: str | None = None) -> AuditListOut:
-    try:
-        page = owner_activity(principal.owner, limit, cursor)
-    except InvalidAuditQuery as exc:
-        raise ApiError(422, "invalid_request", str(exc), param="cursor") from None
+    page = owner_activity(principal.owner, limit, cursor)
     return AuditListOut(data=[AuditEventOut(**{**event.model_dump(), "created_at": as_utc(event.created_at)})
                               for event in page.items], next_cursor=page.next_cursor)

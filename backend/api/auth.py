@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fastapi import Request, Response
 
-from backend.api.errors import ApiError
+from backend.api.errors import ApiError, rejection
 from backend.auth.tokens import InvalidToken, get_token_verifier
 from backend.core.metrics import KEY_VERIFICATIONS
 from backend.core.request_context import current_facts
@@ -34,13 +34,6 @@ class Principal:
 def bearer_token(request: Request) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-def rejection(exc: KeyRejected) -> ApiError:
-    headers = dict(exc.headers or {})
-    if exc.status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="lockn"'
-    return ApiError(exc.status, exc.code, exc.message, headers=headers)
 
 
 def _verified_key(token: str | None, scopes: tuple[str, ...], response: Response) -> VerifiedKey:

@@ -4,41 +4,21 @@ zip. The rules live in `backend/services/jobs/batches.py`."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
-from backend.api.auth import rejection, require_key, require_reader
-from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
+from backend.api.deps import Reader, ReadKey, WriteKey
+from backend.api.errors import ApiErrorEnvelope, error_responses
 from backend.api.view_models import model_of
 from backend.services.jobs import batches
-from backend.services.keys.service import KeyRejected, VerifiedKey
 
 router = APIRouter(prefix="/api/voice/batches", tags=["batches"], responses=error_responses(ApiErrorEnvelope))
-ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
-WriteKey = Annotated[VerifiedKey, Depends(require_key("tts:write"))]
-Reader = Annotated[str, Depends(require_reader("tts:read"))]
 BatchOut = model_of("BatchOut", batches.BatchView, archive_url=(str, ...))
 
 
 def batch_out(view: batches.BatchView) -> BatchOut:  # type: ignore[valid-type]
     return BatchOut(**vars(view), archive_url=f"/api/voice/batches/{view.id}/archive.zip")
-
-
-@contextmanager
-def batch_errors() -> Iterator[None]:
-    try:
-        yield
-    except batches.BatchNotFound:
-        raise ApiError(404, "batch_not_found", "No such batch among yours.") from None
-    except batches.InvalidBatch as exc:
-        raise ApiError(422, exc.code, str(exc), param="body") from None
-    except batches.BatchNotDone as exc:
-        raise ApiError(409, "batch_not_done", str(exc)) from None
-    except KeyRejected as exc:  # the batch's characters do not fit in what is left of the key's monthly quota
-        raise rejection(exc) from None
 
 
 @router.post("", status_code=202, response_model=BatchOut,
@@ -48,8 +28,7 @@ def batch_errors() -> Iterator[None]:
 async def create_batch(request: Request, key: WriteKey,
                        captions: Annotated[bool, Query(description="SRT captions in the zip")] = False) -> BatchOut:  # type: ignore[valid-type]
     data = await request.body()
-    with batch_errors():
-        view = await asyncio.to_thread(batches.create_batch, key.owner, data, key.id, captions)
+    view = await asyncio.to_thread(batches.create_batch, key.owner, data, key.id, captions)
     return batch_out(view)
 
 
@@ -60,20 +39,17 @@ def list_batches(key: ReadKey) -> dict[str, list[BatchOut]]:  # type: ignore[val
 
 @router.get("/{batch_id}", response_model=BatchOut, summary="A batch's progress")
 def get_batch(batch_id: str, key: ReadKey) -> BatchOut:  # type: ignore[valid-type]
-    with batch_errors():
-        return batch_out(batches.get_batch(key.owner, batch_id))
+    return batch_out(batches.get_batch(key.owner, batch_id))
 
 
 @router.post("/{batch_id}/cancel", response_model=BatchOut, summary="Cancel the lines not yet spoken")
 def cancel_batch(batch_id: str, key: WriteKey) -> BatchOut:  # type: ignore[valid-type]
-    with batch_errors():
-        return batch_out(batches.cancel_batch(key.owner, batch_id))
+    return batch_out(batches.cancel_batch(key.owner, batch_id))
 
 
 @router.get("/{batch_id}/archive.zip", summary="The audio of every line, captions and manifest.json",
             response_class=FileResponse, responses={200: {"content": {"application/zip": {}}}})
 def archive(batch_id: str, owner: Reader) -> FileResponse:
     """A key with `tts:read`, or the Studio's signed-in session (its download link)."""
-    with batch_errors():
-        path = batches.archive(owner, batch_id)
+    path = batches.archive(owner, batch_id)
     return FileResponse(path, media_type="application/zip", filename=f"{batch_id}.zip")

@@ -3,11 +3,15 @@
 `/api/*` and everything else answer `{"error": {"code", "message"}}`; `/v1/*`
 answers OpenAI's envelope `{"error": {"message", "type", "param", "code"}}` so
 OpenAI's SDKs show the message. No handler ever returns a stack trace.
+
+A route calls a service and leaves its refusals alone: `SERVICE_ERRORS` says, once for every route, which
+status and code each refusal is answered with.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import redis
 from fastapi import FastAPI, Request
@@ -19,6 +23,18 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.core.request_context import request_id_scope
+from backend.services.accounts.audit import InvalidAuditQuery
+from backend.services.accounts.request_log import InvalidLogQuery
+from backend.services.common.errors import ServiceUnavailable
+from backend.services.jobs.admission import Overloaded, TooFast, TooManyConcurrent
+from backend.services.jobs.audio import JobFailed
+from backend.services.jobs.batches import BatchNotDone, BatchNotFound, InvalidBatch
+from backend.services.jobs.service import CaptionsUnavailable, InvalidJobRequest, JobNotFound
+from backend.services.keys.service import InvalidKeyRequest, KeyForbidden, KeyNotFound, KeyRejected
+from backend.services.keys.studio_usage import StudioQuotaReached
+from backend.services.status.qa_runs import QaRunNotFound
+from backend.services.voices.service import VoiceNotFound, VoiceRejected
+from backend.services.webhooks.service import InvalidWebhook, NotResendable, SendingTooFast, WebhookNotFound
 
 logger = logging.getLogger("lockn.api")
 
@@ -103,6 +119,84 @@ def error_response(request: Request, error: ApiError) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=headers)  # also a 500, answered outside the middleware
 
 
+class Answer(NamedTuple):
+    """How the API answers one kind of service refusal."""
+
+    status: int
+    code: str
+    #: None: the exception's own words; else a template given the id the exception names (`{id!r}`).
+    message: str | None = None
+
+
+#: Every refusal a service raises to a route, and its answer. An exception that carries its own `status` or
+#: `code` (a voice upload's, a batch file's, a key's grant) is answered with those: the service knew which it was.
+SERVICE_ERRORS: dict[type[Exception], Answer] = {
+    JobNotFound: Answer(404, "not_found", "No job {id!r} among yours."),
+    VoiceNotFound: Answer(404, "not_found", "No voice {id!r} among yours."),
+    KeyNotFound: Answer(404, "not_found", "No key {id!r} among yours."),  # another owner's key: a plain 404
+    BatchNotFound: Answer(404, "batch_not_found", "No such batch among yours."),
+    WebhookNotFound: Answer(404, "webhook_not_found", "No such webhook endpoint or delivery."),
+    QaRunNotFound: Answer(404, "not_found", "No QA report for run {id!r}."),
+    InvalidJobRequest: Answer(422, "invalid_request"),
+    VoiceRejected: Answer(422, "invalid_request"),
+    InvalidKeyRequest: Answer(422, "invalid_request"),
+    InvalidBatch: Answer(422, "invalid_request"),
+    InvalidWebhook: Answer(422, "invalid_request"),
+    InvalidLogQuery: Answer(422, "invalid_request"),
+    InvalidAuditQuery: Answer(422, "invalid_request"),
+    KeyForbidden: Answer(403, "forbidden"),
+    BatchNotDone: Answer(409, "batch_not_done"),
+    NotResendable: Answer(409, "not_resendable"),
+    CaptionsUnavailable: Answer(409, "no_captions"),
+    TooFast: Answer(429, "rate_limited"),
+    SendingTooFast: Answer(429, "rate_limited"),
+    TooManyConcurrent: Answer(429, "too_many_concurrent_requests"),
+    StudioQuotaReached: Answer(429, "quota_exceeded"),  # a signed-in user without a key (the Studio's session)
+    ServiceUnavailable: Answer(503, "unavailable"),
+    Overloaded: Answer(503, "overloaded"),
+    JobFailed: Answer(500, "synthesis_failed"),
+}
+#: Refusals about one field that are answered unlike the rest of their kind.
+BY_FIELD: dict[tuple[type[Exception], str], Answer] = {
+    (InvalidJobRequest, "voice"): Answer(404, "voice_not_found"),  # it names something that is not there
+    (InvalidKeyRequest, "id"): Answer(409, "conflict"),  # the key exists; its state forbids the change
+    (JobFailed, "text"): Answer(422, "unspeakable_text"),  # the text gave no audio: the request's doing
+}
+#: The service's field names as OpenAI's speech request names them.
+OPENAI_FIELDS = {"text": "input", "format": "response_format"}
+
+
+def rejection(exc: KeyRejected) -> ApiError:
+    """A key that failed verification (or its quota, checked again as characters are reserved)."""
+    headers = dict(exc.headers or {})
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="lockn"'
+    return ApiError(exc.status, exc.code, exc.message, headers=headers)
+
+
+def refusal(exc: Exception, openai: bool = False) -> ApiError:
+    """A service's refusal (a type of `SERVICE_ERRORS`) as the API error it is answered with.
+
+    With `openai` (the `/v1` routes) a 422 is a 400 and a field is named as OpenAI's request names it.
+    """
+    if isinstance(exc, KeyRejected):
+        return rejection(exc)
+    kind = next(kind for kind in type(exc).__mro__ if kind in SERVICE_ERRORS)
+    field: str | None = getattr(exc, "field", None)
+    answer = BY_FIELD.get((kind, field or ""))
+    if answer is None:
+        default = SERVICE_ERRORS[kind]
+        answer = Answer(getattr(exc, "status", None) or default.status, getattr(exc, "code", None) or default.code,
+                        default.message)
+    message = answer.message.format(id=exc.args[0] if exc.args else "") if answer.message else str(exc)
+    retry_after = getattr(exc, "retry_after_s", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    if openai:
+        field = OPENAI_FIELDS.get(field, field) if field else None
+        answer = answer._replace(status=400) if answer.status == 422 else answer
+    return ApiError(answer.status, answer.code, message, param=field, headers=headers)
+
+
 #: Which part is down, by the exception its client raises; a person can act on the name.
 OUTAGE_NAMES: tuple[tuple[type[Exception], str], ...] = (
     (redis.RedisError, "the broker (Redis)"),
@@ -145,6 +239,12 @@ def install_error_handlers(app: FastAPI) -> None:
         message = f"{field}: {first.get('msg', 'invalid value')}" if field else first.get("msg", "invalid request")
         status = 400 if request.url.path.startswith("/v1/") else 422  # OpenAI answers bad bodies with 400
         return error_response(request, ApiError(status, "invalid_request", message, param=field))
+
+    async def _refused(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(request, refusal(exc, openai=request.url.path.startswith("/v1/")))
+
+    for kind in (*SERVICE_ERRORS, KeyRejected):  # a route calls a service and leaves its refusals to these
+        app.add_exception_handler(kind, _refused)
 
     @app.exception_handler(redis.RedisError)
     @app.exception_handler(BrokerError)

@@ -6,20 +6,18 @@ answers 404, exactly like a missing one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, field_validator
 
-from backend.api.auth import Principal, require_principal
+from backend.api.deps import Caller, ReadKeys, WriteKeys
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
-from backend.core.models import ApiKey, as_utc
+from backend.core.clock import as_utc
 from backend.services.keys.service import (
-    DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_SCOPES, MAX_CONCURRENT_JOBS, MAX_GRACE_SECONDS, MAX_PAGE_SIZE, MAX_QUOTA_CHARS, MAX_USAGE_DAYS, SCOPES, InvalidKeyRequest,
-    KeyForbidden, KeyNotFound, KeySpec, KeyStatus, RateLimit, get_key_service,
+    DEFAULT_MAX_CONCURRENT_JOBS, DEFAULT_SCOPES, MAX_CONCURRENT_JOBS, MAX_GRACE_SECONDS, MAX_PAGE_SIZE, MAX_QUOTA_CHARS,
+    MAX_USAGE_DAYS, SCOPES, ApiKey, KeySpec, KeyStatus, RateLimit, get_key_service,
 )
 
 router = APIRouter(prefix="/api/keys", tags=["keys"], responses=error_responses(ApiErrorEnvelope))
@@ -113,45 +111,24 @@ class UsageOut(BaseModel):
     days: list[UsageDay]
 
 
-@contextmanager
-def service_errors(key_id: str | None = None) -> Iterator[None]:
-    """Turn the key service's refusals into API errors: another owner's key is a plain 404."""
-    try:
-        yield
-    except KeyNotFound:
-        raise ApiError(404, "not_found", f"No key {key_id!r} among yours.") from None
-    except KeyForbidden as exc:
-        raise ApiError(403, exc.code, str(exc), param=exc.field) from None
-    except InvalidKeyRequest as exc:
-        if exc.field == "id":  # the key exists but its state forbids the change (e.g. rotating a revoked key)
-            raise ApiError(409, "conflict", str(exc)) from None
-        raise ApiError(422, "invalid_request", str(exc), param=exc.field) from None
-
-
-ReadKeys = Annotated[Principal, Depends(require_principal("keys:read"))]
-WriteKeys = Annotated[Principal, Depends(require_principal("keys:write"))]
-
-
 @router.post("", status_code=201, response_model=CreatedKeyOut, summary="Create a key (the full key is shown once)")
 def create_key(body: CreateKeyIn, principal: WriteKeys) -> CreatedKeyOut:
     spec = KeySpec(body.name, body.env, tuple(body.scopes), RateLimit(body.rate_limit.requests,
                    body.rate_limit.window_seconds), body.quota_chars, body.expires_at, body.max_concurrent_jobs)
-    with service_errors():
-        row, full = get_key_service().create(principal.owner, spec, minted_by=principal.key)
+    row, full = get_key_service().create(principal.owner, spec, minted_by=principal.key)
     return CreatedKeyOut(**KeyOut.of(row).model_dump(), key=full)
 
 
 @router.get("", response_model=KeyListOut, summary="List your keys, newest first")
 def list_keys(principal: ReadKeys, limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
               cursor: str | None = None) -> KeyListOut:
-    with service_errors():
-        page = get_key_service().list(principal.owner, limit, cursor)
+    page = get_key_service().list(principal.owner, limit, cursor)
     return KeyListOut(data=[KeyOut.of(row, page.statuses[row.id], page.usage_totals.get(row.id)) for row in page.keys],
                       next_cursor=page.next_cursor)
 
 
 @router.get("/self", response_model=KeyOut, summary="The calling key's own metadata (whoami)")
-def key_self(principal: Annotated[Principal, Depends(require_principal())]) -> KeyOut:
+def key_self(principal: Caller) -> KeyOut:
     if principal.key is None:
         raise ApiError(400, "bad_request", "/api/keys/self describes the API key you call with; "
                                            "you are signed in without one.")
@@ -160,27 +137,23 @@ def key_self(principal: Annotated[Principal, Depends(require_principal())]) -> K
 
 @router.get("/{key_id}", response_model=KeyOut, summary="One of your keys")
 def get_key(key_id: str, principal: ReadKeys) -> KeyOut:
-    with service_errors(key_id):
-        return KeyOut.of(get_key_service().get(principal.owner, key_id))
+    return KeyOut.of(get_key_service().get(principal.owner, key_id))
 
 
 @router.post("/{key_id}/rotate", response_model=CreatedKeyOut, summary="Replace a key; the old one lasts the grace")
 def rotate_key(key_id: str, principal: WriteKeys, body: RotateIn | None = None) -> CreatedKeyOut:
-    with service_errors(key_id):
-        row, full = get_key_service().rotate(principal.owner, key_id, (body or RotateIn()).grace_seconds,
-                                             by=principal.key)
+    row, full = get_key_service().rotate(principal.owner, key_id, (body or RotateIn()).grace_seconds,
+                                         by=principal.key)
     return CreatedKeyOut(**KeyOut.of(row).model_dump(), key=full)
 
 
 @router.post("/{key_id}/revoke", response_model=KeyOut, summary="Revoke a key at once, everywhere")
 def revoke_key(key_id: str, principal: WriteKeys) -> KeyOut:
-    with service_errors(key_id):
-        return KeyOut.of(get_key_service().revoke(principal.owner, key_id))
+    return KeyOut.of(get_key_service().revoke(principal.owner, key_id))
 
 
 @router.get("/{key_id}/usage", response_model=UsageOut, summary="Daily usage, oldest day first")
 def key_usage(key_id: str, principal: ReadKeys,
               days: Annotated[int, Query(ge=1, le=MAX_USAGE_DAYS)] = 30) -> UsageOut:
-    with service_errors(key_id):
-        series = get_key_service().usage_series(principal.owner, key_id, days)
+    series = get_key_service().usage_series(principal.owner, key_id, days)
     return UsageOut(key_id=key_id, days=[UsageDay(**day) for day in series])

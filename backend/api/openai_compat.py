@@ -11,28 +11,26 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from backend.api.auth import bearer_token, require_key
+from backend.api.auth import bearer_token
+from backend.api.deps import ReadKey, WriteKey
 from backend.api.errors import ApiError, OpenAIErrorEnvelope, error_responses
-from backend.api.voice import voice_errors
 from backend.core.request_context import current_facts
 from backend.services.voices import openai_compat
 from backend.services.voices import service as voice_library
 from backend.services.jobs.audio import TimedDelta, finished_audio, job_deltas, live_chunks
+from backend.services.jobs.request_rules import (
+    FORMATS, MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED, STREAMABLE, FormatName, content_type,
+)
 from backend.services.jobs.service import MAX_TEXT_CHARS, enqueue_synthesis
-from backend.services.keys.service import KeyRejected, VerifiedKey, get_key_service
-from backend.media.captions import caption_segment
-from backend.media.codecs import FORMATS, STREAMABLE, FormatName
-from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
+from backend.services.keys.service import KeyRejected, get_key_service
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=error_responses(OpenAIErrorEnvelope))
-SpeechKey = Annotated[VerifiedKey, Depends(require_key("tts:write"))]
-ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
 
 
 class SpeechIn(BaseModel):
@@ -61,7 +59,7 @@ def models(_key: ReadKey) -> dict:
 
 @router.post("/audio/speech", summary="Text to speech (OpenAI schema)",
              responses={200: {"content": {f.content_type: {} for f in FORMATS.values()}}})
-async def speech(body: SpeechIn, key: SpeechKey) -> Response:
+async def speech(body: SpeechIn, key: WriteKey) -> Response:
     """Asynchronous end to end: waiting for the worker holds no thread (see `backend/services/jobs/audio.py`)."""
     if body.model not in openai_compat.MODELS:
         raise ApiError(404, "model_not_found", f"The model {body.model!r} does not exist; see /v1/models.",
@@ -70,22 +68,21 @@ async def speech(body: SpeechIn, key: SpeechKey) -> Response:
         raise ApiError(400, "invalid_request", f"{body.response_format} cannot be streamed as events; "
                                                f"use one of {', '.join(STREAMABLE)}", param="response_format")
     voice = openai_compat.resolve_voice(body.voice)
-    with voice_errors(openai_statuses=True):
-        job = await asyncio.to_thread(enqueue_synthesis, key.owner, body.input, voice, body.response_format,
-                                      body.speed, key=key, instructions=body.instructions or "",
-                                      engine=openai_compat.MODEL_ENGINES.get(body.model))
-        content_type = FORMATS[body.response_format].content_type
-        headers = key.rate.headers()  # a response built here does not get the dependency's headers by itself
-        if body.stream_format == "sse":
-            return StreamingResponse(sse_events(await job_deltas(job, body.response_format), len(body.input)),
-                                     media_type="text/event-stream", headers=headers)
-        if job.status != "succeeded" and body.response_format in STREAMABLE:
-            return StreamingResponse(await live_chunks(job.id, body.response_format), media_type=content_type,
-                                     headers=headers)
-        finished, path = await finished_audio(job.id, key.owner)
+    job = await asyncio.to_thread(enqueue_synthesis, key.owner, body.input, voice, body.response_format,
+                                  body.speed, key=key, instructions=body.instructions or "",
+                                  engine=openai_compat.MODEL_ENGINES.get(body.model))
+    media_type = content_type(body.response_format)
+    headers = key.rate.headers()  # a response built here does not get the dependency's headers by itself
+    if body.stream_format == "sse":
+        return StreamingResponse(sse_events(await job_deltas(job, body.response_format), len(body.input)),
+                                 media_type="text/event-stream", headers=headers)
+    if job.status != "succeeded" and body.response_format in STREAMABLE:
+        return StreamingResponse(await live_chunks(job.id, body.response_format), media_type=media_type,
+                                 headers=headers)
+    finished, path = await finished_audio(job.id, key.owner)
     if (facts := current_facts()) is not None:
         facts.audio_seconds = finished.duration_s
-    return FileResponse(path, media_type=content_type, headers=headers)
+    return FileResponse(path, media_type=media_type, headers=headers)
 
 
 async def sse_events(deltas: AsyncIterator[TimedDelta], input_chars: int) -> AsyncIterator[str]:
@@ -96,7 +93,7 @@ async def sse_events(deltas: AsyncIterator[TimedDelta], input_chars: int) -> Asy
     complete (the `done` event carries any left). Clients that don't know the field ignore it."""
     sent, pending = 0, []
     async for delta in deltas:
-        pending += [caption_segment(sentence) for sentence in delta.sentences]
+        pending += delta.timestamps
         if delta.data:
             sent += len(delta.data)
             event = {"type": "speech.audio.delta", "audio": base64.b64encode(delta.data).decode()}
@@ -132,8 +129,7 @@ def audio_models() -> dict:
 
 @router.get("/audio/voices", summary="Voices, in the shape Open WebUI reads (key optional: adds your clones)")
 def audio_voices(request: Request) -> dict:
-    with voice_errors(openai_statuses=True):
-        entries = voice_library.list_voices(optional_owner(request))
+    entries = voice_library.list_voices(optional_owner(request))
     mapped = openai_compat.voice_map()
     known = {entry.id: entry for entry in entries}
     voices = [{"id": entry.id, "name": entry.name, "engines": list(entry.engines)} for entry in entries]

@@ -7,17 +7,14 @@ put into it cannot act as this site.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 
-from backend.api.auth import require_reader
-from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
+from backend.api.deps import AccountReader
+from backend.api.errors import ApiErrorEnvelope, error_responses
 from backend.services.status import qa_runs
 
 router = APIRouter(prefix="/api/qa", tags=["qa"], responses=error_responses(ApiErrorEnvelope))
-Reader = Annotated[str, Depends(require_reader("keys:read"))]
 #: The report's inline scripts and styles run, in a sandbox with no origin, no requests and only data: images.
 REPORT_POLICY = ("sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; "
                  "style-src 'unsafe-inline'; img-src data:")
@@ -39,11 +36,8 @@ def sandboxed(report: str) -> str:
 @router.get("/runs/{run_id}/report", summary="The HTML report of a QA run", response_class=Response,
             responses={200: {"description": "pytest-html's self-contained report",
                              "content": {"text/html": {"schema": {"type": "string"}}}}})
-def run_report(run_id: str, _reader: Reader) -> HTMLResponse:
+def run_report(run_id: str, _reader: AccountReader) -> HTMLResponse:
     """The report as the suite wrote it (keys masked), from the data directory, sandboxed."""
-    try:
-        path = qa_runs.report_file(run_id)
-    except qa_runs.QaRunNotFound:
-        raise ApiError(404, "not_found", f"No QA report for run {run_id!r}.") from None
+    path = qa_runs.report_file(run_id)
     return HTMLResponse(sandboxed(path.read_text(encoding="utf-8", errors="replace")),
                         headers={"Cache-Control": "no-store", "Content-Security-Policy": REPORT_POLICY})

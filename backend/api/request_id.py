@@ -17,7 +17,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from backend.core.models import utcnow
+from backend.core.clock import utcnow
 from backend.core.request_context import RequestFacts, accepted_or_new, facts_scope, request_id_scope
 from backend.core.settings import get_settings
 from backend.services.accounts.request_log import request_log_recorder

@@ -3,81 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
-from backend.api.auth import rejection, require_key, require_reader
+from backend.api.deps import Reader, ReadKey, WriteKey
 from backend.api.errors import ApiError, ApiErrorEnvelope, error_responses
 from backend.api.view_models import model_of
 from backend.services.voices import service as voice_library
-from backend.services.jobs.admission import Overloaded, TooFast, TooManyConcurrent
-from backend.services.keys.studio_usage import StudioQuotaReached
-from backend.services.common.errors import ServiceUnavailable
-from backend.services.jobs.audio import JobFailed, finished_audio
-from backend.services.jobs.service import (
-    MAX_TEXT_CHARS, SAMPLE_OWNER, CaptionsUnavailable, InvalidJobRequest, JobNotFound, JobStatus, cancel_job,
-    enqueue_synthesis, job_captions, job_status, list_jobs, voice_sample_job,
+from backend.services.jobs.audio import finished_audio
+from backend.services.jobs.request_rules import (
+    MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED, FormatName, content_type, file_name,
 )
-from backend.media.captions import to_json, to_srt, to_vtt
-from backend.services.keys.service import KeyRejected, VerifiedKey
-from backend.media.codecs import FORMATS, FormatName
-from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
+from backend.services.jobs.service import (
+    MAX_TEXT_CHARS, SAMPLE_OWNER, CaptionFormat, JobStatus, cancel_job, captions_file, enqueue_synthesis, job_status,
+    list_jobs, voice_sample_job,
+)
 
 router = APIRouter(prefix="/api/voice", tags=["voice"], responses=error_responses(ApiErrorEnvelope))
-ReadKey = Annotated[VerifiedKey, Depends(require_key("tts:read"))]
-WriteKey = Annotated[VerifiedKey, Depends(require_key("tts:write"))]
-#: Key or signed-in browser, for what an `<audio>` element or a download link loads.
-Reader = Annotated[str, Depends(require_reader("tts:read"))]
-
-
-#: The service's field names as OpenAI's speech request names them.
-OPENAI_FIELDS = {"text": "input", "format": "response_format"}
-
-
-@contextmanager
-def voice_errors(openai_statuses: bool = False) -> Iterator[None]:
-    """The voice and job services' refusals, as API errors with the right status.
-
-    An unknown voice is a 404 `voice_not_found` on every route (it names something that is not there); another
-    bad request is a 422, or with `openai_statuses` a 400, as OpenAI answers.
-    """
-    try:
-        yield
-    except InvalidJobRequest as exc:
-        param = OPENAI_FIELDS.get(exc.field, exc.field) if openai_statuses else exc.field
-        if exc.field == "voice":
-            raise ApiError(404, "voice_not_found", str(exc), param=param) from None
-        raise ApiError(400 if openai_statuses else 422, exc.code, str(exc), param=param) from None
-    except voice_library.VoiceRejected as exc:
-        raise ApiError(exc.status, exc.code or ("invalid_audio" if exc.field == "audio" else "invalid_request"),
-                       str(exc), param=exc.field) from None
-    except (JobNotFound, voice_library.VoiceNotFound) as exc:
-        raise ApiError(404, "not_found", f"No {type(exc).__name__.removesuffix('NotFound').lower()} "
-                                         f"{exc.args[0]!r} among yours.") from None
-    except ServiceUnavailable as exc:
-        raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "5"}) from None
-    except JobFailed as exc:
-        if exc.unspeakable:
-            raise ApiError(400 if openai_statuses else 422, "unspeakable_text", str(exc),
-                           param=OPENAI_FIELDS["text"] if openai_statuses else "text") from None
-        raise ApiError(500, "synthesis_failed", str(exc)) from None
-    except KeyRejected as exc:  # the key's quota, checked again as its characters are reserved
-        raise rejection(exc) from None
-    except StudioQuotaReached as exc:  # a signed-in user without a key (the Studio's session)
-        raise ApiError(429, "quota_exceeded", str(exc)) from None
-    except TooFast as exc:
-        raise ApiError(429, "rate_limited", str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
-    except TooManyConcurrent as exc:
-        raise ApiError(429, "too_many_concurrent_requests", str(exc),
-                       headers={"Retry-After": str(exc.retry_after_s)}) from None
-    except Overloaded as exc:
-        raise ApiError(503, "overloaded", str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
 
 
 class VoiceOut(BaseModel):
@@ -105,10 +50,9 @@ class UnavailableEngineOut(BaseModel):
 
 @router.get("/voices", summary="Built-in voices and your cloned voices")
 def list_voices(key: ReadKey) -> dict[str, list[VoiceOut] | list[UnavailableEngineOut]]:
-    with voice_errors():
-        return {"data": [voice_out(v) for v in voice_library.list_voices(key.owner)],
-                "unavailable": [UnavailableEngineOut(engine=name, reason=reason)
-                                for name, reason in sorted(voice_library.unavailable_engines().items())]}
+    return {"data": [voice_out(v) for v in voice_library.list_voices(key.owner)],
+            "unavailable": [UnavailableEngineOut(engine=name, reason=reason)
+                            for name, reason in sorted(voice_library.unavailable_engines().items())]}
 
 
 @router.post("/voices", status_code=201, response_model=VoiceOut, summary="Clone a voice from a 10–30 s clip")
@@ -116,9 +60,9 @@ async def clone_voice(key: WriteKey, name: Annotated[str, Form(max_length=200)],
                       transcript: Annotated[str, Form(max_length=2000)], audio: Annotated[UploadFile, File()],
                       language: Annotated[str, Form(max_length=16)] = "en") -> VoiceOut:
     data = await audio.read(voice_library.MAX_UPLOAD_BYTES + 1)
-    with voice_errors():  # decoding is CPU work: off the event loop, so other requests keep being answered
-        entry = await asyncio.to_thread(voice_library.create_cloned_voice, key.owner, name, transcript, data,
-                                        language)
+    # Decoding is CPU work: off the event loop, so other requests keep being answered
+    entry = await asyncio.to_thread(voice_library.create_cloned_voice, key.owner, name, transcript, data,
+                                    language)
     return voice_out(entry)
 
 
@@ -126,8 +70,7 @@ async def clone_voice(key: WriteKey, name: Annotated[str, Form(max_length=200)],
 def delete_voice(voice_id: str, key: WriteKey) -> Response:
     if not voice_id.startswith(voice_library.CLONED_PREFIX):
         raise ApiError(403, "forbidden", "Built-in voices cannot be deleted.")
-    with voice_errors():
-        voice_library.delete_cloned_voice(key.owner, voice_id)
+    voice_library.delete_cloned_voice(key.owner, voice_id)
     return Response(status_code=204)
 
 
@@ -135,13 +78,12 @@ def delete_voice(voice_id: str, key: WriteKey) -> Response:
 async def voice_sample(voice_id: str, owner: Reader) -> FileResponse:
     """A cloned voice's sample is its reference clip; a built-in voice reads a fixed sentence, made once for
     everyone (never a job in your history)."""
-    with voice_errors():
-        if voice_id.startswith(voice_library.CLONED_PREFIX):
-            await asyncio.to_thread(voice_library.get_cloned_voice, owner, voice_id)
-            return FileResponse(voice_library.reference_path(voice_id), media_type="audio/wav")
-        job = await asyncio.to_thread(voice_sample_job, voice_id)
-        _, path = await finished_audio(job.id, SAMPLE_OWNER)
-    return FileResponse(path, media_type=FORMATS["mp3"].content_type)
+    if voice_id.startswith(voice_library.CLONED_PREFIX):
+        await asyncio.to_thread(voice_library.get_cloned_voice, owner, voice_id)
+        return FileResponse(voice_library.reference_path(voice_id), media_type="audio/wav")
+    job = await asyncio.to_thread(voice_sample_job, voice_id)
+    _, path = await finished_audio(job.id, SAMPLE_OWNER)
+    return FileResponse(path, media_type=content_type("mp3"))
 
 
 class JobIn(BaseModel):
@@ -173,57 +115,46 @@ def job_out(status: JobStatus) -> BaseModel:
 
 @router.post("/jobs", status_code=202, response_model=JobOut, summary="Queue a synthesis job")
 def create_job(body: JobIn, key: WriteKey) -> JobOut:
-    with voice_errors():
-        job = enqueue_synthesis(key.owner, body.text, body.voice, body.format, body.speed, key=key,
-                                captions=body.captions, instructions=body.instructions, engine=body.engine)
-        return job_out(job_status(job.id, key.owner))
+    job = enqueue_synthesis(key.owner, body.text, body.voice, body.format, body.speed, key=key,
+                            captions=body.captions, instructions=body.instructions, engine=body.engine)
+    return job_out(job_status(job.id, key.owner))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut, summary="Stop a queued or running job")
 def cancel(job_id: str, key: WriteKey) -> BaseModel:
     """The worker stops between sentences; the job ends `failed` with the error "Cancelled.". A finished
     job is left as it is."""
-    with voice_errors():
-        cancel_job(job_id, key.owner)
-        return job_out(job_status(job_id, key.owner))
+    cancel_job(job_id, key.owner)
+    return job_out(job_status(job_id, key.owner))
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="A job's status and progress")
 def get_job(job_id: str, key: ReadKey) -> JobOut:
-    with voice_errors():
-        return job_out(job_status(job_id, key.owner))
+    return job_out(job_status(job_id, key.owner))
 
 
 @router.get("/jobs/{job_id}/audio", summary="The job's audio (supports Range requests)")
 def job_audio(job_id: str, owner: Reader, request: Request) -> FileResponse:
-    with voice_errors():
-        status = job_status(job_id, owner)
+    status = job_status(job_id, owner)
     if status.status != "succeeded" or not status.audio_path:
         raise ApiError(409, "not_ready", f"The job is {status.status}; its audio is not ready yet.")
-    return FileResponse(status.audio_path, media_type=FORMATS[status.format].content_type,
-                        filename=f"{job_id}.{FORMATS[status.format].extension}")
+    return FileResponse(status.audio_path, media_type=content_type(status.format),
+                        filename=file_name(job_id, status.format))
 
 
 CAPTION_TYPES = {"json": "application/json", "srt": "application/x-subrip", "vtt": "text/vtt"}
 
 
 @router.get("/jobs/{job_id}/captions.{fmt}", summary="The job's captions: JSON (sentences and words), SRT or VTT")
-def job_captions_file(job_id: str, fmt: Literal["json", "srt", "vtt"], owner: Reader) -> Response:
+def job_captions_file(job_id: str, fmt: CaptionFormat, owner: Reader) -> Response:
     """Sentence times are exact (the engine's own sentence chunks); word times are estimated within each
     sentence by its characters (`words_are: "estimated"` in the JSON)."""
-    with voice_errors():
-        try:
-            document = job_captions(job_id, owner)
-        except CaptionsUnavailable as exc:
-            raise ApiError(409, "no_captions", str(exc)) from None
-    body = json.dumps(to_json(document)) if fmt == "json" else to_srt(document) if fmt == "srt" else to_vtt(document)
-    return Response(body, media_type=CAPTION_TYPES[fmt],
+    return Response(captions_file(job_id, owner, fmt), media_type=CAPTION_TYPES[fmt],
                     headers={"Content-Disposition": f'attachment; filename="{job_id}.{fmt}"'})
 
 
 @router.get("/jobs", summary="Your jobs, newest first")
 def get_jobs(key: ReadKey, limit: Annotated[int, Query(ge=1, le=100)] = 20,
              cursor: str | None = None) -> dict[str, object]:
-    with voice_errors():
-        jobs, next_cursor = list_jobs(key.owner, limit, cursor)
+    jobs, next_cursor = list_jobs(key.owner, limit, cursor)
     return {"data": [job_out(job) for job in jobs], "next_cursor": next_cursor}

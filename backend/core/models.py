@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 from sqlalchemy import JSON, Column, DateTime, Index, Text
 from sqlmodel import Field, SQLModel
 
-
-def utcnow() -> datetime:
-    """Timezone-aware now; every timestamp LockN stores is UTC."""
-    return datetime.now(UTC)
-
-
-def as_utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+from backend.core.clock import as_utc, utcnow  # noqa: F401 - utcnow: the defaults below; both, for services reading rows
 
 
 class User(SQLModel, table=True):

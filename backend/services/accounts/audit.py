@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from sqlmodel import Session
 
 from backend.core.db import get_engine
-from backend.core.models import AuditEvent
+from backend.core.models import AuditEvent  # also the rows `owner_activity` hands out
 from backend.core.request_context import current_facts, current_request_id
 from backend.services.common.pagination import BadCursor, Page, newest_first
 

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, delete
 from sqlmodel import Session, col, select
 
 from backend.core.db import get_engine
-from backend.core.models import RequestLog, utcnow
+from backend.core.models import RequestLog, utcnow  # RequestLog: also the rows `owner_log` hands out
 from backend.core.request_context import client_network  # noqa: F401 - part of this module's API
 from backend.core.settings import get_settings
 from backend.services.common.periodic_flush import PeriodicFlush

@@ -15,7 +15,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlmodel import Session, select
 
 from backend.core.db import get_engine
-from backend.core.models import LoginSession, User, as_utc, utcnow
+from backend.core.models import LoginSession, User, as_utc, utcnow  # LoginSession: also what callers are handed
 from backend.core.settings import get_settings
 from backend.services.accounts.audit import audit_event
 

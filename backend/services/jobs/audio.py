@@ -24,7 +24,7 @@ import redis
 from backend.core.models import Job
 from backend.core.redis_client import get_async_binary_redis
 from backend.core.settings import get_settings
-from backend.media.captions import Cue, sentence_cues
+from backend.media.captions import Cue, caption_segment, sentence_cues
 from backend.media.codecs import StreamEncoder
 from backend.media.engine import NO_AUDIO_ERROR
 from backend.media.live_stream import StreamEvent, read_events
@@ -47,6 +47,8 @@ class JobFailed(RuntimeError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.unspeakable = message == NO_AUDIO_ERROR
+        #: What the caller should change: the text, when it was unspeakable; nothing otherwise.
+        self.field = "text" if self.unspeakable else None
 
 
 async def _events(job_id: str, until: tuple[str, ...] = ("done", "error"),
@@ -110,6 +112,11 @@ class TimedDelta:
 
     data: bytes
     sentences: tuple[Cue, ...] = ()
+
+    @property
+    def timestamps(self) -> list[dict]:
+        """The sentences as captions time them (start, end, text, estimated word times), for a client to show."""
+        return [caption_segment(sentence) for sentence in self.sentences]
 
 
 async def live_chunks(job_id: str, fmt: str) -> AsyncIterator[bytes]:

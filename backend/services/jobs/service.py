@@ -8,10 +8,12 @@ Bad input is refused here, before anything is written or queued.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 import redis
@@ -22,6 +24,7 @@ from backend.core.metrics import ADMISSION_REFUSALS
 from backend.core.models import Job, as_utc
 from backend.core.request_context import current_facts
 from backend.services.common.errors import ServiceUnavailable
+from backend.media.captions import to_json, to_srt, to_vtt
 from backend.services.common.ownership import owned_row
 from backend.services.common.pagination import BadCursor, newest_first
 from backend.services.jobs.admission import (
@@ -224,6 +227,15 @@ def job_captions(job_id: str, owner: str) -> dict:
     if job.captions is None:
         raise CaptionsUnavailable(f"this job is {job.status}: captions come with its audio")
     return job.captions
+
+
+CaptionFormat = Literal["json", "srt", "vtt"]
+
+
+def captions_file(job_id: str, owner: str, fmt: CaptionFormat) -> str:
+    """One of the owner's job's captions as a file: JSON (sentences and words), SRT or VTT."""
+    document = job_captions(job_id, owner)
+    return json.dumps(to_json(document)) if fmt == "json" else to_srt(document) if fmt == "srt" else to_vtt(document)
 
 
 def job_status(job_id: str, owner: str) -> JobStatus:

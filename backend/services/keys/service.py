@@ -585,5 +585,6 @@ def get_key_service() -> KeyService:
     return build_key_service(get_settings())
 
 
-__all__ = ["ALL", "KeyNotFound", "KeyOverview", "KeyStatus", "key_status", "KeyRejected", "KeyService", "KeySpec", "RateLimit", "SCOPES", "VerifiedKey",
+#: `ApiKey`: the rows this service hands out (read them; change a key only through the service).
+__all__ = ["ALL", "ApiKey", "KeyNotFound", "KeyOverview", "KeyStatus", "key_status", "KeyRejected", "KeyService", "KeySpec", "RateLimit", "SCOPES", "VerifiedKey",
            "get_key_service", "InvalidKeyRequest", "VERIFICATION_ORDER"]

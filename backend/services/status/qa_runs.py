@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from sqlmodel import col, select
 
 from backend.core.db import session_scope
-from backend.core.models import QaRun, as_utc
+from backend.core.models import QaRun, as_utc  # QaRun: also the rows `last_run` hands out
 from backend.core.settings import get_settings
 
 Trigger = Literal["deploy", "nightly", "manual"]

@@ -67,8 +67,10 @@ class VoiceRejected(ValueError):
     error code when it is not about the request's fields."""
 
     def __init__(self, message: str, field: str, status: int = 422, code: str | None = None) -> None:
+        """`code` defaults by `field`: a bad clip is `invalid_audio`, anything else `invalid_request`."""
         super().__init__(message)
-        self.field, self.status, self.code = field, status, code
+        self.field, self.status = field, status
+        self.code = code or ("invalid_audio" if field == "audio" else "invalid_request")
 
 
 class TooManyVoices(VoiceRejected):
