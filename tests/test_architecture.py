@@ -142,7 +142,7 @@ def test_doors_reach_the_database_only_through_services(door: str) -> None:
     assert [arrow for target in DATABASE_MODULES for arrow in arrows(door, target)] == []
 
 
-@pytest.mark.parametrize("door", ["state", "backend.api"])
+@pytest.mark.parametrize("door", ["state", "backend.api", "lockn_app", "components"])
 def test_doors_reach_models_and_media_only_through_services(door: str) -> None:
     assert [arrow for target in SERVICE_ONLY_MODULES for arrow in arrows(door, target)] == []
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import reflex as rx
 
-from backend.media.engine import MAX_INSTRUCTIONS_CHARS
-from backend.services.jobs.service import MAX_TEXT_CHARS
+from backend.services.jobs.request_rules import MAX_INSTRUCTIONS_CHARS, MAX_TEXT_CHARS
 from components.confirm import confirm_action
 from components.layout import private_page
 from components.dashboard import panel

@@ -27,6 +27,7 @@ from backend.queue.app import get_celery
 from backend.queue.routing import SYNTHESIZE_TASK, queue_for
 from backend.services.common.errors import ServiceUnavailable
 from backend.services.common.ownership import owned_row
+from backend.services.jobs.request_rules import MAX_TEXT_CHARS
 from backend.services.jobs.slots import release
 from backend.services.jobs.text_input import UnspeakableText, speakable_text
 from backend.services.voices.service import (
@@ -34,7 +35,6 @@ from backend.services.voices.service import (
     unavailable_voice_reason,
 )
 
-MAX_TEXT_CHARS = 4096
 #: The states a job never leaves.
 FINISHED = ("succeeded", "failed")
 QUEUE_UNREACHABLE = "the job queue is unreachable; nothing was queued, try again in a moment"

@@ -11,8 +11,11 @@ from __future__ import annotations
 from backend.media.codecs import FORMATS, STREAMABLE, FormatName
 from backend.media.engine import MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED
 
-__all__ = ["FORMATS", "FormatName", "MAX_INSTRUCTIONS_CHARS", "MAX_SPEED", "MIN_SPEED", "STREAMABLE",
+__all__ = ["FORMATS", "FormatName", "MAX_INSTRUCTIONS_CHARS", "MAX_SPEED", "MAX_TEXT_CHARS", "MIN_SPEED", "STREAMABLE",
            "content_type", "file_name"]
+
+#: The longest text one request may ask to be spoken (a batch's file has many such lines).
+MAX_TEXT_CHARS = 4096
 
 
 def content_type(fmt: str) -> str:
