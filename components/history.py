@@ -57,9 +57,11 @@ def row_dialog() -> rx.Component:
 
 
 def filters() -> rx.Component:
-    def chooser(choices, value, on_change, label: str) -> rx.Component:  # type: ignore[no-untyped-def]
-        return rx.select.root(rx.select.trigger(aria_label=label), rx.select.content(choices), value=value,
-                              on_change=on_change, size="1")
+    def chooser(choices, name: str, label: str) -> rx.Component:  # type: ignore[no-untyped-def]
+        """The select of filter `name` (`RequestLogState.log_<name>`)."""
+        return rx.select.root(rx.select.trigger(aria_label=label), rx.select.content(choices),
+                              value=getattr(RequestLogState, f"log_{name}"),
+                              on_change=lambda value: RequestLogState.filter_by(name, value), size="1")
 
     keys = rx.foreach(RequestLogState.log_key_choices, lambda c: rx.select.item(c["label"], value=c["value"]))
     statuses = rx.foreach(RequestLogState.log_status_choices, lambda s: rx.select.item(s, value=s))
@@ -69,10 +71,8 @@ def filters() -> rx.Component:
     search = rx.form(rx.input(name="request_id", placeholder="Find a request id (req_…)", size="1",
                               default_value=RequestLogState.log_search),
                      on_submit=RequestLogState.search_request_id, reset_on_submit=False)
-    return rx.flex(chooser(keys, RequestLogState.log_key, RequestLogState.filter_key, "Key"),
-                   chooser(statuses, RequestLogState.log_status, RequestLogState.filter_status, "Status"),
-                   chooser(routes, RequestLogState.log_route, RequestLogState.filter_route, "Route"),
-                   chooser(times, RequestLogState.log_since, RequestLogState.filter_time, "Time"),
+    return rx.flex(chooser(keys, "key", "Key"), chooser(statuses, "status", "Status"),
+                   chooser(routes, "route", "Route"), chooser(times, "since", "Time"),
                    search, gap="2", wrap="wrap", width="100%")
 
 

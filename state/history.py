@@ -34,6 +34,10 @@ def log_row(row: RequestLog, key_names: dict[str, str]) -> dict[str, str]:
     }
 
 
+#: The request log's filters a person can change, each kept in `log_<name>`.
+LOG_FILTERS = ("key", "status", "route", "since")
+
+
 class RequestLogState(DashboardState):
     log_rows: list[dict[str, str]] = []
     log_cursor: str = ""
@@ -88,32 +92,19 @@ class RequestLogState(DashboardState):
 
     @rx.event
     @signed_in
-    def load_logs(self, owner: str):  # type: ignore[no-untyped-def]
+    def load_logs(self, owner: str) -> None:
         self._load()
-        return None
 
     @rx.event
     def older_logs(self) -> None:
         self._load(self.log_cursor or None)
 
     @rx.event
-    def filter_key(self, value: str) -> None:
-        self.log_key = value
-        self._load()
-
-    @rx.event
-    def filter_status(self, value: str) -> None:
-        self.log_status = value
-        self._load()
-
-    @rx.event
-    def filter_route(self, value: str) -> None:
-        self.log_route = value
-        self._load()
-
-    @rx.event
-    def filter_time(self, value: str) -> None:
-        self.log_since = value
+    def filter_by(self, name: str, value: str) -> None:
+        """One of the log's filters changed (`key`, `status`, `route` or `since`): the first page again."""
+        if name not in LOG_FILTERS:
+            return
+        setattr(self, f"log_{name}", value)
         self._load()
 
     @rx.event
@@ -155,11 +146,10 @@ class ActivityState(DashboardState):
         self.activity_cursor = page.next_cursor or ""
 
     @rx.event
-    @signed_in
-    def load_activity(self, owner: str):  # type: ignore[no-untyped-def]
-        self._load()
-        return None
-
-    @rx.event
     def older_activity(self) -> None:
         self._load(self.activity_cursor or None)
+
+    @rx.event
+    @signed_in
+    def load_activity(self, owner: str) -> None:
+        self._load()

@@ -62,9 +62,8 @@ class WebhookState(DashboardState):
 
     @rx.event
     @signed_in
-    def load_webhooks(self, owner: str):  # type: ignore[no-untyped-def]
+    def load_webhooks(self, owner: str) -> None:
         self._refresh()
-        return None
 
     @rx.event
     def toggle_event(self, event: str, checked: bool) -> None:
