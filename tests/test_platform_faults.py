@@ -30,6 +30,9 @@ VOICE = "en_US-joe-medium"
 #: The issue's bound: the platform is whole again this long after losing any one child.
 RECOVERY_S = 15.0
 SUBMIT_EVERY_S = 0.3
+#: Accepted jobs the client lets wait at once: traffic stays within what one Piper worker serves on any machine
+#: (at a fixed pace a slow machine's queue grew without end, and a probe sent after a kill waited behind it).
+MAX_WAITING = 3
 
 
 @dataclass
@@ -92,7 +95,8 @@ def is_web(cmd: list[str]) -> bool:
 
 @dataclass(eq=False)
 class Traffic(threading.Thread):
-    """A client submitting a short job every SUBMIT_EVERY_S; keeps what was accepted and what was refused."""
+    """A client submitting a short job every SUBMIT_EVERY_S while fewer than MAX_WAITING of its jobs wait; keeps what
+    was accepted and what was refused."""
 
     platform: Platform
     accepted: list[str] = field(default_factory=list)
@@ -103,8 +107,11 @@ class Traffic(threading.Thread):
         super().__init__(daemon=True)
 
     def run(self) -> None:
-        number = 0
+        number, waiting = 0, set()
         while not self.stopped.wait(SUBMIT_EVERY_S):
+            waiting = {job for job in waiting if self.platform.status(job) not in ("succeeded", "failed")}
+            if len(waiting) >= MAX_WAITING:
+                continue
             number += 1
             try:
                 response = self.platform.submit(f"Job number {number} keeps the worker busy.")
@@ -113,6 +120,7 @@ class Traffic(threading.Thread):
                 continue
             if response.status_code == 202:
                 self.accepted.append(response.json()["id"])
+                waiting.add(response.json()["id"])
             else:
                 assert response.status_code in (429, 503), response.text
                 self.refused.append(str(response.status_code))
@@ -143,6 +151,7 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
 
 def recovery_after(platform: Platform, victim: psutil.Process) -> float:
     """SIGKILL `victim`; seconds until a job submitted after the kill has succeeded."""
+    name = " ".join(victim.cmdline()[:6])  # asked now: once killed and reaped, the process has no name to ask
     victim.kill()
     killed = time.monotonic()
     deadline = killed + RECOVERY_S
@@ -160,7 +169,7 @@ def recovery_after(platform: Platform, victim: psutil.Process) -> float:
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise AssertionError(f"not recovered {RECOVERY_S:.0f} s after killing {victim.name()}:\n"
+    raise AssertionError(f"not recovered {RECOVERY_S:.0f} s after killing {name}:\n"
                          f"{platform.log.read_text()[-3000:]}")
 
 
