@@ -57,13 +57,13 @@ def bench_verify(iterations: int) -> None:
 
 
 def create_bench_app():  # type: ignore[no-untyped-def]
-    """build_api() plus one trivial authenticated route (granian imports this as a factory)."""
+    """serve_api() plus one trivial authenticated route (granian imports this as a factory)."""
     from fastapi import Depends
 
-    from backend.api import build_api
+    from backend.api import serve_api
     from backend.api.auth import require_key
 
-    app = build_api()
+    app = serve_api()
 
     @app.get("/bench/authenticated", dependencies=[Depends(require_key())])
     def authenticated() -> dict[str, str]:

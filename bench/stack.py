@@ -59,7 +59,7 @@ def local_stack(worker_concurrency: int = 1, rate_per_minute: int = 100_000,
         port = 18500 + os.getpid() % 400
         supervisor.start("api", [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
                                  "--port", str(port), "--log-level", "warning", "--factory",
-                                 "backend.api:build_api"], env=dict(os.environ))
+                                 "backend.api:serve_api"], env=dict(os.environ))
         base = f"http://127.0.0.1:{port}"
         try:
             wait_for_worker_heartbeat()

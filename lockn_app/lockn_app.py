@@ -11,6 +11,7 @@ from starlette.types import ASGIApp
 
 from backend.api import build_api
 from backend.api.loopback import redirect_loopback_browsers
+from backend.core.heap import freeze_startup_heap
 from backend.core.settings import get_settings
 from backend.core.log_masking import install_key_masking
 from backend.core.log_setup import configure_logging
@@ -66,6 +67,7 @@ app.add_page(lambda: rx.fragment(), route="/portfolio", on_load=rx.redirect("/da
 # What this process serves decides which features the landing page calls live.
 RouteTable.register(api.openapi()["paths"])
 RouteTable.register(app._unevaluated_pages.keys())
+freeze_startup_heap()  # the pages and states built above live as long as the process: never walk them again
 
 
 @app.register_lifespan_task

@@ -14,6 +14,7 @@ import threading
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 from redis import RedisError
 
+from backend.core.heap import freeze_startup_heap
 from backend.core.log_masking import install_key_masking
 from backend.core.log_setup import configure_logging
 from backend.core.metrics import serve_metrics
@@ -44,8 +45,11 @@ def _lower_priority(**_kwargs) -> None:  # type: ignore[no-untyped-def]
 
 @worker_process_init.connect
 def _load_engines(**_kwargs) -> None:  # type: ignore[no-untyped-def]
-    """Each pool process loads its engines once, before its first job (not once per job)."""
+    """Each pool process loads its engines once, before its first job (not once per job); what it loaded lives
+    as long as the process, so the garbage collector stops walking it (a full collection would pause a job's
+    live audio)."""
     load_engines()
+    freeze_startup_heap()
 
 
 @worker_process_shutdown.connect

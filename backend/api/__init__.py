@@ -16,6 +16,7 @@ from backend.api.fallback import CollapseSlashes, install_fallback_routes
 from backend.api.request_id import RequestIds
 from backend.auth.dev_provider import build_dev_provider_app
 from backend.auth.oidc import build_auth_app
+from backend.core.heap import freeze_startup_heap
 from backend.core.settings import get_settings
 
 API_TITLE = "LockN API"
@@ -47,4 +48,13 @@ def build_api() -> FastAPI:
         # Never in production: DevProvider itself refuses LOCKN_ENV=prod, and prod settings refuse the dev IdP.
         api.mount("/dev-idp", build_dev_provider_app(settings))
     api.mount("/auth", build_auth_app(settings))
+    return api
+
+
+def serve_api() -> FastAPI:
+    """The API as a server process runs it alone (`granian --factory backend.api:serve_api`, the benches' stack):
+    built, then its start-up objects frozen (`backend/core/heap.py`: a full collection walked them for ~240 ms
+    while every request waited). Tests build many apps in one process and call `build_api`, which freezes nothing."""
+    api = build_api()
+    freeze_startup_heap()
     return api
