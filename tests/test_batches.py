@@ -242,3 +242,39 @@ def test_a_preview_checks_like_create_and_writes_nothing(worker) -> None:
     with pytest.raises(InvalidBatch, match="line 2"):
         batches.preview_batch(OWNER, jsonl([{"text": "Fine.", "voice": VOICE}, {"text": "No.", "voice": "nobody"}]))
     assert batches.list_batches(OWNER) == []
+
+
+def test_an_owners_batches_share_its_slots(worker) -> None:
+    """LOCKN_BATCH_SLOTS bounds an owner's batches together, oldest first: three batches sent at once (from three
+    threads, racing for the one slot) never have two jobs queued or running together, and the oldest batch ends
+    first. On the code before, each batch had a slot of its own: three lines were in flight at once."""
+    import threading
+
+    from sqlmodel import Session, select
+
+    from backend.core.db import get_engine
+    from backend.core.models import Job
+
+    files = [jsonl([{"text": f"Batch {b}, line {n}, sharing one slot.", "voice": VOICE} for n in range(3)])
+             for b in range(3)]
+    made: list = []
+    senders = [threading.Thread(target=lambda data=data: made.append(batches.create_batch(OWNER, data)))
+               for data in files]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    ids = {view.id for view in made}
+    deadline = time.monotonic() + 90
+    while any(batches.get_batch(OWNER, batch_id).status == "running" for batch_id in ids):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    with Session(get_engine()) as session:
+        jobs = list(session.exec(select(Job).where(Job.owner == OWNER, Job.batch_id.in_(ids))  # type: ignore[union-attr]
+                                 .order_by(Job.created_at)).all())
+    assert len(jobs) == 9 and all(job.status == "succeeded" for job in jobs)
+    for earlier, later in zip(jobs, jobs[1:]):
+        assert later.created_at >= earlier.finished_at, f"{later.id} was written while {earlier.id} was in flight"
+    finished = {view.id: batches.get_batch(OWNER, view.id) for view in made}
+    by_age = sorted(finished.values(), key=lambda view: view.created_at)
+    assert [view.finished_at for view in by_age] == sorted(view.finished_at for view in by_age)

@@ -83,7 +83,8 @@ class Settings(BaseSettings):
     fish_compile: bool | None = Field(None, description="Fish Speech's compiled decode (torch.compile, CUDA "
                                       "graphs; kernels cached in data_dir/torch-compile); default: on CUDA only.")
     worker_nice: int = Field(0, ge=0, le=19, description="A worker's CPU niceness (make run's batch worker: 10).")
-    batch_slots: int = Field(1, ge=1, le=64, description="Jobs of one batch queued or running at once; the other "
+    batch_slots: int = Field(1, ge=1, le=64, description="Jobs of one owner's batches (all of them together) "
+                                                         "queued or running at once, oldest batch first; the other "
                                                          "worker slots stay free for interactive requests.")
     max_cloned_voices: int = Field(50, ge=1, le=10_000, description="Cloned voices one owner may keep; one more "
                                    "answers 409 until they delete one.")

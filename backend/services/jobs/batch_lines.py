@@ -4,8 +4,9 @@ The web tier makes a batch (`batches.create_batch`, where the whole batch is adm
 the rate limit, all its characters reserved on the quota) and starts it with `advance`; from then on every line
 goes through the queue like any job: when a line's job ends, the worker (`lifecycle`) calls `line_finished`, which
 records the line and sends the next one (`advance`). Nothing here applies admission's rules (rate limits,
-concurrency caps, quotas): a batch never holds more than `LOCKN_BATCH_SLOTS` jobs queued or running at once, so
-interactive requests never wait behind a batch's thousand lines, only, at worst, behind that many of its jobs.
+concurrency caps, quotas): an owner's batches together never hold more than `LOCKN_BATCH_SLOTS` jobs queued or
+running at once (oldest batch first), so interactive requests never wait behind a batch's thousand lines, only, at
+worst, behind that many of its jobs, and one owner's ten batches take no more of the batch queue than one.
 
 A line's usage (its characters, its audio seconds) is written to the key's `key_usage` in the transaction that
 records the line's end (`_finish_line`): exactly once, and in the database as soon as the line is seen ended.
@@ -24,7 +25,7 @@ import logging
 from sqlalchemy import ColumnElement, func, or_, update
 from sqlmodel import Session, col, select
 
-from backend.core.db import get_engine
+from backend.core.db import get_engine, serialize_for
 from backend.core.models import ApiKey, Batch, BatchLine, Job, utcnow
 from backend.core.settings import get_settings
 from backend.services.common.errors import ServiceUnavailable
@@ -40,33 +41,39 @@ FINISHED_LINE = ("succeeded", "failed", "cancelled")
 logger = logging.getLogger("lockn.batches")
 
 
-def advance(batch_id: str) -> None:
-    """Send the batch's next lines while fewer than `LOCKN_BATCH_SLOTS` of its jobs are in flight."""
-    slots = get_settings().batch_slots
+def advance(batch_id: str) -> bool:
+    """Send the batch's next lines while its owner has fewer than `LOCKN_BATCH_SLOTS` batch jobs in flight (all
+    of the owner's batches together: a key that sends ten batches holds the batch queue no longer than one that
+    sends one). False when the owner's slots are full (their other batches need not be looked at)."""
     reconcile(batch_id)
     while True:
-        with Session(get_engine()) as session:
-            batch = session.get(Batch, batch_id)
-            if batch is None or batch.status != "running":
-                return
-            in_flight = session.exec(select(func.count()).select_from(BatchLine).where(
-                BatchLine.batch_id == batch_id, BatchLine.status == "queued")).one()
-            line = session.exec(select(BatchLine).where(BatchLine.batch_id == batch_id, BatchLine.status == "pending")
-                                .order_by(col(BatchLine.line)).limit(1)).first()
-        if line is None:
+        claimed = _claim_next(batch_id)
+        if claimed is _NO_LINE_LEFT:
             _complete_if_done(batch_id)
+            return True
+        if claimed is _SLOTS_FULL:
+            return False
+        if claimed is None:
+            return True
+        _dispatch(*claimed)
+
+
+def advance_owner(owner: str) -> None:
+    """Carry on the owner's running batches, oldest first, while the owner has a slot free."""
+    with Session(get_engine()) as session:
+        running = session.exec(select(Batch.id).where(Batch.owner == owner, Batch.status == "running")
+                               .order_by(col(Batch.created_at))).all()
+    for batch_id in running:
+        if not advance(batch_id):
             return
-        if in_flight >= slots or not _claim(line):
-            return
-        _dispatch(batch, line)
 
 
 def advance_all() -> None:
     """Carry on every running batch (the workers' sweep: a line the broker lost, a line ended unrecorded)."""
     with Session(get_engine()) as session:
-        running = session.exec(select(Batch.id).where(Batch.status == "running")).all()
-    for batch_id in running:
-        advance(batch_id)
+        owners = session.exec(select(Batch.owner).where(Batch.status == "running").distinct()).all()
+    for owner in owners:
+        advance_owner(owner)
 
 
 def line_finished(job: Job) -> None:
@@ -75,7 +82,7 @@ def line_finished(job: Job) -> None:
         return
     try:
         _finish_line(job.batch_id, job.id, job.status, job.error, job.duration_s)
-        advance(job.batch_id)
+        advance_owner(job.owner)
     except Exception:  # noqa: BLE001 - the job itself is done and stays so; the sweep's `advance_all` catches up
         logger.exception("batch %s: could not record line of job %s", job.batch_id, job.id)
 
@@ -141,15 +148,46 @@ def _batch_running(batch_id: str) -> bool:
         return session.exec(select(Batch.status).where(Batch.id == batch_id)).first() == "running"
 
 
-def _claim(line: BatchLine) -> bool:
-    """Take a pending line for sending, only while its batch runs (one UPDATE: a cancel cannot slip between)."""
-    running = select(Batch.id).where(Batch.id == line.batch_id, Batch.status == "running")
-    with get_engine().begin() as connection:
-        return connection.execute(update(BatchLine).where(col(BatchLine.batch_id) == line.batch_id,
+class _Outcome:
+    """Why `_claim_next` claimed nothing."""
+
+
+_NO_LINE_LEFT, _SLOTS_FULL = _Outcome(), _Outcome()
+
+
+def _claim_next(batch_id: str) -> tuple[Batch, BatchLine] | _Outcome | None:
+    """Take the batch's next pending line for sending: the batch and the line, `_SLOTS_FULL` when its owner
+    already has `LOCKN_BATCH_SLOTS` lines queued or running, `_NO_LINE_LEFT`, or None when the batch no longer runs.
+
+    Counted and claimed in one transaction serialized per owner (`serialize_for`): two lines ending at once on two
+    workers cannot both see the last free slot. The claim is one UPDATE that sees the batch running, so a cancel
+    cannot slip between the look and the claim."""
+    with Session(get_engine()) as session:
+        owner = session.exec(select(Batch.owner).where(Batch.id == batch_id)).first()
+    if owner is None:
+        return None
+    with Session(get_engine(), expire_on_commit=False) as session:
+        serialize_for(session, "batch-lines", owner)
+        batch = session.get(Batch, batch_id)
+        if batch is None or batch.status != "running":
+            return None
+        line = session.exec(select(BatchLine).where(BatchLine.batch_id == batch_id, BatchLine.status == "pending")
+                            .order_by(col(BatchLine.line)).limit(1)).first()
+        if line is None:
+            return _NO_LINE_LEFT
+        in_flight = session.exec(select(func.count()).select_from(BatchLine)
+                                 .join(Batch, col(Batch.id) == col(BatchLine.batch_id))
+                                 .where(Batch.owner == owner, BatchLine.status == "queued")).one()
+        if in_flight >= get_settings().batch_slots:
+            return _SLOTS_FULL
+        running = select(Batch.id).where(Batch.id == batch_id, Batch.status == "running")
+        claimed = session.execute(update(BatchLine).where(col(BatchLine.batch_id) == batch_id,
                                                           col(BatchLine.line) == line.line,
                                                           col(BatchLine.status) == "pending",
                                                           col(BatchLine.batch_id).in_(running))
                                   .values(status="queued")).rowcount == 1
+        session.commit()
+    return (batch, line) if claimed else None
 
 
 def _dispatch(batch: Batch, line: BatchLine) -> None:
