@@ -23,7 +23,7 @@ from backend.api.errors import ApiError, OpenAIErrorEnvelope, error_responses
 from backend.core.request_context import current_facts
 from backend.services.voices import openai_compat
 from backend.services.voices import service as voice_library
-from backend.services.jobs.audio import TimedDelta, finished_audio, job_deltas, live_chunks
+from backend.services.jobs.audio import JobFailed, TimedDelta, finished_audio, job_deltas, live_chunks
 from backend.services.jobs.request_rules import (
     FORMATS, MAX_INSTRUCTIONS_CHARS, MAX_SPEED, MIN_SPEED, STREAMABLE, FormatName, content_type,
 )
@@ -90,16 +90,22 @@ async def sse_events(deltas: AsyncIterator[TimedDelta], input_chars: int) -> Asy
 
     LockN's extension: `lockn_timestamps` lists each sentence's start and end in the audio and its words'
     estimated times, as captions have them, on the first delta with audio after the sentence's audio is
-    complete (the `done` event carries any left). Clients that don't know the field ignore it."""
+    complete (the `done` event carries any left). Clients that don't know the field ignore it.
+    A job that fails after its first audio (or a stream that lost a piece) ends with an `error` event, never `done`."""
     sent, pending = 0, []
-    async for delta in deltas:
-        pending += delta.timestamps
-        if delta.data:
-            sent += len(delta.data)
-            event = {"type": "speech.audio.delta", "audio": base64.b64encode(delta.data).decode()}
-            if pending:
-                event["lockn_timestamps"], pending = pending, []
-            yield "data: " + json.dumps(event) + "\n\n"
+    try:
+        async for delta in deltas:
+            pending += delta.timestamps
+            if delta.data:
+                sent += len(delta.data)
+                event = {"type": "speech.audio.delta", "audio": base64.b64encode(delta.data).decode()}
+                if pending:
+                    event["lockn_timestamps"], pending = pending, []
+                yield "data: " + json.dumps(event) + "\n\n"
+    except JobFailed as failed:  # after the 200 went out: the error is the last event, and no `done` follows
+        error = {"message": str(failed), "type": "server_error", "param": None, "code": "synthesis_failed"}
+        yield "data: " + json.dumps({"type": "error", "error": error}) + "\n\n"
+        return
     usage = {"input_tokens": input_chars, "output_tokens": sent, "total_tokens": input_chars + sent}
     done: dict = {"type": "speech.audio.done", "usage": usage}
     if pending:

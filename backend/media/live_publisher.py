@@ -6,8 +6,9 @@ clients, the loop spent about 3 % of each job waiting on those answers (mostly t
 One thread per worker process now sends the stream's events, in order, while the engine speaks the
 next sentence; a job waits for its events once, before it returns (`flush`).
 
-Publishing stays best-effort, as before: live audio is a bonus for streaming clients, and a Redis
-hiccup must never fail the job (the finished job is served from its file).
+Publishing never fails the job: a broker that stops answering is waited out for a while
+(`live_stream.RECONNECT_WINDOW_S`); an event given up on after that is logged, and clients streaming that job
+get an error at the gap instead of audio with a hole in it (the finished job is served whole from its file).
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ class LivePublisher:
             publisher, args = item
             try:
                 publisher(get_binary_redis(), *args)
-            except redis.RedisError:
-                pass
+            except redis.RedisError as exc:
+                logger.warning("live audio of job %s: an event was not sent (%s); its streaming clients get an "
+                               "error, the stored file is whole", args[0] if args else "?", exc)
             except Exception:  # noqa: BLE001 - a bad event must not stop the events after it
                 logger.exception("could not publish live audio")
 

@@ -179,6 +179,8 @@ async def _encode_stream(first: StreamEvent, rest: AsyncIterator[StreamEvent], f
             yield TimedDelta(data, tuple(completed))
             completed = []
         event = await anext(rest, StreamEvent("done"))
+    if event.kind == "error":  # the job failed, or the stream lost a piece, after audio went out: no clean end
+        raise JobFailed(event.message)
     if encoder is not None:
         yield TimedDelta(await loop.run_in_executor(_encoders, encoder.finish), tuple(completed))
 
