@@ -158,8 +158,9 @@ class FishStreamDecoder:
                 (self.config.num_codebooks + 1, limit + PENALTY_WINDOW), dtype=torch.int, device=self.device))
             self._take_row(stream, length + limit)
             try:
-                logits, hidden = self._slow(prompt.unsqueeze(0), torch.arange(length, device=self.device),
-                                            rows=[stream.row])
+                logits, hidden = self._slow(prompt.unsqueeze(0), self.model.freqs_cis[:length].unsqueeze(0),
+                                            self.model.causal_mask[None, None, :length, :length],
+                                            self._prefill_store(stream.row, length))
                 stream.tokens[:, 0] = self._codebooks(logits, hidden, windows=None)[0]
             except BaseException:
                 self._free_row(stream)
@@ -187,17 +188,20 @@ class FishStreamDecoder:
         frames = self.frame_step(
             torch.stack([stream.last for stream in ordered]).unsqueeze(-1),
             torch.tensor([stream.length for stream in ordered], device=self.device),
-            torch.stack([stream.window() for stream in ordered]))
+            torch.stack([stream.window() for stream in ordered]), max(stream.length for stream in ordered) + 1)
         for stream, frame in zip(ordered, frames):
             stream.tokens[:, stream.made] = frame
             stream.made += 1
             stream.length += 1
             self._check_end(stream)
 
-    def _frame_step(self, inputs: Any, positions: Any, windows: Any) -> Any:
-        """The batch's rows 0…n-1 read their frames `inputs` [n, 1 + C, 1] at `positions` [n]; → next frames
+    def _frame_step(self, inputs: Any, positions: Any, windows: Any, span: int) -> Any:
+        """The batch's rows 0…n-1 read their newest frames `inputs` [n, 1 + C, 1], each at its own position
+        (`positions` [n], all below `span`), attending to its own cache columns only; → the next frames
         [n, 1 + C]. The one function `compile` hands to torch.compile."""
-        logits, hidden = self._slow(inputs, positions, rows=None)
+        freqs = self.model.freqs_cis[positions].unsqueeze(1)
+        mask = (self.torch.arange(span, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
+        logits, hidden = self._slow(inputs, freqs, mask, self._step_store(positions, span))
         return self._codebooks(logits, hidden, windows)
 
     def _check_end(self, stream: FishStream) -> None:
@@ -205,21 +209,13 @@ class FishStreamDecoder:
 
     # ----- the transformers --------------------------------------------------------------------------------------
 
-    def _slow(self, inputs: Any, positions: Any, rows: list[int] | None) -> tuple[Any, Any]:
-        """The slow transformer over `inputs` [B, 1 + C, S]. Prefill (`rows`: the one row, S tokens at
-        `positions` [S]) or a step (`rows` None: rows 0…B-1, one token each at `positions` [B]). → the last
-        token's logits [B, V] and its hidden state, projected for the fast transformer [B, fast_dim]."""
+    def _slow(self, inputs: Any, freqs: Any, mask: Any, store: Callable[[int, Any, Any], tuple[Any, Any]]
+              ) -> tuple[Any, Any]:
+        """`DualARTransformer.forward_generate` over `inputs` [B, 1 + C, S] with rotary `freqs` [B or 1, S, …],
+        attention `mask` and the cache kept by `store`; → the last token's logits [B, V] and its hidden state,
+        projected for the fast transformer [B, fast_dim]."""
         torch, model = self.torch, self.model
         x = self._embed(inputs)
-        if rows is not None:  # prefill: causal over its own tokens only
-            freqs = model.freqs_cis[positions].unsqueeze(0)
-            mask = model.causal_mask[None, None, :x.shape[1], :x.shape[1]]
-            store = self._prefill_store(rows[0], x.shape[1])
-        else:  # step: each row at its own position, attending to its own cache columns
-            freqs = model.freqs_cis[positions].unsqueeze(1)
-            span = int(positions.max()) + 1
-            mask = (torch.arange(span, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
-            store = self._step_store(positions, span)
         for index, layer in enumerate(model.layers):
             x = _block(layer, x, freqs, mask, lambda k, v, i=index: store(i, k, v))
         x = x[:, -1:]
@@ -325,8 +321,9 @@ class FishStreamDecoder:
             return
         row, last = stream.row, len(self._rows) - 1
         if row != last:
-            for keys, values in self._cache:
-                keys[row], values[row] = keys[last], values[last]
+            with self.torch.inference_mode():  # the cache was made in inference mode; only there may it change
+                for keys, values in self._cache:
+                    keys[row], values[row] = keys[last], values[last]
             moved = self._rows[last]
             moved.row, self._rows[row] = row, moved
         self._rows.pop()
