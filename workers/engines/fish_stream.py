@@ -383,12 +383,17 @@ class FishStreamDecoder:
 
     def _decode(self, codes: Any) -> np.ndarray:
         """The codec's decoder over codes [B, C, n], as the package's `VQManager.decode_vq_tokens` runs it
-        (autocast to the engine's precision) → float32 samples [B, n × frame]."""
+        (autocast to the engine's precision; none in float32, which CPU autocast refuses with a warning)
+        → float32 samples [B, n × frame]."""
+        from contextlib import nullcontext
+
         from fish_speech.utils import autocast_exclude_mps
 
         torch = self.torch
         lengths = torch.full((codes.shape[0],), codes.shape[2], device=self.device)
-        with torch.inference_mode(), autocast_exclude_mps(device_type=self.device.type, dtype=self.precision):
+        autocast = nullcontext() if self.precision == torch.float32 else \
+            autocast_exclude_mps(device_type=self.device.type, dtype=self.precision)
+        with torch.inference_mode(), autocast:
             wav, _ = self.codec.decode(indices=codes, feature_lengths=lengths)
         return wav[:, 0].float().cpu().numpy()
 
