@@ -165,7 +165,7 @@ class FishStreamDecoder:
             except BaseException:
                 self._free_row(stream)
                 raise
-        self._check_end(stream)
+        self._check_end(stream, int(stream.last[0]))
         if stream.finished:  # nothing to hear: it leaves at the next step without holding a row meanwhile
             self._free_row(stream)
         return stream
@@ -189,11 +189,11 @@ class FishStreamDecoder:
             torch.stack([stream.last for stream in ordered]).unsqueeze(-1),
             torch.tensor([stream.length for stream in ordered], device=self.device),
             torch.stack([stream.window() for stream in ordered]), max(stream.length for stream in ordered) + 1)
-        for stream, frame in zip(ordered, frames):
+        for stream, frame, main in zip(ordered, frames, frames[:, 0].tolist()):  # one device sync per step
             stream.tokens[:, stream.made] = frame
             stream.made += 1
             stream.length += 1
-            self._check_end(stream)
+            self._check_end(stream, main)
 
     def _frame_step(self, inputs: Any, positions: Any, windows: Any, span: int) -> Any:
         """The batch's rows 0…n-1 read their newest frames `inputs` [n, 1 + C, 1], each at its own position
@@ -204,8 +204,9 @@ class FishStreamDecoder:
         logits, hidden = self._slow(inputs, freqs, mask, self._step_store(positions, span))
         return self._codebooks(logits, hidden, windows)
 
-    def _check_end(self, stream: FishStream) -> None:
-        stream.finished = int(stream.last[0]) == self.end_token or stream.made >= stream.limit
+    def _check_end(self, stream: FishStream, main: int) -> None:
+        """The package's stop: the end token drawn (`main`: the newest frame's main token), or the limit reached."""
+        stream.finished = main == self.end_token or stream.made >= stream.limit
 
     # ----- the transformers --------------------------------------------------------------------------------------
 
