@@ -4,7 +4,7 @@
   gives (greedy: the package's loop with a vanishing top-p), so taking the loop over changes nothing a listener
   hears;
 - streams decoded together (continuous batching, `workers/engines/stream_batcher.py`) give the same codes as each
-  alone, also when they join at different times;
+  alone, also when they join at different times, a cloned voice among them;
 - the pieces a stream yields join to the package's one-shot decode of the same codes;
 - cancelling one of three running streams leaves the other two finishing as they would have;
 - one request the engine refuses fails alone, with the engine's message;
@@ -37,6 +37,8 @@ TOKENS = 48
 LONG_TOKENS = 200
 FRAME = 2048  # samples per codec frame (44.1 kHz)
 TEXTS = ("Hello from LockN.", "A second sentence, rather longer than the first one.", "Third!")
+#: Spoken in a cloned voice: its prompt (the clip's 259 frames first) outgrows the cache the others needed.
+CLONE = "Cloned words."
 
 
 @pytest.fixture(scope="module")
@@ -61,23 +63,32 @@ def engine(checkpoint: Path):
     return fish
 
 
-def decoder_of(engine, tokens: int = TOKENS):  # type: ignore[no-untyped-def]
-    """A decoder of its own over the engine's model, driven step by step by the test (no batcher thread)."""
+def fresh_decoder(base, tokens: int = TOKENS):  # type: ignore[no-untyped-def]
+    """A decoder of its own (an empty cache) over `base`'s model, driven step by step by the test (no batcher
+    thread)."""
     from workers.engines.fish_stream import FishStreamDecoder
 
-    base = engine.decoder
     return FishStreamDecoder(base.model, base.codec, base.references, tokens, base.sampling)
 
 
 @pytest.fixture
 def decoder(engine):
-    return decoder_of(engine)
+    return fresh_decoder(engine.decoder)
 
 
 def request(text: str):  # type: ignore[no-untyped-def]
+    """A plain request for `text`; `CLONE` is a request in a cloned voice (a 12 s clip and its transcript)."""
     from workers.engines.fish_stream import FishRequest
 
-    return FishRequest(text)
+    if text != CLONE:
+        return FishRequest(text)
+    from fish_speech.utils.schema import ServeReferenceAudio
+
+    from tests.test_fish_speech import reference_clip
+    from workers.engines import fish_compat
+
+    clip = fish_compat.wav_bytes(reference_clip(44100, seconds=12), 44100)
+    return FishRequest(text, (ServeReferenceAudio(audio=clip, text="The reference talks for twelve seconds."),))
 
 
 def run_to_end(decoder, streams: list, joining: dict | None = None) -> dict:  # type: ignore[no-untyped-def]
@@ -145,8 +156,9 @@ def test_the_decode_loop_gives_the_package_s_own_codes(engine, decoder) -> None:
 
 
 def test_three_streams_together_give_the_same_codes_as_each_alone(decoder) -> None:
+    texts = (*TEXTS, CLONE)
     alone = []
-    for text in TEXTS:
+    for text in texts:
         stream = decoder.prefill(request(text))
         run_to_end(decoder, [stream])
         alone.append(stream.codes().clone())
@@ -154,10 +166,12 @@ def test_three_streams_together_give_the_same_codes_as_each_alone(decoder) -> No
     run_to_end(decoder, together)
     for stream, codes in zip(together, alone):
         assert np.array_equal(stream.codes().numpy(), codes.numpy())
-    # Continuous batching: a stream that joins at step 5 and one at step 11, while the first is mid-way (rows
-    # are handed back and moved as streams end, so each one's cache row changes under it too).
-    first = decoder.prefill(request(TEXTS[0]))
-    pieces = run_to_end(decoder, [first], joining={5: TEXTS[1], 11: TEXTS[2]})
+    # Continuous batching: streams join at steps 5, 11 and 20 while the first is mid-way; rows are handed back
+    # and moved as streams end, and the clone's long prompt makes the cache grow under the others.
+    fresh = fresh_decoder(decoder)
+    first = fresh.prefill(request(TEXTS[0]))
+    pieces = run_to_end(fresh, [first], joining={5: TEXTS[1], 11: TEXTS[2], 20: CLONE})
+    assert fresh._cache[0][0].shape[2] > 256, "the cache grew while streams were in it"
     for stream, codes in zip(pieces, alone):
         assert np.array_equal(stream.codes().numpy(), codes.numpy())
 
@@ -166,7 +180,7 @@ def test_streamed_pieces_join_to_the_one_shot_decode(engine) -> None:
     """Every piece is decoded with up to 136 frames before it; joined, they are the package's one decode of all."""
     from workers.engines.fish_stream import CHUNK_FRAMES, FIRST_CHUNK_FRAMES, LEFT_CONTEXT_FRAMES
 
-    decoder = decoder_of(engine, LONG_TOKENS)
+    decoder = fresh_decoder(engine.decoder, LONG_TOKENS)
     stream = decoder.prefill(request(TEXTS[1]))
     pieces = run_to_end(decoder, [stream])[stream]
     assert LONG_TOKENS - 1 > LEFT_CONTEXT_FRAMES + CHUNK_FRAMES, "some pieces had their context cut"
