@@ -189,7 +189,8 @@ def test_streamed_pieces_join_to_the_one_shot_decode(engine) -> None:
     assert whole.shape == ((LONG_TOKENS - 1) * FRAME,)
     assert np.array_equal(whole, decoder.decode_all(stream))
     worst = assert_joins_to(np.concatenate(pieces), whole)
-    print(f"streamed vs one-shot: {len(pieces)} pieces, largest difference {worst:.2e} (peak {np.abs(whole).max():.2f})")
+    print(f"streamed vs one-shot: {len(pieces)} pieces, largest difference {worst:.2e} "
+          f"(peak {np.abs(whole).max():.2f})")
 
 
 def speak_in_threads(engine, texts, close_after: dict | None = None) -> dict:  # type: ignore[no-untyped-def]
@@ -237,7 +238,8 @@ def test_a_request_the_engine_refuses_fails_alone(engine) -> None:
     """One stream's bad input (a prompt longer than the model takes) fails that stream, with the engine's
     message; a stream beside it speaks on."""
     results: dict = {}
-    good = threading.Thread(target=lambda: results.setdefault("good", list(engine.synthesize(TEXTS[0], "fish-default"))))
+    good = threading.Thread(
+        target=lambda: results.setdefault("good", list(engine.synthesize(TEXTS[0], "fish-default"))))
     good.start()
     with pytest.raises(RuntimeError, match="Fish Speech failed: Prompt is too long"):
         list(engine.synthesize("x" * 3000, "fish-default"))

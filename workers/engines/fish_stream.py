@@ -29,7 +29,7 @@ leaves after `FIRST_CHUNK_FRAMES` frames (0.19 s of speech at 21.5 frames/s), la
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -231,7 +231,8 @@ class FishStreamDecoder:
         parts = [model.codebook_embeddings(inputs[:, i + 1] + i * config.codebook_size)
                  for i in range(config.num_codebooks)]
         codebooks = torch.stack(parts, dim=1).sum(dim=1)
-        semantic = (inputs[:, 0] >= model.tokenizer.semantic_begin_id) & (inputs[:, 0] <= model.tokenizer.semantic_end_id)
+        tokenizer = model.tokenizer
+        semantic = (inputs[:, 0] >= tokenizer.semantic_begin_id) & (inputs[:, 0] <= tokenizer.semantic_end_id)
         codebooks[~semantic] = 0
         x = model.embeddings(inputs[:, 0]) + codebooks
         if config.scale_codebook_embeddings:
@@ -246,7 +247,8 @@ class FishStreamDecoder:
         main = self._draw(logits, None if windows is None else windows[:, :, 0])
         shapes = [(hidden.shape[0], layer.attention.n_local_heads, self.config.num_codebooks, layer.attention.head_dim)
                   for layer in model.fast_layers]
-        cache = [tuple(torch.zeros(shape, dtype=hidden.dtype, device=self.device) for _ in range(2)) for shape in shapes]
+        cache = [tuple(torch.zeros(shape, dtype=hidden.dtype, device=self.device) for _ in range(2))
+                 for shape in shapes]
         self._fast(hidden, 0, cache)
         code = (main - model.tokenizer.semantic_begin_id).clamp(min=0)
         frame = [main, code]
