@@ -1,8 +1,8 @@
 """Fish Speech at serving speed, checked on the CPU with the tiny random checkpoint (`tests/fish_tiny.py`):
 
 - LockN's own decode loop (`workers/engines/fish_stream.py`) gives the very codes the package's `generate_long`
-  gives (greedy: the package's loop with a vanishing top-p), so taking the loop over changes nothing a listener
-  hears;
+  gives, greedy (the package's loop with a vanishing top-p) and sampled from the same seed, so taking the loop
+  over changes nothing a listener hears;
 - streams decoded together (continuous batching, `workers/engines/stream_batcher.py`) give the same codes as each
   alone, also when they join at different times, a cloned voice among them;
 - the pieces a stream yields join to the package's one-shot decode of the same codes;
@@ -109,9 +109,9 @@ def run_to_end(decoder, streams: list, joining: dict | None = None) -> dict:  # 
     return pieces
 
 
-def package_codes(engine, text: str, tokens: int = TOKENS):  # type: ignore[no-untyped-def]
-    """The codes fish-speech's own `generate_long` makes for `text`, greedy (a top-p so small that only the
-    likeliest token is left), on the engine's model."""
+def package_codes(engine, text: str, tokens: int = TOKENS, top_p: float = 1e-6):  # type: ignore[no-untyped-def]
+    """The codes fish-speech's own `generate_long` makes for `text` on the engine's model; by default greedy (a
+    top-p so small that only the likeliest token is left)."""
     import torch
 
     from fish_speech.models.text2semantic.inference import decode_one_token_ar, generate_long
@@ -121,7 +121,7 @@ def package_codes(engine, text: str, tokens: int = TOKENS):  # type: ignore[no-u
         model.setup_caches(max_batch_size=1, max_seq_len=model.config.max_seq_len, dtype=torch.float32)
     (codes,) = [r.codes for r in generate_long(
         model=model, device="cpu", decode_one_token=decode_one_token_ar, text=text, max_new_tokens=tokens,
-        top_p=1e-6, temperature=0.7, repetition_penalty=1.1, prompt_text=[], prompt_tokens=[]) if r.action == "sample"]
+        top_p=top_p, temperature=0.7, repetition_penalty=1.1, prompt_text=[], prompt_tokens=[]) if r.action == "sample"]
     return codes
 
 
@@ -153,6 +153,24 @@ def test_the_decode_loop_gives_the_package_s_own_codes(engine, decoder) -> None:
         assert stream.codes().shape == expected.shape == (10, TOKENS - 1), "the last token is never heard"
         assert np.array_equal(stream.codes().numpy(), expected.numpy()), text
         assert_joins_to(np.concatenate(pieces), package_decode(engine, expected))
+
+
+def test_sampling_follows_the_package_s_rules(engine) -> None:
+    """Sampled, not greedy: from the same seed the loop draws the very codes the package draws (repetition
+    penalty, top-p 0.8, temperature 0.7, the random numbers taken in the same order)."""
+    import torch
+
+    from workers.engines.fish_stream import FishSampling, FishStreamDecoder
+
+    base = engine.decoder
+    decoder = FishStreamDecoder(base.model, base.codec, base.references, TOKENS, FishSampling(0.7, 0.8, 1.1))
+    for text in TEXTS[:2]:
+        torch.manual_seed(7)
+        expected = package_codes(engine, text, top_p=0.8)
+        torch.manual_seed(7)
+        stream = decoder.prefill(request(text))
+        run_to_end(decoder, [stream])
+        assert np.array_equal(stream.codes().numpy(), expected.numpy()), text
 
 
 def test_three_streams_together_give_the_same_codes_as_each_alone(decoder) -> None:
