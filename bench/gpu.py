@@ -6,7 +6,7 @@
 
 Streams run as a GPU worker runs jobs (`LOCKN_GPU_MAX_STREAMS`): threads of one process sharing one loaded
 engine, each speaking `--sentences` sentences one after another as the job runner does, all starting together.
-Engines that batch (Qwen3-TTS: `workers/engines/stream_batcher.py`) decode them together; the others take turns.
+Both engines batch (`workers/engines/stream_batcher.py`): the streams are decoded together, a frame at a time.
 
 Weights: `--fish-checkpoint` / `--qwen-checkpoint` for downloaded ones. `--full-size`: random weights at the
 released models' sizes (`bench/full_size.py`: S1-mini, Qwen3-TTS 12 Hz 1.7B or 0.6B), built on the GPU in
@@ -75,7 +75,7 @@ def build_engine(name: str, checkpoint: Path, device: str, max_new_tokens: int, 
     if name == "fish":
         from workers.engines.fish_speech import FishSpeechEngine
 
-        return FishSpeechEngine(checkpoint, device, max_new_tokens)
+        return FishSpeechEngine(checkpoint, device, max_new_tokens, max_streams=max_streams)
     from workers.engines.qwen3 import Qwen3Engine
 
     return Qwen3Engine(checkpoint, None, device, max_new_tokens, max_streams=max_streams)

@@ -2,7 +2,8 @@
 
 Real weights come from a model hub this machine cannot reach; a randomly initialised model of the
 same architecture exercises the same code: load, plain synthesis, synthesis with a reference voice,
-streaming. Skipped (with the reason) where fish-speech is not installed; CI installs it
+the package's own streaming engine. How LockN's batched loop compares with the package's is
+`tests/test_fish_serving.py`. Skipped (with the reason) where fish-speech is not installed; CI installs it
 (`make setup-fish`) and sets LOCKN_REQUIRE_FISH=1, so there a missing install fails.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import queue
 from pathlib import Path
 
 import numpy as np
@@ -57,16 +57,12 @@ def engine(checkpoint: Path):
     return fish
 
 
-class RecordingQueue(queue.Queue):
-    """Stands between the engine and its text-to-semantic thread; keeps each request's prompt."""
+@pytest.fixture(scope="module")
+def package_engine(checkpoint: Path):
+    """The package's own `TTSInferenceEngine` (one request at a time), loaded by `fish_compat.load_engine`."""
+    from workers.engines import fish_compat
 
-    def __init__(self, inner: queue.Queue) -> None:
-        super().__init__()
-        self.inner, self.requests = inner, []
-
-    def put(self, item, block=True, timeout=None):  # type: ignore[no-untyped-def]
-        self.requests.append(item.request)
-        self.inner.put(item, block, timeout)
+    return fish_compat.load_engine(checkpoint, device="cpu")
 
 
 def reference_clip(rate: int, seconds: float = 3.0) -> np.ndarray:
@@ -85,39 +81,40 @@ def test_plain_synthesis_yields_float_audio(engine, fish_settings) -> None:
     chunks = list(engine.synthesize("Hello from LockN.", "fish-default", SynthesisOptions()))
     audio = np.concatenate(chunks)
     assert audio.dtype == np.float32 and audio.ndim == 1 and audio.size > 0
-    assert audio.size % engine._engine.decoder_model.frame_length == 0
-    assert audio.size <= MAX_NEW_TOKENS * engine._engine.decoder_model.frame_length
+    assert audio.size % engine.codec.frame_length == 0
+    assert audio.size <= MAX_NEW_TOKENS * engine.codec.frame_length
 
 
-def test_reference_voice_changes_the_prompt(engine, fish_settings) -> None:
-    recorder = RecordingQueue(engine._engine.llama_queue)
-    engine._engine.llama_queue = recorder
-    try:
-        plain = np.concatenate(list(engine.synthesize("Same words.", "fish-default")))
-        clip = reference_clip(engine.describe().sample_rate)
-        cloned = np.concatenate(list(engine.synthesize("Same words.", ReferenceVoice(clip, "The reference talks."))))
-    finally:
-        engine._engine.llama_queue = recorder.inner
-    plain_request, cloned_request = recorder.requests
-    assert plain_request["prompt_tokens"] == [] and plain_request["prompt_text"] == []
-    assert cloned_request["prompt_text"] == ["The reference talks."]
-    (codes,) = cloned_request["prompt_tokens"]
-    frames = int(np.ceil(clip.size / engine._engine.decoder_model.frame_length))
+def test_reference_voice_changes_the_prompt(engine, fish_settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clone's clip is encoded by the codec into the prompt, with its transcript, before the text."""
+    decoder = engine.decoder
+    prompts, references = [], []
+    encode, load = decoder.encode, decoder.references
+    monkeypatch.setattr(decoder, "encode", lambda request: (prompts.append(encode(request)), prompts[-1])[1])
+    monkeypatch.setattr(decoder, "references", lambda clips: (references.append(load(clips)), references[-1])[1])
+    plain = np.concatenate(list(engine.synthesize("Same words.", "fish-default")))
+    clip = reference_clip(engine.describe().sample_rate)
+    cloned = np.concatenate(list(engine.synthesize("Same words.", ReferenceVoice(clip, "The reference talks."))))
+    ((codes,), texts), = references  # the plain voice asked for none
+    assert texts == ["The reference talks."]
+    frames = int(np.ceil(clip.size / engine.codec.frame_length))
     assert tuple(codes.shape) == (10, frames), "the clip is encoded into the codec's 10 codebooks"
+    plain_prompt, cloned_prompt = prompts
+    assert cloned_prompt.shape[1] > plain_prompt.shape[1] + frames, "the clip's codes and transcript lead the prompt"
     assert plain.size > 0 and cloned.size > 0
 
 
-def test_streaming_yields_a_header_then_the_same_audio(engine, fish_settings) -> None:
+def test_the_package_s_streaming_yields_a_header_then_the_same_audio(package_engine) -> None:
     from fish_speech.utils.schema import ServeTTSRequest
 
     request = dict(text="Streaming test.", max_new_tokens=MAX_NEW_TOKENS, seed=7, chunk_length=200,
                    temperature=0.7, top_p=0.8, repetition_penalty=1.1)
-    streamed = list(engine._engine.inference(ServeTTSRequest(streaming=True, **request)))
+    streamed = list(package_engine.inference(ServeTTSRequest(streaming=True, **request)))
     assert streamed[0].code == "header" and streamed[0].audio[1].tobytes()[:4] == b"RIFF"
     segments = [r.audio[1] for r in streamed if r.code == "segment"]
     final = next(r.audio[1] for r in streamed if r.code == "final")
     assert segments and np.array_equal(np.concatenate(segments), final)
-    whole = next(r.audio[1] for r in engine._engine.inference(ServeTTSRequest(**request)) if r.code == "final")
+    whole = next(r.audio[1] for r in package_engine.inference(ServeTTSRequest(**request)) if r.code == "final")
     assert np.array_equal(whole, final), "same seed, same audio, streamed or not"
 
 

@@ -82,7 +82,7 @@ def _start_heartbeat(sender, **_kwargs) -> None:  # type: ignore[no-untyped-def]
 
 def _warm_up(info: WorkerInfo) -> None:
     """Load this GPU worker's engines and speak one short sentence with each (CUDA kernels chosen, Fish's
-    compiled decode built), then tell the platform they are ready."""
+    compiled frame step built), then tell the platform they are ready."""
     loaded = load_engines()
     for description in info.engines:
         engine = loaded.get(description["name"])

@@ -80,8 +80,8 @@ class Settings(BaseSettings):
     fish_checkpoint_dir: Path | None = Field(None, description="Fish Speech checkpoints (text2semantic + codec).")
     fish_device: str = Field("auto", description="Fish Speech device: auto (cuda when present), cuda, cpu.")
     fish_max_new_tokens: int = Field(1024, ge=1, description="Upper bound of semantic tokens per sentence.")
-    fish_compile: bool | None = Field(None, description="Fish Speech's compiled decode (torch.compile, CUDA "
-                                      "graphs; kernels cached in data_dir/torch-compile); default: on CUDA only.")
+    fish_compile: bool | None = Field(None, description="Fish Speech's compiled frame step (torch.compile; "
+                                      "kernels cached in data_dir/torch-compile); default: on CUDA only.")
     worker_nice: int = Field(0, ge=0, le=19, description="A worker's CPU niceness (make run's batch worker: 10).")
     batch_slots: int = Field(1, ge=1, le=64, description="Jobs of one owner's batches (all of them together) "
                                                          "queued or running at once, oldest batch first; the other "

@@ -44,7 +44,8 @@ def _piper_options(settings: Settings) -> dict[str, Any]:
 def _fish_options(settings: Settings) -> dict[str, Any]:
     return {"checkpoint_dir": settings.fish_checkpoint_dir, "models_dir": settings.models_path,
             "device": settings.fish_device, "max_new_tokens": settings.fish_max_new_tokens,
-            "compile": settings.fish_compile, "compile_cache_dir": settings.data_dir / "torch-compile"}
+            "compile": settings.fish_compile, "compile_cache_dir": settings.data_dir / "torch-compile",
+            "max_streams": settings.gpu_max_streams}
 
 
 def _qwen3_options(settings: Settings) -> dict[str, Any]:

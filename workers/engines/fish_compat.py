@@ -35,6 +35,8 @@ __all__ = [
     "load_codec",
     "check_t2s_checkpoint",
     "load_engine",
+    "load_text2semantic",
+    "reference_loader",
     "default_precision",
     "wav_bytes",
 ]
@@ -125,6 +127,26 @@ def load_engine(ckpt_dir: str | Path, device: str = "cpu", precision=None, compi
     return TTSInferenceEngine(
         llama_queue=llama_queue, decoder_model=decoder_model, precision=precision, compile=compile
     )
+
+
+def load_text2semantic(ckpt_dir: str | Path, device: str = "cpu", precision=None):
+    """The DualAR model as the package's `init_model` loads it (`DualARTransformer.from_pretrained`, moved to
+    `device` in `precision`), without the single-request cache it would then allocate (LockN's batched loop,
+    `workers/engines/fish_stream.py`, keeps a cache of its own)."""
+    install_torchaudio_shim()
+    from fish_speech.models.text2semantic.llama import DualARTransformer
+
+    check_t2s_checkpoint(ckpt_dir)
+    model = DualARTransformer.from_pretrained(str(ckpt_dir), load_weights=True)
+    return model.to(device=device, dtype=precision or default_precision(device)).eval()
+
+
+def reference_loader(codec, precision):
+    """The package's reference side (`ReferenceLoader.load_by_hash`: a clip's WAV bytes → its codes, cached by
+    hash; `VQManager.decode_vq_tokens`): a `TTSInferenceEngine` whose text-to-semantic queue is never used."""
+    from fish_speech.inference_engine import TTSInferenceEngine
+
+    return TTSInferenceEngine(llama_queue=None, decoder_model=codec, precision=precision, compile=False)
 
 
 def wav_bytes(audio, sample_rate: int) -> bytes:

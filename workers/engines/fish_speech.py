@@ -1,10 +1,15 @@
 """Fish Speech (OpenAudio S1): the GPU engine, with zero-shot cloning from a reference clip + transcript.
 
-Loaded with Fish Speech's own code (`launch_thread_safe_queue` for text-to-semantic,
-`load_model` for the codec, `TTSInferenceEngine` for inference) from the checkpoint
-folder it is built with (`LOCKN_FISH_CHECKPOINT_DIR`) on its device (`LOCKN_FISH_DEVICE`:
-cuda when present, else cpu).
-The environment workarounds live in `workers/engines/fish_compat.py`.
+Loaded with Fish Speech's own loaders (`DualARTransformer.from_pretrained` for text-to-semantic, the codec's
+`load_model`) from the checkpoint folder it is built with (`LOCKN_FISH_CHECKPOINT_DIR`) on its device
+(`LOCKN_FISH_DEVICE`: cuda when present, else cpu). The environment workarounds live in
+`workers/engines/fish_compat.py`.
+
+Serving: the package's `TTSInferenceEngine` runs one request at a time and hands back audio per whole sentence.
+Here one `StreamBatcher` thread drives `FishStreamDecoder` (`workers/engines/fish_stream.py`): up to
+`max_streams` sentences (one per job a GPU worker runs at once, `LOCKN_GPU_MAX_STREAMS`) are decoded together a
+frame at a time with the package's prompt and sampling, and each one's audio is yielded every few frames (the
+first after 4 frames, 0.19 s of speech) instead of once its sentence is done.
 
 The checkpoint folder holds `config.json`, `model.pth`, `tokenizer.tiktoken`,
 `special_tokens.json` (text-to-semantic) and `codec.pth` with either `codec_config.yaml`
@@ -17,20 +22,22 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from backend.media.engine import Engine, EngineInfo, ReferenceVoice, SynthesisOptions, VoiceInfo
 from backend.media.model_catalog import FISH_REQUIRED_FILES, no_weights_reason, pulled
+from workers.engines.fish_stream import FishRequest, FishSampling, FishStreamDecoder
+from workers.engines.stream_batcher import StreamBatcher
 
 #: The built-in voice: Fish Speech without a reference speaks in a voice of its own choosing.
 DEFAULT_VOICE = VoiceInfo(id="fish-default", name="Fish Speech default (zero-shot, en)", engine="fish",
                           language="en")
-#: Generation settings within the ranges ServeTTSRequest accepts.
-SAMPLING = {"temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.1, "chunk_length": 200}
+#: Generation settings within the ranges the package's ServeTTSRequest accepts.
+SAMPLING = FishSampling(temperature=0.7, top_p=0.8, repetition_penalty=1.1)
 
 
 class FishSpeechEngine(Engine):
@@ -38,20 +45,23 @@ class FishSpeechEngine(Engine):
 
     def __init__(self, checkpoint_dir: Path | None, device: str = "auto", max_new_tokens: int = 1024,
                  compile: bool | None = None, compile_cache_dir: Path | None = None,
-                 models_dir: Path | None = None) -> None:
+                 models_dir: Path | None = None, max_streams: int = 1, greedy: bool = False) -> None:
         """`checkpoint_dir`: the weights' folder; without one, the `fish` model pulled under `models_dir` (the
         models folder, `LOCKN_MODELS_DIR`), when there is one. `device`: cuda, cpu, or auto (cuda when present);
-        `max_new_tokens` bounds one sentence's generation; `compile`: fish-speech's own compiled decode
-        (`torch.compile`, CUDA graphs), by default on CUDA only: eager decoding is launch-bound (seen on an H200:
-        14-16 tokens/s, 12 GB/s of 4,300); `compile_cache_dir` keeps the compiled kernels between worker starts
+        `max_new_tokens` bounds one sentence's generation; `max_streams`: sentences decoded together;
+        `greedy`: always the likeliest token (tests). `compile`: `torch.compile` of the decoder's frame step, by
+        default on CUDA only: eager decoding is launch-bound (seen on an H200 with the package's loop: 14-16
+        tokens/s, 12 GB/s of 4,300); `compile_cache_dir` keeps the compiled kernels between worker starts
         (TorchInductor's cache)."""
         if checkpoint_dir is None and models_dir is not None:
             checkpoint_dir = pulled(models_dir, self.name)
         self.checkpoint_dir, self.wanted_device, self.max_new_tokens = checkpoint_dir, device, max_new_tokens
         self.compile, self.compile_cache_dir = compile, compile_cache_dir
-        self._engine = None
+        self.max_streams, self.greedy = max_streams, greedy
+        self.codec: Any = None  # the package's DAC codec, once loaded
+        self.decoder: FishStreamDecoder | None = None
+        self.batcher: StreamBatcher | None = None  # the one thread that decodes every stream of this model
         self._device = "cpu"
-        self._lock = threading.Lock()  # one generation at a time per loaded model
 
     def unavailable_reason(self) -> str | None:
         if importlib.util.find_spec("fish_speech") is None:
@@ -73,15 +83,33 @@ class FishSpeechEngine(Engine):
         from workers.engines import fish_compat
 
         self._device = self.choose_device()
+        folder = Path(self.checkpoint_dir or "")
+        precision = fish_compat.default_precision(self._device)
+        model = fish_compat.load_text2semantic(folder, device=self._device, precision=precision)
+        self.codec = fish_compat.load_codec(folder, device=self._device)
+        references = fish_compat.reference_loader(self.codec, precision)
+        sampling = FishSampling(SAMPLING.temperature, SAMPLING.top_p, SAMPLING.repetition_penalty, self.greedy)
+        self.decoder = FishStreamDecoder(model, self.codec, lambda clips: references.load_by_hash(clips, "on"),
+                                         self.max_new_tokens, sampling, precision)
         compile = self._device.startswith("cuda") if self.compile is None else self.compile
-        if compile and self.compile_cache_dir is not None:
+        if compile:
+            self._compile(self.decoder)
+        self.batcher = StreamBatcher(self.decoder, self.max_streams, name="fish")
+
+    def _compile(self, decoder: FishStreamDecoder) -> None:
+        """The frame step through torch.compile (shapes change as streams come and go and caches grow, so
+        dynamic); the first steps of each new shape pay for compiling, hence `compile_cache_dir`."""
+        import torch
+
+        if self.compile_cache_dir is not None:
             self.compile_cache_dir.mkdir(parents=True, exist_ok=True)
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.compile_cache_dir))
-        self._engine = fish_compat.load_engine(Path(self.checkpoint_dir or ""), device=self._device, compile=compile)
+        backend = "inductor" if self._device.startswith("cuda") else "aot_eager"  # as the package's init_model
+        decoder.frame_step = torch.compile(decoder.frame_step, dynamic=True, backend=backend)
 
     def describe(self) -> EngineInfo:
-        rate = self._engine.decoder_model.sample_rate if self._engine is not None else 44100
-        device = self._device if self._engine is not None else self.wanted_device
+        rate = self.codec.sample_rate if self.codec is not None else 44100
+        device = self._device if self.codec is not None else self.wanted_device
         return EngineInfo("fish", int(rate), True, device, importlib.metadata.version("fish-speech"))
 
     def voices(self) -> list[VoiceInfo]:
@@ -89,20 +117,17 @@ class FishSpeechEngine(Engine):
 
     def synthesize(self, text: str, voice: str | ReferenceVoice,
                    options: SynthesisOptions = SynthesisOptions()) -> Iterator[np.ndarray]:
-        """Fish Speech has no speed control: the job runner changes the tempo of what this yields."""
-        from fish_speech.utils.schema import ServeReferenceAudio, ServeTTSRequest
+        """One sentence → its audio, a piece every few frames, decoded together with the other streams. Fish
+        Speech has no speed control: the job runner changes the tempo of what this yields."""
+        from fish_speech.utils.schema import ServeReferenceAudio
 
         from workers.engines import fish_compat
 
-        references = []
+        references: tuple = ()
         if isinstance(voice, ReferenceVoice):
             clip = fish_compat.wav_bytes(voice.audio, self.describe().sample_rate)
-            references = [ServeReferenceAudio(audio=clip, text=voice.transcript)]
-        request = ServeTTSRequest(text=text, references=references, streaming=True, use_memory_cache="on",
-                                  max_new_tokens=self.max_new_tokens, **SAMPLING)
-        with self._lock:
-            for result in self._engine.inference(request):  # type: ignore[union-attr]
-                if result.code == "error":
-                    raise RuntimeError(f"Fish Speech failed: {result.error}")
-                if result.code == "segment":
-                    yield np.asarray(result.audio[1], dtype=np.float32)
+            references = (ServeReferenceAudio(audio=clip, text=voice.transcript),)
+        try:
+            yield from self.batcher.stream(FishRequest(text, references))  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - one message for every failure, its cause kept
+            raise RuntimeError(f"Fish Speech failed: {exc}") from exc

@@ -28,11 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from workers.engines.stream_audio import ChunkSchedule
+
 #: Frames of audio before the first chunk leaves (12.5 frames per second: 0.16 s), and between later chunks.
 FIRST_CHUNK_FRAMES = 2
 CHUNK_FRAMES = 8
 #: Frames decoded before each chunk as context and then dropped (the package's `chunked_decode` uses 25).
 LEFT_CONTEXT_FRAMES = 25
+SCHEDULE = ChunkSchedule(FIRST_CHUNK_FRAMES, CHUNK_FRAMES, LEFT_CONTEXT_FRAMES)
 
 
 class _PromptCaptured(Exception):
@@ -310,12 +313,11 @@ class Qwen3StreamDecoder:
     def _audio(self, stream: QwenStream, finished: bool) -> list[np.ndarray]:
         """The samples of the frames not yet decoded, when enough have gathered (or the stream ended)."""
         frames = [f for f in stream.frames if int(f[0]) != self.eos]
-        new = len(frames) - stream.decoded_frames
-        due = FIRST_CHUNK_FRAMES if stream.decoded_frames == 0 else CHUNK_FRAMES
-        if new <= 0 or (new < due and not finished):
+        due = SCHEDULE.due(stream.decoded_frames, len(frames), finished)
+        if due is None:
             return []
-        chunk = self.decode_frames(stream, frames, stream.decoded_frames, len(frames))
-        stream.decoded_frames = len(frames)
+        chunk = self.decode_frames(stream, frames, *due)
+        stream.decoded_frames = due[1]
         return [chunk]
 
     def decode_frames(self, stream: QwenStream, frames: list, start: int, end: int) -> np.ndarray:
@@ -325,10 +327,10 @@ class Qwen3StreamDecoder:
         if stream.context is not None:
             codes = torch.cat((stream.context.to(codes.device), codes), dim=1)
             start, end = start + stream.context.shape[1], end + stream.context.shape[1]
-        context = min(LEFT_CONTEXT_FRAMES, start)
+        begin = SCHEDULE.window(start)
         with torch.inference_mode():
-            wav = self._decoder(codes[:, start - context:end].clamp(min=0).unsqueeze(0))
-        return wav[0, 0, context * self.upsample:].float().cpu().numpy().astype(np.float32)
+            wav = self._decoder(codes[:, begin:end].clamp(min=0).unsqueeze(0))
+        return wav[0, 0, (start - begin) * self.upsample:].float().cpu().numpy().astype(np.float32)
 
     def decode_all(self, stream: QwenStream) -> np.ndarray:
         """The stream's frames decoded in one pass, as the package does (the reference streamed chunks are held to)."""

@@ -1,0 +1,307 @@
+"""Fish Speech at serving speed, checked on the CPU with the tiny random checkpoint (`tests/fish_tiny.py`):
+
+- LockN's own decode loop (`workers/engines/fish_stream.py`) gives the very codes the package's `generate_long`
+  gives, greedy (the package's loop with a vanishing top-p) and sampled from the same seed, so taking the loop
+  over changes nothing a listener hears;
+- streams decoded together (continuous batching, `workers/engines/stream_batcher.py`) give the same codes as each
+  alone, also when they join at different times, a cloned voice among them;
+- the pieces a stream yields join to the package's one-shot decode of the same codes;
+- cancelling one of three running streams leaves the other two finishing as they would have;
+- one request the engine refuses fails alone, with the engine's message;
+- a GPU worker with LOCKN_GPU_MAX_STREAMS=4 runs four Fish jobs at once through the real queue.
+How fast this is on a GPU is `python -m bench.gpu --full-size`'s question, never a test's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.media.engine import SynthesisOptions
+from tests.conftest import reset_caches
+
+if importlib.util.find_spec("fish_speech") is None:
+    if os.environ.get("LOCKN_REQUIRE_FISH") == "1":
+        raise RuntimeError("LOCKN_REQUIRE_FISH=1 but fish-speech is not installed: run `make setup-fish`")
+    pytest.skip("fish-speech is not installed: `make setup-fish` installs it", allow_module_level=True)
+
+#: Tokens per sentence (the random model rarely says stop, so streams run to it; the last is never heard).
+TOKENS = 48
+#: Long enough for pieces past LEFT_CONTEXT_FRAMES, decoded with truncated context.
+LONG_TOKENS = 200
+FRAME = 2048  # samples per codec frame (44.1 kHz)
+TEXTS = ("Hello from LockN.", "A second sentence, rather longer than the first one.", "Third!")
+#: Spoken in a cloned voice: its prompt (the clip's 259 frames first) outgrows the cache the others needed.
+CLONE = "Cloned words."
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.fish_tiny import make_tiny_checkpoint
+
+    folder = tmp_path_factory.mktemp("fish-serving")
+    make_tiny_checkpoint(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoint: Path):
+    """A greedy engine (always the likeliest token) that decodes up to four streams together."""
+    import torch
+
+    from workers.engines.fish_speech import FishSpeechEngine
+
+    torch.set_num_threads(1)
+    fish = FishSpeechEngine(checkpoint, device="cpu", max_new_tokens=TOKENS, max_streams=4, greedy=True)
+    fish.load()
+    return fish
+
+
+def fresh_decoder(base, tokens: int = TOKENS):  # type: ignore[no-untyped-def]
+    """A decoder of its own (an empty cache) over `base`'s model, driven step by step by the test (no batcher
+    thread)."""
+    from workers.engines.fish_stream import FishStreamDecoder
+
+    return FishStreamDecoder(base.model, base.codec, base.references, tokens, base.sampling)
+
+
+@pytest.fixture
+def decoder(engine):
+    return fresh_decoder(engine.decoder)
+
+
+def request(text: str):  # type: ignore[no-untyped-def]
+    """A plain request for `text`; `CLONE` is a request in a cloned voice (a 12 s clip and its transcript)."""
+    from workers.engines.fish_stream import FishRequest
+
+    if text != CLONE:
+        return FishRequest(text)
+    from fish_speech.utils.schema import ServeReferenceAudio
+
+    from tests.test_fish_speech import reference_clip
+    from workers.engines import fish_compat
+
+    clip = fish_compat.wav_bytes(reference_clip(44100, seconds=12), 44100)
+    return FishRequest(text, (ServeReferenceAudio(audio=clip, text="The reference talks for twelve seconds."),))
+
+
+def run_to_end(decoder, streams: list, joining: dict | None = None) -> dict:  # type: ignore[no-untyped-def]
+    """Step `streams` together until all finish (releasing each as the batcher does); `joining`: {step number:
+    text} prefilled and added at that step. → each stream's audio pieces."""
+    pieces: dict = {stream: [] for stream in streams}
+    active, step = list(streams), 0
+    while active or joining:
+        if joining and step in joining:
+            active.append(decoder.prefill(request(joining.pop(step))))
+            pieces[active[-1]] = []
+        for stream, (chunks, finished) in zip(list(active), decoder.step(active)):
+            pieces[stream] += chunks
+            if finished:
+                active.remove(stream)
+                decoder.release(stream)
+        step += 1
+    return pieces
+
+
+def package_codes(engine, text: str, tokens: int = TOKENS, top_p: float = 1e-6):  # type: ignore[no-untyped-def]
+    """The codes fish-speech's own `generate_long` makes for `text` on the engine's model; by default greedy (a
+    top-p so small that only the likeliest token is left)."""
+    import torch
+
+    from fish_speech.models.text2semantic.inference import decode_one_token_ar, generate_long
+
+    model = engine.decoder.model
+    with torch.device("cpu"):
+        model.setup_caches(max_batch_size=1, max_seq_len=model.config.max_seq_len, dtype=torch.float32)
+    (codes,) = [r.codes for r in generate_long(
+        model=model, device="cpu", decode_one_token=decode_one_token_ar, text=text, max_new_tokens=tokens,
+        top_p=top_p, temperature=0.7, repetition_penalty=1.1, prompt_text=[], prompt_tokens=[]) if r.action == "sample"]
+    return codes
+
+
+def package_decode(engine, codes) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The package's one-shot decode of `codes` [C, n] (`VQManager.decode_vq_tokens`, as its engine runs it)."""
+    import torch
+
+    from workers.engines import fish_compat
+
+    with torch.inference_mode():
+        return fish_compat.reference_loader(engine.codec, torch.float32).decode_vq_tokens(codes).float().numpy()
+
+
+def assert_joins_to(joined: np.ndarray, whole: np.ndarray) -> float:
+    """Streamed pieces against one decode of all frames. The codec is causal with a 128-frame attention window,
+    and every piece is decoded with 136 frames before it: the same samples to float rounding, asserted as
+    1e-4 of full scale per sample (measured on the tiny checkpoint: about 1e-7). → the largest difference."""
+    assert joined.shape == whole.shape
+    worst = float(np.abs(joined - whole).max())
+    assert worst < 1e-4
+    return worst
+
+
+def test_the_decode_loop_gives_the_package_s_own_codes(engine, decoder) -> None:
+    for text in TEXTS:
+        expected = package_codes(engine, text)
+        stream = decoder.prefill(request(text))
+        pieces = run_to_end(decoder, [stream])[stream]
+        assert stream.codes().shape == expected.shape == (10, TOKENS - 1), "the last token is never heard"
+        assert np.array_equal(stream.codes().numpy(), expected.numpy()), text
+        assert_joins_to(np.concatenate(pieces), package_decode(engine, expected))
+
+
+def test_sampling_follows_the_package_s_rules(engine) -> None:
+    """Sampled, not greedy: from the same seed the loop draws the very codes the package draws (repetition
+    penalty, top-p 0.8, temperature 0.7, the random numbers taken in the same order)."""
+    import torch
+
+    from workers.engines.fish_stream import FishSampling, FishStreamDecoder
+
+    base = engine.decoder
+    decoder = FishStreamDecoder(base.model, base.codec, base.references, TOKENS, FishSampling(0.7, 0.8, 1.1))
+    for text in TEXTS[:2]:
+        torch.manual_seed(7)
+        expected = package_codes(engine, text, top_p=0.8)
+        torch.manual_seed(7)
+        stream = decoder.prefill(request(text))
+        run_to_end(decoder, [stream])
+        assert np.array_equal(stream.codes().numpy(), expected.numpy()), text
+
+
+def test_three_streams_together_give_the_same_codes_as_each_alone(decoder) -> None:
+    texts = (*TEXTS, CLONE)
+    alone = []
+    for text in texts:
+        stream = decoder.prefill(request(text))
+        run_to_end(decoder, [stream])
+        alone.append(stream.codes().clone())
+    together = [decoder.prefill(request(text)) for text in TEXTS]
+    run_to_end(decoder, together)
+    for stream, codes in zip(together, alone):
+        assert np.array_equal(stream.codes().numpy(), codes.numpy())
+    # Continuous batching: streams join at steps 5, 11 and 20 while the first is mid-way; rows are handed back
+    # and moved as streams end, and the clone's long prompt makes the cache grow under the others.
+    fresh = fresh_decoder(decoder)
+    first = fresh.prefill(request(TEXTS[0]))
+    pieces = run_to_end(fresh, [first], joining={5: TEXTS[1], 11: TEXTS[2], 20: CLONE})
+    assert fresh._cache[0][0].shape[2] > 256, "the cache grew while streams were in it"
+    for stream, codes in zip(pieces, alone):
+        assert np.array_equal(stream.codes().numpy(), codes.numpy())
+
+
+def test_streamed_pieces_join_to_the_one_shot_decode(engine) -> None:
+    """Every piece is decoded with up to 136 frames before it; joined, they are the package's one decode of all."""
+    from workers.engines.fish_stream import CHUNK_FRAMES, FIRST_CHUNK_FRAMES, LEFT_CONTEXT_FRAMES
+
+    decoder = fresh_decoder(engine.decoder, LONG_TOKENS)
+    stream = decoder.prefill(request(TEXTS[1]))
+    pieces = run_to_end(decoder, [stream])[stream]
+    assert LONG_TOKENS - 1 > LEFT_CONTEXT_FRAMES + CHUNK_FRAMES, "some pieces had their context cut"
+    assert [piece.size // FRAME for piece in pieces[:2]] == [FIRST_CHUNK_FRAMES, CHUNK_FRAMES]
+    whole = package_decode(engine, stream.codes())
+    assert whole.shape == ((LONG_TOKENS - 1) * FRAME,)
+    assert np.array_equal(whole, decoder.decode_all(stream))
+    worst = assert_joins_to(np.concatenate(pieces), whole)
+    print(f"streamed vs one-shot: {len(pieces)} pieces, largest difference {worst:.2e} "
+          f"(peak {np.abs(whole).max():.2f})")
+
+
+def speak_in_threads(engine, texts, close_after: dict | None = None) -> dict:  # type: ignore[no-untyped-def]
+    """Each text spoken by `engine.synthesize` in a thread of its own, as a GPU worker's job threads do;
+    `close_after`: {text: pieces} after which that caller stops reading (its job was cancelled)."""
+    results: dict = {}
+    start = threading.Barrier(len(texts))
+
+    def speak(text: str) -> None:
+        start.wait()
+        pieces = []
+        stream = engine.synthesize(text, "fish-default", SynthesisOptions())
+        for piece in stream:
+            pieces.append(piece)
+            if close_after and len(pieces) == close_after.get(text):
+                stream.close()
+                break
+        results[text] = np.concatenate(pieces)
+
+    threads = [threading.Thread(target=speak, args=(text,)) for text in texts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return results
+
+
+def test_cancelling_one_of_three_streams_leaves_the_others_finishing(engine) -> None:
+    batcher = engine.batcher
+    alone = {text: np.concatenate(list(engine.synthesize(text, "fish-default"))) for text in TEXTS}
+    batcher.peak_streams = 0
+    heard = speak_in_threads(engine, TEXTS, close_after={TEXTS[1]: 1})
+    assert batcher.peak_streams >= 2, "the streams were decoded together"
+    assert heard[TEXTS[1]].size < alone[TEXTS[1]].size, "the cancelled stream stopped early"
+    for text in (TEXTS[0], TEXTS[2]):
+        assert np.allclose(heard[text], alone[text], atol=1e-5), text
+    deadline = time.monotonic() + 10
+    while batcher.active_streams and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert batcher.active_streams == 0, "the cancelled stream left the batch"
+    assert engine.decoder._rows == [], "its cache row was handed back"
+
+
+def test_a_request_the_engine_refuses_fails_alone(engine) -> None:
+    """One stream's bad input (a prompt longer than the model takes) fails that stream, with the engine's
+    message; a stream beside it speaks on."""
+    results: dict = {}
+    good = threading.Thread(
+        target=lambda: results.setdefault("good", list(engine.synthesize(TEXTS[0], "fish-default"))))
+    good.start()
+    with pytest.raises(RuntimeError, match="Fish Speech failed: Prompt is too long"):
+        list(engine.synthesize("x" * 3000, "fish-default"))
+    good.join(timeout=300)
+    assert np.concatenate(results["good"]).size > 0
+
+
+# ----- through the real queue --------------------------------------------------------------------------
+
+
+def test_a_gpu_worker_runs_four_fish_jobs_at_once(checkpoint: Path, embedded_broker, database,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """LOCKN_GPU_MAX_STREAMS=4: one worker process, four job threads, one Fish model decoding them together;
+    every job succeeds, and all four were running before the first one finished."""
+    from sqlmodel import Session
+
+    from backend.core.db import get_engine
+    from backend.core.models import Job
+    from backend.ops.supervisor import Supervisor, worker_command
+    from backend.services.jobs.service import enqueue_synthesis, job_status
+    from tests.conftest import wait_for_worker_heartbeat
+
+    monkeypatch.setenv("LOCKN_FISH_CHECKPOINT_DIR", str(checkpoint))
+    monkeypatch.setenv("LOCKN_FISH_DEVICE", "cpu")
+    monkeypatch.setenv("LOCKN_FISH_MAX_NEW_TOKENS", "24")
+    monkeypatch.setenv("LOCKN_GPU_MAX_STREAMS", "4")
+    reset_caches()
+    command = worker_command(queues="gpu")
+    assert command[command.index("--pool") + 1] == "threads" and command[command.index("--concurrency") + 1] == "4"
+    supervisor = Supervisor()
+    supervisor.start("gpu-worker", command, env={**os.environ, "LOCKN_ENGINES": "fish", "OMP_NUM_THREADS": "1"})
+    try:
+        wait_for_worker_heartbeat(timeout_s=120)
+        text = " ".join(f"Sentence number {n} of this job." for n in range(1, 7))
+        owners = [f"auth0|user{n}" for n in range(4)]  # four people, one job each
+        jobs = [enqueue_synthesis(owner, text, "fish-default", "wav", captions=True) for owner in owners]
+        deadline = time.monotonic() + 300
+        while any(job_status(job.id, job.owner).status not in ("succeeded", "failed") for job in jobs):
+            assert time.monotonic() < deadline, "the jobs did not finish"
+            time.sleep(0.2)
+    finally:
+        supervisor.stop_all()
+    with Session(get_engine()) as session:
+        rows = [session.get(Job, job.id) for job in jobs]
+    assert [row.status for row in rows] == ["succeeded"] * 4, [row.error for row in rows]
+    assert max(row.started_at for row in rows) < min(row.finished_at for row in rows), \
+        "four jobs ran at once on one worker"
