@@ -14,7 +14,7 @@ import json
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import redis
 from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Request
