@@ -10,7 +10,8 @@ client, so the first sentence can be heard while the rest is still being spoken.
 Entries carry explicit ids, `<base>-1`, `<base>-2`, … (`base`: the attempt's first entry's time in ms), so a
 write whose reply was lost can be sent again without a second copy (the broker refuses an id it already holds),
 and a reader sees a piece that never arrived as a gap in the numbers: it answers an error then, never audio with a
-hole in it. The writer rides out a broker that stops answering for up to `RECONNECT_WINDOW_S`, as readers do.
+hole in it. An end may come from another process (a cancel, from the web tier): it takes the broker's own id,
+and a reader takes an end of another numbering as it is. The writer rides out a broker that stops answering for up to `RECONNECT_WINDOW_S`, as readers do.
 A stream expires `STREAM_TTL_S` after its last chunk, and `FINISHED_TTL_S` after its
 end: a finished job is served from its file, so keeping its PCM in Redis any longer
 only grows the broker's memory with traffic (about 10 MB per minute of speech).
@@ -105,7 +106,11 @@ def _append(client: redis.Redis, job_id: str, fields: dict, ttl_s: int, ends: bo
     up to RECONNECT_WINDOW_S; an id the broker already holds means an earlier try got through. Once an entry is
     given up on, the stream's later entries are dropped at once, all but its end, which is still sent: readers
     stop at the gap with an error then, rather than waiting for an end that never comes."""
-    key, entry_id = stream_key(job_id), _next_id(job_id)
+    with _written_lock:
+        writes_it = job_id in _written
+    # An end from a process that wrote none of the stream (the web tier cancelling a job) takes the broker's
+    # own id: always after the last entry, whatever the two machines' clocks say.
+    key, entry_id = stream_key(job_id), _next_id(job_id) if writes_it or not ends else "*"
     if job_id in _broken and not ends:
         return
 
@@ -179,7 +184,8 @@ async def read_events(client: redis.asyncio.Redis, job_id: str, timeout_s: float
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 last_id = entry_id
-                event = numbering.check(entry_id) or _event(fields)
+                event = _event(fields)
+                event = numbering.check(entry_id, ends=event.kind in ("done", "error")) or event
                 yield event
                 if event.kind in until or event.kind == "error":
                     return
@@ -192,12 +198,18 @@ class _Numbering:
     def __init__(self) -> None:
         self.last: tuple[int, int] | None = None
 
-    def check(self, entry_id: bytes | str) -> StreamEvent | None:
-        """None when `entry_id` follows the last one; else the error event the reader answers."""
+    def check(self, entry_id: bytes | str, ends: bool = False) -> StreamEvent | None:
+        """None when `entry_id` follows the last one; else the error event the reader answers. An end (`ends`)
+        with an id of another attempt, or with nothing before it, was written by another process (the web tier
+        cancelling a job, with the broker's own id): it is read as it is."""
         raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         base, number = (int(part) for part in raw.split("-"))
         last, self.last = self.last, (base, number)
-        if (base, number) == ((base, 1) if last is None else (last[0], last[1] + 1)):
+        if last is not None and base == last[0]:
+            follows = number == last[1] + 1
+        else:
+            follows = ends or (last is None and number == 1)
+        if follows:
             return None
         return StreamEvent("error", message=LOST_PIECE if last is None or base == last[0] else RESTARTED)
 
