@@ -150,3 +150,8 @@ class InvalidationBus:
             except (redis.RedisError, OSError, AttributeError):
                 self.subscribed.clear()
                 self._stopped.wait(1.0)  # Redis is away; retry, the TTL covers the gap
+            except Exception:  # noqa: BLE001 - e.g. redis-py's ValueError on a socket closed under a read (seen in
+                # CI): this thread must outlive anything, or other processes would learn of revocations only by TTL
+                logger.exception("key invalidation listener failed; subscribing again")
+                self.subscribed.clear()
+                self._stopped.wait(1.0)
