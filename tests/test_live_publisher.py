@@ -105,18 +105,23 @@ def tone(level: float) -> np.ndarray:
     return np.full(1024, level, np.float32)
 
 
+def first_piece_then_restart(broker: Supervisor, job_id: str) -> tuple[LivePublisher, threading.Thread]:
+    """A publisher that has written the job's first piece (0.1), and the broker restarting (down 3 s) under it."""
+    publisher = LivePublisher()
+    publisher.publish(publish_chunk, job_id, tone(0.1), 22050)
+    assert publisher.flush(timeout_s=5)
+    time.sleep(1.5)  # the append-only file has the first piece
+    restarting = threading.Thread(target=broker.restart, args=("broker",), kwargs={"prepare": lambda: time.sleep(3)})
+    restarting.start()
+    time.sleep(0.5)
+    return publisher, restarting
+
+
 def test_a_writer_rides_out_a_broker_restart(restartable_broker) -> None:
     """Pieces spoken while the broker restarts reach it once it is back, in order and once each. Before, every
     event sent while the broker was down was dropped: a streaming client got audio with a hole in it (seen in a
     loaded CI run: an SSE answer 1,024 samples shorter than the stored file)."""
-    publisher = LivePublisher()
-    publisher.publish(publish_chunk, "job_writer", tone(0.1), 22050)
-    assert publisher.flush(timeout_s=5)
-    time.sleep(1.5)  # the append-only file has the first piece
-    restarting = threading.Thread(target=restartable_broker.restart, args=("broker",),
-                                  kwargs={"prepare": lambda: time.sleep(3)})
-    restarting.start()
-    time.sleep(0.5)
+    publisher, restarting = first_piece_then_restart(restartable_broker, "job_writer")
     for level in (0.2, 0.3, 0.4):
         publisher.publish(publish_chunk, "job_writer", tone(level), 22050)
     publisher.publish(publish_end, "job_writer")
@@ -131,14 +136,7 @@ def test_a_piece_given_up_on_ends_the_stream_with_an_error(restartable_broker, m
     """A broker down for longer than the writer waits: the piece is lost, and a reader says so at the gap (and
     hears no more of that job) instead of passing on audio with a hole in it."""
     monkeypatch.setattr(live_stream, "RECONNECT_WINDOW_S", 0.5)
-    publisher = LivePublisher()
-    publisher.publish(publish_chunk, "job_gap", tone(0.1), 22050)
-    assert publisher.flush(timeout_s=5)
-    time.sleep(1.5)  # the append-only file has the first piece
-    restarting = threading.Thread(target=restartable_broker.restart, args=("broker",),
-                                  kwargs={"prepare": lambda: time.sleep(3)})
-    restarting.start()
-    time.sleep(0.5)
+    publisher, restarting = first_piece_then_restart(restartable_broker, "job_gap")
     publisher.publish(publish_chunk, "job_gap", tone(0.2), 22050)  # given up on after 0.5 s
     assert publisher.flush(timeout_s=10)
     restarting.join()
