@@ -17,14 +17,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from backend.media.engine import SynthesisOptions
-from tests.conftest import reset_caches
+from tests.gpu_serving import (assert_cancelling_one_leaves_the_others, checkpoint_settings,
+                               run_four_jobs_on_one_gpu_worker)
 
 if importlib.util.find_spec("fish_speech") is None:
     if os.environ.get("LOCKN_REQUIRE_FISH") == "1":
@@ -211,44 +210,8 @@ def test_streamed_pieces_join_to_the_one_shot_decode(engine) -> None:
           f"(peak {np.abs(whole).max():.2f})")
 
 
-def speak_in_threads(engine, texts, close_after: dict | None = None) -> dict:  # type: ignore[no-untyped-def]
-    """Each text spoken by `engine.synthesize` in a thread of its own, as a GPU worker's job threads do;
-    `close_after`: {text: pieces} after which that caller stops reading (its job was cancelled)."""
-    results: dict = {}
-    start = threading.Barrier(len(texts))
-
-    def speak(text: str) -> None:
-        start.wait()
-        pieces = []
-        stream = engine.synthesize(text, "fish-default", SynthesisOptions())
-        for piece in stream:
-            pieces.append(piece)
-            if close_after and len(pieces) == close_after.get(text):
-                stream.close()
-                break
-        results[text] = np.concatenate(pieces)
-
-    threads = [threading.Thread(target=speak, args=(text,)) for text in texts]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    return results
-
-
 def test_cancelling_one_of_three_streams_leaves_the_others_finishing(engine) -> None:
-    batcher = engine.batcher
-    alone = {text: np.concatenate(list(engine.synthesize(text, "fish-default"))) for text in TEXTS}
-    batcher.peak_streams = 0
-    heard = speak_in_threads(engine, TEXTS, close_after={TEXTS[1]: 1})
-    assert batcher.peak_streams >= 2, "the streams were decoded together"
-    assert heard[TEXTS[1]].size < alone[TEXTS[1]].size, "the cancelled stream stopped early"
-    for text in (TEXTS[0], TEXTS[2]):
-        assert np.allclose(heard[text], alone[text], atol=1e-5), text
-    deadline = time.monotonic() + 10
-    while batcher.active_streams and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert batcher.active_streams == 0, "the cancelled stream left the batch"
+    assert_cancelling_one_leaves_the_others(engine, engine.batcher, "fish-default", TEXTS)
     assert engine.decoder._rows == [], "its cache row was handed back"
 
 
@@ -270,38 +233,5 @@ def test_a_request_the_engine_refuses_fails_alone(engine) -> None:
 
 def test_a_gpu_worker_runs_four_fish_jobs_at_once(checkpoint: Path, embedded_broker, database,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """LOCKN_GPU_MAX_STREAMS=4: one worker process, four job threads, one Fish model decoding them together;
-    every job succeeds, and all four were running before the first one finished."""
-    from sqlmodel import Session
-
-    from backend.core.db import get_engine
-    from backend.core.models import Job
-    from backend.ops.supervisor import Supervisor, worker_command
-    from backend.services.jobs.service import enqueue_synthesis, job_status
-    from tests.conftest import wait_for_worker_heartbeat
-
-    monkeypatch.setenv("LOCKN_FISH_CHECKPOINT_DIR", str(checkpoint))
-    monkeypatch.setenv("LOCKN_FISH_DEVICE", "cpu")
-    monkeypatch.setenv("LOCKN_FISH_MAX_NEW_TOKENS", "24")
-    monkeypatch.setenv("LOCKN_GPU_MAX_STREAMS", "4")
-    reset_caches()
-    command = worker_command(queues="gpu")
-    assert command[command.index("--pool") + 1] == "threads" and command[command.index("--concurrency") + 1] == "4"
-    supervisor = Supervisor()
-    supervisor.start("gpu-worker", command, env={**os.environ, "LOCKN_ENGINES": "fish", "OMP_NUM_THREADS": "1"})
-    try:
-        wait_for_worker_heartbeat(timeout_s=120)
-        text = " ".join(f"Sentence number {n} of this job." for n in range(1, 7))
-        owners = [f"auth0|user{n}" for n in range(4)]  # four people, one job each
-        jobs = [enqueue_synthesis(owner, text, "fish-default", "wav", captions=True) for owner in owners]
-        deadline = time.monotonic() + 300
-        while any(job_status(job.id, job.owner).status not in ("succeeded", "failed") for job in jobs):
-            assert time.monotonic() < deadline, "the jobs did not finish"
-            time.sleep(0.2)
-    finally:
-        supervisor.stop_all()
-    with Session(get_engine()) as session:
-        rows = [session.get(Job, job.id) for job in jobs]
-    assert [row.status for row in rows] == ["succeeded"] * 4, [row.error for row in rows]
-    assert max(row.started_at for row in rows) < min(row.finished_at for row in rows), \
-        "four jobs ran at once on one worker"
+    """LOCKN_GPU_MAX_STREAMS=4: four Fish jobs at once on one worker, one model decoding them together."""
+    run_four_jobs_on_one_gpu_worker("fish", "fish-default", checkpoint_settings("FISH", checkpoint), monkeypatch)

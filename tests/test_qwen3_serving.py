@@ -15,14 +15,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from backend.media.engine import SynthesisOptions
-from tests.conftest import reset_caches
+from tests.gpu_serving import (assert_cancelling_one_leaves_the_others, checkpoint_settings,
+                               run_four_jobs_on_one_gpu_worker)
 
 if importlib.util.find_spec("qwen_tts") is None:
     if os.environ.get("LOCKN_REQUIRE_QWEN") == "1":
@@ -151,44 +150,8 @@ def test_streamed_pieces_join_to_the_one_shot_decode(engine, decoder) -> None:
     print(f"streamed vs one-shot: {len(pieces)} pieces, RMS difference {100 * relative:.3f} % of the signal")
 
 
-def speak_in_threads(engine, texts, close_after: dict | None = None) -> dict:  # type: ignore[no-untyped-def]
-    """Each text spoken by `engine.synthesize` in a thread of its own, as a GPU worker's job threads do;
-    `close_after`: {text: pieces} after which that caller stops reading (its job was cancelled)."""
-    results: dict = {}
-    start = threading.Barrier(len(texts))
-
-    def speak(text: str) -> None:
-        start.wait()
-        pieces = []
-        stream = engine.synthesize(text, "qwen3-aiden", SynthesisOptions())
-        for piece in stream:
-            pieces.append(piece)
-            if close_after and len(pieces) == close_after.get(text):
-                stream.close()
-                break
-        results[text] = np.concatenate(pieces)
-
-    threads = [threading.Thread(target=speak, args=(text,)) for text in texts]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    return results
-
-
 def test_cancelling_one_of_three_streams_leaves_the_others_finishing(engine) -> None:
-    batcher = engine.batchers["custom_voice"]
-    alone = {text: np.concatenate(list(engine.synthesize(text, "qwen3-aiden"))) for text in TEXTS}
-    batcher.peak_streams = 0
-    heard = speak_in_threads(engine, TEXTS, close_after={TEXTS[1]: 1})
-    assert batcher.peak_streams >= 2, "the streams were decoded together"
-    assert heard[TEXTS[1]].size < alone[TEXTS[1]].size, "the cancelled stream stopped early"
-    for text in (TEXTS[0], TEXTS[2]):
-        assert np.allclose(heard[text], alone[text], atol=1e-5), text
-    deadline = time.monotonic() + 10
-    while batcher.active_streams and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert batcher.active_streams == 0, "the cancelled stream left the batch"
+    assert_cancelling_one_leaves_the_others(engine, engine.batchers["custom_voice"], "qwen3-aiden", TEXTS)
 
 
 def test_a_request_the_engine_refuses_fails_alone(engine) -> None:
@@ -212,56 +175,7 @@ def test_a_request_the_engine_refuses_fails_alone(engine) -> None:
 # ----- through the real queue --------------------------------------------------------------------------
 
 
-def assert_warms_up(timeout_s: float = 120) -> None:
-    """The worker announces qwen3 `warming` at first, then ready once it has spoken its warm-up sentence."""
-    from backend.core.redis_client import get_redis
-    from backend.queue import heartbeat
-
-    seen: list[bool] = []
-    deadline = time.monotonic() + timeout_s
-    while not seen or seen[-1]:
-        assert time.monotonic() < deadline, "the engine never finished warming up"
-        engines = [e for w in heartbeat.live_workers(get_redis()) for e in w.engines if e["name"] == "qwen3"]
-        if engines:
-            seen.append(bool(engines[0].get("warming")))
-        time.sleep(0.05)
-    assert seen[-1] is False
-
-
 def test_a_gpu_worker_runs_four_jobs_at_once(checkpoint: Path, embedded_broker, database,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """LOCKN_GPU_MAX_STREAMS=4: one worker process, four job threads, one model decoding them together; every
-    job succeeds, and all four were running before the first one finished."""
-    from sqlmodel import Session
-
-    from backend.core.db import get_engine
-    from backend.core.models import Job
-    from backend.ops.supervisor import Supervisor, worker_command
-    from backend.services.jobs.service import enqueue_synthesis, job_status
-    from tests.conftest import wait_for_worker_heartbeat
-
-    monkeypatch.setenv("LOCKN_QWEN_CHECKPOINT_DIR", str(checkpoint))
-    monkeypatch.setenv("LOCKN_QWEN_DEVICE", "cpu")
-    monkeypatch.setenv("LOCKN_QWEN_MAX_NEW_TOKENS", "24")
-    monkeypatch.setenv("LOCKN_GPU_MAX_STREAMS", "4")
-    reset_caches()
-    command = worker_command(queues="gpu")
-    assert command[command.index("--pool") + 1] == "threads" and command[command.index("--concurrency") + 1] == "4"
-    supervisor = Supervisor()
-    supervisor.start("gpu-worker", command, env={**os.environ, "LOCKN_ENGINES": "qwen3", "OMP_NUM_THREADS": "1"})
-    try:
-        wait_for_worker_heartbeat(timeout_s=120)
-        text = " ".join(f"Sentence number {n} of this job." for n in range(1, 7))
-        owners = [f"auth0|user{n}" for n in range(4)]  # four people, one job each
-        jobs = [enqueue_synthesis(owner, text, "qwen3-aiden", "wav", captions=True) for owner in owners]
-        deadline = time.monotonic() + 300
-        while any(job_status(job.id, job.owner).status not in ("succeeded", "failed") for job in jobs):
-            assert time.monotonic() < deadline, "the jobs did not finish"
-            time.sleep(0.2)
-    finally:
-        supervisor.stop_all()
-    with Session(get_engine()) as session:
-        rows = [session.get(Job, job.id) for job in jobs]
-    assert [row.status for row in rows] == ["succeeded"] * 4, [row.error for row in rows]
-    assert max(row.started_at for row in rows) < min(row.finished_at for row in rows), \
-        "four jobs ran at once on one worker"
+    """LOCKN_GPU_MAX_STREAMS=4: four Qwen3 jobs at once on one worker, one model decoding them together."""
+    run_four_jobs_on_one_gpu_worker("qwen3", "qwen3-aiden", checkpoint_settings("QWEN", checkpoint), monkeypatch)
