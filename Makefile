@@ -109,6 +109,12 @@ $(VENV)/.installed-gpu: requirements-fish.txt requirements-qwen.txt $(VENV)/.ins
 	$(PIP) install --no-deps -r requirements-qwen.txt
 	touch $(VENV)/.installed-fish $(VENV)/.installed-qwen $@
 
+# Measuring on a lent GPU machine with no network (README, "GPU serving"): the wheels its image lacks, found from what
+# `bench.gpu` imports, into .gpu/whl; carry .gpu there and run `bash bench/gpu_lease.sh`.
+.PHONY: gpu-bundle
+gpu-bundle: setup-qwen
+	$(PY) -m bench.gpu_bundle --out .gpu/whl
+
 # Release QA (README, "Release QA"): the smoke subset of qa/ against any running deployment, recorded in the
 # database; JUnit XML, HTML report and screenshots in qa/artifacts/. LOCKN_QA_KEY (a key with
 # tts:read,tts:write,keys:read) enables the API checks; exported, never echoed.

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -173,8 +174,10 @@ def peak_memory_mib(device: str, reset: bool = False) -> float:
     return peak
 
 
-def run_engine(name: str, args: argparse.Namespace, device: str, scratch: Path, ends_at: float) -> list[StepReport]:
-    """Build or find the weights, load the engine once, warm it up, then measure each step that fits the budget."""
+def run_engine(name: str, args: argparse.Namespace, device: str, scratch: Path, ends_at: float,
+               record: Callable[[StepReport], None]) -> list[StepReport]:
+    """Build or find the weights, load the engine once, warm it up, then measure each step that fits the budget;
+    `record` gets each step as soon as it is measured (a lease cut short keeps what was measured)."""
     checkpoint, described = checkpoint_for(name, args, scratch / name, device)
     counts = [int(n) for n in args.streams.split(",")]
     tokens = args.max_new_tokens or (8 if args.smoke else SENTENCE_TOKENS[name])
@@ -196,6 +199,7 @@ def run_engine(name: str, args: argparse.Namespace, device: str, scratch: Path, 
         results, wall = measure(engine, streams, args.sentences, time.monotonic() + max(share, left / 2))
         steps.append(summarise(name, streams, results, wall, peak_memory_mib(device)))
         print_step(steps[-1])
+        record(steps[-1])
     held = [step.streams for step in steps if step.streams_in_real_time == step.streams and not step.cut]
     print(f"{name}: streams held in real time on this device: {max(held) if held else 0} (of the steps measured)")
     return steps
@@ -233,16 +237,21 @@ def main() -> None:
     for name in set(args.engines.split(",")) - set(engines):
         print(f"{name}: not installed here (make setup-{'fish' if name == 'fish' else 'qwen'}); skipped")
     steps: list[StepReport] = []
+    described = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+
+    def record(step: StepReport) -> None:
+        steps.append(step)
+        if args.json:
+            args.json.write_text(json.dumps({"device": described, "torch": torch.__version__,
+                                             "steps": [asdict(s) for s in steps]}, indent=1) + "\n")
+
     with tempfile.TemporaryDirectory() as scratch:
         for index, name in enumerate(engines):
             share = (began + args.budget_s - time.monotonic()) / (len(engines) - index)
             try:
-                steps += run_engine(name, args, device, Path(scratch), time.monotonic() + share)
+                run_engine(name, args, device, Path(scratch), time.monotonic() + share, record)
             except Exception as exc:  # noqa: BLE001 - one engine failing must not cost the other's figures
                 print(f"{name}: failed: {type(exc).__name__}: {exc}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps({"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-                                         "steps": [asdict(step) for step in steps]}, indent=1) + "\n")
     print(f"GPU engines measured: {len({step.engine for step in steps})} in {time.monotonic() - began:.0f} s")
 
 
