@@ -8,7 +8,7 @@
 # Installs the carried wheels ahead of the machine's own packages (transformers 4.57.3 over its newer one), writes
 # what the machine is, samples GPU load and memory every second, and runs
 # `python -m bench.gpu --full-size --budget-s $BUDGET_S --json $OUT/gpu.json` under an outer timeout (the budget
-# plus $SPARE_S for building the weights and compiling). $OUT gets: env.txt, bench.log, gpu.json (written after
+# plus $SPARE_S for building the weights and compiling). $OUT gets: env.txt, lease.log, gpu.json (written after
 # every measured step, so a run cut short keeps its figures), nvidia-smi.csv, pip.log.
 set -u
 OUT="${OUT:-/tmp/lockn-gpu-out}"
@@ -21,7 +21,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mkdir -p "$OUT"
 cd "$HERE" || exit 2
 
-log() { echo "[gpu_lease +${SECONDS}s] $*" | tee -a "$OUT/bench.log"; }
+log() { echo "[gpu_lease +${SECONDS}s] $*" | tee -a "$OUT/lease.log"; }
 
 if ! ls "$WHEELS"/*.whl > /dev/null 2>&1; then
   log "no wheels in $WHEELS: run 'make gpu-bundle' where there is network, and carry .gpu"
@@ -42,7 +42,7 @@ log "$(ls "$WHEELS"/*.whl | wc -l) wheels installed in $SITE"
   "$PY" -c "import sys, torch, transformers; print('python', sys.version.split()[0], '| torch', torch.__version__,
 'cuda', torch.version.cuda, torch.cuda.is_available(), '| transformers', transformers.__version__)"
 } > "$OUT/env.txt" 2>&1
-cat "$OUT/env.txt" | tee -a "$OUT/bench.log"
+cat "$OUT/env.txt" | tee -a "$OUT/lease.log"
 
 SMI_PID=""
 if command -v nvidia-smi > /dev/null 2>&1; then
@@ -51,7 +51,7 @@ if command -v nvidia-smi > /dev/null 2>&1; then
 fi
 log "bench.gpu --full-size, budget ${BUDGET_S}s (+${SPARE_S}s for building and compiling) $*"
 timeout -k 10 $(( BUDGET_S + SPARE_S )) "$PY" -m bench.gpu --full-size --budget-s "$BUDGET_S" --json "$OUT/gpu.json" "$@" \
-    2>&1 | tee -a "$OUT/bench.log"
+    2>&1 | tee -a "$OUT/lease.log"
 rc=${PIPESTATUS[0]}
 [ -n "$SMI_PID" ] && kill "$SMI_PID" 2> /dev/null
 log "bench.gpu exit code $rc; in $OUT: $(ls "$OUT" | tr '\n' ' ')"

@@ -50,7 +50,7 @@ def test_the_lease_script_installs_the_wheels_and_leaves_its_figures(tmp_path: P
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (site / "lockn_lease_probe" / "__init__.py").read_text() == "VALUE = 42\n", "the carried wheel is installed"
     assert "torch" in (out / "env.txt").read_text()
-    log = (out / "bench.log").read_text()
+    log = (out / "lease.log").read_text()
     assert "1 wheels installed" in log and "GPU engines measured" in log
     if importlib.util.find_spec("fish_speech") is not None:
         steps = json.loads((out / "gpu.json").read_text())["steps"]
