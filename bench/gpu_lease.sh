@@ -9,13 +9,16 @@
 # what the machine is, samples GPU load and memory every second, and runs
 # `python -m bench.gpu --full-size --budget-s $BUDGET_S --json $OUT/gpu.json` under an outer timeout (the budget
 # plus $SPARE_S for building the weights and compiling). $OUT gets: env.txt, lease.log, gpu.json (written after
-# every measured step, so a run cut short keeps its figures), nvidia-smi.csv, pip.log.
+# every measured step, so a run cut short keeps its figures), nvidia-smi.csv, pip.log. Before the benchmark it runs
+# the GPU-only tests ($GPU_TESTS, at most $TESTS_S seconds), whose summary lands in lease.log.
 set -u
 OUT="${OUT:-/tmp/lockn-gpu-out}"
 BUDGET_S="${BUDGET_S:-420}"
 SPARE_S="${SPARE_S:-120}"
 SITE="${SITE:-/tmp/lockn-site}"
 WHEELS="${WHEELS:-.gpu/whl}"
+GPU_TESTS="${GPU_TESTS:-tests/test_cuda_graphs.py}"
+TESTS_S="${TESTS_S:-120}"
 PY="${PY:-python3}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mkdir -p "$OUT"
@@ -43,6 +46,10 @@ log "$(ls "$WHEELS"/*.whl | wc -l) wheels installed in $SITE"
 'cuda', torch.version.cuda, torch.cuda.is_available(), '| transformers', transformers.__version__)"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt" | tee -a "$OUT/lease.log"
+
+# The GPU-only tests first (a few seconds; no conftest: the machine has no database or broker packages).
+log "GPU tests: $GPU_TESTS"
+timeout -k 5 "$TESTS_S" "$PY" -m pytest --noconftest -q -p no:cacheprovider $GPU_TESTS 2>&1 | tail -n 30 | tee -a "$OUT/lease.log"
 
 SMI_PID=""
 if command -v nvidia-smi > /dev/null 2>&1; then
