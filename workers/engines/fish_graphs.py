@@ -50,6 +50,13 @@ class CompiledFrameStep:
                             self.failure)
         return self.eager(inputs, positions, windows)
 
+    def graph_skips(self) -> int:
+        """Graphs inductor compiled without CUDA graphs so far, in this process (its own warning says why: e.g. a
+        CPU tensor in the graph, or a non-static input written to); 0 when every bucket got its CUDA graph."""
+        from torch._dynamo.utils import counters
+
+        return int(counters["inductor"]["cudagraph_skips"])
+
     def _replay(self, inputs: Any, positions: Any, windows: Any) -> Any:
         """One compiled step. A new CUDA-graph step begins (the last step's outputs are dead: they were copied
         out), attention is left to the math kernel that inductor fuses (as the package's loop does), and the

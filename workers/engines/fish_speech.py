@@ -9,7 +9,9 @@ Serving: the package's `TTSInferenceEngine` runs one request at a time and hands
 Here one `StreamBatcher` thread drives `FishStreamDecoder` (`workers/engines/fish_stream.py`): up to
 `max_streams` sentences (one per job a GPU worker runs at once, `LOCKN_GPU_MAX_STREAMS`) are decoded together a
 frame at a time with the package's prompt and sampling, and each one's audio is yielded every few frames (the
-first after 4 frames, 0.19 s of speech) instead of once its sentence is done.
+first after 4 frames, 0.19 s of speech) instead of once its sentence is done. On CUDA the decoder's frame step
+runs as CUDA graphs, one per bucket of streams (1, 2, 4, … up to `max_streams`), compiled and recorded while the
+engine loads (`workers/engines/fish_graphs.py`); `LOCKN_FISH_COMPILE=0` decodes eagerly.
 
 The checkpoint folder holds `config.json`, `model.pth`, `tokenizer.tiktoken`,
 `special_tokens.json` (text-to-semantic) and `codec.pth` with either `codec_config.yaml`
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ DEFAULT_VOICE = VoiceInfo(id="fish-default", name="Fish Speech default (zero-sho
                           language="en")
 #: Generation settings within the ranges the package's ServeTTSRequest accepts.
 SAMPLING = FishSampling(temperature=0.7, top_p=0.8, repetition_penalty=1.1)
+log = logging.getLogger(__name__)
 
 
 class FishSpeechEngine(Engine):
@@ -107,9 +112,15 @@ class FishSpeechEngine(Engine):
             self.compile_cache_dir.mkdir(parents=True, exist_ok=True)
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.compile_cache_dir))
         cuda = self._device.startswith("cuda")  # as the package's init_model: CUDA graphs on CUDA only
-        decoder.frame_step = CompiledFrameStep(decoder.eager_frame_step, "inductor" if cuda else "aot_eager",
-                                               "reduce-overhead" if cuda else None)
-        batcher.call(lambda: decoder.warm_up(buckets(self.max_streams)))
+        step = CompiledFrameStep(decoder.eager_frame_step, "inductor" if cuda else "aot_eager",
+                                 "reduce-overhead" if cuda else None)
+        decoder.frame_step = step
+        sizes, started, skipped = buckets(self.max_streams), time.perf_counter(), step.graph_skips()
+        batcher.call(lambda: decoder.warm_up(sizes))
+        if step.failure is None:
+            log.info("Fish Speech: frame step compiled for %s stream(s) at once in %.1f s%s", sizes,
+                     time.perf_counter() - started,
+                     f"; buckets left without a CUDA graph: {step.graph_skips() - skipped}" if cuda else "")
 
     def describe(self) -> EngineInfo:
         rate = self.codec.sample_rate if self.codec is not None else 44100
