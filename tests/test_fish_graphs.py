@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -52,13 +53,13 @@ def dynamo() -> Iterator[object]:
     torch._dynamo.reset()
 
 
-def new_decoder(engine, compiled: bool = False, backend: object = "aot_eager"):  # type: ignore[no-untyped-def]  # noqa: F811
-    """A decoder of its own over the engine's model, for `STREAMS` streams; `compiled`: its frame step through
+def new_decoder(fish: Any, compiled: bool = False, backend: object = "aot_eager") -> Any:
+    """A decoder of its own over the engine `fish`'s model, for `STREAMS` streams; `compiled`: its frame step through
     `CompiledFrameStep` (as a CUDA engine's, but `backend` instead of inductor and no CUDA graphs)."""
     from workers.engines.fish_graphs import CompiledFrameStep
     from workers.engines.fish_stream import FishStreamDecoder
 
-    base = engine.decoder
+    base = fish.decoder
     decoder = FishStreamDecoder(base.model, base.codec, base.references, TOKENS, base.sampling,
                                 max_streams=STREAMS)
     if compiled:
@@ -66,7 +67,7 @@ def new_decoder(engine, compiled: bool = False, backend: object = "aot_eager"): 
     return decoder
 
 
-def decode(decoder, joining: dict[int, str], leaving: dict[int, str] | None = None) -> dict:  # type: ignore[no-untyped-def]
+def decode(decoder: Any, joining: dict[int, str], leaving: dict[int, str] | None = None) -> dict:
     """Step until every stream is done: `joining` {step: text} prefilled at that step, `leaving` {step: text}
     released there unfinished (cancelled, as the batcher does), finished ones released as they end; each step's
     bucket recorded. → {text: its codes}, and the buckets stepped in order."""
@@ -91,7 +92,7 @@ def decode(decoder, joining: dict[int, str], leaving: dict[int, str] | None = No
     return {"codes": codes, "buckets": sizes}
 
 
-def cache_tensors(decoder) -> list:  # type: ignore[no-untyped-def]
+def cache_tensors(decoder: Any) -> list:
     return [tensor for layer in decoder._cache for tensor in layer]
 
 
