@@ -216,3 +216,25 @@ def test_the_batcher_runs_a_call_on_its_own_thread() -> None:
     with pytest.raises(ValueError, match="refused"):
         batcher.call(refuse)
     assert batcher.call(lambda: 42) == 42, "the thread serves on after a failing call"
+
+
+def test_sampling_compiles_whole_too(engine, dynamo) -> None:  # noqa: F811
+    """The package's sampling (repetition penalty, top-p, temperature, exponential-noise draw) is in the graph as
+    well, with no host sync: compiled, from the same seed, it draws what the eager step draws."""
+    import torch
+
+    from workers.engines.fish_graphs import CompiledFrameStep
+    from workers.engines.fish_stream import FishSampling, FishStreamDecoder
+
+    base = engine.decoder
+    decoders = [FishStreamDecoder(base.model, base.codec, base.references, TOKENS, FishSampling(0.7, 0.8, 1.1))
+                for _ in range(2)]
+    compiled = decoders[1].frame_step = CompiledFrameStep(decoders[1].eager_frame_step, "aot_eager", None)
+    decoders[1].warm_up([1])
+    dynamo.config.error_on_recompile = True
+    codes = []
+    for decoder in decoders:
+        torch.manual_seed(7)
+        codes.append(decode(decoder, {0: TEXTS[0]})["codes"][TEXTS[0]])
+    assert compiled.failure is None
+    assert np.array_equal(*codes)
