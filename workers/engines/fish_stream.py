@@ -381,10 +381,11 @@ class FishStreamDecoder:
             return
         row, last = stream.row, len(self._rows) - 1
         if row != last:
+            moved = self._rows[last]
+            written = slice(0, moved.length)  # its columns so far (the rest of its row holds nothing of its own)
             with self.torch.inference_mode():  # the cache was made in inference mode; only there may it change
                 for keys, values in self._cache:
-                    keys[row], values[row] = keys[last], values[last]
-            moved = self._rows[last]
+                    keys[row, :, written], values[row, :, written] = keys[last, :, written], values[last, :, written]
             moved.row, self._rows[row] = row, moved
         self._rows.pop()
         stream.row = None
