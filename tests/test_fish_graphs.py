@@ -5,6 +5,8 @@
 - the step compiles whole (`fullgraph=True`, `dynamic=False`, backend aot_eager: what the CPU can prove of a graph
   CUDA can record), gives the same codes, and once the warm-up has compiled each bucket, never compiles again:
   not over 47 frames of one bucket, nor as streams join, leave and move rows between buckets;
+- the only inputs the step writes are the cache's tensors, all at static addresses (what CUDA graphs need to
+  write them in place), and what is copied into a graph per step is small;
 - a compiler that fails leaves the decoder eager, with one log line, and the codes unchanged;
 - the engine with `compile` on compiles every bucket at load, on the batcher's thread (where CUDA graphs must be
   recorded to serve its streams).
@@ -238,3 +240,34 @@ def test_sampling_compiles_whole_too(engine, dynamo) -> None:  # noqa: F811
         codes.append(decode(decoder, {0: TEXTS[0]})["codes"][TEXTS[0]])
     assert compiled.failure is None
     assert np.array_equal(*codes)
+
+
+def test_the_step_writes_only_its_static_cache(engine, dynamo) -> None:  # noqa: F811
+    """What CUDA graphs need of the inputs (checked in the traced graph, as inductor sees it): the only inputs
+    the step writes are the cache's tensors, and all of them have static addresses (so a recorded graph writes
+    the cache in place: neither copied in every step nor a reason to skip the graph); what is copied in is small
+    (the frames, positions, windows and the sampling settings)."""
+    import torch
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._guards import TracingContext
+
+    decoder = new_decoder(engine)
+    seen: dict = {}
+
+    def inspect(graph, inputs):  # type: ignore[no-untyped-def]
+        metadata = TracingContext.get().fw_metadata
+        seen["static"] = set(metadata.static_input_indices)
+        seen["written"] = {index for index, info in enumerate(metadata.input_info) if info.mutates_data}
+        seen["inputs"] = inputs
+        return graph.forward
+
+    step = torch.compile(decoder.eager_frame_step, backend=aot_autograd(fw_compiler=inspect), fullgraph=True,
+                         dynamic=False)
+    with torch.inference_mode():
+        step(*decoder._step_inputs([], 2))
+    cache = cache_tensors(decoder)  # (the graph sees fake tensors of their shapes)
+    written = [tuple(seen["inputs"][index].shape) for index in seen["written"]]
+    assert written == [tuple(tensor.shape) for tensor in cache], "the step writes the cache only"
+    assert seen["written"] <= seen["static"], "every tensor it writes has a static address"
+    copied = [seen["inputs"][index] for index in range(len(seen["inputs"])) if index not in seen["static"]]
+    assert sum(tensor.numel() for tensor in copied) < 1000, "what is copied in per step is small"
