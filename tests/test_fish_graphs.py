@@ -3,7 +3,8 @@
 - fixed shapes (a cache allocated once, the step run over a whole power-of-two bucket of rows, attending over the
   whole capacity) give the very codes the package's `generate_long` gives, one stream or three joining late;
 - the step compiles whole (`fullgraph=True`, `dynamic=False`, backend aot_eager: what the CPU can prove of a graph
-  CUDA can record), gives the same codes, and once the warm-up has compiled each bucket, never compiles again:
+  CUDA can record), gives the same codes (greedy; sampled: the same draws from the same seed), and once the
+  warm-up has compiled each bucket, never compiles again:
   not over 47 frames of one bucket, nor as streams join, leave and move rows between buckets;
 - the only inputs the step writes are the cache's tensors, all at static addresses (what CUDA graphs need to
   write them in place), and what is copied into a graph per step is small;
