@@ -146,6 +146,8 @@ class FishStreamDecoder:
         self._temperature, self._top_p, self._penalty = (
             torch.tensor(value, device=self.device, dtype=torch.bfloat16)
             for value in (sampling.temperature, sampling.top_p, sampling.repetition_penalty))
+        for setting in (self._temperature, self._top_p, self._penalty):  # never change: no copy into a CUDA graph
+            torch._dynamo.mark_static_address(setting)
         self._rows: list[FishStream] = []  # the cache's rows, in order
         self._cache: list[tuple[Any, Any]] = []  # per slow layer: keys, values [rows, heads, capacity, head_dim]
         prompts = self.config.max_seq_len - PROMPT_MARGIN  # the longest prompt `encode` lets through
