@@ -120,7 +120,7 @@ class FishSpeechEngine(Engine):
         if step.failure is None:
             log.info("Fish Speech: frame step compiled for %s stream(s) at once in %.1f s%s", sizes,
                      time.perf_counter() - started,
-                     f"; buckets left without a CUDA graph: {step.graph_skips() - skipped}" if cuda else "")
+                     f"; graphs compiled without CUDA graphs: {step.graph_skips() - skipped}" if cuda else "")
 
     def describe(self) -> EngineInfo:
         rate = self.codec.sample_rate if self.codec is not None else 44100

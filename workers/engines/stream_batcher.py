@@ -11,6 +11,9 @@ The batcher knows nothing of Qwen or Fish: a `StreamDecoder` does the model work
 batch, say what audio each stream has ready). Audio reaches the caller as soon as the decoder releases it (every
 few codec frames), so first audio no longer waits for a whole sentence.
 
+Other model work that must run on the thread that owns the model (a decoder's warm-up: CUDA graphs are recorded
+per thread) is handed to it with `call`.
+
 One request's bad input fails that request only (its prefill raises inside its own stream). A failing *step*
 is an engine bug that no stream can survive: every active stream gets the error and the batcher goes on serving
 new requests.
