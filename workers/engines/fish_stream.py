@@ -17,6 +17,13 @@ the loop itself so that `StreamBatcher` can add and remove streams between frame
 - a stream ends on `<|im_end|>` or at its `max_new_tokens` (clipped to the model's `max_seq_len` as the
   package does); its final token is never heard, as in the package (the end token, or the frame the limit cut).
 
+Fixed shapes (what CUDA graphs need: `workers/engines/fish_graphs.py` records one per bucket): the cache is
+allocated once, its capacity enough for the longest prompt the package takes plus `max_new_tokens`, its rows a
+power of two (grown, rarely, only if a request or a batch ever needs more). The frame step always runs over a
+whole bucket of rows (1, 2, 4, 8, … : `bucket`), the rows past the live ones reading a harmless frame at position 0
+of their own free row (their output thrown away), and attends over the whole capacity with a per-row mask. So
+within a bucket its inputs never change shape, and inside it nothing syncs with the host or branches on a value.
+
 Audio: the codec's decoder (modded DAC) is causal throughout: its codes-rate transformer attends to at most
 `window_size` (128) frames back, and every convolution after it is left-padded (`CausalConvNet`,
 `CausalTransConvNet` trimmed on the right). A piece decoded with `LEFT_CONTEXT_FRAMES` = 128 + 8 frames before it
@@ -46,6 +53,20 @@ SCHEDULE = ChunkSchedule(FIRST_CHUNK_FRAMES, CHUNK_FRAMES, LEFT_CONTEXT_FRAMES)
 PENALTY_WINDOW = 16
 #: The package draws codebooks 1… from the first 1024 of the fast transformer's logits (`decode_one_token_ar`).
 RESIDUAL_CODES = 1024
+#: The package refuses prompts longer than `max_seq_len` minus this (`generate_long`).
+PROMPT_MARGIN = 2048
+#: Cache capacities are whole multiples of this.
+CAPACITY_STEP = 256
+
+
+def bucket(rows: int) -> int:
+    """The rows a frame step runs over for `rows` live streams: the next power of two (one graph per bucket)."""
+    return 1 << max(0, rows - 1).bit_length()
+
+
+def buckets(max_streams: int) -> list[int]:
+    """Every bucket up to the one `max_streams` streams use: 1, 2, 4, … (what a warm-up compiles)."""
+    return [1 << power for power in range(bucket(max_streams).bit_length())]
 
 
 @dataclass(frozen=True)
@@ -103,10 +124,12 @@ class FishStream:
 class FishStreamDecoder:
     """`StreamDecoder` for one loaded `DualARTransformer` and its codec. `references` turns a request's clips
     into prompt codes and transcripts (the package's `ReferenceLoader.load_by_hash`); everything here runs on
-    the batcher's thread."""
+    the batcher's thread. `max_streams`: the streams decoded together (the cache's rows are allocated for them
+    up front, so that its address never changes under a recorded CUDA graph)."""
 
     def __init__(self, model: Any, codec: Any, references: Callable[[list], tuple[list, list]],
-                 max_new_tokens: int, sampling: FishSampling = FishSampling(), precision: Any = None) -> None:
+                 max_new_tokens: int, sampling: FishSampling = FishSampling(), precision: Any = None,
+                 max_streams: int = 1) -> None:
         import torch
 
         from fish_speech.tokenizer import IM_END_TOKEN
@@ -123,10 +146,16 @@ class FishStreamDecoder:
         self._temperature, self._top_p, self._penalty = (
             torch.tensor(value, device=self.device, dtype=torch.bfloat16)
             for value in (sampling.temperature, sampling.top_p, sampling.repetition_penalty))
+        for setting in (self._temperature, self._top_p, self._penalty):  # never change: no copy into a CUDA graph
+            torch._dynamo.mark_static_address(setting)
         self._rows: list[FishStream] = []  # the cache's rows, in order
         self._cache: list[tuple[Any, Any]] = []  # per slow layer: keys, values [rows, heads, capacity, head_dim]
+        prompts = self.config.max_seq_len - PROMPT_MARGIN  # the longest prompt `encode` lets through
+        with torch.inference_mode():  # made in inference mode: only there may it change
+            self._grow(bucket(max_streams), _round_up(min(self.config.max_seq_len, prompts + max_new_tokens),
+                                                      CAPACITY_STEP))
         #: The compiled (or plain) frame function: the slow transformer's step plus the codebooks' draws.
-        self.frame_step: Callable[..., Any] = self._frame_step
+        self.frame_step: Callable[..., Any] = self.eager_frame_step
 
     # ----- prefill ---------------------------------------------------------------------------------------------
 
@@ -143,8 +172,8 @@ class FishStreamDecoder:
             self.model.tokenizer, num_codebooks=self.config.num_codebooks)
         if audio_parts is not None:
             raise ValueError("audio-feature prompts are not supported (Fish Speech's VQ prompts are)")
-        if encoded.size(1) > self.config.max_seq_len - 2048:
-            raise ValueError(f"Prompt is too long: {encoded.size(1)} > {self.config.max_seq_len - 2048}")
+        if encoded.size(1) > self.config.max_seq_len - PROMPT_MARGIN:
+            raise ValueError(f"Prompt is too long: {encoded.size(1)} > {self.config.max_seq_len - PROMPT_MARGIN}")
         return encoded.to(self.device)
 
     def prefill(self, request: FishRequest) -> FishStream:
@@ -181,28 +210,52 @@ class FishStreamDecoder:
 
     def _advance(self, streams: list[FishStream]) -> None:
         """Every live stream's newest frame through both transformers: each one's next frame."""
-        torch = self.torch
         ordered = sorted(streams, key=lambda stream: stream.row)
         if [stream.row for stream in ordered] != list(range(len(ordered))):
             raise RuntimeError("the batch's cache rows and its live streams disagree")
-        frames = self.frame_step(
-            torch.stack([stream.last for stream in ordered]).unsqueeze(-1),
-            torch.tensor([stream.length for stream in ordered], device=self.device),
-            torch.stack([stream.window() for stream in ordered]), max(stream.length for stream in ordered) + 1)
+        frames = self.frame_step(*self._step_inputs(ordered, bucket(len(ordered))))[:len(ordered)]
         for stream, frame, main in zip(ordered, frames, frames[:, 0].tolist()):  # one device sync per step
             stream.tokens[:, stream.made] = frame
             stream.made += 1
             stream.length += 1
             self._check_end(stream, main)
 
-    def _frame_step(self, inputs: Any, positions: Any, windows: Any, span: int) -> Any:
+    def _step_inputs(self, ordered: list[FishStream], size: int) -> tuple[Any, Any, Any]:
+        """The frame step's inputs for the streams in rows 0…n-1, padded to `size` rows: the rows past them (free
+        ones) read an empty frame at position 0, which lands in their own row and which no one reads."""
+        torch = self.torch
+        inputs = torch.zeros((size, self.config.num_codebooks + 1, 1), dtype=torch.int, device=self.device)
+        windows = torch.zeros((size, self.config.num_codebooks + 1, PENALTY_WINDOW), dtype=torch.int,
+                              device=self.device)
+        positions = [stream.length for stream in ordered] + [0] * (size - len(ordered))
+        if ordered:
+            inputs[:len(ordered), :, 0] = torch.stack([stream.last for stream in ordered])
+            windows[:len(ordered)] = torch.stack([stream.window() for stream in ordered])
+        return inputs, torch.tensor(positions, device=self.device), windows
+
+    def eager_frame_step(self, inputs: Any, positions: Any, windows: Any) -> Any:
         """The batch's rows 0…n-1 read their newest frames `inputs` [n, 1 + C, 1], each at its own position
-        (`positions` [n], all below `span`), attending to its own cache columns only; → the next frames
-        [n, 1 + C]. The one function `compile` hands to torch.compile."""
+        (`positions` [n]), attending to its own cache columns only; → the next frames [n, 1 + C]. The one
+        function `fish_graphs` compiles: within a bucket (n) every shape is fixed, nothing syncs with the host."""
+        capacity = self._cache[0][0].shape[2]
         freqs = self.model.freqs_cis[positions].unsqueeze(1)
-        mask = (self.torch.arange(span, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
-        logits, hidden = self._slow(inputs, freqs, mask, self._step_store(positions, span))
+        mask = (self.torch.arange(capacity, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
+        logits, hidden = self._slow(inputs, freqs, mask, self._step_store(positions))
         return self._codebooks(logits, hidden, windows)
+
+    def warm_up(self, sizes: Sequence[int], calls: int = 3) -> None:
+        """Run the frame step `calls` times over each bucket in `sizes`, every row a dummy one (so before any
+        stream starts): a compiled step compiles each bucket's graph here, and CUDA graphs warm up and record
+        (their second call), instead of in the first requests. Run it on the thread that will decode."""
+        if self._rows:
+            raise RuntimeError("warm up before any stream starts: every row is written at position 0")
+        torch = self.torch
+        with torch.inference_mode():
+            if max(sizes) > self._cache[0][0].shape[0]:
+                self._grow(max(sizes), self._cache[0][0].shape[2])
+            for size in sizes:
+                for _ in range(calls):
+                    self.frame_step(*self._step_inputs([], size))
 
     def _check_end(self, stream: FishStream, main: int) -> None:
         """The package's stop: the end token drawn (`main`: the newest frame's main token), or the limit reached."""
@@ -233,7 +286,7 @@ class FishStreamDecoder:
         codebooks = torch.stack(parts, dim=1).sum(dim=1)
         tokenizer = model.tokenizer
         semantic = (inputs[:, 0] >= tokenizer.semantic_begin_id) & (inputs[:, 0] <= tokenizer.semantic_end_id)
-        codebooks[~semantic] = 0
+        codebooks = torch.where(semantic.unsqueeze(-1), codebooks, 0)  # no boolean-mask write: graph-safe
         x = model.embeddings(inputs[:, 0]) + codebooks
         if config.scale_codebook_embeddings:
             x = torch.where(semantic.unsqueeze(-1).expand_as(x), x / (config.num_codebooks + 1) ** 0.5, x)
@@ -298,14 +351,18 @@ class FishStreamDecoder:
     # ----- the batch's key/value cache -----------------------------------------------------------------------------
 
     def _take_row(self, stream: FishStream, length: int) -> None:
-        """Give `stream` the next free row, growing the cache (rows or columns) when it is too small."""
-        rows, capacity = (self._cache[0][0].shape[0], self._cache[0][0].shape[2]) if self._cache else (0, 0)
+        """Give `stream` the next free row, growing the cache (rows or columns) when it is too small (never, when
+        `max_streams` was right: the capacity fits any request)."""
+        rows, capacity = self._cache[0][0].shape[0], self._cache[0][0].shape[2]
         if len(self._rows) >= rows or length > capacity:
-            self._grow(max(rows, 2 * len(self._rows), len(self._rows) + 1), max(capacity, _round_up(length, 256)))
+            self._grow(max(rows, bucket(len(self._rows) + 1)), max(capacity, _round_up(length, CAPACITY_STEP)))
         stream.row = len(self._rows)
         self._rows.append(stream)
 
     def _grow(self, rows: int, capacity: int) -> None:
+        """A cache of `rows` × `capacity`, holding what the old one held. Its tensors are marked static: CUDA
+        graphs then read and write them in place rather than copying them in every step (a new cache means new
+        recordings, hence allocating once)."""
         torch = self.torch
         grown = []
         for index, layer in enumerate(self.model.layers):
@@ -315,6 +372,8 @@ class FishStreamDecoder:
                 old_keys, old_values = self._cache[index]
                 keys[:old_keys.shape[0], :, :old_keys.shape[2]] = old_keys
                 values[:old_values.shape[0], :, :old_values.shape[2]] = old_values
+            torch._dynamo.mark_static_address(keys)
+            torch._dynamo.mark_static_address(values)
             grown.append((keys, values))
         self._cache = grown
 
@@ -324,10 +383,11 @@ class FishStreamDecoder:
             return
         row, last = stream.row, len(self._rows) - 1
         if row != last:
+            moved = self._rows[last]
+            written = slice(0, moved.length)  # its columns so far (the rest of its row holds nothing of its own)
             with self.torch.inference_mode():  # the cache was made in inference mode; only there may it change
                 for keys, values in self._cache:
-                    keys[row], values[row] = keys[last], values[last]
-            moved = self._rows[last]
+                    keys[row, :, written], values[row, :, written] = keys[last, :, written], values[last, :, written]
             moved.row, self._rows[row] = row, moved
         self._rows.pop()
         stream.row = None
@@ -344,14 +404,15 @@ class FishStreamDecoder:
 
         return store
 
-    def _step_store(self, positions: Any, span: int) -> Callable[[int, Any, Any], tuple[Any, Any]]:
+    def _step_store(self, positions: Any) -> Callable[[int, Any, Any], tuple[Any, Any]]:
+        """Rows 0…n-1 write this frame's keys/values at their `positions` [n] and attend over the whole capacity."""
         rows = self.torch.arange(positions.shape[0], device=self.device)
 
         def store(index: int, keys: Any, values: Any) -> tuple[Any, Any]:
             cache_keys, cache_values = self._cache[index]
             cache_keys[rows, :, positions] = keys[:, :, 0]
             cache_values[rows, :, positions] = values[:, :, 0]
-            return cache_keys[:len(rows), :, :span], cache_values[:len(rows), :, :span]
+            return cache_keys[:len(rows)], cache_values[:len(rows)]
 
         return store
 

@@ -11,6 +11,9 @@ The batcher knows nothing of Qwen or Fish: a `StreamDecoder` does the model work
 batch, say what audio each stream has ready). Audio reaches the caller as soon as the decoder releases it (every
 few codec frames), so first audio no longer waits for a whole sentence.
 
+Other model work that must run on the thread that owns the model (a decoder's warm-up: CUDA graphs are recorded
+per thread) is handed to it with `call`.
+
 One request's bad input fails that request only (its prefill raises inside its own stream). A failing *step*
 is an engine bug that no stream can survive: every active stream gets the error and the batcher goes on serving
 new requests.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -53,6 +56,23 @@ _END = _End()
 
 
 @dataclass(eq=False)
+class _Call:
+    """Model work a caller hands to the batcher's thread (`StreamBatcher.call`) and waits for."""
+
+    work: Callable[[], Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
+            self.error = exc
+        self.done.set()
+
+
+@dataclass(eq=False)
 class _Stream:
     request: Any
     chunks: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
@@ -67,7 +87,7 @@ class StreamBatcher(Generic[State]):
         if max_streams < 1:
             raise ValueError("max_streams must be at least 1")
         self.decoder, self.max_streams = decoder, max_streams
-        self._pending: queue.SimpleQueue[_Stream] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[_Stream | _Call] = queue.SimpleQueue()
         self._active: list[_Stream] = []
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -95,6 +115,19 @@ class StreamBatcher(Generic[State]):
         finally:
             entry.cancelled.set()
 
+    def call(self, work: Callable[[], Any]) -> Any:
+        """Run `work` on the batcher's thread (between steps, once a slot is free) and hand back its result or
+        raise its error. For model work that must happen on the thread that decodes: CUDA graphs are recorded
+        per thread, so a decoder's warm-up only serves the streams if it runs where they are decoded."""
+        call = _Call(work)
+        self._pending.put(call)
+        while not call.done.wait(timeout=_POLL_S):
+            if not self._thread.is_alive():
+                raise RuntimeError("the engine's decoding thread has stopped")
+        if call.error is not None:
+            raise call.error
+        return call.result
+
     @property
     def active_streams(self) -> int:
         return len(self._active)
@@ -116,6 +149,9 @@ class StreamBatcher(Generic[State]):
             except queue.Empty:
                 return
             block = False
+            if isinstance(entry, _Call):
+                entry.run()
+                continue
             if entry.cancelled.is_set():
                 continue
             try:
