@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from workers.engines.qwen3_fast import CodePredictorLoop, Draw
 from workers.engines.stream_audio import ChunkSchedule
 
 #: Frames of audio before the first chunk leaves (12.5 frames per second: 0.16 s), and between later chunks.
@@ -122,6 +123,7 @@ class Qwen3StreamDecoder:
         self._cache: Any = None  # the batch's key/value cache (legacy tuples per layer), rows as in `_batch`
         self._mask: Any = None  # [B, T] 1 where a row's cache column holds one of its tokens
         self.sampling: Sampling | None = None
+        self._predictor: CodePredictorLoop | None = None  # made with the sampling settings (first prefill)
         self._suppress: Any = None
 
     # ----- prefill ---------------------------------------------------------------------------------------------
@@ -171,6 +173,9 @@ class Qwen3StreamDecoder:
             if self.greedy:
                 sampling = Sampling(False, 1, 1.0, 1.0, sampling.repetition_penalty, False, 1, 1.0, 1.0)
             self.sampling = sampling
+            self._predictor = CodePredictorLoop(self.talker.code_predictor, Draw(
+                sampling.subtalker_dosample, sampling.subtalker_temperature, sampling.subtalker_top_k,
+                sampling.subtalker_top_p))
             self._suppress = self.torch.tensor(prompt.get("suppress_tokens") or [], dtype=self.torch.long,
                                                device=self.device)
 
@@ -197,15 +202,12 @@ class Qwen3StreamDecoder:
     def _complete_frames(self, streams: Sequence[QwenStream]) -> tuple[Any, Any]:
         """The code predictor fills codebooks 1…15 of every stream's current frame at once → frames [B, Q], and
         the codebook-0 embeddings it started from (the talker reads them again)."""
-        torch, sampling = self.torch, self.sampling
+        torch = self.torch
         tokens = torch.tensor([[s.token] for s in streams], dtype=torch.long, device=self.device)
         token_hidden = self.talker.get_input_embeddings()(tokens)
         past_hidden = torch.cat([s.past_hidden for s in streams], dim=0)
-        predicted = self.talker.code_predictor.generate(
-            inputs_embeds=torch.cat((past_hidden, token_hidden), dim=1), max_new_tokens=self.groups - 1,
-            do_sample=sampling.subtalker_dosample, top_p=sampling.subtalker_top_p, top_k=sampling.subtalker_top_k,
-            temperature=sampling.subtalker_temperature, output_hidden_states=True, return_dict_in_generate=True)
-        return torch.cat((tokens, predicted.sequences), dim=-1), token_hidden
+        predicted = self._predictor(past_hidden, token_hidden)
+        return torch.cat((tokens, predicted), dim=-1), token_hidden
 
     def _advance(self, streams: Sequence[QwenStream], frames: Any, token_hidden: Any) -> None:
         """Each stream's finished frame (plus its next text embedding) through the talker; draw the next tokens."""

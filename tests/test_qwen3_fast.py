@@ -1,0 +1,96 @@
+"""Qwen3-TTS's per-frame work without HF `generate` (`workers/engines/qwen3_fast.py`), on the CPU with a tiny
+random checkpoint (`tests/qwen_tiny.py`):
+
+- LockN's code-predictor loop draws the very codebooks `code_predictor.generate` draws: greedy, and sampled
+  under the same seed (same probabilities, same `torch.multinomial` calls);
+- the talker's fixed-capacity cache (a row per stream, each at its own positions) gives the codes of the
+  package's own `generate` for streams that join the batch at different steps.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+if importlib.util.find_spec("qwen_tts") is None:
+    if os.environ.get("LOCKN_REQUIRE_QWEN") == "1":
+        raise RuntimeError("LOCKN_REQUIRE_QWEN=1 but qwen-tts is not installed: run `make setup-qwen`")
+    pytest.skip("qwen-tts is not installed: `make setup-qwen` installs it", allow_module_level=True)
+
+FRAMES = 24
+TEXTS = ("Hello from LockN.", "A second sentence, rather longer than the first one.", "Third!")
+
+
+@pytest.fixture(scope="module")
+def wrapper(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    import torch
+
+    from tests.qwen_tiny import make_tiny_qwen_checkpoint
+    from workers.engines.qwen3 import _import_qwen_tts
+
+    torch.set_num_threads(1)
+    folder = make_tiny_qwen_checkpoint(tmp_path_factory.mktemp("qwen-fast"), "custom_voice")
+    return _import_qwen_tts().from_pretrained(str(folder), dtype=torch.float32, device_map="cpu")
+
+
+def predictor_inputs(wrapper):  # type: ignore[no-untyped-def]
+    """Three different rows of what the talker hands its code predictor: a last hidden state and the
+    embedding of the frame's codebook-0 token, each [3, 1, D]."""
+    import torch
+
+    talker = wrapper.model.talker
+    generator = torch.Generator().manual_seed(7)
+    past_hidden = torch.randn((3, 1, talker.config.hidden_size), generator=generator)
+    tokens = torch.tensor([[5], [900], [2047]])
+    return past_hidden, talker.get_input_embeddings()(tokens)
+
+
+@pytest.mark.parametrize("draw", [(False, 1.0, 1, 1.0), (True, 0.9, 50, 1.0), (True, 0.7, 0, 0.8),
+                                  (True, 1.3, 20, 0.9)],
+                         ids=["greedy", "package-defaults", "top-p", "top-k-and-top-p"])
+def test_the_code_predictor_loop_draws_what_generate_draws(wrapper, draw) -> None:
+    import torch
+
+    from workers.engines.qwen3_fast import CodePredictorLoop, Draw
+
+    settings = Draw(*draw)
+    predictor = wrapper.model.talker.code_predictor
+    past_hidden, token_hidden = predictor_inputs(wrapper)
+    with torch.inference_mode():
+        for seed in (0, 1, 2):
+            torch.manual_seed(seed)
+            expected = predictor.generate(
+                inputs_embeds=torch.cat((past_hidden, token_hidden), dim=1),
+                max_new_tokens=predictor.config.num_code_groups - 1, do_sample=settings.do_sample,
+                top_p=settings.top_p, top_k=settings.top_k, temperature=settings.temperature,
+                output_hidden_states=True, return_dict_in_generate=True).sequences
+            torch.manual_seed(seed)
+            ours = CodePredictorLoop(predictor, settings)(past_hidden, token_hidden)
+            assert ours.shape == expected.shape == (3, predictor.config.num_code_groups - 1)
+            assert torch.equal(ours, expected), (seed, ours, expected)
+    if not settings.do_sample:
+        assert len({tuple(row) for row in expected.tolist()}) == 3, "three different rows"
+
+
+def test_sampling_keeps_to_the_top_k_and_top_p_set() -> None:
+    """Whatever is drawn lies among the k likeliest tokens and inside the smallest set holding top-p of the
+    probability (with temperature applied first, as transformers does)."""
+    import torch
+
+    from workers.engines.qwen3_fast import Draw, sample_tokens
+
+    torch.manual_seed(3)
+    logits = torch.randn((4, 300)) * 3
+    draw = Draw(True, 0.8, 10, 0.7)
+    probs = (logits / draw.temperature).softmax(dim=-1)
+    top_k = torch.topk(logits, draw.top_k, dim=-1).indices
+    for _ in range(200):
+        tokens = sample_tokens(logits, draw)
+        for row, token in enumerate(tokens.tolist()):
+            assert token in top_k[row].tolist()
+            ordered = probs[row].sort(descending=True).values
+            assert probs[row, token] >= ordered[int((ordered.cumsum(0) < draw.top_p).sum())] - 1e-7
