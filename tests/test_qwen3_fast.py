@@ -94,3 +94,59 @@ def test_sampling_keeps_to_the_top_k_and_top_p_set() -> None:
             assert token in top_k[row].tolist()
             ordered = probs[row].sort(descending=True).values
             assert probs[row, token] >= ordered[int((ordered.cumsum(0) < draw.top_p).sum())] - 1e-7
+
+
+# ----- the talker's rows ----------------------------------------------------------------------------------------
+
+
+def request(wrapper, text: str):  # type: ignore[no-untyped-def]
+    from workers.engines.qwen3_stream import QwenRequest
+
+    return QwenRequest(generate=lambda: wrapper.generate_custom_voice(text=text, speaker="aiden", language="Auto",
+                                                                     max_new_tokens=FRAMES + 1))
+
+
+def greedy_decoder(wrapper):  # type: ignore[no-untyped-def]
+    from workers.engines.qwen3_stream import Qwen3StreamDecoder
+
+    return Qwen3StreamDecoder(wrapper, FRAMES + 1, greedy=True)
+
+
+def alone(wrapper) -> list:  # type: ignore[no-untyped-def]
+    """Each text's codes decoded alone (one row, bucket 1)."""
+    decoder = greedy_decoder(wrapper)
+    codes = []
+    for text in TEXTS:
+        stream = decoder.prefill(request(wrapper, text))
+        while not decoder.step([stream])[0][1]:
+            pass
+        codes.append(stream.codes().numpy())
+    return codes
+
+
+def test_streams_that_join_leave_and_rejoin_rows_keep_their_codes(wrapper) -> None:
+    """Three streams join at steps 0, 3 and 7 (buckets 1, 2, 4: a dummy row past the third); the first is
+    released at step 10 (the last row moves into its row) and a fourth joins into the freed place at step 12.
+    Each of the three finishers makes the codes it makes alone; the cancelled one, a prefix of its own."""
+    expected = alone(wrapper)
+    decoder = greedy_decoder(wrapper)
+    streams = [decoder.prefill(request(wrapper, text)) for text in (*TEXTS, TEXTS[0])]
+    joining, active, step, rows_seen = {0: streams[0], 3: streams[1], 7: streams[2], 12: streams[3]}, [], 0, set()
+    while active or joining:
+        if step in joining:
+            active.append(joining.pop(step))
+        if step == 10:
+            active.remove(streams[0])
+            decoder.release(streams[0])
+        rows_seen.add(tuple(stream.row for stream in active))
+        for stream, (_, finished) in zip(list(active), decoder.step(active)):
+            if finished:
+                active.remove(stream)
+        step += 1
+    assert (1, 0) in rows_seen, "the last row moved into the released one"
+    assert (1, 0, 2) in rows_seen, "the fourth stream joined after them"
+    assert decoder.cache.rows == 4
+    cut = streams[0].codes().numpy()
+    assert cut.shape[0] == 10 and np.array_equal(cut, expected[0][:10])
+    for stream, codes in zip(streams[1:], (expected[1], expected[2], expected[0])):
+        assert np.array_equal(stream.codes().numpy(), codes)

@@ -181,21 +181,32 @@ class _RowView:
 
 
 class TalkerRows:
-    """The talker's keys/values [rows, kv_heads, capacity, head_dim] per layer, a row per stream in the batch.
+    """What each stream in the batch carries between frames, a row per stream: the talker's keys/values
+    [rows, kv_heads, capacity, head_dim] per layer, and the row's codebook-0 token of the frame being made, the
+    talker's last hidden state, the tokens drawn so far (the repetition penalty's memory), its next position and
+    how many tokens it has drawn.
 
     A stream's row holds its prompt at columns 0…L-1 and each frame it reads at the next column: its positions
     are its own (no padding shifts them), and a step over rows 0…b-1 attends to columns ≤ each row's position.
     Live rows are kept at 0…n-1 (a leaving row's place is taken by the last one), so a step over the first
-    `row_bucket(n)` rows covers them all; the rows past n are dummies whose results are ignored. Memory stays
-    allocated at its largest bucket; the tensors never move (CUDA graphs keep their addresses)."""
+    `row_bucket(n)` rows covers them all; the rows past n are dummies (position 0) whose results are ignored.
+    Memory stays allocated at its largest bucket, and the cache tensors never move (CUDA graphs keep their
+    addresses)."""
 
-    def __init__(self, talker_model: Any, capacity: int, dtype: Any, device: Any) -> None:
+    def __init__(self, talker_model: Any, capacity: int, vocab: int, dtype: Any, device: Any) -> None:
         config = talker_model.config
         attention = talker_model.layers[0].self_attn
         self.shape = (int(config.num_key_value_heads), capacity, int(attention.head_dim))
         self.layer_count = len(talker_model.layers)
         self.capacity, self.dtype, self.device = capacity, dtype, device
         self.layers: list[tuple[Any, Any]] = []
+        self._state_shapes = {"tokens": ((), None), "hidden": ((int(config.hidden_size),), dtype),
+                              "seen": ((vocab,), "bool"), "positions": ((), None), "drawn": ((), None)}
+        self.tokens: Any = None  # [rows] codebook-0 token of the frame being made
+        self.hidden: Any = None  # [rows, D] the talker's last hidden state
+        self.seen: Any = None  # [rows, V] bool: tokens drawn so far
+        self.positions: Any = None  # [rows] the next position (= the column the next token is written to)
+        self.drawn: Any = None  # [rows] tokens drawn so far
 
     @property
     def rows(self) -> int:
@@ -218,19 +229,47 @@ class TalkerRows:
                 _mark_static(tensor)
             grown.append(pair)
         self.layers = grown
+        for name, (shape, dtype) in self._state_shapes.items():
+            kind = torch.bool if dtype == "bool" else dtype or torch.long
+            tensor = torch.zeros((wanted, *shape), dtype=kind, device=self.device)
+            old = getattr(self, name)
+            if old is not None:
+                tensor[:old.shape[0]] = old
+            setattr(self, name, tensor)
 
-    def write_prompt(self, row: int, legacy: Any) -> None:
-        """A prefilled stream's own cache (per layer: keys, values [1, H, L, D]) into columns 0…L-1 of `row`."""
+    def join(self, row: int, legacy: Any, token: Any, hidden: Any, seen: Any, position: int) -> None:
+        """A prefilled stream into `row`: its own cache (per layer: keys, values [1, H, L, D]) into columns
+        0…L-1, its first token [1], last hidden state [1, D], drawn-token memory [V] and next position."""
         for (keys, values), (own_keys, own_values) in zip(self.layers, legacy):
             length = own_keys.shape[2]
             keys[row, :, :length] = own_keys[0]
             values[row, :, :length] = own_values[0]
+        self.tokens[row] = token[0]
+        self.hidden[row] = hidden[0]
+        self.seen[row] = seen
+        self.positions[row] = position
+        self.drawn[row] = 1
 
     def move(self, source: int, target: int, columns: int) -> None:
-        """Row `source`'s first `columns` columns into row `target` (the last row filling a freed one)."""
+        """Row `source` (its first `columns` cache columns) into row `target`; `source` becomes a dummy."""
         for keys, values in self.layers:
             keys[target, :, :columns] = keys[source, :, :columns]
             values[target, :, :columns] = values[source, :, :columns]
+        for name in self._state_shapes:
+            tensor = getattr(self, name)
+            tensor[target] = tensor[source]
+        self.positions[source] = 0
+
+    def advance(self, live: int, tokens: Any, hidden: Any) -> None:
+        """Rows 0…live-1 read a frame and drew `tokens` [≥ live] with last hidden states `hidden` [≥ live, D]."""
+        import torch
+
+        rows = torch.arange(live, device=self.device)
+        self.tokens[:live] = tokens[:live]
+        self.hidden[:live] = hidden[:live]
+        self.seen[rows, tokens[:live]] = True
+        self.positions[:live] += 1
+        self.drawn[:live] += 1
 
     def view(self, positions: Any) -> _RowView:
         return _RowView(self.layers, positions)
