@@ -106,10 +106,10 @@ def request(wrapper, text: str):  # type: ignore[no-untyped-def]
                                                                      max_new_tokens=FRAMES + 1))
 
 
-def greedy_decoder(wrapper):  # type: ignore[no-untyped-def]
+def greedy_decoder(wrapper, max_streams: int = 1):  # type: ignore[no-untyped-def]
     from workers.engines.qwen3_stream import Qwen3StreamDecoder
 
-    return Qwen3StreamDecoder(wrapper, FRAMES + 1, greedy=True)
+    return Qwen3StreamDecoder(wrapper, FRAMES + 1, greedy=True, max_streams=max_streams)
 
 
 def alone(wrapper) -> list:  # type: ignore[no-untyped-def]
@@ -150,3 +150,68 @@ def test_streams_that_join_leave_and_rejoin_rows_keep_their_codes(wrapper) -> No
     assert cut.shape[0] == 10 and np.array_equal(cut, expected[0][:10])
     for stream, codes in zip(streams[1:], (expected[1], expected[2], expected[0])):
         assert np.array_equal(stream.codes().numpy(), codes)
+
+
+# ----- the compiled step -----------------------------------------------------------------------------------------
+
+
+def counting_backend(graphs: list):  # type: ignore[no-untyped-def]
+    """torch.compile's `aot_eager` backend (the CPU stand-in for inductor: same tracing, no kernels), noting
+    each graph it is handed: a graph per bucket, and none more, is what 'no recompiles' means."""
+    from torch._dynamo.backends.registry import lookup_backend
+
+    def backend(graph, example_inputs):  # type: ignore[no-untyped-def]
+        graphs.append(graph)
+        return lookup_backend("aot_eager")(graph, example_inputs)
+
+    return backend
+
+
+def test_the_compiled_step_is_one_graph_per_bucket_and_gives_the_same_codes(wrapper) -> None:
+    """fullgraph=True, dynamic=False: the warm-up (the first prefill) builds buckets 1, 2 and 4 for three
+    streams; three streams joining at different steps then run 24 frames each (more than 20 in bucket 1 alone)
+    without another graph, and make exactly the eager codes."""
+    import torch
+
+    expected = alone(wrapper)
+    graphs: list = []
+    decoder = greedy_decoder(wrapper, max_streams=3)
+    decoder.compile(backend=counting_backend(graphs), mode=None)
+    first = decoder.prefill(request(wrapper, TEXTS[0]))
+    assert len(graphs) == 3, "one graph for each of the buckets 1, 2 and 4, built at the first prefill"
+    assert decoder.cache.rows == 4
+    streams = [first] + [decoder.prefill(request(wrapper, text)) for text in TEXTS[1:]]
+    joining, active, step = {0: streams[0], 21: streams[1], 22: streams[2]}, [], 0
+    previous = torch._dynamo.config.error_on_recompile
+    torch._dynamo.config.error_on_recompile = True
+    try:
+        while active or joining:
+            if step in joining:
+                active.append(joining.pop(step))
+            for stream, (_, finished) in zip(list(active), decoder.step(active)):
+                if finished:
+                    active.remove(stream)
+            step += 1
+    finally:
+        torch._dynamo.config.error_on_recompile = previous
+    assert decoder.frame_step.failed is None, decoder.frame_step.failed
+    assert len(graphs) == 3, "no graph was built after the warm-up"
+    for stream, codes in zip(streams, expected):
+        assert np.array_equal(stream.codes().numpy(), codes)
+
+
+def test_a_step_that_cannot_compile_falls_back_to_eager(wrapper, caplog: pytest.LogCaptureFixture) -> None:
+    """A backend that refuses the graph: one log line, and the stream decodes eagerly with the same codes."""
+    def refusing(graph, example_inputs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("this backend compiles nothing")
+
+    decoder = greedy_decoder(wrapper)
+    decoder.compile(backend=refusing, mode=None)
+    with caplog.at_level("WARNING", logger="workers.engines.qwen3_compile"):
+        stream = decoder.prefill(request(wrapper, TEXTS[2]))
+        while not decoder.step([stream])[0][1]:
+            pass
+    assert decoder.frame_step.failed is not None
+    assert [r.message for r in caplog.records if "decoding eagerly" in r.message] != []
+    assert len([r for r in caplog.records if r.name == "workers.engines.qwen3_compile"]) == 1
+    assert np.array_equal(stream.codes().numpy(), alone(wrapper)[2])

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from workers.engines.qwen3_compile import CompiledFrame
 from workers.engines.qwen3_fast import (
     MAX_PROMPT_TOKENS, CodePredictorLoop, Draw, TalkerRows, round_up, row_bucket, sample_tokens, talker_step,
 )
@@ -112,7 +113,9 @@ class Qwen3StreamDecoder:
     """`StreamDecoder` for one loaded `Qwen3TTSModel` (the package's wrapper). Requests are callables that run
     one of the wrapper's `generate_*` methods (see `Qwen3Engine`); everything here runs on the batcher's thread."""
 
-    def __init__(self, wrapper: Any, max_frames: int, greedy: bool = False) -> None:
+    def __init__(self, wrapper: Any, max_frames: int, greedy: bool = False, max_streams: int = 1) -> None:
+        """`max_frames`: the most frames a stream makes; `greedy`: always the likeliest token (tests);
+        `max_streams`: the streams decoded together at most (the compiled step is warmed for their buckets)."""
         import torch
 
         self.torch = torch
@@ -120,8 +123,7 @@ class Qwen3StreamDecoder:
         self.model = wrapper.model  # Qwen3TTSForConditionalGeneration
         self.talker = self.model.talker
         self.config = self.model.config.talker_config
-        self.max_frames = max_frames
-        self.greedy = greedy
+        self.max_frames, self.greedy, self.max_streams = max_frames, greedy, max_streams
         self.device = self.talker.device
         self.eos = int(self.config.codec_eos_token_id)
         self.groups = int(self.config.num_code_groups)
@@ -137,8 +139,13 @@ class Qwen3StreamDecoder:
         self._predictor: CodePredictorLoop | None = None  # made with the sampling settings (first prefill)
         self._blocked: Any = None  # [V] bool: the tokens the package never lets the talker draw
         self._draw: Draw | None = None
-        #: The function one step runs for a bucket of rows (`_frame`, or its compiled form: `qwen3_compile`).
+        #: The function one step runs for a bucket of rows (`_frame`, or its compiled form: `compile`).
         self.frame_step: Callable[..., Any] = self._frame
+
+    def compile(self, backend: Any = "inductor", mode: str | None = "reduce-overhead") -> None:
+        """Run the frame step compiled (`qwen3_compile.CompiledFrame`), built for every bucket of rows when the
+        first prompt arrives (see `_warm`)."""
+        self.frame_step = CompiledFrame(self._frame, backend, mode)
 
     def capture_prompt(self, run_generate: Callable[[], Any]) -> dict[str, Any]:
         """The talker inputs the package builds when `run_generate` calls one of its `generate_*` methods."""
@@ -195,6 +202,25 @@ class Qwen3StreamDecoder:
         blocked = self.torch.zeros(self.vocab, dtype=self.torch.bool, device=self.device)
         blocked[list(prompt.get("suppress_tokens") or [])] = True
         self._blocked = blocked
+        self._warm()
+
+    def _warm(self) -> None:
+        """With a compiled step, build every bucket's graph now, on dummy rows: the first prompt has just set the
+        sampling the graphs hold, no stream is in the batch yet, and this runs within the engine's warm-up
+        sentence (the worker still says "warming"). The cache takes its full size here, so it never moves."""
+        warm = getattr(self.frame_step, "warm", None)
+        if warm is None:
+            return
+        self.cache.reserve(self.max_streams)
+        buckets = sorted({row_bucket(rows) for rows in range(1, self.max_streams + 1)})
+        warm(self._dummy_arguments, buckets)
+
+    def _dummy_arguments(self, bucket: int) -> tuple:
+        """A step's inputs for `bucket` rows that hold no stream (position 0, token 0, zero states)."""
+        cache = self.cache
+        texts = self.torch.zeros((bucket, cache.hidden.shape[1]), dtype=cache.hidden.dtype, device=self.device)
+        return (cache.tokens[:bucket], cache.hidden[:bucket], texts, cache.positions[:bucket], cache.seen[:bucket],
+                cache.drawn[:bucket])
 
     # ----- one frame for every stream ---------------------------------------------------------------------------
 
