@@ -200,6 +200,31 @@ def test_the_compiled_step_is_one_graph_per_bucket_and_gives_the_same_codes(wrap
         assert np.array_equal(stream.codes().numpy(), codes)
 
 
+def test_the_compiled_step_samples_as_the_eager_one(wrapper) -> None:
+    """The package's own sampling (its generate_config: temperature, top-k, repetition penalty, and the sub-talker
+    sampler) traces into the same single graph, and under one seed draws the eager step's very tokens."""
+    import torch
+
+    from workers.engines.qwen3_stream import Qwen3StreamDecoder
+
+    def sampled(compiled: bool):  # type: ignore[no-untyped-def]
+        decoder = Qwen3StreamDecoder(wrapper, FRAMES + 1)
+        if compiled:
+            decoder.compile(backend=counting_backend(graphs), mode=None)
+            decoder.prefill(request(wrapper, TEXTS[0]))  # the warm-up (its draws use the generator)
+        torch.manual_seed(11)
+        stream = decoder.prefill(request(wrapper, TEXTS[1]))
+        while not decoder.step([stream])[0][1]:
+            pass
+        assert not compiled or decoder.frame_step.failed is None
+        return stream.codes()
+
+    graphs: list = []
+    assert wrapper.generate_defaults["do_sample"] and wrapper.generate_defaults["subtalker_dosample"]
+    assert torch.equal(sampled(compiled=True), sampled(compiled=False))
+    assert len(graphs) == 1
+
+
 def test_a_step_that_cannot_compile_falls_back_to_eager(wrapper, caplog: pytest.LogCaptureFixture) -> None:
     """A backend that refuses the graph: one log line, and the stream decodes eagerly with the same codes."""
     def refusing(graph, example_inputs):  # type: ignore[no-untyped-def]

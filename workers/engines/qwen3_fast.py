@@ -61,7 +61,13 @@ class Draw:
 def sample_tokens(logits: Any, draw: Draw) -> Any:
     """One token per row of `logits` [B, V] (float32, any penalties already applied), by transformers' rules:
     `TemperatureLogitsWarper`, `TopKLogitsWarper`, `TopPLogitsWarper` in that order, then `softmax` and one
-    `torch.multinomial` (the very RNG call `generate` makes); the argmax when `draw.do_sample` is False. → [B]."""
+    draw; the argmax when `draw.do_sample` is False. → [B].
+
+    The draw is what `torch.multinomial(probs, 1)` (`generate`'s call) computes, spelled out: ATen's path for one
+    sample divides the probabilities by Exp(1) noise from the same generator and takes the argmax, so a seeded
+    eager run draws `generate`'s very tokens. Spelled out, it skips multinomial's validity checks (two
+    reductions and an async assert per call) and is a pattern TorchInductor knows (Gumbel-max) and captures
+    in a CUDA graph like any other random op."""
     import torch
 
     if not draw.do_sample:
@@ -76,7 +82,9 @@ def sample_tokens(logits: Any, draw: Draw) -> Any:
         remove = ordered.softmax(dim=-1).cumsum(dim=-1) <= (1 - draw.top_p)
         remove[..., -1:] = False
         logits = logits.masked_fill(remove.scatter(1, order, remove), float("-inf"))
-    return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(1)
+    probs = torch.nn.functional.softmax(logits, dim=-1)
+    noise = torch.empty_like(probs).exponential_(1)
+    return torch.argmax(probs / noise, dim=-1, keepdim=True).squeeze(-1)
 
 
 # ----- the code predictor ----------------------------------------------------------------------------------------
