@@ -12,8 +12,8 @@ instruction or a clone prompt) and its sampling rules, and runs the talker loop 
   through the talker in one batched step over a fixed-capacity key/value cache with a row per stream
   (`qwen3_fast.TalkerRows`), and each stream draws its next codebook-0 token (repetition penalty, suppressed
   control tokens, no end in the first two frames: the package's rules). The step's shapes depend only on the
-  bucket of rows (1, 2, 4, 8 …), so one frame of a bucket is one fixed graph; one device sync per step reads
-  the frames back;
+  bucket of rows (1, 2, 4, 8 …), so one frame of a bucket is one fixed graph (`compile`: a CUDA graph per
+  bucket, `qwen3_compile`); one device sync per step reads the frames back;
 - audio: the 12 Hz tokenizer's decoder is causal, so a few new frames decoded with `LEFT_CONTEXT_FRAMES` frames
   before them give the samples of those frames (the package's own `chunked_decode` does the same with 300-frame
   chunks). First audio leaves after `FIRST_CHUNK_FRAMES` frames (0.16 s of speech), then every `CHUNK_FRAMES`.
@@ -25,6 +25,8 @@ the last row moves into. Greedy decoding (the tests) gives every stream the same
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +38,8 @@ from workers.engines.qwen3_fast import (
     MAX_PROMPT_TOKENS, CodePredictorLoop, Draw, TalkerRows, round_up, row_bucket, sample_tokens, talker_step,
 )
 from workers.engines.stream_audio import ChunkSchedule
+
+log = logging.getLogger(__name__)
 
 #: Frames of audio before the first chunk leaves (12.5 frames per second: 0.16 s), and between later chunks.
 FIRST_CHUNK_FRAMES = 2
@@ -130,6 +134,7 @@ class Qwen3StreamDecoder:
         self.vocab = int(self.talker.codec_head.out_features)
         self._decoder = self.model.speech_tokenizer.model.decoder
         self.upsample = int(self._decoder.total_upsample)
+        _check_attention(self.config)
         self._rows: list[QwenStream] = []  # the streams in the batch, by row (rows 0…n-1)
         #: Every row's cache and state; its width: the longest prompt allowed and the most frames (one more
         #: column is written by a finished stream's last, unheard step).
@@ -211,9 +216,13 @@ class Qwen3StreamDecoder:
         warm = getattr(self.frame_step, "warm", None)
         if warm is None:
             return
+        started = time.monotonic()
         self.cache.reserve(self.max_streams)
         buckets = sorted({row_bucket(rows) for rows in range(1, self.max_streams + 1)})
         warm(self._dummy_arguments, buckets)
+        if self.frame_step.failed is None:
+            log.info("Qwen3-TTS: compiled frame step built for %s rows in %.0f s",
+                     ", ".join(map(str, buckets)), time.monotonic() - started)
 
     def _dummy_arguments(self, bucket: int) -> tuple:
         """A step's inputs for `bucket` rows that hold no stream (position 0, token 0, zero states)."""
@@ -359,3 +368,13 @@ class Qwen3StreamDecoder:
         codes = self.torch.stack(self._heard(stream))  # [n, Q]
         wavs, _ = self.model.speech_tokenizer.decode([{"audio_codes": codes}])
         return np.asarray(wavs[0], dtype=np.float32)
+
+
+def _check_attention(config: Any) -> None:
+    """The batched talker step hands the attention an additive per-row mask over every column and ignores
+    sliding windows: right for transformers' sdpa and eager attention over full-attention layers (what LockN
+    loads), wrong for flash-attention's padding masks; refuse rather than decode wrong codes."""
+    implementation = config._attn_implementation
+    if implementation not in ("sdpa", "eager") or getattr(config, "sliding_window", None) is not None:
+        raise ValueError(f"Qwen3-TTS streaming needs sdpa or eager full attention (found {implementation}, "
+                         f"sliding window {getattr(config, 'sliding_window', None)})")
