@@ -326,3 +326,18 @@ def test_a_step_that_cannot_compile_falls_back_to_eager(wrapper, package_codes,
     assert [r.message for r in caplog.records if "decoding eagerly" in r.message] != []
     assert len([r for r in caplog.records if r.name == "workers.engines.qwen3_compile"]) == 1
     assert np.array_equal(stream.codes().numpy(), package_codes[2])
+
+
+def test_the_warm_up_speaks_through_each_model(tmp_path: Path) -> None:
+    """A worker's warm-up (what builds a compiled decoder's graphs) reaches the Base model too, through a voice
+    cloned from faint noise: the first cloned voice a listener asks for waits for no compile."""
+    from tests.qwen_tiny import make_tiny_qwen_checkpoint
+    from workers.engines.qwen3 import Qwen3Engine
+
+    folders = {kind: make_tiny_qwen_checkpoint(tmp_path / kind, kind) for kind in ("custom_voice", "base")}
+    engine = Qwen3Engine(folders["custom_voice"], folders["base"], device="cpu", max_new_tokens=4, compile=False)
+    engine.load()
+    assert all(batcher.decoder.sampling is None for batcher in engine.batchers.values())
+    engine.warm_up()
+    assert {kind: batcher.decoder.sampling is not None for kind, batcher in engine.batchers.items()} == \
+        {"custom_voice": True, "base": True}
