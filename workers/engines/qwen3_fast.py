@@ -198,18 +198,21 @@ class TalkerRows:
     are its own (no padding shifts them), and a step over rows 0…b-1 attends to columns ≤ each row's position.
     Live rows are kept at 0…n-1 (a leaving row's place is taken by the last one), so a step over the first
     `row_bucket(n)` rows covers them all; the rows past n are dummies (position 0) whose results are ignored.
-    Memory stays allocated at its largest bucket, and the cache tensors never move (CUDA graphs keep their
-    addresses)."""
+    Rows are added a bucket at a time and never given back; once reserved for the most streams (a compiled
+    decoder does so at its warm-up) the tensors never move, as the CUDA graphs that write them need."""
 
     def __init__(self, talker_model: Any, capacity: int, vocab: int, dtype: Any, device: Any) -> None:
+        import torch
+
         config = talker_model.config
         attention = talker_model.layers[0].self_attn
         self.shape = (int(config.num_key_value_heads), capacity, int(attention.head_dim))
         self.layer_count = len(talker_model.layers)
         self.capacity, self.dtype, self.device = capacity, dtype, device
         self.layers: list[tuple[Any, Any]] = []
-        self._state_shapes = {"tokens": ((), None), "hidden": ((int(config.hidden_size),), dtype),
-                              "seen": ((vocab,), "bool"), "positions": ((), None), "drawn": ((), None)}
+        #: Each per-row state tensor's shape past the row, and its dtype.
+        self._state_shapes = {"tokens": ((), torch.long), "hidden": ((int(config.hidden_size),), dtype),
+                              "seen": ((vocab,), torch.bool), "positions": ((), torch.long), "drawn": ((), torch.long)}
         self.tokens: Any = None  # [rows] codebook-0 token of the frame being made
         self.hidden: Any = None  # [rows, D] the talker's last hidden state
         self.seen: Any = None  # [rows, V] bool: tokens drawn so far
@@ -238,8 +241,7 @@ class TalkerRows:
             grown.append(pair)
         self.layers = grown
         for name, (shape, dtype) in self._state_shapes.items():
-            kind = torch.bool if dtype == "bool" else dtype or torch.long
-            tensor = torch.zeros((wanted, *shape), dtype=kind, device=self.device)
+            tensor = torch.zeros((wanted, *shape), dtype=dtype, device=self.device)
             old = getattr(self, name)
             if old is not None:
                 tensor[:old.shape[0]] = old
