@@ -7,15 +7,17 @@ of Python-driven steps and hundreds of small launches per frame whose shapes cha
 Python (measured: RTF 2.3 for one stream of the 1.7B model on an H200). Here the same modules are called
 directly:
 
-- `sample_tokens`: transformers' sampling warpers in their order (temperature, top-k, top-p) and its
-  `torch.multinomial` draw, so a seeded run draws what `generate` draws; argmax when not sampling;
+- `sample_tokens`: transformers' sampling warpers in their order (temperature, top-k, top-p) and the draw its
+  `torch.multinomial` makes (spelled out, without sync), so a seeded run draws what `generate` draws; argmax
+  when not sampling;
 - `CodePredictorLoop`: `code_predictor.generate(inputs_embeds=[past hidden, codebook-0 embedding],
   max_new_tokens=G-1)` as an unrolled loop over the predictor's own layers, per-group heads and embeddings, with a
   cache of 2 + (G-1) columns made for the call (each step attends to the columns written so far: the shapes of
   `generate`'s own steps, fixed for a given batch size);
 - `TalkerRows`: the talker's key/value cache with a row per stream and a fixed number of columns (the longest
   prompt allowed plus the most frames), each row written at its own positions; a step attends through a per-row
-  mask, so a step over a bucket of rows (1, 2, 4, 8 …) always has the same shapes.
+  mask, so a step over a bucket of rows (1, 2, 4, 8 …) always has the same shapes; `talker_step` runs the
+  talker's own decoder layers over it.
 
 No `.item()`/`.tolist()` in any of them: a frame is launched without waiting for the GPU.
 """
