@@ -107,6 +107,9 @@ class Settings(BaseSettings):
         None, description="A second Qwen3-TTS checkpoint, Base, for cloned voices beside a CustomVoice one.")
     qwen_device: str = Field("auto", description="Qwen3-TTS device: auto (cuda when present), cuda, cpu.")
     qwen_max_new_tokens: int = Field(2048, ge=1, description="Upper bound of codec frames (12.5/s) per sentence.")
+    qwen_compile: bool | None = Field(None, description="Qwen3-TTS's compiled frame step (torch.compile, a CUDA "
+                                      "graph per bucket of streams, built at warm-up; kernels cached in "
+                                      "data_dir/torch-compile); default: on CUDA only.")
     gpu_max_streams: int = Field(8, ge=1, le=256, description="Jobs a GPU worker runs at once, decoded together "
                                  "by one copy of each model (continuous batching).")
     job_time_limit_s: int = Field(600, ge=10, description="A synthesis job is stopped after this long.")

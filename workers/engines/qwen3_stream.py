@@ -7,28 +7,39 @@ instruction or a clone prompt) and its sampling rules, and runs the talker loop 
 
 - `prefill`: the package builds the talker's input embeddings (we stop it right before its `talker.generate`),
   the talker reads them into a cache of the stream's own, and the first codebook-0 token is drawn;
-- `step`: for every active stream at once, the code predictor completes the current frame (15 more codebooks),
-  the frame's embedding plus the next text embedding goes through the talker in one batched forward over a
-  left-padded key/value cache, and each stream draws its next codebook-0 token (repetition penalty, suppressed
-  control tokens, no end in the first two frames: the package's rules);
+- `step`: for every active stream at once, the code predictor completes the current frame (15 more codebooks,
+  LockN's own loop: `qwen3_fast.CodePredictorLoop`), the frame's embedding plus the next text embedding goes
+  through the talker in one batched step over a fixed-capacity key/value cache with a row per stream
+  (`qwen3_fast.TalkerRows`), and each stream draws its next codebook-0 token (repetition penalty, suppressed
+  control tokens, no end in the first two frames: the package's rules). The step's shapes depend only on the
+  bucket of rows (1, 2, 4, 8 …), so one frame of a bucket is one fixed graph (`compile`: a CUDA graph per
+  bucket, `qwen3_compile`); one device sync per step reads the frames back;
 - audio: the 12 Hz tokenizer's decoder is causal, so a few new frames decoded with `LEFT_CONTEXT_FRAMES` frames
   before them give the samples of those frames (the package's own `chunked_decode` does the same with 300-frame
   chunks). First audio leaves after `FIRST_CHUNK_FRAMES` frames (0.16 s of speech), then every `CHUNK_FRAMES`.
 
-Streams that join are prefilled alone and then merged into the batch's cache (left padding and an attention
-mask keep each stream's positions its own); streams that leave are dropped from it. Greedy decoding (the tests)
-gives every stream the same codes together as alone.
+Streams that join are prefilled alone and their cache copied into a free row of the batch's (each row keeps its
+own positions; a per-row mask hides the columns it has not written); a stream that leaves frees its row, which
+the last row moves into. Greedy decoding (the tests) gives every stream the same codes together as alone.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from workers.engines.qwen3_compile import CompiledFrame
+from workers.engines.qwen3_fast import (
+    MAX_PROMPT_TOKENS, CodePredictorLoop, Draw, TalkerRows, round_up, row_bucket, sample_tokens, talker_step,
+)
 from workers.engines.stream_audio import ChunkSchedule
+
+log = logging.getLogger(__name__)
 
 #: Frames of audio before the first chunk leaves (12.5 frames per second: 0.16 s), and between later chunks.
 FIRST_CHUNK_FRAMES = 2
@@ -58,20 +69,23 @@ class QwenRequest:
 
 @dataclass(eq=False)
 class QwenStream:
-    """One stream's place in the batch: what the talker has read, and the frames and audio made so far."""
+    """One stream: its prefill (until it joins the batch), its row there, and the frames and audio made so far."""
 
-    cache: Any  # the stream's own key/value cache until it joins the batch (then None)
-    length: int  # tokens the talker has read for this stream (its next position)
-    past_hidden: Any  # the talker's last hidden state [1, 1, D]
-    token: int  # the codebook-0 token of the frame being made
+    prefilled: Any  # (own key/value cache, last hidden [1, D], first token [1], drawn tokens [V]) until it joins
+    length: int  # the prompt's tokens (the first frame's position)
     trailing: Any  # text embeddings still to be read, one per frame [1, T, D]
     pad_embed: Any  # what is read once the text is used up [1, 1, D]
     max_frames: int
     context: Any  # codes [Q, n] decoded before this stream's first frame (a clone's reference), or None
-    seen: Any  # [V] bool: codebook-0 tokens drawn so far (the repetition penalty's memory)
+    row: int | None = None  # its row in the batch's `TalkerRows` while it is in the batch
     frames: list = field(default_factory=list)  # [Q] code tensors, one per finished frame
+    firsts: list = field(default_factory=list)  # each frame's codebook-0 token, read back with the frame
     decoded_frames: int = 0  # frames already turned into audio
-    drawn: int = 1  # codebook-0 tokens drawn (the first comes from the prefill)
+
+    @property
+    def position(self) -> int:
+        """The talker's next position for this stream (prompt + frames read)."""
+        return self.length + len(self.frames)
 
     def codes(self) -> Any:
         """All of this stream's frames as [n, Q] (what the package's `generate` returns for it)."""
@@ -103,7 +117,9 @@ class Qwen3StreamDecoder:
     """`StreamDecoder` for one loaded `Qwen3TTSModel` (the package's wrapper). Requests are callables that run
     one of the wrapper's `generate_*` methods (see `Qwen3Engine`); everything here runs on the batcher's thread."""
 
-    def __init__(self, wrapper: Any, max_frames: int, greedy: bool = False) -> None:
+    def __init__(self, wrapper: Any, max_frames: int, greedy: bool = False, max_streams: int = 1) -> None:
+        """`max_frames`: the most frames a stream makes; `greedy`: always the likeliest token (tests);
+        `max_streams`: the streams decoded together at most (the compiled step is warmed for their buckets)."""
         import torch
 
         self.torch = torch
@@ -111,20 +127,30 @@ class Qwen3StreamDecoder:
         self.model = wrapper.model  # Qwen3TTSForConditionalGeneration
         self.talker = self.model.talker
         self.config = self.model.config.talker_config
-        self.max_frames = max_frames
-        self.greedy = greedy
+        self.max_frames, self.greedy, self.max_streams = max_frames, greedy, max_streams
         self.device = self.talker.device
         self.eos = int(self.config.codec_eos_token_id)
         self.groups = int(self.config.num_code_groups)
+        self.vocab = int(self.talker.codec_head.out_features)
         self._decoder = self.model.speech_tokenizer.model.decoder
         self.upsample = int(self._decoder.total_upsample)
-        self._batch: list[QwenStream] = []
-        self._cache: Any = None  # the batch's key/value cache (legacy tuples per layer), rows as in `_batch`
-        self._mask: Any = None  # [B, T] 1 where a row's cache column holds one of its tokens
+        _check_attention(self.config)
+        self._rows: list[QwenStream] = []  # the streams in the batch, by row (rows 0…n-1)
+        #: Every row's cache and state; its width: the longest prompt allowed and the most frames (one more
+        #: column is written by a finished stream's last, unheard step).
+        self.cache = TalkerRows(self.talker.model, round_up(MAX_PROMPT_TOKENS + max_frames + 1, 256), self.vocab,
+                                self.talker.dtype, self.device)
         self.sampling: Sampling | None = None
-        self._suppress: Any = None
+        self._predictor: CodePredictorLoop | None = None  # made with the sampling settings (first prefill)
+        self._blocked: Any = None  # [V] bool: the tokens the package never lets the talker draw
+        self._draw: Draw | None = None
+        #: The function one step runs for a bucket of rows (`_frame`, or its compiled form: `compile`).
+        self.frame_step: Callable[..., Any] = self._frame
 
-    # ----- prefill ---------------------------------------------------------------------------------------------
+    def compile(self, backend: Any = "inductor", mode: str | None = "reduce-overhead") -> None:
+        """Run the frame step compiled (`qwen3_compile.CompiledFrame`), built for every bucket of rows when the
+        first prompt arrives (see `_warm`)."""
+        self.frame_step = CompiledFrame(self._frame, backend, mode)
 
     def capture_prompt(self, run_generate: Callable[[], Any]) -> dict[str, Any]:
         """The talker inputs the package builds when `run_generate` calls one of its `generate_*` methods."""
@@ -143,7 +169,8 @@ class Qwen3StreamDecoder:
         raise RuntimeError("the Qwen3-TTS package never reached its talker")
 
     def prefill(self, request: QwenRequest) -> QwenStream:
-        """Start a stream: the prompt through the talker, the first token drawn."""
+        """Start a stream: the prompt through the talker (alone, into a cache of its own), the first token drawn.
+        No device sync: the token stays on the device until the stream's first step."""
         torch = self.torch
         with torch.inference_mode():
             context = request.context()
@@ -151,174 +178,178 @@ class Qwen3StreamDecoder:
             self._remember_sampling(prompt)
             embeds, mask = prompt["inputs_embeds"], prompt["attention_mask"]
             length = int(embeds.shape[1])
+            if length > MAX_PROMPT_TOKENS:
+                raise ValueError(f"Qwen3-TTS prompt too long: {length} tokens (at most {MAX_PROMPT_TOKENS})")
             positions = torch.arange(length, device=self.device).view(1, 1, -1).expand(3, 1, -1)
             out = self.talker.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                                     use_cache=True, cache_position=torch.arange(length, device=self.device))
-            hidden = out.last_hidden_state[:, -1:, :]
-            vocab = int(self.talker.codec_head.out_features)
-            seen = torch.zeros(vocab, dtype=torch.bool, device=self.device)
-            token = self._draw(self.talker.codec_head(hidden[:, -1]), seen.view(1, -1), [0])[0]
+            hidden = out.last_hidden_state[:, -1]
+            seen = torch.zeros(self.vocab, dtype=torch.bool, device=self.device)
+            token = self._choose(self.talker.codec_head(hidden), seen.view(1, -1),
+                                 torch.zeros(1, dtype=torch.long, device=self.device))
             seen[token] = True
         max_frames = min(self.max_frames, int(prompt.get("max_new_tokens") or self.max_frames) - 1)
-        stream = QwenStream(cache=out.past_key_values.to_legacy_cache(), length=length, past_hidden=hidden,
-                            token=token, trailing=prompt["trailing_text_hidden"], pad_embed=prompt["tts_pad_embed"],
-                            max_frames=max(1, max_frames), context=None if context is None else context.T, seen=seen)
-        return stream
+        return QwenStream(prefilled=(out.past_key_values.to_legacy_cache(), hidden, token, seen), length=length,
+                          trailing=prompt["trailing_text_hidden"], pad_embed=prompt["tts_pad_embed"],
+                          max_frames=max(1, max_frames), context=None if context is None else context.T)
 
     def _remember_sampling(self, prompt: dict[str, Any]) -> None:
-        if self.sampling is None:
-            sampling = Sampling.of(prompt)
-            if self.greedy:
-                sampling = Sampling(False, 1, 1.0, 1.0, sampling.repetition_penalty, False, 1, 1.0, 1.0)
-            self.sampling = sampling
-            self._suppress = self.torch.tensor(prompt.get("suppress_tokens") or [], dtype=self.torch.long,
-                                               device=self.device)
+        if self.sampling is not None:
+            return
+        sampling = Sampling.of(prompt)
+        if self.greedy:
+            sampling = Sampling(False, 1, 1.0, 1.0, sampling.repetition_penalty, False, 1, 1.0, 1.0)
+        self.sampling = sampling
+        self._draw = Draw(sampling.do_sample, sampling.temperature, sampling.top_k, sampling.top_p)
+        self._predictor = CodePredictorLoop(self.talker.code_predictor, Draw(
+            sampling.subtalker_dosample, sampling.subtalker_temperature, sampling.subtalker_top_k,
+            sampling.subtalker_top_p))
+        blocked = self.torch.zeros(self.vocab, dtype=self.torch.bool, device=self.device)
+        blocked[list(prompt.get("suppress_tokens") or [])] = True
+        self._blocked = blocked
+        self._warm()
+
+    def _warm(self) -> None:
+        """With a compiled step, build every bucket's graph now, on dummy rows: the first prompt has just set the
+        sampling the graphs hold, no stream is in the batch yet, and this runs within the engine's warm-up
+        sentence (the worker still says "warming"). The cache takes its full size here, so it never moves."""
+        warm = getattr(self.frame_step, "warm", None)
+        if warm is None:
+            return
+        started = time.monotonic()
+        self.cache.reserve(self.max_streams)
+        buckets = sorted({row_bucket(rows) for rows in range(1, self.max_streams + 1)})
+        warm(self._dummy_arguments, buckets)
+        if self.frame_step.failed is None:
+            log.info("Qwen3-TTS: compiled frame step built for %s rows in %.0f s",
+                     ", ".join(map(str, buckets)), time.monotonic() - started)
+
+    def _dummy_arguments(self, bucket: int) -> tuple:
+        """A step's inputs for `bucket` rows that hold no stream (position 0, token 0, zero states)."""
+        cache = self.cache
+        texts = self.torch.zeros((bucket, cache.hidden.shape[1]), dtype=cache.hidden.dtype, device=self.device)
+        return (cache.tokens[:bucket], cache.hidden[:bucket], texts, cache.positions[:bucket], cache.seen[:bucket],
+                cache.drawn[:bucket])
 
     # ----- one frame for every stream ---------------------------------------------------------------------------
 
     def step(self, streams: Sequence[QwenStream]) -> list[tuple[list[np.ndarray], bool]]:
         torch = self.torch
         with torch.inference_mode():
-            self._align(list(streams))
-            frames, token_hidden = self._complete_frames(streams)
+            self._align(streams)
+            live, bucket = len(self._rows), row_bucket(len(self._rows))
+            cache = self.cache
+            frames, hidden, tokens = self.frame_step(
+                cache.tokens[:bucket], cache.hidden[:bucket], self._texts(bucket), cache.positions[:bucket],
+                cache.seen[:bucket], cache.drawn[:bucket])
+            cache.advance(live, tokens, hidden)
+            read = torch.cat((frames[:live], tokens[:live, None]), dim=1).tolist()  # the step's one sync
             results = []
-            for row, stream in enumerate(streams):
-                stream.frames.append(frames[row])
-            finished = [stream.token == self.eos or len(stream.frames) >= stream.max_frames for stream in streams]
-            # A stream whose frame ended it draws no more: the talker reads the next frame for the others only
-            # (it would be thrown away), but keeping the batch's shape costs less than reshaping it mid-step.
-            self._advance(streams, frames, token_hidden)
-            for stream, done in zip(streams, finished):
-                if stream.token == self.eos and not done:
-                    done = True
+            for stream in streams:
+                row = read[stream.row]
+                stream.frames.append(frames[stream.row])
+                stream.firsts.append(row[0])
+                # The next token drawn ends the stream (the package stops there: its end frame is never made),
+                # as does its frame limit.
+                done = row[-1] == self.eos or len(stream.frames) >= stream.max_frames
                 results.append((self._audio(stream, done), done))
         return results
 
-    def _complete_frames(self, streams: Sequence[QwenStream]) -> tuple[Any, Any]:
-        """The code predictor fills codebooks 1…15 of every stream's current frame at once → frames [B, Q], and
-        the codebook-0 embeddings it started from (the talker reads them again)."""
-        torch, sampling = self.torch, self.sampling
-        tokens = torch.tensor([[s.token] for s in streams], dtype=torch.long, device=self.device)
-        token_hidden = self.talker.get_input_embeddings()(tokens)
-        past_hidden = torch.cat([s.past_hidden for s in streams], dim=0)
-        predicted = self.talker.code_predictor.generate(
-            inputs_embeds=torch.cat((past_hidden, token_hidden), dim=1), max_new_tokens=self.groups - 1,
-            do_sample=sampling.subtalker_dosample, top_p=sampling.subtalker_top_p, top_k=sampling.subtalker_top_k,
-            temperature=sampling.subtalker_temperature, output_hidden_states=True, return_dict_in_generate=True)
-        return torch.cat((tokens, predicted.sequences), dim=-1), token_hidden
+    def _texts(self, bucket: int) -> Any:
+        """What each row reads with its frame [bucket, D]: the next text embedding, or the pad once the text is
+        used up (zeros for the dummy rows)."""
+        texts = [s.trailing[0, len(s.frames)] if len(s.frames) < s.trailing.shape[1] else s.pad_embed[0, 0]
+                 for s in self._rows]
+        texts += [self.torch.zeros_like(texts[0])] * (bucket - len(texts))
+        return self.torch.stack(texts)
 
-    def _advance(self, streams: Sequence[QwenStream], frames: Any, token_hidden: Any) -> None:
-        """Each stream's finished frame (plus its next text embedding) through the talker; draw the next tokens."""
+    def _frame(self, tokens: Any, past_hidden: Any, texts: Any, positions: Any, seen: Any, drawn: Any
+               ) -> tuple[Any, Any, Any]:
+        """One frame for rows 0…b-1 (all shapes [b, …], fixed per bucket): the code predictor completes each
+        row's frame from its token [b] and the talker's last hidden state [b, D]; the frame's embeddings (summed
+        as the package sums them) plus the row's text embedding [b, D] go through the talker at `positions` [b];
+        the next token is drawn with the penalty's memory `seen` [b, V] and the count `drawn` [b].
+        → frames [b, Q], the talker's new hidden states [b, D], the next tokens [b]. The one function
+        `qwen3_compile` hands to torch.compile."""
         torch = self.torch
+        token_hidden = self.talker.get_input_embeddings()(tokens.unsqueeze(1))
+        codes = self._predictor(past_hidden.unsqueeze(1), token_hidden)
         embeddings = self.talker.code_predictor.get_input_embeddings()
-        inputs = token_hidden + sum(embeddings[i](frames[:, i + 1:i + 2]) for i in range(self.groups - 1))
-        text = [s.trailing[:, len(s.frames) - 1] if len(s.frames) - 1 < s.trailing.shape[1] else s.pad_embed[:, 0]
-                for s in streams]
-        inputs = inputs + torch.cat(text, dim=0).unsqueeze(1)
-        ones = torch.ones((len(streams), 1), dtype=self._mask.dtype, device=self.device)
-        self._mask = torch.cat((self._mask, ones), dim=1)
-        positions = torch.tensor([s.length for s in streams], device=self.device).view(1, -1, 1).expand(3, -1, -1)
-        cache_position = torch.tensor([self._mask.shape[1] - 1], device=self.device)
-        out = self.talker.model(inputs_embeds=inputs, attention_mask=self._mask, position_ids=positions,
-                                past_key_values=self._as_cache(), use_cache=True, cache_position=cache_position)
-        self._cache = out.past_key_values.to_legacy_cache()
-        hidden = out.last_hidden_state[:, -1:, :]
-        seen = torch.stack([s.seen for s in streams])
-        tokens = self._draw(self.talker.codec_head(hidden[:, -1]), seen, [s.drawn for s in streams])
-        for row, stream in enumerate(streams):
-            stream.length += 1
-            stream.past_hidden = hidden[row:row + 1]
-            stream.token = tokens[row]
-            stream.seen[tokens[row]] = True
-            stream.drawn += 1
+        parts = [token_hidden] + [embeddings[i](codes[:, i:i + 1]) for i in range(self.groups - 1)]
+        inputs = torch.cat(parts, dim=1).sum(1, keepdim=True) + texts.unsqueeze(1)
+        hidden = talker_step(self.talker.model, self.cache, inputs, positions)[:, -1]
+        following = self._choose(self.talker.codec_head(hidden), seen, drawn)
+        return torch.cat((tokens.unsqueeze(1), codes), dim=1), hidden, following
 
-    def _draw(self, logits: Any, seen: Any, drawn: list[int]) -> list[int]:
-        """The next codebook-0 token per row, by the package's rules (transformers' processors, in its order)."""
+    def _choose(self, logits: Any, seen: Any, drawn: Any) -> Any:
+        """The next codebook-0 token per row by the package's rules (transformers' processors, in its order):
+        repetition penalty over `seen` [B, V], no end before two tokens (`drawn` [B]), suppressed control
+        tokens, then the sampler. → [B]."""
         torch, sampling = self.torch, self.sampling
         logits = logits.float()
         if sampling.repetition_penalty != 1.0:
             penalised = torch.where(logits < 0, logits * sampling.repetition_penalty,
                                     logits / sampling.repetition_penalty)
             logits = torch.where(seen, penalised, logits)
-        too_early = torch.tensor([count < 2 for count in drawn], device=self.device)  # min_new_tokens=2
-        logits[too_early, self.eos] = float("-inf")
-        if self._suppress.numel():
-            logits[:, self._suppress] = float("-inf")
-        if not sampling.do_sample:
-            return logits.argmax(dim=-1).tolist()
-        logits = logits / sampling.temperature
-        if sampling.top_k:
-            threshold = torch.topk(logits, min(sampling.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < threshold, float("-inf"))
-        if sampling.top_p < 1.0:
-            ordered, order = torch.sort(logits, descending=False, dim=-1)
-            cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
-            remove = cumulative <= (1 - sampling.top_p)
-            remove[:, -1] = False
-            logits = logits.masked_fill(remove.scatter(1, order, remove), float("-inf"))
-        return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(1).tolist()
+        too_early = (drawn < 2).unsqueeze(1) & (torch.arange(self.vocab, device=logits.device) == self.eos)
+        logits = logits.masked_fill(too_early | self._blocked, float("-inf"))
+        return sample_tokens(logits, self._draw)
 
-    # ----- the batch's cache -------------------------------------------------------------------------------------
+    # ----- the batch's rows --------------------------------------------------------------------------------------
 
-    def _align(self, streams: list[QwenStream]) -> None:
-        """Make the batch's cache hold exactly `streams`, in order: drop rows that left, merge ones that joined."""
-        torch = self.torch
-        if streams == self._batch:
-            return
-        kept = [row for row, stream in enumerate(self._batch) if stream in streams]
-        layers: list[list[Any]] = []
-        masks: list[Any] = []
-        if kept and self._cache is not None:
-            index = torch.tensor(kept, device=self.device)
-            layers = [[k.index_select(0, index), v.index_select(0, index)] for k, v in self._cache]
-            masks = [self._mask.index_select(0, index)]
-        rows = [self._batch[row] for row in kept]
+    def _align(self, streams: Sequence[QwenStream]) -> None:
+        """Make the batch's rows hold exactly `streams`: free the rows of those that left, give joiners one."""
+        wanted = set(streams)
+        for stream in [s for s in self._rows if s not in wanted]:
+            self._free(stream)
         for stream in streams:
-            if stream in rows:
-                continue
-            own = stream.cache
-            own_mask = torch.ones((1, own[0][0].shape[2]), dtype=torch.long, device=self.device)
-            layers = [[*pair, k, v] for pair, (k, v) in zip(layers, own)] if layers else [[k, v] for k, v in own]
-            masks.append(own_mask)
-            stream.cache = None
-            rows.append(stream)
-        width = max(mask.shape[1] for mask in masks)
-        mask = torch.cat([_left_pad(m, width, dim=1) for m in masks], dim=0)
-        cache = []
-        for parts in layers:
-            keys = torch.cat([_left_pad(k, width, dim=2) for k in parts[0::2]], dim=0)
-            values = torch.cat([_left_pad(v, width, dim=2) for v in parts[1::2]], dim=0)
-            cache.append((keys, values))
-        order = [rows.index(stream) for stream in streams]
-        if order != list(range(len(rows))):
-            index = torch.tensor(order, device=self.device)
-            cache = [(k.index_select(0, index), v.index_select(0, index)) for k, v in cache]
-            mask = mask.index_select(0, index)
-        drop = int((mask.sum(dim=0) == 0).to(torch.int).cumprod(dim=0).sum())  # columns no row uses any more
-        self._cache = [(k[:, :, drop:], v[:, :, drop:]) for k, v in cache]
-        self._mask = mask[:, drop:]
-        self._batch = list(streams)
+            if stream.row is None:
+                self._join(stream)
 
-    def _as_cache(self) -> Any:
-        from transformers.cache_utils import DynamicCache
+    def _join(self, stream: QwenStream) -> None:
+        if stream.prefilled is None:
+            raise RuntimeError("a Qwen3-TTS stream rejoined the batch after leaving it")
+        self.cache.reserve(len(self._rows) + 1)
+        stream.row = len(self._rows)
+        self._rows.append(stream)
+        legacy, hidden, token, seen = stream.prefilled
+        self.cache.join(stream.row, legacy, token, hidden, seen, stream.length)
+        stream.prefilled = None
 
-        return DynamicCache.from_legacy_cache(tuple(self._cache))
+    def _free(self, stream: QwenStream) -> None:
+        """Take `stream`'s row back; the last row moves into it, so the live rows stay 0…n-1."""
+        if stream.row is None:
+            return
+        row, last = stream.row, len(self._rows) - 1
+        if row != last:
+            moved = self._rows[last]
+            with self.torch.inference_mode():  # the cache was made in inference mode; only there may it change
+                self.cache.move(last, row, moved.position + 1)
+            moved.row, self._rows[row] = row, moved
+        self._rows.pop()
+        stream.row = None
 
     def release(self, stream: QwenStream) -> None:
-        """Nothing to free at once: the stream's row leaves the cache at the next step's `_align`."""
-        stream.cache = None
+        """The stream left (finished, cancelled or failed): its row goes back at once."""
+        self._free(stream)
+        stream.prefilled = None
 
     # ----- audio ------------------------------------------------------------------------------------------------
 
     def _audio(self, stream: QwenStream, finished: bool) -> list[np.ndarray]:
         """The samples of the frames not yet decoded, when enough have gathered (or the stream ended)."""
-        frames = [f for f in stream.frames if int(f[0]) != self.eos]
+        frames = self._heard(stream)
         due = SCHEDULE.due(stream.decoded_frames, len(frames), finished)
         if due is None:
             return []
         chunk = self.decode_frames(stream, frames, *due)
         stream.decoded_frames = due[1]
         return [chunk]
+
+    def _heard(self, stream: QwenStream) -> list:
+        """The stream's frames a listener hears (an end token is never one; read from the frames' codebook-0
+        tokens already on the host, so no device sync)."""
+        return [frame for frame, first in zip(stream.frames, stream.firsts) if first != self.eos]
 
     def decode_frames(self, stream: QwenStream, frames: list, start: int, end: int) -> np.ndarray:
         """Samples of frames `start:end`, decoded with up to `LEFT_CONTEXT_FRAMES` frames before them."""
@@ -334,19 +365,16 @@ class Qwen3StreamDecoder:
 
     def decode_all(self, stream: QwenStream) -> np.ndarray:
         """The stream's frames decoded in one pass, as the package does (the reference streamed chunks are held to)."""
-        frames = [f for f in stream.frames if int(f[0]) != self.eos]
-        codes = self.torch.stack(frames)  # [n, Q]
+        codes = self.torch.stack(self._heard(stream))  # [n, Q]
         wavs, _ = self.model.speech_tokenizer.decode([{"audio_codes": codes}])
         return np.asarray(wavs[0], dtype=np.float32)
 
 
-def _left_pad(tensor: Any, width: int, dim: int) -> Any:
-    """`tensor` with zeros added before its `dim` axis up to `width`."""
-    import torch
-
-    missing = width - tensor.shape[dim]
-    if missing <= 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat((torch.zeros(shape, dtype=tensor.dtype, device=tensor.device), tensor), dim=dim)
+def _check_attention(config: Any) -> None:
+    """The batched talker step hands the attention an additive per-row mask over every column and ignores
+    sliding windows: right for transformers' sdpa and eager attention over full-attention layers (what LockN
+    loads), wrong for flash-attention's padding masks; refuse rather than decode wrong codes."""
+    implementation = config._attn_implementation
+    if implementation not in ("sdpa", "eager") or getattr(config, "sliding_window", None) is not None:
+        raise ValueError(f"Qwen3-TTS streaming needs sdpa or eager full attention (found {implementation}, "
+                         f"sliding window {getattr(config, 'sliding_window', None)})")
