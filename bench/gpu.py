@@ -2,11 +2,13 @@
 
     .venv/bin/python -m bench.gpu [--full-size] [--engines fish,qwen3] [--streams 1,4,8,16,32] [--sentences 2]
                                   [--qwen-size 1.7b|0.6b] [--fish-checkpoint DIR] [--qwen-checkpoint DIR]
-                                  [--budget-s 420] [--json FILE] [--smoke]
+                                  [--step auto|graphs|compiled|eager[,…]] [--budget-s 420] [--json FILE] [--smoke]
 
 Streams run as a GPU worker runs jobs (`LOCKN_GPU_MAX_STREAMS`): threads of one process sharing one loaded
 engine, each speaking `--sentences` sentences one after another as the job runner does, all starting together.
 Both engines batch (`workers/engines/stream_batcher.py`): the streams are decoded together, a frame at a time.
+`--step` names how the frame step runs (`LOCKN_GPU_STEP`: CUDA graphs, compiled, eager); several modes are measured
+one after another on the same weights, each loaded and warmed up as a worker would (the warm-up's time printed).
 
 Weights: `--fish-checkpoint` / `--qwen-checkpoint` for downloaded ones. `--full-size`: random weights at the
 released models' sizes (`bench/full_size.py`: S1-mini, Qwen3-TTS 12 Hz 1.7B or 0.6B), built on the GPU in
@@ -59,6 +61,7 @@ class StreamResult:
 @dataclass(frozen=True)
 class StepReport:
     engine: str
+    step: str  # how the frame step ran: graphs, compiled or eager (LOCKN_GPU_STEP)
     streams: int
     first_audio_p50_ms: float
     first_audio_worst_ms: float
@@ -71,15 +74,16 @@ class StepReport:
     cut: bool
 
 
-def build_engine(name: str, checkpoint: Path, device: str, max_new_tokens: int, max_streams: int):  # type: ignore[no-untyped-def]
-    """The engine a GPU worker would build for `name`, from `checkpoint`."""
+def build_engine(name: str, checkpoint: Path, device: str, max_new_tokens: int, max_streams: int,
+                 step: str = "auto"):  # type: ignore[no-untyped-def]
+    """The engine a GPU worker would build for `name`, from `checkpoint`, its frame step run as `step`."""
     if name == "fish":
         from workers.engines.fish_speech import FishSpeechEngine
 
-        return FishSpeechEngine(checkpoint, device, max_new_tokens, max_streams=max_streams)
+        return FishSpeechEngine(checkpoint, device, max_new_tokens, step=step, max_streams=max_streams)
     from workers.engines.qwen3 import Qwen3Engine
 
-    return Qwen3Engine(checkpoint, None, device, max_new_tokens, max_streams=max_streams)
+    return Qwen3Engine(checkpoint, None, device, max_new_tokens, max_streams=max_streams, step=step)
 
 
 def speak(engine: Any, sentences: int, deadline: float, start: threading.Barrier) -> StreamResult:
@@ -122,10 +126,11 @@ def measure(engine: Any, streams: int, sentences: int, deadline: float) -> tuple
     return results, time.perf_counter() - began
 
 
-def summarise(name: str, streams: int, results: list[StreamResult], wall: float, peak_mib: float) -> StepReport:
+def summarise(name: str, mode: str, streams: int, results: list[StreamResult], wall: float,
+              peak_mib: float) -> StepReport:
     firsts = [r.first_audio_s for r in results] or [float("nan")]
     audio = sum(r.audio_s for r in results)
-    return StepReport(name, streams, round(statistics.median(firsts) * 1000, 1), round(max(firsts) * 1000, 1),
+    return StepReport(name, mode, streams, round(statistics.median(firsts) * 1000, 1), round(max(firsts) * 1000, 1),
                       round(audio, 2), round(wall, 2), round(wall / audio, 3) if audio else float("inf"),
                       round(max(r.rtf for r in results), 3) if results else float("inf"),
                       sum(r.rtf < 1 for r in results), round(peak_mib, 1),
@@ -133,7 +138,7 @@ def summarise(name: str, streams: int, results: list[StreamResult], wall: float,
 
 
 def print_step(step: StepReport) -> None:
-    print(f"{step.engine:<6} {step.streams:>2} stream(s)  first audio p50 {step.first_audio_p50_ms:8.1f} ms  "
+    print(f"{step.engine:<6} {step.step:<8} {step.streams:>2} stream(s)  first audio p50 {step.first_audio_p50_ms:8.1f} ms  "
           f"worst {step.first_audio_worst_ms:8.1f} ms   audio {step.audio_s:7.2f} s in {step.wall_s:6.2f} s   "
           f"aggregate RTF {step.aggregate_rtf:.3f}   slowest stream RTF {step.slowest_stream_rtf:.3f}   "
           f"real-time streams {step.streams_in_real_time}/{step.streams}   GPU {step.peak_gpu_mib:,.0f} MiB"
@@ -176,32 +181,49 @@ def peak_memory_mib(device: str, reset: bool = False) -> float:
 
 def run_engine(name: str, args: argparse.Namespace, device: str, scratch: Path, ends_at: float,
                record: Callable[[StepReport], None]) -> list[StepReport]:
-    """Build or find the weights, load the engine once, warm it up, then measure each step that fits the budget;
-    `record` gets each step as soon as it is measured (a lease cut short keeps what was measured)."""
+    """Build or find the weights once, then measure the engine with each frame-step mode of `--step` in turn,
+    sharing what is left of the engine's budget; `record` gets each step as soon as it is measured (a lease cut
+    short keeps what was measured)."""
     checkpoint, described = checkpoint_for(name, args, scratch / name, device)
+    print(f"{name}: {described}", flush=True)
+    modes = args.step.split(",")
+    steps: list[StepReport] = []
+    for index, mode in enumerate(modes):
+        share = (ends_at - time.monotonic()) / (len(modes) - index)
+        steps += run_mode(name, mode, checkpoint, args, device, time.monotonic() + share, record)
+    return steps
+
+
+def run_mode(name: str, mode: str, checkpoint: Path, args: argparse.Namespace, device: str, ends_at: float,
+             record: Callable[[StepReport], None]) -> list[StepReport]:
+    """Load the engine with its frame step run as `mode`, warm it up (graphs recorded or compiled there), then
+    measure each stream count that fits before `ends_at`."""
+    from workers.engines.fast_step import resolve_mode
+
+    mode = resolve_mode(mode, device)  # type: ignore[arg-type]
     counts = [int(n) for n in args.streams.split(",")]
     tokens = args.max_new_tokens or (8 if args.smoke else SENTENCE_TOKENS[name])
-    engine = build_engine(name, checkpoint, device, tokens, max(counts))
+    engine = build_engine(name, checkpoint, device, tokens, max(counts), mode)
     started = time.perf_counter()
     engine.load()
-    for _ in engine.synthesize("Warm up.", engine.voices()[0].id):  # kernels chosen, caches and graphs made
-        pass
-    print(f"{name}: {described}; loaded and warmed up in {time.perf_counter() - started:.1f} s; "
+    engine.warm_up()  # as a worker does before it says ready: kernels chosen, graphs recorded or compiled
+    print(f"{name} [{mode}]: loaded and warmed up in {time.perf_counter() - started:.1f} s; "
           f"{tokens} tokens per sentence", flush=True)
     steps: list[StepReport] = []
     for index, streams in enumerate(counts):
         left = ends_at - time.monotonic()
         share = left / (len(counts) - index)  # what is left, shared by the steps still to come
-        if steps and steps[-1].wall_s * 1.5 > left:
-            print(f"{name}: {streams} streams skipped: {left:.0f} s of the budget left", flush=True)
+        if steps and steps[-1].wall_s * 1.5 > left or left <= 0:
+            print(f"{name} [{mode}]: {streams} streams skipped: {left:.0f} s of the budget left", flush=True)
             break
         peak_memory_mib(device, reset=True)
         results, wall = measure(engine, streams, args.sentences, time.monotonic() + max(share, left / 2))
-        steps.append(summarise(name, streams, results, wall, peak_memory_mib(device)))
+        steps.append(summarise(name, mode, streams, results, wall, peak_memory_mib(device)))
         print_step(steps[-1])
         record(steps[-1])
     held = [step.streams for step in steps if step.streams_in_real_time == step.streams and not step.cut]
-    print(f"{name}: streams held in real time on this device: {max(held) if held else 0} (of the steps measured)")
+    print(f"{name} [{mode}]: streams held in real time on this device: {max(held) if held else 0} "
+          "(of the steps measured)", flush=True)
     return steps
 
 
@@ -213,6 +235,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=0, help="tokens per sentence (default: a ~10 s one)")
     parser.add_argument("--full-size", action="store_true", help="random weights at the released models' sizes")
     parser.add_argument("--qwen-size", choices=("1.7b", "0.6b"), default="1.7b")
+    parser.add_argument("--step", default="auto",
+                        help="frame-step modes to measure in turn, comma-separated: auto, graphs, compiled, eager "
+                             "(LOCKN_GPU_STEP; auto = graphs on CUDA)")
     parser.add_argument("--fish-checkpoint", type=Path)
     parser.add_argument("--qwen-checkpoint", type=Path)
     parser.add_argument("--budget-s", type=float, default=420.0, help="stop starting steps after this many seconds")

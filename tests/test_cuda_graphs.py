@@ -8,6 +8,8 @@ tensor the next replay overwrites.
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -69,3 +71,63 @@ def test_an_output_survives_the_next_replay() -> None:
     kept = first.clone()
     graphed(torch.full((2, 32), -3.0, device="cuda"), torch.tensor([1, 1], device="cuda"))
     assert torch.equal(first, kept)
+
+
+# ----- both engines, each mode: what the lease checks on a GPU before it measures ----------------------------------
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TEXT = "LockN replays its frames from recorded graphs."
+#: Codec frames per sentence: past two of Fish's pieces and three of Qwen's.
+FRAMES = 24
+
+
+def _speak(engine, voice: str):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    return np.concatenate(list(engine.synthesize(TEXT, voice)))
+
+
+def _fish(folder, step: str):  # type: ignore[no-untyped-def]
+    from workers.engines.fish_speech import FishSpeechEngine
+
+    engine = FishSpeechEngine(folder, device=DEVICE, max_new_tokens=FRAMES, step=step, max_streams=2, greedy=True)
+    engine.load()
+    return engine
+
+
+def _qwen(folder, step: str):  # type: ignore[no-untyped-def]
+    from workers.engines.qwen3 import Qwen3Engine
+
+    engine = Qwen3Engine(folder, None, device=DEVICE, max_new_tokens=FRAMES, step=step, max_streams=2, greedy=True)
+    engine.load()
+    engine.warm_up()
+    return engine
+
+
+@pytest.mark.parametrize("name", ["fish", "qwen3"])
+def test_each_engine_speaks_the_same_from_graphs_as_eagerly(name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Greedy, the same sentence through an eager engine and one whose frame step is replayed from CUDA graphs
+    (on a CPU `graphs` is the eager step: the test then checks itself): the same audio, no fallback, and on a GPU
+    a graph recorded for each bucket (1 and 2 streams)."""
+    import numpy as np
+
+    if importlib.util.find_spec("fish_speech" if name == "fish" else "qwen_tts") is None:
+        pytest.skip(f"{name} is not installed (make setup-qwen installs both)")
+    if name == "fish":
+        from tests.fish_tiny import make_tiny_checkpoint
+
+        make_tiny_checkpoint(tmp_path)
+        folder, build, voice = tmp_path, _fish, "fish-default"
+    else:
+        from tests.qwen_tiny import make_tiny_qwen_checkpoint
+
+        folder, build, voice = make_tiny_qwen_checkpoint(tmp_path, "custom_voice"), _qwen, "qwen3-aiden"
+    eager = build(folder, "eager")
+    graphed = build(folder, "graphs")
+    step = graphed.decoder.frame_step if name == "fish" else graphed.batchers["custom_voice"].decoder.frame_step
+    heard, expected = _speak(graphed, voice), _speak(eager, voice)
+    assert step.mode == "graphs" and step.failure is None, step.failure
+    assert heard.shape == expected.shape and heard.size > 0
+    assert np.allclose(heard, expected, atol=1e-3), float(np.abs(heard - expected).max())
+    if DEVICE == "cuda":
+        assert step.fast.captures == 2, "a graph for each bucket, recorded at warm-up"

@@ -57,16 +57,15 @@ def dynamo() -> Iterator[object]:
 
 
 def new_decoder(fish: Any, compiled: bool = False, backend: object = "aot_eager") -> Any:
-    """A decoder of its own over the engine `fish`'s model, for `STREAMS` streams; `compiled`: its frame step through
-    `CompiledFrameStep` (as a CUDA engine's, but `backend` instead of inductor and no CUDA graphs)."""
-    from workers.engines.fish_graphs import CompiledFrameStep
+    """A decoder of its own over the engine `fish`'s model, for `STREAMS` streams; `compiled`: its frame step
+    compiled (as a CUDA engine's, but `backend` instead of inductor and no CUDA graphs)."""
     from workers.engines.fish_stream import FishStreamDecoder
 
     base = fish.decoder
     decoder = FishStreamDecoder(base.model, base.codec, base.references, TOKENS, base.sampling,
                                 max_streams=STREAMS)
     if compiled:
-        decoder.frame_step = CompiledFrameStep(decoder.eager_frame_step, backend, None)
+        decoder.use_step("compiled", backend, None)
     return decoder
 
 
@@ -74,7 +73,7 @@ def decode(decoder: Any, joining: dict[int, str], leaving: dict[int, str] | None
     """Step until every stream is done: `joining` {step: text} prefilled at that step, `leaving` {step: text}
     released there unfinished (cancelled, as the batcher does), finished ones released as they end; each step's
     bucket recorded. → {text: its codes}, and the buckets stepped in order."""
-    from workers.engines.fish_stream import bucket
+    from workers.engines.fast_step import row_bucket as bucket
 
     joining, leaving = dict(joining), dict(leaving or {})
     active: dict = {}
@@ -100,7 +99,8 @@ def cache_tensors(decoder: Any) -> list:
 
 
 def test_buckets_are_powers_of_two() -> None:
-    from workers.engines.fish_stream import bucket, buckets
+    from workers.engines.fast_step import row_bucket as bucket
+    from workers.engines.fast_step import row_buckets as buckets
 
     assert [bucket(n) for n in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 16]
     assert buckets(1) == [1] and buckets(5) == [1, 2, 4, 8] and buckets(8) == [1, 2, 4, 8]
@@ -129,9 +129,9 @@ def test_streams_move_between_buckets(engine, expected, dynamo, compiled: bool) 
     compiles again."""
     decoder = new_decoder(engine, compiled)
     if compiled:
-        from workers.engines.fish_stream import buckets
+        from workers.engines.fast_step import row_buckets
 
-        decoder.warm_up(buckets(STREAMS))
+        decoder.warm_up(row_buckets(STREAMS))
         graphs = dynamo.utils.counters["stats"]["unique_graphs"]
         assert graphs == 3, "one graph per bucket: 1, 2, 4"
         dynamo.config.error_on_recompile = True
@@ -166,7 +166,7 @@ def test_a_failing_compiler_leaves_the_decoder_eager(engine, expected, dynamo, c
         raise RuntimeError("no graphs here")
 
     decoder = new_decoder(engine, compiled=True, backend=broken)
-    with caplog.at_level(logging.WARNING, logger="workers.engines.fish_graphs"):
+    with caplog.at_level(logging.WARNING, logger="workers.engines.fast_step"):
         decoder.warm_up([1, 2])
         result = decode(decoder, {0: TEXTS[0]})
     assert "no graphs here" in decoder.frame_step.failure
@@ -177,27 +177,27 @@ def test_a_failing_compiler_leaves_the_decoder_eager(engine, expected, dynamo, c
 
 def test_the_engine_compiles_every_bucket_at_load_on_the_batcher_s_thread(checkpoint: Path, engine,  # noqa: F811
                                                                           dynamo) -> None:
-    """`compile=True` (on CUDA by default): load compiles each bucket up to max_streams before it returns (the
+    """`step="compiled"`: load compiles each bucket up to max_streams before it returns (the
     worker's "warming up"), on the thread that decodes; speaking then compiles nothing and sounds as the eager
     engine does."""
-    from workers.engines.fish_graphs import CompiledFrameStep
+    from workers.engines.fast_step import FastStep
     from workers.engines.fish_speech import FishSpeechEngine
 
     fish = FishSpeechEngine(checkpoint, device="cpu", max_new_tokens=TOKENS, max_streams=2, greedy=True,
-                            compile=True)
+                            step="compiled")
     threads: list[str] = []
-    original = CompiledFrameStep.__call__
+    original = FastStep.__call__
 
     def recording(self, *args):  # type: ignore[no-untyped-def]
         threads.append(threading.current_thread().name)
         return original(self, *args)
 
-    CompiledFrameStep.__call__ = recording  # type: ignore[method-assign]
+    FastStep.__call__ = recording  # type: ignore[method-assign]
     try:
         fish.load()
     finally:
-        CompiledFrameStep.__call__ = original  # type: ignore[method-assign]
-    assert isinstance(fish.decoder.frame_step, CompiledFrameStep) and fish.decoder.frame_step.failure is None
+        FastStep.__call__ = original  # type: ignore[method-assign]
+    assert fish.decoder.frame_step.mode == "compiled" and fish.decoder.frame_step.failure is None
     assert dynamo.utils.counters["stats"]["unique_graphs"] == 2, "buckets 1 and 2 compiled at load"
     assert threads and set(threads) == {"fish"}, "warmed up on the batcher's thread"
     dynamo.config.error_on_recompile = True
@@ -226,13 +226,13 @@ def test_sampling_compiles_whole_too(engine, dynamo) -> None:  # noqa: F811
     well, with no host sync: compiled, from the same seed, it draws what the eager step draws."""
     import torch
 
-    from workers.engines.fish_graphs import CompiledFrameStep
     from workers.engines.fish_stream import FishSampling, FishStreamDecoder
 
     base = engine.decoder
     decoders = [FishStreamDecoder(base.model, base.codec, base.references, TOKENS, FishSampling(0.7, 0.8, 1.1))
                 for _ in range(2)]
-    compiled = decoders[1].frame_step = CompiledFrameStep(decoders[1].eager_frame_step, "aot_eager", None)
+    decoders[1].use_step("compiled", "aot_eager", None)
+    compiled = decoders[1].frame_step
     decoders[1].warm_up([1])
     dynamo.config.error_on_recompile = True
     codes = []

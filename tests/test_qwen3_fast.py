@@ -261,7 +261,7 @@ def test_the_compiled_step_is_one_graph_per_bucket_and_gives_the_same_codes(wrap
     expected = package_codes
     graphs: list = []
     decoder = greedy_decoder(wrapper, max_streams=3)
-    decoder.compile(backend=counting_backend(graphs), mode=None)
+    decoder.use_step("compiled", counting_backend(graphs), None)
     first = decoder.prefill(request(wrapper, TEXTS[0]))
     assert len(graphs) == 3, "one graph for each of the buckets 1, 2 and 4, built at the first prefill"
     assert decoder.cache.rows == 4
@@ -279,7 +279,7 @@ def test_the_compiled_step_is_one_graph_per_bucket_and_gives_the_same_codes(wrap
             step += 1
     finally:
         torch._dynamo.config.error_on_recompile = previous
-    assert decoder.frame_step.failed is None, decoder.frame_step.failed
+    assert decoder.frame_step.failure is None, decoder.frame_step.failure
     assert len(graphs) == 3, "no graph was built after the warm-up"
     for stream, codes in zip(streams, expected):
         assert np.array_equal(stream.codes().numpy(), codes)
@@ -295,13 +295,13 @@ def test_the_compiled_step_samples_as_the_eager_one(wrapper) -> None:
     def sampled(compiled: bool):  # type: ignore[no-untyped-def]
         decoder = Qwen3StreamDecoder(wrapper, FRAMES + 1)
         if compiled:
-            decoder.compile(backend=counting_backend(graphs), mode=None)
+            decoder.use_step("compiled", counting_backend(graphs), None)
             decoder.prefill(request(wrapper, TEXTS[0]))  # the warm-up (its draws use the generator)
         torch.manual_seed(11)
         stream = decoder.prefill(request(wrapper, TEXTS[1]))
         while not decoder.step([stream])[0][1]:
             pass
-        assert not compiled or decoder.frame_step.failed is None
+        assert not compiled or decoder.frame_step.failure is None
         return stream.codes()
 
     graphs: list = []
@@ -317,14 +317,14 @@ def test_a_step_that_cannot_compile_falls_back_to_eager(wrapper, package_codes,
         raise RuntimeError("this backend compiles nothing")
 
     decoder = greedy_decoder(wrapper)
-    decoder.compile(backend=refusing, mode=None)
-    with caplog.at_level("WARNING", logger="workers.engines.qwen3_compile"):
+    decoder.use_step("compiled", refusing, None)
+    with caplog.at_level("WARNING", logger="workers.engines.fast_step"):
         stream = decoder.prefill(request(wrapper, TEXTS[2]))
         while not decoder.step([stream])[0][1]:
             pass
-    assert decoder.frame_step.failed is not None
+    assert decoder.frame_step.failure is not None
     assert [r.message for r in caplog.records if "decoding eagerly" in r.message] != []
-    assert len([r for r in caplog.records if r.name == "workers.engines.qwen3_compile"]) == 1
+    assert len([r for r in caplog.records if r.name == "workers.engines.fast_step"]) == 1
     assert np.array_equal(stream.codes().numpy(), package_codes[2])
 
 
@@ -335,7 +335,7 @@ def test_the_warm_up_speaks_through_each_model(tmp_path: Path) -> None:
     from workers.engines.qwen3 import Qwen3Engine
 
     folders = {kind: make_tiny_qwen_checkpoint(tmp_path / kind, kind) for kind in ("custom_voice", "base")}
-    engine = Qwen3Engine(folders["custom_voice"], folders["base"], device="cpu", max_new_tokens=4, compile=False)
+    engine = Qwen3Engine(folders["custom_voice"], folders["base"], device="cpu", max_new_tokens=4, step="eager")
     engine.load()
     assert all(batcher.decoder.sampling is None for batcher in engine.batchers.values())
     engine.warm_up()

@@ -80,8 +80,6 @@ class Settings(BaseSettings):
     fish_checkpoint_dir: Path | None = Field(None, description="Fish Speech checkpoints (text2semantic + codec).")
     fish_device: str = Field("auto", description="Fish Speech device: auto (cuda when present), cuda, cpu.")
     fish_max_new_tokens: int = Field(1024, ge=1, description="Upper bound of semantic tokens per sentence.")
-    fish_compile: bool | None = Field(None, description="Fish Speech's compiled frame step (torch.compile; "
-                                      "kernels cached in data_dir/torch-compile); default: on CUDA only.")
     worker_nice: int = Field(0, ge=0, le=19, description="A worker's CPU niceness (make run's batch worker: 10).")
     batch_slots: int = Field(1, ge=1, le=64, description="Jobs of one owner's batches (all of them together) "
                                                          "queued or running at once, oldest batch first; the other "
@@ -107,11 +105,12 @@ class Settings(BaseSettings):
         None, description="A second Qwen3-TTS checkpoint, Base, for cloned voices beside a CustomVoice one.")
     qwen_device: str = Field("auto", description="Qwen3-TTS device: auto (cuda when present), cuda, cpu.")
     qwen_max_new_tokens: int = Field(2048, ge=1, description="Upper bound of codec frames (12.5/s) per sentence.")
-    qwen_compile: bool | None = Field(None, description="Qwen3-TTS's compiled frame step (torch.compile, a CUDA "
-                                      "graph per bucket of streams, built at warm-up; kernels cached in "
-                                      "data_dir/torch-compile); default: on CUDA only.")
     gpu_max_streams: int = Field(8, ge=1, le=256, description="Jobs a GPU worker runs at once, decoded together "
                                  "by one copy of each model (continuous batching).")
+    gpu_step: Literal["auto", "graphs", "compiled", "eager"] = Field(
+        "auto", description="How Fish Speech and Qwen3-TTS run a frame: graphs (CUDA graphs of the eager kernels, "
+        "recorded at warm-up in seconds), compiled (torch.compile + CUDA graphs: minutes per bucket of streams at "
+        "the first start, kernels cached in data_dir/torch-compile) or eager; auto: graphs on CUDA, else eager.")
     job_time_limit_s: int = Field(600, ge=10, description="A synthesis job is stopped after this long.")
     max_queue_depth: int = Field(500, ge=1, description="Jobs that may wait on one queue; beyond it new jobs "
                                  "answer 503 overloaded with Retry-After.")

@@ -44,7 +44,7 @@ def _piper_options(settings: Settings) -> dict[str, Any]:
 def _fish_options(settings: Settings) -> dict[str, Any]:
     return {"checkpoint_dir": settings.fish_checkpoint_dir, "models_dir": settings.models_path,
             "device": settings.fish_device, "max_new_tokens": settings.fish_max_new_tokens,
-            "compile": settings.fish_compile, "compile_cache_dir": settings.data_dir / "torch-compile",
+            "step": settings.gpu_step, "compile_cache_dir": settings.data_dir / "torch-compile",
             "max_streams": settings.gpu_max_streams}
 
 
@@ -52,7 +52,7 @@ def _qwen3_options(settings: Settings) -> dict[str, Any]:
     return {"checkpoint_dir": settings.qwen_checkpoint_dir, "clone_checkpoint_dir": settings.qwen_clone_checkpoint_dir,
             "models_dir": settings.models_path, "device": settings.qwen_device,
             "max_new_tokens": settings.qwen_max_new_tokens, "max_streams": settings.gpu_max_streams,
-            "compile": settings.qwen_compile, "compile_cache_dir": settings.data_dir / "torch-compile"}
+            "step": settings.gpu_step, "compile_cache_dir": settings.data_dir / "torch-compile"}
 
 
 #: Every engine, by name, in the order lists show them.

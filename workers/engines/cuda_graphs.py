@@ -55,7 +55,7 @@ class GraphedStep:
             if static is not None:
                 static.copy_(arg)
         graph.graph.replay()
-        return _clone(graph.output)  # the next replay overwrites the recorded output
+        return clone_outputs(graph.output)  # the next replay overwrites the recorded output
 
     def reset(self) -> None:
         """Forget every graph (the state they write in place was reallocated)."""
@@ -82,8 +82,8 @@ class GraphedStep:
         return recorded
 
 
-def _clone(value: Any) -> Any:
-    """A copy of a step's output (a tensor, or a tuple or list of them) that the next replay cannot overwrite."""
+def clone_outputs(value: Any) -> Any:
+    """A copy of a step's output (a tensor, or a tuple or list of them) that no later replay can overwrite."""
     if isinstance(value, (tuple, list)):
-        return type(value)(_clone(item) for item in value)
+        return type(value)(clone_outputs(item) for item in value)
     return value.clone() if hasattr(value, "clone") else value

@@ -10,8 +10,8 @@ Here one `StreamBatcher` thread drives `FishStreamDecoder` (`workers/engines/fis
 `max_streams` sentences (one per job a GPU worker runs at once, `LOCKN_GPU_MAX_STREAMS`) are decoded together a
 frame at a time with the package's prompt and sampling, and each one's audio is yielded every few frames (the
 first after 4 frames, 0.19 s of speech) instead of once its sentence is done. On CUDA the decoder's frame step
-runs as CUDA graphs, one per bucket of streams (1, 2, 4, … up to `max_streams`), compiled and recorded while the
-engine loads (`workers/engines/fish_graphs.py`); `LOCKN_FISH_COMPILE=0` decodes eagerly.
+is replayed from CUDA graphs, one per bucket of streams (1, 2, 4, … up to `max_streams`), recorded (or compiled:
+`LOCKN_GPU_STEP`) while the engine loads (`workers/engines/fast_step.py`).
 
 The checkpoint folder holds `config.json`, `model.pth`, `tokenizer.tiktoken`,
 `special_tokens.json` (text-to-semantic) and `codec.pth` with either `codec_config.yaml`
@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import logging
-import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,8 @@ import numpy as np
 
 from backend.media.engine import Engine, EngineInfo, ReferenceVoice, SynthesisOptions, VoiceInfo
 from backend.media.model_catalog import FISH_REQUIRED_FILES, no_weights_reason, pulled
-from workers.engines.fish_stream import FishRequest, FishSampling, FishStreamDecoder, buckets
+from workers.engines.fast_step import StepMode, row_buckets, step_options
+from workers.engines.fish_stream import FishRequest, FishSampling, FishStreamDecoder
 from workers.engines.stream_batcher import StreamBatcher
 
 #: The built-in voice: Fish Speech without a reference speaks in a voice of its own choosing.
@@ -42,26 +40,24 @@ DEFAULT_VOICE = VoiceInfo(id="fish-default", name="Fish Speech default (zero-sho
                           language="en")
 #: Generation settings within the ranges the package's ServeTTSRequest accepts.
 SAMPLING = FishSampling(temperature=0.7, top_p=0.8, repetition_penalty=1.1)
-log = logging.getLogger(__name__)
 
 
 class FishSpeechEngine(Engine):
     name = "fish"
 
     def __init__(self, checkpoint_dir: Path | None, device: str = "auto", max_new_tokens: int = 1024,
-                 compile: bool | None = None, compile_cache_dir: Path | None = None,
+                 step: StepMode = "auto", compile_cache_dir: Path | None = None,
                  models_dir: Path | None = None, max_streams: int = 1, greedy: bool = False) -> None:
         """`checkpoint_dir`: the weights' folder; without one, the `fish` model pulled under `models_dir` (the
         models folder, `LOCKN_MODELS_DIR`), when there is one. `device`: cuda, cpu, or auto (cuda when present);
         `max_new_tokens` bounds one sentence's generation; `max_streams`: sentences decoded together;
-        `greedy`: always the likeliest token (tests). `compile`: the decoder's frame step compiled, on CUDA as
-        one CUDA graph per bucket of streams (`fish_graphs.py`), by default on CUDA only: eager decoding is
-        launch-bound (seen on an H200: 14 frames/s for one stream); `compile_cache_dir` keeps the compiled
-        kernels between worker starts (TorchInductor's cache)."""
+        `greedy`: always the likeliest token (tests). `step`: how the decoder's frame step runs (`fast_step`:
+        graphs, compiled or eager; `auto`: CUDA graphs on CUDA), since eager decoding is launch-bound (seen on an
+        H200: 14 frames/s for one stream); `compile_cache_dir` keeps compiled kernels between worker starts."""
         if checkpoint_dir is None and models_dir is not None:
             checkpoint_dir = pulled(models_dir, self.name)
         self.checkpoint_dir, self.wanted_device, self.max_new_tokens = checkpoint_dir, device, max_new_tokens
-        self.compile, self.compile_cache_dir = compile, compile_cache_dir
+        self.step, self.compile_cache_dir = step, compile_cache_dir
         self.max_streams, self.greedy = max_streams, greedy
         self.codec: Any = None  # the package's DAC codec, once loaded
         self.decoder: FishStreamDecoder | None = None
@@ -97,30 +93,10 @@ class FishSpeechEngine(Engine):
         self.decoder = FishStreamDecoder(model, self.codec, lambda clips: references.load_by_hash(clips, "on"),
                                          self.max_new_tokens, sampling, precision, self.max_streams)
         self.batcher = StreamBatcher(self.decoder, self.max_streams, name="fish")
-        compile = self._device.startswith("cuda") if self.compile is None else self.compile
-        if compile:
-            self._compile(self.decoder, self.batcher)
-
-    def _compile(self, decoder: FishStreamDecoder, batcher: StreamBatcher) -> None:
-        """The frame step compiled (on CUDA: CUDA graphs), every bucket of streams up to `max_streams` compiled
-        and recorded now, while the worker says "warming up", on the batcher's thread (CUDA graphs belong to the
-        thread that records them). A failure leaves the decoder eager, with one log line
-        (`CompiledFrameStep`); `compile_cache_dir` keeps the kernels for the next start."""
-        from workers.engines.fish_graphs import CompiledFrameStep
-
-        if self.compile_cache_dir is not None:
-            self.compile_cache_dir.mkdir(parents=True, exist_ok=True)
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.compile_cache_dir))
-        cuda = self._device.startswith("cuda")  # as the package's init_model: CUDA graphs on CUDA only
-        step = CompiledFrameStep(decoder.eager_frame_step, "inductor" if cuda else "aot_eager",
-                                 "reduce-overhead" if cuda else None)
-        decoder.frame_step = step
-        sizes, started, skipped = buckets(self.max_streams), time.perf_counter(), step.graph_skips()
-        batcher.call(lambda: decoder.warm_up(sizes))
-        if step.failure is None:
-            log.info("Fish Speech: frame step compiled for %s stream(s) at once in %.1f s%s", sizes,
-                     time.perf_counter() - started,
-                     f"; graphs compiled without CUDA graphs: {step.graph_skips() - skipped}" if cuda else "")
+        self.decoder.use_step(*step_options(self.step, self._device, self.compile_cache_dir))
+        # Every bucket of streams built now, while the worker says "warming up", on the batcher's thread (the thread
+        # that replays them: CUDA graph trees belong to the thread that records them).
+        self.batcher.call(lambda: self.decoder.warm_up(row_buckets(self.max_streams)))
 
     def describe(self) -> EngineInfo:
         rate = self.codec.sample_rate if self.codec is not None else 44100

@@ -17,11 +17,11 @@ the loop itself so that `StreamBatcher` can add and remove streams between frame
 - a stream ends on `<|im_end|>` or at its `max_new_tokens` (clipped to the model's `max_seq_len` as the
   package does); its final token is never heard, as in the package (the end token, or the frame the limit cut).
 
-Fixed shapes (what CUDA graphs need: `workers/engines/fish_graphs.py` records one per bucket): the cache is
+Fixed shapes (what CUDA graphs need: `workers/engines/fast_step.py` records one per bucket): the cache is
 allocated once, its capacity enough for the longest prompt the package takes plus `max_new_tokens`, its rows a
 power of two (grown, rarely, only if a request or a batch ever needs more). The frame step always runs over a
-whole bucket of rows (1, 2, 4, 8, … : `bucket`), the rows past the live ones reading a harmless frame at position 0
-of their own free row (their output thrown away), and attends over the whole capacity with a per-row mask. So
+whole bucket of rows (1, 2, 4, 8, …: `row_bucket`), the rows past the live ones reading a harmless frame at
+position 0 of their own free row (their output thrown away), and attends over the whole capacity with a per-row mask. So
 within a bucket its inputs never change shape, and inside it nothing syncs with the host or branches on a value.
 
 Audio: the codec's decoder (modded DAC) is causal throughout: its codes-rate transformer attends to at most
@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from workers.engines.fast_step import FastStep, round_up, row_bucket
 from workers.engines.stream_audio import ChunkSchedule
 
 #: Frames before the first piece leaves (21.5 frames per second: 0.19 s), and between later pieces (0.74 s).
@@ -57,16 +58,6 @@ RESIDUAL_CODES = 1024
 PROMPT_MARGIN = 2048
 #: Cache capacities are whole multiples of this.
 CAPACITY_STEP = 256
-
-
-def bucket(rows: int) -> int:
-    """The rows a frame step runs over for `rows` live streams: the next power of two (one graph per bucket)."""
-    return 1 << max(0, rows - 1).bit_length()
-
-
-def buckets(max_streams: int) -> list[int]:
-    """Every bucket up to the one `max_streams` streams use: 1, 2, 4, … (what a warm-up compiles)."""
-    return [1 << power for power in range(bucket(max_streams).bit_length())]
 
 
 @dataclass(frozen=True)
@@ -152,10 +143,18 @@ class FishStreamDecoder:
         self._cache: list[tuple[Any, Any]] = []  # per slow layer: keys, values [rows, heads, capacity, head_dim]
         prompts = self.config.max_seq_len - PROMPT_MARGIN  # the longest prompt `encode` lets through
         with torch.inference_mode():  # made in inference mode: only there may it change
-            self._grow(bucket(max_streams), _round_up(min(self.config.max_seq_len, prompts + max_new_tokens),
+            self._grow(row_bucket(max_streams), round_up(min(self.config.max_seq_len, prompts + max_new_tokens),
                                                       CAPACITY_STEP))
-        #: The compiled (or plain) frame function: the slow transformer's step plus the codebooks' draws.
-        self.frame_step: Callable[..., Any] = self.eager_frame_step
+        #: The frame step as it runs (`use_step`): the slow transformer's step plus the codebooks' draws.
+        self.frame_step = FastStep(self.eager_frame_step, "eager", "Fish Speech")
+
+    def use_step(self, mode: str, backend: Any = "inductor", compile_mode: str | None = "reduce-overhead") -> None:
+        """Run the frame step as `mode` (`fast_step.FastStep`: graphs, compiled or eager); compiled, attention is
+        left to the math kernel, which Inductor fuses (as the package's own compiled loop does)."""
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        self.frame_step = FastStep(self.eager_frame_step, mode, "Fish Speech", backend, compile_mode,
+                                   context=lambda: sdpa_kernel(SDPBackend.MATH))
 
     # ----- prefill ---------------------------------------------------------------------------------------------
 
@@ -213,7 +212,7 @@ class FishStreamDecoder:
         ordered = sorted(streams, key=lambda stream: stream.row)
         if [stream.row for stream in ordered] != list(range(len(ordered))):
             raise RuntimeError("the batch's cache rows and its live streams disagree")
-        frames = self.frame_step(*self._step_inputs(ordered, bucket(len(ordered))))[:len(ordered)]
+        frames = self.frame_step(*self._step_inputs(ordered, row_bucket(len(ordered))))[:len(ordered)]
         for stream, frame, main in zip(ordered, frames, frames[:, 0].tolist()):  # one device sync per step
             stream.tokens[:, stream.made] = frame
             stream.made += 1
@@ -236,26 +235,23 @@ class FishStreamDecoder:
     def eager_frame_step(self, inputs: Any, positions: Any, windows: Any) -> Any:
         """The batch's rows 0…n-1 read their newest frames `inputs` [n, 1 + C, 1], each at its own position
         (`positions` [n]), attending to its own cache columns only; → the next frames [n, 1 + C]. The one
-        function `fish_graphs` compiles: within a bucket (n) every shape is fixed, nothing syncs with the host."""
+        function `use_step` hands to `FastStep`: within a bucket (n) every shape is fixed, nothing syncs with the host."""
         capacity = self._cache[0][0].shape[2]
         freqs = self.model.freqs_cis[positions].unsqueeze(1)
         mask = (self.torch.arange(capacity, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
         logits, hidden = self._slow(inputs, freqs, mask, self._step_store(positions))
         return self._codebooks(logits, hidden, windows)
 
-    def warm_up(self, sizes: Sequence[int], calls: int = 3) -> None:
-        """Run the frame step `calls` times over each bucket in `sizes`, every row a dummy one (so before any
-        stream starts): a compiled step compiles each bucket's graph here, and CUDA graphs warm up and record
-        (their second call), instead of in the first requests. Run it on the thread that will decode."""
+    def warm_up(self, sizes: Sequence[int]) -> float:
+        """Build the frame step for each bucket in `sizes` (`FastStep.warm`), every row a dummy one (so before any
+        stream starts): graphs are recorded and compiled steps compiled here, not in the first requests. Run it on
+        the thread that will decode (CUDA graph trees belong to it). → seconds taken."""
         if self._rows:
             raise RuntimeError("warm up before any stream starts: every row is written at position 0")
-        torch = self.torch
-        with torch.inference_mode():
+        with self.torch.inference_mode():
             if max(sizes) > self._cache[0][0].shape[0]:
                 self._grow(max(sizes), self._cache[0][0].shape[2])
-            for size in sizes:
-                for _ in range(calls):
-                    self.frame_step(*self._step_inputs([], size))
+            return self.frame_step.warm(lambda size: self._step_inputs([], size), sizes)
 
     def _check_end(self, stream: FishStream, main: int) -> None:
         """The package's stop: the end token drawn (`main`: the newest frame's main token), or the limit reached."""
@@ -355,7 +351,7 @@ class FishStreamDecoder:
         `max_streams` was right: the capacity fits any request)."""
         rows, capacity = self._cache[0][0].shape[0], self._cache[0][0].shape[2]
         if len(self._rows) >= rows or length > capacity:
-            self._grow(max(rows, bucket(len(self._rows) + 1)), max(capacity, _round_up(length, CAPACITY_STEP)))
+            self._grow(max(rows, row_bucket(len(self._rows) + 1)), max(capacity, round_up(length, CAPACITY_STEP)))
         stream.row = len(self._rows)
         self._rows.append(stream)
 
@@ -376,6 +372,8 @@ class FishStreamDecoder:
             torch._dynamo.mark_static_address(values)
             grown.append((keys, values))
         self._cache = grown
+        if hasattr(self, "frame_step"):
+            self.frame_step.forget_graphs()
 
     def _free_row(self, stream: FishStream) -> None:
         """Take `stream`'s row back; the last row moves into it, so the live rows stay 0…n-1."""
@@ -507,7 +505,3 @@ def _rotary(x: Any, freqs: Any) -> Any:
     rotated = torch.stack([shaped[..., 0] * freqs[..., 0] - shaped[..., 1] * freqs[..., 1],
                            shaped[..., 1] * freqs[..., 0] + shaped[..., 0] * freqs[..., 1]], -1)
     return rotated.flatten(3).type_as(x)
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple

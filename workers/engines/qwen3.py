@@ -34,7 +34,7 @@ from backend.media.engine import (
     Engine, EngineInfo, ReferenceVoice, SynthesisError, SynthesisOptions, VoiceInfo,
 )
 from backend.media.model_catalog import QWEN_REQUIRED_FILES, no_weights_reason, qwen_checkpoints
-from workers.engines.qwen3_compile import use_kernel_cache
+from workers.engines.fast_step import StepMode, step_options
 from workers.engines.qwen3_stream import Qwen3StreamDecoder, QwenRequest
 from workers.engines.stream_batcher import StreamBatcher
 
@@ -54,22 +54,22 @@ class Qwen3Engine(Engine):
 
     def __init__(self, checkpoint_dir: Path | None, clone_checkpoint_dir: Path | None = None,
                  device: str = "auto", max_new_tokens: int = 2048, max_streams: int = 1,
-                 greedy: bool = False, models_dir: Path | None = None, compile: bool | None = None,
+                 greedy: bool = False, models_dir: Path | None = None, step: StepMode = "auto",
                  compile_cache_dir: Path | None = None) -> None:
         """`checkpoint_dir` (CustomVoice or Base) and `clone_checkpoint_dir` (Base, beside a CustomVoice one): the
         weights' folders; those not given are found among the models pulled under `models_dir` (the models
         folder, `LOCKN_MODELS_DIR`), when there is one. `device`: cuda, cpu, or auto (cuda when present);
         `max_new_tokens` bounds one sentence's codec frames; `max_streams`: sentences decoded together per model;
-        `greedy`: always the likeliest token (tests). `compile`: the decoder's frame step through torch.compile
-        (a CUDA graph per bucket of streams, built during the warm-up sentence), by default on CUDA only: eager
+        `greedy`: always the likeliest token (tests). `step`: how the decoder's frame step runs (`fast_step`:
+        graphs, compiled or eager; `auto`: CUDA graphs on CUDA; built during the warm-up sentence), since eager
         decoding is launch-bound (seen on an H200: RTF 2.3 for one stream of the 1.7B model);
-        `compile_cache_dir` keeps the compiled kernels between worker starts (TorchInductor's cache)."""
+        `compile_cache_dir` keeps compiled kernels between worker starts (TorchInductor's cache)."""
         if models_dir is not None:
             checkpoint_dir, clone_checkpoint_dir = qwen_checkpoints(checkpoint_dir, clone_checkpoint_dir, models_dir)
         self.folders = [Path(d) for d in (checkpoint_dir, clone_checkpoint_dir) if d is not None]
         self.wanted_device, self.max_new_tokens = device, max_new_tokens
         self.max_streams, self.greedy = max_streams, greedy
-        self.compile, self.compile_cache_dir = compile, compile_cache_dir
+        self.step, self.compile_cache_dir = step, compile_cache_dir
         self._models: dict[str, Any] = {}  # tts_model_type ("custom_voice", "base") → Qwen3TTSModel
         self.batchers: dict[str, StreamBatcher] = {}  # tts_model_type → the thread that decodes its streams
         self._device = "cpu"
@@ -138,7 +138,6 @@ class Qwen3Engine(Engine):
         qwen3_tts_model = _import_qwen_tts()
         self._device = self.choose_device()
         dtype = torch.bfloat16 if self._device.startswith("cuda") else torch.float32
-        compile = self._device.startswith("cuda") if self.compile is None else self.compile
         for folder in self.folders:
             model = qwen3_tts_model.from_pretrained(str(folder), dtype=dtype, device_map=self._device)
             # The talker generates codec frames; without its pad id transformers warns on every sentence.
@@ -146,9 +145,7 @@ class Qwen3Engine(Engine):
             kind = str(model.model.tts_model_type)
             self._models[kind] = model
             decoder = Qwen3StreamDecoder(model, self.max_new_tokens, greedy=self.greedy, max_streams=self.max_streams)
-            if compile:
-                use_kernel_cache(self.compile_cache_dir)
-                decoder.compile()
+            decoder.use_step(*step_options(self.step, self._device, self.compile_cache_dir))
             self.batchers[kind] = StreamBatcher(decoder, self.max_streams, name=f"qwen3-{kind}")
 
     def warm_up(self) -> None:

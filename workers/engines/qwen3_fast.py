@@ -27,26 +27,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from workers.engines.fast_step import row_bucket
+
 #: Columns a talker row holds beyond the most frames a stream may make: the longest prompt allowed (the package's
 #: prompt for a sentence is a few dozen tokens; a clone's in-context prompt adds its reference clip's codes, 12.5
 #: per second, and transcript).
 MAX_PROMPT_TOKENS = 1024
-#: Row counts a step is shaped for (a compiled step per bucket); past the last, buckets double.
-ROW_BUCKETS = (1, 2, 4, 8, 16, 32)
-
-
-def row_bucket(rows: int) -> int:
-    """The smallest bucket holding `rows` live rows (the rest of the bucket are dummy rows)."""
-    bucket = next((size for size in ROW_BUCKETS if size >= rows), ROW_BUCKETS[-1])
-    while bucket < rows:
-        bucket *= 2
-    return bucket
-
-
-def round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
 # ----- sampling ------------------------------------------------------------------------------------------------
 
 

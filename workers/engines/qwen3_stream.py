@@ -12,8 +12,8 @@ instruction or a clone prompt) and its sampling rules, and runs the talker loop 
   through the talker in one batched step over a fixed-capacity key/value cache with a row per stream
   (`qwen3_fast.TalkerRows`), and each stream draws its next codebook-0 token (repetition penalty, suppressed
   control tokens, no end in the first two frames: the package's rules). The step's shapes depend only on the
-  bucket of rows (1, 2, 4, 8 …), so one frame of a bucket is one fixed graph (`compile`: a CUDA graph per
-  bucket, `qwen3_compile`); one device sync per step reads the frames back;
+  bucket of rows (1, 2, 4, 8 …), so one frame of a bucket is one fixed graph (`use_step`: a CUDA graph per
+  bucket, `fast_step`); one device sync per step reads the frames back;
 - audio: the 12 Hz tokenizer's decoder is causal, so a few new frames decoded with `LEFT_CONTEXT_FRAMES` frames
   before them give the samples of those frames (the package's own `chunked_decode` does the same with 300-frame
   chunks). First audio leaves after `FIRST_CHUNK_FRAMES` frames (0.16 s of speech), then every `CHUNK_FRAMES`.
@@ -25,21 +25,18 @@ the last row moves into. Greedy decoding (the tests) gives every stream the same
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from workers.engines.qwen3_compile import CompiledFrame
+from workers.engines.fast_step import FastStep, round_up, row_bucket, row_buckets
 from workers.engines.qwen3_fast import (
-    MAX_PROMPT_TOKENS, CodePredictorLoop, Draw, TalkerRows, round_up, row_bucket, sample_tokens, talker_step,
+    MAX_PROMPT_TOKENS, CodePredictorLoop, Draw, TalkerRows, sample_tokens, talker_step,
 )
 from workers.engines.stream_audio import ChunkSchedule
 
-log = logging.getLogger(__name__)
 
 #: Frames of audio before the first chunk leaves (12.5 frames per second: 0.16 s), and between later chunks.
 FIRST_CHUNK_FRAMES = 2
@@ -144,13 +141,13 @@ class Qwen3StreamDecoder:
         self._predictor: CodePredictorLoop | None = None  # made with the sampling settings (first prefill)
         self._blocked: Any = None  # [V] bool: the tokens the package never lets the talker draw
         self._draw: Draw | None = None
-        #: The function one step runs for a bucket of rows (`_frame`, or its compiled form: `compile`).
-        self.frame_step: Callable[..., Any] = self._frame
+        #: The frame step as it runs for a bucket of rows (`use_step`).
+        self.frame_step = FastStep(self._frame, "eager", "Qwen3-TTS")
 
-    def compile(self, backend: Any = "inductor", mode: str | None = "reduce-overhead") -> None:
-        """Run the frame step compiled (`qwen3_compile.CompiledFrame`), built for every bucket of rows when the
-        first prompt arrives (see `_warm`)."""
-        self.frame_step = CompiledFrame(self._frame, backend, mode)
+    def use_step(self, mode: str, backend: Any = "inductor", compile_mode: str | None = "reduce-overhead") -> None:
+        """Run the frame step as `mode` (`fast_step.FastStep`: graphs, compiled or eager), built for every bucket
+        of rows when the first prompt arrives (see `_warm`)."""
+        self.frame_step = FastStep(self._frame, mode, "Qwen3-TTS", backend, compile_mode)
 
     def capture_prompt(self, run_generate: Callable[[], Any]) -> dict[str, Any]:
         """The talker inputs the package builds when `run_generate` calls one of its `generate_*` methods."""
@@ -210,19 +207,13 @@ class Qwen3StreamDecoder:
         self._warm()
 
     def _warm(self) -> None:
-        """With a compiled step, build every bucket's graph now, on dummy rows: the first prompt has just set the
-        sampling the graphs hold, no stream is in the batch yet, and this runs within the engine's warm-up
-        sentence (the worker still says "warming"). The cache takes its full size here, so it never moves."""
-        warm = getattr(self.frame_step, "warm", None)
-        if warm is None:
+        """Unless eager, build every bucket's step now, on dummy rows: the first prompt has just set the sampling
+        the graphs hold, no stream is in the batch yet, and this runs within the engine's warm-up sentence (the
+        worker still says "warming"). The cache takes its full size here, so it never moves."""
+        if self.frame_step.mode == "eager":
             return
-        started = time.monotonic()
         self.cache.reserve(self.max_streams)
-        buckets = sorted({row_bucket(rows) for rows in range(1, self.max_streams + 1)})
-        warm(self._dummy_arguments, buckets)
-        if self.frame_step.failed is None:
-            log.info("Qwen3-TTS: compiled frame step built for %s rows in %.0f s",
-                     ", ".join(map(str, buckets)), time.monotonic() - started)
+        self.frame_step.warm(self._dummy_arguments, row_buckets(self.max_streams))
 
     def _dummy_arguments(self, bucket: int) -> tuple:
         """A step's inputs for `bucket` rows that hold no stream (position 0, token 0, zero states)."""
@@ -270,7 +261,7 @@ class Qwen3StreamDecoder:
         as the package sums them) plus the row's text embedding [b, D] go through the talker at `positions` [b];
         the next token is drawn with the penalty's memory `seen` [b, V] and the count `drawn` [b].
         → frames [b, Q], the talker's new hidden states [b, D], the next tokens [b]. The one function
-        `qwen3_compile` hands to torch.compile."""
+        `use_step` hands to `FastStep`."""
         torch = self.torch
         token_hidden = self.talker.get_input_embeddings()(tokens.unsqueeze(1))
         codes = self._predictor(past_hidden.unsqueeze(1), token_hidden)
@@ -309,7 +300,10 @@ class Qwen3StreamDecoder:
     def _join(self, stream: QwenStream) -> None:
         if stream.prefilled is None:
             raise RuntimeError("a Qwen3-TTS stream rejoined the batch after leaving it")
+        rows = self.cache.rows
         self.cache.reserve(len(self._rows) + 1)
+        if self.cache.rows != rows:  # the cache moved: graphs recorded over the old one would write there
+            self.frame_step.forget_graphs()
         stream.row = len(self._rows)
         self._rows.append(stream)
         legacy, hidden, token, seen = stream.prefilled

@@ -1,0 +1,165 @@
+"""How a batched engine runs its frame step on a GPU: replayed from CUDA graphs, compiled, or eagerly.
+
+Eager, one frame of Fish Speech or Qwen3-TTS is a few thousand small kernels, each launched from Python (measured
+on an H200: Fish 14 frames/s for one stream, Qwen3-TTS 1.7B RTF 2.3, the card mostly idle). Both decoders shape
+their frame step for replay (`FishStreamDecoder.eager_frame_step`, `Qwen3StreamDecoder._frame`): fixed shapes for
+each bucket of rows (1, 2, 4, … streams: `row_bucket`), the cache allocated once and written in place, nothing read
+back on the host inside. `FastStep` then runs it in one of three modes, `LOCKN_GPU_STEP`:
+
+- `graphs` (what `auto` picks on CUDA): the eager kernels recorded once per bucket and replayed with one launch
+  (`cuda_graphs.GraphedStep`): ready in seconds, no compiler;
+- `compiled`: `torch.compile(mode="reduce-overhead", fullgraph=True, dynamic=False)`: Inductor fuses the kernels
+  and records CUDA graphs of them (fish-speech's own fast path), at the price of minutes of compiling per bucket
+  at the first start (kept in `data/torch-compile` for the next: `use_kernel_cache`); on a CPU it traces with
+  `aot_eager` (what the tests use to prove the step is one whole graph);
+- `eager`: the step as written (what `auto` picks on a CPU).
+
+Every bucket up to `LOCKN_GPU_MAX_STREAMS` is built by the decoder's warm-up, on the batcher's thread, while the
+worker says "warming up". Failure is never fatal: the first time recording, compiling or replaying raises, one
+log line says why and the step runs eagerly from then on (re-running a step writes the same cache cells).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any, Literal
+
+from workers.engines.cuda_graphs import GraphedStep, clone_outputs
+
+log = logging.getLogger(__name__)
+
+StepMode = Literal["auto", "graphs", "compiled", "eager"]
+#: Graphs dynamo may keep for one step function (its default is 8): a bucket each up to 32 rows, for each model
+#: sharing the function's code (Qwen's CustomVoice and Base).
+RECOMPILE_LIMIT = 64
+#: Calls per bucket at warm-up: cudagraph trees run a function once eagerly, record it on the next call and replay
+#: it from the third (a `GraphedStep` records on its first).
+WARM_CALLS = 3
+#: How much of a compiler's (multi-line, often long) message the one log line keeps.
+FAILURE_CHARS = 300
+
+
+def row_bucket(rows: int) -> int:
+    """The rows a frame step runs over for `rows` live streams: the next power of two (one graph per bucket)."""
+    return 1 << max(0, rows - 1).bit_length()
+
+
+def row_buckets(max_streams: int) -> list[int]:
+    """Every bucket up to the one `max_streams` streams use: 1, 2, 4, … (what a warm-up builds)."""
+    return [1 << power for power in range(row_bucket(max_streams).bit_length())]
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def resolve_mode(mode: StepMode, device: str) -> str:
+    """`auto`: CUDA graphs on a CUDA device, eager elsewhere (a CPU has no graphs to replay)."""
+    if mode == "auto":
+        return "graphs" if device.startswith("cuda") else "eager"
+    return mode
+
+
+class FastStep:
+    """`eager` (a decoder's frame step) run as `mode` ("graphs", "compiled" or "eager"); for good eagerly after the
+    first failure, which `failure` then names. `engine` names the engine in the log line; `backend` and
+    `compile_mode` are torch.compile's (inductor and reduce-overhead on CUDA; the CPU tests pass aot_eager and
+    None); `context` wraps each compiled call (Fish's math attention, which Inductor fuses)."""
+
+    def __init__(self, eager: Callable[..., Any], mode: str, engine: str, backend: Any = "inductor",
+                 compile_mode: str | None = "reduce-overhead",
+                 context: Callable[[], AbstractContextManager] = nullcontext) -> None:
+        self.eager, self.mode, self.engine, self.context = eager, mode, engine, context
+        self.failure: str | None = None
+        self._marks_steps = mode == "compiled" and compile_mode == "reduce-overhead"
+        self.fast: Callable[..., Any] | None = None
+        if mode == "compiled":
+            self.fast = _compiled(eager, backend, compile_mode)
+        elif mode == "graphs":
+            self.fast = GraphedStep(eager)
+        elif mode != "eager":
+            raise ValueError(f"unknown frame step mode {mode!r}: graphs, compiled or eager")
+
+    def __call__(self, *args: Any) -> Any:
+        if self.fast is not None and self.failure is None:
+            try:
+                return self._run(*args)
+            except Exception as exc:  # noqa: BLE001 - any failure to record, compile or replay: serve eagerly
+                self.failure = " ".join(f"{type(exc).__name__}: {exc}".split())[:FAILURE_CHARS]  # one line
+                log.warning("%s: the %s frame step failed (%s); decoding eagerly from now on", self.engine,
+                            self.mode, self.failure)
+        return self.eager(*args)
+
+    def _run(self, *args: Any) -> Any:
+        if self._marks_steps:  # a new frame: the last replay's outputs are dead (they were copied out)
+            import torch
+
+            torch.compiler.cudagraph_mark_step_begin()
+        with self.context():
+            output = self.fast(*args)  # type: ignore[misc]
+        # A compiled graph's outputs live in memory its next replay overwrites; a GraphedStep copies its own.
+        return output if self.mode == "graphs" else clone_outputs(output)
+
+    def warm(self, arguments: Callable[[int], tuple], buckets: Iterable[int]) -> float:
+        """Build each bucket now (`arguments(bucket)`: inputs of dummy rows, whose results are thrown away), with
+        one log line saying how long it took; → seconds taken. Eager: nothing to build."""
+        started, skipped, buckets = time.perf_counter(), self.graph_skips(), list(buckets)
+        if self.fast is None:
+            return 0.0
+        for bucket in buckets:
+            for _ in range(WARM_CALLS):
+                self(*arguments(bucket))
+                if self.failure is not None:
+                    return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        skips = self.graph_skips() - skipped
+        log.info("%s: %s frame step built for %s stream(s) at once in %.1f s%s", self.engine, self.mode,
+                 ", ".join(map(str, buckets)), seconds,
+                 f"; {skips} compiled without CUDA graphs (Inductor's warning says why)" if skips else "")
+        return seconds
+
+    def forget_graphs(self) -> None:
+        """The state the step writes in place was reallocated: recorded CUDA graphs would write the old memory."""
+        reset = getattr(self.fast, "reset", None)
+        if reset is not None:
+            reset()
+
+    def graph_skips(self) -> int:
+        """Graphs Inductor compiled without CUDA graphs so far in this process (its own warning says why)."""
+        from torch._dynamo.utils import counters
+
+        return int(counters["inductor"]["cudagraph_skips"])
+
+
+def step_options(mode: StepMode, device: str, kernel_cache: Path | None) -> tuple[str, Any, str | None]:
+    """`FastStep`'s mode, backend and compile mode for a decoder on `device` (Inductor and CUDA graphs on CUDA;
+    `aot_eager`, which traces but compiles nothing, on a CPU); a compiled step keeps its kernels in `kernel_cache`."""
+    mode = resolve_mode(mode, device)
+    if mode == "compiled":
+        use_kernel_cache(kernel_cache)
+    cuda = device.startswith("cuda")
+    return mode, "inductor" if cuda else "aot_eager", "reduce-overhead" if cuda else None
+
+
+def use_kernel_cache(folder: Path | None) -> None:
+    """Keep TorchInductor's compiled kernels in `folder` (the data dir), so a worker's restart reuses them; an
+    operator's own TORCHINDUCTOR_CACHE_DIR wins."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder))
+
+
+def _compiled(eager: Callable[..., Any], backend: Any, compile_mode: str | None) -> Callable[..., Any]:
+    import torch
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, max(getattr(dynamo_config, name), RECOMPILE_LIMIT))
+    options = {"mode": compile_mode} if compile_mode else {}
+    return torch.compile(eager, backend=backend, fullgraph=True, dynamic=False, **options)
