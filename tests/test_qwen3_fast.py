@@ -237,6 +237,27 @@ def test_streams_that_join_leave_and_rejoin_rows_keep_their_codes(wrapper, packa
         assert np.array_equal(stream.codes().numpy(), codes)
 
 
+def test_pieces_due_together_are_decoded_in_one_call_as_each_alone(wrapper) -> None:
+    """Audio pieces of several streams due in the same step go through the tokenizer's decoder in one batched
+    call (windows of different widths padded on the right, which its causal layers never see): each piece is
+    what decoding that stream's window alone gives. Three streams of different lengths, pieces with and without
+    left context."""
+    decoder = greedy_decoder(wrapper, max_streams=3)
+    streams = [decoder.prefill(request(wrapper, text)) for text in TEXTS]
+    active = list(streams)
+    while active:
+        for stream, (_, finished) in zip(list(active), decoder.step(active)):
+            if finished:
+                active.remove(stream)
+    wanted = [(streams[0], 0, 2), (streams[1], 10, 18), (streams[2], 14, 24)]
+    together = decoder.decode_pieces(wanted)
+    assert len(together) == 3
+    for stream, start, end in wanted:
+        alone = decoder.decode_pieces([(stream, start, end)])[stream]
+        assert together[stream].shape == alone.shape == ((end - start) * decoder.upsample,)
+        assert np.allclose(together[stream], alone, atol=1e-6), float(np.abs(together[stream] - alone).max())
+
+
 # ----- the compiled step -----------------------------------------------------------------------------------------
 
 

@@ -235,16 +235,15 @@ class Qwen3StreamDecoder:
                 cache.seen[:bucket], cache.drawn[:bucket])
             cache.advance(live, tokens, hidden)
             read = torch.cat((frames[:live], tokens[:live, None]), dim=1).tolist()  # the step's one sync
-            results = []
+            ended = []
             for stream in streams:
                 row = read[stream.row]
                 stream.frames.append(frames[stream.row])
                 stream.firsts.append(row[0])
                 # The next token drawn ends the stream (the package stops there: its end frame is never made),
                 # as does its frame limit.
-                done = row[-1] == self.eos or len(stream.frames) >= stream.max_frames
-                results.append((self._audio(stream, done), done))
-        return results
+                ended.append(row[-1] == self.eos or len(stream.frames) >= stream.max_frames)
+            return list(zip(self._audio(streams, ended), ended))
 
     def _texts(self, bucket: int) -> Any:
         """What each row reads with its frame [bucket, D]: the next text embedding, or the pad once the text is
@@ -330,32 +329,48 @@ class Qwen3StreamDecoder:
 
     # ----- audio ------------------------------------------------------------------------------------------------
 
-    def _audio(self, stream: QwenStream, finished: bool) -> list[np.ndarray]:
-        """The samples of the frames not yet decoded, when enough have gathered (or the stream ended)."""
-        frames = self._heard(stream)
-        due = SCHEDULE.due(stream.decoded_frames, len(frames), finished)
-        if due is None:
-            return []
-        chunk = self.decode_frames(stream, frames, *due)
-        stream.decoded_frames = due[1]
-        return [chunk]
+    def _audio(self, streams: Sequence[QwenStream], ended: list[bool]) -> list[list[np.ndarray]]:
+        """Each stream's piece of audio, if one is due (enough frames gathered, or the stream ended): all due
+        pieces decoded in one batched call of the tokenizer's decoder."""
+        due = [(stream, SCHEDULE.due(stream.decoded_frames, len(self._heard(stream)), finished))
+               for stream, finished in zip(streams, ended)]
+        pieces = self.decode_pieces([(stream, *span) for stream, span in due if span is not None])
+        for stream, span in due:
+            if span is not None:
+                stream.decoded_frames = span[1]
+        return [[pieces[stream]] if stream in pieces else [] for stream in streams]
 
     def _heard(self, stream: QwenStream) -> list:
         """The stream's frames a listener hears (an end token is never one; read from the frames' codebook-0
         tokens already on the host, so no device sync)."""
         return [frame for frame, first in zip(stream.frames, stream.firsts) if first != self.eos]
 
-    def decode_frames(self, stream: QwenStream, frames: list, start: int, end: int) -> np.ndarray:
-        """Samples of frames `start:end`, decoded with up to `LEFT_CONTEXT_FRAMES` frames before them."""
+    def decode_pieces(self, wanted: list[tuple[QwenStream, int, int]]) -> dict[QwenStream, np.ndarray]:
+        """Samples of frames `start:end` of each stream, each decoded with up to `LEFT_CONTEXT_FRAMES` frames
+        before it (a clone's reference codes first, as the package decodes them), all in one call of the causal
+        decoder: shorter windows padded on the right, which no earlier sample sees."""
+        if not wanted:
+            return {}
         torch = self.torch
-        codes = torch.stack(frames[:end]).T  # [Q, n]
+        windows = [self._window(stream, start, end) for stream, start, end in wanted]
+        width = max(codes.shape[1] for codes, _ in windows)
+        batch = torch.zeros((len(windows), self.groups, width), dtype=windows[0][0].dtype, device=self.device)
+        for index, (codes, _) in enumerate(windows):
+            batch[index, :, :codes.shape[1]] = codes
+        with torch.inference_mode():
+            wav = self._decoder(batch.clamp(min=0))[:, 0].float().cpu().numpy().astype(np.float32)
+        return {stream: wav[index, skip * self.upsample:(skip + end - start) * self.upsample]
+                for index, ((stream, start, end), (_, skip)) in enumerate(zip(wanted, windows))}
+
+    def _window(self, stream: QwenStream, start: int, end: int) -> tuple[Any, int]:
+        """The codes [Q, w] to decode for the stream's heard frames `start:end`, its left context first, and how
+        many of them are context (their samples are dropped)."""
+        codes = self.torch.stack(self._heard(stream)[:end]).T  # [Q, n]
         if stream.context is not None:
-            codes = torch.cat((stream.context.to(codes.device), codes), dim=1)
+            codes = self.torch.cat((stream.context.to(codes.device), codes), dim=1)
             start, end = start + stream.context.shape[1], end + stream.context.shape[1]
         begin = SCHEDULE.window(start)
-        with torch.inference_mode():
-            wav = self._decoder(codes[:, begin:end].clamp(min=0).unsqueeze(0))
-        return wav[0, 0, (start - begin) * self.upsample:].float().cpu().numpy().astype(np.float32)
+        return codes[:, begin:end], start - begin
 
     def decode_all(self, stream: QwenStream) -> np.ndarray:
         """The stream's frames decoded in one pass, as the package does (the reference streamed chunks are held to)."""
