@@ -245,6 +245,10 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny weights on the CPU, 1 and 2 streams: proves the bench still runs (tests/test_benches.py)")
     args = parser.parse_args()
+    if importlib.util.find_spec("torch") is None:  # `make setup` alone: the engines' layer is not installed
+        print("bench.gpu needs the GPU engines' layer (make setup-gpu, or make setup-qwen on a CPU); "
+              "GPU engines measured: 0")
+        return
     import torch
 
     began = time.monotonic()
