@@ -33,6 +33,8 @@ from workers.engines.fast_step import row_bucket
 #: prompt for a sentence is a few dozen tokens; a clone's in-context prompt adds its reference clip's codes, 12.5
 #: per second, and transcript).
 MAX_PROMPT_TOKENS = 1024
+
+
 # ----- sampling ------------------------------------------------------------------------------------------------
 
 
