@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
 from backend.media.engine import Engine, ReferenceVoice, SynthesisOptions
@@ -12,18 +14,24 @@ def durations_at(engine: Engine, sentence: str, voice: str | ReferenceVoice,
                  speeds: tuple[float, ...] = (1.0, 0.5, 2.0), runs: int = 3) -> dict[float, float]:
     """Mean seconds of audio the job runner makes of `sentence` at each speed. Each call starts from the same
     torch seed, so the engines that sample with torch (Fish Speech, Qwen3-TTS) say the same thing at every
-    speed; Piper's own noise (±2.5 % in length, not seedable) is what the mean of `runs` calls evens out."""
-    import torch
-
+    speed; Piper's own noise (±2.5 % in length, not seedable) is what the mean of `runs` calls evens out. Piper
+    needs no torch: a plain `make setup` has none, and then there is no seed to set."""
     rate = engine.describe().sample_rate
     seconds = {}
     for speed in speeds:
         lengths = []
         for _ in range(runs):
-            torch.manual_seed(1234)
+            _seed_torch(1234)
             lengths.append(sentence_audio(engine, sentence, voice, SynthesisOptions(speed=speed)).size / rate)
         seconds[speed] = float(np.mean(lengths))
     return seconds
+
+
+def _seed_torch(seed: int) -> None:
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.manual_seed(seed)
 
 
 def assert_speed_scales_duration(engine: Engine, sentence: str, voice: str | ReferenceVoice) -> dict[float, float]:
