@@ -74,7 +74,9 @@ class GraphedStep:
                 self.step(*static_args)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # thread_local: another model's batcher thread (a worker may load Fish and Qwen, or Qwen's two models) may
+        # launch kernels while this one records; only this thread's own unsafe calls fail the capture.
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             output = self.step(*static_args)
         self._pool = graph.pool()
         self._graphs[key] = recorded = _Graph(graph, inputs, output)
