@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,15 @@ class StepReport:
     streams_in_real_time: int
     peak_gpu_mib: float
     cut: bool
+    warm_up_s: float = 0.0  # loading and warming the engine (graphs recorded or compiled) before any stream
+    fallback: str = ""  # why the frame step went eager, if it did (then the figures are the eager step's)
+
+
+def frame_step_failures(engine: Any) -> str:
+    """Why any of `engine`'s models runs its frame step eagerly after all (`FastStep.failure`), or ""."""
+    batchers = [*getattr(engine, "batchers", {}).values(), getattr(engine, "batcher", None)]
+    failures = {batcher.decoder.frame_step.failure for batcher in batchers if batcher is not None}
+    return "; ".join(sorted(failure for failure in failures if failure))
 
 
 def build_engine(name: str, checkpoint: Path, device: str, max_new_tokens: int, max_streams: int,
@@ -142,7 +151,8 @@ def print_step(step: StepReport) -> None:
           f"worst {step.first_audio_worst_ms:8.1f} ms   audio {step.audio_s:7.2f} s in {step.wall_s:6.2f} s   "
           f"aggregate RTF {step.aggregate_rtf:.3f}   slowest stream RTF {step.slowest_stream_rtf:.3f}   "
           f"real-time streams {step.streams_in_real_time}/{step.streams}   GPU {step.peak_gpu_mib:,.0f} MiB"
-          + ("   (cut at its deadline)" if step.cut else ""), flush=True)
+          + ("   (cut at its deadline)" if step.cut else "")
+          + (f"   (the frame step fell back to eager: {step.fallback})" if step.fallback else ""), flush=True)
 
 
 def checkpoint_for(name: str, args: argparse.Namespace, folder: Path, device: str) -> tuple[Path, str]:
@@ -207,8 +217,8 @@ def run_mode(name: str, mode: str, checkpoint: Path, args: argparse.Namespace, d
     started = time.perf_counter()
     engine.load()
     engine.warm_up()  # as a worker does before it says ready: kernels chosen, graphs recorded or compiled
-    print(f"{name} [{mode}]: loaded and warmed up in {time.perf_counter() - started:.1f} s; "
-          f"{tokens} tokens per sentence", flush=True)
+    warm_up_s = round(time.perf_counter() - started, 1)
+    print(f"{name} [{mode}]: loaded and warmed up in {warm_up_s:.1f} s; {tokens} tokens per sentence", flush=True)
     steps: list[StepReport] = []
     for index, streams in enumerate(counts):
         left = ends_at - time.monotonic()
@@ -218,7 +228,8 @@ def run_mode(name: str, mode: str, checkpoint: Path, args: argparse.Namespace, d
             break
         peak_memory_mib(device, reset=True)
         results, wall = measure(engine, streams, args.sentences, time.monotonic() + max(share, left / 2))
-        steps.append(summarise(name, mode, streams, results, wall, peak_memory_mib(device)))
+        steps.append(replace(summarise(name, mode, streams, results, wall, peak_memory_mib(device)),
+                             warm_up_s=warm_up_s, fallback=frame_step_failures(engine)))
         print_step(steps[-1])
         record(steps[-1])
     held = [step.streams for step in steps if step.streams_in_real_time == step.streams and not step.cut]
