@@ -54,6 +54,24 @@ def row_buckets(max_streams: int) -> list[int]:
     return [1 << power for power in range(row_bucket(max_streams).bit_length())]
 
 
+def free_row(rows: list[Any], stream: Any, move: Callable[[int, int, Any], None]) -> None:
+    """Take `stream`'s row (`stream.row`, an index into `rows`) back, keeping the live rows at 0…n-1: the last
+    row's stream moves into the freed one, `move(last, row, moved_stream)` copying what its cache row holds (in
+    inference mode, where the cache was made and alone may change). A stream holding no row is left as it is."""
+    if stream.row is None:
+        return
+    row, last = stream.row, len(rows) - 1
+    if row != last:
+        import torch
+
+        moved = rows[last]
+        with torch.inference_mode():
+            move(last, row, moved)
+        moved.row, rows[row] = row, moved
+    rows.pop()
+    stream.row = None
+
+
 def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from workers.engines.fast_step import FastStep, round_up, row_bucket
+from workers.engines.fast_step import FastStep, free_row, round_up, row_bucket
 from workers.engines.stream_audio import ChunkSchedule
 
 #: Frames before the first piece leaves (21.5 frames per second: 0.19 s), and between later pieces (0.74 s).
@@ -235,7 +235,8 @@ class FishStreamDecoder:
     def eager_frame_step(self, inputs: Any, positions: Any, windows: Any) -> Any:
         """The batch's rows 0…n-1 read their newest frames `inputs` [n, 1 + C, 1], each at its own position
         (`positions` [n]), attending to its own cache columns only; → the next frames [n, 1 + C]. The one
-        function `use_step` hands to `FastStep`: within a bucket (n) every shape is fixed, nothing syncs with the host."""
+        function `use_step` hands to `FastStep`: within a bucket (n) every shape is fixed, nothing syncs with the
+        host."""
         capacity = self._cache[0][0].shape[2]
         freqs = self.model.freqs_cis[positions].unsqueeze(1)
         mask = (self.torch.arange(capacity, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
@@ -377,18 +378,14 @@ class FishStreamDecoder:
 
     def _free_row(self, stream: FishStream) -> None:
         """Take `stream`'s row back; the last row moves into it, so the live rows stay 0…n-1."""
-        if stream.row is None:
-            return
-        row, last = stream.row, len(self._rows) - 1
-        if row != last:
-            moved = self._rows[last]
-            written = slice(0, moved.length)  # its columns so far (the rest of its row holds nothing of its own)
-            with self.torch.inference_mode():  # the cache was made in inference mode; only there may it change
-                for keys, values in self._cache:
-                    keys[row, :, written], values[row, :, written] = keys[last, :, written], values[last, :, written]
-            moved.row, self._rows[row] = row, moved
-        self._rows.pop()
-        stream.row = None
+        free_row(self._rows, stream, self._move_row)
+
+    def _move_row(self, source: int, target: int, moved: FishStream) -> None:
+        """Row `source`'s written columns (`moved`'s so far; the rest of its row holds nothing of its own) into
+        row `target`."""
+        written = slice(0, moved.length)
+        for keys, values in self._cache:
+            keys[target, :, written], values[target, :, written] = keys[source, :, written], values[source, :, written]
 
     def release(self, stream: FishStream) -> None:
         self._free_row(stream)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from workers.engines.fast_step import FastStep, round_up, row_bucket, row_buckets
+from workers.engines.fast_step import FastStep, free_row, round_up, row_bucket, row_buckets
 from workers.engines.qwen3_fast import (
     MAX_PROMPT_TOKENS, CodePredictorLoop, Draw, TalkerRows, sample_tokens, talker_step,
 )
@@ -311,16 +311,7 @@ class Qwen3StreamDecoder:
 
     def _free(self, stream: QwenStream) -> None:
         """Take `stream`'s row back; the last row moves into it, so the live rows stay 0…n-1."""
-        if stream.row is None:
-            return
-        row, last = stream.row, len(self._rows) - 1
-        if row != last:
-            moved = self._rows[last]
-            with self.torch.inference_mode():  # the cache was made in inference mode; only there may it change
-                self.cache.move(last, row, moved.position + 1)
-            moved.row, self._rows[row] = row, moved
-        self._rows.pop()
-        stream.row = None
+        free_row(self._rows, stream, lambda source, target, moved: self.cache.move(source, target, moved.position + 1))
 
     def release(self, stream: QwenStream) -> None:
         """The stream left (finished, cancelled or failed): its row goes back at once."""
