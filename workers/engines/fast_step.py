@@ -126,9 +126,9 @@ class FastStep:
     def warm(self, arguments: Callable[[int], tuple], buckets: Iterable[int]) -> float:
         """Build each bucket now (`arguments(bucket)`: inputs of dummy rows, whose results are thrown away), with
         one log line saying how long it took; → seconds taken. Eager: nothing to build."""
-        started, skipped, buckets = time.perf_counter(), self.graph_skips(), list(buckets)
         if self.fast is None:
             return 0.0
+        started, skipped, buckets = time.perf_counter(), self.graph_skips(), list(buckets)
         for bucket in buckets:
             for _ in range(WARM_CALLS):
                 self(*arguments(bucket))
@@ -148,7 +148,10 @@ class FastStep:
             reset()
 
     def graph_skips(self) -> int:
-        """Graphs Inductor compiled without CUDA graphs so far in this process (its own warning says why)."""
+        """Graphs Inductor compiled without CUDA graphs so far in this process (its own warning says why); 0 for
+        the modes that compile nothing (no need to load the compiler's counters for them)."""
+        if self.mode != "compiled":
+            return 0
         from torch._dynamo.utils import counters
 
         return int(counters["inductor"]["cudagraph_skips"])
