@@ -1,7 +1,8 @@
 """Fish's frame step ready for CUDA graphs, checked on the CPU with the tiny random checkpoint:
 
-- fixed shapes (a cache allocated once, the step run over a whole power-of-two bucket of rows, attending over the
-  whole capacity) give the very codes the package's `generate_long` gives, one stream or three joining late;
+- fixed shapes (a cache allocated once, the step run over a whole power-of-two bucket of rows, attending over a
+  span of the cache's columns or the whole capacity) give the very codes the package's `generate_long` gives, one
+  stream or three joining late, as they cross spans;
 - the step compiles whole (`fullgraph=True`, `dynamic=False`, backend aot_eager: what the CPU can prove of a graph
   CUDA can record), gives the same codes (greedy; sampled: the same draws from the same seed), and once the
   warm-up has compiled each bucket, never compiles again:
@@ -145,6 +146,36 @@ def test_streams_move_between_buckets(engine, expected, dynamo, compiled: bool) 
         assert dynamo.utils.counters["stats"]["unique_graphs"] == graphs, "no bucket compiled twice"
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_streams_cross_spans_of_cache_columns(engine, expected, dynamo, compiled: bool,  # noqa: F811
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step attends over the columns its rows have written, rounded up to a span (here from 16 columns, so
+    these short prompts cross several as they grow): three streams joining late keep the package's codes, and
+    compiled, each (bucket, span) stepped is one graph, built once."""
+    from workers.engines.fast_step import FastStep, span_buckets
+
+    decoder = new_decoder(engine, compiled)
+    decoder.frame_step.smallest_span = 16
+    assert decoder.spans() == span_buckets(2304, 16)
+    shapes: list[tuple[int, int]] = []
+    original = FastStep.__call__
+
+    def recording(self, *args):  # type: ignore[no-untyped-def]
+        shapes.append((int(args[0].shape[0]), args[-1]))  # (rows, span)
+        return original(self, *args)
+
+    monkeypatch.setattr(FastStep, "__call__", recording)
+    result = decode(decoder, {0: TEXTS[0], 5: TEXTS[1], 11: TEXTS[2]})
+    for text in TEXTS:
+        assert np.array_equal(result["codes"][text], expected[text]), text
+    spans = [span for _, span in shapes]
+    assert len(set(spans)) >= 2 and max(spans) < 2304, spans
+    assert min(spans[spans.index(128):]) < 128, "narrower again once the longest stream has left"
+    if compiled:
+        assert decoder.frame_step.failure is None
+        assert dynamo.utils.counters["stats"]["unique_graphs"] == len(set(shapes)), "a graph per (rows, span)"
+
+
 def test_the_compiled_step_gives_the_same_codes_and_never_recompiles(engine, expected, dynamo) -> None:  # noqa: F811
     """fullgraph=True, dynamic=False: the step is one graph per bucket (no host sync, no shape that depends on
     data: either would break the graph and raise here). 47 frames of one stream in bucket 1 reuse the first
@@ -265,7 +296,7 @@ def test_the_step_writes_only_its_static_cache(engine, dynamo) -> None:  # noqa:
     step = torch.compile(decoder.eager_frame_step, backend=aot_autograd(fw_compiler=inspect), fullgraph=True,
                          dynamic=False)
     with torch.inference_mode():
-        step(*decoder._step_inputs([], 2))
+        step(*decoder._step_inputs([], 2, decoder.spans()[0]))
     cache = cache_tensors(decoder)  # (the graph sees fake tensors of their shapes)
     written = [tuple(seen["inputs"][index].shape) for index in seen["written"]]
     assert written == [tuple(tensor.shape) for tensor in cache], "the step writes the cache only"

@@ -7,8 +7,9 @@ random checkpoint (`tests/qwen_tiny.py`, two layers deep here):
 - the talker's fixed-capacity cache (a row per stream, each at its own positions) gives the codes of the
   package's own `generate`, alone and for streams that join, leave and rejoin the batch at different steps;
 - the frame step compiles whole (fullgraph, dynamic=False; `aot_eager` stands in for inductor on the CPU): one
-  graph per bucket of rows, built at warm-up and never rebuilt, with the eager step's codes; and a step that
-  cannot compile falls back to eager with one log line.
+  graph per bucket of rows, built at warm-up and never rebuilt, with the eager step's codes (and one per bucket
+  and span of cache columns where the step attends over a span); and a step that cannot compile falls back to
+  eager with one log line.
 """
 
 from __future__ import annotations
@@ -304,6 +305,45 @@ def test_the_compiled_step_is_one_graph_per_bucket_and_gives_the_same_codes(wrap
     assert len(graphs) == 3, "no graph was built after the warm-up"
     for stream, codes in zip(streams, expected):
         assert np.array_equal(stream.codes().numpy(), codes)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_streams_cross_spans_of_cache_columns(wrapper, package_codes, compiled: bool,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The talker attends over the columns its rows have written, rounded up to a span (here from 16 columns,
+    so these short prompts cross several as they grow): three streams joining late make the package's codes,
+    and compiled, each (bucket, span) stepped is one graph, built once."""
+    from workers.engines.fast_step import FastStep
+
+    decoder = greedy_decoder(wrapper, max_streams=3)
+    streams = [decoder.prefill(request(wrapper, text)) for text in TEXTS]  # eager: nothing built at warm-up
+    graphs: list = []
+    if compiled:
+        decoder.use_step("compiled", counting_backend(graphs), None)
+    decoder.frame_step.smallest_span = 16
+    shapes: list[tuple[int, int]] = []
+    original = FastStep.__call__
+
+    def recording(self, *args):  # type: ignore[no-untyped-def]
+        shapes.append((int(args[0].shape[0]), args[-1]))  # (rows, span)
+        return original(self, *args)
+
+    monkeypatch.setattr(FastStep, "__call__", recording)
+    joining, active, step = {0: streams[0], 3: streams[1], 7: streams[2]}, [], 0
+    while active or joining:
+        if step in joining:
+            active.append(joining.pop(step))
+        for stream, (_, finished) in zip(list(active), decoder.step(active)):
+            if finished:
+                active.remove(stream)
+        step += 1
+    for stream, codes in zip(streams, package_codes):
+        assert np.array_equal(stream.codes().numpy(), codes)
+    spans = [span for _, span in shapes]
+    assert len(set(spans)) >= 2 and max(spans) < decoder.cache.capacity, spans
+    if compiled:
+        assert decoder.frame_step.failure is None, decoder.frame_step.failure
+        assert len(graphs) == len(set(shapes)), "a graph per (rows, span)"
 
 
 def test_the_compiled_step_samples_as_the_eager_one(wrapper) -> None:

@@ -14,7 +14,13 @@ back on the host inside. `FastStep` then runs it in one of three modes, `LOCKN_G
   `aot_eager` (what the tests use to prove the step is one whole graph);
 - `eager`: the step as written (what `auto` picks on a CPU).
 
-Every bucket up to `LOCKN_GPU_MAX_STREAMS` is built by the decoder's warm-up, on the batcher's thread, while the
+Attention reads only the cache columns the rows have written, rounded up to a span (`span_buckets`: 512, 1,024,
+2,048 … columns, then the whole capacity): a cache sized for the longest request (Fish: 7,168 columns, 0.8 GB a
+row at S1-mini size) would otherwise be read whole by every row at every frame, the largest cost of a step at 32
+streams. Each (bucket, span) is its own graph; a compiled step attends over the whole capacity (one span), since
+each shape would cost minutes of compiling.
+
+Every bucket up to `LOCKN_GPU_MAX_STREAMS`, at every span, is built by the decoder's warm-up, on the batcher's thread, while the
 worker says "warming up". Failure is never fatal: the first time recording, compiling or replaying raises, one
 log line says why and the step runs eagerly from then on (re-running a step writes the same cache cells).
 """
@@ -24,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +46,8 @@ RECOMPILE_LIMIT = 64
 #: Calls per bucket at warm-up: cudagraph trees run a function once eagerly, record it on the next call and replay
 #: it from the third (a `GraphedStep` records on its first).
 WARM_CALLS = 3
+#: The narrowest span of cache columns a step attends over (the next are twice as wide, up to the capacity).
+SMALLEST_SPAN = 512
 #: How much of a compiler's (multi-line, often long) message the one log line keeps.
 FAILURE_CHARS = 300
 
@@ -76,6 +84,55 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+def span_buckets(capacity: int, smallest: int | None = SMALLEST_SPAN) -> list[int]:
+    """The spans of cache columns a step may attend over: `smallest`, twice that, … below `capacity`, then
+    `capacity` (one graph each); `smallest=None`: the whole capacity only."""
+    spans, span = [], smallest or capacity
+    while span < capacity:
+        spans.append(span)
+        span *= 2
+    return spans + [capacity]
+
+
+def span_bucket(columns: int, spans: Sequence[int]) -> int:
+    """The narrowest of `spans` holding `columns` columns (a step's rows attend to columns 0…position)."""
+    for span in spans:
+        if columns <= span:
+            return span
+    raise ValueError(f"{columns} cache columns wanted, the cache holds {spans[-1]}")
+
+
+def visible_columns(positions: Any, span: int) -> Any:
+    """[b, span] bool: the columns each row (its position in `positions` [b]) attends to, 0…position."""
+    import torch
+
+    return torch.arange(span, device=positions.device)[None, :] <= positions[:, None]
+
+
+def write_rows(cache: tuple[Any, Any], positions: Any, keys: Any, values: Any, span: int) -> tuple[Any, Any]:
+    """One step's keys and values [b, heads, 1, head_dim] into rows 0…b-1 of a layer's `cache` (keys, values
+    [rows, heads, capacity, head_dim]), each row at its own column `positions` [b], in place (no boolean index,
+    no host read); → those rows' first `span` columns, what the step attends over."""
+    import torch
+
+    cache_keys, cache_values = cache
+    rows = torch.arange(positions.shape[0], device=positions.device)
+    cache_keys[rows, :, positions] = keys[:, :, 0]
+    cache_values[rows, :, positions] = values[:, :, 0]
+    return cache_keys[:len(rows), :, :span], cache_values[:len(rows), :, :span]
+
+
+def mark_static(tensor: Any) -> None:
+    """Tell torch.compile the tensor keeps its address (a CUDA graph may then write it in place), as
+    transformers' `StaticCache` does; a no-op where dynamo is missing."""
+    try:
+        import torch._dynamo
+
+        torch._dynamo.mark_static_address(tensor)
+    except (ImportError, AttributeError):
+        pass
+
+
 def resolve_mode(mode: StepMode, device: str) -> str:
     """`auto`: CUDA graphs on a CUDA device, eager elsewhere (a CPU has no graphs to replay)."""
     if mode == "auto":
@@ -87,13 +144,16 @@ class FastStep:
     """`eager` (a decoder's frame step) run as `mode` ("graphs", "compiled" or "eager"); for good eagerly after the
     first failure, which `failure` then names. `engine` names the engine in the log line; `backend` and
     `compile_mode` are torch.compile's (inductor and reduce-overhead on CUDA; the CPU tests pass aot_eager and
-    None); `context` wraps each compiled call (Fish's math attention, which Inductor fuses)."""
+    None); `context` wraps each compiled call (Fish's math attention, which Inductor fuses). `smallest_span`:
+    the narrowest span of cache columns the step attends over (`spans`), None for the whole capacity only (what
+    a compiled step does: every span would be minutes more of compiling)."""
 
     def __init__(self, eager: Callable[..., Any], mode: str, engine: str, backend: Any = "inductor",
                  compile_mode: str | None = "reduce-overhead",
                  context: Callable[[], AbstractContextManager] = nullcontext) -> None:
         self.eager, self.mode, self.engine, self.context = eager, mode, engine, context
         self.failure: str | None = None
+        self.smallest_span: int | None = None if mode == "compiled" else SMALLEST_SPAN
         self._marks_steps = mode == "compiled" and compile_mode == "reduce-overhead"
         self.fast: Callable[..., Any] | None = None
         if mode == "compiled":
@@ -123,21 +183,27 @@ class FastStep:
         # A compiled graph's outputs live in memory its next replay overwrites; a GraphedStep copies its own.
         return output if self.mode == "graphs" else clone_outputs(output)
 
-    def warm(self, arguments: Callable[[int], tuple], buckets: Iterable[int]) -> float:
-        """Build each bucket now (`arguments(bucket)`: inputs of dummy rows, whose results are thrown away), with
-        one log line saying how long it took; → seconds taken. Eager: nothing to build."""
+    def spans(self, capacity: int) -> list[int]:
+        """The spans of a `capacity`-column cache this step attends over (`span_buckets`)."""
+        return span_buckets(capacity, self.smallest_span)
+
+    def warm(self, arguments: Callable[[int, int], tuple], buckets: Sequence[int], spans: Sequence[int]) -> float:
+        """Build each bucket of rows at each span now (`arguments(bucket, span)`: inputs of dummy rows, whose
+        results are thrown away), with one log line saying how long it took; → seconds taken. Eager: nothing to
+        build."""
         if self.fast is None:
             return 0.0
-        started, skipped, buckets = time.perf_counter(), self.graph_skips(), list(buckets)
+        started, skipped = time.perf_counter(), self.graph_skips()
         for bucket in buckets:
-            for _ in range(WARM_CALLS):
-                self(*arguments(bucket))
-                if self.failure is not None:
-                    return time.perf_counter() - started
+            for span in spans:
+                for _ in range(WARM_CALLS):
+                    self(*arguments(bucket, span))
+                    if self.failure is not None:
+                        return time.perf_counter() - started
         seconds = time.perf_counter() - started
         skips = self.graph_skips() - skipped
-        log.info("%s: %s frame step built for %s stream(s) at once in %.1f s%s", self.engine, self.mode,
-                 ", ".join(map(str, buckets)), seconds,
+        log.info("%s: %s frame step built for %s stream(s) at once × %s cache columns in %.1f s%s", self.engine,
+                 self.mode, ", ".join(map(str, buckets)), ", ".join(map(str, spans)), seconds,
                  f"; {skips} compiled without CUDA graphs (Inductor's warning says why)" if skips else "")
         return seconds
 

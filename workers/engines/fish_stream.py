@@ -21,8 +21,10 @@ Fixed shapes (what CUDA graphs need: `workers/engines/fast_step.py` records one 
 allocated once, its capacity enough for the longest prompt the package takes plus `max_new_tokens`, its rows a
 power of two (grown, rarely, only if a request or a batch ever needs more). The frame step always runs over a
 whole bucket of rows (1, 2, 4, 8, …: `row_bucket`), the rows past the live ones reading a harmless frame at
-position 0 of their own free row (their output thrown away), and attends over the whole capacity with a per-row mask. So
-within a bucket its inputs never change shape, and inside it nothing syncs with the host or branches on a value.
+position 0 of their own free row (their output thrown away), and attends with a per-row mask over a span of the
+cache's columns (`span_bucket`: the columns its rows have written, rounded up to 512, 1,024, … or the capacity). So
+within a (bucket, span) its inputs never change shape, and inside it nothing syncs with the host or branches on a
+value.
 
 Audio: the codec's decoder (modded DAC) is causal throughout: its codes-rate transformer attends to at most
 `window_size` (128) frames back, and every convolution after it is left-padded (`CausalConvNet`,
@@ -41,7 +43,9 @@ from typing import Any
 
 import numpy as np
 
-from workers.engines.fast_step import FastStep, free_row, round_up, row_bucket
+from workers.engines.fast_step import (
+    FastStep, free_row, mark_static, round_up, row_bucket, span_bucket, visible_columns, write_rows,
+)
 from workers.engines.stream_audio import ChunkSchedule
 
 #: Frames before the first piece leaves (21.5 frames per second: 0.19 s), and between later pieces (0.74 s).
@@ -138,7 +142,7 @@ class FishStreamDecoder:
             torch.tensor(value, device=self.device, dtype=torch.bfloat16)
             for value in (sampling.temperature, sampling.top_p, sampling.repetition_penalty))
         for setting in (self._temperature, self._top_p, self._penalty):  # never change: no copy into a CUDA graph
-            torch._dynamo.mark_static_address(setting)
+            mark_static(setting)
         self._rows: list[FishStream] = []  # the cache's rows, in order
         self._cache: list[tuple[Any, Any]] = []  # per slow layer: keys, values [rows, heads, capacity, head_dim]
         prompts = self.config.max_seq_len - PROMPT_MARGIN  # the longest prompt `encode` lets through
@@ -212,16 +216,22 @@ class FishStreamDecoder:
         ordered = sorted(streams, key=lambda stream: stream.row)
         if [stream.row for stream in ordered] != list(range(len(ordered))):
             raise RuntimeError("the batch's cache rows and its live streams disagree")
-        frames = self.frame_step(*self._step_inputs(ordered, row_bucket(len(ordered))))[:len(ordered)]
+        span = span_bucket(max(stream.length for stream in ordered) + 1, self.spans())
+        frames = self.frame_step(*self._step_inputs(ordered, row_bucket(len(ordered)), span))[:len(ordered)]
         for stream, frame, main in zip(ordered, frames, frames[:, 0].tolist()):  # one device sync per step
             stream.tokens[:, stream.made] = frame
             stream.made += 1
             stream.length += 1
             self._check_end(stream, main)
 
-    def _step_inputs(self, ordered: list[FishStream], size: int) -> tuple[Any, Any, Any]:
-        """The frame step's inputs for the streams in rows 0…n-1, padded to `size` rows: the rows past them (free
-        ones) read an empty frame at position 0, which lands in their own row and which no one reads."""
+    def spans(self) -> list[int]:
+        """The spans of cache columns the frame step attends over (`FastStep.spans`)."""
+        return self.frame_step.spans(self._cache[0][0].shape[2])
+
+    def _step_inputs(self, ordered: list[FishStream], size: int, span: int) -> tuple[Any, Any, Any, int]:
+        """The frame step's inputs for the streams in rows 0…n-1, padded to `size` rows, attending over `span`
+        columns: the rows past them (free ones) read an empty frame at position 0, which lands in their own row
+        and which no one reads."""
         torch = self.torch
         inputs = torch.zeros((size, self.config.num_codebooks + 1, 1), dtype=torch.int, device=self.device)
         windows = torch.zeros((size, self.config.num_codebooks + 1, PENALTY_WINDOW), dtype=torch.int,
@@ -230,17 +240,18 @@ class FishStreamDecoder:
         if ordered:
             inputs[:len(ordered), :, 0] = torch.stack([stream.last for stream in ordered])
             windows[:len(ordered)] = torch.stack([stream.window() for stream in ordered])
-        return inputs, torch.tensor(positions, device=self.device), windows
+        return inputs, torch.tensor(positions, device=self.device), windows, span
 
-    def eager_frame_step(self, inputs: Any, positions: Any, windows: Any) -> Any:
+    def eager_frame_step(self, inputs: Any, positions: Any, windows: Any, span: int) -> Any:
         """The batch's rows 0…n-1 read their newest frames `inputs` [n, 1 + C, 1], each at its own position
-        (`positions` [n]), attending to its own cache columns only; → the next frames [n, 1 + C]. The one
-        function `use_step` hands to `FastStep`: within a bucket (n) every shape is fixed, nothing syncs with the
-        host."""
-        capacity = self._cache[0][0].shape[2]
+        (`positions` [n]), attending to its own cache columns only, all within the first `span`; → the next
+        frames [n, 1 + C]. The one function `use_step` hands to `FastStep`: within a (bucket n, span) every shape
+        is fixed, nothing syncs with the host."""
         freqs = self.model.freqs_cis[positions].unsqueeze(1)
-        mask = (self.torch.arange(capacity, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
-        logits, hidden = self._slow(inputs, freqs, mask, self._step_store(positions))
+        mask = visible_columns(positions, span)[:, None, None, :]
+        logits, hidden = self._slow(inputs, freqs, mask,
+                                    lambda index, keys, values: write_rows(self._cache[index], positions, keys,
+                                                                           values, span))
         return self._codebooks(logits, hidden, windows)
 
     def warm_up(self, sizes: Sequence[int]) -> float:
@@ -252,7 +263,7 @@ class FishStreamDecoder:
         with self.torch.inference_mode():
             if max(sizes) > self._cache[0][0].shape[0]:
                 self._grow(max(sizes), self._cache[0][0].shape[2])
-            return self.frame_step.warm(lambda size: self._step_inputs([], size), sizes)
+            return self.frame_step.warm(lambda size, span: self._step_inputs([], size, span), sizes, self.spans())
 
     def _check_end(self, stream: FishStream, main: int) -> None:
         """The package's stop: the end token drawn (`main`: the newest frame's main token), or the limit reached."""
@@ -369,8 +380,8 @@ class FishStreamDecoder:
                 old_keys, old_values = self._cache[index]
                 keys[:old_keys.shape[0], :, :old_keys.shape[2]] = old_keys
                 values[:old_values.shape[0], :, :old_values.shape[2]] = old_values
-            torch._dynamo.mark_static_address(keys)
-            torch._dynamo.mark_static_address(values)
+            mark_static(keys)
+            mark_static(values)
             grown.append((keys, values))
         self._cache = grown
         if hasattr(self, "frame_step"):
@@ -396,18 +407,6 @@ class FishStreamDecoder:
             cache_keys[row, :, :length] = keys[0]
             cache_values[row, :, :length] = values[0]
             return keys, values
-
-        return store
-
-    def _step_store(self, positions: Any) -> Callable[[int, Any, Any], tuple[Any, Any]]:
-        """Rows 0…n-1 write this frame's keys/values at their `positions` [n] and attend over the whole capacity."""
-        rows = self.torch.arange(positions.shape[0], device=self.device)
-
-        def store(index: int, keys: Any, values: Any) -> tuple[Any, Any]:
-            cache_keys, cache_values = self._cache[index]
-            cache_keys[rows, :, positions] = keys[:, :, 0]
-            cache_values[rows, :, positions] = values[:, :, 0]
-            return cache_keys[:len(rows)], cache_values[:len(rows)]
 
         return store
 

@@ -16,8 +16,8 @@ directly:
   `generate`'s own steps, fixed for a given batch size);
 - `TalkerRows`: the talker's key/value cache with a row per stream and a fixed number of columns (the longest
   prompt allowed plus the most frames), each row written at its own positions; a step attends through a per-row
-  mask, so a step over a bucket of rows (1, 2, 4, 8 …) always has the same shapes; `talker_step` runs the
-  talker's own decoder layers over it.
+  mask over a span of columns (512, 1,024, … or all: `fast_step.span_bucket`), so a step over a bucket of rows
+  (1, 2, 4, 8 …) at a span always has the same shapes; `talker_step` runs the talker's own decoder layers over it.
 
 No `.item()`/`.tolist()` in any of them: a frame is launched without waiting for the GPU.
 """
@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from workers.engines.fast_step import row_bucket
+from workers.engines.fast_step import mark_static, row_bucket, visible_columns, write_rows
 
 #: Columns a talker row holds beyond the most frames a stream may make: the longest prompt allowed (the package's
 #: prompt for a sentence is a few dozen tokens; a clone's in-context prompt adds its reference clip's codes, 12.5
@@ -162,20 +162,14 @@ class CodePredictorLoop:
 
 class _RowView:
     """A duck-typed `Cache` for one talker step: each row's new keys/values go to that row's own column
-    (`positions` [b]); the rows' whole width comes back (the step's mask hides what a row has not written)."""
+    (`positions` [b]); the rows' first `span` columns come back (the step's mask hides what a row has not
+    written)."""
 
-    def __init__(self, layers: list[tuple[Any, Any]], positions: Any) -> None:
-        import torch
-
-        self.layers, self.positions = layers, positions
-        self.rows = torch.arange(positions.shape[0], device=positions.device)
+    def __init__(self, layers: list[tuple[Any, Any]], positions: Any, span: int) -> None:
+        self.layers, self.positions, self.span = layers, positions, span
 
     def update(self, keys: Any, values: Any, layer: int, _kwargs: Any = None) -> tuple[Any, Any]:
-        cache_keys, cache_values = self.layers[layer]
-        bucket = self.positions.shape[0]
-        cache_keys[self.rows, :, self.positions] = keys[:, :, 0]
-        cache_values[self.rows, :, self.positions] = values[:, :, 0]
-        return cache_keys[:bucket], cache_values[:bucket]
+        return write_rows(self.layers[layer], self.positions, keys, values, self.span)
 
 
 class TalkerRows:
@@ -213,13 +207,14 @@ class TalkerRows:
     def rows(self) -> int:
         return self.layers[0][0].shape[0] if self.layers else 0
 
-    def reserve(self, rows: int) -> None:
-        """Room for `rows` rows (its bucket), keeping what the rows hold."""
+    def reserve(self, rows: int) -> bool:
+        """Room for `rows` rows (its bucket), keeping what the rows hold; → whether the tensors moved (graphs
+        recorded over the old ones would write there)."""
         import torch
 
         wanted = row_bucket(rows)
         if wanted <= self.rows:
-            return
+            return False
         grown = []
         for index in range(self.layer_count):
             pair = tuple(torch.zeros((wanted, *self.shape), dtype=self.dtype, device=self.device) for _ in range(2))
@@ -227,7 +222,7 @@ class TalkerRows:
                 for new, old in zip(pair, self.layers[index]):
                     new[:old.shape[0]] = old
             for tensor in pair:
-                _mark_static(tensor)
+                mark_static(tensor)
             grown.append(pair)
         self.layers = grown
         for name, (shape, dtype) in self._state_shapes.items():
@@ -236,6 +231,7 @@ class TalkerRows:
             if old is not None:
                 tensor[:old.shape[0]] = old
             setattr(self, name, tensor)
+        return True
 
     def join(self, row: int, legacy: Any, token: Any, hidden: Any, seen: Any, position: int) -> None:
         """A prefilled stream into `row`: its own cache (per layer: keys, values [1, H, L, D]) into columns
@@ -271,36 +267,25 @@ class TalkerRows:
         self.positions[:live] += 1
         self.drawn[:live] += 1
 
-    def view(self, positions: Any) -> _RowView:
-        return _RowView(self.layers, positions)
+    def view(self, positions: Any, span: int) -> _RowView:
+        return _RowView(self.layers, positions, span)
 
 
-def talker_step(talker_model: Any, rows: TalkerRows, inputs: Any, positions: Any) -> Any:
+def talker_step(talker_model: Any, rows: TalkerRows, inputs: Any, positions: Any, span: int) -> Any:
     """The talker's decoder over one token per row: `inputs` [b, 1, D] at `positions` [b] (rows 0…b-1 of
-    `rows`) → the final-norm hidden states [b, 1, D]. What `Qwen3TTSTalkerModel.forward` does for one token, with
-    each row's multimodal rotary positions (all three axes the same for codec tokens, as the package's
-    `get_rope_index` gives them) and a mask of the columns each row has written."""
+    `rows`, attending within their first `span` columns) → the final-norm hidden states [b, 1, D]. What
+    `Qwen3TTSTalkerModel.forward` does for one token, with each row's multimodal rotary positions (all three axes
+    the same for codec tokens, as the package's `get_rope_index` gives them) and a mask of the columns each row
+    has written."""
     import torch
 
     rotary_positions = positions.view(1, -1, 1).expand(3, -1, -1)
     cos, sin = talker_model.rotary_emb(inputs, rotary_positions)
-    columns = torch.arange(rows.capacity, device=positions.device)
-    visible = columns.unsqueeze(0) <= positions.unsqueeze(1)
+    visible = visible_columns(positions, span)
     mask = torch.zeros(visible.shape, dtype=inputs.dtype, device=inputs.device).masked_fill(
         ~visible, torch.finfo(inputs.dtype).min)[:, None, None, :]
-    cache = rows.view(positions)
+    cache = rows.view(positions, span)
     hidden = inputs
     for layer in talker_model.layers:
         hidden = layer(hidden, attention_mask=mask, past_key_values=cache, position_embeddings=(cos, sin))[0]
     return talker_model.norm(hidden)
-
-
-def _mark_static(tensor: Any) -> None:
-    """Tell torch.compile the tensor keeps its address (a CUDA graph may then write it in place), as
-    transformers' `StaticCache` does; a no-op where dynamo is missing."""
-    try:
-        import torch._dynamo
-
-        torch._dynamo.mark_static_address(tensor)
-    except (ImportError, AttributeError):
-        pass

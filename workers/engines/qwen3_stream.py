@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from workers.engines.fast_step import FastStep, free_row, round_up, row_bucket, row_buckets
+from workers.engines.fast_step import FastStep, free_row, round_up, row_bucket, row_buckets, span_bucket
 from workers.engines.qwen3_fast import (
     MAX_PROMPT_TOKENS, CodePredictorLoop, Draw, TalkerRows, sample_tokens, talker_step,
 )
@@ -213,14 +213,18 @@ class Qwen3StreamDecoder:
         if self.frame_step.mode == "eager":
             return
         self.cache.reserve(self.max_streams)
-        self.frame_step.warm(self._dummy_arguments, row_buckets(self.max_streams))
+        self.frame_step.warm(self._dummy_arguments, row_buckets(self.max_streams), self.spans())
 
-    def _dummy_arguments(self, bucket: int) -> tuple:
+    def spans(self) -> list[int]:
+        """The spans of the talker cache's columns the frame step attends over (`FastStep.spans`)."""
+        return self.frame_step.spans(self.cache.capacity)
+
+    def _dummy_arguments(self, bucket: int, span: int) -> tuple:
         """A step's inputs for `bucket` rows that hold no stream (position 0, token 0, zero states)."""
         cache = self.cache
         texts = self.torch.zeros((bucket, cache.hidden.shape[1]), dtype=cache.hidden.dtype, device=self.device)
         return (cache.tokens[:bucket], cache.hidden[:bucket], texts, cache.positions[:bucket], cache.seen[:bucket],
-                cache.drawn[:bucket])
+                cache.drawn[:bucket], span)
 
     # ----- one frame for every stream ---------------------------------------------------------------------------
 
@@ -229,10 +233,11 @@ class Qwen3StreamDecoder:
         with torch.inference_mode():
             self._align(streams)
             live, bucket = len(self._rows), row_bucket(len(self._rows))
+            span = span_bucket(max(stream.position for stream in self._rows) + 1, self.spans())
             cache = self.cache
             frames, hidden, tokens = self.frame_step(
                 cache.tokens[:bucket], cache.hidden[:bucket], self._texts(bucket), cache.positions[:bucket],
-                cache.seen[:bucket], cache.drawn[:bucket])
+                cache.seen[:bucket], cache.drawn[:bucket], span)
             cache.advance(live, tokens, hidden)
             read = torch.cat((frames[:live], tokens[:live, None]), dim=1).tolist()  # the step's one sync
             ended = []
@@ -253,11 +258,12 @@ class Qwen3StreamDecoder:
         texts += [self.torch.zeros_like(texts[0])] * (bucket - len(texts))
         return self.torch.stack(texts)
 
-    def _frame(self, tokens: Any, past_hidden: Any, texts: Any, positions: Any, seen: Any, drawn: Any
+    def _frame(self, tokens: Any, past_hidden: Any, texts: Any, positions: Any, seen: Any, drawn: Any, span: int
                ) -> tuple[Any, Any, Any]:
-        """One frame for rows 0…b-1 (all shapes [b, …], fixed per bucket): the code predictor completes each
-        row's frame from its token [b] and the talker's last hidden state [b, D]; the frame's embeddings (summed
-        as the package sums them) plus the row's text embedding [b, D] go through the talker at `positions` [b];
+        """One frame for rows 0…b-1 (all shapes [b, …], fixed per bucket and span): the code predictor completes
+        each row's frame from its token [b] and the talker's last hidden state [b, D]; the frame's embeddings
+        (summed as the package sums them) plus the row's text embedding [b, D] go through the talker at
+        `positions` [b], attending within its first `span` columns;
         the next token is drawn with the penalty's memory `seen` [b, V] and the count `drawn` [b].
         → frames [b, Q], the talker's new hidden states [b, D], the next tokens [b]. The one function
         `use_step` hands to `FastStep`."""
@@ -267,7 +273,7 @@ class Qwen3StreamDecoder:
         embeddings = self.talker.code_predictor.get_input_embeddings()
         parts = [token_hidden] + [embeddings[i](codes[:, i:i + 1]) for i in range(self.groups - 1)]
         inputs = torch.cat(parts, dim=1).sum(1, keepdim=True) + texts.unsqueeze(1)
-        hidden = talker_step(self.talker.model, self.cache, inputs, positions)[:, -1]
+        hidden = talker_step(self.talker.model, self.cache, inputs, positions, span)[:, -1]
         following = self._choose(self.talker.codec_head(hidden), seen, drawn)
         return torch.cat((tokens.unsqueeze(1), codes), dim=1), hidden, following
 
@@ -299,9 +305,7 @@ class Qwen3StreamDecoder:
     def _join(self, stream: QwenStream) -> None:
         if stream.prefilled is None:
             raise RuntimeError("a Qwen3-TTS stream rejoined the batch after leaving it")
-        rows = self.cache.rows
-        self.cache.reserve(len(self._rows) + 1)
-        if self.cache.rows != rows:  # the cache moved: graphs recorded over the old one would write there
+        if self.cache.reserve(len(self._rows) + 1):
             self.frame_step.forget_graphs()
         stream.row = len(self._rows)
         self._rows.append(stream)
