@@ -37,3 +37,25 @@ def test_a_compiled_step_attends_over_the_whole_capacity() -> None:
     assert FastStep(step, "compiled", "test", backend="aot_eager", compile_mode=None).spans(7168) == [7168]
     assert FastStep(step, "eager", "test").spans(7168) == [512, 1024, 2048, 4096, 7168]
     assert FastStep(step, "graphs", "test").spans(7168) == [512, 1024, 2048, 4096, 7168]
+
+
+@pytest.mark.parametrize("additive", [False, True], ids=["bool-mask", "additive-mask"])
+def test_one_token_attention_is_grouped_query_attention(additive: bool) -> None:
+    """16 query heads over 4 key/value heads, one token per row, each row seeing its own columns: the same as
+    copying the keys and values per query head first (transformers' `repeat_kv`, fish-speech's
+    `repeat_interleave`), for a boolean mask (Fish) and an additive one (transformers)."""
+    torch = pytest.importorskip("torch")
+    from workers.engines.fast_step import one_token_attention, visible_columns
+
+    generator = torch.Generator().manual_seed(3)
+    query = torch.randn(3, 16, 1, 32, generator=generator)
+    keys, values = (torch.randn(3, 4, 64, 32, generator=generator) for _ in range(2))
+    visible = visible_columns(torch.tensor([0, 17, 63]), 64)[:, None, None, :]
+    mask = torch.zeros(visible.shape).masked_fill(~visible, torch.finfo(torch.float32).min) if additive else visible
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query, keys.repeat_interleave(4, dim=1), values.repeat_interleave(4, dim=1), attn_mask=mask, scale=0.2)
+    got = one_token_attention(query, keys, values, mask, scale=0.2)
+    assert got.shape == (3, 16, 1, 32)
+    assert torch.allclose(got, expected, atol=1e-6), (got - expected).abs().max()
+    assert torch.allclose(got[0], values[0, :, :1].repeat_interleave(4, dim=0), atol=1e-6), \
+        "a row at position 0 sees its first column only"

@@ -210,6 +210,34 @@ def test_each_stream_alone_makes_the_package_s_codes(wrapper, package_codes) -> 
         assert np.array_equal(stream.codes().numpy(), codes), text
 
 
+def test_the_talker_step_reads_its_cache_without_copying_it_per_head(wrapper, package_codes,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batched step's attention (one token per row, under the rows' mask) goes through
+    `one_token_attention` (the talker's 2 query heads over its 1 key/value head, no `repeat_kv` copy); the prefill
+    and the code predictor keep transformers' sdpa; the codes are the package's."""
+    import workers.engines.qwen3_fast as fast
+
+    seen: list = []
+    original = fast.one_token_attention
+
+    def counting(query, keys, *args):  # type: ignore[no-untyped-def]
+        seen.append((tuple(query.shape), tuple(keys.shape)))
+        return original(query, keys, *args)
+
+    monkeypatch.setattr(fast, "one_token_attention", counting)
+    decoder = greedy_decoder(wrapper)
+    talker = wrapper.model.talker.config
+    assert talker._attn_implementation == fast.ROW_ATTENTION
+    assert talker.code_predictor_config._attn_implementation == "sdpa"
+    stream = decoder.prefill(request(wrapper, TEXTS[0]))
+    assert seen == [], "the prompt is read by sdpa"
+    while not decoder.step([stream])[0][1]:
+        pass
+    assert np.array_equal(stream.codes().numpy(), package_codes[0])
+    assert len(seen) == 2 * FRAMES, "each of the talker's two layers, every frame"
+    assert {shape for shape, _ in seen} == {(1, 2, 1, 16)} and {keys[:3] for _, keys in seen} == {(1, 1, 512)}
+
+
 def test_streams_that_join_leave_and_rejoin_rows_keep_their_codes(wrapper, package_codes) -> None:
     """Three streams join at steps 0, 3 and 7 (buckets 1, 2, 4: a dummy row past the third); the first is
     released at step 10 (the last row moves into its row) and a fourth joins into the freed place at step 12.

@@ -122,6 +122,24 @@ def write_rows(cache: tuple[Any, Any], positions: Any, keys: Any, values: Any, s
     return cache_keys[:len(rows), :, :span], cache_values[:len(rows), :, :span]
 
 
+def one_token_attention(query: Any, keys: Any, values: Any, mask: Any, scale: float | None = None) -> Any:
+    """Attention of one new token per row, `query` [b, H, 1, d], over `keys` and `values` [b, KV, S, d] each shared
+    by a group of H / KV query heads, under `mask` [b, 1, 1, S] (bool or additive); → [b, H, 1, d].
+
+    What `scaled_dot_product_attention(enable_gqa=True)` computes, without its cost here: under a mask, grouped
+    heads leave PyTorch only its math kernel, which copies the keys and values for every query head (as
+    transformers' `repeat_kv` does before calling it), reading and writing the cache several times over per frame.
+    Instead the H / KV query heads of a group are read as that key/value head's query positions
+    ([b, KV, H / KV, d]: each attends on its own, under the same mask): the same sums, any kernel, the cache
+    read once."""
+    import torch.nn.functional as F
+
+    batch, heads, _, dim = query.shape
+    grouped = query.reshape(batch, keys.shape[1], heads // keys.shape[1], dim)
+    return F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=scale).reshape(
+        batch, heads, 1, dim)
+
+
 def mark_static(tensor: Any) -> None:
     """Tell torch.compile the tensor keeps its address (a CUDA graph may then write it in place), as
     transformers' `StaticCache` does; a no-op where dynamo is missing."""

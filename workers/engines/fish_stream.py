@@ -44,7 +44,8 @@ from typing import Any
 import numpy as np
 
 from workers.engines.fast_step import (
-    FastStep, free_row, mark_static, round_up, row_bucket, span_bucket, visible_columns, write_rows,
+    FastStep, free_row, mark_static, one_token_attention, round_up, row_bucket, span_bucket, visible_columns,
+    write_rows,
 )
 from workers.engines.stream_audio import ChunkSchedule
 
@@ -468,7 +469,8 @@ def _block(layer: Any, x: Any, freqs: Any, mask: Any, store: Callable[[Any, Any]
 
 def _attention(attention: Any, x: Any, freqs: Any, mask: Any, store: Callable[[Any, Any], tuple[Any, Any]]) -> Any:
     """fish-speech's `Attention.forward`, but `store` writes this token's keys/values and returns what to attend to,
-    and `freqs` may hold a position per row."""
+    `freqs` may hold a position per row, and one token per row attends without copying the cache per query head
+    (`one_token_attention`)."""
     import torch.nn.functional as F
 
     batch, length, _ = x.shape
@@ -482,7 +484,9 @@ def _attention(attention: Any, x: Any, freqs: Any, mask: Any, store: Callable[[A
     q, k = _rotary(q, freqs), _rotary(k, freqs)
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     k, v = store(k, v)
-    if attention.use_sdpa:
+    if attention.use_sdpa and length == 1:  # a frame step: the cache read once, whatever the kernel
+        y = one_token_attention(q, k, v, mask)
+    elif attention.use_sdpa:
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                            enable_gqa=attention.n_head != attention.n_local_heads)
     else:

@@ -27,8 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from workers.engines.fast_step import mark_static, row_bucket, visible_columns, write_rows
+from workers.engines.fast_step import mark_static, one_token_attention, row_bucket, visible_columns, write_rows
 
+#: transformers' name for the talker's attention while LockN decodes with it (`use_row_attention`).
+ROW_ATTENTION = "lockn_rows"
 #: Columns a talker row holds beyond the most frames a stream may make: the longest prompt allowed (the package's
 #: prompt for a sentence is a few dozen tokens; a clone's in-context prompt adds its reference clip's codes, 12.5
 #: per second, and transcript).
@@ -269,6 +271,32 @@ class TalkerRows:
 
     def view(self, positions: Any, span: int) -> _RowView:
         return _RowView(self.layers, positions, span)
+
+
+def row_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
+                  scaling: float | None = None, **kwargs: Any) -> tuple[Any, None]:
+    """transformers' sdpa attention, except one new token per row under a mask (the talker's batched frame step),
+    which goes through `fast_step.one_token_attention`: transformers would copy the keys and values for every
+    query head first (`repeat_kv`: under a mask it keeps PyTorch's grouped-query attention off), twice the cache's
+    size written and read again per layer and frame."""
+    if query.shape[2] == 1 and attention_mask is not None:
+        return one_token_attention(query, key, value, attention_mask, scaling).transpose(1, 2).contiguous(), None
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                  **kwargs)
+
+
+def use_row_attention(config: Any) -> None:
+    """Let the talker (`config`: its config, shared by its layers) attend through `row_attention`, with sdpa's
+    masks; its code predictor keeps its own. Only an sdpa talker changes (eager attention stays the reference)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ROW_ATTENTION, row_attention)
+    AttentionMaskInterface.register(ROW_ATTENTION, sdpa_mask)
+    if config._attn_implementation == "sdpa":
+        config._attn_implementation = {"": ROW_ATTENTION}  # sub-configs (the code predictor's) keep theirs
 
 
 def talker_step(talker_model: Any, rows: TalkerRows, inputs: Any, positions: Any, span: int) -> Any:

@@ -33,7 +33,8 @@ import numpy as np
 
 from workers.engines.fast_step import FastStep, free_row, round_up, row_bucket, row_buckets, span_bucket
 from workers.engines.qwen3_fast import (
-    MAX_PROMPT_TOKENS, CodePredictorLoop, Draw, TalkerRows, sample_tokens, talker_step,
+    MAX_PROMPT_TOKENS, ROW_ATTENTION, CodePredictorLoop, Draw, TalkerRows, sample_tokens, talker_step,
+    use_row_attention,
 )
 from workers.engines.stream_audio import ChunkSchedule
 
@@ -132,6 +133,7 @@ class Qwen3StreamDecoder:
         self._decoder = self.model.speech_tokenizer.model.decoder
         self.upsample = int(self._decoder.total_upsample)
         _check_attention(self.config)
+        use_row_attention(self.config)
         self._rows: list[QwenStream] = []  # the streams in the batch, by row (rows 0…n-1)
         #: Every row's cache and state; its width: the longest prompt allowed and the most frames (one more
         #: column is written by a finished stream's last, unheard step).
@@ -376,9 +378,10 @@ class Qwen3StreamDecoder:
 
 def _check_attention(config: Any) -> None:
     """The batched talker step hands the attention an additive per-row mask over every column and ignores
-    sliding windows: right for transformers' sdpa and eager attention over full-attention layers (what LockN
-    loads), wrong for flash-attention's padding masks; refuse rather than decode wrong codes."""
+    sliding windows: right for transformers' sdpa and eager attention (and LockN's `row_attention`, sdpa's
+    stand-in) over full-attention layers (what LockN loads), wrong for flash-attention's padding masks; refuse
+    rather than decode wrong codes."""
     implementation = config._attn_implementation
-    if implementation not in ("sdpa", "eager") or getattr(config, "sliding_window", None) is not None:
+    if implementation not in ("sdpa", "eager", ROW_ATTENTION) or getattr(config, "sliding_window", None) is not None:
         raise ValueError(f"Qwen3-TTS streaming needs sdpa or eager full attention (found {implementation}, "
                          f"sliding window {getattr(config, 'sliding_window', None)})")
