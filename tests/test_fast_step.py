@@ -59,3 +59,23 @@ def test_one_token_attention_is_grouped_query_attention(additive: bool) -> None:
     assert torch.allclose(got, expected, atol=1e-6), (got - expected).abs().max()
     assert torch.allclose(got[0], values[0, :, :1].repeat_interleave(4, dim=0), atol=1e-6), \
         "a row at position 0 sees its first column only"
+
+
+def test_pieces_grow_with_the_audio_already_out() -> None:
+    """Fish's schedule: 4 frames first (first audio soon), then as many as were released before, from 16 up to
+    64 (each piece re-decodes 136 frames of context: larger later pieces cost less decoding per frame heard); a
+    stream that ends releases whatever it has left."""
+    from workers.engines.fish_stream import SCHEDULE
+
+    sizes, decoded = [], 0
+    while decoded < 300:
+        ready = decoded
+        while SCHEDULE.due(decoded, ready, finished=False) is None:
+            ready += 1
+        start, end = SCHEDULE.due(decoded, ready, finished=False)
+        assert start == decoded
+        sizes.append(end - start)
+        decoded = end
+    assert sizes[:6] == [4, 16, 20, 40, 64, 64]
+    assert SCHEDULE.due(100, 103, finished=True) == (100, 103) and SCHEDULE.due(100, 100, finished=True) is None
+    assert SCHEDULE.window(200) == 64 and SCHEDULE.window(30) == 0

@@ -88,11 +88,12 @@ def test_both_models_load_through_from_pretrained_and_describe_themselves(engine
 
 def test_a_preset_speaker_streams_a_sentence_in_pieces(engine) -> None:
     """Audio leaves the engine every few codec frames, not once per sentence: the first piece holds two frames."""
-    from workers.engines.qwen3_stream import CHUNK_FRAMES, FIRST_CHUNK_FRAMES
+    from workers.engines.qwen3_stream import SCHEDULE
 
     chunks = list(engine.synthesize("Hello from LockN.", "qwen3-aiden", SynthesisOptions()))
-    assert len(chunks) > 1 and chunks[0].size == FIRST_CHUNK_FRAMES * FRAME_SAMPLES
-    assert all(chunk.size == CHUNK_FRAMES * FRAME_SAMPLES for chunk in chunks[1:-1])
+    assert len(chunks) > 1 and chunks[0].size == SCHEDULE.first * FRAME_SAMPLES
+    released = [sum(chunk.size for chunk in chunks[:index]) // FRAME_SAMPLES for index in range(len(chunks))]
+    assert all(chunk.size == SCHEDULE.wanted(heard) * FRAME_SAMPLES for chunk, heard in zip(chunks[1:-1], released[1:]))
     audio = np.concatenate(chunks)
     assert audio.dtype == np.float32 and audio.ndim == 1
     assert audio.size % FRAME_SAMPLES == 0 and audio.size <= MAX_NEW_TOKENS * FRAME_SAMPLES

@@ -32,7 +32,8 @@ Audio: the codec's decoder (modded DAC) is causal throughout: its codes-rate tra
 therefore gets the very samples one decode of all frames gives, up to float rounding (the tests hold joined
 pieces to 1e-4 of full scale, per sample, against the package's one-shot decode). Pieces due in the same step are
 decoded in one batched call, shorter ones padded on the right (which a causal decoder never sees). The first piece
-leaves after `FIRST_CHUNK_FRAMES` frames (0.19 s of speech at 21.5 frames/s), later ones every `CHUNK_FRAMES`.
+leaves after `FIRST_CHUNK_FRAMES` frames (0.19 s of speech at 21.5 frames/s), later ones as long as the audio
+already out, from `CHUNK_FRAMES` to `LARGEST_CHUNK_FRAMES` (`ChunkSchedule`).
 """
 
 from __future__ import annotations
@@ -49,12 +50,14 @@ from workers.engines.fast_step import (
 )
 from workers.engines.stream_audio import ChunkSchedule
 
-#: Frames before the first piece leaves (21.5 frames per second: 0.19 s), and between later pieces (0.74 s).
+#: Frames before the first piece leaves (21.5 frames per second: 0.19 s); later pieces take as many frames as were
+#: heard before them, from 16 (0.74 s) up to 64 (3 s).
 FIRST_CHUNK_FRAMES = 4
 CHUNK_FRAMES = 16
+LARGEST_CHUNK_FRAMES = 64
 #: The codec transformer's attention window (128 frames) plus the reach of the convolutions after it.
 LEFT_CONTEXT_FRAMES = 136
-SCHEDULE = ChunkSchedule(FIRST_CHUNK_FRAMES, CHUNK_FRAMES, LEFT_CONTEXT_FRAMES)
+SCHEDULE = ChunkSchedule(FIRST_CHUNK_FRAMES, CHUNK_FRAMES, LEFT_CONTEXT_FRAMES, LARGEST_CHUNK_FRAMES)
 #: The package's repetition-penalty window (`decode_n_tokens`: the last 16 frames).
 PENALTY_WINDOW = 16
 #: The package draws codebooks 1… from the first 1024 of the fast transformer's logits (`decode_one_token_ar`).

@@ -16,7 +16,8 @@ instruction or a clone prompt) and its sampling rules, and runs the talker loop 
   bucket, `fast_step`); one device sync per step reads the frames back;
 - audio: the 12 Hz tokenizer's decoder is causal, so a few new frames decoded with `LEFT_CONTEXT_FRAMES` frames
   before them give the samples of those frames (the package's own `chunked_decode` does the same with 300-frame
-  chunks). First audio leaves after `FIRST_CHUNK_FRAMES` frames (0.16 s of speech), then every `CHUNK_FRAMES`.
+  chunks). First audio leaves after `FIRST_CHUNK_FRAMES` frames (0.16 s of speech), later chunks as long as the
+  audio already out, from `CHUNK_FRAMES` to `LARGEST_CHUNK_FRAMES` (`ChunkSchedule`).
 
 Streams that join are prefilled alone and their cache copied into a free row of the batch's (each row keeps its
 own positions; a per-row mask hides the columns it has not written); a stream that leaves frees its row, which
@@ -39,12 +40,14 @@ from workers.engines.qwen3_fast import (
 from workers.engines.stream_audio import ChunkSchedule
 
 
-#: Frames of audio before the first chunk leaves (12.5 frames per second: 0.16 s), and between later chunks.
+#: Frames of audio before the first chunk leaves (12.5 frames per second: 0.16 s); later chunks take as many frames
+#: as were heard before them, from 8 (0.64 s) up to 32 (2.6 s).
 FIRST_CHUNK_FRAMES = 2
 CHUNK_FRAMES = 8
+LARGEST_CHUNK_FRAMES = 32
 #: Frames decoded before each chunk as context and then dropped (the package's `chunked_decode` uses 25).
 LEFT_CONTEXT_FRAMES = 25
-SCHEDULE = ChunkSchedule(FIRST_CHUNK_FRAMES, CHUNK_FRAMES, LEFT_CONTEXT_FRAMES)
+SCHEDULE = ChunkSchedule(FIRST_CHUNK_FRAMES, CHUNK_FRAMES, LEFT_CONTEXT_FRAMES, LARGEST_CHUNK_FRAMES)
 
 
 class _PromptCaptured(Exception):
