@@ -1,11 +1,12 @@
-"""The shapes a batched frame step runs at (`workers/engines/fast_step.py`): buckets of rows and spans of cache
-columns, each a graph of its own. No engine needed (and torch only for the compiled step)."""
+"""The shapes a batched frame step runs at (`workers/engines/row_cache.py`, `fast_step.py`): buckets of rows and
+spans of cache columns, each a graph of its own; one token's attention over grouped heads; audio pieces. No engine needed (and torch only for the compiled step)."""
 
 from __future__ import annotations
 
 import pytest
 
-from workers.engines.fast_step import FastStep, SMALLEST_SPAN, span_bucket, span_buckets
+from workers.engines.fast_step import FastStep
+from workers.engines.row_cache import SMALLEST_SPAN, span_bucket, span_buckets
 
 
 def test_spans_double_from_the_smallest_up_to_the_capacity() -> None:
@@ -45,7 +46,7 @@ def test_one_token_attention_is_grouped_query_attention(additive: bool) -> None:
     copying the keys and values per query head first (transformers' `repeat_kv`, fish-speech's
     `repeat_interleave`), for a boolean mask (Fish) and an additive one (transformers)."""
     torch = pytest.importorskip("torch")
-    from workers.engines.fast_step import one_token_attention, visible_columns
+    from workers.engines.row_cache import one_token_attention, visible_columns
 
     generator = torch.Generator().manual_seed(3)
     query = torch.randn(3, 16, 1, 32, generator=generator)

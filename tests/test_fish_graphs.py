@@ -74,7 +74,7 @@ def decode(decoder: Any, joining: dict[int, str], leaving: dict[int, str] | None
     """Step until every stream is done: `joining` {step: text} prefilled at that step, `leaving` {step: text}
     released there unfinished (cancelled, as the batcher does), finished ones released as they end; each step's
     bucket recorded. → {text: its codes}, and the buckets stepped in order."""
-    from workers.engines.fast_step import row_bucket as bucket
+    from workers.engines.row_cache import row_bucket as bucket
 
     joining, leaving = dict(joining), dict(leaving or {})
     active: dict = {}
@@ -100,8 +100,8 @@ def cache_tensors(decoder: Any) -> list:
 
 
 def test_buckets_are_powers_of_two() -> None:
-    from workers.engines.fast_step import row_bucket as bucket
-    from workers.engines.fast_step import row_buckets as buckets
+    from workers.engines.row_cache import row_bucket as bucket
+    from workers.engines.row_cache import row_buckets as buckets
 
     assert [bucket(n) for n in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 16]
     assert buckets(1) == [1] and buckets(5) == [1, 2, 4, 8] and buckets(8) == [1, 2, 4, 8]
@@ -130,7 +130,7 @@ def test_streams_move_between_buckets(engine, expected, dynamo, compiled: bool) 
     compiles again."""
     decoder = new_decoder(engine, compiled)
     if compiled:
-        from workers.engines.fast_step import row_buckets
+        from workers.engines.row_cache import row_buckets
 
         decoder.warm_up(row_buckets(STREAMS))
         graphs = dynamo.utils.counters["stats"]["unique_graphs"]
@@ -152,7 +152,8 @@ def test_streams_cross_spans_of_cache_columns(engine, expected, dynamo, compiled
     """The step attends over the columns its rows have written, rounded up to a span (here from 16 columns, so
     these short prompts cross several as they grow): three streams joining late keep the package's codes, and
     compiled, each (bucket, span) stepped is one graph, built once."""
-    from workers.engines.fast_step import FastStep, span_buckets
+    from workers.engines.fast_step import FastStep
+    from workers.engines.row_cache import span_buckets
 
     decoder = new_decoder(engine, compiled)
     decoder.frame_step.smallest_span = 16

@@ -31,8 +31,9 @@ import numpy as np
 
 from backend.media.engine import Engine, EngineInfo, ReferenceVoice, SynthesisOptions, VoiceInfo
 from backend.media.model_catalog import FISH_REQUIRED_FILES, no_weights_reason, pulled
-from workers.engines.fast_step import StepMode, row_buckets, step_options
+from workers.engines.fast_step import StepMode, step_options
 from workers.engines.fish_stream import FishRequest, FishSampling, FishStreamDecoder
+from workers.engines.row_cache import row_buckets
 from workers.engines.stream_batcher import StreamBatcher
 
 #: The built-in voice: Fish Speech without a reference speaks in a voice of its own choosing.

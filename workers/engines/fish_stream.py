@@ -44,9 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from workers.engines.fast_step import (
-    FastStep, free_row, mark_static, one_token_attention, round_up, row_bucket, span_bucket, visible_columns,
-    write_rows,
+from workers.engines.fast_step import FastStep
+from workers.engines.row_cache import (
+    free_row, mark_static, one_token_attention, round_up, row_bucket, span_bucket, visible_columns, write_rows,
 )
 from workers.engines.stream_audio import ChunkSchedule
 

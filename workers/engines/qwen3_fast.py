@@ -16,7 +16,7 @@ directly:
   `generate`'s own steps, fixed for a given batch size);
 - `TalkerRows`: the talker's key/value cache with a row per stream and a fixed number of columns (the longest
   prompt allowed plus the most frames), each row written at its own positions; a step attends through a per-row
-  mask over a span of columns (512, 1,024, … or all: `fast_step.span_bucket`), so a step over a bucket of rows
+  mask over a span of columns (512, 1,024, … or all: `row_cache.span_bucket`), so a step over a bucket of rows
   (1, 2, 4, 8 …) at a span always has the same shapes; `talker_step` runs the talker's own decoder layers over it.
 
 No `.item()`/`.tolist()` in any of them: a frame is launched without waiting for the GPU.
@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from workers.engines.fast_step import mark_static, one_token_attention, row_bucket, visible_columns, write_rows
+from workers.engines.row_cache import mark_static, one_token_attention, row_bucket, visible_columns, write_rows
 
 #: transformers' name for the talker's attention while LockN decodes with it (`use_row_attention`).
 ROW_ATTENTION = "lockn_rows"
@@ -276,7 +276,7 @@ class TalkerRows:
 def row_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
                   scaling: float | None = None, **kwargs: Any) -> tuple[Any, None]:
     """transformers' sdpa attention, except one new token per row under a mask (the talker's batched frame step),
-    which goes through `fast_step.one_token_attention`: transformers would copy the keys and values for every
+    which goes through `row_cache.one_token_attention`: transformers would copy the keys and values for every
     query head first (`repeat_kv`: under a mask it keeps PyTorch's grouped-query attention off), twice the cache's
     size written and read again per layer and frame."""
     if query.shape[2] == 1 and attention_mask is not None:

@@ -32,11 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from workers.engines.fast_step import FastStep, free_row, round_up, row_bucket, row_buckets, span_bucket
+from workers.engines.fast_step import FastStep
 from workers.engines.qwen3_fast import (
     MAX_PROMPT_TOKENS, ROW_ATTENTION, CodePredictorLoop, Draw, TalkerRows, sample_tokens, talker_step,
     use_row_attention,
 )
+from workers.engines.row_cache import free_row, round_up, row_bucket, row_buckets, span_bucket
 from workers.engines.stream_audio import ChunkSchedule
 
 
