@@ -16,7 +16,8 @@ seconds with the tests' builders, so anyone with a GPU measures real compute wit
 random weights (the pipeline's overhead only). Random weights rarely say "stop", so each sentence runs to a fixed
 length: `--max-new-tokens`, by default what a ~10 s sentence takes (Fish 215 tokens, Qwen3 125 frames).
 
-Prints per engine and step: first audio (p50, worst), audio made, wall time, aggregate RTF (wall seconds per
+Prints per engine and step mode: one frame step's milliseconds alone at each bucket of streams (`bench.frame_steps`),
+then per stream count: first audio (p50, worst), audio made, wall time, aggregate RTF (wall seconds per
 second of audio, all streams together), the slowest stream's RTF, how many streams ran faster than real time,
 and peak GPU memory. Self-limiting: a step that would not fit in what is left of `--budget-s` is not started, and
 a step past its share is cut (streams stop between pieces); the figures say so. `--smoke`: tiny weights on the
@@ -37,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from bench.frame_steps import FrameStepTiming, print_timings, time_frame_steps
 
 #: The package each engine's inference code comes from.
 PACKAGES = {"fish": "fish_speech", "qwen3": "qwen_tts"}
@@ -190,7 +193,7 @@ def peak_memory_mib(device: str, reset: bool = False) -> float:
 
 
 def run_engine(name: str, args: argparse.Namespace, device: str, scratch: Path, ends_at: float,
-               record: Callable[[StepReport], None]) -> list[StepReport]:
+               record: Callable[[StepReport | FrameStepTiming], None]) -> list[StepReport]:
     """Build or find the weights once, then measure the engine with each frame-step mode of `--step` in turn,
     sharing what is left of the engine's budget; `record` gets each step as soon as it is measured (a lease cut
     short keeps what was measured)."""
@@ -205,9 +208,9 @@ def run_engine(name: str, args: argparse.Namespace, device: str, scratch: Path, 
 
 
 def run_mode(name: str, mode: str, checkpoint: Path, args: argparse.Namespace, device: str, ends_at: float,
-             record: Callable[[StepReport], None]) -> list[StepReport]:
-    """Load the engine with its frame step run as `mode`, warm it up (graphs recorded or compiled there), then
-    measure each stream count that fits before `ends_at`."""
+             record: Callable[[StepReport | FrameStepTiming], None]) -> list[StepReport]:
+    """Load the engine with its frame step run as `mode`, warm it up (graphs recorded or compiled there), time
+    its frame step alone (`bench.frame_steps`), then measure each stream count that fits before `ends_at`."""
     from workers.engines.fast_step import resolve_mode
 
     mode = resolve_mode(mode, device)  # type: ignore[arg-type]
@@ -219,6 +222,10 @@ def run_mode(name: str, mode: str, checkpoint: Path, args: argparse.Namespace, d
     engine.warm_up()  # as a worker does before it says ready: kernels chosen, graphs recorded or compiled
     warm_up_s = round(time.perf_counter() - started, 1)
     print(f"{name} [{mode}]: loaded and warmed up in {warm_up_s:.1f} s; {tokens} tokens per sentence", flush=True)
+    timings = time_frame_steps(engine, name, mode, max(counts))  # before any stream: dummy rows
+    print_timings(timings)
+    for timing in timings:
+        record(timing)
     steps: list[StepReport] = []
     for index, streams in enumerate(counts):
         left = ends_at - time.monotonic()
@@ -277,13 +284,15 @@ def main() -> None:
     for name in set(args.engines.split(",")) - set(engines):
         print(f"{name}: not installed here (make setup-{'fish' if name == 'fish' else 'qwen'}); skipped")
     steps: list[StepReport] = []
+    frame_steps: list[FrameStepTiming] = []
     described = torch.cuda.get_device_name() if device == "cuda" else "cpu"
 
-    def record(step: StepReport) -> None:
-        steps.append(step)
+    def record(item: StepReport | FrameStepTiming) -> None:
+        (frame_steps if isinstance(item, FrameStepTiming) else steps).append(item)  # type: ignore[arg-type]
         if args.json:
             args.json.write_text(json.dumps({"device": described, "torch": torch.__version__,
-                                             "steps": [asdict(s) for s in steps]}, indent=1) + "\n")
+                                             "steps": [asdict(s) for s in steps],
+                                             "frame_steps": [asdict(t) for t in frame_steps]}, indent=1) + "\n")
 
     with tempfile.TemporaryDirectory() as scratch:
         for index, name in enumerate(engines):

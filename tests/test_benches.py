@@ -59,6 +59,9 @@ def test_bench_runs_in_smoke_mode(bench: str) -> None:
                             text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert BENCHES[bench] in result.stdout, result.stdout[-2000:]
+    if bench == "bench.gpu" and "GPU engines measured: 0" not in result.stdout:  # the engines' layer installed
+        assert re.search(r"frame step fish +1 row\(s\) × +\d+ columns +[\d.]+ ms", result.stdout), \
+            "one frame step timed alone, per bucket and span"
 
 
 def test_a_bench_client_that_is_refused_stops_the_figures(closed_port: int) -> None:

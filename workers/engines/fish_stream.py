@@ -262,12 +262,18 @@ class FishStreamDecoder:
         """Build the frame step for each bucket in `sizes` (`FastStep.warm`), every row a dummy one (so before any
         stream starts): graphs are recorded and compiled steps compiled here, not in the first requests. Run it on
         the thread that will decode (CUDA graph trees belong to it). → seconds taken."""
-        if self._rows:
-            raise RuntimeError("warm up before any stream starts: every row is written at position 0")
         with self.torch.inference_mode():
             if max(sizes) > self._cache[0][0].shape[0]:
                 self._grow(max(sizes), self._cache[0][0].shape[2])
-            return self.frame_step.warm(lambda size, span: self._step_inputs([], size, span), sizes, self.spans())
+            return self.frame_step.warm(self.dummy_step_inputs, sizes, self.spans())
+
+    def dummy_step_inputs(self, bucket: int, span: int) -> tuple[Any, Any, Any, int]:
+        """The frame step's inputs for `bucket` rows that hold no stream, attending over `span` columns (what a
+        warm-up builds and `bench.frame_steps` times); only while no stream is in the batch: every row reads at
+        position 0, which it writes."""
+        if self._rows:
+            raise RuntimeError("dummy steps run before any stream starts: every row is written at position 0")
+        return self._step_inputs([], bucket, span)
 
     def _check_end(self, stream: FishStream, main: int) -> None:
         """The package's stop: the end token drawn (`main`: the newest frame's main token), or the limit reached."""

@@ -219,14 +219,20 @@ class Qwen3StreamDecoder:
         if self.frame_step.mode == "eager":
             return
         self.cache.reserve(self.max_streams)
-        self.frame_step.warm(self._dummy_arguments, row_buckets(self.max_streams), self.spans())
+        self.frame_step.warm(self.dummy_step_inputs, row_buckets(self.max_streams), self.spans())
 
     def spans(self) -> list[int]:
         """The spans of the talker cache's columns the frame step attends over (`FastStep.spans`)."""
         return self.frame_step.spans(self.cache.capacity)
 
-    def _dummy_arguments(self, bucket: int, span: int) -> tuple:
-        """A step's inputs for `bucket` rows that hold no stream (position 0, token 0, zero states)."""
+    def dummy_step_inputs(self, bucket: int, span: int) -> tuple:
+        """A step's inputs for `bucket` rows that hold no stream (position 0, token 0, zero states), attending over
+        `span` columns (what the warm-up builds and `bench.frame_steps` times); only while no stream is in the
+        batch (the rows' states would be read as theirs), and once the first prompt has set the sampling."""
+        if self._rows or self._predictor is None:
+            raise RuntimeError("dummy steps run after the first prompt and before any stream joins the batch")
+        if self.cache.reserve(bucket):
+            self.frame_step.forget_graphs()
         cache = self.cache
         texts = self.torch.zeros((bucket, cache.hidden.shape[1]), dtype=cache.hidden.dtype, device=self.device)
         return (cache.tokens[:bucket], cache.hidden[:bucket], texts, cache.positions[:bucket], cache.seen[:bucket],
