@@ -36,9 +36,13 @@ fi
 if [ ! -f "$PEER_WHEELS/requirements.txt" ]; then
   log "peer: no $PEER_WHEELS/requirements.txt ('make gpu-bundle-peer' where there is network), not measured"; exit 0
 fi
-"$PY" -m pip install -q --no-index --no-deps --only-binary=:all: --no-compile --no-cache-dir --upgrade --target "$PEER_SITE" \
-    --find-links "$PEER_WHEELS" --find-links "$WHEELS" -r "$PEER_WHEELS/requirements.txt" > "$OUT/peer-pip.log" 2>&1 \
-  || { log "peer: installing $PEER_WHEELS/requirements.txt failed, not measured:"; tail -n 20 "$OUT/peer-pip.log" | tee -a "$OUT/lease.log"; exit 0; }
+"$PY" -m pip install -q --no-index --no-deps --only-binary=:all: --no-compile --no-cache-dir --upgrade \
+    --target "$PEER_SITE" --find-links "$PEER_WHEELS" --find-links "$WHEELS" -r "$PEER_WHEELS/requirements.txt" \
+    > "$OUT/peer-pip.log" 2>&1 || {
+  log "peer: installing $PEER_WHEELS/requirements.txt failed, not measured:"
+  tail -n 20 "$OUT/peer-pip.log" | tee -a "$OUT/lease.log"
+  exit 0
+}
 log "peer: $(grep -c . "$PEER_WHEELS/requirements.txt") packages installed in $PEER_SITE"
 
 timeout -k 5 "$PEER_SPARE_S" "$PY" -m bench.full_size --qwen "$PEER_CHECKPOINT" --size "$PEER_SIZE" 2>&1 \
@@ -50,7 +54,8 @@ fi
 log "peer: bench.peer_qwen, budget ${PEER_S}s (+${PEER_SPARE_S}s) $PEER_ARGS"
 # shellcheck disable=SC2086  # PEER_ARGS: extra arguments, split on purpose
 PYTHONPATH="$PEER_SITE:$HERE" timeout -k 10 $(( PEER_S + PEER_SPARE_S )) "$PY" -m bench.peer_qwen \
-    --checkpoint "$PEER_CHECKPOINT" --budget-s "$PEER_S" --json "$OUT/peer.json" $PEER_ARGS 2>&1 | tee -a "$OUT/lease.log"
+    --checkpoint "$PEER_CHECKPOINT" --budget-s "$PEER_S" --json "$OUT/peer.json" $PEER_ARGS 2>&1 \
+  | tee -a "$OUT/lease.log"
 log "peer: bench.peer_qwen exit code ${PIPESTATUS[0]}"
 rm -rf "$PEER_CHECKPOINT"
 exit 0
