@@ -23,12 +23,14 @@ device is said plainly (exit 0, nothing measured). faster-qwen3-tts's torch back
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import importlib.metadata as metadata
 import importlib.util
 import json
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -142,9 +144,37 @@ def write(path: Path | None, content: dict[str, Any]) -> None:
         path.write_text(json.dumps(content, indent=1) + "\n")
 
 
-def load(checkpoint: Path, frames: int, chunk_size: int) -> tuple[PeerEngine, float]:
+def unused_torchaudio() -> str:
+    """"" when the machine's torchaudio imports; otherwise a stand-in for it, and why. `import qwen_tts` imports
+    `torchaudio.compliance.kaldi` for its 25 Hz tokenizer, which a 12 Hz checkpoint never runs, and a torchaudio
+    built for another torch fails to import: the peer is then measured all the same (a call would raise)."""
+    try:
+        import torchaudio.compliance.kaldi  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - ImportError, or OSError from a library built for another torch
+        for name in ("torchaudio", "torchaudio.compliance", "torchaudio.compliance.kaldi"):
+            module = sys.modules[name] = types.ModuleType(name)
+            module.__spec__ = importlib.machinery.ModuleSpec(name, None)  # find_spec() of it must not raise
+            module.__getattr__ = _unused  # type: ignore[method-assign]
+            parent, _, leaf = name.rpartition(".")
+            if parent:
+                setattr(sys.modules[parent], leaf, module)
+        return f"torchaudio does not import here ({type(exc).__name__}: {exc}); a stand-in answered qwen_tts's import"
+    return ""
+
+
+def _unused(name: str) -> Any:
+    if name.startswith("__"):
+        raise AttributeError(name)
+    raise RuntimeError(f"torchaudio.{name}: torchaudio does not import here; bench.peer_qwen stood in for it")
+
+
+def load(checkpoint: Path, frames: int, chunk_size: int) -> tuple[PeerEngine, float, str]:
     """The peer loaded in bfloat16 (as LockN's Qwen on a GPU), its CUDA graphs captured and one sentence spoken
-    untimed (as a LockN worker warms up before it says ready); the seconds that took."""
+    untimed (as a LockN worker warms up before it says ready); the seconds that took, and a note ("" or why
+    torchaudio was stood in for)."""
+    note = unused_torchaudio()
+    if note:
+        print(f"{PEER}: {note}", flush=True)
     import torch
     from faster_qwen3_tts import FasterQwen3TTS
 
@@ -155,7 +185,7 @@ def load(checkpoint: Path, frames: int, chunk_size: int) -> tuple[PeerEngine, fl
     for _ in engine.synthesize(SENTENCE, engine.voices()[0].id):
         pass
     torch.cuda.synchronize()
-    return engine, round(time.perf_counter() - started, 1)
+    return engine, round(time.perf_counter() - started, 1), note
 
 
 def run(args: argparse.Namespace, steps: list[StepReport]) -> None:
@@ -166,11 +196,12 @@ def run(args: argparse.Namespace, steps: list[StepReport]) -> None:
     began = time.monotonic()
     device = torch.cuda.get_device_name()
 
+    engine, warm_up_s, note = load(args.checkpoint, args.max_new_tokens, args.chunk_size)
+
     def record(step: StepReport) -> None:
         steps.append(step)
-        write(args.json, report(device, steps, args))
+        write(args.json, report(device, steps, args, note))
 
-    engine, warm_up_s = load(args.checkpoint, args.max_new_tokens, args.chunk_size)
     print(f"{PEER}: loaded and warmed up in {warm_up_s:.1f} s; {args.max_new_tokens} frames per sentence, "
           f"chunks of {args.chunk_size}", flush=True)
     measure_counts(engine, PEER, "graphs", args.streams, args.sentences, "cuda", began + args.budget_s, warm_up_s,

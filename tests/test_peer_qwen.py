@@ -135,3 +135,19 @@ def test_the_peer_lease_installs_builds_and_measures_in_its_own_site(tmp_path: P
     assert "bench.peer_qwen exit code 0" in log and "peer steps measured: 0" in log
     assert json.loads((out / "peer.json").read_text())["checkpoint"] == str(tmp_path / "qwen")
     assert not (tmp_path / "qwen").exists(), "the checkpoint is removed afterwards"
+
+
+def test_qwen_tts_unused_torchaudio_import_is_answered_only_when_torchaudio_fails() -> None:
+    """`import qwen_tts` imports torchaudio's kaldi module (never run for 12 Hz models); a torchaudio that does not
+    import must not cost the peer's figures, and a real one is left alone. In a child: sys.modules changes."""
+    probe = ("from bench.peer_qwen import unused_torchaudio\n"
+             "note = unused_torchaudio()\n"
+             "import torchaudio.compliance.kaldi as kaldi\n"
+             "try:\n    kaldi.fbank\nexcept RuntimeError as exc:\n    print('STOOD-IN', note, exc)\n"
+             "else:\n    print('REAL', repr(note))\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if importlib.util.find_spec("torchaudio") is None:
+        assert done.stdout.startswith("STOOD-IN torchaudio does not import here") and "stood in" in done.stdout
+    else:
+        assert done.stdout.strip() == "REAL ''" or "does not import here" in done.stdout  # a broken install
