@@ -65,7 +65,7 @@ rc=${PIPESTATUS[0]}
 log "bench.gpu exit code $rc"
 # Then the peer package on the same kind of checkpoint, in its own site directory (bench/peer_lease.sh: skipped
 # without .gpu/peer or with PEER_S=0; it never changes this script's exit code, which stays bench.gpu's).
-OUT="$OUT" PY="$PY" WHEELS="$WHEELS" bash "$HERE/bench/peer_lease.sh"
+OUT="$OUT" PY="$PY" WHEELS="$WHEELS" SITE="$SITE" bash "$HERE/bench/peer_lease.sh"
 [ -n "$SMI_PID" ] && kill "$SMI_PID" 2> /dev/null
 log "in $OUT: $(ls "$OUT" | tr '\n' ' ')"
 exit "$rc"

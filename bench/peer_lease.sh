@@ -3,12 +3,13 @@
 # full-size checkpoint as LockN's Qwen. bench/gpu_lease.sh runs this after LockN's own bench; it can run alone.
 #
 # Here (network):   make gpu-bundle-peer     # .gpu/peer: requirements.txt, and the wheels .gpu/whl lacks
-# There:            OUT=/some/dir PEER_S=150 bash bench/peer_lease.sh
+# There:            OUT=/some/dir PEER_S=150 bash bench/peer_lease.sh   (after gpu_lease.sh installed $SITE; a
+#                   separate call keeps each under a 600 s command limit: gpu_lease.sh with PEER_S=0, then this)
 #
 # 1. installs .gpu/peer/requirements.txt (wheels from .gpu/peer and .gpu/whl) into $PEER_SITE, a site directory of
 #    its own: the peer runs on transformers 5, LockN on 4.57.3;
-# 2. builds the checkpoint with `python -m bench.full_size --qwen` in the environment it was started in (LockN's:
-#    qwen-tts 0.1.1 saves it, as bench.gpu --full-size builds it);
+# 2. builds the checkpoint with `python -m bench.full_size --qwen` in LockN's environment ($SITE, the wheels
+#    gpu_lease.sh installed, ahead of the machine's packages: qwen-tts 0.1.1 saves it, as bench.gpu --full-size);
 # 3. runs `python -m bench.peer_qwen --budget-s $PEER_S --json $OUT/peer.json` with only $PEER_SITE and the repo
 #    ahead of the machine's own packages (not LockN's site), under an outer timeout (+$PEER_SPARE_S).
 # Everything lands in $OUT/lease.log (pip's output in $OUT/peer-pip.log). Never fails its caller: a missing bundle,
@@ -17,6 +18,7 @@ set -u
 OUT="${OUT:-/tmp/lockn-gpu-out}"
 PY="${PY:-python3}"
 WHEELS="${WHEELS:-.gpu/whl}"
+SITE="${SITE:-/tmp/lockn-site}"
 PEER_S="${PEER_S:-150}"
 PEER_SPARE_S="${PEER_SPARE_S:-150}"
 PEER_WHEELS="${PEER_WHEELS:-.gpu/peer}"
@@ -27,6 +29,8 @@ PEER_ARGS="${PEER_ARGS:-}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mkdir -p "$OUT"
 cd "$HERE" || exit 0
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false \
+       PYTHONUNBUFFERED=1
 
 log() { echo "[peer_lease +${SECONDS}s] $*" | tee -a "$OUT/lease.log"; }
 
@@ -45,8 +49,8 @@ fi
 }
 log "peer: $(grep -c . "$PEER_WHEELS/requirements.txt") packages installed in $PEER_SITE"
 
-timeout -k 5 "$PEER_SPARE_S" "$PY" -m bench.full_size --qwen "$PEER_CHECKPOINT" --size "$PEER_SIZE" 2>&1 \
-    | tail -n 5 | tee -a "$OUT/lease.log"
+PYTHONPATH="$SITE:$HERE" timeout -k 5 "$PEER_SPARE_S" "$PY" -m bench.full_size --qwen "$PEER_CHECKPOINT" \
+    --size "$PEER_SIZE" 2>&1 | tail -n 5 | tee -a "$OUT/lease.log"
 if [ "${PIPESTATUS[0]}" -ne 0 ]; then
   log "peer: building the checkpoint failed, not measured"; rm -rf "$PEER_CHECKPOINT"; exit 0
 fi

@@ -127,6 +127,7 @@ def test_the_peer_lease_installs_builds_and_measures_in_its_own_site(tmp_path: P
     (peer / "requirements.txt").write_text("lockn_peer_probe==1.0\n")
     done, out = _lease(tmp_path, PEER_WHEELS=str(peer), PEER_SITE=str(site), PEER_SIZE="tiny", PEER_S="30",
                        PEER_CHECKPOINT=str(tmp_path / "qwen"), WHEELS=str(tmp_path / "lockn-whl"),
+                       SITE=str(tmp_path / "lockn-site"),
                        PEER_ARGS="--streams 1")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (site / "lockn_peer_probe" / "__init__.py").read_text() == "VALUE = 7\n"
