@@ -62,7 +62,7 @@ class PeerEngine:
         self.turn = threading.Lock()  # one generation at a time: the model's cache and graphs are shared
 
     def voices(self) -> list[Voice]:
-        """The checkpoint's speakers (CustomVoice), first in sorted order first."""
+        """The checkpoint's speakers (CustomVoice), sorted: bench.gpu's streams all speak as the first."""
         return [Voice(name) for name in sorted(self.model.model.get_supported_speakers())]
 
     def describe(self) -> Described:
