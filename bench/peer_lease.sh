@@ -48,6 +48,11 @@ fi
   exit 0
 }
 log "peer: $(grep -c . "$PEER_WHEELS/requirements.txt") packages installed in $PEER_SITE"
+# Run alone on a fresh machine, LockN's site is not there yet: its wheels go in as gpu_lease.sh puts them.
+if [ ! -d "$SITE/qwen_tts" ] && ls "$WHEELS"/*.whl > /dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl \
+      >> "$OUT/peer-pip.log" 2>&1 && rm -rf "$SITE/tests" && log "peer: LockN's wheels installed in $SITE"
+fi
 
 PYTHONPATH="$SITE:$HERE" timeout -k 5 "$PEER_SPARE_S" "$PY" -m bench.full_size --qwen "$PEER_CHECKPOINT" \
     --size "$PEER_SIZE" 2>&1 | tail -n 5 | tee -a "$OUT/lease.log"
