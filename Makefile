@@ -115,6 +115,12 @@ $(VENV)/.installed-gpu: requirements-fish.txt requirements-qwen.txt $(VENV)/.ins
 gpu-bundle: setup-qwen
 	$(PY) -m bench.gpu_bundle --out .gpu/whl
 
+# The peer package the README compares LockN with (faster-qwen3-tts, on its own transformers 5), into .gpu/peer:
+# what LockN's bundle does not already carry; the lease measures it after LockN's bench (bench.peer_qwen).
+.PHONY: gpu-bundle-peer
+gpu-bundle-peer: setup
+	$(PY) -m bench.gpu_bundle --peer --out .gpu/peer --shared .gpu/whl
+
 # Release QA (README, "Release QA"): the smoke subset of qa/ against any running deployment, recorded in the
 # database; JUnit XML, HTML report and screenshots in qa/artifacts/. LOCKN_QA_KEY (a key with
 # tts:read,tts:write,keys:read) enables the API checks; exported, never echoed.

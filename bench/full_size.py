@@ -15,10 +15,17 @@ doubt; the builders print the parameter counts):
 - OpenAudio S1-mini (Fish Speech): DualAR 28 layers × 1024 (ffn 3072, 16 heads / 8 kv, head 128, qk-norm,
   vocabulary 155,776, 10 codebooks × 4096), fast transformer 4 layers × 1024 (head 64); codec: the package's own
   `modded_dac_vq` (391 M). 860 M parameters in the text-to-semantic model.
+
+    .venv/bin/python -m bench.full_size --qwen DIR [--size 1.7b|0.6b|tiny] [--device cuda|cpu]
+
+writes a Qwen checkpoint folder on its own: `bench/gpu_lease.sh` builds one in LockN's environment (qwen-tts 0.1.1
+saves it) for `bench.peer_qwen`, which loads it in another (transformers 5); `tiny` is the tests' small layout.
 """
 
 from __future__ import annotations
 
+import argparse
+import time
 from pathlib import Path
 
 _QWEN_SPEECH_TOKENIZER = {
@@ -70,3 +77,27 @@ def build_fish(folder: Path, device: str) -> Path:
 
     make_tiny_checkpoint(folder, FISH_S1_MINI, package_codec=True, device=device)
     return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--qwen", type=Path, required=True, help="folder to write the CustomVoice checkpoint into")
+    parser.add_argument("--size", choices=(*QWEN_LAYOUTS, "tiny"), default="1.7b")
+    parser.add_argument("--device", help="where to build it (default: cuda when there is one)")
+    args = parser.parse_args(argv)
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    started = time.perf_counter()
+    if args.size == "tiny":
+        from tests.qwen_tiny import make_tiny_qwen_checkpoint
+
+        make_tiny_qwen_checkpoint(args.qwen, "custom_voice")
+    else:
+        build_qwen(args.qwen, args.size, device)
+    print(f"Qwen3-TTS 12 Hz {args.size} CustomVoice, random weights, built on {device} into {args.qwen} "
+          f"in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -226,6 +226,15 @@ def run_mode(name: str, mode: str, checkpoint: Path, args: argparse.Namespace, d
     print_timings(timings)
     for timing in timings:
         record(timing)
+    return measure_counts(engine, name, mode, counts, args.sentences, device, ends_at, warm_up_s, record)
+
+
+def measure_counts(engine: Any, name: str, mode: str, counts: list[int], sentences: int, device: str,
+                   ends_at: float, warm_up_s: float, record: Callable[[Any], None]) -> list[StepReport]:
+    """Measure a loaded, warmed-up `engine` at each stream count of `counts` that fits before `ends_at`
+    (monotonic): a count is not started when the last one's wall time, half again, no longer fits, and each
+    one's streams stop at their share of what is left. Shared with `bench.peer_qwen`, so a peer package is
+    measured by the same rules as LockN's engines; `engine` needs only `voices`, `describe` and `synthesize`."""
     steps: list[StepReport] = []
     for index, streams in enumerate(counts):
         left = ends_at - time.monotonic()
@@ -234,7 +243,7 @@ def run_mode(name: str, mode: str, checkpoint: Path, args: argparse.Namespace, d
             print(f"{name} [{mode}]: {streams} streams skipped: {left:.0f} s of the budget left", flush=True)
             break
         peak_memory_mib(device, reset=True)
-        results, wall = measure(engine, streams, args.sentences, time.monotonic() + max(share, left / 2))
+        results, wall = measure(engine, streams, sentences, time.monotonic() + max(share, left / 2))
         steps.append(replace(summarise(name, mode, streams, results, wall, peak_memory_mib(device)),
                              warm_up_s=warm_up_s, fallback=frame_step_failures(engine)))
         print_step(steps[-1])

@@ -1,6 +1,7 @@
 """Wheels for a GPU lease: what `python -m bench.gpu --full-size` needs beyond a lent GPU machine's own packages.
 
     .venv/bin/python -m bench.gpu_bundle [--out .gpu/whl] [--list]
+    .venv/bin/python -m bench.gpu_bundle --peer [--out .gpu/peer] [--shared .gpu/whl] [--list]
 
 A lent GPU machine (an H200 here, `bench/gpu_lease.sh` runs there) has Python 3.12 with PyTorch and a long list of
 packages, but no network: whatever else the engines import must travel with the working tree, as wheels, in the
@@ -10,6 +11,11 @@ modules came from — keeps the ones the machine's image lacks, plus the few who
 (`PINNED_OVER_IMAGE`: the image's transformers 5 is not the 4.57.3 qwen-tts and Fish Speech are built for), and
 downloads each at the version this environment runs, for CPython 3.12 on x86-64 Linux. A distribution published
 only as source (antlr4's runtime, say) is built into a wheel here: they are pure Python.
+
+`--peer`: the maintained package LockN is compared with (`bench.peer_qwen`: faster-qwen3-tts), which runs on
+transformers 5 and its own build of `qwen_tts`, so it gets a site directory of its own on the machine. Its list is
+`PEER_PINS` (found by loading LockN's checkpoint with it), written to `.gpu/peer/requirements.txt`; a pin whose
+wheel LockN's bundle (`--shared`) already carries is not downloaded twice: the lease installs from both folders.
 
 `--list` prints the list and downloads nothing (what `tests/test_gpu_bundle.py` checks).
 """
@@ -48,6 +54,17 @@ typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wra
 """.split())
 #: In the image, but at a version the engines do not run on: LockN's pins travel and go ahead of it on the path.
 PINNED_OVER_IMAGE = frozenset({"transformers", "tokenizers", "huggingface-hub", "accelerate"})
+#: faster-qwen3-tts and what importing it, loading a checkpoint and speaking need beyond the image, pinned: its own
+#: transformers (>= 5.15.1) with the hub, tokenizers, safetensors and regex versions that transformers checks when
+#: imported (the image's minor release is unknown), qwen-tts-hf (the `qwen_tts` package for transformers 5), and
+#: the audio packages `qwen_tts` imports at module level that the image lacks (librosa and its helpers, soundfile
+#: with cffi, sox: a wrapper that only warns when the SoX binary is missing).
+PEER_PINS = {
+    "faster-qwen3-tts": "0.5.4", "qwen-tts-hf": "0.1.1.post1", "transformers": "5.15.1",
+    "huggingface-hub": "1.33.0", "tokenizers": "0.22.2", "safetensors": "0.8.0", "regex": "2026.11.19",
+    "accelerate": "1.12.0", "sox": "1.5.0", "librosa": "0.11.0", "soundfile": "0.14.0", "cffi": "2.1.1",
+    "soxr": "1.1.0", "audioread": "3.1.0", "decorator": "5.3.1", "pooch": "1.9.0", "platformdirs": "4.14.8",
+}
 #: The GPU machine's interpreter and platform (pip matches manylinux tags exactly, so several are named).
 TARGET = ["--python-version", "3.12", "--implementation", "cp", "--abi", "cp312", "--abi", "abi3", "--abi", "none",
           *[arg for tag in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
@@ -107,19 +124,40 @@ def download(needed: dict[str, str], out: Path) -> None:
                 wheel.rename(out / wheel.name)
 
 
+def carried(folder: Path) -> set[tuple[str, str]]:
+    """(normalised name, version) of each wheel in `folder` (a wheel's file name starts with both)."""
+    return {(normalise(wheel.name.split("-")[0]), wheel.name.split("-")[1]) for wheel in folder.glob("*.whl")}
+
+
+def peer_bundle(out: Path, shared: Path, pins: dict[str, str] = PEER_PINS) -> dict[str, str]:
+    """Write `out`/requirements.txt (every pin) and return the pins `shared` does not already carry (to download
+    into `out`): the lease installs the requirements from both folders into the peer's own site directory."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "requirements.txt").write_text("".join(f"{name}=={version}\n" for name, version in pins.items()))
+    have = carried(shared)
+    return {name: version for name, version in pins.items() if (normalise(name), version) not in have}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path(".gpu/whl"))
+    parser.add_argument("--out", type=Path, help="default .gpu/whl, or .gpu/peer with --peer")
+    parser.add_argument("--peer", action="store_true", help="the peer package's wheels (bench.peer_qwen)")
+    parser.add_argument("--shared", type=Path, default=Path(".gpu/whl"),
+                        help="with --peer: LockN's bundle, whose wheels are not downloaded twice")
     parser.add_argument("--list", action="store_true", help="print what would travel; download nothing")
     args = parser.parse_args()
-    needed = wheels_needed(imported_distributions())
+    out = args.out or Path(".gpu/peer" if args.peer else ".gpu/whl")
+    if args.peer:
+        needed = dict(PEER_PINS) if args.list else peer_bundle(out, args.shared)
+    else:
+        needed = wheels_needed(imported_distributions())
     for name, version in needed.items():
         print(f"{name}=={version}")
     if args.list:
         return
-    download(needed, args.out)
-    size = sum(wheel.stat().st_size for wheel in args.out.glob("*.whl"))
-    print(f"{len(list(args.out.glob('*.whl')))} wheels in {args.out}, {size / 2 ** 20:.1f} MiB")
+    download(needed, out)
+    size = sum(wheel.stat().st_size for wheel in out.glob("*.whl"))
+    print(f"{len(list(out.glob('*.whl')))} wheels in {out}, {size / 2 ** 20:.1f} MiB")
 
 
 if __name__ == "__main__":

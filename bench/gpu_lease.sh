@@ -10,7 +10,9 @@
 # `python -m bench.gpu --full-size --budget-s $BUDGET_S --json $OUT/gpu.json` under an outer timeout (the budget
 # plus $SPARE_S for building the weights and compiling). $OUT gets: env.txt, lease.log, gpu.json (written after
 # every measured step, so a run cut short keeps its figures), nvidia-smi.csv, pip.log. Before the benchmark it runs
-# the GPU-only tests ($GPU_TESTS, at most $TESTS_S seconds), whose summary lands in lease.log.
+# the GPU-only tests ($GPU_TESTS, at most $TESTS_S seconds), whose summary lands in lease.log. After the benchmark,
+# bench/peer_lease.sh measures the peer package (faster-qwen3-tts, `make gpu-bundle-peer`) for $PEER_S seconds
+# (default 150, plus building its checkpoint; PEER_S=0 skips it): $OUT/peer.json.
 set -u
 OUT="${OUT:-/tmp/lockn-gpu-out}"
 BUDGET_S="${BUDGET_S:-420}"
@@ -60,6 +62,10 @@ log "bench.gpu --full-size, budget ${BUDGET_S}s (+${SPARE_S}s for building and c
 timeout -k 10 $(( BUDGET_S + SPARE_S )) "$PY" -m bench.gpu --full-size --budget-s "$BUDGET_S" --json "$OUT/gpu.json" "$@" \
     2>&1 | tee -a "$OUT/lease.log"
 rc=${PIPESTATUS[0]}
+log "bench.gpu exit code $rc"
+# Then the peer package on the same kind of checkpoint, in its own site directory (bench/peer_lease.sh: skipped
+# without .gpu/peer or with PEER_S=0; it never changes this script's exit code, which stays bench.gpu's).
+OUT="$OUT" PY="$PY" WHEELS="$WHEELS" SITE="$SITE" bash "$HERE/bench/peer_lease.sh"
 [ -n "$SMI_PID" ] && kill "$SMI_PID" 2> /dev/null
-log "bench.gpu exit code $rc; in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+log "in $OUT: $(ls "$OUT" | tr '\n' ' ')"
 exit "$rc"

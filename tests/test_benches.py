@@ -24,6 +24,7 @@ BENCHES = {
     "bench.soak": "resident memory over time",
     "bench.flood": "trickling server",
     "bench.gpu": "GPU engines measured",
+    "bench.peer_qwen": "peer steps measured",
 }
 
 

@@ -45,7 +45,7 @@ def test_the_lease_script_installs_the_wheels_and_leaves_its_figures(tmp_path: P
     wheels.mkdir()
     _write_wheel(wheels, "lockn_lease_probe", "VALUE = 42\n")
     env = {**os.environ, "WHEELS": str(wheels), "SITE": str(site), "OUT": str(out), "PY": sys.executable,
-           "BUDGET_S": "120", "SPARE_S": "300"}
+           "BUDGET_S": "120", "SPARE_S": "300", "PEER_WHEELS": str(tmp_path / "no-peer")}
     done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_lease.sh"), "--smoke", "--engines", "fish"],
                           env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -53,6 +53,7 @@ def test_the_lease_script_installs_the_wheels_and_leaves_its_figures(tmp_path: P
     assert "torch" in (out / "env.txt").read_text()
     log = (out / "lease.log").read_text()
     assert "1 wheels installed" in log and "GPU engines measured" in log
+    assert "make gpu-bundle-peer" in log, "then the peer's lease, skipped without its bundle (tests/test_peer_qwen.py)"
     assert re.search(r"\d+ (passed|skipped)", log), "the GPU-only tests ran first (skipped where there is no GPU)"
     if importlib.util.find_spec("fish_speech") is not None:
         steps = json.loads((out / "gpu.json").read_text())["steps"]
