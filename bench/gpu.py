@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.gpu [--full-size] [--engines fish,qwen3] [--streams 1,4,8,16,32] [--sentences 2]
                                   [--qwen-size 1.7b|0.6b] [--fish-checkpoint DIR] [--qwen-checkpoint DIR]
                                   [--step auto|graphs|compiled|eager[,…]] [--budget-s 420] [--json FILE] [--smoke]
+                                  [--weights DIR]
 
 Streams run as a GPU worker runs jobs (`LOCKN_GPU_MAX_STREAMS`): threads of one process sharing one loaded
 engine, each speaking `--sentences` sentences one after another as the job runner does, all starting together.
@@ -15,6 +16,7 @@ released models' sizes (`bench/full_size.py`: S1-mini, Qwen3-TTS 12 Hz 1.7B or 0
 seconds with the tests' builders, so anyone with a GPU measures real compute with no download. Otherwise tiny
 random weights (the pipeline's overhead only). Random weights rarely say "stop", so each sentence runs to a fixed
 length: `--max-new-tokens`, by default what a ~10 s sentence takes (Fish 215 tokens, Qwen3 125 frames).
+Built weights go to a temporary folder, or to `--weights DIR` (DIR/fish, DIR/qwen3-1.7b), kept for what runs next.
 
 Prints per engine and step mode: one frame step's milliseconds alone at each bucket of streams (`bench.frame_steps`),
 then per stream count: first audio (p50, worst), audio made, wall time, aggregate RTF (wall seconds per
@@ -158,6 +160,13 @@ def print_step(step: StepReport) -> None:
           + (f"   (the frame step fell back to eager: {step.fallback})" if step.fallback else ""), flush=True)
 
 
+def weights_folder(name: str, args: argparse.Namespace) -> str:
+    """Where an engine's built weights go within the scratch folder: `fish`, `qwen3-1.7b` (`qwen3-tiny` unless
+    `--full-size`): `bench/peer_lease.sh` finds the Qwen checkpoint there when `--weights` keeps it, and measures
+    the peer package on it."""
+    return name if name == "fish" else f"{name}-{args.qwen_size if args.full_size else 'tiny'}"
+
+
 def checkpoint_for(name: str, args: argparse.Namespace, folder: Path, device: str) -> tuple[Path, str]:
     """The weights to measure, and how to describe them."""
     given = {"fish": args.fish_checkpoint, "qwen3": args.qwen_checkpoint}[name]
@@ -197,7 +206,7 @@ def run_engine(name: str, args: argparse.Namespace, device: str, scratch: Path, 
     """Build or find the weights once, then measure the engine with each frame-step mode of `--step` in turn,
     sharing what is left of the engine's budget; `record` gets each step as soon as it is measured (a lease cut
     short keeps what was measured)."""
-    checkpoint, described = checkpoint_for(name, args, scratch / name, device)
+    checkpoint, described = checkpoint_for(name, args, scratch / weights_folder(name, args), device)
     print(f"{name}: {described}", flush=True)
     modes = args.step.split(",")
     steps: list[StepReport] = []
@@ -269,6 +278,8 @@ def main() -> None:
     parser.add_argument("--qwen-checkpoint", type=Path)
     parser.add_argument("--budget-s", type=float, default=420.0, help="stop starting steps after this many seconds")
     parser.add_argument("--json", type=Path, help="also write every step's figures here")
+    parser.add_argument("--weights", type=Path,
+                        help="keep the weights built here (DIR/fish, DIR/qwen3-1.7b); default: a temporary folder")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny weights on the CPU, 1 and 2 streams: proves the bench still runs (tests/test_benches.py)")
     args = parser.parse_args()
@@ -307,7 +318,7 @@ def main() -> None:
         for index, name in enumerate(engines):
             share = (began + args.budget_s - time.monotonic()) / (len(engines) - index)
             try:
-                run_engine(name, args, device, Path(scratch), time.monotonic() + share, record)
+                run_engine(name, args, device, args.weights or Path(scratch), time.monotonic() + share, record)
             except Exception as exc:  # noqa: BLE001 - one engine failing must not cost the other's figures
                 print(f"{name}: failed: {type(exc).__name__}: {exc}", flush=True)
     print(f"GPU engines measured: {len({step.engine for step in steps})} in {time.monotonic() - began:.0f} s")

@@ -41,11 +41,14 @@ def test_the_engines_pinned_transformers_travels_although_the_image_has_one() ->
 
 
 def test_the_lease_script_installs_the_wheels_and_leaves_its_figures(tmp_path: Path) -> None:
-    wheels, site, out = tmp_path / "whl", tmp_path / "site", tmp_path / "out"
+    """LEASE_S=400: the bench's outer limit is what the lease has left (less than BUDGET_S + SPARE_S), its budget
+    that less SPARE_S or half of it; the weights it kept for the peer are gone at the end."""
+    wheels, site, out, weights = tmp_path / "whl", tmp_path / "site", tmp_path / "out", tmp_path / "weights"
     wheels.mkdir()
     _write_wheel(wheels, "lockn_lease_probe", "VALUE = 42\n")
     env = {**os.environ, "WHEELS": str(wheels), "SITE": str(site), "OUT": str(out), "PY": sys.executable,
-           "BUDGET_S": "120", "SPARE_S": "300", "PEER_WHEELS": str(tmp_path / "no-peer")}
+           "LEASE_S": "400", "BUDGET_S": "120", "SPARE_S": "300", "WEIGHTS": str(weights),
+           "PEER_WHEELS": str(tmp_path / "no-peer")}
     done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_lease.sh"), "--smoke", "--engines", "fish"],
                           env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -55,6 +58,9 @@ def test_the_lease_script_installs_the_wheels_and_leaves_its_figures(tmp_path: P
     assert "1 wheels installed" in log and "GPU engines measured" in log
     assert "make gpu-bundle-peer" in log, "then the peer's lease, skipped without its bundle (tests/test_peer_qwen.py)"
     assert re.search(r"\d+ (passed|skipped)", log), "the GPU-only tests ran first (skipped where there is no GPU)"
+    budget, within = map(int, re.search(r"budget (\d+)s \(within (\d+)s", log).groups())
+    assert within < 400 and budget == within // 2, (budget, within)
+    assert not weights.exists(), "the weights kept for the peer are removed at the end"
     if importlib.util.find_spec("fish_speech") is not None:
         steps = json.loads((out / "gpu.json").read_text())["steps"]
         assert [step["streams"] for step in steps] == [1, 2] and steps[0]["audio_s"] > 0

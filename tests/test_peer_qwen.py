@@ -13,6 +13,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -121,21 +122,47 @@ def test_the_peer_lease_skips_cleanly_without_a_bundle_or_a_budget(tmp_path: Pat
 def test_the_peer_lease_installs_builds_and_measures_in_its_own_site(tmp_path: Path) -> None:
     """A probe wheel stands for the bundle (the real one is for the GPU machine's CPython 3.12); the tiny
     layout for the 1.7B one. Where the peer is absent (here) bench.peer_qwen says so, and the lease goes on."""
-    peer, site = tmp_path / "peer", tmp_path / "site"
-    peer.mkdir()
-    _write_wheel(peer, "lockn_peer_probe", "VALUE = 7\n")
-    (peer / "requirements.txt").write_text("lockn_peer_probe==1.0\n")
-    done, out = _lease(tmp_path, PEER_WHEELS=str(peer), PEER_SITE=str(site), PEER_SIZE="tiny", PEER_S="30",
-                       PEER_CHECKPOINT=str(tmp_path / "qwen"), WHEELS=str(tmp_path / "lockn-whl"),
-                       SITE=str(tmp_path / "lockn-site"),
-                       PEER_ARGS="--streams 1")
+    done, out = _lease(tmp_path, **_probe_bundle(tmp_path), PEER_CHECKPOINT=str(tmp_path / "qwen"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert (site / "lockn_peer_probe" / "__init__.py").read_text() == "VALUE = 7\n"
+    assert (tmp_path / "site" / "lockn_peer_probe" / "__init__.py").read_text() == "VALUE = 7\n"
     log = (out / "lease.log").read_text()
     assert "1 packages installed" in log and "tiny CustomVoice, random weights, built on cpu" in log
     assert "bench.peer_qwen exit code 0" in log and "peer steps measured: 0" in log
+    assert re.search(r"budget (\d+)s \(within (\d+)s\)", log), "its budget is what PEER_S leaves, less the spare"
     assert json.loads((out / "peer.json").read_text())["checkpoint"] == str(tmp_path / "qwen")
-    assert not (tmp_path / "qwen").exists(), "the checkpoint is removed afterwards"
+    assert not (tmp_path / "qwen").exists(), "the checkpoint it built is removed afterwards"
+
+
+def test_the_peer_lease_measures_a_checkpoint_already_built_and_leaves_it(tmp_path: Path) -> None:
+    """gpu_lease.sh hands over the Qwen checkpoint `bench.gpu --weights` kept: nothing is built again (seconds of
+    a short lease), and what the peer did not build it does not remove."""
+    kept = tmp_path / "weights" / "qwen3-1.7b"
+    kept.mkdir(parents=True)
+    (kept / "config.json").write_text("{}\n")
+    done, out = _lease(tmp_path, **_probe_bundle(tmp_path), PEER_CHECKPOINT=str(kept))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = (out / "lease.log").read_text()
+    assert f"measured on the checkpoint already in {kept}" in log and "built on" not in log
+    assert "bench.peer_qwen exit code" in log
+    assert (kept / "config.json").exists()
+
+
+def test_the_peer_lease_stops_when_too_little_time_is_left(tmp_path: Path) -> None:
+    done, out = _lease(tmp_path, **{**_probe_bundle(tmp_path), "PEER_S": "20"}, PEER_CHECKPOINT=str(tmp_path / "q"))
+    assert done.returncode == 0
+    assert "too little to build its checkpoint" in (out / "lease.log").read_text()
+    assert not (tmp_path / "q").exists() and not (out / "peer.json").exists()
+
+
+def _probe_bundle(tmp_path: Path) -> dict[str, str]:
+    """The peer lease's settings with a probe wheel for its bundle (`lockn_peer_probe`), its own site folders and
+    the tiny layout; 150 s for all of it."""
+    peer = tmp_path / "peer"
+    peer.mkdir(exist_ok=True)
+    _write_wheel(peer, "lockn_peer_probe", "VALUE = 7\n")
+    (peer / "requirements.txt").write_text("lockn_peer_probe==1.0\n")
+    return {"PEER_WHEELS": str(peer), "PEER_SITE": str(tmp_path / "site"), "PEER_SIZE": "tiny", "PEER_S": "150",
+            "WHEELS": str(tmp_path / "lockn-whl"), "SITE": str(tmp_path / "lockn-site"), "PEER_ARGS": "--streams 1"}
 
 
 def test_qwen_tts_unused_torchaudio_import_is_answered_only_when_torchaudio_fails() -> None:
