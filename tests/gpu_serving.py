@@ -117,3 +117,19 @@ def checkpoint_settings(prefix: str, checkpoint: Path) -> dict[str, str]:
     """An engine's settings for the queue test: its checkpoint, the CPU, short sentences (`prefix`: FISH, QWEN)."""
     return {f"LOCKN_{prefix}_CHECKPOINT_DIR": str(checkpoint), f"LOCKN_{prefix}_DEVICE": "cpu",
             f"LOCKN_{prefix}_MAX_NEW_TOKENS": "24"}
+
+
+def record_step_shapes(monkeypatch: Any) -> list[tuple[int, int]]:
+    """From now on (for the test), every frame step called notes its (rows, span of cache columns), in order:
+    which graphs a decode would record or replay."""
+    from workers.engines.fast_step import FastStep
+
+    shapes: list[tuple[int, int]] = []
+    original = FastStep.__call__
+
+    def recording(self: FastStep, *args: Any) -> Any:
+        shapes.append((int(args[0].shape[0]), args[-1]))
+        return original(self, *args)
+
+    monkeypatch.setattr(FastStep, "__call__", recording)
+    return shapes

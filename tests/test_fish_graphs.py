@@ -30,6 +30,7 @@ import pytest
 if importlib.util.find_spec("fish_speech") is None:
     pytest.skip("fish-speech is not installed: `make setup-fish` installs it", allow_module_level=True)
 
+from tests.gpu_serving import record_step_shapes  # noqa: E402
 from tests.test_fish_serving import TEXTS, TOKENS, checkpoint, engine, package_codes, request  # noqa: F401, E402
 
 #: Streams decoded together in these tests (buckets 1, 2, 4).
@@ -152,20 +153,12 @@ def test_streams_cross_spans_of_cache_columns(engine, expected, dynamo, compiled
     """The step attends over the columns its rows have written, rounded up to a span (here from 16 columns, so
     these short prompts cross several as they grow): three streams joining late keep the package's codes, and
     compiled, each (bucket, span) stepped is one graph, built once."""
-    from workers.engines.fast_step import FastStep
     from workers.engines.row_cache import span_buckets
 
     decoder = new_decoder(engine, compiled)
     decoder.frame_step.smallest_span = 16
     assert decoder.spans() == span_buckets(2304, 16)
-    shapes: list[tuple[int, int]] = []
-    original = FastStep.__call__
-
-    def recording(self, *args):  # type: ignore[no-untyped-def]
-        shapes.append((int(args[0].shape[0]), args[-1]))  # (rows, span)
-        return original(self, *args)
-
-    monkeypatch.setattr(FastStep, "__call__", recording)
+    shapes = record_step_shapes(monkeypatch)
     result = decode(decoder, {0: TEXTS[0], 5: TEXTS[1], 11: TEXTS[2]})
     for text in TEXTS:
         assert np.array_equal(result["codes"][text], expected[text]), text

@@ -26,6 +26,8 @@ if importlib.util.find_spec("qwen_tts") is None:
         raise RuntimeError("LOCKN_REQUIRE_QWEN=1 but qwen-tts is not installed: run `make setup-qwen`")
     pytest.skip("qwen-tts is not installed: `make setup-qwen` installs it", allow_module_level=True)
 
+from tests.gpu_serving import record_step_shapes  # noqa: E402
+
 FRAMES = 24
 #: Two layers in the talker and in the code predictor (the shared tiny checkpoint has one): each layer must find
 #: its own keys and values in the caches, and the predictor's two-token prefill must be causal for its second
@@ -201,6 +203,28 @@ def package_codes(wrapper) -> list:  # type: ignore[no-untyped-def]
     return codes
 
 
+def step_joining(decoder, joining: dict, leaving: dict | None = None) -> set:  # type: ignore[no-untyped-def]
+    """Step until every stream is done: `joining` {step: stream} enters the batch at that step, `leaving`
+    {step: stream} is released there unfinished (cancelled, as the batcher does); → the rows the batch's streams
+    held at each step."""
+    joining, leaving = dict(joining), dict(leaving or {})
+    active: list = []
+    step, rows_seen = 0, set()
+    while active or joining:
+        if step in joining:
+            active.append(joining.pop(step))
+        if step in leaving:
+            gone = leaving.pop(step)
+            active.remove(gone)
+            decoder.release(gone)
+        rows_seen.add(tuple(stream.row for stream in active))
+        for stream, (_, finished) in zip(list(active), decoder.step(active)):
+            if finished:
+                active.remove(stream)
+        step += 1
+    return rows_seen
+
+
 def test_each_stream_alone_makes_the_package_s_codes(wrapper, package_codes) -> None:
     decoder = greedy_decoder(wrapper)
     for text, codes in zip(TEXTS, package_codes):
@@ -245,18 +269,8 @@ def test_streams_that_join_leave_and_rejoin_rows_keep_their_codes(wrapper, packa
     expected = package_codes
     decoder = greedy_decoder(wrapper)
     streams = [decoder.prefill(request(wrapper, text)) for text in (*TEXTS, TEXTS[0])]
-    joining, active, step, rows_seen = {0: streams[0], 3: streams[1], 7: streams[2], 12: streams[3]}, [], 0, set()
-    while active or joining:
-        if step in joining:
-            active.append(joining.pop(step))
-        if step == 10:
-            active.remove(streams[0])
-            decoder.release(streams[0])
-        rows_seen.add(tuple(stream.row for stream in active))
-        for stream, (_, finished) in zip(list(active), decoder.step(active)):
-            if finished:
-                active.remove(stream)
-        step += 1
+    rows_seen = step_joining(decoder, {0: streams[0], 3: streams[1], 7: streams[2], 12: streams[3]},
+                             leaving={10: streams[0]})
     assert (1, 0) in rows_seen, "the last row moved into the released one"
     assert (1, 0, 2) in rows_seen, "the fourth stream joined after them"
     assert decoder.cache.rows == 4
@@ -316,17 +330,10 @@ def test_the_compiled_step_is_one_graph_per_bucket_and_gives_the_same_codes(wrap
     assert len(graphs) == 3, "one graph for each of the buckets 1, 2 and 4, built at the first prefill"
     assert decoder.cache.rows == 4
     streams = [first] + [decoder.prefill(request(wrapper, text)) for text in TEXTS[1:]]
-    joining, active, step = {0: streams[0], 21: streams[1], 22: streams[2]}, [], 0
     previous = torch._dynamo.config.error_on_recompile
     torch._dynamo.config.error_on_recompile = True
     try:
-        while active or joining:
-            if step in joining:
-                active.append(joining.pop(step))
-            for stream, (_, finished) in zip(list(active), decoder.step(active)):
-                if finished:
-                    active.remove(stream)
-            step += 1
+        step_joining(decoder, {0: streams[0], 21: streams[1], 22: streams[2]})
     finally:
         torch._dynamo.config.error_on_recompile = previous
     assert decoder.frame_step.failure is None, decoder.frame_step.failure
@@ -341,30 +348,14 @@ def test_streams_cross_spans_of_cache_columns(wrapper, package_codes, compiled: 
     """The talker attends over the columns its rows have written, rounded up to a span (here from 16 columns,
     so these short prompts cross several as they grow): three streams joining late make the package's codes,
     and compiled, each (bucket, span) stepped is one graph, built once."""
-    from workers.engines.fast_step import FastStep
-
     decoder = greedy_decoder(wrapper, max_streams=3)
     streams = [decoder.prefill(request(wrapper, text)) for text in TEXTS]  # eager: nothing built at warm-up
     graphs: list = []
     if compiled:
         decoder.use_step("compiled", counting_backend(graphs), None)
     decoder.frame_step.smallest_span = 16
-    shapes: list[tuple[int, int]] = []
-    original = FastStep.__call__
-
-    def recording(self, *args):  # type: ignore[no-untyped-def]
-        shapes.append((int(args[0].shape[0]), args[-1]))  # (rows, span)
-        return original(self, *args)
-
-    monkeypatch.setattr(FastStep, "__call__", recording)
-    joining, active, step = {0: streams[0], 3: streams[1], 7: streams[2]}, [], 0
-    while active or joining:
-        if step in joining:
-            active.append(joining.pop(step))
-        for stream, (_, finished) in zip(list(active), decoder.step(active)):
-            if finished:
-                active.remove(stream)
-        step += 1
+    shapes = record_step_shapes(monkeypatch)
+    step_joining(decoder, {0: streams[0], 3: streams[1], 7: streams[2]})
     for stream, codes in zip(streams, package_codes):
         assert np.array_equal(stream.codes().numpy(), codes)
     spans = [span for _, span in shapes]
