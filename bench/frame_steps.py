@@ -40,12 +40,13 @@ def batchers(engine: Any) -> dict[str, Any]:
 
 
 def time_frame_steps(engine: Any, name: str, mode: str, max_streams: int) -> list[FrameStepTiming]:
-    """Each model's frame step timed at each bucket up to `max_streams`, at its narrowest and widest span."""
+    """Each model's frame step timed at each bucket up to `max_streams` (or the fewer streams its decoder was
+    fitted to: `row_cache.fit_streams`), at its narrowest and widest span."""
     timings = []
     for model, batcher in batchers(engine).items():
         decoder = batcher.decoder
         spans = decoder.spans()
-        for rows in row_buckets(max_streams):
+        for rows in row_buckets(min(max_streams, decoder.max_streams)):
             for span in sorted({spans[0], spans[-1]}):
                 ms = batcher.call(lambda: _time(decoder, rows, span))
                 timings.append(FrameStepTiming(name, mode, model, rows, span, round(ms, 2)))

@@ -3,10 +3,14 @@ spans of cache columns, each a graph of its own; one token's attention over grou
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from workers.engines.fast_step import FastStep
-from workers.engines.row_cache import SMALLEST_SPAN, span_bucket, span_buckets
+from workers.engines.row_cache import (
+    CACHE_SHARE, SMALLEST_SPAN, fit_streams, span_bucket, span_buckets, streams_that_fit,
+)
 
 
 def test_spans_double_from_the_smallest_up_to_the_capacity() -> None:
@@ -80,3 +84,34 @@ def test_pieces_grow_with_the_audio_already_out() -> None:
     assert sizes[:6] == [4, 16, 20, 40, 64, 64]
     assert SCHEDULE.due(100, 103, finished=True) == (100, 103) and SCHEDULE.due(100, 100, finished=True) is None
     assert SCHEDULE.window(200) == 64 and SCHEDULE.window(30) == 0
+
+
+# ----- fitting the cache's rows to a GPU's free memory ---------------------------------------------------------
+
+GIB = 2**30
+
+
+def test_streams_fit_the_free_memory_a_bucket_of_rows_at_a_time() -> None:
+    """Rows come a bucket at a time (powers of two) and may take `CACHE_SHARE` of the free memory: a Fish S1-mini
+    row (0.82 GB) on a 12 GB card with its weights loaded (~9 GiB free) leaves room for 4 of 8 wanted."""
+    row = int(0.82e9)
+    assert streams_that_fit(8, row, None) == 8, "not a GPU: nothing fitted"
+    assert streams_that_fit(8, row, 75 * GIB) == 8
+    assert streams_that_fit(32, row, 75 * GIB) == 32, "32 rows (26 GB) within 60 % of an H100's free memory"
+    assert streams_that_fit(8, row, 9 * GIB) == 4
+    assert streams_that_fit(5, row, 9 * GIB) == 4, "5 streams use bucket 8's rows, which do not fit"
+    assert streams_that_fit(3, row, 9 * GIB) == 3, "bucket 4's rows fit"
+    assert streams_that_fit(8, row, 2 * GIB) == 1 and streams_that_fit(8, row, GIB) == 0
+    assert streams_that_fit(8, row, 9 * GIB, share=CACHE_SHARE) == 4
+
+
+def test_fewer_streams_are_said_and_none_is_refused_with_what_to_change(caplog: pytest.LogCaptureFixture) -> None:
+    row = int(0.82e9)
+    with caplog.at_level(logging.WARNING, logger="workers.engines.row_cache"):
+        assert fit_streams("Fish Speech", 8, row, 9 * GIB) == 4
+        assert fit_streams("Fish Speech", 8, row, None) == 8 and fit_streams("Fish Speech", 2, row, 9 * GIB) == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "Fish Speech keeps 0.76 GiB of key/value cache a stream, 9.0 GiB of GPU memory is free: decoding 4 "
+        "streams together, not 8 (LOCKN_GPU_MAX_STREAMS); the other jobs wait their turn"]
+    with pytest.raises(RuntimeError, match=r"0\.76 GiB .* 1\.0 GiB of GPU memory is free: not enough for one stream"):
+        fit_streams("Fish Speech", 8, row, GIB)

@@ -115,6 +115,9 @@ def test_fixed_shapes_give_the_package_s_codes(engine, expected) -> None:  # noq
     tensors = cache_tensors(decoder)
     keys = tensors[0]
     assert keys.shape[0] == STREAMS and keys.shape[2] == 2304, "rows for 4 streams; 2048 + 48 columns, rounded up"
+    assert decoder.max_streams == STREAMS, "a CPU's memory is not fitted"
+    assert decoder.row_bytes(2304) * STREAMS == sum(tensor.nbytes for tensor in tensors), \
+        "what a GPU's free memory is held against is what the rows take"
     alone = decode(decoder, {0: TEXTS[0]})
     assert np.array_equal(alone["codes"][TEXTS[0]], expected[TEXTS[0]])
     together = decode(decoder, {0: TEXTS[0], 5: TEXTS[1], 11: TEXTS[2]})

@@ -274,6 +274,10 @@ def test_streams_that_join_leave_and_rejoin_rows_keep_their_codes(wrapper, packa
     assert (1, 0) in rows_seen, "the last row moved into the released one"
     assert (1, 0, 2) in rows_seen, "the fourth stream joined after them"
     assert decoder.cache.rows == 4
+    rows = decoder.cache
+    held = [tensor for layer in rows.layers for tensor in layer] + [getattr(rows, name) for name in rows._state_shapes]
+    assert rows.row_bytes() * 4 == sum(tensor.nbytes for tensor in held), \
+        "what a GPU's free memory is held against is what the rows take"
     cut = streams[0].codes().numpy()
     assert cut.shape[0] == 10 and np.array_equal(cut, expected[0][:10])
     for stream, codes in zip(streams[1:], (expected[1], expected[2], expected[0])):

@@ -93,6 +93,7 @@ class FishSpeechEngine(Engine):
         sampling = FishSampling(SAMPLING.temperature, SAMPLING.top_p, SAMPLING.repetition_penalty, self.greedy)
         self.decoder = FishStreamDecoder(model, self.codec, lambda clips: references.load_by_hash(clips, "on"),
                                          self.max_new_tokens, sampling, precision, self.max_streams)
+        self.max_streams = self.decoder.max_streams  # fewer where the GPU cannot hold their cache rows
         self.batcher = StreamBatcher(self.decoder, self.max_streams, name="fish")
         self.decoder.use_step(*step_options(self.step, self._device, self.compile_cache_dir))
         # Every bucket of streams built now, while the worker says "warming up", on the batcher's thread (the thread

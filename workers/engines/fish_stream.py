@@ -46,7 +46,8 @@ import numpy as np
 
 from workers.engines.fast_step import FastStep
 from workers.engines.row_cache import (
-    free_row, mark_static, one_token_attention, round_up, row_bucket, span_bucket, visible_columns, write_rows,
+    fit_streams, free_device_bytes, free_row, mark_static, one_token_attention, round_up, row_bucket, span_bucket,
+    visible_columns, write_rows,
 )
 from workers.engines.stream_audio import ChunkSchedule
 
@@ -150,9 +151,12 @@ class FishStreamDecoder:
         self._rows: list[FishStream] = []  # the cache's rows, in order
         self._cache: list[tuple[Any, Any]] = []  # per slow layer: keys, values [rows, heads, capacity, head_dim]
         prompts = self.config.max_seq_len - PROMPT_MARGIN  # the longest prompt `encode` lets through
+        capacity = round_up(min(self.config.max_seq_len, prompts + max_new_tokens), CAPACITY_STEP)
+        #: The streams decoded together: `max_streams`, or fewer where the GPU cannot hold their cache rows.
+        self.max_streams = fit_streams("Fish Speech", max_streams, self.row_bytes(capacity),
+                                       free_device_bytes(self.device))
         with torch.inference_mode():  # made in inference mode: only there may it change
-            self._grow(row_bucket(max_streams), round_up(min(self.config.max_seq_len, prompts + max_new_tokens),
-                                                      CAPACITY_STEP))
+            self._grow(row_bucket(self.max_streams), capacity)
         #: The frame step as it runs (`use_step`): the slow transformer's step plus the codebooks' draws.
         self.frame_step = FastStep(self.eager_frame_step, "eager", "Fish Speech")
 
@@ -376,6 +380,11 @@ class FishStreamDecoder:
             self._grow(max(rows, row_bucket(len(self._rows) + 1)), max(capacity, round_up(length, CAPACITY_STEP)))
         stream.row = len(self._rows)
         self._rows.append(stream)
+
+    def row_bytes(self, capacity: int) -> int:
+        """What one stream's row of the cache takes at `capacity` columns: keys and values of every slow layer."""
+        return sum(2 * layer.attention.n_local_heads * capacity * layer.attention.head_dim * self.precision.itemsize
+                   for layer in self.model.layers)
 
     def _grow(self, rows: int, capacity: int) -> None:
         """A cache of `rows` × `capacity`, holding what the old one held. Its tensors are marked static: CUDA

@@ -146,7 +146,7 @@ class Qwen3Engine(Engine):
             self._models[kind] = model
             decoder = Qwen3StreamDecoder(model, self.max_new_tokens, greedy=self.greedy, max_streams=self.max_streams)
             decoder.use_step(*step_options(self.step, self._device, self.compile_cache_dir))
-            self.batchers[kind] = StreamBatcher(decoder, self.max_streams, name=f"qwen3-{kind}")
+            self.batchers[kind] = StreamBatcher(decoder, decoder.max_streams, name=f"qwen3-{kind}")
 
     def warm_up(self) -> None:
         """One short sentence through each loaded model (a compiled decoder builds its graphs during its first

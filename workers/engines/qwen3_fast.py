@@ -24,6 +24,7 @@ No `.item()`/`.tolist()` in any of them: a frame is launched without waiting for
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,6 +209,11 @@ class TalkerRows:
     @property
     def rows(self) -> int:
         return self.layers[0][0].shape[0] if self.layers else 0
+
+    def row_bytes(self) -> int:
+        """What one stream's row takes: keys and values of every layer, and its state."""
+        cache = 2 * self.layer_count * math.prod(self.shape) * self.dtype.itemsize
+        return cache + sum(math.prod(shape) * dtype.itemsize for shape, dtype in self._state_shapes.values())
 
     def reserve(self, rows: int) -> bool:
         """Room for `rows` rows (its bucket), keeping what the rows hold; → whether the tensors moved (graphs

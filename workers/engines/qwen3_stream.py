@@ -37,7 +37,9 @@ from workers.engines.qwen3_fast import (
     MAX_PROMPT_TOKENS, ROW_ATTENTION, CodePredictorLoop, Draw, TalkerRows, sample_tokens, talker_step,
     use_row_attention,
 )
-from workers.engines.row_cache import free_row, round_up, row_bucket, row_buckets, span_bucket
+from workers.engines.row_cache import (
+    fit_streams, free_device_bytes, free_row, round_up, row_bucket, row_buckets, span_bucket,
+)
 from workers.engines.stream_audio import ChunkSchedule
 
 
@@ -129,7 +131,7 @@ class Qwen3StreamDecoder:
         self.model = wrapper.model  # Qwen3TTSForConditionalGeneration
         self.talker = self.model.talker
         self.config = self.model.config.talker_config
-        self.max_frames, self.greedy, self.max_streams = max_frames, greedy, max_streams
+        self.max_frames, self.greedy = max_frames, greedy
         self.device = self.talker.device
         self.eos = int(self.config.codec_eos_token_id)
         self.groups = int(self.config.num_code_groups)
@@ -143,6 +145,11 @@ class Qwen3StreamDecoder:
         #: column is written by a finished stream's last, unheard step).
         self.cache = TalkerRows(self.talker.model, round_up(MAX_PROMPT_TOKENS + max_frames + 1, 256), self.vocab,
                                 self.talker.dtype, self.device)
+        free = free_device_bytes(self.device)
+        #: The streams decoded together: `max_streams`, or fewer where the GPU cannot hold their rows.
+        self.max_streams = fit_streams("Qwen3-TTS", max_streams, self.cache.row_bytes(), free)
+        if free is not None:  # taken now, so that a model loaded next sees what is left
+            self.cache.reserve(self.max_streams)
         self.sampling: Sampling | None = None
         self._predictor: CodePredictorLoop | None = None  # made with the sampling settings (first prefill)
         self._blocked: Any = None  # [V] bool: the tokens the package never lets the talker draw

@@ -10,15 +10,27 @@ Each (bucket, span) is a graph of its own (`fast_step.FastStep`). The live rows 
 writes each row's new keys and values at its own column (`write_rows`, no boolean index, no host read) and
 attends to the columns each row has written (`visible_columns`), one token per row reading the cache once
 (`one_token_attention`).
+
+The rows are allocated up front for the most streams decoded together (`LOCKN_GPU_MAX_STREAMS`), so on a GPU
+their number is fitted to the memory free when the decoder is made (`fit_streams`): a card that cannot hold eight
+rows (a Fish S1-mini row is 0.8 GB) decodes four together, saying so, rather than failing its warm-up on an
+out-of-memory error.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 #: The narrowest span of cache columns a step attends over (the next are twice as wide, up to the capacity).
 SMALLEST_SPAN = 512
+#: Of the GPU memory free when a decoder is made, the share its cache rows may take: the rest stays for the
+#: frame step's and the codec's working memory (a batched codec call over every stream's piece is the largest),
+#: the recorded graphs' pools and the next model a worker loads.
+CACHE_SHARE = 0.6
 
 
 def row_bucket(rows: int) -> int:
@@ -29,6 +41,44 @@ def row_bucket(rows: int) -> int:
 def row_buckets(max_streams: int) -> list[int]:
     """Every bucket up to the one `max_streams` streams use: 1, 2, 4, … (what a warm-up builds)."""
     return [1 << power for power in range(row_bucket(max_streams).bit_length())]
+
+
+def free_device_bytes(device: Any) -> int | None:
+    """Bytes free on `device` now if it is a CUDA device; None elsewhere (a CPU's memory is not fitted)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return int(torch.cuda.mem_get_info(device)[0])
+
+
+def streams_that_fit(wanted: int, row_bytes: int, free_bytes: int | None, share: float = CACHE_SHARE) -> int:
+    """The most streams, up to `wanted`, whose cache rows fit in `share` of `free_bytes`. Rows are allocated a
+    bucket at a time, so fewer than `wanted` is a power of two (the rows of its bucket fit); 0: not even one row
+    fits. `free_bytes` None (not a GPU): `wanted`."""
+    if free_bytes is None:
+        return wanted
+    rows = int(free_bytes * share) // row_bytes
+    if row_bucket(wanted) <= rows:
+        return wanted
+    return 1 << (rows.bit_length() - 1) if rows else 0
+
+
+def fit_streams(engine: str, wanted: int, row_bytes: int, free_bytes: int | None) -> int:
+    """`streams_that_fit`, said in the worker's log when it is fewer than `wanted`; raises, with what a person can
+    change, when not one stream fits."""
+    streams = streams_that_fit(wanted, row_bytes, free_bytes)
+    if free_bytes is None or streams == wanted:
+        return streams
+    needed = f"{engine} keeps {row_bytes / 2**30:.2f} GiB of key/value cache a stream, {free_bytes / 2**30:.1f} GiB " \
+             "of GPU memory is free"
+    if streams == 0:
+        raise RuntimeError(f"{needed}: not enough for one stream beside the model's working memory; free the GPU "
+                           "(another engine or program on it) or load this engine on a larger one")
+    log.warning("%s: decoding %d streams together, not %d (LOCKN_GPU_MAX_STREAMS); the other jobs wait their turn",
+                needed, streams, wanted)
+    return streams
 
 
 def free_row(rows: list[Any], stream: Any, move: Callable[[int, int, Any], None]) -> None:
