@@ -4,7 +4,8 @@
   gives, greedy (the package's loop with a vanishing top-p) and sampled from the same seed, so taking the loop
   over changes nothing a listener hears;
 - streams decoded together (continuous batching, `workers/engines/stream_batcher.py`) give the same codes as each
-  alone, also when they join at different times, a cloned voice among them;
+  alone, also when they join at different times, a cloned voice among them, and when they arrive together and are
+  prefilled in one pass;
 - the pieces a stream yields join to the package's one-shot decode of the same codes;
 - cancelling one of three running streams leaves the other two finishing as they would have;
 - one request the engine refuses fails alone, with the engine's message;
@@ -191,6 +192,62 @@ def test_three_streams_together_give_the_same_codes_as_each_alone(decoder) -> No
     assert fresh._cache[0][0].shape[2] > 256, "the cache grew while streams were in it"
     for stream, codes in zip(pieces, alone):
         assert np.array_equal(stream.codes().numpy(), codes.numpy())
+
+
+def test_streams_arriving_together_are_prefilled_in_one_pass_as_each_alone(decoder) -> None:
+    """`prefill_many`: prompts of different lengths (a clone's 259-frame clip among them) through the slow
+    transformer in one pass, padded on the right; each stream then makes the codes it makes alone. A prompt
+    the model refuses is that request's own error, in its place."""
+    texts = (*TEXTS, CLONE)
+    alone = {}
+    for text in texts:
+        stream = decoder.prefill(request(text))
+        run_to_end(decoder, [stream])
+        alone[text] = stream.codes().clone()
+    passes = []
+    slow = decoder._slow
+    decoder._slow = lambda inputs, *rest: (passes.append(tuple(inputs.shape)), slow(inputs, *rest))[1]
+    started = decoder.prefill_many([request(TEXTS[0]), request("x" * 3000), request(CLONE), request(TEXTS[1])])
+    del decoder._slow
+    assert len(passes) == 1 and passes[0][0] == 3, "one pass, three prompts"
+    assert isinstance(started[1], ValueError) and "Prompt is too long" in str(started[1])
+    streams = [started[0], started[2], started[3]]
+    assert [stream.row for stream in streams] == [0, 1, 2]
+    run_to_end(decoder, streams)
+    for stream, text in zip(streams, (TEXTS[0], CLONE, TEXTS[1])):
+        assert np.array_equal(stream.codes().numpy(), alone[text].numpy()), text
+    assert decoder._rows == []
+
+
+def test_the_batcher_prefills_the_requests_waiting_together(engine) -> None:
+    """Three requests queued while the batcher is busy are admitted in one `prefill_many`, and each is heard as
+    alone."""
+    batcher, decoder = engine.batcher, engine.decoder
+    alone = {text: np.concatenate(list(engine.synthesize(text, "fish-default"))) for text in TEXTS}
+    gate, calls = threading.Event(), []
+    prefill_many = decoder.prefill_many
+    decoder.prefill_many = lambda requests: (calls.append(len(requests)), prefill_many(requests))[1]
+    busy = threading.Thread(target=batcher.call, args=(gate.wait,))
+    busy.start()
+    try:
+        streams = {text: engine.synthesize(text, "fish-default") for text in TEXTS}
+        heard: dict = {}
+        readers = [threading.Thread(target=lambda t=text: heard.setdefault(t, np.concatenate(list(streams[t]))))
+                   for text in TEXTS]
+        for reader in readers:
+            reader.start()
+        while batcher._pending.qsize() < len(TEXTS):
+            gate.wait(0.01)
+        gate.set()
+        for reader in readers:
+            reader.join(timeout=300)
+    finally:
+        gate.set()
+        busy.join(timeout=60)
+        del decoder.prefill_many
+    assert calls == [3], "the three waiting requests were prefilled together"
+    for text in TEXTS:
+        assert np.allclose(heard[text], alone[text], atol=1e-5), text
 
 
 def test_streamed_pieces_join_to_the_one_shot_decode(engine) -> None:

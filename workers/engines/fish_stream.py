@@ -189,26 +189,68 @@ class FishStreamDecoder:
 
     def prefill(self, request: FishRequest) -> FishStream:
         """Start a stream: the prompt through the slow transformer into a new cache row, the first frame drawn."""
-        torch = self.torch
-        with torch.inference_mode():
-            prompt = self.encode(request)
-            length = int(prompt.shape[1])
-            limit = min(self.max_new_tokens, self.config.max_seq_len - length)
-            stream = FishStream(row=None, length=length, limit=limit, tokens=torch.zeros(
-                (self.config.num_codebooks + 1, limit + PENALTY_WINDOW), dtype=torch.int, device=self.device))
-            self._take_row(stream, length + limit)
+        started = self.prefill_many([request])[0]
+        if isinstance(started, Exception):
+            raise started
+        return started
+
+    def prefill_many(self, requests: Sequence[FishRequest]) -> list[FishStream | Exception]:
+        """Start several streams with one pass of the slow transformer over all their prompts and one draw of
+        their first frames (streams arriving together wait for one prefill, not one each). A request whose
+        prompt cannot be built fails alone: its entry is the exception."""
+        results: list[FishStream | Exception] = []
+        started: list[tuple[FishStream, Any]] = []
+        with self.torch.inference_mode():
             try:
-                logits, hidden = self._slow(prompt.unsqueeze(0), self.model.freqs_cis[:length].unsqueeze(0),
-                                            self.model.causal_mask[None, None, :length, :length],
-                                            self._prefill_store(stream.row, length))
-                stream.tokens[:, 0] = self._codebooks(logits, hidden, windows=None)[0]
-            except BaseException:
-                self._free_row(stream)
+                for request in requests:
+                    try:
+                        prompt = self.encode(request)
+                    except Exception as exc:  # noqa: BLE001 - this request's own fault: handed back, not raised
+                        results.append(exc)
+                        continue
+                    stream = self._new_stream(int(prompt.shape[1]))
+                    results.append(stream)
+                    started.append((stream, prompt))
+                mains = self._prefill_rows(started) if started else []
+            except BaseException:  # the engine's fault: no row kept by a stream that never started
+                for stream, _ in started:
+                    self._free_row(stream)
                 raise
-        self._check_end(stream, int(stream.last[0]))
-        if stream.finished:  # nothing to hear: it leaves at the next step without holding a row meanwhile
-            self._free_row(stream)
+        for (stream, _), main in zip(started, mains):
+            self._check_end(stream, main)
+            if stream.finished:  # nothing to hear: it leaves at the next step without holding a row meanwhile
+                self._free_row(stream)
+        return results
+
+    def _new_stream(self, length: int) -> FishStream:
+        """A stream for a prompt of `length` tokens, holding a cache row wide enough for it and its frames."""
+        torch = self.torch
+        limit = min(self.max_new_tokens, self.config.max_seq_len - length)
+        stream = FishStream(row=None, length=length, limit=limit, tokens=torch.zeros(
+            (self.config.num_codebooks + 1, limit + PENALTY_WINDOW), dtype=torch.int, device=self.device))
+        self._take_row(stream, length + limit)
         return stream
+
+    def _prefill_rows(self, started: list[tuple[FishStream, Any]]) -> list[int]:
+        """Each stream's prompt [1 + C, L] into its cache row and its first frame drawn, all in one pass: the
+        prompts padded on the right to the longest. A row's causal attention never reaches its padding, which
+        lands in its own columns past its prompt, where its first frame is written before anything reads them.
+        → each first frame's main token (one device sync)."""
+        torch, model = self.torch, self.model
+        longest = max(int(prompt.shape[1]) for _, prompt in started)
+        inputs = torch.zeros((len(started), self.config.num_codebooks + 1, longest), dtype=started[0][1].dtype,
+                             device=self.device)
+        for index, (_, prompt) in enumerate(started):
+            inputs[index, :, :prompt.shape[1]] = prompt
+        rows = torch.tensor([stream.row for stream, _ in started], device=self.device)
+        last = torch.tensor([stream.length - 1 for stream, _ in started], device=self.device)
+        logits, hidden = self._slow(inputs, model.freqs_cis[:longest].unsqueeze(0),
+                                    model.causal_mask[None, None, :longest, :longest],
+                                    self._prefill_store(rows, longest), last)
+        frames = self._codebooks(logits, hidden, windows=None)
+        for (stream, _), frame in zip(started, frames):
+            stream.tokens[:, 0] = frame
+        return frames[:, 0].tolist()
 
     # ----- one frame for every stream ---------------------------------------------------------------------------
 
@@ -285,16 +327,17 @@ class FishStreamDecoder:
 
     # ----- the transformers --------------------------------------------------------------------------------------
 
-    def _slow(self, inputs: Any, freqs: Any, mask: Any, store: Callable[[int, Any, Any], tuple[Any, Any]]
-              ) -> tuple[Any, Any]:
+    def _slow(self, inputs: Any, freqs: Any, mask: Any, store: Callable[[int, Any, Any], tuple[Any, Any]],
+              last: Any = None) -> tuple[Any, Any]:
         """`DualARTransformer.forward_generate` over `inputs` [B, 1 + C, S] with rotary `freqs` [B or 1, S, …],
         attention `mask` and the cache kept by `store`; → the last token's logits [B, V] and its hidden state,
-        projected for the fast transformer [B, fast_dim]."""
+        projected for the fast transformer [B, fast_dim]; `last` [B]: each row's last token, where rows are
+        padded (else the last position)."""
         torch, model = self.torch, self.model
         x = self._embed(inputs)
         for index, layer in enumerate(model.layers):
             x = _block(layer, x, freqs, mask, lambda k, v, i=index: store(i, k, v))
-        x = x[:, -1:]
+        x = x[:, -1:] if last is None else x[torch.arange(x.shape[0], device=x.device), last].unsqueeze(1)
         out = model.norm(x)
         logits = torch.nn.functional.linear(out, model.embeddings.weight) if self.config.tie_word_embeddings \
             else model.output(out)
@@ -420,11 +463,12 @@ class FishStreamDecoder:
     def release(self, stream: FishStream) -> None:
         self._free_row(stream)
 
-    def _prefill_store(self, row: int, length: int) -> Callable[[int, Any, Any], tuple[Any, Any]]:
+    def _prefill_store(self, rows: Any, length: int) -> Callable[[int, Any, Any], tuple[Any, Any]]:
+        """Prompts' keys and values [B, heads, length, d] into cache `rows` [B], columns 0…length-1."""
         def store(index: int, keys: Any, values: Any) -> tuple[Any, Any]:
             cache_keys, cache_values = self._cache[index]
-            cache_keys[row, :, :length] = keys[0]
-            cache_values[row, :, :length] = values[0]
+            cache_keys[rows, :, :length] = keys
+            cache_values[rows, :, :length] = values
             return keys, values
 
         return store

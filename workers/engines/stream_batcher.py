@@ -8,7 +8,8 @@ join and leave between steps (continuous batching): a new request is prefilled a
 finished or cancelled one leaves without disturbing the others.
 
 The batcher knows nothing of Qwen or Fish: a `StreamDecoder` does the model work (prefill one request, step a
-batch, say what audio each stream has ready). Audio reaches the caller as soon as the decoder releases it (every
+batch, say what audio each stream has ready). Requests that arrive together are prefilled together in one pass where
+the decoder can (`prefill_many`: Fish), so eight jobs starting at once wait for one prefill, not eight in turn. Audio reaches the caller as soon as the decoder releases it (every
 few codec frames), so first audio no longer waits for a whole sentence.
 
 Other model work that must run on the thread that owns the model (a decoder's warm-up: CUDA graphs are recorded
@@ -46,6 +47,14 @@ class StreamDecoder(Protocol[State]):
 
     def release(self, state: State) -> None:
         """A stream left the batch (finished, cancelled or failed): forget what it held."""
+
+
+class ManyPrefiller(Protocol[State]):
+    """A decoder that starts several streams in one pass (`StreamBatcher` uses it when present)."""
+
+    def prefill_many(self, requests: Sequence[Any]) -> list[State | Exception]:
+        """Start each request's stream, together; a request's own fault is its entry (an exception), not raised.
+        Raising fails every one of these requests."""
 
 
 class _End:
@@ -142,25 +151,46 @@ class StreamBatcher(Generic[State]):
                 self._step()
 
     def _admit(self, block: bool) -> None:
-        """Prefill waiting requests while a slot is free; with `block`, sleep until one arrives."""
-        while len(self._active) < self.max_streams:
+        """Prefill the requests waiting, as many as there are free slots, together; with `block`, sleep until one
+        arrives. Calls waiting among them run first."""
+        waiting: list[_Stream] = []
+        while len(self._active) + len(waiting) < self.max_streams:
             try:
                 entry = self._pending.get(block=block)
             except queue.Empty:
-                return
+                break
             block = False
             if isinstance(entry, _Call):
                 entry.run()
+            elif not entry.cancelled.is_set():
+                waiting.append(entry)
+        for entry, state in zip(waiting, self._prefill(waiting)):
+            if isinstance(state, Exception):
+                entry.chunks.put(state)
                 continue
-            if entry.cancelled.is_set():
-                continue
-            try:
-                entry.state = self.decoder.prefill(entry.request)
-            except Exception as exc:  # noqa: BLE001 - this request's own fault (or the engine's): fail it alone
-                entry.chunks.put(exc)
-                continue
+            entry.state = state
             self._active.append(entry)
-            self.peak_streams = max(self.peak_streams, len(self._active))
+        self.peak_streams = max(self.peak_streams, len(self._active))
+
+    def _prefill(self, entries: list[_Stream]) -> list[Any]:
+        """Each entry's first state, or the exception that failed it: in one `prefill_many` where the decoder
+        has one (`ManyPrefiller`; a failure of the whole pass fails them all), else one `prefill` each (a failure
+        fails its own)."""
+        if not entries:
+            return []
+        many = getattr(self.decoder, "prefill_many", None)
+        if many is not None:
+            try:
+                return list(many([entry.request for entry in entries]))
+            except Exception as exc:  # noqa: BLE001 - the engine's fault: these requests fail, later ones may not
+                return [exc] * len(entries)
+        states: list[Any] = []
+        for entry in entries:
+            try:
+                states.append(self.decoder.prefill(entry.request))
+            except Exception as exc:  # noqa: BLE001 - this request's own fault (or the engine's): fail it alone
+                states.append(exc)
+        return states
 
     def _drop_cancelled(self) -> None:
         for entry in [e for e in self._active if e.cancelled.is_set()]:
