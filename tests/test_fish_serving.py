@@ -9,7 +9,8 @@
 - the pieces a stream yields join to the package's one-shot decode of the same codes;
 - cancelling one of three running streams leaves the other two finishing as they would have;
 - one request the engine refuses fails alone, with the engine's message;
-- a GPU worker with LOCKN_GPU_MAX_STREAMS=4 runs four Fish jobs at once through the real queue.
+- a GPU worker with LOCKN_GPU_MAX_STREAMS=4 runs four Fish jobs at once through the real queue;
+- at S1-mini's own layout (grouped heads, query/key norms, scaled embeddings; two layers), the package's codes.
 How fast this is on a GPU is `python -m bench.gpu --full-size`'s question, never a test's.
 """
 
@@ -292,3 +293,55 @@ def test_a_gpu_worker_runs_four_fish_jobs_at_once(checkpoint: Path, embedded_bro
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """LOCKN_GPU_MAX_STREAMS=4: four Fish jobs at once on one worker, one model decoding them together."""
     run_four_jobs_on_one_gpu_worker("fish", "fish-default", checkpoint_settings("FISH", checkpoint), monkeypatch)
+
+
+# ----- at S1-mini's own layout ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s1_layout_engine(tmp_path_factory: pytest.TempPathFactory):
+    """A greedy engine over a checkpoint with OpenAudio S1-mini's layout (`bench/full_size.py`: 16 query heads
+    over 8 key/value heads of 128, query/key norms, scaled codebook embeddings, an untied output, its fast
+    transformer's 16 over 8 heads of 64) but two slow and two fast layers and the tiny vocabulary: the paths the
+    tiny checkpoint (4 over 4 heads, none of those options) never takes, checked before a GPU lease runs them."""
+    from bench.full_size import FISH_S1_MINI
+    from tests.fish_tiny import make_tiny_checkpoint
+    from workers.engines.fish_speech import FishSpeechEngine
+
+    layout = {**FISH_S1_MINI, "n_layer": 2, "n_fast_layer": 2, "max_seq_len": 4096}
+    del layout["vocab_size"]
+    folder = tmp_path_factory.mktemp("fish-s1-layout")
+    make_tiny_checkpoint(folder, layout)
+    fish = FishSpeechEngine(folder, device="cpu", max_new_tokens=24, max_streams=4, greedy=True)
+    fish.load()
+    attention = fish.decoder.model.layers[0].attention
+    assert (attention.n_head, attention.n_local_heads, attention.head_dim) == (16, 8, 128)
+    assert attention.attention_qk_norm and fish.decoder.config.scale_codebook_embeddings
+    return fish
+
+
+def test_s1_mini_s_layout_decodes_the_package_s_codes_alone_and_together(s1_layout_engine,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grouped heads read by `one_token_attention` per row, query/key norms, scaled embeddings: each stream alone
+    makes the package's own greedy codes, and three prefilled together and stepped together make the same."""
+    from workers.engines import fish_stream
+
+    grouped: set = set()
+    original = fish_stream.one_token_attention
+
+    def noting(query, keys, *rest):  # type: ignore[no-untyped-def]
+        grouped.add((query.shape[1], keys.shape[1]))
+        return original(query, keys, *rest)
+
+    monkeypatch.setattr(fish_stream, "one_token_attention", noting)
+    decoder = fresh_decoder(s1_layout_engine.decoder, 24)
+    expected = {text: package_codes(s1_layout_engine, text, tokens=24) for text in TEXTS}
+    for text in TEXTS:
+        stream = decoder.prefill(request(text))
+        run_to_end(decoder, [stream])
+        assert np.array_equal(stream.codes().numpy(), expected[text].numpy()), text
+    together = decoder.prefill_many([request(text) for text in TEXTS])
+    run_to_end(decoder, together)
+    for stream, text in zip(together, TEXTS):
+        assert np.array_equal(stream.codes().numpy(), expected[text].numpy()), text
+    assert grouped == {(16, 8)}, "every frame step's attention: 16 query heads over 8 key/value heads"
