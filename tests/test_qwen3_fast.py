@@ -9,7 +9,9 @@ random checkpoint (`tests/qwen_tiny.py`, two layers deep here):
 - the frame step compiles whole (fullgraph, dynamic=False; `aot_eager` stands in for inductor on the CPU): one
   graph per bucket of rows, built at warm-up and never rebuilt, with the eager step's codes (and one per bucket
   and span of cache columns where the step attends over a span); and a step that cannot compile falls back to
-  eager with one log line.
+  eager with one log line;
+- at the 1.7B model's own head layout (16 over 8 heads of 128, M-RoPE [24, 20, 20]; two layers), the package's
+  codes alone and together.
 """
 
 from __future__ import annotations
@@ -189,6 +191,11 @@ def greedy_decoder(wrapper, max_streams: int = 1):  # type: ignore[no-untyped-de
 def package_codes(wrapper) -> list:  # type: ignore[no-untyped-def]
     """Each text's codes [FRAMES, Q] from the package's own greedy `generate` (taken on their way to its
     codec), the reference every decode here is held to."""
+    return generated_codes(wrapper)
+
+
+def generated_codes(wrapper) -> list:  # type: ignore[no-untyped-def]
+    """`package_codes` for any loaded model."""
     codes: list = []
     tokenizer = wrapper.model.speech_tokenizer
     real = tokenizer.decode
@@ -425,3 +432,40 @@ def test_the_warm_up_speaks_through_each_model(tmp_path: Path) -> None:
     engine.warm_up()
     assert {kind: batcher.decoder.sampling is not None for kind, batcher in engine.batchers.items()} == \
         {"custom_voice": True, "base": True}
+
+
+# ----- at the 1.7B model's own layout ---------------------------------------------------------------------------
+
+
+def test_the_1_7b_layout_decodes_the_package_s_codes_alone_and_together(tmp_path: Path) -> None:
+    """The released 1.7B CustomVoice layout (`bench/full_size.py`: a 2048-wide talker with 16 query heads over 8
+    key/value heads of 128 and M-RoPE sections [24, 20, 20]; a 1024-wide code predictor, 16 over 8) with two layers
+    of each and the tiny vocabularies, tokenizer and 4 code groups: each stream alone, and three decoded together, make the
+    package's own greedy codes (the real head shapes through `row_attention`, before a GPU lease runs them)."""
+    import torch
+
+    from bench.full_size import QWEN_LAYOUTS
+    from tests.qwen_tiny import make_tiny_qwen_checkpoint
+    from workers.engines.qwen3 import _import_qwen_tts
+    from workers.engines.qwen3_fast import ROW_ATTENTION
+
+    tiny = {"num_code_groups": 4}  # the tiny tokenizer's quantizers
+    talker = {key: value for key, value in QWEN_LAYOUTS["1.7b"]["talker"].items() if key != "text_vocab_size"}
+    talker.update(num_hidden_layers=2, **tiny,
+                  code_predictor_config={**talker["code_predictor_config"], "num_hidden_layers": 2, **tiny})
+    folder = make_tiny_qwen_checkpoint(tmp_path / "qwen-1.7b-layout", "custom_voice", layout={"talker": talker})
+    wrapper = _import_qwen_tts().from_pretrained(str(folder), dtype=torch.float32, device_map="cpu")
+    attention = wrapper.model.talker.model.layers[0].self_attn
+    assert (attention.config.num_attention_heads, attention.config.num_key_value_heads, attention.head_dim) == \
+        (16, 8, 128)
+    expected = generated_codes(wrapper)
+    decoder = greedy_decoder(wrapper, max_streams=3)
+    assert wrapper.model.talker.config._attn_implementation == ROW_ATTENTION
+    for text, codes in zip(TEXTS, expected):
+        stream = decoder.prefill(request(wrapper, text))
+        step_joining(decoder, {0: stream})
+        assert np.array_equal(stream.codes().numpy(), codes), text
+    streams = [decoder.prefill(request(wrapper, text)) for text in TEXTS]
+    step_joining(decoder, {0: streams[0], 2: streams[1], 5: streams[2]})
+    for stream, codes in zip(streams, expected):
+        assert np.array_equal(stream.codes().numpy(), codes)
