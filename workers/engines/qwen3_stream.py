@@ -149,7 +149,8 @@ class Qwen3StreamDecoder:
         #: The streams decoded together: `max_streams`, or fewer where the GPU cannot hold their rows.
         self.max_streams = fit_streams("Qwen3-TTS", max_streams, self.cache.row_bytes(), free)
         if free is not None:  # taken now, so that a model loaded next sees what is left
-            self.cache.reserve(self.max_streams)
+            with torch.inference_mode():  # where a warm-up would make it, and where the steps write it
+                self.cache.reserve(self.max_streams)
         self.sampling: Sampling | None = None
         self._predictor: CodePredictorLoop | None = None  # made with the sampling settings (first prefill)
         self._blocked: Any = None  # [V] bool: the tokens the package never lets the talker draw
