@@ -44,13 +44,15 @@ def row_buckets(max_streams: int) -> list[int]:
 
 
 def free_device_bytes(device: Any) -> int | None:
-    """Bytes free on `device` now if it is a CUDA device; None elsewhere (a CPU's memory is not fitted)."""
+    """Bytes free on `device` now if it is a CUDA device, counting what PyTorch's allocator holds unused in this
+    process (an earlier model's codec calls leave it cached); None elsewhere (a CPU's memory is not fitted)."""
     import torch
 
     device = torch.device(device)
     if device.type != "cuda":
         return None
-    return int(torch.cuda.mem_get_info(device)[0])
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int(torch.cuda.mem_get_info(device)[0] + cached)
 
 
 def streams_that_fit(wanted: int, row_bytes: int, free_bytes: int | None, share: float = CACHE_SHARE) -> int:
