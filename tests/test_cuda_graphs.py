@@ -132,3 +132,18 @@ def test_each_engine_speaks_the_same_from_graphs_as_eagerly(name: str, tmp_path)
     if DEVICE == "cuda":
         decoder = graphed.decoder if name == "fish" else graphed.batchers["custom_voice"].decoder
         assert step.fast.captures == 2 * len(decoder.spans()), "a graph for each bucket and span, recorded at warm-up"
+
+
+@cuda
+def test_the_free_memory_rows_are_fitted_to_counts_what_the_allocator_holds_unused() -> None:
+    """`row_cache.free_device_bytes`: the card's free memory, less what this process holds, plus what PyTorch's
+    allocator keeps cached after a tensor is gone (an earlier model's codec calls leave such blocks)."""
+    from workers.engines.row_cache import free_device_bytes
+
+    block = 512 * 2**20
+    before = free_device_bytes("cuda")
+    assert 0 < before <= torch.cuda.get_device_properties(0).total_memory
+    held = torch.empty(block, dtype=torch.uint8, device="cuda")
+    assert free_device_bytes("cuda") <= before - block + 2**20
+    del held
+    assert free_device_bytes("cuda") >= before - 2**20, "the cached block counts as free again"
