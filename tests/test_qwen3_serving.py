@@ -137,6 +137,39 @@ def test_three_streams_together_give_the_same_codes_as_each_alone(engine, decode
         assert np.array_equal(stream.codes().numpy(), codes.numpy())
 
 
+def test_streams_arriving_together_are_prefilled_in_one_pass_as_each_alone(engine, decoder) -> None:
+    """`prefill_many`: prompts of different lengths through the talker in one pass, padded on the right; each
+    stream then makes the codes it makes alone. A request whose prompt cannot be built is its own error, in its
+    place."""
+    from workers.engines.qwen3_stream import QwenRequest
+
+    alone = {}
+    for text in TEXTS:
+        stream = decoder.prefill(request(engine, text))
+        run_to_end(decoder, [stream])
+        alone[text] = stream.codes()
+
+    def broken() -> None:
+        raise ValueError("this prompt cannot be built")
+
+    passes: list = []
+    talker = decoder.talker.model
+    forward = talker.forward
+    talker.forward = lambda **kwargs: (passes.append(tuple(kwargs["inputs_embeds"].shape)), forward(**kwargs))[1]
+    try:
+        started = decoder.prefill_many([request(engine, TEXTS[0]), QwenRequest(generate=broken),
+                                        request(engine, TEXTS[1]), request(engine, TEXTS[2])])
+    finally:
+        del talker.forward
+    assert len(passes) == 1 and passes[0][0] == 3, "one pass, three prompts"
+    assert isinstance(started[1], ValueError)
+    streams = [started[0], started[2], started[3]]
+    assert len({stream.length for stream in streams}) == 3, "prompts of different lengths"
+    run_to_end(decoder, streams)
+    for stream, text in zip(streams, TEXTS):
+        assert np.array_equal(stream.codes().numpy(), alone[text].numpy()), text
+
+
 def test_streamed_pieces_join_to_the_one_shot_decode(engine, decoder) -> None:
     """Every piece is decoded with up to 25 frames before it; joined, they are the package's one decode of all."""
     from workers.engines.qwen3_stream import FIRST_CHUNK_FRAMES

@@ -19,8 +19,9 @@ instruction or a clone prompt) and its sampling rules, and runs the talker loop 
   chunks). First audio leaves after `FIRST_CHUNK_FRAMES` frames (0.16 s of speech), later chunks as long as the
   audio already out, from `CHUNK_FRAMES` to `LARGEST_CHUNK_FRAMES` (`ChunkSchedule`).
 
-Streams that join are prefilled alone and their cache copied into a free row of the batch's (each row keeps its
-own positions; a per-row mask hides the columns it has not written); a stream that leaves frees its row, which
+Streams that join are prefilled into caches of their own (those arriving together in one pass of the talker,
+`prefill_many`), each copied into a free row of the batch's at its first step (each row keeps its own positions; a
+per-row mask hides the columns it has not written); a stream that leaves frees its row, which
 the last row moves into. Greedy decoding (the tests) gives every stream the same codes together as alone.
 """
 
@@ -180,29 +181,75 @@ class Qwen3StreamDecoder:
         raise RuntimeError("the Qwen3-TTS package never reached its talker")
 
     def prefill(self, request: QwenRequest) -> QwenStream:
-        """Start a stream: the prompt through the talker (alone, into a cache of its own), the first token drawn.
-        No device sync: the token stays on the device until the stream's first step."""
+        """Start a stream: the prompt through the talker (into a cache of its own), the first token drawn."""
+        started = self.prefill_many([request])[0]
+        if isinstance(started, Exception):
+            raise started
+        return started
+
+    def prefill_many(self, requests: Sequence[QwenRequest]) -> list[QwenStream | Exception]:
+        """Start several streams with one pass of the talker over all their prompts and one draw of their first
+        tokens (requests arriving together wait for one prefill, not one each). A request whose prompt cannot be
+        built fails alone: its entry is the exception. No device sync: the tokens stay on the device until the
+        streams' first step."""
+        results: list[QwenStream | Exception | None] = []
+        taken: list[tuple[int, Any, dict[str, Any]]] = []  # (its place in results, its context, its prompt)
+        with self.torch.inference_mode():
+            for request in requests:
+                try:
+                    context, prompt = self._take_prompt(request)
+                except Exception as exc:  # noqa: BLE001 - this request's own fault: handed back, not raised
+                    results.append(exc)
+                    continue
+                taken.append((len(results), context, prompt))
+                results.append(None)
+            states = self._prefill_prompts([prompt for _, _, prompt in taken]) if taken else []
+        for (index, context, prompt), state in zip(taken, states):
+            max_frames = min(self.max_frames, int(prompt.get("max_new_tokens") or self.max_frames) - 1)
+            results[index] = QwenStream(
+                prefilled=state, length=int(prompt["inputs_embeds"].shape[1]), trailing=prompt["trailing_text_hidden"],
+                pad_embed=prompt["tts_pad_embed"], max_frames=max(1, max_frames),
+                context=None if context is None else context.T)
+        return results  # type: ignore[return-value]
+
+    def _take_prompt(self, request: QwenRequest) -> tuple[Any, dict[str, Any]]:
+        """The request's context codes (or None) and the talker inputs the package builds for it; the first
+        prompt sets the sampling (and, unless eager, builds the frame steps)."""
+        context = request.context()
+        prompt = self.capture_prompt(request.generate)
+        self._remember_sampling(prompt)
+        length = int(prompt["inputs_embeds"].shape[1])
+        if length > MAX_PROMPT_TOKENS:
+            raise ValueError(f"Qwen3-TTS prompt too long: {length} tokens (at most {MAX_PROMPT_TOKENS})")
+        return context, prompt
+
+    def _prefill_prompts(self, prompts: list[dict[str, Any]]) -> list[tuple[Any, Any, Any, Any]]:
+        """Each prompt through the talker in one pass, padded on the right to the longest (a prompt's causal
+        attention never reaches its padding), and its first token drawn; → per prompt what its stream joins the
+        batch with: its own key/value cache (per layer [1, H, L, D]), last hidden state [1, D], token [1] and
+        drawn tokens [V]."""
         torch = self.torch
-        with torch.inference_mode():
-            context = request.context()
-            prompt = self.capture_prompt(request.generate)
-            self._remember_sampling(prompt)
-            embeds, mask = prompt["inputs_embeds"], prompt["attention_mask"]
-            length = int(embeds.shape[1])
-            if length > MAX_PROMPT_TOKENS:
-                raise ValueError(f"Qwen3-TTS prompt too long: {length} tokens (at most {MAX_PROMPT_TOKENS})")
-            positions = torch.arange(length, device=self.device).view(1, 1, -1).expand(3, 1, -1)
-            out = self.talker.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                                    use_cache=True, cache_position=torch.arange(length, device=self.device))
-            hidden = out.last_hidden_state[:, -1]
-            seen = torch.zeros(self.vocab, dtype=torch.bool, device=self.device)
-            token = self._choose(self.talker.codec_head(hidden), seen.view(1, -1),
-                                 torch.zeros(1, dtype=torch.long, device=self.device))
-            seen[token] = True
-        max_frames = min(self.max_frames, int(prompt.get("max_new_tokens") or self.max_frames) - 1)
-        return QwenStream(prefilled=(out.past_key_values.to_legacy_cache(), hidden, token, seen), length=length,
-                          trailing=prompt["trailing_text_hidden"], pad_embed=prompt["tts_pad_embed"],
-                          max_frames=max(1, max_frames), context=None if context is None else context.T)
+        lengths = [int(prompt["inputs_embeds"].shape[1]) for prompt in prompts]
+        longest, first = max(lengths), prompts[0]["inputs_embeds"]
+        embeds = torch.zeros((len(prompts), longest, first.shape[2]), dtype=first.dtype, device=self.device)
+        mask = torch.ones((len(prompts), longest), dtype=torch.long, device=self.device)
+        for index, (prompt, length) in enumerate(zip(prompts, lengths)):
+            embeds[index, :length] = prompt["inputs_embeds"][0]
+            if prompt["attention_mask"] is not None:
+                mask[index, :length] = prompt["attention_mask"][0]
+        positions = torch.arange(longest, device=self.device).view(1, 1, -1).expand(3, len(prompts), -1)
+        out = self.talker.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                use_cache=True, cache_position=torch.arange(longest, device=self.device))
+        rows = torch.arange(len(prompts), device=self.device)
+        hidden = out.last_hidden_state[rows, torch.tensor(lengths, device=self.device) - 1]
+        seen = torch.zeros((len(prompts), self.vocab), dtype=torch.bool, device=self.device)
+        tokens = self._choose(self.talker.codec_head(hidden), seen,
+                              torch.zeros(len(prompts), dtype=torch.long, device=self.device))
+        seen[rows, tokens] = True
+        legacy = out.past_key_values.to_legacy_cache()
+        return [(tuple((keys[index:index + 1, :, :length], values[index:index + 1, :, :length])
+                       for keys, values in legacy), hidden[index:index + 1], tokens[index:index + 1], seen[index])
+                for index, length in enumerate(lengths)]
 
     def _remember_sampling(self, prompt: dict[str, Any]) -> None:
         if self.sampling is not None:

@@ -9,7 +9,8 @@ finished or cancelled one leaves without disturbing the others.
 
 The batcher knows nothing of Qwen or Fish: a `StreamDecoder` does the model work (prefill one request, step a
 batch, say what audio each stream has ready). Requests that arrive together are prefilled together in one pass where
-the decoder can (`prefill_many`: Fish), so eight jobs starting at once wait for one prefill, not eight in turn. Audio reaches the caller as soon as the decoder releases it (every
+the decoder can (`prefill_many`: both GPU engines), so eight jobs starting at once wait for one prefill, not eight
+in turn. Audio reaches the caller as soon as the decoder releases it (every
 few codec frames), so first audio no longer waits for a whole sentence.
 
 Other model work that must run on the thread that owns the model (a decoder's warm-up: CUDA graphs are recorded
