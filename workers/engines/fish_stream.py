@@ -50,6 +50,7 @@ from workers.engines.row_cache import (
     visible_columns, write_rows,
 )
 from workers.engines.stream_audio import ChunkSchedule
+from workers.engines.stream_batcher import prefill_each, prefill_one
 
 #: Frames before the first piece leaves (21.5 frames per second: 0.19 s); later pieces take as many frames as were
 #: heard before them, from 16 (0.74 s) up to 64 (3 s).
@@ -189,38 +190,32 @@ class FishStreamDecoder:
 
     def prefill(self, request: FishRequest) -> FishStream:
         """Start a stream: the prompt through the slow transformer into a new cache row, the first frame drawn."""
-        started = self.prefill_many([request])[0]
-        if isinstance(started, Exception):
-            raise started
-        return started
+        return prefill_one(self, request)
 
     def prefill_many(self, requests: Sequence[FishRequest]) -> list[FishStream | Exception]:
         """Start several streams with one pass of the slow transformer over all their prompts and one draw of
         their first frames (streams arriving together wait for one prefill, not one each). A request whose
         prompt cannot be built fails alone: its entry is the exception."""
-        results: list[FishStream | Exception] = []
-        started: list[tuple[FishStream, Any]] = []
         with self.torch.inference_mode():
-            try:
-                for request in requests:
-                    try:
-                        prompt = self.encode(request)
-                    except Exception as exc:  # noqa: BLE001 - this request's own fault: handed back, not raised
-                        results.append(exc)
-                        continue
-                    stream = self._new_stream(int(prompt.shape[1]))
-                    results.append(stream)
-                    started.append((stream, prompt))
-                mains = self._prefill_rows(started) if started else []
-            except BaseException:  # the engine's fault: no row kept by a stream that never started
-                for stream, _ in started:
-                    self._free_row(stream)
-                raise
-        for (stream, _), main in zip(started, mains):
+            return prefill_each(requests, self.encode, self._start)
+
+    def _start(self, prompts: list[Any]) -> list[FishStream]:
+        """A stream for each prompt, in a cache row of its own, prefilled together; raising (the engine's fault)
+        leaves no row held by a stream that never started."""
+        streams: list[FishStream] = []
+        try:
+            for prompt in prompts:
+                streams.append(self._new_stream(int(prompt.shape[1])))
+            mains = self._prefill_rows(list(zip(streams, prompts)))
+        except BaseException:
+            for stream in streams:
+                self._free_row(stream)
+            raise
+        for stream, main in zip(streams, mains):
             self._check_end(stream, main)
             if stream.finished:  # nothing to hear: it leaves at the next step without holding a row meanwhile
                 self._free_row(stream)
-        return results
+        return streams
 
     def _new_stream(self, length: int) -> FishStream:
         """A stream for a prompt of `length` tokens, holding a cache row wide enough for it and its frames."""

@@ -42,6 +42,7 @@ from workers.engines.row_cache import (
     fit_streams, free_device_bytes, free_row, round_up, row_bucket, row_buckets, span_bucket,
 )
 from workers.engines.stream_audio import ChunkSchedule
+from workers.engines.stream_batcher import prefill_each, prefill_one
 
 
 #: Frames of audio before the first chunk leaves (12.5 frames per second: 0.16 s); later chunks take as many frames
@@ -182,35 +183,27 @@ class Qwen3StreamDecoder:
 
     def prefill(self, request: QwenRequest) -> QwenStream:
         """Start a stream: the prompt through the talker (into a cache of its own), the first token drawn."""
-        started = self.prefill_many([request])[0]
-        if isinstance(started, Exception):
-            raise started
-        return started
+        return prefill_one(self, request)
 
     def prefill_many(self, requests: Sequence[QwenRequest]) -> list[QwenStream | Exception]:
         """Start several streams with one pass of the talker over all their prompts and one draw of their first
         tokens (requests arriving together wait for one prefill, not one each). A request whose prompt cannot be
         built fails alone: its entry is the exception. No device sync: the tokens stay on the device until the
         streams' first step."""
-        results: list[QwenStream | Exception | None] = []
-        taken: list[tuple[int, Any, dict[str, Any]]] = []  # (its place in results, its context, its prompt)
         with self.torch.inference_mode():
-            for request in requests:
-                try:
-                    context, prompt = self._take_prompt(request)
-                except Exception as exc:  # noqa: BLE001 - this request's own fault: handed back, not raised
-                    results.append(exc)
-                    continue
-                taken.append((len(results), context, prompt))
-                results.append(None)
-            states = self._prefill_prompts([prompt for _, _, prompt in taken]) if taken else []
-        for (index, context, prompt), state in zip(taken, states):
+            return prefill_each(requests, self._take_prompt, self._start)
+
+    def _start(self, taken: list[tuple[Any, dict[str, Any]]]) -> list[QwenStream]:
+        """A stream for each (context, prompt), its prompt through the talker with the others'."""
+        states = self._prefill_prompts([prompt for _, prompt in taken])
+        streams = []
+        for (context, prompt), state in zip(taken, states):
             max_frames = min(self.max_frames, int(prompt.get("max_new_tokens") or self.max_frames) - 1)
-            results[index] = QwenStream(
+            streams.append(QwenStream(
                 prefilled=state, length=int(prompt["inputs_embeds"].shape[1]), trailing=prompt["trailing_text_hidden"],
                 pad_embed=prompt["tts_pad_embed"], max_frames=max(1, max_frames),
-                context=None if context is None else context.T)
-        return results  # type: ignore[return-value]
+                context=None if context is None else context.T))
+        return streams
 
     def _take_prompt(self, request: QwenRequest) -> tuple[Any, dict[str, Any]]:
         """The request's context codes (or None) and the talker inputs the package builds for it; the first

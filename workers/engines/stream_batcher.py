@@ -7,16 +7,16 @@ eight streams cost about what one does on a GPU that one stream leaves mostly id
 join and leave between steps (continuous batching): a new request is prefilled as soon as a slot is free, and a
 finished or cancelled one leaves without disturbing the others.
 
-The batcher knows nothing of Qwen or Fish: a `StreamDecoder` does the model work (prefill one request, step a
-batch, say what audio each stream has ready). Requests that arrive together are prefilled together in one pass where
-the decoder can (`prefill_many`: both GPU engines), so eight jobs starting at once wait for one prefill, not eight
-in turn. Audio reaches the caller as soon as the decoder releases it (every
-few codec frames), so first audio no longer waits for a whole sentence.
+The batcher knows nothing of Qwen or Fish: a `StreamDecoder` does the model work (prefill the requests waiting,
+step a batch, say what audio each stream has ready). Requests that arrive together are prefilled together in one
+pass (`prefill_many`), so eight jobs starting at once wait for one prefill, not eight in turn. Audio reaches the
+caller as soon as the decoder releases it (every few codec frames), so first audio no longer waits for a whole
+sentence.
 
 Other model work that must run on the thread that owns the model (a decoder's warm-up: CUDA graphs are recorded
 per thread) is handed to it with `call`.
 
-One request's bad input fails that request only (its prefill raises inside its own stream). A failing *step*
+One request's bad input fails that request only (its prefill's exception goes to its own stream). A failing *step*
 is an engine bug that no stream can survive: every active stream gets the error and the batcher goes on serving
 new requests.
 """
@@ -39,8 +39,9 @@ _POLL_S = 1.0
 class StreamDecoder(Protocol[State]):
     """The model side of continuous batching; every method runs on the batcher's one thread."""
 
-    def prefill(self, request: Any) -> State:
-        """Start one stream (prompt → first token). Raising fails that request only."""
+    def prefill_many(self, requests: Sequence[Any]) -> list[State | Exception]:
+        """Start each request's stream (prompt → first token), all in one pass; a request's own fault is its
+        entry (an exception), not raised (`prefill_each`). Raising fails every one of these requests."""
 
     def step(self, states: Sequence[State]) -> list[tuple[list[np.ndarray], bool]]:
         """Advance every state by one frame, together; per state: the audio chunks it has ready, and whether it
@@ -50,12 +51,34 @@ class StreamDecoder(Protocol[State]):
         """A stream left the batch (finished, cancelled or failed): forget what it held."""
 
 
-class ManyPrefiller(Protocol[State]):
-    """A decoder that starts several streams in one pass (`StreamBatcher` uses it when present)."""
+Prepared = TypeVar("Prepared")
 
-    def prefill_many(self, requests: Sequence[Any]) -> list[State | Exception]:
-        """Start each request's stream, together; a request's own fault is its entry (an exception), not raised.
-        Raising fails every one of these requests."""
+
+def prefill_each(requests: Sequence[Any], prepare: Callable[[Any], Prepared],
+                 start: Callable[[list[Prepared]], list[State]]) -> list[State | Exception]:
+    """A decoder's `prefill_many`: `prepare` each request (its prompt; raising fails that request alone, its
+    exception standing in its place), then `start` all the prepared ones together (→ their states, in order)."""
+    results: list[State | Exception | None] = []
+    prepared: list[tuple[int, Prepared]] = []  # (its place in results, what `prepare` made)
+    for request in requests:
+        try:
+            prepared.append((len(results), prepare(request)))
+        except Exception as exc:  # noqa: BLE001 - this request's own fault: handed back, not raised
+            results.append(exc)
+            continue
+        results.append(None)
+    states = start([made for _, made in prepared]) if prepared else []
+    for (index, _), state in zip(prepared, states):
+        results[index] = state
+    return results  # type: ignore[return-value]
+
+
+def prefill_one(decoder: StreamDecoder[State], request: Any) -> State:
+    """One request's stream through `decoder.prefill_many`, its own fault raised (tests and warm-ups start one)."""
+    started = decoder.prefill_many([request])[0]
+    if isinstance(started, Exception):
+        raise started
+    return started
 
 
 class _End:
@@ -174,24 +197,14 @@ class StreamBatcher(Generic[State]):
         self.peak_streams = max(self.peak_streams, len(self._active))
 
     def _prefill(self, entries: list[_Stream]) -> list[Any]:
-        """Each entry's first state, or the exception that failed it: in one `prefill_many` where the decoder
-        has one (`ManyPrefiller`; a failure of the whole pass fails them all), else one `prefill` each (a failure
-        fails its own)."""
+        """Each entry's first state, or the exception that failed it, in one `prefill_many` (a failure of the
+        whole pass fails them all; later requests may still start)."""
         if not entries:
             return []
-        many = getattr(self.decoder, "prefill_many", None)
-        if many is not None:
-            try:
-                return list(many([entry.request for entry in entries]))
-            except Exception as exc:  # noqa: BLE001 - the engine's fault: these requests fail, later ones may not
-                return [exc] * len(entries)
-        states: list[Any] = []
-        for entry in entries:
-            try:
-                states.append(self.decoder.prefill(entry.request))
-            except Exception as exc:  # noqa: BLE001 - this request's own fault (or the engine's): fail it alone
-                states.append(exc)
-        return states
+        try:
+            return list(self.decoder.prefill_many([entry.request for entry in entries]))
+        except Exception as exc:  # noqa: BLE001 - the engine's fault: these requests fail, later ones may not
+            return [exc] * len(entries)
 
     def _drop_cancelled(self) -> None:
         for entry in [e for e in self._active if e.cancelled.is_set()]:
