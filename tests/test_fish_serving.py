@@ -298,6 +298,22 @@ def test_a_gpu_worker_runs_four_fish_jobs_at_once(checkpoint: Path, embedded_bro
 # ----- at S1-mini's own layout ----------------------------------------------------------------------------------
 
 
+def test_an_engine_on_a_card_that_holds_fewer_rows_says_so(engine, checkpoint: Path, monkeypatch) -> None:
+    """Asked for 8 streams on a card whose free memory holds two rows of the cache (within the share it may
+    take): the engine decodes two together and describes itself so (what the worker's heartbeat, the status
+    card and /health show)."""
+    from workers.engines import fish_stream, row_cache
+    from workers.engines.fish_speech import FishSpeechEngine
+
+    assert (engine.describe().streams, engine.describe().streams_asked) == (4, 4)
+    row = engine.decoder.row_bytes(engine.decoder._cache[0][0].shape[2])
+    monkeypatch.setattr(fish_stream, "free_device_bytes", lambda device: int(3 * row / row_cache.CACHE_SHARE))
+    fish = FishSpeechEngine(checkpoint, device="cpu", max_new_tokens=TOKENS, max_streams=8, greedy=True)
+    fish.load()
+    assert fish.batcher.max_streams == 2
+    assert (fish.describe().streams, fish.describe().streams_asked) == (2, 8)
+
+
 @pytest.fixture(scope="module")
 def s1_layout_engine(tmp_path_factory: pytest.TempPathFactory):
     """A greedy engine over a checkpoint with OpenAudio S1-mini's layout (`bench/full_size.py`: 16 query heads

@@ -92,6 +92,28 @@ def test_a_gpu_engine_warming_up_is_said_until_it_is_ready(client: TestClient, e
     assert card["status"] == "ok" and card["detail"] == "cuda · 1 voice(s)"
 
 
+def test_a_gpu_engine_says_how_many_streams_it_decodes_together(client: TestClient, embedded_broker,
+                                                                monkeypatch) -> None:
+    """A GPU engine's card and /health say how many sentences it speaks at once, and when the card could hold
+    fewer cache rows than LOCKN_GPU_MAX_STREAMS asked for, that it holds no more (jobs past them wait)."""
+    from backend.services.status.health import service_cards
+    from tests.conftest import reset_caches
+
+    monkeypatch.setenv("LOCKN_ENGINES", "fish,qwen3")
+    reset_caches()
+    db.migrate()
+    fish = {"name": "fish", "device": "cuda", "voices": [{"id": "fish-default"}], "streams": 4, "streams_asked": 8}
+    qwen = {"name": "qwen3", "device": "cuda", "voices": [], "streams": 8, "streams_asked": 8}
+    heartbeat.publish(get_redis(), heartbeat.WorkerInfo(hostname="gpu@a", queues=["gpu"], engines=[fish, qwen]))
+    message = client.get("/health").json()["checks"]["engine"]["message"]
+    assert message == ("engines loaded: fish (4 streams at once, not the 8 of LOCKN_GPU_MAX_STREAMS: the GPU holds "
+                       "no more), qwen3 (8 streams at once)")
+    cards = {card["name"]: card for card in service_cards()}
+    assert cards["Engine fish"]["detail"] == \
+        "cuda · 1 voice(s) · 4 streams at once, not the 8 of LOCKN_GPU_MAX_STREAMS: the GPU holds no more"
+    assert cards["Engine qwen3"]["detail"] == "cuda · 0 voice(s) · 8 streams at once"
+
+
 def test_an_engine_without_weights_says_which_command_fixes_it(client: TestClient, embedded_broker,
                                                                monkeypatch) -> None:
     """A GPU worker told to run qwen3 without weights says why in its heartbeat: /health and the dashboard's

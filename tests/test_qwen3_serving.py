@@ -212,3 +212,10 @@ def test_a_gpu_worker_runs_four_jobs_at_once(checkpoint: Path, embedded_broker, 
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """LOCKN_GPU_MAX_STREAMS=4: four Qwen3 jobs at once on one worker, one model decoding them together."""
     run_four_jobs_on_one_gpu_worker("qwen3", "qwen3-aiden", checkpoint_settings("QWEN", checkpoint), monkeypatch)
+
+
+def test_the_engine_describes_the_streams_it_decodes_together(engine) -> None:
+    """What the worker's heartbeat carries to the status card: four streams at once, as asked (a CPU's memory is
+    not fitted)."""
+    info = engine.describe()
+    assert (info.streams, info.streams_asked) == (4, 4)

@@ -25,7 +25,7 @@ from backend.queue.app import create_celery
 from backend.queue.heartbeat import HeartbeatThread, WorkerInfo, publish
 from backend.queue.routing import DEFAULT_QUEUE, QA_QUEUE, WEBHOOK_QUEUE, is_gpu_queue
 from backend.services.keys.usage import close_process_usage
-from workers.engine_loader import engine_descriptions, load_engines
+from workers.engine_loader import LOADED, describe_engine, engine_descriptions, load_engines, warm_up_engine
 from workers.reaper import StalledJobSweeper
 
 install_key_masking()
@@ -82,13 +82,16 @@ def _start_heartbeat(sender, **_kwargs) -> None:  # type: ignore[no-untyped-def]
 
 def _warm_up(info: WorkerInfo) -> None:
     """Load this GPU worker's engines and speak one short sentence with each (CUDA kernels chosen, Fish's
-    compiled frame step built), then tell the platform they are ready."""
-    loaded = load_engines()
-    for description in info.engines:
-        engine = loaded.get(description["name"])
-        if engine is not None:
-            engine.warm_up()
-            description["warming"] = False
+    compiled frame step built), then tell the platform: each engine as loaded (its device, the streams it decodes
+    together), or why it cannot speak, so the status cards and `/health` say "failed to load: …" rather than
+    "warming up" for ever."""
+    load_engines()
+    for name in [description["name"] for description in info.engines]:
+        reason = warm_up_engine(name)
+        if reason is None:
+            info.replace_engine({**describe_engine(name, LOADED[name]), "warming": False})
+        else:
+            info.mark_unavailable(name, reason)
     try:
         publish(get_redis(), info)
     except RedisError:

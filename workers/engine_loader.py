@@ -8,6 +8,7 @@ or a worker, and nothing here names an engine.
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 from dataclasses import asdict
 
@@ -18,8 +19,13 @@ from backend.queue.routing import queue_for
 
 #: Engines loaded in this worker process (by `load_engines`, once per process).
 LOADED: dict[str, Engine] = {}
+#: Engines whose load failed in this process → why. Not tried again until the worker restarts: a GPU model's
+#: failed load (no memory for it, a damaged checkpoint) costs its whole load time and fails the same way again,
+#: and every job would pay for it.
+FAILED: dict[str, str] = {}
 #: A GPU worker's job threads may all ask for their engines at once: one loads, the others wait for it.
 _LOADING = threading.Lock()
+logger = logging.getLogger(__name__)
 
 
 def engine_class(name: str) -> type[Engine]:
@@ -39,21 +45,34 @@ def build_engine(name: str, settings: Settings | None = None) -> Engine:
 
 
 def load_engines(names: list[str] | None = None) -> dict[str, Engine]:
-    """Build and load each named engine once; engines that cannot run here are skipped with a reason."""
+    """Build and load each named engine once; engines that cannot run here are skipped with a reason, and one
+    whose load fails is logged (with its traceback), kept in `FAILED` with the reason and skipped: the others
+    still load, and its jobs fail at once with "this worker has no … engine loaded"."""
     wanted = names if names is not None else get_settings().engine_names
-    if all(name in LOADED for name in wanted):
+    if all(name in LOADED or name in FAILED for name in wanted):
         return LOADED
     with _LOADING:
         for name in wanted:
-            if name in LOADED:
+            if name in LOADED or name in FAILED:
                 continue
             engine = build_engine(name)
             if (reason := engine.unavailable_reason()) is not None:
                 print(f"LockN worker: engine {name} not loaded: {reason}", flush=True)
                 continue
-            engine.load()
+            try:
+                engine.load()
+            except Exception as exc:  # noqa: BLE001 - any failure of one engine's load leaves the others running
+                FAILED[name] = f"failed to load: {first_line(exc)}"
+                logger.exception("engine %s failed to load", name)
+                continue
             LOADED[name] = engine
     return LOADED
+
+
+def first_line(exc: BaseException) -> str:
+    """What a status card shows of an engine's failure: its error's first line (the traceback is in the log)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
 
 
 def engine_descriptions(names: list[str]) -> tuple[list[dict], dict[str, str]]:
@@ -65,6 +84,26 @@ def engine_descriptions(names: list[str]) -> tuple[list[dict], dict[str, str]]:
         if (reason := engine.unavailable_reason()) is not None:
             unavailable[name] = reason
             continue
-        described.append({**engine.describe().as_dict(), "queue": queue_for(name),
-                          "voices": [asdict(v) for v in engine.voices()]})
+        described.append(describe_engine(name, engine))
     return described, unavailable
+
+
+def describe_engine(name: str, engine: Engine) -> dict:
+    """What a heartbeat says of one engine: its `EngineInfo`, its queue and its voices."""
+    return {**engine.describe().as_dict(), "queue": queue_for(name), "voices": [asdict(v) for v in engine.voices()]}
+
+
+def warm_up_engine(name: str) -> str | None:
+    """Speak engine `name`'s warm-up sentence (`Engine.warm_up`). None when it spoke; otherwise why it cannot
+    speak: it failed to load, or it failed its first sentence (then it is dropped from `LOADED` and kept in
+    `FAILED`: its jobs fail at once instead of on a broken engine, the traceback is in the log)."""
+    if name not in LOADED:
+        return FAILED.get(name, f"the {name} engine is not loaded")
+    try:
+        LOADED[name].warm_up()
+    except Exception as exc:  # noqa: BLE001 - an engine that cannot speak is reported, never left warming up
+        logger.exception("engine %s failed its warm-up sentence", name)
+        FAILED[name] = f"failed its first sentence: {first_line(exc)}"
+        del LOADED[name]
+        return FAILED[name]
+    return None

@@ -71,6 +71,11 @@ class EngineInfo:
     supports_instructions: bool = False
     #: Whether the engine speaks `options.speed` itself; otherwise the job runner changes the tempo afterwards.
     supports_speed: bool = False
+    #: Sentences this engine speaks together in one worker process: a GPU engine's batch, `LOCKN_GPU_MAX_STREAMS`
+    #: (`streams_asked`), or fewer where the card cannot hold their cache rows; 1 for an engine that speaks one at
+    #: a time (a CPU worker runs more of them side by side as processes).
+    streams: int = 1
+    streams_asked: int = 1
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -31,6 +31,18 @@ class WorkerInfo:
     started_at: float = field(default_factory=time.time)
     seen_at: float = field(default_factory=time.time)
 
+    # The two below give the fields new objects rather than editing them: the heartbeat thread may be
+    # serialising the old ones at that moment.
+
+    def replace_engine(self, description: dict) -> None:
+        """Engine `description["name"]` is now described so (a GPU worker's, once it has loaded and spoken)."""
+        self.engines = [description if engine["name"] == description["name"] else engine for engine in self.engines]
+
+    def mark_unavailable(self, name: str, reason: str) -> None:
+        """Engine `name` will not speak here, because of `reason` (its load or first sentence failed)."""
+        self.engines = [engine for engine in self.engines if engine["name"] != name]
+        self.unavailable = {**self.unavailable, name: reason}
+
 
 def publish(client: redis.Redis, info: WorkerInfo) -> None:
     """Record `info` as alive for the next `TTL_S` seconds."""

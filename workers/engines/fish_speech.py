@@ -93,17 +93,19 @@ class FishSpeechEngine(Engine):
         sampling = FishSampling(SAMPLING.temperature, SAMPLING.top_p, SAMPLING.repetition_penalty, self.greedy)
         self.decoder = FishStreamDecoder(model, self.codec, lambda clips: references.load_by_hash(clips, "on"),
                                          self.max_new_tokens, sampling, precision, self.max_streams)
-        self.max_streams = self.decoder.max_streams  # fewer where the GPU cannot hold their cache rows
-        self.batcher = StreamBatcher(self.decoder, self.max_streams, name="fish")
+        streams = self.decoder.max_streams  # fewer than asked where the GPU cannot hold their cache rows
+        self.batcher = StreamBatcher(self.decoder, streams, name="fish")
         self.decoder.use_step(*step_options(self.step, self._device, self.compile_cache_dir))
         # Every bucket of streams built now, while the worker says "warming up", on the batcher's thread (the thread
         # that replays them: CUDA graph trees belong to the thread that records them).
-        self.batcher.call(lambda: self.decoder.warm_up(row_buckets(self.max_streams)))
+        self.batcher.call(lambda: self.decoder.warm_up(row_buckets(streams)))
 
     def describe(self) -> EngineInfo:
         rate = self.codec.sample_rate if self.codec is not None else 44100
         device = self._device if self.codec is not None else self.wanted_device
-        return EngineInfo("fish", int(rate), True, device, importlib.metadata.version("fish-speech"))
+        streams = self.batcher.max_streams if self.batcher is not None else self.max_streams
+        return EngineInfo("fish", int(rate), True, device, importlib.metadata.version("fish-speech"),
+                          streams=streams, streams_asked=self.max_streams)
 
     def voices(self) -> list[VoiceInfo]:
         return [DEFAULT_VOICE]

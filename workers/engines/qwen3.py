@@ -121,7 +121,9 @@ class Qwen3Engine(Engine):
         cloning = self._folder_of("base") is not None
         instructions = self._folder_of("custom_voice") is not None and (
             custom is None or str(custom.model.tts_model_size) != "0b6")  # the 0.6B CustomVoice ignores them
-        return EngineInfo(self.name, rate, cloning, device, importlib.metadata.version("qwen-tts"), instructions)
+        streams = min((batcher.max_streams for batcher in self.batchers.values()), default=self.max_streams)
+        return EngineInfo(self.name, rate, cloning, device, importlib.metadata.version("qwen-tts"), instructions,
+                          streams=streams, streams_asked=self.max_streams)
 
     # ----- loading and speaking ------------------------------------------------------------------------------
 

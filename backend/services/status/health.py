@@ -85,6 +85,15 @@ def engine_readiness(workers: list[heartbeat.WorkerInfo]) -> dict[str, dict]:
     return engines
 
 
+def streams_note(engine: dict) -> str:
+    """How many sentences an engine speaks together ("" for one at a time), and when the card holds fewer than
+    `LOCKN_GPU_MAX_STREAMS` asked for, that it does (more jobs then wait their turn)."""
+    streams, asked = int(engine.get("streams", 1)), int(engine.get("streams_asked", 1))
+    if streams < asked:
+        return f"{streams} streams at once, not the {asked} of LOCKN_GPU_MAX_STREAMS: the GPU holds no more"
+    return f"{streams} streams at once" if streams > 1 else ""
+
+
 def check_engines() -> str:
     workers = heartbeat.live_workers(get_redis())
     engines = engine_readiness(workers)
@@ -96,7 +105,8 @@ def check_engines() -> str:
     warming = sorted(name for name, engine in engines.items() if engine.get("warming"))
     if warming:
         raise RuntimeError(f"warming up: {', '.join(warming)} (loading the model and running its first step)")
-    return "engines loaded: " + ", ".join(sorted(engines))
+    return "engines loaded: " + ", ".join(
+        f"{name} ({note})" if (note := streams_note(engines[name])) else name for name in sorted(engines))
 
 
 #: The checks `/health` runs, all required.
@@ -153,7 +163,8 @@ def service_cards() -> list[dict[str, str]]:
     reasons = unavailable_engines(workers)
     for name in sorted(set(get_settings().engine_names) | set(engines) | set(reasons)):
         engine = engines.get(name)
-        detail = (f"{engine['device']} · {len(engine.get('voices', []))} voice(s)" if engine
+        detail = (" · ".join(filter(None, (engine["device"], f"{len(engine.get('voices', []))} voice(s)",
+                                           streams_note(engine)))) if engine
                   else reasons.get(name, "not loaded by any worker"))
         status = "down" if engine is None else "warming up" if engine.get("warming") else "ok"
         if status == "warming up":
