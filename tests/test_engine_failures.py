@@ -103,3 +103,28 @@ def test_an_engine_that_fails_its_first_sentence_is_dropped_with_the_reason(monk
     assert reason == "failed its first sentence: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert "piper" not in engine_loader.LOADED, "its jobs fail at once instead of on a broken engine"
     assert engine_loader.load_engines(["piper"]) == {}
+
+
+def test_a_job_for_an_engine_that_failed_to_load_fails_at_once_with_the_reason(database, isolated_settings: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import secrets
+
+    from sqlmodel import Session
+
+    from backend.core.db import get_engine
+    from backend.core.models import Job
+    from backend.media.engine import SynthesisError
+    from backend.services.jobs import runner
+
+    monkeypatch.setattr(engine_loader, "LOADED", {})
+    monkeypatch.setattr(engine_loader, "FAILED", {})
+    damaged_piper_voice(isolated_settings)
+    job = Job(id="job_" + secrets.token_hex(10), owner="auth0|failed-engine", voice_id="en_US-joe-medium",
+              engine="piper", text="Nobody will say this.", text_chars=21, format="wav")
+    with Session(get_engine(), expire_on_commit=False) as session:
+        session.add(job)
+        session.commit()
+    with pytest.raises(SynthesisError) as failure:
+        runner.run_job(job.id, engine_loader.load_engines(["piper"]), failed=engine_loader.FAILED)
+    reason = engine_loader.FAILED["piper"]
+    assert str(failure.value) == f"this worker has no piper engine loaded: the piper engine {reason}"

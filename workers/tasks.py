@@ -15,6 +15,7 @@ from backend.services.jobs.runner import JobCancelled, SynthesisError, run_job
 from backend.services.status import qa_runs
 from backend.services.webhooks.service import deliver
 from workers.celery_app import celery_app
+from workers import engine_loader
 from workers.engine_loader import load_engines
 
 #: Longer than any delivery attempt may take (`LOCKN_WEBHOOK_TIMEOUT_S` is at most 30 s), far shorter than a job's.
@@ -49,7 +50,7 @@ def synthesize(self, job_id: str) -> dict:  # type: ignore[no-untyped-def]
     leave a key in Redis for a day."""
     try:
         redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-        return run_job(job_id, load_engines(), redelivered)
+        return run_job(job_id, load_engines(), redelivered, engine_loader.FAILED)
     except JobCancelled:
         lifecycle.cancelled(job_id)
         return {"job_id": job_id, "status": "failed", "error": "cancelled"}

@@ -48,26 +48,29 @@ BATCH_YIELD_POLL_S = 0.05
 BATCH_YIELD_MAX_S = 30.0
 
 
-def run_job(job_id: str, engines: Mapping[str, Engine], redelivered: bool = False) -> dict:
+def run_job(job_id: str, engines: Mapping[str, Engine], redelivered: bool = False,
+            failed: Mapping[str, str] | None = None) -> dict:
     """Run the job with one of `engines` (by the job's engine name) to `succeeded`, or raise.
 
     Progress is recorded on the job row as sentences are spoken. `redelivered`: the broker handed
-    this message out before (its worker died), so a `running` job is taken over."""
+    this message out before (its worker died), so a `running` job is taken over. `failed`: engines this worker
+    could not load → why (the job's error then says it)."""
     job = lifecycle.start(job_id, redelivered)
     if not isinstance(job, Job):
         return job  # nothing to run: why, for the task's result
     with request_id_scope(job.request_id):  # what is logged about the job carries the id of its request
-        return _run_claimed(job, engines)
+        return _run_claimed(job, engines, failed or {})
 
 
-def _run_claimed(job: Job, engines: Mapping[str, Engine]) -> dict:
+def _run_claimed(job: Job, engines: Mapping[str, Engine], failed: Mapping[str, str]) -> dict:
     """Speak, store and record a job this worker has claimed."""
     job_id = job.id
     if job.attempts > 1:
         live_publisher.publish(reset_stream, job_id)  # a redelivered job starts its live audio over
     engine = engines.get(job.engine)
     if engine is None:
-        raise SynthesisError(f"this worker has no {job.engine} engine loaded")
+        why = f": the {job.engine} engine {failed[job.engine]}" if job.engine in failed else ""
+        raise SynthesisError(f"this worker has no {job.engine} engine loaded{why}")
     rate = engine.sample_rate(job.voice_id)
     voice = reference_voice(job.owner, job.voice_id, rate) if job.voice_id.startswith(CLONED_PREFIX) \
         else job.voice_id
