@@ -1,12 +1,13 @@
 """What the serving tests of every batched GPU engine share (`test_fish_serving.py`, `test_qwen3_serving.py`):
-speaking from several job threads at once, cancelling one of them, and four jobs through the real queue on one
-GPU worker. Each engine's test file keeps what is its own (the package's codes, its decoder's cache)."""
+stepping a decoder's streams to their end, speaking from several job threads at once, cancelling one of them, and
+four jobs through the real queue on one GPU worker. Each engine's test file keeps what is its own (the package's codes, its decoder's cache)."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,26 @@ import numpy as np
 
 from backend.media.engine import SynthesisOptions
 from tests.conftest import reset_caches
+
+
+def run_to_end(decoder: Any, streams: list, joining: dict[int, Any] | None = None,
+               start: Callable[[Any], Any] = lambda stream: stream) -> dict:
+    """Step `streams` together, as the batcher does (releasing each as it finishes), until all have finished;
+    `joining`: {step number: what `start` makes a stream of (a prefilled stream, by default)} added at that step.
+    → each stream's audio pieces."""
+    pieces: dict = {stream: [] for stream in streams}
+    active, step = list(streams), 0
+    while active or joining:
+        if joining and step in joining:
+            active.append(start(joining.pop(step)))
+            pieces[active[-1]] = []
+        for stream, (chunks, finished) in zip(list(active), decoder.step(active)):
+            pieces[stream] += chunks
+            if finished:
+                active.remove(stream)
+                decoder.release(stream)
+        step += 1
+    return pieces
 
 
 def speak_in_threads(engine: Any, voice: str, texts: tuple[str, ...],

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.gpu_serving import (assert_cancelling_one_leaves_the_others, checkpoint_settings,
+from tests.gpu_serving import (assert_cancelling_one_leaves_the_others, checkpoint_settings, run_to_end,
                                run_four_jobs_on_one_gpu_worker)
 
 if importlib.util.find_spec("fish_speech") is None:
@@ -90,24 +90,6 @@ def request(text: str):  # type: ignore[no-untyped-def]
 
     clip = fish_compat.wav_bytes(reference_clip(44100, seconds=12), 44100)
     return FishRequest(text, (ServeReferenceAudio(audio=clip, text="The reference talks for twelve seconds."),))
-
-
-def run_to_end(decoder, streams: list, joining: dict | None = None) -> dict:  # type: ignore[no-untyped-def]
-    """Step `streams` together until all finish (releasing each as the batcher does); `joining`: {step number:
-    text} prefilled and added at that step. → each stream's audio pieces."""
-    pieces: dict = {stream: [] for stream in streams}
-    active, step = list(streams), 0
-    while active or joining:
-        if joining and step in joining:
-            active.append(decoder.prefill(request(joining.pop(step))))
-            pieces[active[-1]] = []
-        for stream, (chunks, finished) in zip(list(active), decoder.step(active)):
-            pieces[stream] += chunks
-            if finished:
-                active.remove(stream)
-                decoder.release(stream)
-        step += 1
-    return pieces
 
 
 def package_codes(engine, text: str, tokens: int = TOKENS, top_p: float = 1e-6):  # type: ignore[no-untyped-def]
@@ -189,7 +171,8 @@ def test_three_streams_together_give_the_same_codes_as_each_alone(decoder) -> No
     # and moved as streams end, and the clone's long prompt makes the cache grow under the others.
     fresh = fresh_decoder(decoder)
     first = fresh.prefill(request(TEXTS[0]))
-    pieces = run_to_end(fresh, [first], joining={5: TEXTS[1], 11: TEXTS[2], 20: CLONE})
+    pieces = run_to_end(fresh, [first], joining={5: TEXTS[1], 11: TEXTS[2], 20: CLONE},
+                        start=lambda text: fresh.prefill(request(text)))
     assert fresh._cache[0][0].shape[2] > 256, "the cache grew while streams were in it"
     for stream, codes in zip(pieces, alone):
         assert np.array_equal(stream.codes().numpy(), codes.numpy())

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.gpu_serving import (assert_cancelling_one_leaves_the_others, checkpoint_settings,
+from tests.gpu_serving import (assert_cancelling_one_leaves_the_others, checkpoint_settings, run_to_end,
                                run_four_jobs_on_one_gpu_worker)
 
 if importlib.util.find_spec("qwen_tts") is None:
@@ -68,23 +68,6 @@ def request(engine, text: str):  # type: ignore[no-untyped-def]
     model = engine._models["custom_voice"]
     return QwenRequest(generate=lambda: model.generate_custom_voice(text=text, speaker="aiden", language="Auto",
                                                                    max_new_tokens=FRAMES + 1))
-
-
-def run_to_end(decoder, streams: list, joining: dict | None = None) -> dict:  # type: ignore[no-untyped-def]
-    """Step `streams` together until all finish; `joining`: {step number: stream} added at that step.
-    → each stream's audio pieces."""
-    pieces: dict = {stream: [] for stream in streams}
-    active, step = list(streams), 0
-    while active or joining:
-        if joining and step in joining:
-            active.append(joining.pop(step))
-            pieces[active[-1]] = []
-        for stream, (chunks, finished) in zip(list(active), decoder.step(active)):
-            pieces[stream] += chunks
-            if finished:
-                active.remove(stream)
-        step += 1
-    return pieces
 
 
 def test_the_decode_loop_gives_the_package_s_own_codes(engine, decoder) -> None:
