@@ -81,27 +81,48 @@ TEXT = "LockN replays its frames from recorded graphs."
 FRAMES = 24
 
 
-def _speak(engine, voice: str):  # type: ignore[no-untyped-def]
+def _speak(engine, voice: str, text: str = TEXT):  # type: ignore[no-untyped-def]
     import numpy as np
 
-    return np.concatenate(list(engine.synthesize(TEXT, voice)))
+    return np.concatenate(list(engine.synthesize(text, voice)))
 
 
-def _fish(folder, step: str):  # type: ignore[no-untyped-def]
+def _fish(folder, step: str, precision=None):  # type: ignore[no-untyped-def]
     from workers.engines.fish_speech import FishSpeechEngine
 
-    engine = FishSpeechEngine(folder, device=DEVICE, max_new_tokens=FRAMES, step=step, max_streams=2, greedy=True)
+    engine = FishSpeechEngine(folder, device=DEVICE, max_new_tokens=FRAMES, step=step, max_streams=2, greedy=True,
+                              precision=precision)
     engine.load()
     return engine
 
 
-def _qwen(folder, step: str):  # type: ignore[no-untyped-def]
+def _qwen(folder, step: str, precision=None):  # type: ignore[no-untyped-def]
     from workers.engines.qwen3 import Qwen3Engine
 
-    engine = Qwen3Engine(folder, None, device=DEVICE, max_new_tokens=FRAMES, step=step, max_streams=2, greedy=True)
+    engine = Qwen3Engine(folder, None, device=DEVICE, max_new_tokens=FRAMES, step=step, max_streams=2, greedy=True,
+                         precision=precision)
     engine.load()
     engine.warm_up()
     return engine
+
+
+def _tiny(name: str, folder):  # type: ignore[no-untyped-def]
+    """A tiny checkpoint of engine `name` made in `folder` → (its folder, the engine's builder, a voice)."""
+    if importlib.util.find_spec("fish_speech" if name == "fish" else "qwen_tts") is None:
+        pytest.skip(f"{name} is not installed (make setup-qwen installs both)")
+    if name == "fish":
+        from tests.fish_tiny import make_tiny_checkpoint
+
+        make_tiny_checkpoint(folder)
+        return folder, _fish, "fish-default"
+    from tests.qwen_tiny import make_tiny_qwen_checkpoint
+
+    return make_tiny_qwen_checkpoint(folder, "custom_voice"), _qwen, "qwen3-aiden"
+
+
+def _batcher(engine):  # type: ignore[no-untyped-def]
+    """The thread that decodes the engine's streams (Qwen: its CustomVoice model's)."""
+    return engine.batcher if engine.name == "fish" else engine.batchers["custom_voice"]
 
 
 @pytest.mark.parametrize("name", ["fish", "qwen3"])
@@ -111,27 +132,56 @@ def test_each_engine_speaks_the_same_from_graphs_as_eagerly(name: str, tmp_path)
     a graph recorded for each bucket (1 and 2 streams) at each span of cache columns."""
     import numpy as np
 
-    if importlib.util.find_spec("fish_speech" if name == "fish" else "qwen_tts") is None:
-        pytest.skip(f"{name} is not installed (make setup-qwen installs both)")
-    if name == "fish":
-        from tests.fish_tiny import make_tiny_checkpoint
-
-        make_tiny_checkpoint(tmp_path)
-        folder, build, voice = tmp_path, _fish, "fish-default"
-    else:
-        from tests.qwen_tiny import make_tiny_qwen_checkpoint
-
-        folder, build, voice = make_tiny_qwen_checkpoint(tmp_path, "custom_voice"), _qwen, "qwen3-aiden"
+    folder, build, voice = _tiny(name, tmp_path)
     eager = build(folder, "eager")
     graphed = build(folder, "graphs")
-    step = graphed.decoder.frame_step if name == "fish" else graphed.batchers["custom_voice"].decoder.frame_step
+    decoder = _batcher(graphed).decoder
+    step = decoder.frame_step
     heard, expected = _speak(graphed, voice), _speak(eager, voice)
     assert step.mode == "graphs" and step.failure is None, step.failure
     assert heard.shape == expected.shape and heard.size > 0
     assert np.allclose(heard, expected, atol=1e-3), float(np.abs(heard - expected).max())
     if DEVICE == "cuda":
-        decoder = graphed.decoder if name == "fish" else graphed.batchers["custom_voice"].decoder
         assert step.fast.captures == 2 * len(decoder.spans()), "a graph for each bucket and span, recorded at warm-up"
+
+
+@pytest.mark.parametrize("name", ["fish", "qwen3"])
+def test_each_engine_speaks_together_in_bfloat16(name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """In the GPU's precision (bfloat16), on a CPU too, so that a change which breaks it (a tensor made in
+    float32 beside a bfloat16 one, a mask that cannot hold a position) shows in CI, not at the next GPU lease:
+    three sentences arriving at once are prefilled and decoded together, the cache is bfloat16, and every
+    sentence is heard whole (its frames' samples, finite, not silent). Measured on the tiny Fish checkpoint:
+    prefilled together or alone, a prompt's keys differ by at most one bfloat16 step (different attention
+    lengths round differently), so codes are held equal to each alone only in float32 (the serving tests)."""
+    import threading
+
+    import numpy as np
+
+    folder, build, voice = _tiny(name, tmp_path)
+    engine = build(folder, "auto", precision=torch.bfloat16)
+    batcher = _batcher(engine)
+    texts = (TEXT, "A second sentence, a little longer than the first one.", "Third!")
+    heard: dict[str, np.ndarray] = {}
+    start = threading.Barrier(len(texts))
+
+    def speak(text: str) -> None:
+        start.wait()
+        heard[text] = _speak(engine, voice, text)
+
+    threads = [threading.Thread(target=speak, args=(text,)) for text in texts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    decoder = batcher.decoder
+    keys, frame_samples = ((decoder._cache[0][0], decoder.frame_samples) if name == "fish"
+                           else (decoder.cache.layers[0][0], decoder.upsample))
+    assert keys.dtype == torch.bfloat16 and keys.device.type == DEVICE
+    assert batcher.peak_streams >= 2, "decoded together"
+    assert sorted(heard) == sorted(texts)
+    for text, audio in heard.items():
+        assert audio.dtype == np.float32 and np.isfinite(audio).all() and np.abs(audio).max() > 0, text
+        assert audio.size >= 8 * frame_samples, text
 
 
 @cuda

@@ -28,6 +28,7 @@ import os
 import sys
 from pathlib import Path
 
+from workers.engines.torch_device import default_precision
 from workers.engines.torchaudio_shim import install_torchaudio_shim
 
 __all__ = [
@@ -105,11 +106,6 @@ def check_t2s_checkpoint(ckpt_dir: str | Path) -> None:
     if cfg.vocab_size < tok.vocab_size + tok.num_special_tokens:
         raise ValueError("config vocab_size smaller than tokenizer vocab + special tokens")
 
-
-def default_precision(device: str):
-    import torch
-
-    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
 
 
 def load_engine(ckpt_dir: str | Path, device: str = "cpu", precision=None, compile: bool = False):

@@ -35,6 +35,7 @@ from workers.engines.fast_step import StepMode, step_options
 from workers.engines.fish_stream import FishRequest, FishSampling, FishStreamDecoder
 from workers.engines.row_cache import row_buckets
 from workers.engines.stream_batcher import StreamBatcher
+from workers.engines.torch_device import choose_device, default_precision
 
 #: The built-in voice: Fish Speech without a reference speaks in a voice of its own choosing.
 DEFAULT_VOICE = VoiceInfo(id="fish-default", name="Fish Speech default (zero-shot, en)", engine="fish",
@@ -48,18 +49,21 @@ class FishSpeechEngine(Engine):
 
     def __init__(self, checkpoint_dir: Path | None, device: str = "auto", max_new_tokens: int = 1024,
                  step: StepMode = "auto", compile_cache_dir: Path | None = None,
-                 models_dir: Path | None = None, max_streams: int = 1, greedy: bool = False) -> None:
+                 models_dir: Path | None = None, max_streams: int = 1, greedy: bool = False,
+                 precision: Any = None) -> None:
         """`checkpoint_dir`: the weights' folder; without one, the `fish` model pulled under `models_dir` (the
         models folder, `LOCKN_MODELS_DIR`), when there is one. `device`: cuda, cpu, or auto (cuda when present);
         `max_new_tokens` bounds one sentence's generation; `max_streams`: sentences decoded together;
         `greedy`: always the likeliest token (tests). `step`: how the decoder's frame step runs (`fast_step`:
         graphs, compiled or eager; `auto`: CUDA graphs on CUDA), since eager decoding is launch-bound (seen on an
-        H200: 14 frames/s for one stream); `compile_cache_dir` keeps compiled kernels between worker starts."""
+        H200: 14 frames/s for one stream); `compile_cache_dir` keeps compiled kernels between worker starts.
+        `precision`: the model's and cache's dtype (`torch_device.default_precision` when None; the tests ask
+        for bfloat16 on a CPU, to run the GPU's precision where CI runs)."""
         if checkpoint_dir is None and models_dir is not None:
             checkpoint_dir = pulled(models_dir, self.name)
         self.checkpoint_dir, self.wanted_device, self.max_new_tokens = checkpoint_dir, device, max_new_tokens
         self.step, self.compile_cache_dir = step, compile_cache_dir
-        self.max_streams, self.greedy = max_streams, greedy
+        self.max_streams, self.greedy, self.precision = max_streams, greedy, precision
         self.codec: Any = None  # the package's DAC codec, once loaded
         self.decoder: FishStreamDecoder | None = None
         self.batcher: StreamBatcher | None = None  # the one thread that decodes every stream of this model
@@ -74,19 +78,12 @@ class FishSpeechEngine(Engine):
                    if not (Path(self.checkpoint_dir) / n).is_file()]
         return f"{self.checkpoint_dir} lacks {', '.join(missing)}" if missing else None
 
-    def choose_device(self) -> str:
-        if self.wanted_device != "auto":
-            return self.wanted_device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-
     def load(self) -> None:
         from workers.engines import fish_compat
 
-        self._device = self.choose_device()
+        self._device = choose_device(self.wanted_device)
         folder = Path(self.checkpoint_dir or "")
-        precision = fish_compat.default_precision(self._device)
+        precision = self.precision or default_precision(self._device)
         model = fish_compat.load_text2semantic(folder, device=self._device, precision=precision)
         self.codec = fish_compat.load_codec(folder, device=self._device)
         references = fish_compat.reference_loader(self.codec, precision)

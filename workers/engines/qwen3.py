@@ -37,6 +37,7 @@ from backend.media.model_catalog import QWEN_REQUIRED_FILES, no_weights_reason, 
 from workers.engines.fast_step import StepMode, step_options
 from workers.engines.qwen3_stream import Qwen3StreamDecoder, QwenRequest
 from workers.engines.stream_batcher import StreamBatcher
+from workers.engines.torch_device import choose_device, default_precision
 
 #: Built-in voice ids are the speaker's name behind this prefix (speaker names are Qwen's own, lowercased).
 VOICE_PREFIX = "qwen3-"
@@ -55,7 +56,7 @@ class Qwen3Engine(Engine):
     def __init__(self, checkpoint_dir: Path | None, clone_checkpoint_dir: Path | None = None,
                  device: str = "auto", max_new_tokens: int = 2048, max_streams: int = 1,
                  greedy: bool = False, models_dir: Path | None = None, step: StepMode = "auto",
-                 compile_cache_dir: Path | None = None) -> None:
+                 compile_cache_dir: Path | None = None, precision: Any = None) -> None:
         """`checkpoint_dir` (CustomVoice or Base) and `clone_checkpoint_dir` (Base, beside a CustomVoice one): the
         weights' folders; those not given are found among the models pulled under `models_dir` (the models
         folder, `LOCKN_MODELS_DIR`), when there is one. `device`: cuda, cpu, or auto (cuda when present);
@@ -63,12 +64,13 @@ class Qwen3Engine(Engine):
         `greedy`: always the likeliest token (tests). `step`: how the decoder's frame step runs (`fast_step`:
         graphs, compiled or eager; `auto`: CUDA graphs on CUDA; built during the warm-up sentence), since eager
         decoding is launch-bound (seen on an H200: RTF 2.3 for one stream of the 1.7B model);
-        `compile_cache_dir` keeps compiled kernels between worker starts (TorchInductor's cache)."""
+        `compile_cache_dir` keeps compiled kernels between worker starts (TorchInductor's cache). `precision`: the
+        models' dtype (`torch_device.default_precision` when None; the tests ask for bfloat16 on a CPU)."""
         if models_dir is not None:
             checkpoint_dir, clone_checkpoint_dir = qwen_checkpoints(checkpoint_dir, clone_checkpoint_dir, models_dir)
         self.folders = [Path(d) for d in (checkpoint_dir, clone_checkpoint_dir) if d is not None]
         self.wanted_device, self.max_new_tokens = device, max_new_tokens
-        self.max_streams, self.greedy = max_streams, greedy
+        self.max_streams, self.greedy, self.precision = max_streams, greedy, precision
         self.step, self.compile_cache_dir = step, compile_cache_dir
         self._models: dict[str, Any] = {}  # tts_model_type ("custom_voice", "base") → Qwen3TTSModel
         self.batchers: dict[str, StreamBatcher] = {}  # tts_model_type → the thread that decodes its streams
@@ -127,19 +129,10 @@ class Qwen3Engine(Engine):
 
     # ----- loading and speaking ------------------------------------------------------------------------------
 
-    def choose_device(self) -> str:
-        if self.wanted_device != "auto":
-            return self.wanted_device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-
     def load(self) -> None:
-        import torch
-
         qwen3_tts_model = _import_qwen_tts()
-        self._device = self.choose_device()
-        dtype = torch.bfloat16 if self._device.startswith("cuda") else torch.float32
+        self._device = choose_device(self.wanted_device)
+        dtype = self.precision or default_precision(self._device)
         for folder in self.folders:
             model = qwen3_tts_model.from_pretrained(str(folder), dtype=dtype, device_map=self._device)
             # The talker generates codec frames; without its pad id transformers warns on every sentence.
