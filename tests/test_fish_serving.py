@@ -344,3 +344,26 @@ def test_s1_mini_s_layout_decodes_the_package_s_codes_alone_and_together(s1_layo
     for stream, text in zip(together, TEXTS):
         assert np.array_equal(stream.codes().numpy(), expected[text].numpy()), text
     assert grouped == {(16, 8)}, "every frame step's attention: 16 query heads over 8 key/value heads"
+
+
+def test_a_main_token_past_the_semantic_block_does_not_stop_the_stream(tmp_path: Path) -> None:
+    """Random weights at S1-mini's size have 155,776 output ids and a 4,367-token tokenizer: most main tokens
+    they draw lie past the semantic block, which the package's `a[a < 0] = 0` leaves past the codebook
+    embeddings (found running `bench.full_size`'s S1-mini checkpoint on the CPU: IndexError; on a GPU a
+    device-side assert that ends the bench's CUDA context). Such a frame reads codebook 0's last code, and the
+    stream goes on to its end."""
+    from tests.fish_tiny import make_tiny_checkpoint, special_tokens
+    from workers.engines.fish_speech import FishSpeechEngine
+
+    tokens = 256 + len(special_tokens())
+    make_tiny_checkpoint(tmp_path, {"vocab_size": tokens + 20_000, "tie_word_embeddings": False})
+    fish = FishSpeechEngine(tmp_path, device="cpu", max_new_tokens=TOKENS, greedy=True)
+    fish.load()
+    decoder = fresh_decoder(fish.decoder)
+    stream = decoder.prefill(request(TEXTS[0]))
+    pieces = run_to_end(decoder, [stream])[stream]
+    mains = stream.tokens[0, :stream.made]
+    assert int(mains.max()) > decoder.model.tokenizer.semantic_end_id, "the case the test is about was drawn"
+    assert stream.codes().shape == (10, TOKENS - 1) and int(stream.codes()[0].max()) < decoder.config.codebook_size
+    audio = np.concatenate(pieces)
+    assert audio.size == (TOKENS - 1) * FRAME and np.isfinite(audio).all()

@@ -363,7 +363,10 @@ class FishStreamDecoder:
         cache = [tuple(torch.zeros(shape, dtype=hidden.dtype, device=self.device) for _ in range(2))
                  for shape in shapes]
         self._fast(hidden, 0, cache)
-        code = (main - model.tokenizer.semantic_begin_id).clamp(min=0)
+        # The package clamps below only: a main token past the semantic block (random weights at full size draw
+        # them: the vocabulary outgrows the tokenizer) would index past the codebook embeddings, on a GPU a
+        # device-side assert that ends the process's CUDA context. A trained model never draws one.
+        code = (main - model.tokenizer.semantic_begin_id).clamp(min=0, max=self.config.codebook_size - 1)
         frame = [main, code]
         for index in range(1, self.config.num_codebooks):
             fast_logits = self._fast(model.fast_embeddings(code), index, cache)
