@@ -22,8 +22,10 @@ Prints per engine and step mode: one frame step's milliseconds alone at each buc
 then per stream count: first audio (p50, worst), audio made, wall time, aggregate RTF (wall seconds per
 second of audio, all streams together), the slowest stream's RTF, how many streams ran faster than real time,
 and peak GPU memory. Self-limiting: a step that would not fit in what is left of `--budget-s` is not started, and
-a step past its share is cut (streams stop between pieces); the figures say so. `--smoke`: tiny weights on the
-CPU, 1 and 2 streams, one short sentence (tests/test_benches.py runs it). Asserts nothing.
+a step past its share is cut (streams stop between pieces); the figures say so. Each engine is measured in a
+process of its own (this module again, `--one-process`): on a GPU a device-side assert ends its process's CUDA
+context, and one engine's failure must not cost the other's figures. `--smoke`: tiny weights on the CPU, 1 and 2
+streams, one short sentence (tests/test_benches.py runs it). Asserts nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import argparse
 import importlib.util
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -49,6 +52,8 @@ SENTENCE = ("LockN speaks this sentence on a graphics card, and the benchmark me
             "audio arrives and how much audio every stream makes per second.")
 #: Tokens a ~10 s sentence takes (Fish's codec: 21.5 per second; Qwen's: 12.5 frames per second, plus one).
 SENTENCE_TOKENS = {"fish": 215, "qwen3": 126}
+#: How long an engine's process may run past its share of the budget (a step under way, the model's load).
+ENGINE_GRACE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -282,6 +287,7 @@ def main() -> None:
                         help="keep the weights built here (DIR/fish, DIR/qwen3-1.7b); default: a temporary folder")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny weights on the CPU, 1 and 2 streams: proves the bench still runs (tests/test_benches.py)")
+    parser.add_argument("--one-process", action="store_true", help=argparse.SUPPRESS)  # see `measure_each_alone`
     args = parser.parse_args()
     if importlib.util.find_spec("torch") is None:  # `make setup` alone: the engines' layer is not installed
         print("bench.gpu needs the GPU engines' layer (make setup-gpu, or make setup-qwen on a CPU); "
@@ -303,6 +309,10 @@ def main() -> None:
     engines = [name for name in args.engines.split(",") if importlib.util.find_spec(PACKAGES[name]) is not None]
     for name in set(args.engines.split(",")) - set(engines):
         print(f"{name}: not installed here (make setup-{'fish' if name == 'fish' else 'qwen'}); skipped")
+    if len(engines) > 1 and not args.one_process:
+        measured = measure_each_alone(engines, args, began)
+        print(f"GPU engines measured: {measured} in {time.monotonic() - began:.0f} s")
+        return
     steps: list[StepReport] = []
     frame_steps: list[FrameStepTiming] = []
     described = torch.cuda.get_device_name() if device == "cuda" else "cpu"
@@ -321,7 +331,40 @@ def main() -> None:
                 run_engine(name, args, device, args.weights or Path(scratch), time.monotonic() + share, record)
             except Exception as exc:  # noqa: BLE001 - one engine failing must not cost the other's figures
                 print(f"{name}: failed: {type(exc).__name__}: {exc}", flush=True)
-    print(f"GPU engines measured: {len({step.engine for step in steps})} in {time.monotonic() - began:.0f} s")
+    if not args.one_process:  # an engine's own process: the parent sums up
+        print(f"GPU engines measured: {len({step.engine for step in steps})} in {time.monotonic() - began:.0f} s")
+
+
+def measure_each_alone(engines: list[str], args: argparse.Namespace, began: float) -> int:
+    """Each engine measured by a process of its own, one after another, each in its share of what is left of the
+    budget (this module with the same arguments, the last ones overriding: `--engines NAME --budget-s SHARE --json
+    PART --one-process`). On a GPU a device-side assert (an index past an embedding, say) ends its process's CUDA
+    context: the next engine starts on a clean one. A process past its share by `ENGINE_GRACE_S` is stopped (its
+    figures are kept: they are written after every step). Their figures are merged into `--json`. → how many
+    engines gave figures."""
+    merged: dict[str, Any] = {"steps": [], "frame_steps": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        for index, name in enumerate(engines):
+            share = (began + args.budget_s - time.monotonic()) / (len(engines) - index)
+            if share < 10:
+                print(f"{name}: skipped: {share:.0f} s of the budget left", flush=True)
+                continue
+            part = Path(scratch) / f"{name}.json"
+            command = [sys.executable, "-m", "bench.gpu", *sys.argv[1:], "--engines", name, "--budget-s",
+                       f"{share:.0f}", "--json", str(part), "--one-process"]
+            try:
+                done = subprocess.run(command, check=False, timeout=share + ENGINE_GRACE_S)
+                if done.returncode != 0:
+                    print(f"{name}: its process ended with exit code {done.returncode}", flush=True)
+            except subprocess.TimeoutExpired:
+                print(f"{name}: stopped {ENGINE_GRACE_S:.0f} s past its share of the budget", flush=True)
+            if part.is_file():
+                figures = json.loads(part.read_text())
+                merged = {**figures, "steps": merged["steps"] + figures["steps"],
+                          "frame_steps": merged["frame_steps"] + figures["frame_steps"]}
+                if args.json:
+                    args.json.write_text(json.dumps(merged, indent=1) + "\n")
+    return len({step["engine"] for step in merged["steps"]})
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ refactoring that breaks a bench fails here instead of in the next person's hands
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -63,6 +64,8 @@ def test_bench_runs_in_smoke_mode(bench: str) -> None:
     if bench == "bench.gpu" and "GPU engines measured: 0" not in result.stdout:  # the engines' layer installed
         assert re.search(r"frame step fish +1 row\(s\) × +\d+ columns +[\d.]+ ms", result.stdout), \
             "one frame step timed alone, per bucket and span"
+        installed = sum(importlib.util.find_spec(name) is not None for name in ("fish_speech", "qwen_tts"))
+        assert f"GPU engines measured: {installed} in" in result.stdout, "each in a process of its own, figures kept"
 
 
 def test_a_bench_client_that_is_refused_stops_the_figures(closed_port: int) -> None:
