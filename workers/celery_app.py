@@ -25,7 +25,7 @@ from backend.queue.app import create_celery
 from backend.queue.heartbeat import HeartbeatThread, WorkerInfo, publish
 from backend.queue.routing import DEFAULT_QUEUE, QA_QUEUE, WEBHOOK_QUEUE, is_gpu_queue
 from backend.services.keys.usage import close_process_usage
-from workers.engine_loader import LOADED, describe_engine, engine_descriptions, load_engines, warm_up_engine
+from workers.engine_loader import describe_engine, engine_descriptions, load_engines, warm_up_engine
 from workers.reaper import StalledJobSweeper
 
 install_key_masking()
@@ -85,11 +85,11 @@ def _warm_up(info: WorkerInfo) -> None:
     compiled frame step built), then tell the platform: each engine as loaded (its device, the streams it decodes
     together), or why it cannot speak, so the status cards and `/health` say "failed to load: …" rather than
     "warming up" for ever."""
-    load_engines()
+    loaded = load_engines()
     for name in [description["name"] for description in info.engines]:
         reason = warm_up_engine(name)
         if reason is None:
-            info.replace_engine({**describe_engine(name, LOADED[name]), "warming": False})
+            info.replace_engine({**describe_engine(name, loaded[name]), "warming": False})
         else:
             info.mark_unavailable(name, reason)
     try:
