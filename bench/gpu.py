@@ -302,20 +302,20 @@ def main() -> None:
     elif device != "cuda":
         print("bench.gpu measures GPU engines and this machine has no CUDA device; --smoke runs it on the CPU.")
         sys.exit(0)
-    print(f"LockN GPU engines benchmark — device {device}"
-          + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else "")
-          + f", {args.sentences} sentence(s) of {len(SENTENCE)} characters per stream, budget {args.budget_s:.0f} s",
-          flush=True)
     engines = [name for name in args.engines.split(",") if importlib.util.find_spec(PACKAGES[name]) is not None]
     for name in set(args.engines.split(",")) - set(engines):
         print(f"{name}: not installed here (make setup-{'fish' if name == 'fish' else 'qwen'}); skipped")
-    if len(engines) > 1 and not args.one_process:
+    if len(engines) > 1 and not args.one_process:  # before this process makes a CUDA context of its own
+        print(f"LockN GPU engines benchmark: {', '.join(engines)}, each in a process of its own", flush=True)
         measured = measure_each_alone(engines, args, began)
         print(f"GPU engines measured: {measured} in {time.monotonic() - began:.0f} s")
         return
+    described = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    print(f"LockN GPU engines benchmark — device {device}" + (f" ({described})" if device == "cuda" else "")
+          + f", {args.sentences} sentence(s) of {len(SENTENCE)} characters per stream, budget {args.budget_s:.0f} s",
+          flush=True)
     steps: list[StepReport] = []
     frame_steps: list[FrameStepTiming] = []
-    described = torch.cuda.get_device_name() if device == "cuda" else "cpu"
 
     def record(item: StepReport | FrameStepTiming) -> None:
         (frame_steps if isinstance(item, FrameStepTiming) else steps).append(item)  # type: ignore[arg-type]
