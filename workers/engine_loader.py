@@ -47,7 +47,7 @@ def build_engine(name: str, settings: Settings | None = None) -> Engine:
 def load_engines(names: list[str] | None = None) -> dict[str, Engine]:
     """Build and load each named engine once; engines that cannot run here are skipped with a reason, and one
     whose load fails is logged (with its traceback), kept in `FAILED` with the reason and skipped: the others
-    still load, and its jobs fail at once with "this worker has no … engine loaded"."""
+    still load, and its jobs fail at once ("the … engine failed to start on this worker")."""
     wanted = names if names is not None else get_settings().engine_names
     if all(name in LOADED or name in FAILED for name in wanted):
         return LOADED

@@ -54,7 +54,7 @@ def run_job(job_id: str, engines: Mapping[str, Engine], redelivered: bool = Fals
 
     Progress is recorded on the job row as sentences are spoken. `redelivered`: the broker handed
     this message out before (its worker died), so a `running` job is taken over. `failed`: engines this worker
-    could not load → why (the job's error then says it)."""
+    could not load → why (the job's error then says where to read it)."""
     job = lifecycle.start(job_id, redelivered)
     if not isinstance(job, Job):
         return job  # nothing to run: why, for the task's result
@@ -69,8 +69,10 @@ def _run_claimed(job: Job, engines: Mapping[str, Engine], failed: Mapping[str, s
         live_publisher.publish(reset_stream, job_id)  # a redelivered job starts its live audio over
     engine = engines.get(job.engine)
     if engine is None:
-        why = f": the {job.engine} engine {failed[job.engine]}" if job.engine in failed else ""
-        raise SynthesisError(f"this worker has no {job.engine} engine loaded{why}")
+        if job.engine in failed:  # the reason itself (paths, driver messages) is for the operator, not the client
+            raise SynthesisError(f"the {job.engine} engine failed to start on this worker; the dashboard's status "
+                                 "card and the worker's log say why")
+        raise SynthesisError(f"this worker has no {job.engine} engine loaded")
     rate = engine.sample_rate(job.voice_id)
     voice = reference_voice(job.owner, job.voice_id, rate) if job.voice_id.startswith(CLONED_PREFIX) \
         else job.voice_id
