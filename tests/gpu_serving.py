@@ -1,6 +1,8 @@
 """What the serving tests of every batched GPU engine share (`test_fish_serving.py`, `test_qwen3_serving.py`):
 stepping a decoder's streams to their end, speaking from several job threads at once, cancelling one of them, and
-four jobs through the real queue on one GPU worker. Each engine's test file keeps what is its own (the package's codes, its decoder's cache)."""
+four jobs through the real queue on one GPU worker. Importable without the project's conftest (what needs the
+database or the broker is imported inside the function that uses it), so the lease's GPU-only tests use it too.
+Each engine's test file keeps what is its own (the package's codes, its decoder's cache)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from backend.media.engine import SynthesisOptions
-from tests.conftest import reset_caches
 
 
 def run_to_end(decoder: Any, streams: list, joining: dict[int, Any] | None = None,
@@ -106,7 +107,7 @@ def run_four_jobs_on_one_gpu_worker(engine_name: str, voice: str, settings: dict
     from backend.core.models import Job
     from backend.ops.supervisor import Supervisor, worker_command
     from backend.services.jobs.service import enqueue_synthesis, job_status
-    from tests.conftest import wait_for_worker_heartbeat
+    from tests.conftest import reset_caches, wait_for_worker_heartbeat
 
     for name, value in {**settings, "LOCKN_GPU_MAX_STREAMS": "4"}.items():
         monkeypatch.setenv(name, value)

@@ -81,10 +81,10 @@ TEXT = "LockN replays its frames from recorded graphs."
 FRAMES = 24
 
 
-def _speak(engine, voice: str, text: str = TEXT):  # type: ignore[no-untyped-def]
+def _speak(engine, voice: str):  # type: ignore[no-untyped-def]
     import numpy as np
 
-    return np.concatenate(list(engine.synthesize(text, voice)))
+    return np.concatenate(list(engine.synthesize(TEXT, voice)))
 
 
 def _fish(folder, step: str, precision=None):  # type: ignore[no-untyped-def]
@@ -153,26 +153,15 @@ def test_each_engine_speaks_together_in_bfloat16(name: str, tmp_path) -> None:  
     sentence is heard whole (its frames' samples, finite, not silent). Measured on the tiny Fish checkpoint:
     prefilled together or alone, a prompt's keys differ by at most one bfloat16 step (different attention
     lengths round differently), so codes are held equal to each alone only in float32 (the serving tests)."""
-    import threading
-
     import numpy as np
+
+    from tests.gpu_serving import speak_in_threads
 
     folder, build, voice = _tiny(name, tmp_path)
     engine = build(folder, "auto", precision=torch.bfloat16)
     batcher = _batcher(engine)
     texts = (TEXT, "A second sentence, a little longer than the first one.", "Third!")
-    heard: dict[str, np.ndarray] = {}
-    start = threading.Barrier(len(texts))
-
-    def speak(text: str) -> None:
-        start.wait()
-        heard[text] = _speak(engine, voice, text)
-
-    threads = [threading.Thread(target=speak, args=(text,)) for text in texts]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
+    heard = speak_in_threads(engine, voice, texts)
     decoder = batcher.decoder
     keys, frame_samples = ((decoder._cache[0][0], decoder.frame_samples) if name == "fish"
                            else (decoder.cache.layers[0][0], decoder.upsample))
