@@ -4,13 +4,19 @@ A GPU worker announces its engines `warming` and loads them in the background (`
 load that fails (no memory for the model, a damaged checkpoint) or a warm-up sentence that fails must turn that
 engine into an unavailable one with the reason, in the worker's heartbeat, on `/health` and on the dashboard's
 card, while the worker's other engines keep serving; its jobs fail at once instead of loading it again.
+
+A prefork (CPU) worker's main process announces its engines without loading them; its pool processes report what
+they loaded, and the heartbeat says that: a damaged voice is not offered, and the card names it.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,23 +25,44 @@ from fastapi.testclient import TestClient
 from backend.api import build_api
 from backend.core import db
 from backend.core.redis_client import get_redis
+from backend.media.model_catalog import FISH_REQUIRED_FILES
 from backend.queue import heartbeat
 from tests.conftest import reset_caches, wait_for_worker_heartbeat
+from tests.test_piper import damaged_piper_voice
 from workers import engine_loader
-from workers.engines.piper import installed_voice_models
+
+needs_fish = pytest.mark.skipif(importlib.util.find_spec("fish_speech") is None,
+                                reason="fish-speech is not installed: `make setup-fish` installs it")
 
 
-def damaged_piper_voice(data_dir: Path) -> Path:
-    """A Piper voice whose config is right and whose model is not an ONNX file at all (a download cut short),
-    in the data dir's voice folder, beside the installed voices."""
-    folder = data_dir / "voices" / "piper"
+def damaged_fish_checkpoint(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every file a Fish checkpoint needs, each cut short (a download that stopped), as the worker's checkpoint:
+    the engine looks runnable (its files are there) and fails when it loads."""
     folder.mkdir(parents=True, exist_ok=True)
-    installed = installed_voice_models()[0]
-    model = folder / "en_US-damaged-medium.onnx"
-    model.write_bytes(b"not an onnx model, the download was cut short" * 100)
-    config = json.loads(installed.with_suffix(".onnx.json").read_text())
-    model.with_suffix(".onnx.json").write_text(json.dumps(config))
-    return model
+    for name in FISH_REQUIRED_FILES:
+        (folder / name).write_text("the download was cut short")
+    monkeypatch.setenv("LOCKN_FISH_CHECKPOINT_DIR", str(folder))
+    monkeypatch.setenv("LOCKN_FISH_DEVICE", "cpu")
+    reset_caches()
+    return folder
+
+
+@contextmanager
+def running_worker(queues: str, engines: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A real Celery worker of `queues` running `engines` (`LOCKN_ENGINES`), in this test's environment, until
+    the block ends; it has sent its first heartbeat when the block starts."""
+    from backend.ops.supervisor import Supervisor, worker_command
+
+    monkeypatch.setenv("LOCKN_ENGINES", engines)
+    reset_caches()
+    db.migrate()
+    supervisor = Supervisor()
+    supervisor.start(f"{queues}-worker", worker_command(queues=queues), env=dict(os.environ))
+    try:
+        wait_for_worker_heartbeat(timeout_s=120)
+        yield
+    finally:
+        supervisor.stop_all()
 
 
 def wait_for_unavailable(engine: str, timeout_s: float = 120) -> str:
@@ -49,44 +76,39 @@ def wait_for_unavailable(engine: str, timeout_s: float = 120) -> str:
         time.sleep(0.1)
 
 
+@needs_fish
 def test_a_gpu_worker_whose_engine_fails_to_load_says_why(embedded_broker, database, isolated_settings: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from backend.ops.supervisor import Supervisor, worker_command
     from backend.services.status.health import service_cards
 
-    damaged_piper_voice(isolated_settings)
+    damaged_fish_checkpoint(isolated_settings / "fish-cut-short", monkeypatch)
     monkeypatch.setenv("LOCKN_GPU_MAX_STREAMS", "2")
-    reset_caches()
-    db.migrate()
-    supervisor = Supervisor()
-    supervisor.start("gpu-worker", worker_command(queues="gpu"), env={**os.environ, "LOCKN_ENGINES": "piper"})
-    try:
-        wait_for_worker_heartbeat(timeout_s=120)
-        reason = wait_for_unavailable("piper")
-        assert reason.startswith("failed to load: ") and "Traceback" not in reason
-        assert not [e for w in heartbeat.live_workers(get_redis()) for e in w.engines if e["name"] == "piper"], \
+    with running_worker("gpu", "fish", monkeypatch):
+        reason = wait_for_unavailable("fish")
+        assert reason == "failed to load: JSONDecodeError: Expecting value: line 1 column 1 (char 0)"
+        assert not [e for w in heartbeat.live_workers(get_redis()) for e in w.engines if e["name"] == "fish"], \
             "no longer announced (nor warming up)"
         response = TestClient(build_api()).get("/health")
         assert response.status_code == 503
-        assert response.json()["checks"]["engine"]["message"] == f"piper: {reason}"
-        card = next(card for card in service_cards() if card["name"] == "Engine piper")
+        assert response.json()["checks"]["engine"]["message"] == f"fish: {reason}"
+        card = next(card for card in service_cards() if card["name"] == "Engine fish")
         assert card["status"] == "down" and card["detail"] == reason
-    finally:
-        supervisor.stop_all()
 
 
+@needs_fish
 def test_an_engine_that_fails_to_load_is_not_tried_again_and_the_others_load(isolated_settings: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """`load_engines` keeps one engine's failure to itself: the reason is kept, the next call does not load it
     again (a GPU model's failed load costs its whole load time), the engines after it still load."""
     monkeypatch.setattr(engine_loader, "LOADED", {})
     monkeypatch.setattr(engine_loader, "FAILED", {})
-    damaged_piper_voice(isolated_settings)
-    assert engine_loader.load_engines(["piper"]) == {}
-    assert engine_loader.FAILED["piper"].startswith("failed to load: ")
-    (isolated_settings / "voices" / "piper" / "en_US-damaged-medium.onnx").unlink()  # mended, but not retried
-    assert engine_loader.load_engines(["piper"]) == {}
-    assert engine_loader.warm_up_engine("piper") == engine_loader.FAILED["piper"]
+    checkpoint = damaged_fish_checkpoint(isolated_settings / "fish-cut-short", monkeypatch)
+    assert list(engine_loader.load_engines(["fish", "piper"])) == ["piper"]
+    assert engine_loader.FAILED == {"fish": "failed to load: JSONDecodeError: Expecting value: line 1 column 1 "
+                                            "(char 0)"}
+    (checkpoint / "config.json").unlink()  # changed, but not tried again
+    assert list(engine_loader.load_engines(["fish", "piper"])) == ["piper"]
+    assert engine_loader.warm_up_engine("fish") == engine_loader.FAILED["fish"]
 
 
 def test_an_engine_that_fails_its_first_sentence_is_dropped_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,6 +127,7 @@ def test_an_engine_that_fails_its_first_sentence_is_dropped_with_the_reason(monk
     assert engine_loader.load_engines(["piper"]) == {}
 
 
+@needs_fish
 def test_a_job_for_an_engine_that_failed_to_load_fails_at_once_saying_so(database, isolated_settings: Path,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import secrets
@@ -118,14 +141,65 @@ def test_a_job_for_an_engine_that_failed_to_load_fails_at_once_saying_so(databas
 
     monkeypatch.setattr(engine_loader, "LOADED", {})
     monkeypatch.setattr(engine_loader, "FAILED", {})
-    damaged_piper_voice(isolated_settings)
-    job = Job(id="job_" + secrets.token_hex(10), owner="auth0|failed-engine", voice_id="en_US-joe-medium",
-              engine="piper", text="Nobody will say this.", text_chars=21, format="wav")
+    damaged_fish_checkpoint(isolated_settings / "fish-cut-short", monkeypatch)
+    job = Job(id="job_" + secrets.token_hex(10), owner="auth0|failed-engine", voice_id="fish-default",
+              engine="fish", text="Nobody will say this.", text_chars=21, format="wav")
     with Session(get_engine(), expire_on_commit=False) as session:
         session.add(job)
         session.commit()
     with pytest.raises(SynthesisError) as failure:
-        runner.run_job(job.id, engine_loader.load_engines(["piper"]), failed=engine_loader.FAILED)
-    assert str(failure.value) == ("the piper engine failed to start on this worker; the dashboard's status card and "
+        runner.run_job(job.id, engine_loader.load_engines(["fish"]), failed=engine_loader.FAILED)
+    assert str(failure.value) == ("the fish engine failed to start on this worker; the dashboard's status card and "
                                   "the worker's log say why"), "its reason (paths, driver messages) is the operator's"
-    assert "onnx" not in str(failure.value).lower()
+    assert "json" not in str(failure.value).lower()
+
+
+def test_a_prefork_worker_offers_only_the_voices_its_pool_loaded(embedded_broker, database, isolated_settings: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A damaged voice dropped beside the installed one: the worker's main process (which loads nothing) would
+    offer it; once its pool process has loaded the voices, the heartbeat offers the installed voice only, and the
+    card and `/health` name the damaged one with its reason, while the engine stays up."""
+    from backend.services.status.health import service_cards
+
+    damaged_piper_voice(isolated_settings)
+    with running_worker("cpu", "piper", monkeypatch):
+        piper = wait_for_engine("piper", lambda engine: bool(engine.get("voice_failures")))
+        assert [voice["id"] for voice in piper["voices"]] == ["en_US-joe-medium"]
+        assert piper["voice_failures"] == {"en_US-damaged-medium": "its .onnx model cannot be loaded (InvalidProtobuf)"}
+        note = "not loaded: en_US-damaged-medium (its .onnx model cannot be loaded (InvalidProtobuf))"
+        response = TestClient(build_api()).get("/health")
+        assert response.status_code == 200
+        assert response.json()["checks"]["engine"]["message"] == f"engines loaded: piper ({note})"
+        card = next(card for card in service_cards() if card["name"] == "Engine piper")
+        assert card["status"] == "ok" and card["detail"] == f"cpu · 1 voice(s) · {note}"
+
+
+def wait_for_engine(name: str, ready, timeout_s: float = 120) -> dict:  # type: ignore[no-untyped-def]
+    """Engine `name` as a live worker announces it, once `ready(description)` holds."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        engines = [e for w in heartbeat.live_workers(get_redis()) for e in w.engines if e["name"] == name]
+        if engines and ready(engines[0]):
+            return engines[0]
+        assert time.monotonic() < deadline, f"no worker announced {name} as expected: {engines}"
+        time.sleep(0.1)
+
+
+def test_a_failure_in_any_pool_process_makes_the_engine_unavailable(embedded_broker) -> None:
+    """Two pool processes' reports (as two forked processes write them, here written under two ids): the engine
+    one loaded is announced as loaded, the engine one of them failed is unavailable with the reason, and a
+    worker's reports go when it withdraws."""
+    client = get_redis()
+    info = heartbeat.WorkerInfo(hostname="cpu@pool-test", queues=["cpu"],
+                                engines=[{"name": "piper", "voices": [{"id": "a"}, {"id": "b"}]}, {"name": "fish"}])
+    loaded = {"name": "piper", "voices": [{"id": "a"}], "voice_failures": {"b": "why"}}
+    client.hset(heartbeat.POOL_KEY_PREFIX + info.hostname, mapping={
+        "101": json.dumps({"engines": [loaded], "failed": {}}),
+        "102": json.dumps({"engines": [loaded], "failed": {"fish": "failed to load: OSError: gone"}})})
+    info.apply_pool_reports(heartbeat.pool_reports(client, info.hostname))
+    assert info.engines == [loaded]
+    assert info.unavailable == {"fish": "failed to load: OSError: gone"}
+    heartbeat.report_pool_process(client, info.hostname, [], {})
+    assert len(heartbeat.pool_reports(client, info.hostname)) == 3, "this process's own report, under its id"
+    heartbeat.withdraw(client, info.hostname)
+    assert heartbeat.pool_reports(client, info.hostname) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +79,53 @@ def test_voices_dropped_into_the_data_dir_are_found(isolated_settings) -> None:
     shutil.copy(bundled.with_suffix(".onnx.json"), folder / "en_US-copy-low.onnx.json")
     assert "en_US-copy-low" in [m.stem for m in installed_voice_models(folder)]
     assert "en_US-copy-low" in [v.id for v in build_engine("piper").voices()], "the worker's engine looks there"
+
+
+def damaged_piper_voice(data_dir: Path) -> Path:
+    """A Piper voice whose config is right and whose model is not an ONNX file at all (a download cut short),
+    in the data dir's voice folder, beside the installed voices."""
+    folder = data_dir / "voices" / "piper"
+    folder.mkdir(parents=True, exist_ok=True)
+    installed = installed_voice_models()[0]
+    model = folder / "en_US-damaged-medium.onnx"
+    model.write_bytes(b"not an onnx model, the download was cut short" * 100)
+    model.with_suffix(".onnx.json").write_text(installed.with_suffix(".onnx.json").read_text())
+    return model
+
+
+def test_a_damaged_voice_is_left_out_and_the_voices_beside_it_speak(isolated_settings: Path) -> None:
+    """One voice dropped into the folder with a model cut short, one with a config that is not JSON: each is
+    left out with its reason (no path: the card is not the log), the installed voice still speaks."""
+    damaged_piper_voice(isolated_settings)
+    unreadable = isolated_settings / "voices" / "piper" / "en_US-unreadable-low.onnx"
+    shutil.copy(installed_voice_models()[0], unreadable)
+    unreadable.with_suffix(".onnx.json").write_text('{"audio": {"sample_rate": 16000}, "espeak": ')
+    engine = build_engine("piper")
+    # Before loading (a prefork worker's heartbeat): the config that cannot be read is already known.
+    assert "en_US-unreadable-low" not in [v.id for v in engine.voices()]
+    assert engine.describe().voice_failures == {
+        "en_US-unreadable-low": "its .onnx.json config cannot be read (JSONDecodeError)"}
+    engine.load()
+    assert [v.id for v in engine.voices()] == [VOICE]
+    assert engine.describe().voice_failures == {
+        "en_US-damaged-medium": "its .onnx model cannot be loaded (InvalidProtobuf)",
+        "en_US-unreadable-low": "its .onnx.json config cannot be read (JSONDecodeError)"}
+    assert len(speak(engine, "Still speaking.")) > engine.sample_rate(VOICE) // 2
+    with pytest.raises(SynthesisError, match="unknown Piper voice 'en_US-damaged-medium'"):
+        list(engine.synthesize("hi", "en_US-damaged-medium"))
+
+
+def test_an_engine_none_of_whose_voices_loads_fails_to_load_naming_each(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only damaged voices (the installed packages hidden from this engine): its load fails, saying why each."""
+    from workers.engines import piper
+
+    model = damaged_piper_voice(tmp_path)
+    monkeypatch.setattr(piper.importlib.metadata, "distributions", lambda: [])
+    with pytest.raises(RuntimeError) as failure:
+        PiperEngine(model.parent).load()
+    assert str(failure.value) == ("no Piper voice could be loaded (en_US-damaged-medium: its .onnx model cannot be "
+                                  "loaded (InvalidProtobuf))")
 
 
 def test_speed_scales_duration_as_on_every_engine(engine: PiperEngine) -> None:

@@ -22,9 +22,12 @@ from backend.core.request_context import install_request_ids
 from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
 from backend.queue.app import create_celery
-from backend.queue.heartbeat import HeartbeatThread, WorkerInfo, publish
+from backend.queue.heartbeat import (
+    HeartbeatThread, WorkerInfo, forget_pool_process, forget_pool_reports, publish, report_pool_process,
+)
 from backend.queue.routing import DEFAULT_QUEUE, QA_QUEUE, WEBHOOK_QUEUE, is_gpu_queue
 from backend.services.keys.usage import close_process_usage
+from workers import engine_loader
 from workers.engine_loader import describe_engine, engine_descriptions, load_engines, warm_up_engine
 from workers.reaper import StalledJobSweeper
 
@@ -33,6 +36,8 @@ install_request_ids()
 configure_logging(get_settings())
 celery_app = create_celery(include=("workers.tasks",))
 _heartbeat: HeartbeatThread | None = None
+#: The worker's name, in a pool process (which reports what it loaded under it).
+_pool_hostname: str | None = None
 
 
 @worker_init.connect
@@ -43,20 +48,43 @@ def _lower_priority(**_kwargs) -> None:  # type: ignore[no-untyped-def]
         os.nice(nice)
 
 
+@worker_init.connect
+def _forget_earlier_pool(sender, **_kwargs) -> None:  # type: ignore[no-untyped-def]
+    """Before this worker forks its pool: what a pool of an earlier run under the same name reported is not
+    this run's."""
+    try:
+        forget_pool_reports(get_redis(), sender.hostname)
+    except RedisError:
+        pass  # no broker yet: the worker will fail to connect and say so itself
+
+
 @worker_process_init.connect
-def _load_engines(**_kwargs) -> None:  # type: ignore[no-untyped-def]
-    """Each pool process loads its engines once, before its first job (not once per job); what it loaded lives
-    as long as the process, so the garbage collector stops walking it (a full collection would pause a job's
-    live audio)."""
-    load_engines()
+def _load_engines(sender=None, **_kwargs) -> None:  # type: ignore[no-untyped-def]
+    """Each pool process loads its engines once, before its first job (not once per job), and reports what it
+    loaded (the voices it could load, an engine that failed) for the worker's heartbeat: the main process, which
+    announces the engines, loads none. What it loaded lives as long as the process, so the garbage collector stops
+    walking it (a full collection would pause a job's live audio)."""
+    global _pool_hostname
+    loaded = load_engines()
+    _pool_hostname = sender
+    try:
+        report_pool_process(get_redis(), sender, [describe_engine(name, engine) for name, engine in loaded.items()],
+                            dict(engine_loader.FAILED))
+    except RedisError:
+        pass  # the heartbeat then says what the engines' files say; jobs still fail with the reason
     freeze_startup_heap()
 
 
 @worker_process_shutdown.connect
 def _flush_usage(**_kwargs) -> None:  # type: ignore[no-untyped-def]
     """Pool processes exit without running atexit handlers: write what this process buffered explicitly (a job's
-    own usage is not buffered: `lifecycle` writes it with the job's end)."""
+    own usage is not buffered: `lifecycle` writes it with the job's end), and take back its report."""
     close_process_usage()
+    if _pool_hostname is not None:
+        try:
+            forget_pool_process(get_redis(), _pool_hostname)
+        except RedisError:
+            pass
 
 
 @worker_ready.connect

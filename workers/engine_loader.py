@@ -12,6 +12,7 @@ import logging
 import threading
 from dataclasses import asdict
 
+from backend.core.errors import first_line
 from backend.core.settings import Settings, get_settings
 from backend.media.engine import Engine
 from backend.queue.engines import engine_spec
@@ -62,17 +63,11 @@ def load_engines(names: list[str] | None = None) -> dict[str, Engine]:
             try:
                 engine.load()
             except Exception as exc:  # noqa: BLE001 - any failure of one engine's load leaves the others running
-                FAILED[name] = f"failed to load: {first_line(exc)}"
+                FAILED[name] = f"failed to load: {first_line(exc, with_type=True)}"
                 logger.exception("engine %s failed to load", name)
                 continue
             LOADED[name] = engine
     return LOADED
-
-
-def first_line(exc: BaseException) -> str:
-    """What a status card shows of an engine's failure: its error's first line (the traceback is in the log)."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
 
 
 def engine_descriptions(names: list[str]) -> tuple[list[dict], dict[str, str]]:
@@ -103,7 +98,7 @@ def warm_up_engine(name: str) -> str | None:
         LOADED[name].warm_up()
     except Exception as exc:  # noqa: BLE001 - an engine that cannot speak is reported, never left warming up
         logger.exception("engine %s failed its warm-up sentence", name)
-        FAILED[name] = f"failed its first sentence: {first_line(exc)}"
+        FAILED[name] = f"failed its first sentence: {first_line(exc, with_type=True)}"
         del LOADED[name]
         return FAILED[name]
     return None

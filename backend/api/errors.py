@@ -22,6 +22,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend.core.errors import first_line
 from backend.core.request_context import request_id_scope
 from backend.services.accounts.audit import InvalidAuditQuery
 from backend.services.accounts.request_log import InvalidLogQuery
@@ -212,7 +213,7 @@ def dependency_outage(request: Request, exc: Exception) -> ApiError:
     """
     name = next((label for kind, label in OUTAGE_NAMES if isinstance(exc, kind)), "a dependency")
     logger.warning("%s unreachable on %s %s: %s", name, request.method, request.url.path,
-                   str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                   first_line(exc, limit=200))
     return ApiError(503, "unavailable", f"{name[0].upper()}{name[1:]} is unreachable; try again in a moment.",
                     headers={"Retry-After": "5"})
 

@@ -76,6 +76,9 @@ class EngineInfo:
     #: a time (a CPU worker runs more of them side by side as processes).
     streams: int = 1
     streams_asked: int = 1
+    #: Voices this engine was given but could not load (a damaged file among a folder of sound ones) → why: the
+    #: others still speak; these are left out of `voices()` and named on the engine's status card.
+    voice_failures: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)

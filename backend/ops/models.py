@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from backend.core.errors import first_line
 from backend.core.settings import Settings
 from backend.media.model_catalog import (
     CATALOG, READY_MARKER, ModelSpec, model_dir, pulled, read_marker,
@@ -140,7 +141,7 @@ def _explain(exc: Exception, spec: ModelSpec, settings: Settings) -> PullError:
     if isinstance(exc, errors.HfHubHTTPError):
         return PullError(f"the hub at {endpoint} answered HTTP {status} for {spec.repo}; run again to resume")
     if isinstance(exc, OSError):
-        return PullError(f"the download stopped ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+        return PullError(f"the download stopped ({first_line(exc)}); "
                          "run again to resume")
     return PullError(f"{type(exc).__name__}: {exc}")
 

@@ -3,11 +3,17 @@
 Each worker process refreshes `lockn:workers:<hostname>` every `INTERVAL_S`
 seconds with a `TTL_S` expiry. A worker that dies simply stops refreshing, and
 its entry disappears: no broadcast round trip, no waiting on replies in `/health`.
+
+A prefork worker's main process announces its engines as their files describe them (it loads no model); each pool
+process then reports what it really loaded (`report_pool_process`: the voices it could load, an engine whose load
+failed), and the main process's beat says that from then on (`WorkerInfo.apply_pool_reports`), so a damaged voice
+or a failed engine is not announced as ready by the one process that never tried to load it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -15,6 +21,8 @@ from dataclasses import asdict, dataclass, field, fields
 import redis
 
 KEY_PREFIX = "lockn:workers:"
+#: A hash per worker: pool process id → what that process loaded (`report_pool_process`).
+POOL_KEY_PREFIX = "lockn:worker-pool:"
 INTERVAL_S = 3.0
 TTL_S = 9
 
@@ -43,6 +51,17 @@ class WorkerInfo:
         self.engines = [engine for engine in self.engines if engine["name"] != name]
         self.unavailable = {**self.unavailable, name: reason}
 
+    def apply_pool_reports(self, reports: list[dict]) -> None:
+        """What this worker's pool processes loaded (`report_pool_process`) replaces what the main process
+        announced: each engine as loaded, and an engine that failed in any pool process as unavailable (some of
+        its jobs would fail)."""
+        for report in reports:
+            for description in report.get("engines", []):
+                self.replace_engine(description)
+        for report in reports:
+            for name, reason in report.get("failed", {}).items():
+                self.mark_unavailable(name, reason)
+
 
 def publish(client: redis.Redis, info: WorkerInfo) -> None:
     """Record `info` as alive for the next `TTL_S` seconds."""
@@ -52,7 +71,30 @@ def publish(client: redis.Redis, info: WorkerInfo) -> None:
 
 def withdraw(client: redis.Redis, hostname: str) -> None:
     """Remove a worker at clean shutdown, so it stops counting at once."""
-    client.delete(KEY_PREFIX + hostname)
+    client.delete(KEY_PREFIX + hostname, POOL_KEY_PREFIX + hostname)
+
+
+def forget_pool_reports(client: redis.Redis, hostname: str) -> None:
+    """Drop what an earlier run's pool processes of worker `hostname` reported (a worker starting again, before
+    it forks its pool)."""
+    client.delete(POOL_KEY_PREFIX + hostname)
+
+
+def report_pool_process(client: redis.Redis, hostname: str, engines: list[dict], failed: dict[str, str]) -> None:
+    """Pool process (this process) of worker `hostname` loaded `engines` (their heartbeat descriptions) and could
+    not load those in `failed` (→ why)."""
+    client.hset(POOL_KEY_PREFIX + hostname, str(os.getpid()), json.dumps({"engines": engines, "failed": failed}))
+
+
+def forget_pool_process(client: redis.Redis, hostname: str) -> None:
+    """This pool process of worker `hostname` exits: its report goes with it."""
+    client.hdel(POOL_KEY_PREFIX + hostname, str(os.getpid()))
+
+
+def pool_reports(client: redis.Redis, hostname: str) -> list[dict]:
+    """What each live pool process of worker `hostname` reported, oldest process id first."""
+    reports = client.hgetall(POOL_KEY_PREFIX + hostname)
+    return [json.loads(reports[pid]) for pid in sorted(reports, key=int)]
 
 
 def live_workers(client: redis.Redis) -> list[WorkerInfo]:
@@ -79,6 +121,7 @@ class HeartbeatThread(threading.Thread):
     def run(self) -> None:
         while not self._stopped.is_set():
             try:
+                self._info.apply_pool_reports(pool_reports(self._client, self._info.hostname))
                 publish(self._client, self._info)
             except redis.RedisError:
                 pass  # the broker is down; /health reports that through its own check

