@@ -165,8 +165,8 @@ def test_a_prefork_worker_offers_only_the_voices_its_pool_loaded(embedded_broker
     with running_worker("cpu", "piper", monkeypatch):
         piper = wait_for_engine("piper", lambda engine: bool(engine.get("voice_failures")))
         assert [voice["id"] for voice in piper["voices"]] == ["en_US-joe-medium"]
-        assert piper["voice_failures"] == {"en_US-damaged-medium": "its .onnx model cannot be loaded (InvalidProtobuf)"}
-        note = "not loaded: en_US-damaged-medium (its .onnx model cannot be loaded (InvalidProtobuf))"
+        assert piper["voice_failures"] == {"en_US-damaged-medium": ".onnx model unreadable (InvalidProtobuf)"}
+        note = "1 voice not loaded, .onnx model unreadable (InvalidProtobuf): en_US-damaged-medium"
         response = TestClient(build_api()).get("/health")
         assert response.status_code == 200
         assert response.json()["checks"]["engine"]["message"] == f"engines loaded: piper ({note})"

@@ -115,21 +115,21 @@ def test_a_gpu_engine_says_how_many_streams_it_decodes_together(client: TestClie
 
 
 def test_voices_an_engine_could_not_load_are_named_a_few_at_a_time(client: TestClient, embedded_broker) -> None:
-    """Five damaged voices dropped in: the card names three with their reasons and counts the rest, the engine
-    stays up (its other voices speak)."""
+    """Five damaged voices dropped in, four of them alike: the card names three of a kind and counts the rest,
+    each kind with its reason; the engine stays up (its other voices speak)."""
     from backend.services.status.health import service_cards
 
     db.migrate()
-    failures = {f"en_US-broken{n}-low": "its .onnx model cannot be loaded (InvalidProtobuf)" for n in range(5)}
+    failures = {f"en_US-broken{n}-low": ".onnx model unreadable (InvalidProtobuf)" for n in range(4)}
+    failures["en_US-typo-low"] = ".onnx.json config unreadable (JSONDecodeError)"
     piper = {"name": "piper", "device": "cpu", "voices": [{"id": "en_US-joe-medium"}], "voice_failures": failures}
     heartbeat.publish(get_redis(), heartbeat.WorkerInfo(hostname="cpu@a", queues=["cpu"], engines=[piper]))
     assert client.get("/health").status_code == 200
     card = next(card for card in service_cards() if card["name"] == "Engine piper")
     assert card["status"] == "ok"
-    assert card["detail"] == ("cpu · 1 voice(s) · not loaded: en_US-broken0-low (its .onnx model cannot be loaded "
-                              "(InvalidProtobuf)); en_US-broken1-low (its .onnx model cannot be loaded "
-                              "(InvalidProtobuf)); en_US-broken2-low (its .onnx model cannot be loaded "
-                              "(InvalidProtobuf)) and 2 more")
+    assert card["detail"] == ("cpu · 1 voice(s) · 4 voices not loaded, .onnx model unreadable (InvalidProtobuf): "
+                              "en_US-broken0-low, en_US-broken1-low, en_US-broken2-low and 1 more; 1 voice not "
+                              "loaded, .onnx.json config unreadable (JSONDecodeError): en_US-typo-low")
 
 
 def test_an_engine_without_weights_says_which_command_fixes_it(client: TestClient, embedded_broker,

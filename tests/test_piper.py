@@ -104,12 +104,12 @@ def test_a_damaged_voice_is_left_out_and_the_voices_beside_it_speak(isolated_set
     # Before loading (a prefork worker's heartbeat): the config that cannot be read is already known.
     assert "en_US-unreadable-low" not in [v.id for v in engine.voices()]
     assert engine.describe().voice_failures == {
-        "en_US-unreadable-low": "its .onnx.json config cannot be read (JSONDecodeError)"}
+        "en_US-unreadable-low": ".onnx.json config unreadable (JSONDecodeError)"}
     engine.load()
     assert [v.id for v in engine.voices()] == [VOICE]
     assert engine.describe().voice_failures == {
-        "en_US-damaged-medium": "its .onnx model cannot be loaded (InvalidProtobuf)",
-        "en_US-unreadable-low": "its .onnx.json config cannot be read (JSONDecodeError)"}
+        "en_US-damaged-medium": ".onnx model unreadable (InvalidProtobuf)",
+        "en_US-unreadable-low": ".onnx.json config unreadable (JSONDecodeError)"}
     assert len(speak(engine, "Still speaking.")) > engine.sample_rate(VOICE) // 2
     with pytest.raises(SynthesisError, match="unknown Piper voice 'en_US-damaged-medium'"):
         list(engine.synthesize("hi", "en_US-damaged-medium"))
@@ -124,8 +124,8 @@ def test_an_engine_none_of_whose_voices_loads_fails_to_load_naming_each(tmp_path
     monkeypatch.setattr(piper.importlib.metadata, "distributions", lambda: [])
     with pytest.raises(RuntimeError) as failure:
         PiperEngine(model.parent).load()
-    assert str(failure.value) == ("no Piper voice could be loaded (en_US-damaged-medium: its .onnx model cannot be "
-                                  "loaded (InvalidProtobuf))")
+    assert str(failure.value) == ("no Piper voice could be loaded (en_US-damaged-medium: .onnx model unreadable "
+                                  "(InvalidProtobuf))")
 
 
 def test_speed_scales_duration_as_on_every_engine(engine: PiperEngine) -> None:

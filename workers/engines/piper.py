@@ -76,7 +76,7 @@ class PiperEngine(Engine):
                 self._voices[info.id] = PiperVoice.load(model, model.with_suffix(".onnx.json"))
             except Exception as exc:  # noqa: BLE001 - any damage to one voice's model leaves the others speaking
                 logger.exception("Piper voice %s not loaded from %s", info.id, model)
-                self._failures[info.id] = f"its .onnx model cannot be loaded ({type(exc).__name__})"
+                self._failures[info.id] = f".onnx model unreadable ({type(exc).__name__})"
                 continue
             self._infos[info.id] = info
         if not self._voices:
@@ -95,7 +95,7 @@ class PiperEngine(Engine):
             except Exception as exc:  # noqa: BLE001 - a config that is not JSON, or not of Piper's shape
                 logger.warning("Piper voice %s left out: its config %s cannot be read: %s", model.stem,
                                model.with_suffix(".onnx.json"), exc)
-                failures[model.stem] = f"its .onnx.json config cannot be read ({type(exc).__name__})"
+                failures[model.stem] = f".onnx.json config unreadable ({type(exc).__name__})"
         return infos, failures
 
     def describe(self) -> EngineInfo:

@@ -95,17 +95,24 @@ def streams_note(engine: dict) -> str:
     return f"{streams} streams at once" if streams > 1 else ""
 
 
-#: How many voices that failed to load a note names before it counts the rest.
+#: How many of the voices that failed to load for one reason a note names before it counts the rest.
 NAMED_VOICE_FAILURES = 3
 
 
 def voice_failures_note(engine: dict) -> str:
-    """Which of an engine's voices could not be loaded, and why ("" when all could): they are missing from the
-    voice library, and the operator who dropped them in needs to know why."""
-    failures = engine.get("voice_failures") or {}
-    named = [f"{voice} ({why})" for voice, why in sorted(failures.items())[:NAMED_VOICE_FAILURES]]
-    more = f" and {len(failures) - len(named)} more" if len(failures) > len(named) else ""
-    return f"not loaded: {'; '.join(named)}{more}" if named else ""
+    """Which of an engine's voices could not be loaded, grouped by why ("" when all could): they are missing from
+    the voice library, and the operator who dropped them in needs to know which and why."""
+    by_reason: dict[str, list[str]] = {}
+    for voice, why in sorted((engine.get("voice_failures") or {}).items()):
+        by_reason.setdefault(why, []).append(voice)
+    return "; ".join(_voices_not_loaded(voices, why) for why, voices in sorted(by_reason.items()))
+
+
+def _voices_not_loaded(voices: list[str], why: str) -> str:
+    """"2 voices not loaded, .onnx model unreadable (InvalidProtobuf): en_US-a-low, en_US-b-low"."""
+    named = ", ".join(voices[:NAMED_VOICE_FAILURES])
+    more = f" and {len(voices) - NAMED_VOICE_FAILURES} more" if len(voices) > NAMED_VOICE_FAILURES else ""
+    return f"{len(voices)} voice{'s' if len(voices) > 1 else ''} not loaded, {why}: {named}{more}"
 
 
 def engine_notes(engine: dict) -> list[str]:
