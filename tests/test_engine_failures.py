@@ -188,7 +188,7 @@ def wait_for_engine(name: str, ready, timeout_s: float = 120) -> dict:  # type: 
 def test_a_failure_in_any_pool_process_makes_the_engine_unavailable(embedded_broker) -> None:
     """Two pool processes' reports (as two forked processes write them, here written under two ids): the engine
     one loaded is announced as loaded, the engine one of them failed is unavailable with the reason, and a
-    worker's reports go when it withdraws."""
+    worker's reports last while it beats and go when it withdraws."""
     client = get_redis()
     info = heartbeat.WorkerInfo(hostname="cpu@pool-test", queues=["cpu"],
                                 engines=[{"name": "piper", "voices": [{"id": "a"}, {"id": "b"}]}, {"name": "fish"}])
@@ -201,5 +201,8 @@ def test_a_failure_in_any_pool_process_makes_the_engine_unavailable(embedded_bro
     assert info.unavailable == {"fish": "failed to load: OSError: gone"}
     heartbeat.report_pool_process(client, info.hostname, [], {})
     assert len(heartbeat.pool_reports(client, info.hostname)) == 3, "this process's own report, under its id"
+    heartbeat.publish(client, info)
+    assert 0 < client.ttl(heartbeat.POOL_KEY_PREFIX + info.hostname) <= heartbeat.POOL_TTL_S, \
+        "kept while the worker beats, gone a day after a worker killed without withdrawing"
     heartbeat.withdraw(client, info.hostname)
     assert heartbeat.pool_reports(client, info.hostname) == []

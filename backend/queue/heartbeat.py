@@ -25,6 +25,9 @@ KEY_PREFIX = "lockn:workers:"
 POOL_KEY_PREFIX = "lockn:worker-pool:"
 INTERVAL_S = 3.0
 TTL_S = 9
+#: How long a worker's pool reports outlive its last beat: a day (a worker killed without withdrawing leaves them
+#: no longer), not `TTL_S` (a broker out of reach for a few beats must not lose them: they are written once).
+POOL_TTL_S = 86400
 
 
 @dataclass
@@ -64,9 +67,12 @@ class WorkerInfo:
 
 
 def publish(client: redis.Redis, info: WorkerInfo) -> None:
-    """Record `info` as alive for the next `TTL_S` seconds."""
+    """Record `info` as alive for the next `TTL_S` seconds (and its pool's reports for `POOL_TTL_S`)."""
     info.seen_at = time.time()
-    client.set(KEY_PREFIX + info.hostname, json.dumps(asdict(info)), ex=TTL_S)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.set(KEY_PREFIX + info.hostname, json.dumps(asdict(info)), ex=TTL_S)
+        pipe.expire(POOL_KEY_PREFIX + info.hostname, POOL_TTL_S)
+        pipe.execute()
 
 
 def withdraw(client: redis.Redis, hostname: str) -> None:
