@@ -94,12 +94,16 @@ def damaged_piper_voice(data_dir: Path) -> Path:
 
 
 def test_a_damaged_voice_is_left_out_and_the_voices_beside_it_speak(isolated_settings: Path) -> None:
-    """One voice dropped into the folder with a model cut short, one with a config that is not JSON: each is
-    left out with its reason (no path: the card is not the log), the installed voice still speaks."""
+    """Voices dropped into the folder with a model cut short, a config that is not JSON and one that is JSON but
+    not Piper's: each is left out with the file at fault (no path: the card is not the log), the installed voice
+    still speaks."""
     damaged_piper_voice(isolated_settings)
     unreadable = isolated_settings / "voices" / "piper" / "en_US-unreadable-low.onnx"
     shutil.copy(installed_voice_models()[0], unreadable)
     unreadable.with_suffix(".onnx.json").write_text('{"audio": {"sample_rate": 16000}, "espeak": ')
+    incomplete = unreadable.with_name("en_US-incomplete-low.onnx")
+    shutil.copy(installed_voice_models()[0], incomplete)
+    incomplete.with_suffix(".onnx.json").write_text('{"audio": {"sample_rate": 16000}}')  # JSON, not Piper's
     engine = build_engine("piper")
     # Before loading (a prefork worker's heartbeat): the config that cannot be read is already known.
     assert "en_US-unreadable-low" not in [v.id for v in engine.voices()]
@@ -109,6 +113,7 @@ def test_a_damaged_voice_is_left_out_and_the_voices_beside_it_speak(isolated_set
     assert [v.id for v in engine.voices()] == [VOICE]
     assert engine.describe().voice_failures == {
         "en_US-damaged-medium": ".onnx model unreadable (InvalidProtobuf)",
+        "en_US-incomplete-low": ".onnx.json config unreadable (KeyError)",
         "en_US-unreadable-low": ".onnx.json config unreadable (JSONDecodeError)"}
     assert len(speak(engine, "Still speaking.")) > engine.sample_rate(VOICE) // 2
     with pytest.raises(SynthesisError, match="unknown Piper voice 'en_US-damaged-medium'"):

@@ -48,6 +48,13 @@ def describe_voice(model: Path) -> VoiceInfo:
     return VoiceInfo(id=model.stem, name=label, engine="piper", language=language.replace("_", "-"))
 
 
+def _load_failure(exc: Exception) -> str:
+    """Which file a voice's failed load points at: the model when onnxruntime refused it, otherwise its config (JSON,
+    but without the fields Piper reads, e.g. `num_symbols`)."""
+    culprit = ".onnx model" if type(exc).__module__.startswith("onnxruntime") else ".onnx.json config"
+    return f"{culprit} unreadable ({type(exc).__name__})"
+
+
 class PiperEngine(Engine):
     name = "piper"
 
@@ -76,7 +83,7 @@ class PiperEngine(Engine):
                 self._voices[info.id] = PiperVoice.load(model, model.with_suffix(".onnx.json"))
             except Exception as exc:  # noqa: BLE001 - any damage to one voice's model leaves the others speaking
                 logger.exception("Piper voice %s not loaded from %s", info.id, model)
-                self._failures[info.id] = f".onnx model unreadable ({type(exc).__name__})"
+                self._failures[info.id] = _load_failure(exc)
                 continue
             self._infos[info.id] = info
         if not self._voices:
