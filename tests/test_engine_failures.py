@@ -15,9 +15,10 @@ import importlib.util
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -65,15 +66,19 @@ def running_worker(queues: str, engines: str, monkeypatch: pytest.MonkeyPatch) -
         supervisor.stop_all()
 
 
-def wait_for_unavailable(engine: str, timeout_s: float = 120) -> str:
-    """The reason a live worker gives for not running `engine`, once it gives one."""
+def heartbeats_say(read: Callable[[list[heartbeat.WorkerInfo]], Any], what: str, timeout_s: float = 120) -> Any:
+    """What `read` finds in the live workers' heartbeats, once it finds something (not None)."""
     deadline = time.monotonic() + timeout_s
-    while True:
-        reasons = {name: reason for w in heartbeat.live_workers(get_redis()) for name, reason in w.unavailable.items()}
-        if engine in reasons:
-            return reasons[engine]
-        assert time.monotonic() < deadline, f"no worker said why {engine} is unavailable"
+    while (found := read(workers := heartbeat.live_workers(get_redis()))) is None:
+        assert time.monotonic() < deadline, f"no worker said {what}: {workers}"
         time.sleep(0.1)
+    return found
+
+
+def wait_for_unavailable(engine: str) -> str:
+    """The reason a live worker gives for not running `engine`, once it gives one."""
+    return heartbeats_say(lambda workers: next((w.unavailable[engine] for w in workers if engine in w.unavailable),
+                                               None), f"why {engine} is unavailable")
 
 
 @needs_fish
@@ -174,15 +179,12 @@ def test_a_prefork_worker_offers_only_the_voices_its_pool_loaded(embedded_broker
         assert card["status"] == "ok" and card["detail"] == f"cpu · 1 voice(s) · {note}"
 
 
-def wait_for_engine(name: str, ready, timeout_s: float = 120) -> dict:  # type: ignore[no-untyped-def]
+def wait_for_engine(name: str, ready: Callable[[dict], bool]) -> dict:
     """Engine `name` as a live worker announces it, once `ready(description)` holds."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        engines = [e for w in heartbeat.live_workers(get_redis()) for e in w.engines if e["name"] == name]
-        if engines and ready(engines[0]):
-            return engines[0]
-        assert time.monotonic() < deadline, f"no worker announced {name} as expected: {engines}"
-        time.sleep(0.1)
+    def announced(workers: list[heartbeat.WorkerInfo]) -> dict | None:
+        return next((e for w in workers for e in w.engines if e["name"] == name and ready(e)), None)
+
+    return heartbeats_say(announced, f"{name} as expected")
 
 
 def test_a_failure_in_any_pool_process_makes_the_engine_unavailable(embedded_broker) -> None:
