@@ -177,6 +177,25 @@ def test_a_prefork_worker_offers_only_the_voices_its_pool_loaded(embedded_broker
         assert response.json()["checks"]["engine"]["message"] == f"engines loaded: piper ({note})"
         card = next(card for card in service_cards() if card["name"] == "Engine piper")
         assert card["status"] == "ok" and card["detail"] == f"cpu · 1 voice(s) · {note}"
+        pool_process_killed_and_replaced(piper["name"])
+
+
+def pool_process_killed_and_replaced(engine: str) -> None:
+    """SIGKILL the live worker's pool process: its replacement's report takes its place (the dead one's is dropped
+    at the next beat), and the worker still announces `engine`."""
+    import signal
+
+    [worker] = heartbeat.live_workers(get_redis())
+    pool_key = heartbeat.POOL_KEY_PREFIX + worker.hostname
+    [killed] = get_redis().hkeys(pool_key)
+    os.kill(int(killed), signal.SIGKILL)
+
+    def replaced(_workers: list[heartbeat.WorkerInfo]) -> list[str] | None:
+        pids = get_redis().hkeys(pool_key)
+        return pids if pids and killed not in pids else None
+
+    heartbeats_say(replaced, "its killed pool process's report gone and its replacement's in", timeout_s=30)
+    assert wait_for_engine(engine, lambda description: True)
 
 
 def wait_for_engine(name: str, ready: Callable[[dict], bool]) -> dict:
@@ -198,9 +217,11 @@ def test_a_failure_in_any_pool_process_makes_the_engine_unavailable(embedded_bro
     client.hset(heartbeat.POOL_KEY_PREFIX + info.hostname, mapping={
         "101": json.dumps({"engines": [loaded], "failed": {}}),
         "102": json.dumps({"engines": [loaded], "failed": {"fish": "failed to load: OSError: gone"}})})
-    info.apply_pool_reports(heartbeat.pool_reports(client, info.hostname))
-    assert info.engines == [loaded]
-    assert info.unavailable == {"fish": "failed to load: OSError: gone"}
+    announced = (list(info.engines), dict(info.unavailable))
+    derived = info.with_pool_reports(heartbeat.pool_reports(client, info.hostname))
+    assert derived.engines == [loaded]
+    assert derived.unavailable == {"fish": "failed to load: OSError: gone"}
+    assert (info.engines, info.unavailable) == announced, "what the main process announced stays the baseline"
     heartbeat.report_pool_process(client, info.hostname, [], {})
     assert len(heartbeat.pool_reports(client, info.hostname)) == 3, "this process's own report, under its id"
     heartbeat.publish(client, info)
@@ -208,3 +229,27 @@ def test_a_failure_in_any_pool_process_makes_the_engine_unavailable(embedded_bro
         "kept while the worker beats, gone a day after a worker killed without withdrawing"
     heartbeat.withdraw(client, info.hostname)
     assert heartbeat.pool_reports(client, info.hostname) == []
+
+
+def test_a_pool_process_killed_without_a_word_no_longer_speaks_for_the_worker(embedded_broker) -> None:
+    """A pool process killed by SIGKILL (or the OOM killer) never takes its report back. Its report said the fish
+    engine failed; its replacement loaded it. The next beat drops the dead process's report and announces fish as
+    loaded: one failure, long gone, does not mark an engine unavailable until the worker restarts."""
+    import subprocess
+    import sys
+
+    client = get_redis()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process id that no longer runs
+    info = heartbeat.WorkerInfo(hostname="cpu@killed-pool-test", queues=["cpu"], engines=[{"name": "fish"}])
+    fish = {"name": "fish", "voices": [{"id": "fish-default"}]}
+    client.hset(heartbeat.POOL_KEY_PREFIX + info.hostname, mapping={
+        str(gone.pid): json.dumps({"engines": [], "failed": {"fish": "failed to load: OSError: no memory"}}),
+        str(os.getpid()): json.dumps({"engines": [fish], "failed": {}})})
+    try:
+        heartbeat.HeartbeatThread(client, info).beat()
+        [published] = [w for w in heartbeat.live_workers(client) if w.hostname == info.hostname]
+        assert published.engines == [fish] and published.unavailable == {}
+        assert client.hkeys(heartbeat.POOL_KEY_PREFIX + info.hostname) == [str(os.getpid())]
+    finally:
+        heartbeat.withdraw(client, info.hostname)

@@ -6,8 +6,10 @@ its entry disappears: no broadcast round trip, no waiting on replies in `/health
 
 A prefork worker's main process announces its engines as their files describe them (it loads no model); each pool
 process then reports what it really loaded (`report_pool_process`: the voices it could load, an engine whose load
-failed), and the main process's beat says that from then on (`WorkerInfo.apply_pool_reports`), so a damaged voice
-or a failed engine is not announced as ready by the one process that never tried to load it.
+failed), and the main process's beat says that from then on (`WorkerInfo.with_pool_reports`), so a damaged voice
+or a failed engine is not announced as ready by the one process that never tried to load it. Each beat reads the
+reports of the pool as it is then: a pool process that died without saying so (SIGKILL, the OOM killer) has its
+report dropped (`drop_dead_pool_processes`), and what its replacement loaded is announced instead.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import redis
 
@@ -54,16 +57,19 @@ class WorkerInfo:
         self.engines = [engine for engine in self.engines if engine["name"] != name]
         self.unavailable = {**self.unavailable, name: reason}
 
-    def apply_pool_reports(self, reports: list[dict]) -> None:
-        """What this worker's pool processes loaded (`report_pool_process`) replaces what the main process
-        announced: each engine as loaded, and an engine that failed in any pool process as unavailable (some of
-        its jobs would fail)."""
+    def with_pool_reports(self, reports: list[dict]) -> WorkerInfo:
+        """This worker as its pool processes' reports (`report_pool_process`) say it: each engine as loaded, and
+        an engine that failed in any pool process unavailable (some of its jobs would fail). `self` (what the
+        main process announced) is left as it is, so each beat starts again from it: an engine a dead process
+        failed is announced again once no live process says it failed."""
+        derived = replace(self, engines=list(self.engines), unavailable=dict(self.unavailable))
         for report in reports:
             for description in report.get("engines", []):
-                self.replace_engine(description)
+                derived.replace_engine(description)
         for report in reports:
             for name, reason in report.get("failed", {}).items():
-                self.mark_unavailable(name, reason)
+                derived.mark_unavailable(name, reason)
+        return derived
 
 
 def publish(client: redis.Redis, info: WorkerInfo) -> None:
@@ -103,6 +109,27 @@ def pool_reports(client: redis.Redis, hostname: str) -> list[dict]:
     return [json.loads(reports[pid]) for pid in sorted(reports, key=int)]
 
 
+def drop_dead_pool_processes(client: redis.Redis, hostname: str,
+                             alive: Callable[[int], bool] | None = None) -> None:
+    """Drop the reports of worker `hostname`'s pool processes that are no longer running (killed without their
+    shutdown signal: SIGKILL, the OOM killer). Called by the worker's main process, on the pool's machine."""
+    alive = alive or process_running
+    dead = [pid for pid in client.hkeys(POOL_KEY_PREFIX + hostname) if not alive(int(pid))]
+    if dead:
+        client.hdel(POOL_KEY_PREFIX + hostname, *dead)
+
+
+def process_running(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: not ours to judge dead
+    return True
+
+
 def live_workers(client: redis.Redis) -> list[WorkerInfo]:
     """Every worker that published within the last `TTL_S` seconds."""
     keys = sorted(client.scan_iter(match=KEY_PREFIX + "*", count=100))
@@ -127,11 +154,17 @@ class HeartbeatThread(threading.Thread):
     def run(self) -> None:
         while not self._stopped.is_set():
             try:
-                self._info.apply_pool_reports(pool_reports(self._client, self._info.hostname))
-                publish(self._client, self._info)
+                self.beat()
             except redis.RedisError:
                 pass  # the broker is down; /health reports that through its own check
             self._stopped.wait(INTERVAL_S)
+
+    def beat(self) -> None:
+        """Publish this worker as its live pool processes say it is (a GPU worker has no pool reports: as
+        announced)."""
+        hostname = self._info.hostname
+        drop_dead_pool_processes(self._client, hostname)
+        publish(self._client, self._info.with_pool_reports(pool_reports(self._client, hostname)))
 
     def stop(self) -> None:
         self._stopped.set()
