@@ -15,13 +15,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+ROOT = Path(__file__).resolve().parent.parent
 _API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/?]+))?$")
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 CHUNK = 64 * 1024
@@ -148,6 +153,36 @@ class FakeHub:
             self.sent[name] = self.sent.get(name, 0) + len(piece)
 
 
+@contextmanager
+def hub_endpoint(repos: dict[str, Path], monkeypatch, hf_home: Path) -> Iterator[FakeHub]:  # type: ignore[no-untyped-def]
+    """A hub serving `repos` as this test's HF_ENDPOINT (no token; huggingface_hub's own cache in `hf_home`,
+    out of ~), stopped when the block ends."""
+    from tests.conftest import reset_caches
+
+    server = FakeHub(repos)
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    reset_caches()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The LockN command as the operator types it (`models pull …`), in a process of its own (the test's
+    environment: HF_ENDPOINT points at the fake hub)."""
+    return subprocess.run([sys.executable, "-m", "backend.ops.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def resolved_files(server: FakeHub) -> set[str]:
+    """The repository paths whose contents a client fetched from `server`."""
+    return {path.split("/resolve/", 1)[1].split("/", 1)[1] for method, path, _ in server.requests
+            if method == "GET" and "/resolve/" in path}
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -172,6 +207,4 @@ def _main(argv: list[str]) -> int:  # pragma: no cover - the README's newcomer p
 
 
 if __name__ == "__main__":
-    import sys
-
     raise SystemExit(_main(sys.argv[1:]))

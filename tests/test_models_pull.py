@@ -19,14 +19,13 @@ import pytest
 
 from backend.media.model_catalog import CATALOG, READY_MARKER, pulled
 from tests.conftest import reset_caches
-from tests.fake_hub import COMMIT, FakeHub
+from tests.fake_hub import COMMIT, ROOT, FakeHub, cli, hub_endpoint, resolved_files
 
 if importlib.util.find_spec("qwen_tts") is None or importlib.util.find_spec("huggingface_hub") is None:
     if os.environ.get("LOCKN_REQUIRE_QWEN") == "1":
         raise RuntimeError("LOCKN_REQUIRE_QWEN=1 but qwen-tts is not installed: run `make setup-qwen`")
     pytest.skip("qwen-tts is not installed: `make setup-gpu` installs it", allow_module_level=True)
 
-ROOT = Path(__file__).resolve().parent.parent
 REPO = CATALOG["qwen3-custom"].repo
 OWNER = "auth0|ada"
 #: Where the hub's copy of the big file is cut (the tiny model.safetensors is ~2 MB).
@@ -46,28 +45,12 @@ def repo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def hub(repo_folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
-    server = FakeHub({REPO: repo_folder})
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # huggingface_hub's own cache stays out of ~
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    reset_caches()
-    yield server
-    server.stop()
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    """The command as the operator types it, in a process of its own (the test's environment)."""
-    return subprocess.run([sys.executable, "-m", "backend.ops.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    with hub_endpoint({REPO: repo_folder}, monkeypatch, tmp_path / "hf-home") as server:
+        yield server
 
 
 def repo_size(folder: Path, names: list[str]) -> int:
     return sum((folder / name).stat().st_size for name in names)
-
-
-def resolved_files(server: FakeHub) -> set[str]:
-    return {path.split("/resolve/", 1)[1].split("/", 1)[1] for method, path, _ in server.requests
-            if method == "GET" and "/resolve/" in path}
 
 
 def test_pull_lists_and_a_worker_speaks_with_it(hub: FakeHub, repo_folder: Path, isolated_settings: Path,

@@ -1,4 +1,7 @@
-"""The GPU engines' weights: which model-hub repository each pullable model comes from, and where a pulled one lies.
+"""Engine weights from the model hub: which repository each pullable model comes from, and where a pulled one lies.
+
+The GPU engines' checkpoints are named in `CATALOG`; Piper voices are named by their voice id
+(`piper-en_GB-alan-medium`: `piper_voice_spec`), one of the hundreds in rhasspy/piper-voices.
 
 Shared by the `models` commands (`backend/ops/models.py` downloads), the engines (handed the models folder, they
 find pulled folders when no `LOCKN_*_CHECKPOINT_DIR` is set; their "no weights" reason names the command that
@@ -13,6 +16,7 @@ file is there with its size and the engine's layout checks pass: a folder withou
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,3 +117,45 @@ def no_weights_reason(engine: str, variable: str) -> str:
     """Why an engine without any checkpoint cannot run, with the exact command that fixes it."""
     suggested = next(spec.name for spec in CATALOG.values() if spec.engine == engine)
     return f"no weights: run `{PULL_COMMAND} {suggested}` (or set {variable})"
+
+
+#: Where Piper's voices are published (rhasspy/piper-voices), pinned to its release tag.
+PIPER_VOICES_REPO = "rhasspy/piper-voices"
+PIPER_VOICES_REVISION = "v1.0.0"
+#: A pulled Piper voice's name: this prefix and the voice's id, e.g. `piper-en_GB-alan-medium`.
+PIPER_PREFIX = "piper-"
+#: A Piper voice id: language_REGION-dataset-quality (`en_GB-alan-medium`, `en_US-libritts_r-medium`).
+_PIPER_VOICE_ID = re.compile(r"^(?P<family>[a-z]{2,3})_(?P<region>[A-Z]{2})-(?P<dataset>[a-z0-9_]+)"
+                             r"-(?P<quality>x_low|low|medium|high)$")
+PIPER_EXAMPLE = f"{PIPER_PREFIX}en_GB-alan-medium"
+
+
+def piper_voice_spec(name: str) -> ModelSpec | None:
+    """The pull of Piper voice `name` (`piper-<voice id>`): its model and config from the voices repository; None
+    when `name` is not of that shape."""
+    voice = name.removeprefix(PIPER_PREFIX)
+    match = _PIPER_VOICE_ID.match(voice) if name.startswith(PIPER_PREFIX) else None
+    if match is None:
+        return None
+    folder = f"{match['family']}/{match['family']}_{match['region']}/{match['dataset']}/{match['quality']}"
+    files = (f"{folder}/{voice}.onnx", f"{folder}/{voice}.onnx.json")
+    return ModelSpec(name, "piper", PIPER_VOICES_REPO, PIPER_VOICES_REVISION, files, files, kind="piper-voice",
+                     summary=f"Piper voice {voice} (CPU)")
+
+
+def model_spec(name: str) -> ModelSpec | None:
+    """The pullable model called `name`: a GPU checkpoint of `CATALOG` or a Piper voice; None for neither."""
+    return CATALOG.get(name) or piper_voice_spec(name)
+
+
+def pulled_names(root: Path, prefix: str) -> list[str]:
+    """Names of the models under the models folder `root` whose name starts with `prefix` and that were pulled
+    completely (a download in progress is not one)."""
+    if not Path(root).is_dir():
+        return []
+    return sorted(folder.name for folder in Path(root).glob(prefix + "*") if read_marker(folder) is not None)
+
+
+def pulled_piper_voices(root: Path) -> list[Path]:
+    """The `.onnx` model of every Piper voice pulled under the models folder `root`."""
+    return [model for name in pulled_names(root, PIPER_PREFIX) for model in sorted((Path(root) / name).rglob("*.onnx"))]

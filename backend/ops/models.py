@@ -1,6 +1,8 @@
-"""`python -m backend.ops.cli models pull|list|remove`: the GPU engines' weights, fetched from the model hub.
+"""`python -m backend.ops.cli models pull|list|remove`: engine weights fetched from the model hub.
 
-`pull NAME` asks the hub (Hugging Face, or the mirror in `HF_ENDPOINT`; `HF_TOKEN` for gated models) which files
+NAME is a GPU checkpoint of the catalog (`fish`, `qwen3-custom`, …) or a Piper voice, `piper-<voice id>`
+(`piper-en_GB-alan-medium`: any of rhasspy/piper-voices, pinned to its release), which CPU workers offer beside the
+bundled one once they start again. `pull NAME` asks the hub (Hugging Face, or the mirror in `HF_ENDPOINT`; `HF_TOKEN` for gated models) which files
 the pinned revision holds, keeps only those the engine loads (`ModelSpec.allow_patterns`), says how much the disk
 will hold and refuses when it is short, then downloads with `huggingface_hub.snapshot_download` into a staging
 folder. huggingface_hub resumes: a pull that was cut off (Ctrl-C, a dropped connection) continues from the bytes
@@ -24,10 +26,11 @@ from pathlib import Path, PurePosixPath
 from backend.core.errors import first_line
 from backend.core.settings import Settings
 from backend.media.model_catalog import (
-    CATALOG, READY_MARKER, ModelSpec, model_dir, pulled, read_marker,
+    CATALOG, PIPER_EXAMPLE, PIPER_PREFIX, PIPER_VOICES_REPO, READY_MARKER, ModelSpec, model_dir, model_spec,
+    piper_voice_spec, pulled, pulled_names, read_marker,
 )
 
-EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 #: Where unfinished downloads wait (with huggingface_hub's resume state) until they are complete.
 STAGING = ".staging"
 #: Free space kept beyond the download itself (the marker, logs, the filesystem's own needs).
@@ -54,23 +57,34 @@ class PullPlan:
 
 
 def add_model_commands(commands: argparse._SubParsersAction) -> None:
-    models = commands.add_parser("models", help="pull, list and remove GPU engine weights (Fish Speech, Qwen3-TTS)")
+    models = commands.add_parser("models", help="pull, list and remove engine weights (Fish Speech, Qwen3-TTS, "
+                                                "Piper voices)")
     sub = models.add_subparsers(dest="models_command", required=True)
     pull = sub.add_parser("pull", help="download a model from the hub (HF_ENDPOINT, HF_TOKEN honoured)")
-    pull.add_argument("name", choices=sorted(CATALOG), metavar="NAME", help=", ".join(CATALOG))
+    pull.add_argument("name", metavar="NAME", help=NAMES_HELP)
     sub.add_parser("list", help="the models this machine can pull, and those it holds (size, revision)")
     remove = sub.add_parser("remove", help="delete a pulled model (and any unfinished download of it)")
-    remove.add_argument("name", choices=sorted(CATALOG), metavar="NAME", help=", ".join(CATALOG))
+    remove.add_argument("name", metavar="NAME", help=NAMES_HELP)
+
+
+#: What NAME may be, as the help and the "unknown model" message say it.
+NAMES_HELP = (f"{', '.join(CATALOG)}, or a Piper voice as {PIPER_PREFIX}<voice id> (e.g. {PIPER_EXAMPLE}; "
+              f"every voice: {HUB}/{PIPER_VOICES_REPO})")
 
 
 def run_model_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.models_command == "list":
         print(format_listing(settings.models_path))
         return 0
+    spec = model_spec(args.name)
+    if spec is None:
+        print(f"models {args.models_command}: no model is called {args.name!r}; NAME is {NAMES_HELP}",
+              file=sys.stderr)
+        return EXIT_USAGE
     if args.models_command == "remove":
         return 0 if remove_model(settings.models_path, args.name) else EXIT_FAILED
     try:
-        folder = _interruptible(lambda: pull_model(CATALOG[args.name], settings))
+        folder = _interruptible(lambda: pull_model(spec, settings))
     except PullError as exc:
         print(f"models pull {args.name}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -81,9 +95,16 @@ def run_model_command(args: argparse.Namespace, settings: Settings) -> int:
               flush=True)
         sys.stdout.flush()
         os._exit(EXIT_INTERRUPTED)
-    print(f"{args.name} is ready in {folder}; a worker with LOCKN_ENGINES={CATALOG[args.name].engine} finds it "
-          "with no variable set")
+    print(f"{args.name} is ready in {folder}; {_how_workers_find(spec)}")
     return 0
+
+
+def _how_workers_find(spec: ModelSpec) -> str:
+    """What the operator does next for a pulled model to be spoken with."""
+    if spec.engine == "piper":
+        return ("CPU workers offer it once they start again (stop `make run` and run it again, or restart the "
+                "worker services)")
+    return f"a worker with LOCKN_ENGINES={spec.engine} finds it with no variable set"
 
 
 # ----- pull ----------------------------------------------------------------------------------------------------
@@ -114,7 +135,7 @@ def _hub_errors():  # type: ignore[no-untyped-def]
         import requests
         from huggingface_hub import errors
     except ImportError as exc:
-        raise PullError("huggingface_hub is not installed: run `make setup-gpu` first") from exc
+        raise PullError("huggingface_hub is not installed: run `make setup` first") from exc
     return requests, errors
 
 
@@ -171,6 +192,9 @@ def plan_pull(spec: ModelSpec, settings: Settings) -> PullPlan:
         raise PullError(f"the hub at {settings.hf_endpoint or HUB} lists files outside the repository for "
                         f"{spec.repo} ({', '.join(sorted(escaping)[:3])}); refusing to download")
     missing = [name for name in spec.required_files if name not in files]
+    if missing and spec.kind == "piper-voice":
+        raise PullError(f"{spec.repo} has no voice {spec.name.removeprefix(PIPER_PREFIX)} at {spec.revision} (no "
+                        f"{missing[0]}): the voices are listed at {HUB}/{spec.repo}")
     if missing:
         raise PullError(f"{spec.repo}@{spec.revision} lacks {', '.join(missing)}, which the {spec.engine} engine "
                         "needs: the repository's layout changed; pin a revision that has them")
@@ -220,6 +244,10 @@ def pull_model(spec: ModelSpec, settings: Settings) -> Path:
     # huggingface_hub writes a download in chunks of this size: a pull cut off mid-file keeps all but the last
     # chunk for the next run to resume from (its default, 10 MB, would lose up to 10 MB of every file in flight).
     constants.DOWNLOAD_CHUNK_SIZE = RESUME_CHUNK_BYTES
+    # The hub's HTTP file API (Range requests into the staging folder): how a pull resumes and what the tests
+    # check. hf-xet (installed as huggingface_hub's dependency) would fetch through a chunk cache of its own in
+    # HF_HOME instead, outside the disk check above.
+    constants.HF_HUB_DISABLE_XET = True
 
     _call_hub(spec, settings, lambda: snapshot_download(
         spec.repo, revision=plan.commit, local_dir=staging, allow_patterns=list(plan.files),
@@ -235,7 +263,9 @@ def _check_layout(plan: PullPlan, staging: Path) -> None:
     if wrong:
         raise PullError(f"{len(wrong)} file(s) did not arrive whole ({', '.join(sorted(wrong)[:3])}); run again to "
                         "resume")
-    if plan.spec.kind:
+    if plan.spec.kind == "piper-voice":
+        _check_piper_config(plan, staging)
+    elif plan.spec.kind:
         try:
             kind = json.loads((staging / "config.json").read_text()).get("tts_model_type")
         except ValueError:
@@ -243,6 +273,18 @@ def _check_layout(plan: PullPlan, staging: Path) -> None:
         if kind != plan.spec.kind:
             raise PullError(f"{plan.spec.repo}'s config.json says tts_model_type={kind!r}, not {plan.spec.kind!r}: "
                             "not the model this name stands for")
+
+
+def _check_piper_config(plan: PullPlan, staging: Path) -> None:
+    """A Piper voice's `.onnx.json` is JSON with the fields Piper reads (what its voice loader fails on later)."""
+    config_name = next(name for name in plan.files if name.endswith(".onnx.json"))
+    try:
+        config = json.loads((staging / config_name).read_text())
+    except (OSError, ValueError):
+        config = None
+    if not isinstance(config, dict) or not {"num_symbols", "audio", "phoneme_id_map"} <= set(config):
+        raise PullError(f"{plan.spec.repo}'s {config_name} is not a Piper voice config (no num_symbols, audio and "
+                        "phoneme_id_map): not the voice this name stands for")
 
 
 def _mark_ready(plan: PullPlan, staging: Path, target: Path) -> Path:
@@ -276,9 +318,12 @@ def human_size(size: float) -> str:
 
 
 def listing(root: Path) -> list[dict]:
-    """One row per model this machine can pull: pulled (size, revision), partly downloaded, or not pulled."""
+    """One row per model this machine can pull (pulled: size, revision; partly downloaded; not pulled), then one
+    per Piper voice pulled or being pulled (hundreds can be: `NAMES_HELP` says where they are listed)."""
     rows = []
-    for spec in CATALOG.values():
+    staged = {folder.name for folder in (root / STAGING).glob(PIPER_PREFIX + "*")}
+    piper_voices = sorted(set(pulled_names(root, PIPER_PREFIX)) | staged)
+    for spec in [*CATALOG.values(), *filter(None, map(piper_voice_spec, piper_voices))]:
         folder = pulled(root, spec.name)
         marker = read_marker(folder) if folder is not None else None
         staging = root / STAGING / spec.name
@@ -295,12 +340,15 @@ def listing(root: Path) -> list[dict]:
 
 
 def format_listing(root: Path) -> str:
-    lines = [f"{'NAME':<18} {'ENGINE':<6} {'STATE':<36} {'SIZE':>9}  {'REVISION':<12}  REPOSITORY"]
-    for row in listing(root):
+    rows = listing(root)
+    width = max([18, *(len(row["name"]) for row in rows)])
+    lines = [f"{'NAME':<{width}} {'ENGINE':<6} {'STATE':<36} {'SIZE':>9}  {'REVISION':<12}  REPOSITORY"]
+    for row in rows:
         size = human_size(row["size"]) if row["state"] == "ready" else ""
-        lines.append(f"{row['name']:<18} {row['engine']:<6} {row['state']:<36} {size:>9}  {row['revision'][:12]:<12}"
-                     f"  {row['repo']}")
-    lines.append(f"models live in {root}; pull one with `python -m backend.ops.cli models pull NAME`")
+        lines.append(f"{row['name']:<{width}} {row['engine']:<6} {row['state']:<36} {size:>9}  "
+                     f"{row['revision'][:12]:<12}  {row['repo']}")
+    lines.append(f"models live in {root}; pull one with `python -m backend.ops.cli models pull NAME` (NAME: one "
+                 f"above, or a Piper voice as {PIPER_PREFIX}<voice id>, e.g. {PIPER_EXAMPLE})")
     return "\n".join(lines)
 
 

