@@ -177,7 +177,25 @@ def test_a_prefork_worker_offers_only_the_voices_its_pool_loaded(embedded_broker
         assert response.json()["checks"]["engine"]["message"] == f"engines loaded: piper ({note})"
         card = next(card for card in service_cards() if card["name"] == "Engine piper")
         assert card["status"] == "ok" and card["detail"] == f"cpu · 1 voice(s) · {note}"
+        damaged_voice_dropped_in_while_running(isolated_settings)
         pool_process_killed_and_replaced(piper["name"])
+
+
+def damaged_voice_dropped_in_while_running(data_dir: Path) -> None:
+    """A damaged voice dropped into the running worker's folder: offered within a beat (its config reads), its
+    first job fails saying why, and from then on it is left out and named on the card, like one found at start."""
+    from backend.services.jobs.service import enqueue_synthesis
+    from tests.test_qwen3 import wait_for_job
+
+    damaged_piper_voice(data_dir, "en_US-late-medium")
+    wait_for_engine("piper", lambda engine: "en_US-late-medium" in [voice["id"] for voice in engine["voices"]])
+    job = enqueue_synthesis("auth0|late", "Nobody hears this.", "en_US-late-medium", "wav")
+    status = wait_for_job(job.id, "auth0|late")
+    assert (status.status, status.error) == (
+        "failed", "the Piper voice 'en_US-late-medium' could not be loaded on this worker: .onnx model unreadable "
+                  "(InvalidProtobuf)")
+    piper = wait_for_engine("piper", lambda engine: "en_US-late-medium" in engine["voice_failures"])
+    assert [voice["id"] for voice in piper["voices"]] == ["en_US-joe-medium"]
 
 
 def pool_process_killed_and_replaced(engine: str) -> None:
@@ -242,7 +260,7 @@ def test_a_pool_process_killed_without_a_word_no_longer_speaks_for_the_worker(em
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a process id that no longer runs
     info = heartbeat.WorkerInfo(hostname="cpu@killed-pool-test", queues=["cpu"], engines=[{"name": "fish"}])
-    fish = {"name": "fish", "voices": [{"id": "fish-default"}]}
+    fish = {"name": "fish", "voices": [{"id": "fish-default"}], "voice_failures": {}}
     client.hset(heartbeat.POOL_KEY_PREFIX + info.hostname, mapping={
         str(gone.pid): json.dumps({"engines": [], "failed": {"fish": "failed to load: OSError: no memory"}}),
         str(os.getpid()): json.dumps({"engines": [fish], "failed": {}})})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -27,8 +28,8 @@ def engine() -> PiperEngine:
     return engine
 
 
-def speak(engine: PiperEngine, text: str = TEXT) -> np.ndarray:
-    return np.concatenate(list(engine.synthesize(text, VOICE, SynthesisOptions())))
+def speak(engine: PiperEngine, text: str = TEXT, voice: str = VOICE) -> np.ndarray:
+    return np.concatenate(list(engine.synthesize(text, voice, SynthesisOptions())))
 
 
 def test_engine_describes_itself_and_its_bundled_voice(engine: PiperEngine) -> None:
@@ -81,13 +82,13 @@ def test_voices_dropped_into_the_data_dir_are_found(isolated_settings) -> None:
     assert "en_US-copy-low" in [v.id for v in build_engine("piper").voices()], "the worker's engine looks there"
 
 
-def damaged_piper_voice(data_dir: Path) -> Path:
+def damaged_piper_voice(data_dir: Path, voice: str = "en_US-damaged-medium") -> Path:
     """A Piper voice whose config is right and whose model is not an ONNX file at all (a download cut short),
     in the data dir's voice folder, beside the installed voices."""
     folder = data_dir / "voices" / "piper"
     folder.mkdir(parents=True, exist_ok=True)
     installed = installed_voice_models()[0]
-    model = folder / "en_US-damaged-medium.onnx"
+    model = folder / f"{voice}.onnx"
     model.write_bytes(b"not an onnx model, the download was cut short" * 100)
     model.with_suffix(".onnx.json").write_text(installed.with_suffix(".onnx.json").read_text())
     return model
@@ -116,8 +117,48 @@ def test_a_damaged_voice_is_left_out_and_the_voices_beside_it_speak(isolated_set
         "en_US-incomplete-low": ".onnx.json config unreadable (KeyError)",
         "en_US-unreadable-low": ".onnx.json config unreadable (JSONDecodeError)"}
     assert len(speak(engine, "Still speaking.")) > engine.sample_rate(VOICE) // 2
-    with pytest.raises(SynthesisError, match="unknown Piper voice 'en_US-damaged-medium'"):
+    with pytest.raises(SynthesisError, match=r"^the Piper voice 'en_US-damaged-medium' could not be loaded on this "
+                                             r"worker: \.onnx model unreadable \(InvalidProtobuf\)$"):
         list(engine.synthesize("hi", "en_US-damaged-medium"))
+    with pytest.raises(SynthesisError, match="unknown Piper voice 'en_US-nobody-medium'"):
+        list(engine.synthesize("hi", "en_US-nobody-medium"))
+
+
+def test_a_loaded_engine_takes_in_voices_added_replaced_and_removed(isolated_settings: Path) -> None:
+    """`refresh` (run before each job): a voice dropped in is loaded and speaks at its own rate, one whose files
+    are replaced by damaged ones is dropped with the reason, one deleted is forgotten; nothing changed, nothing
+    is read again (the voices that stayed are the same objects)."""
+    engine = build_engine("piper")
+    engine.load()
+    bundled = engine._voices[VOICE]  # noqa: SLF001 - the loaded voice object: kept, not loaded again
+    assert engine.refresh() is False
+    folder = isolated_settings / "voices" / "piper"
+    folder.mkdir(parents=True)
+    added = folder / "en_US-added-x_low.onnx"
+    shutil.copy(installed_voice_models()[0], added)
+    config = json.loads(installed_voice_models()[0].with_suffix(".onnx.json").read_text())
+    added.with_suffix(".onnx.json").write_text(json.dumps({**config, "audio": {**config["audio"],
+                                                                               "sample_rate": 16000}}))
+    assert engine.refresh() is True and engine.refresh() is False
+    assert [v.id for v in engine.voices()] == [VOICE, "en_US-added-x_low"]
+    assert engine.sample_rate("en_US-added-x_low") == 16000, "the added voice's own rate, before its first job"
+    assert len(speak(engine, "Newly added.", "en_US-added-x_low")) > 16000 // 2
+    assert engine._voices[VOICE] is bundled  # noqa: SLF001
+    shutil.copy(added, folder / f"{VOICE}.onnx")  # a second voice with the installed one's id: left out
+    shutil.copy(added.with_suffix(".onnx.json"), folder / f"{VOICE}.onnx.json")
+    assert engine.refresh() is True
+    assert engine._voices[VOICE] is bundled and engine.sample_rate(VOICE) == 22050  # noqa: SLF001
+
+    added.write_bytes(b"cut short")  # replaced by a download that stopped
+    assert engine.refresh() is True
+    assert [v.id for v in engine.voices()] == [VOICE]
+    assert engine.describe().voice_failures == {"en_US-added-x_low": ".onnx model unreadable (InvalidProtobuf)"}
+    added.unlink()
+    added.with_suffix(".onnx.json").unlink()
+    assert engine.refresh() is True
+    assert [v.id for v in engine.voices()] == [VOICE] and engine.describe().voice_failures == {}
+    with pytest.raises(SynthesisError, match="unknown Piper voice 'en_US-added-x_low'"):
+        list(engine.synthesize("hi", "en_US-added-x_low"))
 
 
 def test_an_engine_none_of_whose_voices_loads_fails_to_load_naming_each(tmp_path: Path,
@@ -126,7 +167,7 @@ def test_an_engine_none_of_whose_voices_loads_fails_to_load_naming_each(tmp_path
     from workers.engines import piper
 
     model = damaged_piper_voice(tmp_path)
-    monkeypatch.setattr(piper.importlib.metadata, "distributions", lambda: [])
+    monkeypatch.setattr(piper, "_package_voice_models", lambda: ())
     with pytest.raises(RuntimeError) as failure:
         PiperEngine(model.parent).load()
     assert str(failure.value) == ("no Piper voice could be loaded (en_US-damaged-medium: .onnx model unreadable "

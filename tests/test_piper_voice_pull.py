@@ -1,7 +1,7 @@
 """`models pull piper-<voice id>`: a Piper voice from the hub's voices repository (rhasspy/piper-voices' layout),
 served by a real HTTP server on loopback (`tests/fake_hub.py`) reached through HF_ENDPOINT as a mirror would be.
-The voice is the bundled one's model under another id, so it really speaks; a CPU worker started after the pull
-offers it and speaks a job with it through the real queue.
+The voice is the bundled one's model under another id, so it really speaks; a CPU worker already running offers it
+within a beat of the pull and speaks a job with it through the real queue.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from workers.engine_loader import build_engine
 from workers.engines.piper import installed_voice_models
 
 VOICE = "en_GB-ada-medium"
+BUNDLED = "en_US-joe-medium"
 NAME = f"piper-{VOICE}"
 #: Where the voices repository keeps this voice (language family / language / dataset / quality).
 VOICE_FOLDER = "en/en_GB/ada/medium"
@@ -56,47 +57,56 @@ def hub(voices_repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # 
         yield server
 
 
-def test_a_pulled_voice_is_offered_and_spoken_by_a_cpu_worker(hub: FakeHub, isolated_settings: Path,
-                                                               embedded_broker, database) -> None:
+def test_a_pulled_voice_is_offered_and_spoken_by_a_running_cpu_worker(hub: FakeHub, isolated_settings: Path,
+                                                                      embedded_broker, database) -> None:
+    """A CPU worker runs before the pull: within a beat of the pull its heartbeat offers the voice (no restart),
+    a job with it succeeds (its pool process loads the voice before the job), and once the voice is removed it is
+    offered no more."""
     from backend.ops.supervisor import Supervisor, worker_command
     from backend.services.jobs.service import enqueue_synthesis
     from tests.conftest import wait_for_worker_heartbeat
+    from tests.test_engine_failures import wait_for_engine
     from tests.test_qwen3 import wait_for_job
 
-    assert VOICE not in [voice.id for voice in build_engine("piper").voices()]
-    result = cli("models", "pull", NAME)
-    assert result.returncode == 0, result.stderr
-    assert "CPU workers offer it once they start again" in result.stdout
-    assert resolved_files(hub) == {f"{VOICE_FOLDER}/{VOICE}.onnx", f"{VOICE_FOLDER}/{VOICE}.onnx.json"}, \
-        "only the asked voice's model and config"
-    assert any(f"/revision/{PIPER_VOICES_REVISION}" in path for _, path, _ in hub.requests), "the pinned release"
-    folder = pulled(isolated_settings / "models", NAME)
-    assert folder is not None and (folder / READY_MARKER).is_file()
-    row = next(line for line in cli("models", "list").stdout.splitlines() if line.startswith(NAME))
-    assert "ready" in row and PIPER_VOICES_REPO in row, row
+    def offered(voice_ids: set[str]) -> None:
+        wait_for_engine("piper", lambda engine: {voice["id"] for voice in engine["voices"]} == voice_ids)
 
-    reset_caches()
+    supervisor = Supervisor()
+    supervisor.start("cpu-worker", worker_command(queues="cpu"), env={**os.environ, "LOCKN_ENGINES": "piper"})
+    try:
+        wait_for_worker_heartbeat(timeout_s=120)
+        offered({BUNDLED})
+        result = cli("models", "pull", NAME)
+        assert result.returncode == 0, result.stderr
+        assert "running CPU workers offer it within seconds" in result.stdout
+        assert resolved_files(hub) == {f"{VOICE_FOLDER}/{VOICE}.onnx", f"{VOICE_FOLDER}/{VOICE}.onnx.json"}, \
+            "only the asked voice's model and config"
+        assert any(f"/revision/{PIPER_VOICES_REVISION}" in path for _, path, _ in hub.requests), "the release"
+        folder = pulled(isolated_settings / "models", NAME)
+        assert folder is not None and (folder / READY_MARKER).is_file()
+        row = next(line for line in cli("models", "list").stdout.splitlines() if line.startswith(NAME))
+        assert "ready" in row and PIPER_VOICES_REPO in row, row
+
+        offered({BUNDLED, VOICE})
+        job = enqueue_synthesis(OWNER, "Hello from a pulled voice.", VOICE, "wav")
+        status = wait_for_job(job.id, OWNER)
+        assert (status.status, status.engine) == ("succeeded", "piper"), status.error
+        assert Path(status.audio_path).stat().st_size > 10_000
+
+        assert cli("models", "remove", NAME).returncode == 0
+        offered({BUNDLED})
+    finally:
+        supervisor.stop_all()
+
+
+def test_a_pulled_voice_speaks_in_the_engine(hub: FakeHub, isolated_settings: Path) -> None:
+    assert cli("models", "pull", NAME).returncode == 0
     engine = build_engine("piper")
     assert VOICE in [voice.id for voice in engine.voices()]
     engine.load()
     audio = np.concatenate(list(engine.synthesize("A voice from the hub.", VOICE)))
     assert audio.size > engine.sample_rate(VOICE) // 2 and float(np.sqrt(np.mean(audio ** 2))) > 0.01, \
         "half a second or more of audible speech"
-
-    supervisor = Supervisor()
-    supervisor.start("cpu-worker", worker_command(queues="cpu"), env={**os.environ, "LOCKN_ENGINES": "piper"})
-    try:
-        wait_for_worker_heartbeat(timeout_s=120)
-        job = enqueue_synthesis(OWNER, "Hello from a pulled voice.", VOICE, "wav")
-        status = wait_for_job(job.id, OWNER)
-        assert (status.status, status.engine) == ("succeeded", "piper"), status.error
-        assert Path(status.audio_path).stat().st_size > 10_000
-    finally:
-        supervisor.stop_all()
-
-    assert cli("models", "remove", NAME).returncode == 0
-    reset_caches()
-    assert VOICE not in [voice.id for voice in build_engine("piper").voices()]
 
 
 @pytest.mark.parametrize("name", ["piper-english", "piper-en_GB-ada-ultra", "lessac", "piper-../../etc-x-low"])

@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable
 
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
+from celery.signals import (
+    task_prerun, worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown,
+)
 from redis import RedisError
 
 from backend.core.heap import freeze_startup_heap
@@ -28,7 +31,9 @@ from backend.queue.heartbeat import (
 from backend.queue.routing import DEFAULT_QUEUE, QA_QUEUE, WEBHOOK_QUEUE, is_gpu_queue
 from backend.services.keys.usage import close_process_usage
 from workers import engine_loader
-from workers.engine_loader import describe_engine, engine_descriptions, load_engines, warm_up_engine
+from workers.engine_loader import (
+    describe_engine, engine_descriptions, load_engines, refresh_loaded_engines, voice_sources, warm_up_engine,
+)
 from workers.reaper import StalledJobSweeper
 
 install_key_masking()
@@ -65,14 +70,29 @@ def _load_engines(sender=None, **_kwargs) -> None:  # type: ignore[no-untyped-de
     announces the engines, loads none. What it loaded lives as long as the process, so the garbage collector stops
     walking it (a full collection would pause a job's live audio)."""
     global _pool_hostname
-    loaded = load_engines()
+    load_engines()
     _pool_hostname = sender
+    _report_what_this_process_loaded()
+    freeze_startup_heap()
+
+
+def _report_what_this_process_loaded() -> None:
+    """This pool process's engines as loaded, and those that failed, for the worker's heartbeat."""
     try:
-        report_pool_process(get_redis(), sender, [describe_engine(name, engine) for name, engine in loaded.items()],
+        report_pool_process(get_redis(), _pool_hostname,
+                            [describe_engine(name, engine) for name, engine in engine_loader.LOADED.items()],
                             dict(engine_loader.FAILED))
     except RedisError:
         pass  # the heartbeat then says what the engines' files say; jobs still fail with the reason
-    freeze_startup_heap()
+
+
+@task_prerun.connect
+def _take_in_new_voices(**_kwargs) -> None:  # type: ignore[no-untyped-def]
+    """Before each job in a pool process: voices pulled or dropped in since it loaded are loaded now (those
+    replaced again, those removed forgotten), and its report says so. A stat of the voice files when nothing
+    changed. (A GPU worker's engines have no voice files: their voices are their checkpoint's and the clones.)"""
+    if _pool_hostname is not None and refresh_loaded_engines():
+        _report_what_this_process_loaded()
 
 
 @worker_process_shutdown.connect
@@ -99,13 +119,29 @@ def _start_heartbeat(sender, **_kwargs) -> None:  # type: ignore[no-untyped-def]
         engine["warming"] = True  # until `_warm_up` has run its first step (status cards say "warming up")
     info = WorkerInfo(hostname=getattr(sender, "hostname", socket.gethostname()), queues=queues, engines=engines,
                       unavailable=unavailable)
-    _heartbeat = HeartbeatThread(get_redis(), info)
+    _heartbeat = HeartbeatThread(get_redis(), info, refresh=None if gpu or not speaks else _voice_watch())
     _heartbeat.start()
     if gpu:  # one process runs every job (threads): load and warm its engines now, not in the first job
         threading.Thread(target=_warm_up, args=(info,), name="lockn-warm-up", daemon=True).start()
     StalledJobSweeper().start()
     if port := get_settings().worker_metrics_port:  # a worker machine's own /metrics, for Prometheus to scrape
         serve_metrics(port)
+
+
+def _voice_watch() -> Callable[[WorkerInfo], None]:
+    """For a CPU worker's heartbeat: describe its engines again when their voice files change (a voice pulled,
+    dropped in, replaced or removed), so the voice library offers what is on disk within a beat; its pool
+    processes load a new voice before their next job (`_take_in_new_voices`)."""
+    names = get_settings().engine_names
+    seen = voice_sources(names)
+
+    def describe_again_if_changed(info: WorkerInfo) -> None:
+        nonlocal seen
+        if (now := voice_sources(names)) != seen:
+            seen = now
+            info.engines, info.unavailable = engine_descriptions(names)
+
+    return describe_again_if_changed
 
 
 def _warm_up(info: WorkerInfo) -> None:

@@ -83,6 +83,24 @@ def engine_descriptions(names: list[str]) -> tuple[list[dict], dict[str, str]]:
     return described, unavailable
 
 
+def voice_sources(names: list[str]) -> tuple:
+    """What the named engines' voices are read from (`Engine.voice_sources`: stats of their files), as one value
+    that changes when a voice is pulled, dropped in, replaced or removed."""
+    return tuple(build_engine(name).voice_sources() for name in names)
+
+
+def refresh_loaded_engines() -> bool:
+    """Each engine loaded in this process takes in its voices added, replaced or removed (`Engine.refresh`); True
+    when any changed what it speaks. A voice that fails to load is kept in its engine's `voice_failures`."""
+    changed = False
+    for name, engine in list(LOADED.items()):
+        try:
+            changed = engine.refresh() or changed
+        except Exception:  # noqa: BLE001 - a voice folder that cannot be read leaves the engine as it was
+            logger.exception("engine %s could not read its voices again", name)
+    return changed
+
+
 def describe_engine(name: str, engine: Engine) -> dict:
     """What a heartbeat says of one engine: its `EngineInfo`, its queue and its voices."""
     return {**engine.describe().as_dict(), "queue": queue_for(name), "voices": [asdict(v) for v in engine.voices()]}

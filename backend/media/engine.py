@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -101,6 +101,18 @@ class Engine(ABC):
 
     @abstractmethod
     def voices(self) -> list[VoiceInfo]: ...
+
+    def voice_sources(self) -> Hashable:
+        """What this engine's voices are read from, as a value that changes when a voice is added, replaced or
+        removed (cheap: no model is read). A worker compares it between beats to offer new voices without a
+        restart; the default (an engine whose voices are fixed by its checkpoint) never changes."""
+        return None
+
+    def refresh(self) -> bool:
+        """Take in the voices added, replaced or removed since `load()` (see `voice_sources`); True when what the
+        engine speaks changed. Runs in a worker's pool process before each job, so it must be cheap when nothing
+        changed."""
+        return False
 
     def sample_rate(self, voice: str) -> int:
         """The rate of the audio `synthesize` yields for the voice with id `voice`. Engines whose voices differ

