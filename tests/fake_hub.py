@@ -25,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import pytest
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 ROOT = Path(__file__).resolve().parent.parent
 _API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/?]+))?$")
@@ -154,7 +156,7 @@ class FakeHub:
 
 
 @contextmanager
-def hub_endpoint(repos: dict[str, Path], monkeypatch, hf_home: Path) -> Iterator[FakeHub]:  # type: ignore[no-untyped-def]
+def hub_endpoint(repos: dict[str, Path], monkeypatch: pytest.MonkeyPatch, hf_home: Path) -> Iterator[FakeHub]:
     """A hub serving `repos` as this test's HF_ENDPOINT (no token; huggingface_hub's own cache in `hf_home`,
     out of ~), stopped when the block ends."""
     from tests.conftest import reset_caches

@@ -240,6 +240,11 @@ def test_a_failure_in_any_pool_process_makes_the_engine_unavailable(embedded_bro
     assert derived.engines == [loaded]
     assert derived.unavailable == {"fish": "failed to load: OSError: gone"}
     assert (info.engines, info.unavailable) == announced, "what the main process announced stays the baseline"
+    on_disk_now = heartbeat.WorkerInfo(hostname=info.hostname, queues=["cpu"], engines=[
+        {"name": "piper", "voices": [{"id": "a"}, {"id": "c"}], "voice_failures": {}}])
+    assert on_disk_now.with_pool_reports([{"engines": [loaded], "failed": {}}]).engines == [
+        {**loaded, "voices": [{"id": "a"}, {"id": "c"}], "voice_failures": {}}], \
+        "a voice added since the pool loaded is offered; the failure of one removed since is no news"
     heartbeat.report_pool_process(client, info.hostname, [], {})
     assert len(heartbeat.pool_reports(client, info.hostname)) == 3, "this process's own report, under its id"
     heartbeat.publish(client, info)

@@ -1,9 +1,9 @@
 """`python -m backend.ops.cli models pull|list|remove`: engine weights fetched from the model hub.
 
 NAME is a GPU checkpoint of the catalog (`fish`, `qwen3-custom`, …) or a Piper voice, `piper-<voice id>`
-(`piper-en_GB-alan-medium`: any of rhasspy/piper-voices, pinned to its release), which CPU workers offer beside the
-bundled one once they start again. `pull NAME` asks the hub (Hugging Face, or the mirror in `HF_ENDPOINT`; `HF_TOKEN` for gated models) which files
-the pinned revision holds, keeps only those the engine loads (`ModelSpec.allow_patterns`), says how much the disk
+(`piper-en_GB-alan-medium`: any of rhasspy/piper-voices, pinned to its release), which running CPU workers offer
+beside the bundled one within a beat. `pull NAME` asks the hub (Hugging Face, or the mirror in `HF_ENDPOINT`;
+`HF_TOKEN` for gated models) which files the pinned revision holds, keeps only those the engine loads (`ModelSpec.allow_patterns`), says how much the disk
 will hold and refuses when it is short, then downloads with `huggingface_hub.snapshot_download` into a staging
 folder. huggingface_hub resumes: a pull that was cut off (Ctrl-C, a dropped connection) continues from the bytes
 it already has when run again. Only when every file is there with the size the hub announced and the engine's

@@ -84,8 +84,13 @@ class WorkerInfo:
 def _as_loaded(loaded: dict, announced: dict) -> dict:
     """A pool process's description of an engine, with the voices the main process found on disk less those that
     process could not load, and the failures both saw."""
-    failures = {**announced.get("voice_failures", {}), **loaded.get("voice_failures", {})}
-    voices = [voice for voice in announced.get("voices", loaded.get("voices", [])) if voice["id"] not in failures]
+    on_disk = announced.get("voices", loaded.get("voices", []))
+    known = {voice["id"] for voice in on_disk} | set(announced.get("voice_failures", {}))
+    # A failure the pool process saw for a voice no longer on disk (removed since its last job) is no news.
+    failures = {**announced.get("voice_failures", {}),
+                **{voice_id: why for voice_id, why in loaded.get("voice_failures", {}).items()
+                   if voice_id in known or not announced}}
+    voices = [voice for voice in on_disk if voice["id"] not in failures]
     return {**loaded, "voices": voices, "voice_failures": failures}
 
 
@@ -126,12 +131,10 @@ def pool_reports(client: redis.Redis, hostname: str) -> list[dict]:
     return [json.loads(reports[pid]) for pid in sorted(reports, key=int)]
 
 
-def drop_dead_pool_processes(client: redis.Redis, hostname: str,
-                             alive: Callable[[int], bool] | None = None) -> None:
+def drop_dead_pool_processes(client: redis.Redis, hostname: str) -> None:
     """Drop the reports of worker `hostname`'s pool processes that are no longer running (killed without their
     shutdown signal: SIGKILL, the OOM killer). Called by the worker's main process, on the pool's machine."""
-    alive = alive or process_running
-    dead = [pid for pid in client.hkeys(POOL_KEY_PREFIX + hostname) if not alive(int(pid))]
+    dead = [pid for pid in client.hkeys(POOL_KEY_PREFIX + hostname) if not process_running(int(pid))]
     if dead:
         client.hdel(POOL_KEY_PREFIX + hostname, *dead)
 

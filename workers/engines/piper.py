@@ -167,7 +167,8 @@ class PiperEngine(Engine):
         taken: dict[str, Path] = {}  # voice id → the model that has it
         for model in self._voice_models():
             if model.stem in taken:
-                logger.warning("Piper voice %s in %s left out: %s has the same id", model.stem, model, taken[model.stem])
+                logger.warning("Piper voice %s in %s left out: %s has the same id", model.stem, model,
+                               taken[model.stem])
                 continue
             taken[model.stem] = model
             try:
@@ -203,7 +204,8 @@ class PiperEngine(Engine):
             raise SynthesisError("Piper cannot clone voices; a cloned voice needs a cloning engine (Fish Speech or Qwen3-TTS)")
         model = self._voices.get(voice)
         if model is None and voice in self._failures:
-            raise SynthesisError(f"the Piper voice {voice!r} could not be loaded on this worker: {self._failures[voice]}")
+            raise SynthesisError(f"the Piper voice {voice!r} could not be loaded on this worker: "
+                                 f"{self._failures[voice]}")
         if model is None:
             raise SynthesisError(f"unknown Piper voice {voice!r}")
         # Speed: the job runner changes the tempo afterwards (`backend/media/tempo.py`). Piper's own length_scale
