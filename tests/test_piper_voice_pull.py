@@ -60,8 +60,9 @@ def hub(voices_repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # 
 def test_a_pulled_voice_is_offered_and_spoken_by_a_running_cpu_worker(hub: FakeHub, isolated_settings: Path,
                                                                       embedded_broker, database) -> None:
     """A CPU worker runs before the pull: within a beat of the pull its heartbeat offers the voice (no restart),
-    a job with it succeeds (its pool process loads the voice before the job), and once the voice is removed it is
-    offered no more."""
+    a job with it succeeds (its pool process loads the voice before the job; the same text again is the cached
+    audio), the voice's files replaced are spoken afresh (not from the cache), and once the voice is
+    removed it is offered no more."""
     from backend.ops.supervisor import Supervisor, worker_command
     from backend.services.jobs.service import enqueue_synthesis
     from tests.conftest import wait_for_worker_heartbeat
@@ -70,6 +71,11 @@ def test_a_pulled_voice_is_offered_and_spoken_by_a_running_cpu_worker(hub: FakeH
 
     def offered(voice_ids: set[str]) -> None:
         wait_for_engine("piper", lambda engine: {voice["id"] for voice in engine["voices"]} == voice_ids)
+
+    def spoken(voice: str):  # type: ignore[no-untyped-def]
+        status = wait_for_job(enqueue_synthesis(OWNER, "Hello from a pulled voice.", voice, "wav").id, OWNER)
+        assert (status.status, status.engine) == ("succeeded", "piper"), status.error
+        return status
 
     supervisor = Supervisor()
     supervisor.start("cpu-worker", worker_command(queues="cpu"), env={**os.environ, "LOCKN_ENGINES": "piper"})
@@ -88,10 +94,15 @@ def test_a_pulled_voice_is_offered_and_spoken_by_a_running_cpu_worker(hub: FakeH
         assert "ready" in row and PIPER_VOICES_REPO in row, row
 
         offered({BUNDLED, VOICE})
-        job = enqueue_synthesis(OWNER, "Hello from a pulled voice.", VOICE, "wav")
-        status = wait_for_job(job.id, OWNER)
-        assert (status.status, status.engine) == ("succeeded", "piper"), status.error
-        assert Path(status.audio_path).stat().st_size > 10_000
+        first = spoken(VOICE)
+        assert Path(first.audio_path).stat().st_size > 10_000
+        assert spoken(VOICE).audio_path == first.audio_path, "the same request again: the cached audio"
+
+        replaced_config = folder / VOICE_FOLDER / f"{VOICE}.onnx.json"  # the voice's files replaced in place
+        replaced_config.write_text(replaced_config.read_text().replace('"ada"', '"ada-2"'))
+        wait_for_engine("piper", lambda engine: any(voice["name"].startswith("Ada-2") for voice in engine["voices"]))
+        again = spoken(VOICE)
+        assert again.audio_path != first.audio_path, "a replaced voice is never answered with the old one's audio"
 
         assert cli("models", "remove", NAME).returncode == 0
         offered({BUNDLED})

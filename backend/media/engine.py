@@ -39,6 +39,10 @@ class VoiceInfo:
     engine: str
     language: str
     kind: str = "builtin"
+    #: What identifies this voice's weights where they can be replaced under one id (a Piper voice's files: a
+    #: digest of them): it joins the cache address, so a replaced voice never answers with the old one's audio.
+    #: Empty for voices fixed by the engine's version.
+    revision: str = ""
 
 
 @dataclass(frozen=True)

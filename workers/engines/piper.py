@@ -10,6 +10,7 @@ that is not JSON) is left out and named in `describe().voice_failures`; the voic
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -51,6 +52,24 @@ def installed_voice_models(voice_dir: Path | None = None, models_dir: Path | Non
     return [m for m in dict.fromkeys(models) if m.with_suffix(".onnx.json").exists()]
 
 
+#: (model path, `file_stamp`) → `voice_revision`: each version of a voice's files is read once per process.
+_REVISIONS: dict[tuple[str, tuple[int, ...]], str] = {}
+
+
+def voice_revision(model: Path) -> str:
+    """A digest of the voice's model and config: the same files give the same revision on every machine (a cache
+    address stays shared across workers), a replaced file a new one. Read once per version of the files (44 ms
+    for the bundled 63 MB model, from the page cache)."""
+    key = (str(model), file_stamp(model))
+    if key not in _REVISIONS:
+        digest = hashlib.sha256()
+        for path in (model, model.with_suffix(".onnx.json")):
+            with path.open("rb") as file:
+                digest.update(hashlib.file_digest(file, "sha256").digest())
+        _REVISIONS[key] = digest.hexdigest()[:16]
+    return _REVISIONS[key]
+
+
 def describe_voice(model: Path) -> VoiceInfo:
     config = json.loads(model.with_suffix(".onnx.json").read_text())
     language = (config.get("language") or {}).get("code") or config.get("espeak", {}).get("voice", "und")
@@ -59,7 +78,8 @@ def describe_voice(model: Path) -> VoiceInfo:
     speaker = (config.get("dataset") or (stem_parts[1] if len(stem_parts) > 1 else model.stem)).title()
     quality = (config.get("audio") or {}).get("quality", "")
     label = f"{speaker} (Piper, {language.replace('_', '-')}{', ' + quality if quality else ''})"
-    return VoiceInfo(id=model.stem, name=label, engine="piper", language=language.replace("_", "-"))
+    return VoiceInfo(id=model.stem, name=label, engine="piper", language=language.replace("_", "-"),
+                     revision=voice_revision(model))
 
 
 def file_stamp(model: Path) -> tuple[int, ...]:

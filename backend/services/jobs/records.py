@@ -31,7 +31,7 @@ from backend.services.jobs.request_rules import MAX_TEXT_CHARS
 from backend.services.jobs.slots import release
 from backend.services.jobs.text_input import UnspeakableText, speakable_text
 from backend.services.voices.service import (
-    CLONED_PREFIX, VoiceNotFound, engine_for_clone, get_cloned_voice, live_engines, live_voices,
+    CLONED_PREFIX, VoiceNotFound, engine_for_clone, get_cloned_voice, live_voices,
     unavailable_voice_reason,
 )
 
@@ -85,8 +85,15 @@ def validate_request(owner: str, text: str, voice: str, fmt: str, speed: float, 
         raise ServiceUnavailable("no synthesis worker is running; start one with `make worker`")
     if voice not in served:
         raise InvalidJobRequest(f"unknown voice {voice!r}; list voices at /api/voice/voices", "voice")
-    speaker = served[voice][0]
-    return speaker, live_engines()[speaker]["version"]
+    speaker, worker = served[voice]
+    return speaker, voice_version(next(e for e in worker.engines if e["name"] == speaker), voice)
+
+
+def voice_version(engine: dict, voice: str) -> str:
+    """What a cache address names as the speaker's version: the engine's, and the voice's own revision when it has
+    one (a Piper voice's files), so the audio of a voice replaced under the same id is never served for it."""
+    revision = next((v.get("revision", "") for v in engine.get("voices", []) if v["id"] == voice), "")
+    return f"{engine['version']}+{revision}" if revision else engine["version"]
 
 
 def cleaned_text(text: str) -> str:
