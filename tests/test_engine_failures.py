@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from backend.media.model_catalog import FISH_REQUIRED_FILES
 from backend.queue import heartbeat
 from tests.conftest import reset_caches, wait_for_worker_heartbeat
 from tests.test_piper import damaged_piper_voice
+from workers.engines.piper import installed_voice_models
 from workers import engine_loader
 
 needs_fish = pytest.mark.skipif(importlib.util.find_spec("fish_speech") is None,
@@ -196,6 +198,11 @@ def damaged_voice_dropped_in_while_running(data_dir: Path) -> None:
                   "(InvalidProtobuf)")
     piper = wait_for_engine("piper", lambda engine: "en_US-late-medium" in engine["voice_failures"])
     assert [voice["id"] for voice in piper["voices"]] == ["en_US-joe-medium"]
+    shutil.copy(installed_voice_models()[0], data_dir / "voices" / "piper" / "en_US-late-medium.onnx")  # fixed
+    piper = wait_for_engine("piper", lambda engine: "en_US-late-medium" in [v["id"] for v in engine["voices"]])
+    assert "en_US-late-medium" not in piper["voice_failures"], "offered again with no job run since it was fixed"
+    assert wait_for_job(enqueue_synthesis("auth0|late", "Now it speaks.", "en_US-late-medium", "wav").id,
+                        "auth0|late").status == "succeeded"
 
 
 def pool_process_killed_and_replaced(engine: str) -> None:
@@ -245,6 +252,13 @@ def test_a_failure_in_any_pool_process_makes_the_engine_unavailable(embedded_bro
     assert on_disk_now.with_pool_reports([{"engines": [loaded], "failed": {}}]).engines == [
         {**loaded, "voices": [{"id": "a"}, {"id": "c"}], "voice_failures": {}}], \
         "a voice added since the pool loaded is offered; the failure of one removed since is no news"
+    fixed = heartbeat.WorkerInfo(hostname=info.hostname, queues=["cpu"], engines=[
+        {"name": "piper", "voices": [{"id": "a"}, {"id": "b", "revision": "r2"}], "voice_failures": {}}])
+    failed_on = {**loaded, "voice_failure_revisions": {"b": "r1"}}
+    assert [v["id"] for v in fixed.with_pool_reports([{"engines": [failed_on]}]).engines[0]["voices"]] == ["a", "b"], \
+        "b's files were replaced (revision r2) since a pool process failed on them (r1): offered again"
+    still = {**failed_on, "voice_failure_revisions": {"b": "r2"}}
+    assert [v["id"] for v in fixed.with_pool_reports([{"engines": [still]}]).engines[0]["voices"]] == ["a"]
     heartbeat.report_pool_process(client, info.hostname, [], {})
     assert len(heartbeat.pool_reports(client, info.hostname)) == 3, "this process's own report, under its id"
     heartbeat.publish(client, info)

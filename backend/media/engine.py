@@ -83,6 +83,9 @@ class EngineInfo:
     #: Voices this engine was given but could not load (a damaged file among a folder of sound ones) → why: the
     #: others still speak; these are left out of `voices()` and named on the engine's status card.
     voice_failures: dict[str, str] = field(default_factory=dict)
+    #: The `VoiceInfo.revision` of the files each of those failed on: once a voice's files are replaced (fixed),
+    #: a failure seen on the old ones no longer holds it back.
+    voice_failure_revisions: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -86,10 +86,18 @@ def _as_loaded(loaded: dict, announced: dict) -> dict:
     process could not load, and the failures both saw."""
     on_disk = announced.get("voices", loaded.get("voices", []))
     known = {voice["id"] for voice in on_disk} | set(announced.get("voice_failures", {}))
-    # A failure the pool process saw for a voice no longer on disk (removed since its last job) is no news.
+    revisions = {voice["id"]: voice.get("revision", "") for voice in on_disk}
+    failed_on = loaded.get("voice_failure_revisions", {})
+
+    def still_news(voice_id: str) -> bool:
+        """A failure the pool process saw is no news for a voice no longer on disk (removed since its last job),
+        nor for one whose files were replaced since it failed on them (fixed: it loads before its next job)."""
+        if announced and voice_id not in known:
+            return False
+        return voice_id not in failed_on or revisions.get(voice_id, failed_on[voice_id]) == failed_on[voice_id]
+
     failures = {**announced.get("voice_failures", {}),
-                **{voice_id: why for voice_id, why in loaded.get("voice_failures", {}).items()
-                   if voice_id in known or not announced}}
+                **{voice_id: why for voice_id, why in loaded.get("voice_failures", {}).items() if still_news(voice_id)}}
     voices = [voice for voice in on_disk if voice["id"] not in failures]
     return {**loaded, "voices": voices, "voice_failures": failures}
 

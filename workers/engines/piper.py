@@ -113,6 +113,7 @@ class PiperEngine(Engine):
         self._infos: dict[str, VoiceInfo] = {}
         self._stamps: dict[str, tuple[int, ...]] = {}  # voice id → its files' `file_stamp` when it was loaded
         self._failures: dict[str, str] = {}  # voice id → why it was not loaded
+        self._failed_revisions: dict[str, str] = {}  # voice id → the revision of the files it failed to load from
         self._loaded_sources: Hashable = None
 
     def unavailable_reason(self) -> str | None:
@@ -153,7 +154,7 @@ class PiperEngine(Engine):
         from piper import PiperVoice
 
         infos, failures = self._voices_on_disk
-        self._failures = dict(failures)
+        self._failures, self._failed_revisions = dict(failures), {}
         on_disk = {info.id for info in infos.values()}
         for gone in [voice_id for voice_id in self._voices if voice_id not in on_disk]:
             self._forget(gone)
@@ -166,7 +167,7 @@ class PiperEngine(Engine):
                 self._voices[info.id] = PiperVoice.load(model, model.with_suffix(".onnx.json"))
             except Exception as exc:  # noqa: BLE001 - any damage to one voice's model leaves the others speaking
                 logger.exception("Piper voice %s not loaded from %s", info.id, model)
-                self._failures[info.id] = _load_failure(exc)
+                self._failures[info.id], self._failed_revisions[info.id] = _load_failure(exc), info.revision
                 continue
             self._infos[info.id], self._stamps[info.id] = info, stamp
 
@@ -204,7 +205,7 @@ class PiperEngine(Engine):
         rate = self.sample_rate(next(iter(self._voices))) if self._voices else DEFAULT_SAMPLE_RATE
         failures = self._failures if self._voices else self._voices_on_disk[1]
         return EngineInfo("piper", rate, False, "cpu", importlib.metadata.version("piper-tts"),
-                          voice_failures=dict(failures))
+                          voice_failures=dict(failures), voice_failure_revisions=dict(self._failed_revisions))
 
     def sample_rate(self, voice: str) -> int:
         """The rate the voice's own config gives: Piper voices differ (16000 Hz for x_low models, 22050 for most)."""
