@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +175,14 @@ def stream_events(job_id: str, timeout_s: float) -> list:
         return [event async for event in read_events(get_async_binary_redis(), job_id, timeout_s)]
 
     return run_async(collect())
+
+
+def wait_for_job(job_id: str, owner: str, timeout_s: float = 120):  # type: ignore[no-untyped-def]
+    """Job `job_id`'s status, read as its `owner` would, once it has finished (succeeded or failed)."""
+    from backend.services.jobs.service import job_status
+
+    deadline = time.monotonic() + timeout_s
+    while (status := job_status(job_id, owner)).status not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, f"job {job_id} did not finish"
+        time.sleep(0.2)
+    return status

@@ -187,7 +187,7 @@ def damaged_voice_dropped_in_while_running(data_dir: Path) -> None:
     """A damaged voice dropped into the running worker's folder: offered within a beat (its config reads), its
     first job fails saying why, and from then on it is left out and named on the card, like one found at start."""
     from backend.services.jobs.service import enqueue_synthesis
-    from tests.test_qwen3 import wait_for_job
+    from tests.conftest import wait_for_job
 
     damaged_piper_voice(data_dir, "en_US-late-medium")
     wait_for_engine("piper", lambda engine: "en_US-late-medium" in [voice["id"] for voice in engine["voices"]])

@@ -66,7 +66,8 @@ def test_pull_lists_and_a_worker_speaks_with_it(hub: FakeHub, repo_folder: Path,
     from backend.services.status.health import service_cards
     from backend.services.jobs.service import enqueue_synthesis
     from tests.conftest import wait_for_worker_heartbeat
-    from tests.test_qwen3 import MAX_NEW_TOKENS, wait_for_job
+    from tests.conftest import wait_for_job
+    from tests.test_qwen3 import MAX_NEW_TOKENS
 
     env = {**os.environ, "LOCKN_ENGINES": "qwen3", "LOCKN_QWEN_DEVICE": "cpu", "OMP_NUM_THREADS": "1",
            "LOCKN_QWEN_MAX_NEW_TOKENS": str(MAX_NEW_TOKENS)}
@@ -115,7 +116,7 @@ def test_pull_lists_and_a_worker_speaks_with_it(hub: FakeHub, repo_folder: Path,
     try:
         wait_for_worker_heartbeat(timeout_s=120)
         job = enqueue_synthesis(OWNER, "Hello from a pulled model.", "qwen3-aiden", "wav")
-        status = wait_for_job(job.id)
+        status = wait_for_job(job.id, OWNER)
         assert (status.status, status.engine) == ("succeeded", "qwen3"), status.error
         assert Path(status.audio_path).stat().st_size > 1000
     finally:

@@ -67,7 +67,7 @@ def test_a_pulled_voice_is_offered_and_spoken_by_a_running_cpu_worker(hub: FakeH
     from backend.services.jobs.service import enqueue_synthesis
     from tests.conftest import wait_for_worker_heartbeat
     from tests.test_engine_failures import wait_for_engine
-    from tests.test_qwen3 import wait_for_job
+    from tests.conftest import wait_for_job
 
     def offered(voice_ids: set[str]) -> None:
         wait_for_engine("piper", lambda engine: {voice["id"] for voice in engine["voices"]} == voice_ids)

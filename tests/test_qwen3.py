@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 
 from backend.media.engine import ReferenceVoice, SynthesisError, SynthesisOptions
-from tests.conftest import reset_caches
+from tests.conftest import reset_caches, wait_for_job
 
 if importlib.util.find_spec("qwen_tts") is None:
     if os.environ.get("LOCKN_REQUIRE_QWEN") == "1":
@@ -195,16 +195,6 @@ def qwen_worker(checkpoints: dict[str, Path], embedded_broker, database, monkeyp
         supervisor.stop_all()
 
 
-def wait_for_job(job_id: str, owner: str = OWNER):  # type: ignore[no-untyped-def]
-    from backend.services.jobs.service import job_status
-
-    deadline = time.monotonic() + 120
-    while (status := job_status(job_id, owner)).status not in ("succeeded", "failed"):
-        assert time.monotonic() < deadline, f"job {job_id} did not finish"
-        time.sleep(0.2)
-    return status
-
-
 def test_jobs_on_a_qwen3_worker(qwen_worker) -> None:
     """A preset voice with an instruction (three sentences, three caption cues), and a clone made for Fish Speech
     spoken by Qwen3-TTS, reach `succeeded` on a worker with LOCKN_ENGINES=qwen3."""
@@ -214,7 +204,7 @@ def test_jobs_on_a_qwen3_worker(qwen_worker) -> None:
 
     job = enqueue_synthesis(OWNER, "First sentence. Second one! Third?", "qwen3-aiden", "wav", captions=True,
                             instructions="Cheerful, a little faster.")
-    status = wait_for_job(job.id)
+    status = wait_for_job(job.id, OWNER)
     assert (status.status, status.engine, status.instructions) == ("succeeded", "qwen3", "Cheerful, a little faster.")
     samples, rate = decode(Path(status.audio_path).read_bytes())
     assert rate == 24000 and samples.size > 0
@@ -227,7 +217,7 @@ def test_jobs_on_a_qwen3_worker(qwen_worker) -> None:
     clone = create_cloned_voice(OWNER, "Ada", "The reference talks for twelve seconds.", buffer.getvalue())
     assert next(v for v in list_voices(OWNER) if v.id == clone.id).engines == ("qwen3",)
     cloned = enqueue_synthesis(OWNER, "Cloned hello.", clone.id, "mp3")
-    status = wait_for_job(cloned.id)
+    status = wait_for_job(cloned.id, OWNER)
     assert (status.status, status.engine) == ("succeeded", "qwen3"), status.error
 
 
@@ -244,7 +234,7 @@ def test_a_job_the_engine_refuses_fails_once_and_is_not_retried(qwen_worker) -> 
         session.add(broken)
         session.commit()
     send_job(broken)
-    status = wait_for_job(broken.id)
+    status = wait_for_job(broken.id, OWNER)
     time.sleep(1)
     with Session(get_engine()) as session:
         stored = session.get(Job, broken.id)
