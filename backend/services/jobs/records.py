@@ -86,7 +86,7 @@ def validate_request(owner: str, text: str, voice: str, fmt: str, speed: float, 
     if voice not in served:
         raise InvalidJobRequest(f"unknown voice {voice!r}; list voices at /api/voice/voices", "voice")
     speaker, worker = served[voice]
-    return speaker, voice_version(next(e for e in worker.engines if e["name"] == speaker), voice)
+    return speaker, voice_version(worker.engine(speaker), voice)
 
 
 def voice_version(engine: dict, voice: str) -> str:
